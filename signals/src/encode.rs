@@ -119,6 +119,19 @@ impl<'a> BatchWriter<'a> {
         BatchWriter { page, len_words: 0, signals: 0, limits, options }
     }
 
+    /// A writer that appends to a page already holding `len_words` words of whole signals
+    /// (packed earlier by a writer with the same limits and options). `len_words` is clamped to
+    /// the page.
+    pub fn resume(
+        page: &'a mut [u32],
+        len_words: usize,
+        limits: Limits,
+        options: WriteOptions,
+    ) -> BatchWriter<'a> {
+        let len_words = len_words.min(page.len());
+        BatchWriter { page, len_words, signals: 0, limits, options }
+    }
+
     /// Packs one whole signal, or nothing.
     #[inline]
     pub fn push(&mut self, signal: &Signal<'_>) -> Result<(), PackError> {
@@ -266,7 +279,7 @@ impl<'a> BatchWriter<'a> {
         self.len_words == 0
     }
 
-    /// Signals packed so far.
+    /// Signals packed by this writer (not counting what a resumed page held before).
     pub fn signal_count(&self) -> usize {
         self.signals
     }

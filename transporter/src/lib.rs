@@ -1,0 +1,205 @@
+//! blockwire's transporters: how packed signal batches move between nodes.
+//!
+//! This index holds the transporter traits, their error enums and the closed list of
+//! implementations used on the hot path ([`AnySender`], [`AnyReceiver`]). Each implementation is
+//! a file: [`tcp`] today; shared memory and RDMA verbs reuse the same traits and the conformance
+//! suite in `tests/`.
+//!
+//! A connected link is split into two halves so that block threads can send while a receive
+//! thread polls:
+//! - [`LinkSender`] takes queued send-buffer pages ([`pages`]) for its peer and writes as much as
+//!   the transport accepts now; what it does not take stays queued (back-pressure), and a page
+//!   it took only in part is finished by the next call before anything else is written, so the
+//!   stream never interleaves two pages.
+//! - [`LinkReceiver`] reads what arrived, walks whole signals in place and hands each to a
+//!   callback; it exposes a file descriptor for epoll and an `arm` step to call before sleeping.
+//!
+//! The [`registry`] owns the links: handshakes ([`handshake`]), the per-link state machine,
+//! failure events and reconnects.
+
+pub mod counters;
+pub mod handshake;
+pub mod pages;
+pub mod poller;
+pub mod receive;
+pub mod registry;
+pub mod send_buffers;
+pub mod stream;
+pub mod tcp;
+
+use std::io;
+use std::os::fd::RawFd;
+
+use signals::{Malformed, SignalView};
+
+pub use counters::{CounterSnapshot, LinkCounters};
+pub use pages::{PagePool, PageQueue, SendLevel};
+pub use receive::ReceiveSide;
+pub use registry::{LinkEvent, LinkState, PeerConfig, Registry, RegistryConfig, RegistryError};
+pub use send_buffers::{FlushReport, SendBuffers, SendError};
+
+/// The kind of transport a link uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    /// TCP over the handshake socket.
+    Tcp,
+    /// Shared-memory rings (same host).
+    Shm,
+    /// RDMA verbs (reliable-connected queue pair).
+    Rdma,
+}
+
+impl TransportKind {
+    /// The number used in the handshake.
+    pub const fn code(self) -> u8 {
+        match self {
+            TransportKind::Tcp => 1,
+            TransportKind::Shm => 2,
+            TransportKind::Rdma => 3,
+        }
+    }
+
+    /// The kind for a handshake number.
+    pub const fn from_code(code: u8) -> Option<TransportKind> {
+        match code {
+            1 => Some(TransportKind::Tcp),
+            2 => Some(TransportKind::Shm),
+            3 => Some(TransportKind::Rdma),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for TransportKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TransportKind::Tcp => "tcp",
+            TransportKind::Shm => "shm",
+            TransportKind::Rdma => "rdma",
+        })
+    }
+}
+
+/// Why a link stopped working. Every one closes the link and is reported upward.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The peer closed its end.
+    #[error("peer closed the connection")]
+    PeerClosed,
+    /// A socket or device call failed.
+    #[error("{op} failed: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The system error.
+        source: io::Error,
+    },
+    /// The peer sent bytes that can never be a signal.
+    #[error("malformed batch from peer: {0}")]
+    Malformed(#[from] Malformed),
+    /// The upper layer declared the peer dead (for example heartbeat silence).
+    #[error("closed by the upper layer: {0}")]
+    Closed(String),
+}
+
+/// What one `send` call did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendProgress {
+    /// Bytes written to the transport.
+    pub bytes: usize,
+    /// Signals whose last byte was written.
+    pub signals: usize,
+    /// The transport took less than was offered (socket buffer or ring full): try again later.
+    pub blocked: bool,
+}
+
+/// What one `poll` call did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PollProgress {
+    /// Bytes read from the transport.
+    pub bytes: usize,
+    /// Signals handed to the callback.
+    pub signals: usize,
+}
+
+/// The sending half of a connected link.
+pub trait LinkSender: Send {
+    /// Writes as much of `queue` as the transport takes now. Pages written whole go back to the
+    /// pool; a page written in part is kept and finished first by the next call.
+    fn send(&mut self, queue: &mut PageQueue) -> Result<SendProgress, LinkError>;
+
+    /// Whether a page taken in part is still waiting to be finished.
+    fn has_pending(&self) -> bool;
+
+    /// Drops whatever is unsent (the link is closing): returns the signals dropped.
+    fn discard_pending(&mut self) -> usize;
+}
+
+/// The receiving half of a connected link.
+pub trait LinkReceiver: Send {
+    /// Reads what has arrived and hands each complete signal to `deliver`, in place.
+    fn poll(&mut self, deliver: &mut dyn FnMut(SignalView<'_>)) -> Result<PollProgress, LinkError>;
+
+    /// The descriptor that becomes readable when data (or a hang-up) arrives, for epoll.
+    fn raw_fd(&self) -> RawFd;
+
+    /// Prepares to sleep: returns `Ok(false)` when data slipped in and the caller must poll
+    /// again instead of sleeping.
+    fn arm(&mut self) -> Result<bool, LinkError>;
+}
+
+/// Every sending half, as a closed set for the hot path.
+#[derive(Debug)]
+pub enum AnySender {
+    /// TCP.
+    Tcp(tcp::TcpSender),
+}
+
+/// Every receiving half, as a closed set for the hot path.
+#[derive(Debug)]
+pub enum AnyReceiver {
+    /// TCP.
+    Tcp(tcp::TcpReceiver),
+}
+
+impl LinkSender for AnySender {
+    #[inline]
+    fn send(&mut self, queue: &mut PageQueue) -> Result<SendProgress, LinkError> {
+        match self {
+            AnySender::Tcp(s) => s.send(queue),
+        }
+    }
+
+    fn has_pending(&self) -> bool {
+        match self {
+            AnySender::Tcp(s) => s.has_pending(),
+        }
+    }
+
+    fn discard_pending(&mut self) -> usize {
+        match self {
+            AnySender::Tcp(s) => s.discard_pending(),
+        }
+    }
+}
+
+impl LinkReceiver for AnyReceiver {
+    #[inline]
+    fn poll(&mut self, deliver: &mut dyn FnMut(SignalView<'_>)) -> Result<PollProgress, LinkError> {
+        match self {
+            AnyReceiver::Tcp(r) => r.poll(deliver),
+        }
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        match self {
+            AnyReceiver::Tcp(r) => r.raw_fd(),
+        }
+    }
+
+    fn arm(&mut self) -> Result<bool, LinkError> {
+        match self {
+            AnyReceiver::Tcp(r) => r.arm(),
+        }
+    }
+}

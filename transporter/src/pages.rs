@@ -1,0 +1,249 @@
+//! Send-buffer pages: fixed-size word arrays that signals are packed into, queued per
+//! (thread, peer), and handed to a transporter at the end of a round.
+//!
+//! Every page of a link comes from that link's [`PagePool`], allocated whole at start-up
+//! (`send_buffer_bytes / page_bytes` pages), so sending never allocates and one slow peer cannot
+//! take another peer's memory. The pool also keeps the link's count of queued bytes, from which
+//! the overload levels are read (after NDB: overload at 80% of the budget, slowdown at 60% of
+//! that).
+//!
+//! Invariants: a page holds whole signals only (`len_words`), `sent_bytes <= len_words * 4`, and
+//! every page is in exactly one place: the pool, a queue, a writer's open page, or a sender's
+//! pending slot.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crossbeam_channel::{Receiver, Sender};
+
+/// One send-buffer page.
+#[derive(Debug)]
+pub struct Page {
+    words: Box<[u32]>,
+    /// Words of whole signals packed so far.
+    pub len_words: usize,
+    /// Signals packed so far.
+    pub signals: usize,
+    /// Bytes already written to the transport.
+    pub sent_bytes: usize,
+}
+
+impl Page {
+    fn new(page_words: usize) -> Page {
+        Page {
+            words: vec![0; page_words].into_boxed_slice(),
+            len_words: 0,
+            signals: 0,
+            sent_bytes: 0,
+        }
+    }
+
+    /// The whole page, for packing into.
+    pub fn words_mut(&mut self) -> &mut [u32] {
+        &mut self.words
+    }
+
+    /// The packed signals.
+    pub fn packed(&self) -> &[u32] {
+        &self.words[..self.len_words]
+    }
+
+    /// The packed bytes not yet written.
+    pub fn unsent(&self) -> &[u8] {
+        debug_assert!(self.sent_bytes <= self.len_words * 4);
+        &bytemuck::cast_slice(self.packed())[self.sent_bytes..]
+    }
+
+    /// Whether nothing is packed.
+    pub fn is_empty(&self) -> bool {
+        self.len_words == 0
+    }
+
+    fn reset(&mut self) {
+        self.len_words = 0;
+        self.signals = 0;
+        self.sent_bytes = 0;
+    }
+}
+
+/// How full a link's send buffers are.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendLevel {
+    /// Below the slowdown mark.
+    Normal,
+    /// Over 60% of the overload mark: callers should send less (optional traffic waits).
+    Slowdown,
+    /// Over 80% of the budget: new signals are refused with [`SendError::Overloaded`].
+    Overload,
+}
+
+/// The pages of one link, and its count of queued bytes.
+#[derive(Debug)]
+pub struct PagePool {
+    free_tx: Sender<Page>,
+    free_rx: Receiver<Page>,
+    page_words: usize,
+    pages: usize,
+    queued_bytes: AtomicUsize,
+    overload_bytes: usize,
+    slowdown_bytes: usize,
+}
+
+impl PagePool {
+    /// Allocates `pages` pages of `page_words` words.
+    pub fn new(pages: usize, page_words: usize) -> PagePool {
+        let (free_tx, free_rx) = crossbeam_channel::bounded(pages);
+        for _ in 0..pages {
+            // Cannot fail: the channel holds exactly `pages`.
+            let _ = free_tx.try_send(Page::new(page_words));
+        }
+        let budget = pages * page_words * 4;
+        let overload_bytes = budget / 10 * 8;
+        PagePool {
+            free_tx,
+            free_rx,
+            page_words,
+            pages,
+            queued_bytes: AtomicUsize::new(0),
+            overload_bytes,
+            slowdown_bytes: overload_bytes / 10 * 6,
+        }
+    }
+
+    /// A free page, or `None` when all are in use.
+    pub fn take(&self) -> Option<Page> {
+        self.free_rx.try_recv().ok()
+    }
+
+    /// Returns a page (sent, or dropped) to the pool.
+    pub fn give(&self, mut page: Page) {
+        page.reset();
+        // Cannot fail: only this pool's pages exist, and it has room for all of them.
+        let _ = self.free_tx.try_send(page);
+    }
+
+    /// Words per page.
+    pub fn page_words(&self) -> usize {
+        self.page_words
+    }
+
+    /// Pages in all.
+    pub fn pages(&self) -> usize {
+        self.pages
+    }
+
+    /// Bytes packed and not yet written, over all threads.
+    pub fn queued_bytes(&self) -> usize {
+        self.queued_bytes.load(Ordering::Relaxed)
+    }
+
+    /// Counts `bytes` more as queued; returns the new total.
+    pub fn add_queued(&self, bytes: usize) -> usize {
+        self.queued_bytes.fetch_add(bytes, Ordering::Relaxed) + bytes
+    }
+
+    /// Counts `bytes` as written or dropped.
+    pub fn sub_queued(&self, bytes: usize) {
+        self.queued_bytes.fetch_sub(bytes, Ordering::Relaxed);
+    }
+
+    /// The overload mark in bytes (80% of the budget).
+    pub fn overload_bytes(&self) -> usize {
+        self.overload_bytes
+    }
+
+    /// The current level.
+    pub fn level(&self) -> SendLevel {
+        let queued = self.queued_bytes();
+        if queued >= self.overload_bytes {
+            SendLevel::Overload
+        } else if queued >= self.slowdown_bytes {
+            SendLevel::Slowdown
+        } else {
+            SendLevel::Normal
+        }
+    }
+}
+
+/// Pages of one (thread, peer) pair waiting to be written, oldest first.
+#[derive(Debug)]
+pub struct PageQueue {
+    pages: VecDeque<Page>,
+}
+
+impl PageQueue {
+    /// An empty queue with room for `capacity` pages (a link's page count, so it never grows).
+    pub fn with_capacity(capacity: usize) -> PageQueue {
+        PageQueue { pages: VecDeque::with_capacity(capacity) }
+    }
+
+    /// Appends a packed page.
+    pub fn push(&mut self, page: Page) {
+        debug_assert!(!page.is_empty());
+        self.pages.push_back(page);
+    }
+
+    /// The oldest page.
+    pub fn front(&self) -> Option<&Page> {
+        self.pages.front()
+    }
+
+    /// Takes the oldest page.
+    pub fn pop(&mut self) -> Option<Page> {
+        self.pages.pop_front()
+    }
+
+    /// Puts a page back at the front (it was written in part).
+    pub fn push_front(&mut self, page: Page) {
+        self.pages.push_front(page);
+    }
+
+    /// The queued pages, oldest first.
+    pub fn iter(&self) -> impl Iterator<Item = &Page> {
+        self.pages.iter()
+    }
+
+    /// Whether no page is queued.
+    pub fn is_empty(&self) -> bool {
+        self.pages.is_empty()
+    }
+
+    /// Pages queued.
+    pub fn len(&self) -> usize {
+        self.pages.len()
+    }
+
+    /// Drops every queued page back into `pool`: returns the signals dropped.
+    pub fn discard(&mut self, pool: &PagePool) -> usize {
+        let mut signals = 0;
+        while let Some(page) = self.pages.pop_front() {
+            signals += page.signals;
+            pool.sub_queued(page.unsent().len());
+            pool.give(page);
+        }
+        signals
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pool_hands_out_every_page_once_and_levels_follow_the_budget() {
+        let pool = PagePool::new(10, 256); // 10 KiB
+        let pages: Vec<Page> = std::iter::from_fn(|| pool.take()).collect();
+        assert_eq!(pages.len(), 10);
+        assert!(pool.take().is_none());
+        for p in pages {
+            pool.give(p);
+        }
+        assert_eq!(pool.level(), SendLevel::Normal);
+        pool.add_queued(10240 / 10 * 8 / 10 * 6);
+        assert_eq!(pool.level(), SendLevel::Slowdown);
+        pool.add_queued(10240);
+        assert_eq!(pool.level(), SendLevel::Overload);
+        pool.sub_queued(10240);
+        assert_eq!(pool.level(), SendLevel::Slowdown);
+    }
+}

@@ -1,0 +1,170 @@
+//! The receive side of a registry: one thread polls every live link, hands each signal up with
+//! the peer it came from, and sleeps in one epoll set on all of them when idle.
+//!
+//! Spin, then sleep: `run` polls without blocking for `spin_time`, then arms every link (a link
+//! that reports data slipped in cancels the sleep), counts a sleep on each, and blocks in epoll.
+//! A link that fails while being polled is reported to the registry (which closes it, counts its
+//! unsent signals and sends the failure event) and leaves the epoll set; new links arrive through
+//! a channel and an eventfd that is part of the same set.
+
+use std::io;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use signals::{NodeId, SignalView};
+use tracing::debug;
+
+use crate::counters::LinkCounters;
+use crate::poller::Epoll;
+use crate::registry::Inner;
+use crate::{AnyReceiver, LinkReceiver};
+
+/// Token of the registry's wake eventfd in the epoll set (link tokens are node ids, 1..=255).
+const WAKE_TOKEN: u64 = u64::MAX;
+
+struct LiveReceiver {
+    peer: NodeId,
+    generation: u64,
+    receiver: AnyReceiver,
+}
+
+/// Polls and sleeps on every live link of one registry.
+pub struct ReceiveSide {
+    inner: Arc<Inner>,
+    epoll: Epoll,
+    links: Vec<Option<LiveReceiver>>,
+    ready: Vec<u64>,
+}
+
+impl std::fmt::Debug for ReceiveSide {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReceiveSide").field("links", &self.links.iter().flatten().count()).finish()
+    }
+}
+
+impl ReceiveSide {
+    pub(crate) fn new(inner: Arc<Inner>) -> io::Result<ReceiveSide> {
+        let epoll = Epoll::new()?;
+        epoll.add(inner.receive_wake.raw_fd(), WAKE_TOKEN)?;
+        Ok(ReceiveSide {
+            inner,
+            epoll,
+            links: (0..=255).map(|_| None).collect(),
+            ready: Vec::with_capacity(32),
+        })
+    }
+
+    /// Takes in links that came up since the last call.
+    fn adopt(&mut self) {
+        while let Ok(new) = self.inner.new_receivers.try_recv() {
+            let slot = new.peer.get() as usize;
+            if let Some(old) = self.links[slot].take() {
+                self.epoll.remove(old.receiver.raw_fd());
+            }
+            if let Err(e) = self.epoll.add(new.receiver.raw_fd(), slot as u64) {
+                self.inner.fail(new.peer, new.generation, &format!("epoll add failed: {e}"));
+                continue;
+            }
+            self.links[slot] = Some(LiveReceiver {
+                peer: new.peer,
+                generation: new.generation,
+                receiver: new.receiver,
+            });
+        }
+    }
+
+    /// Polls the links epoll reports ready (waiting up to `timeout`, `None` = forever) and hands
+    /// each signal to `deliver` with its sender's node id. Returns the signals delivered.
+    pub fn poll(
+        &mut self,
+        timeout: Option<Duration>,
+        deliver: &mut dyn FnMut(NodeId, SignalView<'_>),
+    ) -> usize {
+        self.adopt();
+        let mut ready = std::mem::take(&mut self.ready);
+        if self.epoll.wait(&mut ready, timeout).is_err() {
+            ready.clear();
+        }
+        let mut signals = 0;
+        for &token in &ready {
+            if token == WAKE_TOKEN {
+                self.inner.receive_wake.drain();
+                self.adopt();
+                continue;
+            }
+            signals += self.poll_link(token as usize, deliver);
+        }
+        self.ready = ready;
+        signals
+    }
+
+    fn poll_link(&mut self, slot: usize, deliver: &mut dyn FnMut(NodeId, SignalView<'_>)) -> usize {
+        let Some(live) = self.links.get_mut(slot).and_then(Option::as_mut) else { return 0 };
+        let peer = live.peer;
+        match live.receiver.poll(&mut |signal| deliver(peer, signal)) {
+            Ok(progress) => progress.signals,
+            Err(e) => {
+                let generation = live.generation;
+                if let Some(dead) = self.links[slot].take() {
+                    self.epoll.remove(dead.receiver.raw_fd());
+                }
+                debug!(peer = %peer, error = %e, "receive failed");
+                self.inner.fail(peer, generation, &e.to_string());
+                0
+            }
+        }
+    }
+
+    /// Arms every link before a sleep; false when one has data already.
+    fn arm_all(&mut self) -> bool {
+        let mut failed = Vec::new();
+        let mut all = true;
+        for live in self.links.iter_mut().flatten() {
+            match live.receiver.arm() {
+                Ok(true) => {}
+                Ok(false) => all = false,
+                Err(e) => failed.push((live.peer, live.generation, e.to_string())),
+            }
+        }
+        for (peer, generation, reason) in failed {
+            if let Some(dead) = self.links[peer.get() as usize].take() {
+                self.epoll.remove(dead.receiver.raw_fd());
+            }
+            self.inner.fail(peer, generation, &reason);
+        }
+        all
+    }
+
+    /// Receives until `stop` returns true: polls without blocking while signals arrived within
+    /// `spin_time`, then sleeps in epoll (at most `max_sleep`, so `stop` is checked).
+    pub fn run(
+        &mut self,
+        spin_time: Duration,
+        max_sleep: Duration,
+        stop: &dyn Fn() -> bool,
+        deliver: &mut dyn FnMut(NodeId, SignalView<'_>),
+    ) {
+        let mut last_signal = Instant::now();
+        while !stop() {
+            if self.poll(Some(Duration::ZERO), deliver) > 0 {
+                last_signal = Instant::now();
+                continue;
+            }
+            if last_signal.elapsed() < spin_time {
+                std::hint::spin_loop();
+                continue;
+            }
+            if !self.arm_all() {
+                continue;
+            }
+            for live in self.links.iter().flatten() {
+                if let Some(link) = self.inner.link(live.peer) {
+                    LinkCounters::add(&link.counters.sleeps, 1);
+                }
+            }
+            if self.poll(Some(max_sleep), deliver) > 0 {
+                last_signal = Instant::now();
+            }
+        }
+    }
+}

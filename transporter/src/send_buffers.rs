@@ -1,0 +1,217 @@
+//! One sending thread's send buffers: a page queue per peer that signals are packed into during
+//! a round, and `flush`, which hands each peer's queue to its link at the end of the round (one
+//! write per peer per round: this is where batching happens).
+//!
+//! Back-pressure is visible, never silent: a signal to a peer whose queued bytes are over the
+//! overload mark gets [`SendError::Overloaded`] and is counted; a signal to a peer without a live
+//! link gets [`SendError::NotConnected`]. Pages packed for one connection are never sent on a
+//! later one: when the link's generation changes they are dropped and counted.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use signals::{BatchWriter, NodeId, PackError, Signal, WriteOptions};
+
+use crate::counters::LinkCounters;
+use crate::pages::{Page, PageQueue, SendLevel};
+use crate::registry::{Inner, Link, LinkState};
+use crate::LinkSender;
+
+/// Why a signal was not queued.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    /// No link to that node is configured.
+    #[error("no link to node {0} is configured")]
+    UnknownPeer(NodeId),
+    /// The link is not up.
+    #[error("link to node {0} is not connected")]
+    NotConnected(NodeId),
+    /// The peer's send buffers are over the overload mark.
+    #[error("send buffers to node {peer} are overloaded ({queued_bytes} bytes queued, mark {limit_bytes})")]
+    Overloaded { peer: NodeId, queued_bytes: usize, limit_bytes: usize },
+    /// The signal itself is invalid or larger than a page.
+    #[error(transparent)]
+    Pack(#[from] PackError),
+}
+
+/// What a flush did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FlushReport {
+    /// Bytes written.
+    pub bytes: usize,
+    /// Signals whose last byte was written.
+    pub signals: usize,
+    /// Signals dropped because their link was down or failed.
+    pub dropped: usize,
+    /// Some peer took less than offered: flush again later.
+    pub blocked: bool,
+}
+
+struct PeerQueue {
+    queue: PageQueue,
+    open: Option<Page>,
+    generation: u64,
+}
+
+/// Send buffers of one thread.
+pub struct SendBuffers {
+    inner: Arc<Inner>,
+    peers: Vec<Option<PeerQueue>>,
+}
+
+impl std::fmt::Debug for SendBuffers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendBuffers").field("node", &self.inner.config.node).finish()
+    }
+}
+
+impl SendBuffers {
+    pub(crate) fn new(inner: Arc<Inner>) -> SendBuffers {
+        let peers = (0..=255u32)
+            .map(|n| {
+                let link = NodeId::new(n).and_then(|id| inner.link(id))?;
+                Some(PeerQueue {
+                    queue: PageQueue::with_capacity(link.pool.pages()),
+                    open: None,
+                    generation: 0,
+                })
+            })
+            .collect();
+        SendBuffers { inner, peers }
+    }
+
+    /// Packs `signal` for `peer`; it is written at the next `flush`.
+    pub fn pack(&mut self, peer: NodeId, signal: &Signal<'_>) -> Result<(), SendError> {
+        let inner = &self.inner;
+        let link = inner.link(peer).ok_or(SendError::UnknownPeer(peer))?;
+        let Some(pq) = self.peers[peer.get() as usize].as_mut() else {
+            return Err(SendError::UnknownPeer(peer));
+        };
+        if link.state() != LinkState::Connected {
+            return Err(SendError::NotConnected(peer));
+        }
+        let generation = link.generation.load(Ordering::Acquire);
+        if pq.generation != generation {
+            let dropped = discard(pq, link);
+            LinkCounters::add(&link.counters.signals_dropped, dropped as u64);
+            pq.generation = generation;
+        }
+        let overloaded = || {
+            LinkCounters::add(&link.counters.overload_refusals, 1);
+            SendError::Overloaded {
+                peer,
+                queued_bytes: link.pool.queued_bytes(),
+                limit_bytes: link.pool.overload_bytes(),
+            }
+        };
+        if link.pool.level() == SendLevel::Overload {
+            return Err(overloaded());
+        }
+        let options = WriteOptions::default();
+        for attempt in 0..2 {
+            if pq.open.is_none() {
+                pq.open = Some(link.pool.take().ok_or_else(overloaded)?);
+            }
+            let Some(page) = pq.open.as_mut() else { unreachable!("an open page was just set") };
+            let before = page.len_words;
+            let mut writer =
+                BatchWriter::resume(page.words_mut(), before, inner.config.limits, options);
+            match writer.push(signal) {
+                Ok(()) => {
+                    let after = before + (writer.len_bytes() / 4 - before);
+                    page.len_words = after;
+                    page.signals += 1;
+                    let queued = link.pool.add_queued((after - before) * 4);
+                    link.counters.note_queued(queued as u64);
+                    return Ok(());
+                }
+                Err(PackError::DoesNotFit { .. }) if attempt == 0 && before > 0 => {
+                    if let Some(full) = pq.open.take() {
+                        pq.queue.push(full);
+                    }
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        unreachable!("a signal within the limits fits an empty page (page_bytes >= largest signal)")
+    }
+
+    /// How full the send buffers to `peer` are.
+    pub fn level(&self, peer: NodeId) -> Option<SendLevel> {
+        self.inner.link(peer).map(|l| l.pool.level())
+    }
+
+    /// Whether anything is packed and not yet written.
+    pub fn has_unsent(&self) -> bool {
+        self.peers
+            .iter()
+            .flatten()
+            .any(|pq| !pq.queue.is_empty() || pq.open.as_ref().is_some_and(|p| !p.is_empty()))
+    }
+
+    /// Hands every peer's packed pages to its link.
+    pub fn flush(&mut self) -> FlushReport {
+        let mut report = FlushReport::default();
+        for slot in 1..self.peers.len() {
+            let Some(peer) = NodeId::new(slot as u32) else { continue };
+            let Some(pq) = self.peers[slot].as_mut() else { continue };
+            let Some(link) = self.inner.link(peer) else { continue };
+            if let Some(open) = pq.open.take_if(|p| !p.is_empty()) {
+                pq.queue.push(open);
+            }
+            if pq.queue.is_empty() {
+                continue;
+            }
+            let mut guard = self.inner.lock_sender(link);
+            let failure = match guard.as_mut() {
+                Some(live) if live.generation == pq.generation => {
+                    match live.sender.send(&mut pq.queue) {
+                        Ok(progress) => {
+                            report.bytes += progress.bytes;
+                            report.signals += progress.signals;
+                            report.blocked |= progress.blocked;
+                            None
+                        }
+                        Err(e) => Some((live.generation, e.to_string())),
+                    }
+                }
+                _ => None,
+            };
+            let live_generation = guard.as_ref().map(|l| l.generation);
+            drop(guard);
+            if let Some((generation, reason)) = failure {
+                self.inner.fail(peer, generation, &reason);
+            }
+            if live_generation != Some(pq.generation) || link.state() != LinkState::Connected {
+                let dropped = discard(pq, link);
+                LinkCounters::add(&link.counters.signals_dropped, dropped as u64);
+                report.dropped += dropped;
+            }
+        }
+        report
+    }
+}
+
+/// Drops everything queued for `link`: returns the signals dropped.
+fn discard(pq: &mut PeerQueue, link: &Link) -> usize {
+    let mut dropped = pq.queue.discard(&link.pool);
+    if let Some(open) = pq.open.take() {
+        dropped += open.signals;
+        link.pool.sub_queued(open.len_words * 4);
+        link.pool.give(open);
+    }
+    dropped
+}
+
+/// Dropping send buffers drops (and counts) what was packed and never flushed.
+impl Drop for SendBuffers {
+    fn drop(&mut self) {
+        for slot in 1..self.peers.len() {
+            let Some(peer) = NodeId::new(slot as u32) else { continue };
+            if let (Some(pq), Some(link)) = (self.peers[slot].as_mut(), self.inner.link(peer)) {
+                let dropped = discard(pq, link);
+                LinkCounters::add(&link.counters.signals_dropped, dropped as u64);
+            }
+        }
+    }
+}

@@ -1,0 +1,495 @@
+//! The transporter conformance suite: every transport must pass every case here. Each case is a
+//! function of the transport kind; `suite!` instantiates all of them for one kind (TCP today;
+//! the shared-memory and RDMA transports add one line each).
+//!
+//! Cross-process cases run real `blockwire-linkpeer` processes: the peer is stopped with SIGSTOP
+//! to make the sender meet back-pressure, and killed with SIGKILL mid-stream to check failure
+//! detection and reconnect.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::Receiver;
+use signals::{gsn, BlockInstance, BlockNumber, BlockRef, Limits, NodeId, Signal};
+use transporter::handshake::{self, HandshakeError, Hello, Refusal};
+use transporter::stream::{self, StreamStorage};
+use transporter::{
+    LinkEvent, PeerConfig, Registry, RegistryConfig, SendBuffers, SendError, TransportKind,
+};
+
+fn node(n: u32) -> NodeId {
+    NodeId::new(n).expect("test node id")
+}
+
+fn block(n: u32) -> BlockRef {
+    BlockRef::new(node(n), BlockNumber(100), BlockInstance(0))
+}
+
+fn peer(n: u32, addr: SocketAddr, kind: TransportKind) -> PeerConfig {
+    PeerConfig { node: node(n), addr, transport: kind, send_buffer_bytes: 1 << 20 }
+}
+
+fn loopback() -> SocketAddr {
+    "127.0.0.1:0".parse().expect("loopback address")
+}
+
+fn unused() -> SocketAddr {
+    "127.0.0.1:1".parse().expect("address")
+}
+
+fn config(me: u32, listen: bool, peers: Vec<PeerConfig>) -> RegistryConfig {
+    let mut c = RegistryConfig::new(7, node(me), listen.then(loopback), peers);
+    c.page_bytes = 64 * 1024;
+    c.backoff_min = Duration::from_millis(20);
+    c.backoff_max = Duration::from_millis(200);
+    c
+}
+
+/// Waits for the next event matching `want`, up to `timeout`; returns it and how long it took.
+fn wait_event(
+    events: &Receiver<LinkEvent>,
+    timeout: Duration,
+    want: impl Fn(&LinkEvent) -> bool,
+) -> (LinkEvent, Duration) {
+    let start = Instant::now();
+    loop {
+        let left = timeout
+            .checked_sub(start.elapsed())
+            .unwrap_or_else(|| panic!("no matching link event within {timeout:?}"));
+        match events.recv_timeout(left) {
+            Ok(e) if want(&e) => return (e, start.elapsed()),
+            Ok(_) => continue,
+            Err(_) => panic!("no matching link event within {timeout:?}"),
+        }
+    }
+}
+
+fn connected(p: u32) -> impl Fn(&LinkEvent) -> bool {
+    move |e| matches!(e, LinkEvent::Connected { peer, .. } if peer.get() as u32 == p)
+}
+
+fn failed(p: u32) -> impl Fn(&LinkEvent) -> bool {
+    move |e| matches!(e, LinkEvent::Failed { peer, .. } if peer.get() as u32 == p)
+}
+
+/// A receive thread that checks a numbered stream (restarting at 0 after a reconnect) and counts.
+struct StreamChecker {
+    received: Arc<AtomicU64>,
+    error: Arc<Mutex<Option<String>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl StreamChecker {
+    fn start(registry: &mut Registry) -> StreamChecker {
+        let mut side = registry.take_receive_side().expect("receive side");
+        let received = Arc::new(AtomicU64::new(0));
+        let error = Arc::new(Mutex::new(None));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (r, e, s) = (received.clone(), error.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut expected = 0u64;
+            side.run(
+                Duration::from_micros(50),
+                Duration::from_millis(20),
+                &|| s.load(Ordering::Relaxed),
+                &mut |_, sig| {
+                    if sig.data().first() == Some(&0) {
+                        expected = 0;
+                    }
+                    if let Err(why) = stream::check(&sig, expected) {
+                        e.lock().unwrap().get_or_insert(why);
+                    }
+                    expected += 1;
+                    r.fetch_add(1, Ordering::Relaxed);
+                },
+            );
+        });
+        StreamChecker { received, error, stop, thread: Some(thread) }
+    }
+
+    fn wait_for(&self, count: u64, timeout: Duration) {
+        let start = Instant::now();
+        while self.received.load(Ordering::Relaxed) < count {
+            assert!(
+                start.elapsed() < timeout,
+                "only {} of {count} signals arrived",
+                self.received.load(Ordering::Relaxed)
+            );
+            assert_eq!(*self.error.lock().unwrap(), None);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        assert_eq!(*self.error.lock().unwrap(), None);
+    }
+}
+
+impl Drop for StreamChecker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Sends stream signals `from..to` to `peer`, flushing as it goes and waiting out overload.
+fn send_stream(registry: &Registry, from_node: u32, peer: u32, range: std::ops::Range<u64>) {
+    send_stream_with(registry, &mut registry.send_buffers(), from_node, peer, range)
+}
+
+fn send_stream_with(
+    registry: &Registry,
+    send: &mut SendBuffers,
+    from_node: u32,
+    peer: u32,
+    range: std::ops::Range<u64>,
+) {
+    let mut storage = StreamStorage::default();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut seq = range.start;
+    while seq < range.end {
+        match storage.with_signal(seq, block(from_node), block(peer), |s| send.pack(node(peer), s))
+        {
+            Ok(()) => seq += 1,
+            Err(SendError::Overloaded { .. }) => {
+                send.flush();
+            }
+            Err(e) => panic!(
+                "pack of signal {seq} failed: {e}; events: {:?}",
+                registry.events().try_iter().collect::<Vec<_>>()
+            ),
+        }
+        if seq % 256 == 0 {
+            send.flush();
+        }
+        assert!(Instant::now() < deadline, "sending stalled at {seq}");
+    }
+    while send.has_unsent() {
+        send.flush();
+        assert!(Instant::now() < deadline, "flush stalled");
+    }
+}
+
+/// Two in-process nodes, 1 (connects) and 2 (accepts), with a stream checker on node 2.
+fn pair(
+    kind: TransportKind,
+    tweak: impl Fn(&mut RegistryConfig),
+) -> (Registry, Registry, StreamChecker) {
+    let mut c2 = config(2, true, vec![peer(1, unused(), kind)]);
+    tweak(&mut c2);
+    let mut two = Registry::start(c2).expect("node 2 starts");
+    let checker = StreamChecker::start(&mut two);
+    let addr = two.local_addr().expect("listening");
+    let mut c1 = config(1, false, vec![peer(2, addr, kind)]);
+    tweak(&mut c1);
+    let mut one = Registry::start(c1).expect("node 1 starts");
+    // Node 1's own receive side must run too, so a failure of the link is seen from both ends.
+    let mut side = one.take_receive_side().expect("receive side");
+    std::thread::spawn(move || {
+        side.run(Duration::ZERO, Duration::from_millis(20), &|| false, &mut |_, _| {})
+    });
+    wait_event(one.events(), Duration::from_secs(5), connected(2));
+    wait_event(two.events(), Duration::from_secs(5), connected(1));
+    (one, two, checker)
+}
+
+pub fn ordered_delivery_of_a_million_mixed_signals(kind: TransportKind) {
+    let (one, two, checker) = pair(kind, |_| {});
+    send_stream(&one, 1, 2, 0..1_000_000);
+    checker.wait_for(1_000_000, Duration::from_secs(120));
+    let sent = one.counters(node(2)).unwrap();
+    let got = two.counters(node(1)).unwrap();
+    assert_eq!(sent.signals_sent, 1_000_000);
+    assert_eq!(got.signals_received, 1_000_000);
+    assert_eq!(sent.bytes_sent, got.bytes_received);
+    assert_eq!(sent.signals_dropped, 0);
+    // Batching: far fewer writes than signals.
+    assert!(
+        sent.batches_sent * 10 < sent.signals_sent,
+        "{} writes for {} signals",
+        sent.batches_sent,
+        sent.signals_sent
+    );
+}
+
+pub fn batches_straddle_read_boundaries(kind: TransportKind) {
+    // A receive buffer of exactly one largest signal: most reads end inside a signal.
+    let (one, _two, checker) = pair(kind, |c| {
+        c.limits = Limits::new(1024, 2048).unwrap();
+        c.receive_buffer_bytes = 2048 * 4;
+    });
+    send_stream(&one, 1, 2, 0..50_000);
+    checker.wait_for(50_000, Duration::from_secs(60));
+}
+
+pub fn byte_by_byte_stream_is_reassembled(kind: TransportKind) {
+    let mut two = Registry::start(config(2, true, vec![peer(1, unused(), kind)])).unwrap();
+    let checker = StreamChecker::start(&mut two);
+    let mut raw = TcpStream::connect(two.local_addr().unwrap()).unwrap();
+    raw.set_nodelay(true).unwrap();
+    handshake::connect(&mut raw, &Hello::new(7, node(1), node(2), kind, false), None).unwrap();
+    let mut page = vec![0u32; 1 << 16];
+    let mut w =
+        signals::BatchWriter::new(&mut page, Limits::default(), signals::WriteOptions::default());
+    let mut storage = StreamStorage::default();
+    for seq in 0..40 {
+        storage.with_signal(seq, block(1), block(2), |s| w.push(s)).unwrap();
+    }
+    for (i, b) in w.bytes().iter().enumerate() {
+        raw.write_all(&[*b]).unwrap();
+        if i % 512 == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+    checker.wait_for(40, Duration::from_secs(20));
+}
+
+/// A `blockwire-linkpeer` child process; killed when dropped.
+struct PeerProcess {
+    child: Child,
+    lines: Receiver<String>,
+}
+
+impl PeerProcess {
+    fn spawn(args: &[&str]) -> PeerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_blockwire-linkpeer"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn blockwire-linkpeer");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, lines) = crossbeam_channel::unbounded();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        PeerProcess { child, lines }
+    }
+
+    fn expect_line(&self, prefix: &str, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.checked_duration_since(Instant::now()).unwrap_or_default();
+            match self.lines.recv_timeout(left) {
+                Ok(l) if l.starts_with(prefix) => return l,
+                Ok(_) => continue,
+                Err(_) => panic!("peer printed no line starting {prefix:?} within {timeout:?}"),
+            }
+        }
+    }
+
+    fn signal(&self, sig: libc::c_int) {
+        // SAFETY: sends a signal to our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill({sig}) failed");
+    }
+}
+
+impl Drop for PeerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn linkpeer_args(me: u32, peer_id: u32, addr: SocketAddr, mode: &str, count: u64) -> Vec<String> {
+    vec![
+        "--node-id".into(),
+        me.to_string(),
+        "--cluster-id".into(),
+        "7".into(),
+        "--peer-id".into(),
+        peer_id.to_string(),
+        "--peer-addr".into(),
+        addr.to_string(),
+        "--mode".into(),
+        mode.into(),
+        "--count".into(),
+        count.to_string(),
+    ]
+}
+
+fn spawn_peer(args: &[String]) -> PeerProcess {
+    PeerProcess::spawn(&args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+pub fn back_pressure_when_the_peer_stops_reading(kind: TransportKind) {
+    let mut two = Registry::start(config(2, true, vec![peer(1, unused(), kind)])).unwrap();
+    let mut side = two.take_receive_side().unwrap();
+    std::thread::spawn(move || {
+        side.run(Duration::ZERO, Duration::from_millis(20), &|| false, &mut |_, _| {})
+    });
+    const COUNT: u64 = 200_000;
+    let p = spawn_peer(&linkpeer_args(1, 2, two.local_addr().unwrap(), "sink", COUNT));
+    wait_event(two.events(), Duration::from_secs(10), connected(1));
+    p.signal(libc::SIGSTOP);
+    let mut send = two.send_buffers();
+    let mut storage = StreamStorage::default();
+    let mut seq = 0u64;
+    let start = Instant::now();
+    let overload = loop {
+        match storage.with_signal(seq, block(2), block(1), |s| send.pack(node(1), s)) {
+            Ok(()) => seq += 1,
+            Err(e @ SendError::Overloaded { .. }) => break e,
+            Err(e) => panic!("unexpected {e}"),
+        }
+        send.flush();
+        assert!(
+            seq < COUNT && start.elapsed() < Duration::from_secs(30),
+            "no back-pressure after {seq} signals"
+        );
+    };
+    assert!(overload.to_string().contains("overloaded"), "{overload}");
+    assert!(two.counters(node(1)).unwrap().overload_refusals >= 1);
+    std::thread::sleep(Duration::from_millis(100));
+    p.signal(libc::SIGCONT);
+    send_stream_with(&two, &mut send, 2, 1, seq..COUNT);
+    p.expect_line(&format!("sink ok {COUNT}"), Duration::from_secs(60));
+    assert_eq!(two.counters(node(1)).unwrap().signals_dropped, 0);
+}
+
+pub fn peer_killed_mid_stream_then_restarted(kind: TransportKind) {
+    let mut two = Registry::start(config(2, true, vec![peer(1, unused(), kind)])).unwrap();
+    let checker = StreamChecker::start(&mut two);
+    let args = linkpeer_args(1, 2, two.local_addr().unwrap(), "source", 0);
+    let p = spawn_peer(&args);
+    wait_event(two.events(), Duration::from_secs(10), connected(1));
+    checker.wait_for(20_000, Duration::from_secs(30));
+    p.signal(libc::SIGKILL);
+    let (event, took) = wait_event(two.events(), Duration::from_secs(5), failed(1));
+    assert!(took < Duration::from_secs(2), "failure seen only after {took:?}: {event:?}");
+    drop(p);
+    let before = checker.received.load(Ordering::Relaxed);
+    let again = spawn_peer(&args);
+    wait_event(two.events(), Duration::from_secs(10), connected(1));
+    checker.wait_for(before + 10_000, Duration::from_secs(30));
+    assert_eq!(two.counters(node(1)).unwrap().connects, 2);
+    drop(again);
+}
+
+pub fn rogue_bytes_close_only_that_link(kind: TransportKind) {
+    let mut five =
+        Registry::start(config(5, true, vec![peer(1, unused(), kind), peer(3, unused(), kind)]))
+            .unwrap();
+    let echoes = Arc::new(AtomicU64::new(0));
+    let mut side = five.take_receive_side().unwrap();
+    let e = echoes.clone();
+    std::thread::spawn(move || {
+        side.run(Duration::ZERO, Duration::from_millis(20), &|| false, &mut |from, s| {
+            if from == node(1) && s.gsn() == gsn::PING_REQ {
+                e.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    });
+    let addr = five.local_addr().unwrap();
+    let _echo = spawn_peer(&linkpeer_args(1, 5, addr, "echo", 0));
+    wait_event(five.events(), Duration::from_secs(10), connected(1));
+    let mut rogue = TcpStream::connect(addr).unwrap();
+    handshake::connect(&mut rogue, &Hello::new(7, node(3), node(5), kind, false), None).unwrap();
+    wait_event(five.events(), Duration::from_secs(5), connected(3));
+    rogue.write_all(&[0xEE; 64]).unwrap();
+    let (event, _) = wait_event(five.events(), Duration::from_secs(5), failed(3));
+    let LinkEvent::Failed { reason, .. } = event else { unreachable!() };
+    assert!(reason.contains("malformed"), "{reason}");
+    // The other link still works: a ping to the echo peer comes back.
+    let mut send = five.send_buffers();
+    send.pack(node(1), &Signal::new(gsn::PING_REQ, block(5), block(1)).data(&[42])).unwrap();
+    send.flush();
+    let start = Instant::now();
+    while echoes.load(Ordering::Relaxed) == 0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "echo link stopped working");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    assert_eq!(five.counters(node(1)).unwrap().failures, 0);
+}
+
+fn refused(addr: SocketAddr, hello: Hello, secret: Option<&[u8]>) -> Refusal {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    match handshake::connect(&mut s, &hello, secret) {
+        Err(HandshakeError::Refused { reason, .. }) => reason,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+pub fn handshake_refusals(kind: TransportKind) {
+    let other = if kind == TransportKind::Tcp { TransportKind::Shm } else { TransportKind::Tcp };
+    let mut c = config(
+        5,
+        true,
+        vec![peer(1, unused(), kind), peer(2, unused(), other), peer(7, unused(), kind)],
+    );
+    c.secret = Some(b"s3cret".to_vec());
+    let mut five = Registry::start(c).unwrap();
+    let mut side = five.take_receive_side().unwrap();
+    std::thread::spawn(move || {
+        side.run(Duration::ZERO, Duration::from_millis(20), &|| false, &mut |_, _| {})
+    });
+    let addr = five.local_addr().unwrap();
+    let secret = Some(&b"s3cret"[..]);
+    let hello = |from: u32| Hello::new(7, node(from), node(5), kind, true);
+
+    assert_eq!(refused(addr, Hello { version: 99, ..hello(1) }, secret), Refusal::WrongVersion);
+    assert_eq!(refused(addr, Hello { cluster_id: 8, ..hello(1) }, secret), Refusal::WrongCluster);
+    assert_eq!(refused(addr, hello(4), secret), Refusal::UnknownNode);
+    assert_eq!(refused(addr, hello(7), secret), Refusal::WrongDirection);
+    assert_eq!(refused(addr, hello(2), secret), Refusal::WrongTransport);
+    assert_eq!(refused(addr, Hello { to: 6, ..hello(1) }, secret), Refusal::NotForMe);
+    assert_eq!(refused(addr, hello(1), Some(b"wrong")), Refusal::BadSecret);
+    assert_eq!(
+        refused(addr, Hello { has_secret: false, ..hello(1) }, None),
+        Refusal::SecretMismatch
+    );
+
+    let mut first = TcpStream::connect(addr).unwrap();
+    handshake::connect(&mut first, &hello(1), secret).expect("right secret is accepted");
+    wait_event(five.events(), Duration::from_secs(5), connected(1));
+    assert_eq!(refused(addr, hello(1), secret), Refusal::AlreadyConnected);
+    drop(first);
+    wait_event(five.events(), Duration::from_secs(5), failed(1));
+}
+
+macro_rules! suite {
+    ($kind_mod:ident, $kind:expr) => {
+        mod $kind_mod {
+            use super::*;
+            #[test]
+            fn ordered_delivery_of_a_million_mixed_signals() {
+                super::ordered_delivery_of_a_million_mixed_signals($kind)
+            }
+            #[test]
+            fn batches_straddle_read_boundaries() {
+                super::batches_straddle_read_boundaries($kind)
+            }
+            #[test]
+            fn byte_by_byte_stream_is_reassembled() {
+                super::byte_by_byte_stream_is_reassembled($kind)
+            }
+            #[test]
+            fn back_pressure_when_the_peer_stops_reading() {
+                super::back_pressure_when_the_peer_stops_reading($kind)
+            }
+            #[test]
+            fn peer_killed_mid_stream_then_restarted() {
+                super::peer_killed_mid_stream_then_restarted($kind)
+            }
+            #[test]
+            fn rogue_bytes_close_only_that_link() {
+                super::rogue_bytes_close_only_that_link($kind)
+            }
+            #[test]
+            fn handshake_refusals() {
+                super::handshake_refusals($kind)
+            }
+        }
+    };
+}
+
+suite!(tcp, TransportKind::Tcp);
