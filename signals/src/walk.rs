@@ -89,8 +89,6 @@ pub struct MisalignedBatch {
 pub struct SignalView<'a> {
     words: &'a [u32],
     header: WireHeader,
-    sender: BlockRef,
-    receiver: BlockRef,
 }
 
 impl<'a> SignalView<'a> {
@@ -110,12 +108,14 @@ impl<'a> SignalView<'a> {
 
     /// The sending block.
     pub fn sender(&self) -> BlockRef {
-        self.sender
+        BlockRef::from_word(self.header.sender)
+            .unwrap_or_else(|| unreachable!("the walker refuses node 0 before making a view"))
     }
 
     /// The receiving block.
     pub fn receiver(&self) -> BlockRef {
-        self.receiver
+        BlockRef::from_word(self.header.receiver)
+            .unwrap_or_else(|| unreachable!("the walker refuses node 0 before making a view"))
     }
 
     /// The signal id, when the sender attached one.
@@ -227,14 +227,12 @@ impl<'a> BatchWalker<'a> {
                 need_bytes: HEADER_BYTES - remaining_bytes,
             });
         }
-        let header_words: [u32; HEADER_WORDS] = [
-            self.words[self.at],
-            self.words[self.at + 1],
-            self.words[self.at + 2],
-            self.words[self.at + 3],
-        ];
+        let header_words: [u32; HEADER_WORDS] = match self.words[self.at..].first_chunk() {
+            Some(words) => *words,
+            None => unreachable!("at least HEADER_WORDS remain"),
+        };
         let header: WireHeader = bytemuck::cast(header_words);
-        let (sender, receiver) = check_header(&header, offset, &self.limits)?;
+        check_header(&header, offset, &self.limits)?;
         let total = header.total_words as usize;
         if total > remaining_words {
             return Err(WalkError::Incomplete { offset, need_bytes: total * 4 - remaining_bytes });
@@ -242,7 +240,7 @@ impl<'a> BatchWalker<'a> {
         let words = &self.words[self.at..self.at + total];
         check_body(&header, words, offset, &self.limits)?;
         self.at += total;
-        Ok(Some(SignalView { words, header, sender, receiver }))
+        Ok(Some(SignalView { words, header }))
     }
 }
 
@@ -262,13 +260,23 @@ impl<'a> Iterator for BatchWalker<'a> {
     }
 }
 
-/// Checks everything the header alone can tell; returns the decoded block references.
+/// Checks everything the header alone can tell.
 #[inline]
-fn check_header(
-    header: &WireHeader,
-    offset: usize,
-    limits: &Limits,
-) -> Result<(BlockRef, BlockRef), Malformed> {
+fn check_header(header: &WireHeader, offset: usize, limits: &Limits) -> Result<(), Malformed> {
+    let total_words = header.total_words as usize;
+    let min_words = header.fixed_words() + header.has_checksum() as usize;
+    // The common case in one branch: no reserved bits, short part in range, length plausible,
+    // both node ids non-zero. Anything else is sorted out below, with its own error.
+    let suspicious = (header.bits & BITS_RESERVED) as usize
+        | header.reserved as usize
+        | (header.data_words as usize > MAX_DATA_WORDS) as usize
+        | (total_words < min_words) as usize
+        | (total_words > limits.max_signal_words()) as usize
+        | (header.sender >> 24 == 0) as usize
+        | (header.receiver >> 24 == 0) as usize;
+    if suspicious == 0 {
+        return Ok(());
+    }
     if header.bits & BITS_RESERVED != 0 {
         return Err(Malformed::UnknownFlags { offset, bits: header.bits });
     }
@@ -279,8 +287,6 @@ fn check_header(
     if data_words > MAX_DATA_WORDS {
         return Err(Malformed::DataTooLong { offset, data_words });
     }
-    let total_words = header.total_words as usize;
-    let min_words = header.fixed_words() + header.has_checksum() as usize;
     if total_words < min_words {
         return Err(Malformed::TotalTooShort { offset, total_words, min_words });
     }
@@ -288,17 +294,12 @@ fn check_header(
     if total_words > max_words {
         return Err(Malformed::TotalTooLong { offset, total_words, max_words });
     }
-    let sender = BlockRef::from_word(header.sender).ok_or(Malformed::BadBlockRef {
-        offset,
-        field: "sender",
-        word: header.sender,
-    })?;
-    let receiver = BlockRef::from_word(header.receiver).ok_or(Malformed::BadBlockRef {
-        offset,
-        field: "receiver",
-        word: header.receiver,
-    })?;
-    Ok((sender, receiver))
+    for (field, word) in [("sender", header.sender), ("receiver", header.receiver)] {
+        if word >> 24 == 0 {
+            return Err(Malformed::BadBlockRef { offset, field, word });
+        }
+    }
+    unreachable!("a suspicious header fails one of the checks above")
 }
 
 /// Checks section lengths and the checksum of a whole signal (`words.len() == total_words`).
@@ -313,6 +314,13 @@ fn check_body(
     let count = header.section_count();
     let checksum_words = header.has_checksum() as usize;
     debug_assert!(fixed + checksum_words <= words.len());
+    if count == 0 && checksum_words == 0 {
+        let extra_words = words.len() - fixed;
+        return match extra_words {
+            0 => Ok(()),
+            _ => Err(Malformed::TrailingWords { offset, extra_words }),
+        };
+    }
     let max_words = limits.max_section_words();
     let mut section_words = 0usize;
     for (section, &len) in words[fixed - count..fixed].iter().enumerate() {
