@@ -410,6 +410,29 @@ pub fn rogue_bytes_close_only_that_link(kind: TransportKind) {
     assert_eq!(five.counters(node(1)).unwrap().failures, 0);
 }
 
+pub fn upper_layer_close_fails_the_link_then_it_reconnects(kind: TransportKind) {
+    let (one, two, checker) = pair(kind, |_| {});
+    send_stream(&one, 1, 2, 0..1000);
+    checker.wait_for(1000, Duration::from_secs(20));
+    two.close_link(node(1), "heartbeat silence");
+    let (event, _) = wait_event(two.events(), Duration::from_secs(5), failed(1));
+    assert_eq!(
+        event,
+        LinkEvent::Failed {
+            peer: node(1),
+            reason: "closed by the upper layer: heartbeat silence".into()
+        }
+    );
+    // Node 1 sees the hang-up as its own failure, backs off, and connects again.
+    wait_event(one.events(), Duration::from_secs(5), failed(2));
+    wait_event(two.events(), Duration::from_secs(10), connected(1));
+    wait_event(one.events(), Duration::from_secs(10), connected(2));
+    send_stream(&one, 1, 2, 0..1000);
+    checker.wait_for(2000, Duration::from_secs(20));
+    assert_eq!(two.counters(node(1)).unwrap().connects, 2);
+    assert_eq!(two.counters(node(1)).unwrap().failures, 1);
+}
+
 fn refused(addr: SocketAddr, hello: Hello, secret: Option<&[u8]>) -> Refusal {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -483,6 +506,10 @@ macro_rules! suite {
             #[test]
             fn rogue_bytes_close_only_that_link() {
                 super::rogue_bytes_close_only_that_link($kind)
+            }
+            #[test]
+            fn upper_layer_close_fails_the_link_then_it_reconnects() {
+                super::upper_layer_close_fails_the_link_then_it_reconnects($kind)
             }
             #[test]
             fn handshake_refusals() {

@@ -1,0 +1,160 @@
+//! The physical references every other figure is compared with, measured in the same run:
+//! a cache-line ping-pong between two threads (the floor for any shared-memory hand-off), and a
+//! bare TCP_NODELAY socket ping-pong over loopback, busy-polling a non-blocking socket (spin) or
+//! blocking in `read` (sleep), plus a bare socket stream that sends one message per `write`.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+use crate::report::{histogram, record};
+use crate::{pin, Mode, Plan};
+
+/// A counter alone on its 128-byte line (two lines on CPUs that prefetch pairs).
+#[repr(align(128))]
+#[derive(Default)]
+struct Line(AtomicU64);
+
+/// Round trips of a value between two threads through two cache lines.
+pub fn cache_line_pingpong(plan: &Plan) -> Histogram<u64> {
+    let ping = Arc::new(Line::default());
+    let pong = Arc::new(Line::default());
+    let total = plan.warmup + plan.count;
+    let (p, q) = (ping.clone(), pong.clone());
+    let cpu = plan.cpus.1;
+    let echo = std::thread::spawn(move || {
+        pin(cpu);
+        for i in 1..=total {
+            // SYNC: ping. Acquire pairs with the main thread's release store of `i`.
+            while p.0.load(Ordering::Acquire) != i {
+                std::hint::spin_loop();
+            }
+            // SYNC: pong. Release pairs with the main thread's acquire load.
+            q.0.store(i, Ordering::Release);
+        }
+    });
+    pin(plan.cpus.0);
+    let mut h = histogram();
+    for i in 1..=total {
+        let start = Instant::now();
+        // SYNC: ping.
+        ping.0.store(i, Ordering::Release);
+        // SYNC: pong.
+        while pong.0.load(Ordering::Acquire) != i {
+            std::hint::spin_loop();
+        }
+        if i > plan.warmup {
+            record(&mut h, start.elapsed());
+        }
+    }
+    let _ = echo.join();
+    h
+}
+
+fn socket_pair() -> std::io::Result<(TcpStream, TcpStream)> {
+    let listener = TcpListener::bind("127.0.0.1:0")?;
+    let client = TcpStream::connect(listener.local_addr()?)?;
+    let (server, _) = listener.accept()?;
+    client.set_nodelay(true)?;
+    server.set_nodelay(true)?;
+    Ok((client, server))
+}
+
+/// Reads exactly `buf.len()` bytes, spinning on a non-blocking socket or blocking.
+fn read_message(s: &mut TcpStream, buf: &mut [u8], mode: Mode) -> std::io::Result<()> {
+    if mode == Mode::Sleep {
+        return s.read_exact(buf);
+    }
+    let mut got = 0;
+    while got < buf.len() {
+        match s.read(&mut buf[got..]) {
+            Ok(0) => return Err(ErrorKind::UnexpectedEof.into()),
+            Ok(n) => got += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::hint::spin_loop(),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn write_message(s: &mut TcpStream, buf: &[u8]) -> std::io::Result<()> {
+    let mut sent = 0;
+    while sent < buf.len() {
+        match s.write(&buf[sent..]) {
+            Ok(n) => sent += n,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => std::hint::spin_loop(),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Round trips of a `message_bytes` message over a bare TCP_NODELAY loopback socket pair.
+pub fn tcp_pingpong(
+    plan: &Plan,
+    message_bytes: usize,
+    mode: Mode,
+) -> std::io::Result<Histogram<u64>> {
+    let (mut client, mut server) = socket_pair()?;
+    let nonblocking = mode == Mode::Spin;
+    client.set_nonblocking(nonblocking)?;
+    server.set_nonblocking(nonblocking)?;
+    let total = plan.warmup + plan.count;
+    let cpu = plan.cpus.1;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        pin(cpu);
+        let mut buf = vec![0u8; message_bytes];
+        for _ in 0..total {
+            read_message(&mut server, &mut buf, mode)?;
+            write_message(&mut server, &buf)?;
+        }
+        Ok(())
+    });
+    pin(plan.cpus.0);
+    let mut h = histogram();
+    let mut buf = vec![7u8; message_bytes];
+    for i in 0..total {
+        let start = Instant::now();
+        write_message(&mut client, &buf)?;
+        read_message(&mut client, &mut buf, mode)?;
+        if i >= plan.warmup {
+            record(&mut h, start.elapsed());
+        }
+    }
+    echo.join().unwrap_or_else(|_| Err(std::io::Error::other("echo thread panicked")))?;
+    Ok(h)
+}
+
+/// Messages per second through a bare socket, one `write` per message.
+pub fn tcp_stream_one_per_write(plan: &Plan, message_bytes: usize) -> std::io::Result<f64> {
+    let (mut client, mut server) = socket_pair()?;
+    let total_bytes = (plan.count * message_bytes as u64) as usize;
+    let done = Arc::new(AtomicBool::new(false));
+    let cpu = plan.cpus.1;
+    let reader = std::thread::spawn(move || -> std::io::Result<()> {
+        pin(cpu);
+        let mut buf = vec![0u8; 1 << 16];
+        let mut got = 0;
+        while got < total_bytes {
+            match server.read(&mut buf)? {
+                0 => return Err(ErrorKind::UnexpectedEof.into()),
+                n => got += n,
+            }
+        }
+        Ok(())
+    });
+    pin(plan.cpus.0);
+    let message = vec![1u8; message_bytes];
+    let start = Instant::now();
+    for _ in 0..plan.count {
+        client.write_all(&message)?;
+    }
+    reader.join().unwrap_or_else(|_| Err(std::io::Error::other("reader panicked")))?;
+    let elapsed = start.elapsed().max(Duration::from_nanos(1));
+    done.store(true, Ordering::Relaxed);
+    Ok(plan.count as f64 / elapsed.as_secs_f64())
+}
