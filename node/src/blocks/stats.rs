@@ -1,0 +1,193 @@
+//! The statistics block: answers `STATS_REQ` with `STATS_CONF` carrying the node's counters,
+//! and [`StatsReport::decode`] reads such an answer back.
+//!
+//! `STATS_CONF` layout (every u64 as two words, low then high):
+//! ```text
+//! data:      [request word 0 (echoed, 0 if none), threads, links, named counters]
+//! section 0: per thread  [signals_run, rounds, sleeps, wakeups, congested_rounds, send_failures]
+//!            (12 words each)
+//! section 1: per link    [peer node id, signals, bytes, batches, wakeups_sent,
+//!            send_buffer_high_water_bytes] (11 words each), as the transporter layer reports
+//! section 2: per named counter [owner block ref word, value] (3 words each)
+//! ```
+//! Invariant: the answer never exceeds `max_section_words` per section; what does not fit is
+//! left out and the counts in the data words say how many entries each section holds. The
+//! section buffers are allocated once, at creation.
+
+use std::sync::Arc;
+
+use signals::{gsn, BlockRef, Limits, NodeId, SignalView};
+
+use crate::block::{Block, Context};
+use crate::stats::{LinkCounters, NodeStats, ThreadSnapshot};
+
+const THREAD_WORDS: usize = 12;
+const LINK_WORDS: usize = 11;
+const NAMED_WORDS: usize = 3;
+
+/// The statistics block.
+#[derive(Debug)]
+pub struct Statistics {
+    node_stats: Arc<NodeStats>,
+    sections: [Vec<u32>; 3],
+    capacity: usize,
+}
+
+fn push_u64(out: &mut Vec<u32>, v: u64) {
+    out.push(v as u32);
+    out.push((v >> 32) as u32);
+}
+
+fn read_u64(words: &[u32], at: usize) -> u64 {
+    words.get(at).copied().unwrap_or(0) as u64
+        | (words.get(at + 1).copied().unwrap_or(0) as u64) << 32
+}
+
+impl Statistics {
+    /// A statistics block reporting `node_stats`, keeping each section within `limits`.
+    pub fn new(node_stats: Arc<NodeStats>, limits: Limits) -> Statistics {
+        let capacity = limits.max_section_words();
+        let sections = [
+            Vec::with_capacity(capacity),
+            Vec::with_capacity(capacity),
+            Vec::with_capacity(capacity),
+        ];
+        Statistics { node_stats, sections, capacity }
+    }
+
+    /// Fills the three sections; returns (threads, links, named) entry counts.
+    fn fill(&mut self) -> [u32; 3] {
+        let cap = self.capacity;
+        let [threads, links, named] = &mut self.sections;
+        threads.clear();
+        links.clear();
+        named.clear();
+        let mut counts = [0u32; 3];
+        for t in self.node_stats.threads() {
+            if threads.len() + THREAD_WORDS > cap {
+                break;
+            }
+            let s = t.snapshot();
+            for v in
+                [s.signals_run, s.rounds, s.sleeps, s.wakeups, s.congested_rounds, s.send_failures]
+            {
+                push_u64(threads, v);
+            }
+            counts[0] += 1;
+        }
+        self.node_stats.for_each_link(&mut |l: LinkCounters| {
+            if links.len() + LINK_WORDS <= cap {
+                links.push(l.peer.map_or(0, |p| p.get() as u32));
+                for v in
+                    [l.signals, l.bytes, l.batches, l.wakeups_sent, l.send_buffer_high_water_bytes]
+                {
+                    push_u64(links, v);
+                }
+                counts[1] += 1;
+            }
+        });
+        for t in 0..self.node_stats.threads().len() {
+            if let Some(n) = self.node_stats.named(t) {
+                n.for_each(|owner, _name, value| {
+                    if named.len() + NAMED_WORDS <= cap {
+                        named.push(owner.to_word());
+                        push_u64(named, value);
+                        counts[2] += 1;
+                    }
+                });
+            }
+        }
+        counts
+    }
+
+    fn answer(&mut self, req: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let [threads, links, named] = self.fill();
+        let request = req.data().first().copied().unwrap_or(0);
+        let data = [request, threads, links, named];
+        let [s0, s1, s2] = &self.sections;
+        let sections: [&[u32]; 3] = [s0, s1, s2];
+        let conf = ctx.signal(gsn::STATS_CONF, req.sender()).data(&data).sections(&sections);
+        if let Err(e) = ctx.send(&conf) {
+            tracing::warn!(to = %req.sender(), error = %e, "could not answer STATS_REQ");
+        }
+    }
+}
+
+impl Block for Statistics {
+    fn execute(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        match signal.gsn() {
+            gsn::STATS_REQ => self.answer(signal, ctx),
+            gsn::START_ORD => {}
+            other => {
+                tracing::debug!(block = %ctx.me(), gsn = %other, "statistics block ignores signal")
+            }
+        }
+    }
+}
+
+/// A decoded `STATS_CONF`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatsReport {
+    /// The request word echoed back.
+    pub request: u32,
+    /// Per block thread.
+    pub threads: Vec<ThreadSnapshot>,
+    /// Per link.
+    pub links: Vec<LinkCounters>,
+    /// Named counters: owner and value.
+    pub named: Vec<(BlockRef, u64)>,
+}
+
+/// A `STATS_CONF` that does not follow the layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("malformed STATS_CONF: {0}")]
+pub struct BadStatsConf(pub &'static str);
+
+impl StatsReport {
+    /// Reads a `STATS_CONF`.
+    pub fn decode(view: &SignalView<'_>) -> Result<StatsReport, BadStatsConf> {
+        if view.gsn() != gsn::STATS_CONF {
+            return Err(BadStatsConf("not a STATS_CONF"));
+        }
+        let &[request, threads, links, named] = view.data() else {
+            return Err(BadStatsConf("expected 4 data words"));
+        };
+        let s = |i| view.section(i).unwrap_or(&[]);
+        let (s0, s1, s2) = (s(0), s(1), s(2));
+        if s0.len() != threads as usize * THREAD_WORDS
+            || s1.len() != links as usize * LINK_WORDS
+            || s2.len() != named as usize * NAMED_WORDS
+        {
+            return Err(BadStatsConf("section lengths do not match the counts"));
+        }
+        let threads = s0
+            .chunks_exact(THREAD_WORDS)
+            .map(|w| ThreadSnapshot {
+                signals_run: read_u64(w, 0),
+                rounds: read_u64(w, 2),
+                sleeps: read_u64(w, 4),
+                wakeups: read_u64(w, 6),
+                congested_rounds: read_u64(w, 8),
+                send_failures: read_u64(w, 10),
+            })
+            .collect();
+        let links = s1
+            .chunks_exact(LINK_WORDS)
+            .map(|w| LinkCounters {
+                peer: NodeId::new(w[0]),
+                signals: read_u64(w, 1),
+                bytes: read_u64(w, 3),
+                batches: read_u64(w, 5),
+                wakeups_sent: read_u64(w, 7),
+                send_buffer_high_water_bytes: read_u64(w, 9),
+            })
+            .collect();
+        let mut named_out = Vec::new();
+        for w in s2.chunks_exact(NAMED_WORDS) {
+            let owner = BlockRef::from_word(w[0])
+                .ok_or(BadStatsConf("named counter owner names node 0"))?;
+            named_out.push((owner, read_u64(w, 1)));
+        }
+        Ok(StatsReport { request, threads, links, named: named_out })
+    }
+}

@@ -1,0 +1,332 @@
+//! The cluster file: one TOML file describing the whole cluster — its id, nodes, links, the
+//! block threads of a data node and which blocks run where, and size limits — read with serde
+//! and validated in full at start ([`validate`]), so a bad value stops the node with an error
+//! naming the key, the value and what is allowed, instead of failing later.
+//!
+//! The file is read into raw types (numbers as `u64`, choices as strings) so that every range
+//! and choice is checked by our rules and reported the same way; unknown keys are refused by
+//! serde, whose message names the key.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use signals::{BlockInstance, BlockNumber, Limits, NodeId};
+
+use crate::runtime::Tuning;
+
+#[cfg(test)]
+mod tests;
+pub mod validate;
+
+/// Why a cluster file was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read cluster file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    /// The file is not valid TOML for a cluster file (syntax, types, unknown keys).
+    #[error("cluster file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    /// A value is out of its allowed range or set.
+    #[error("`{key}` = {value} is invalid (allowed: {allowed})")]
+    Invalid { key: String, value: String, allowed: String },
+}
+
+impl ConfigError {
+    /// The key an `Invalid` error names.
+    pub fn key(&self) -> Option<&str> {
+        match self {
+            ConfigError::Invalid { key, .. } => Some(key),
+            _ => None,
+        }
+    }
+}
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub cluster_id: u64,
+    pub nodes: Vec<RawNode>,
+    #[serde(default)]
+    pub links: Vec<RawLink>,
+    #[serde(default)]
+    pub threads: RawThreads,
+    #[serde(default)]
+    pub blocks: Vec<RawBlock>,
+    #[serde(default)]
+    pub limits: RawLimits,
+}
+
+/// `[[nodes]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNode {
+    pub id: u64,
+    pub kind: String,
+    pub host: String,
+    pub port: u64,
+}
+
+/// `[[links]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLink {
+    pub nodes: Vec<u64>,
+    pub transport: String,
+    #[serde(default = "defaults::ring_bytes")]
+    pub ring_bytes: u64,
+    #[serde(default = "defaults::link_spin_time_us")]
+    pub spin_time_us: u64,
+    #[serde(default)]
+    pub secret: Option<String>,
+}
+
+/// `[threads]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawThreads {
+    #[serde(default = "defaults::thread_count")]
+    pub count: u64,
+    #[serde(default)]
+    pub cpus: Option<Vec<u64>>,
+    #[serde(default)]
+    pub receive: u64,
+    #[serde(default)]
+    pub send: u64,
+    #[serde(default = "defaults::spin_time_us")]
+    pub spin_time_us: u64,
+    #[serde(default = "defaults::b_signals_per_round")]
+    pub b_signals_per_round: u64,
+    #[serde(default = "defaults::timers_per_thread")]
+    pub timers_per_thread: u64,
+}
+
+impl Default for RawThreads {
+    fn default() -> Self {
+        RawThreads {
+            count: defaults::thread_count(),
+            cpus: None,
+            receive: 0,
+            send: 0,
+            spin_time_us: defaults::spin_time_us(),
+            b_signals_per_round: defaults::b_signals_per_round(),
+            timers_per_thread: defaults::timers_per_thread(),
+        }
+    }
+}
+
+/// `[[blocks]]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBlock {
+    pub kind: String,
+    #[serde(default)]
+    pub instance: u64,
+    #[serde(default)]
+    pub thread: u64,
+}
+
+/// `[limits]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    #[serde(default = "defaults::send_buffer_bytes")]
+    pub send_buffer_bytes: u64,
+    #[serde(default = "defaults::job_buffer_pages")]
+    pub job_buffer_pages: u64,
+    #[serde(default = "defaults::job_buffer_page_words")]
+    pub job_buffer_page_words: u64,
+    #[serde(default = "defaults::max_section_words")]
+    pub max_section_words: u64,
+    #[serde(default = "defaults::max_signal_words")]
+    pub max_signal_words: u64,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            send_buffer_bytes: defaults::send_buffer_bytes(),
+            job_buffer_pages: defaults::job_buffer_pages(),
+            job_buffer_page_words: defaults::job_buffer_page_words(),
+            max_section_words: defaults::max_section_words(),
+            max_signal_words: defaults::max_signal_words(),
+        }
+    }
+}
+
+/// Defaults of optional keys.
+mod defaults {
+    pub fn ring_bytes() -> u64 {
+        1 << 20
+    }
+    pub fn link_spin_time_us() -> u64 {
+        20
+    }
+    pub fn thread_count() -> u64 {
+        1
+    }
+    /// Measured with `benches/pingpong.rs`: 50 µs keeps a ping-pong between two busy threads
+    /// in the spin path while an idle node sleeps 20,000 times less often than it would poll.
+    pub fn spin_time_us() -> u64 {
+        50
+    }
+    pub fn b_signals_per_round() -> u64 {
+        64
+    }
+    pub fn timers_per_thread() -> u64 {
+        1024
+    }
+    pub fn send_buffer_bytes() -> u64 {
+        4 << 20
+    }
+    pub fn job_buffer_pages() -> u64 {
+        8
+    }
+    pub fn job_buffer_page_words() -> u64 {
+        8192
+    }
+    pub fn max_section_words() -> u64 {
+        2048
+    }
+    pub fn max_signal_words() -> u64 {
+        8192
+    }
+}
+
+/// What a node is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    /// Runs blocks (a data node).
+    Data,
+    /// A client process joining the cluster.
+    Api,
+}
+
+/// How two nodes are linked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    /// In one process.
+    Local,
+    /// TCP sockets.
+    Tcp,
+    /// A shared-memory ring (same host).
+    Shm,
+    /// RDMA verbs.
+    Rdma,
+}
+
+/// A validated node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeConfig {
+    pub id: NodeId,
+    pub kind: NodeKind,
+    pub host: String,
+    pub port: u16,
+}
+
+/// A validated link.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkConfig {
+    pub nodes: [NodeId; 2],
+    pub transport: Transport,
+    pub ring_bytes: usize,
+    pub spin_time_us: u64,
+    pub secret: Option<String>,
+}
+
+/// Validated thread layout of a data node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ThreadsConfig {
+    pub count: usize,
+    pub cpus: Option<Vec<usize>>,
+    pub receive: usize,
+    pub send: usize,
+    pub spin_time_us: u64,
+    pub b_signals_per_round: usize,
+    pub timers_per_thread: usize,
+}
+
+/// A validated block placement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockPlacement {
+    pub kind: String,
+    pub number: BlockNumber,
+    pub instance: BlockInstance,
+    pub thread: usize,
+}
+
+/// Validated limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LimitsConfig {
+    pub send_buffer_bytes: usize,
+    pub job_buffer_pages: usize,
+    pub job_buffer_page_words: usize,
+    pub signal: Limits,
+}
+
+/// A validated cluster file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Config {
+    pub cluster_id: u32,
+    pub nodes: Vec<NodeConfig>,
+    pub links: Vec<LinkConfig>,
+    pub threads: ThreadsConfig,
+    pub blocks: Vec<BlockPlacement>,
+    pub limits: LimitsConfig,
+}
+
+impl Config {
+    /// Reads and validates the cluster file at `path`.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::parse(&text, path)
+    }
+
+    /// Parses and validates cluster-file text (`path` only names it in errors).
+    pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        let raw: RawCluster = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
+        validate::validate(&raw)
+    }
+
+    /// The node `id`, if it is in the file.
+    pub fn node(&self, id: NodeId) -> Option<&NodeConfig> {
+        self.nodes.iter().find(|n| n.id == id)
+    }
+
+    /// The data node a process was told to be (`--node-id`), checked.
+    pub fn data_node(&self, id: u64) -> Result<&NodeConfig, ConfigError> {
+        let ids: Vec<String> = self
+            .nodes
+            .iter()
+            .filter(|n| n.kind == NodeKind::Data)
+            .map(|n| n.id.to_string())
+            .collect();
+        let invalid = || ConfigError::Invalid {
+            key: "--node-id".into(),
+            value: id.to_string(),
+            allowed: format!("a data node of the cluster file: {}", ids.join(", ")),
+        };
+        let node_id = u32::try_from(id).ok().and_then(NodeId::new).ok_or_else(invalid)?;
+        self.node(node_id).filter(|n| n.kind == NodeKind::Data).ok_or_else(invalid)
+    }
+
+    /// The links `id` takes part in.
+    pub fn links_of(&self, id: NodeId) -> impl Iterator<Item = &LinkConfig> {
+        self.links.iter().filter(move |l| l.nodes.contains(&id))
+    }
+
+    /// The runtime knobs of a data node.
+    pub fn tuning(&self) -> Tuning {
+        Tuning {
+            spin_time_us: self.threads.spin_time_us,
+            b_signals_per_round: self.threads.b_signals_per_round,
+            job_buffer_pages: self.limits.job_buffer_pages,
+            job_buffer_page_words: self.limits.job_buffer_page_words,
+            timers_per_thread: self.threads.timers_per_thread,
+            limits: self.limits.signal,
+        }
+    }
+}

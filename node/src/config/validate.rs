@@ -1,0 +1,268 @@
+//! The validation rules of the cluster file, one function per section. Each rule refuses a
+//! value with [`ConfigError::Invalid`] naming the key (with its index, e.g. `nodes[1].port`),
+//! the value, and what is allowed. Every rule has a test in `tests.rs`.
+
+use std::collections::HashSet;
+
+use signals::{BlockInstance, Limits, LimitsError, NodeId};
+
+use super::{
+    BlockPlacement, Config, ConfigError, LimitsConfig, LinkConfig, NodeConfig, NodeKind, RawBlock,
+    RawCluster, RawLimits, RawLink, RawNode, RawThreads, ThreadsConfig, Transport,
+};
+use crate::blocks;
+use crate::runtime::MAX_BLOCK_THREADS;
+
+/// Longest spin any thread or link may be configured to (1 s).
+const SPIN_TIME_US_MAX: u64 = 1_000_000;
+/// Receive or send threads at most.
+const AUX_THREADS_MAX: u64 = 16;
+
+fn bad(key: impl Into<String>, value: impl ToString, allowed: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key: key.into(), value: value.to_string(), allowed: allowed.into() }
+}
+
+/// Checks `value` is in `min..=max`.
+fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(bad(key, value, format!("{min}..={max}")))
+    }
+}
+
+/// Validates the whole file.
+pub fn validate(raw: &RawCluster) -> Result<Config, ConfigError> {
+    let cluster_id = in_range("cluster_id", raw.cluster_id, 1, u32::MAX as u64)? as u32;
+    let nodes = nodes(&raw.nodes)?;
+    let links = raw
+        .links
+        .iter()
+        .enumerate()
+        .map(|(i, l)| link(i, l, &nodes))
+        .collect::<Result<Vec<_>, _>>()?;
+    unique_links(&links)?;
+    let threads = threads(&raw.threads)?;
+    let blocks = block_placements(&raw.blocks, threads.count)?;
+    let limits = limits(&raw.limits)?;
+    Ok(Config { cluster_id, nodes, links, threads, blocks, limits })
+}
+
+fn nodes(raw: &[RawNode]) -> Result<Vec<NodeConfig>, ConfigError> {
+    if raw.is_empty() {
+        return Err(bad("nodes", "[]", "at least one [[nodes]] entry"));
+    }
+    let mut out: Vec<NodeConfig> = Vec::with_capacity(raw.len());
+    for (i, n) in raw.iter().enumerate() {
+        let id = u32::try_from(n.id)
+            .ok()
+            .and_then(NodeId::new)
+            .ok_or_else(|| bad(format!("nodes[{i}].id"), n.id, "1..=255"))?;
+        if let Some(j) = out.iter().position(|o| o.id == id) {
+            return Err(bad(
+                format!("nodes[{i}].id"),
+                n.id,
+                format!("a unique id (nodes[{j}] has it)"),
+            ));
+        }
+        let kind = match n.kind.as_str() {
+            "data" => NodeKind::Data,
+            "api" => NodeKind::Api,
+            other => {
+                return Err(bad(
+                    format!("nodes[{i}].kind"),
+                    format!("{other:?}"),
+                    "\"data\" or \"api\"",
+                ))
+            }
+        };
+        if n.host.is_empty()
+            || n.host.len() > 253
+            || n.host.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            return Err(bad(
+                format!("nodes[{i}].host"),
+                format!("{:?}", n.host),
+                "a host name or IP address (1..=253 characters, no spaces)",
+            ));
+        }
+        let port = in_range(&format!("nodes[{i}].port"), n.port, 1, u16::MAX as u64)? as u16;
+        if let Some(j) = out.iter().position(|o| o.host == n.host && o.port == port) {
+            return Err(bad(
+                format!("nodes[{i}].port"),
+                port,
+                format!("a host:port not used by another node (nodes[{j}] uses {}:{port})", n.host),
+            ));
+        }
+        out.push(NodeConfig { id, kind, host: n.host.clone(), port });
+    }
+    Ok(out)
+}
+
+fn link(i: usize, l: &RawLink, nodes: &[NodeConfig]) -> Result<LinkConfig, ConfigError> {
+    let key = |k: &str| format!("links[{i}].{k}");
+    let find = |id: u64| nodes.iter().find(|n| n.id.get() as u64 == id);
+    let (a, b) = match l.nodes.as_slice() {
+        &[a, b] if a != b => match (find(a), find(b)) {
+            (Some(a), Some(b)) => (a, b),
+            _ => {
+                return Err(bad(
+                    key("nodes"),
+                    format!("{:?}", l.nodes),
+                    "two node ids from [[nodes]]",
+                ))
+            }
+        },
+        _ => return Err(bad(key("nodes"), format!("{:?}", l.nodes), "two different node ids")),
+    };
+    let transport = match l.transport.as_str() {
+        "local" => Transport::Local,
+        "tcp" => Transport::Tcp,
+        "shm" => Transport::Shm,
+        "rdma" => Transport::Rdma,
+        other => {
+            return Err(bad(
+                key("transport"),
+                format!("{other:?}"),
+                "\"local\", \"tcp\", \"shm\" or \"rdma\"",
+            ))
+        }
+    };
+    if matches!(transport, Transport::Local | Transport::Shm) && a.host != b.host {
+        return Err(bad(
+            key("transport"),
+            format!("{:?}", l.transport),
+            format!("\"tcp\" or \"rdma\" between different hosts ({} and {})", a.host, b.host),
+        ));
+    }
+    let ring_bytes = l.ring_bytes;
+    if !ring_bytes.is_power_of_two() || !(4096..=1 << 30).contains(&ring_bytes) {
+        return Err(bad(key("ring_bytes"), ring_bytes, "a power of two in 4096..=1073741824"));
+    }
+    let spin_time_us = in_range(&key("spin_time_us"), l.spin_time_us, 0, SPIN_TIME_US_MAX)?;
+    if let Some(s) = &l.secret {
+        if !(16..=1024).contains(&s.len()) {
+            return Err(bad(key("secret"), format!("<{} bytes>", s.len()), "16..=1024 bytes"));
+        }
+    }
+    Ok(LinkConfig {
+        nodes: [a.id, b.id],
+        transport,
+        ring_bytes: ring_bytes as usize,
+        spin_time_us,
+        secret: l.secret.clone(),
+    })
+}
+
+fn unique_links(links: &[LinkConfig]) -> Result<(), ConfigError> {
+    let mut seen = HashSet::new();
+    for (i, l) in links.iter().enumerate() {
+        let pair = (l.nodes[0].min(l.nodes[1]), l.nodes[0].max(l.nodes[1]));
+        if !seen.insert(pair) {
+            return Err(bad(
+                format!("links[{i}].nodes"),
+                format!("[{}, {}]", l.nodes[0], l.nodes[1]),
+                "one link per pair of nodes",
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn threads(t: &RawThreads) -> Result<ThreadsConfig, ConfigError> {
+    let count = in_range("threads.count", t.count, 1, MAX_BLOCK_THREADS as u64)? as usize;
+    let cpus = match &t.cpus {
+        None => None,
+        Some(list) => {
+            if list.len() != count {
+                return Err(bad(
+                    "threads.cpus",
+                    format!("{list:?}"),
+                    format!("one CPU per block thread ({count} entries)"),
+                ));
+            }
+            let available: Vec<usize> = core_affinity::get_core_ids()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            for (i, &cpu) in list.iter().enumerate() {
+                if !available.iter().any(|&a| a as u64 == cpu) {
+                    return Err(bad(
+                        format!("threads.cpus[{i}]"),
+                        cpu,
+                        format!("a CPU of this machine: {available:?}"),
+                    ));
+                }
+            }
+            Some(list.iter().map(|&c| c as usize).collect())
+        }
+    };
+    Ok(ThreadsConfig {
+        count,
+        cpus,
+        receive: in_range("threads.receive", t.receive, 0, AUX_THREADS_MAX)? as usize,
+        send: in_range("threads.send", t.send, 0, AUX_THREADS_MAX)? as usize,
+        spin_time_us: in_range("threads.spin_time_us", t.spin_time_us, 0, SPIN_TIME_US_MAX)?,
+        b_signals_per_round: in_range(
+            "threads.b_signals_per_round",
+            t.b_signals_per_round,
+            1,
+            65536,
+        )? as usize,
+        timers_per_thread: in_range("threads.timers_per_thread", t.timers_per_thread, 1, 1 << 20)?
+            as usize,
+    })
+}
+
+fn block_placements(raw: &[RawBlock], threads: usize) -> Result<Vec<BlockPlacement>, ConfigError> {
+    let mut out: Vec<BlockPlacement> = Vec::with_capacity(raw.len());
+    for (i, b) in raw.iter().enumerate() {
+        let kinds: Vec<&str> = blocks::KINDS.iter().map(|(k, _)| *k).collect();
+        let number = blocks::number_of(&b.kind).ok_or_else(|| {
+            bad(format!("blocks[{i}].kind"), format!("{:?}", b.kind), format!("one of {kinds:?}"))
+        })?;
+        let instance = in_range(&format!("blocks[{i}].instance"), b.instance, 0, 255)? as u8;
+        let thread =
+            in_range(&format!("blocks[{i}].thread"), b.thread, 0, threads as u64 - 1)? as usize;
+        if let Some(j) = out.iter().position(|o| o.number == number && o.instance.0 == instance) {
+            return Err(bad(
+                format!("blocks[{i}].instance"),
+                instance,
+                format!(
+                    "an instance not already placed (blocks[{j}] is {} instance {instance})",
+                    b.kind
+                ),
+            ));
+        }
+        out.push(BlockPlacement {
+            kind: b.kind.clone(),
+            number,
+            instance: BlockInstance(instance),
+            thread,
+        });
+    }
+    Ok(out)
+}
+
+fn limits(l: &RawLimits) -> Result<LimitsConfig, ConfigError> {
+    let send_buffer_bytes =
+        in_range("limits.send_buffer_bytes", l.send_buffer_bytes, 64 << 10, 1 << 30)? as usize;
+    let job_buffer_pages =
+        in_range("limits.job_buffer_pages", l.job_buffer_pages, 2, 4096)? as usize;
+    let signal = Limits::new(l.max_section_words, l.max_signal_words).map_err(|e| match e {
+        LimitsError::SignalWordsOutOfRange { value, min, max } => {
+            bad("limits.max_signal_words", value, format!("{min}..={max}"))
+        }
+        LimitsError::SectionWordsOutOfRange { value, min, max, signal_words } => bad(
+            "limits.max_section_words",
+            value,
+            format!("{min}..={max} (with max_signal_words = {signal_words})"),
+        ),
+    })?;
+    let page_min = signal.max_signal_words() as u64;
+    let job_buffer_page_words =
+        in_range("limits.job_buffer_page_words", l.job_buffer_page_words, page_min, 1 << 20)?
+            as usize;
+    Ok(LimitsConfig { send_buffer_bytes, job_buffer_pages, job_buffer_page_words, signal })
+}

@@ -1,0 +1,103 @@
+//! The entry point of a receive path: a receive thread (or anything outside the block threads,
+//! such as a test or an API front end) holds one [`InboundRouter`] and routes each signal it
+//! received to the job buffer of the thread owning the receiving block. Each router is a
+//! producer of its own lanes, so every lane keeps a single producer.
+//!
+//! Invariants: a routed signal is copied verbatim (it was validated by the walker that produced
+//! the view); nothing is visible to the block threads until [`InboundRouter::flush`]; a full
+//! lane is `RouteError::Full` (stop reading the socket, wait for room, retry), never growth.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use signals::{Priority, Signal, SignalView};
+
+use crate::lane::{LaneError, LaneWriter};
+use crate::outbox::forward;
+use crate::parker::Parker;
+use crate::remote::RouteError;
+use crate::routing::Routing;
+
+/// Routes received signals into a node's job buffers.
+#[derive(Debug)]
+pub struct InboundRouter {
+    path: usize,
+    routing: Arc<Routing>,
+    a: Vec<LaneWriter>,
+    b: Vec<LaneWriter>,
+    parker: Arc<Parker>,
+}
+
+impl InboundRouter {
+    pub(crate) fn new(
+        path: usize,
+        routing: Arc<Routing>,
+        a: Vec<LaneWriter>,
+        b: Vec<LaneWriter>,
+        parker: Arc<Parker>,
+    ) -> InboundRouter {
+        InboundRouter { path, routing, a, b, parker }
+    }
+
+    /// Which receive path this is.
+    pub fn path(&self) -> usize {
+        self.path
+    }
+
+    /// Queues one received signal for its block (visible after [`InboundRouter::flush`]).
+    #[inline]
+    pub fn route(&mut self, view: &SignalView<'_>) -> Result<(), RouteError> {
+        forward(&self.routing, &mut self.a, &mut self.b, view)
+    }
+
+    /// Packs and queues a signal built locally (tests, API front ends, the data-node binary).
+    pub fn send(&mut self, signal: &Signal<'_>) -> Result<(), RouteError> {
+        let receiver = signal.receiver;
+        if receiver.node != self.routing.node() {
+            return Err(RouteError::WrongNode { node: self.routing.node(), receiver });
+        }
+        let Some(at) = self.routing.locate(receiver.block, receiver.instance) else {
+            return Err(RouteError::UnknownBlock { receiver });
+        };
+        let thread = at.thread as usize;
+        let lane = match signal.priority {
+            Priority::A => &mut self.a[thread],
+            Priority::B => &mut self.b[thread],
+        };
+        lane.push(signal).map_err(|e| match e {
+            LaneError::Full { .. } => RouteError::Full { thread },
+            LaneError::Pack(p) => RouteError::Pack(p),
+        })
+    }
+
+    /// Publishes what was queued and wakes sleeping block threads (once each).
+    pub fn flush(&mut self) {
+        for lane in self.a.iter_mut().chain(self.b.iter_mut()) {
+            lane.flush();
+        }
+    }
+
+    /// Flushes, then waits (spin-free: announce, re-check, sleep) until the B lane to `thread`
+    /// has room again or `timeout` passes. Returns whether there is room.
+    pub fn wait_for_room(&mut self, thread: usize, timeout: Duration) -> bool {
+        self.flush();
+        let Some(lane) = self.b.get_mut(thread) else { return false };
+        if lane.has_reserve() {
+            return true;
+        }
+        self.parker.announce();
+        if lane.has_reserve() {
+            self.parker.retract();
+            return true;
+        }
+        let _ = self.parker.wait(Some(timeout));
+        self.parker.retract();
+        lane.has_reserve()
+    }
+
+    /// This path's parker: its epoll set is where a receive thread sleeps (add sockets there);
+    /// block threads ring it when they return pages.
+    pub fn parker(&self) -> &Arc<Parker> {
+        &self.parker
+    }
+}

@@ -1,0 +1,111 @@
+//! One sending thread's way out: the producer ends of its job-buffer lanes (priority A and B, one
+//! per receiving block thread) and its [`RemoteSink`] for other nodes. Routing a signal is an
+//! array lookup of the receiving block's thread; remote signals go to the sink untouched.
+//!
+//! Invariant: `a[t]` and `b[t]` are this thread's lanes to block thread `t`; the thread is their
+//! only producer.
+
+use std::sync::Arc;
+
+use signals::{Priority, Signal, SignalView};
+
+use crate::block::SendError;
+use crate::lane::{LaneError, LaneWriter};
+use crate::remote::{RemoteSink, RouteError};
+use crate::routing::Routing;
+
+/// The outbound side of one block thread.
+#[derive(Debug)]
+pub struct Outbox {
+    pub(crate) routing: Arc<Routing>,
+    a: Vec<LaneWriter>,
+    b: Vec<LaneWriter>,
+    pub(crate) remote: Box<dyn RemoteSink>,
+}
+
+impl Outbox {
+    pub(crate) fn new(
+        routing: Arc<Routing>,
+        a: Vec<LaneWriter>,
+        b: Vec<LaneWriter>,
+        remote: Box<dyn RemoteSink>,
+    ) -> Outbox {
+        assert_eq!(a.len(), b.len());
+        assert!(b.len() <= 64, "congestion masks are 64 bits");
+        Outbox { routing, a, b, remote }
+    }
+
+    /// Routes one signal: a job buffer for this node, the remote sink for another.
+    #[inline]
+    pub fn send(&mut self, signal: &Signal<'_>) -> Result<(), SendError> {
+        let receiver = signal.receiver;
+        if receiver.node != self.routing.node() {
+            return Ok(self.remote.pack(receiver.node, signal)?);
+        }
+        let thread = match self.routing.locate(receiver.block, receiver.instance) {
+            Some(at) => at.thread as usize,
+            None => return Err(SendError::UnknownBlock { receiver }),
+        };
+        let lane = match signal.priority {
+            Priority::A => &mut self.a[thread],
+            Priority::B => &mut self.b[thread],
+        };
+        lane.push(signal).map_err(|e| match e {
+            LaneError::Full { .. } => SendError::JobBufferFull { thread },
+            LaneError::Pack(p) => SendError::Pack(p),
+        })
+    }
+
+    /// End of round: publishes every non-empty page and flushes the remote sink.
+    pub fn flush(&mut self) {
+        for lane in self.a.iter_mut().chain(self.b.iter_mut()) {
+            lane.flush();
+        }
+        self.remote.flush();
+    }
+
+    /// Threads whose priority-B lane from here has no spare page (bit `t` for thread `t`).
+    /// Reclaims pages returned meanwhile, so calling it again sees room that came back.
+    #[inline]
+    pub fn congestion_mask(&mut self) -> u64 {
+        let mut mask = 0;
+        for (t, lane) in self.b.iter_mut().enumerate() {
+            if !lane.has_reserve() {
+                mask |= 1 << t;
+            }
+        }
+        mask
+    }
+
+    /// Lets the remote sink receive, forwarding each signal through this outbox's lanes.
+    pub(crate) fn poll_remote(&mut self) -> usize {
+        let Outbox { routing, a, b, remote } = self;
+        remote.poll(&mut |view| forward(routing, a, b, view))
+    }
+}
+
+/// Copies a received signal, as it came off the wire, into the lane towards its block's thread.
+#[inline]
+pub(crate) fn forward(
+    routing: &Routing,
+    a: &mut [LaneWriter],
+    b: &mut [LaneWriter],
+    view: &SignalView<'_>,
+) -> Result<(), RouteError> {
+    let receiver = view.receiver();
+    if receiver.node != routing.node() {
+        return Err(RouteError::WrongNode { node: routing.node(), receiver });
+    }
+    let thread = match routing.locate(receiver.block, receiver.instance) {
+        Some(at) => at.thread as usize,
+        None => return Err(RouteError::UnknownBlock { receiver }),
+    };
+    let lane = match view.priority() {
+        Priority::A => &mut a[thread],
+        Priority::B => &mut b[thread],
+    };
+    lane.push_wire(view.wire_words()).map_err(|e| match e {
+        LaneError::Full { .. } => RouteError::Full { thread },
+        LaneError::Pack(p) => RouteError::Pack(p),
+    })
+}

@@ -1,0 +1,96 @@
+//! The seam to other nodes: what a block thread needs from the transporter layer.
+//!
+//! Outbound, each block thread owns one [`RemoteSink`]: `pack` puts a signal for a peer into the
+//! thread's send buffer for that peer (no lock, no allocation), and `flush` hands every
+//! non-empty send buffer to its transporter at the end of the round — one hand-off per peer per
+//! round, which is where batching happens. Inbound, a receive path (a receive thread, or
+//! [`RemoteSink::poll`] inside a block thread) routes each received [`SignalView`] to the job
+//! buffer of the thread owning the receiving block, through an
+//! [`InboundRouter`](crate::inbound::InboundRouter) or the `route` callback given to `poll`.
+//!
+//! The real implementation comes from the transporter crate's registry; [`NoRemote`] is the
+//! stand-in for a node without links.
+
+use signals::{BlockRef, NodeId, PackError, Signal, SignalView};
+
+/// Why a signal could not be sent to another node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RemoteError {
+    /// No link to that node is configured.
+    #[error("no link to node {peer}")]
+    UnknownPeer { peer: NodeId },
+    /// The link exists but is not connected.
+    #[error("node {peer} is not connected")]
+    Disconnected { peer: NodeId },
+    /// The send buffer for that node is full: back-pressure.
+    #[error("send buffer for node {peer} is full ({bytes} bytes in use)")]
+    Overloaded { peer: NodeId, bytes: usize },
+    /// The signal itself is invalid.
+    #[error(transparent)]
+    Pack(#[from] PackError),
+}
+
+/// Why a received signal could not be routed to a local block.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// The signal is addressed to another node.
+    #[error("signal for {receiver} arrived at node {node}")]
+    WrongNode { node: NodeId, receiver: BlockRef },
+    /// No block with that number and instance runs on this node.
+    #[error("no block {receiver} on this node")]
+    UnknownBlock { receiver: BlockRef },
+    /// The owning thread's job buffer from this receive path is full: stop reading, retry later.
+    #[error("job buffer to thread {thread} is full")]
+    Full { thread: usize },
+    /// A signal injected locally is invalid.
+    #[error(transparent)]
+    Pack(#[from] PackError),
+}
+
+/// One block thread's outbound path to other nodes.
+pub trait RemoteSink: Send + std::fmt::Debug {
+    /// Packs `signal` into this thread's send buffer for `peer`. Never blocks.
+    fn pack(&mut self, peer: NodeId, signal: &Signal<'_>) -> Result<(), RemoteError>;
+
+    /// End of round: hands every non-empty send buffer to its transporter (one hand-off per
+    /// peer). Returns the number of peers handed a batch.
+    fn flush(&mut self) -> usize;
+
+    /// Receives in the block thread itself (single-thread nodes, or transports polled by their
+    /// block thread): routes each received signal with `route`; returns how many were routed.
+    /// The default receives nothing (a receive thread does it instead).
+    fn poll(&mut self, route: &mut dyn FnMut(&SignalView<'_>) -> Result<(), RouteError>) -> usize {
+        let _ = route;
+        0
+    }
+
+    /// Whether [`RemoteSink::poll`] would find input now (checked before the thread sleeps).
+    fn has_input(&self) -> bool {
+        false
+    }
+}
+
+/// Makes the [`RemoteSink`] of each block thread at start.
+pub trait RemoteFactory: std::fmt::Debug {
+    /// The sink for block thread `thread`.
+    fn sink(&self, thread: usize) -> Box<dyn RemoteSink>;
+}
+
+/// A node with no links: every remote send is `UnknownPeer`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct NoRemote;
+
+impl RemoteSink for NoRemote {
+    fn pack(&mut self, peer: NodeId, _signal: &Signal<'_>) -> Result<(), RemoteError> {
+        Err(RemoteError::UnknownPeer { peer })
+    }
+    fn flush(&mut self) -> usize {
+        0
+    }
+}
+
+impl RemoteFactory for NoRemote {
+    fn sink(&self, _thread: usize) -> Box<dyn RemoteSink> {
+        Box::new(NoRemote)
+    }
+}

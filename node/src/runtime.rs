@@ -1,0 +1,406 @@
+//! Starting and stopping one node's block threads: [`NodeBuilder`] places block instances on
+//! threads, builds the routing table and every job-buffer lane, runs each block's init hook, and
+//! spawns the threads; [`RunningNode`] stops and joins them.
+//!
+//! Invariants: there is one lane per (producer, block thread, priority), where producers are
+//! the block threads followed by the receive paths; all pages, timers and counters are allocated
+//! here, before any thread runs; stopping sets one flag, wakes every thread, and joins them all.
+
+use std::io;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use signals::{BlockInstance, BlockNumber, BlockRef, Limits, NodeId};
+
+use crate::block::{Block, InitContext};
+use crate::clock::{Clock, MonotonicClock};
+use crate::inbound::InboundRouter;
+use crate::lane::{lane, LaneReader, LaneShape, LaneWriter};
+use crate::outbox::Outbox;
+use crate::parker::Parker;
+use crate::remote::{NoRemote, RemoteFactory};
+use crate::routing::{DuplicateBlock, Location, Routing};
+use crate::stats::{NamedCounters, NodeStats};
+use crate::sync::Flag;
+use crate::thread::{BlockThread, Exec, ThreadTuning};
+use crate::timers::Timers;
+
+/// The most block threads a node runs (congestion masks are 64 bits).
+pub const MAX_BLOCK_THREADS: usize = 64;
+
+/// Sizes and knobs of a node's runtime (from the `[threads]` and `[limits]` configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tuning {
+    /// Spin this long (µs) after running out of work before sleeping.
+    pub spin_time_us: u64,
+    /// At most this many B signals from one job buffer per round.
+    pub b_signals_per_round: usize,
+    /// Pages per job buffer (lane).
+    pub job_buffer_pages: usize,
+    /// Words per job-buffer page, at least `limits.max_signal_words()`.
+    pub job_buffer_page_words: usize,
+    /// Pending timers per thread.
+    pub timers_per_thread: usize,
+    /// Signal size limits.
+    pub limits: Limits,
+}
+
+impl Default for Tuning {
+    fn default() -> Tuning {
+        let limits = Limits::default();
+        Tuning {
+            spin_time_us: 50,
+            b_signals_per_round: 64,
+            job_buffer_pages: 8,
+            job_buffer_page_words: limits.max_signal_words(),
+            timers_per_thread: 1024,
+            limits,
+        }
+    }
+}
+
+/// Why a node did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Thread count outside `1..=64`.
+    #[error("threads.count = {0} is out of range (allowed: 1..={MAX_BLOCK_THREADS})")]
+    ThreadCount(usize),
+    /// A block placed on a thread that does not exist.
+    #[error("block {block} placed on thread {thread}, but the node has {threads} threads")]
+    NoSuchThread { block: BlockRef, thread: usize, threads: usize },
+    /// The same block instance placed twice.
+    #[error(transparent)]
+    Duplicate(#[from] DuplicateBlock),
+    /// A lane shape the runtime cannot use.
+    #[error("job buffer of {pages} pages of {page_words} words is invalid (need at least 2 pages of at least max_signal_words = {max_signal_words} words)")]
+    LaneShape { pages: usize, page_words: usize, max_signal_words: usize },
+    /// An eventfd or epoll set could not be made.
+    #[error("could not create a wait set: {0}")]
+    WaitSet(#[source] io::Error),
+    /// A thread could not be spawned.
+    #[error("could not spawn block thread {thread}: {source}")]
+    Spawn { thread: usize, source: io::Error },
+}
+
+/// One block thread's plan.
+#[derive(Debug, Default)]
+struct ThreadPlan {
+    cpu: Option<usize>,
+    blocks: Vec<(BlockRef, Box<dyn Block>)>,
+}
+
+/// Places blocks on threads, then starts the node.
+#[derive(Debug)]
+pub struct NodeBuilder {
+    node: NodeId,
+    tuning: Tuning,
+    threads: Vec<ThreadPlan>,
+    receive_paths: usize,
+    clock: Arc<dyn Clock>,
+    remote: Box<dyn RemoteFactory>,
+    stats: Arc<NodeStats>,
+}
+
+impl NodeBuilder {
+    /// A node `node` with `threads` block threads.
+    pub fn new(node: NodeId, threads: usize, tuning: Tuning) -> Result<NodeBuilder, StartError> {
+        if !(1..=MAX_BLOCK_THREADS).contains(&threads) {
+            return Err(StartError::ThreadCount(threads));
+        }
+        if tuning.job_buffer_pages < 2
+            || tuning.job_buffer_page_words < tuning.limits.max_signal_words()
+        {
+            return Err(StartError::LaneShape {
+                pages: tuning.job_buffer_pages,
+                page_words: tuning.job_buffer_page_words,
+                max_signal_words: tuning.limits.max_signal_words(),
+            });
+        }
+        Ok(NodeBuilder {
+            node,
+            tuning,
+            threads: (0..threads).map(|_| ThreadPlan::default()).collect(),
+            receive_paths: 0,
+            clock: Arc::new(MonotonicClock::new()),
+            remote: Box::new(NoRemote),
+            stats: Arc::new(NodeStats::new(node, threads)),
+        })
+    }
+
+    /// The node's counters (for a statistics block, before it is placed).
+    pub fn stats(&self) -> Arc<NodeStats> {
+        self.stats.clone()
+    }
+
+    /// The node id.
+    pub fn node(&self) -> NodeId {
+        self.node
+    }
+
+    /// Uses `clock` instead of the monotonic clock (tests drive time by hand).
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> NodeBuilder {
+        self.clock = clock;
+        self
+    }
+
+    /// Uses `remote` for signals to other nodes (the transporter registry).
+    pub fn remote(mut self, remote: Box<dyn RemoteFactory>) -> NodeBuilder {
+        self.remote = remote;
+        self
+    }
+
+    /// Reserves `paths` inbound routers (receive threads, injectors).
+    pub fn receive_paths(mut self, paths: usize) -> NodeBuilder {
+        self.receive_paths = paths;
+        self
+    }
+
+    /// Pins block thread `thread` to CPU `cpu`.
+    pub fn pin(&mut self, thread: usize, cpu: usize) {
+        if let Some(t) = self.threads.get_mut(thread) {
+            t.cpu = Some(cpu);
+        }
+    }
+
+    /// Places `block` as `number`.`instance` on `thread`; returns its reference.
+    pub fn place(
+        &mut self,
+        thread: usize,
+        number: BlockNumber,
+        instance: BlockInstance,
+        block: Box<dyn Block>,
+    ) -> Result<BlockRef, StartError> {
+        let r = BlockRef::new(self.node, number, instance);
+        let threads = self.threads.len();
+        if thread >= threads {
+            return Err(StartError::NoSuchThread { block: r, thread, threads });
+        }
+        if self.threads.iter().flat_map(|t| &t.blocks).any(|(b, _)| *b == r) {
+            return Err(DuplicateBlock { block: number.0, instance: instance.0 }.into());
+        }
+        self.threads[thread].blocks.push((r, block));
+        Ok(r)
+    }
+
+    /// Builds routing, lanes, timers and counters, initialises every block, and starts the
+    /// threads.
+    pub fn start(mut self) -> Result<RunningNode, StartError> {
+        let threads = self.threads.len();
+        let routing = Arc::new(self.routing()?);
+        let block_parkers = parkers(threads)?;
+        let path_parkers = parkers(self.receive_paths)?;
+        let all_parkers: Vec<Arc<Parker>> =
+            block_parkers.iter().chain(&path_parkers).cloned().collect();
+        let shape = LaneShape {
+            depth: self.tuning.job_buffer_pages,
+            page_words: self.tuning.job_buffer_page_words,
+            limits: self.tuning.limits,
+        };
+        let mut lanes = Lanes::new(shape, &all_parkers, &block_parkers);
+        let stop = Arc::new(Flag::new());
+        let tuning = ThreadTuning {
+            spin_time: Duration::from_micros(self.tuning.spin_time_us),
+            b_signals_per_round: self.tuning.b_signals_per_round,
+            limits: self.tuning.limits,
+        };
+        let plans = std::mem::take(&mut self.threads);
+        let mut bodies = Vec::with_capacity(threads);
+        for (t, plan) in plans.into_iter().enumerate() {
+            let (out_a, out_b) = lanes.take_out(t);
+            let (in_a, in_b) = lanes.take_in(t);
+            let exec = self.exec(
+                t,
+                plan.blocks,
+                Outbox::new(routing.clone(), out_a, out_b, self.remote.sink(t)),
+            );
+            let parker = block_parkers[t].clone();
+            let stats = self.stats.clone();
+            bodies.push(BlockThread::new(
+                exec,
+                in_a,
+                in_b,
+                threads,
+                parker,
+                stop.clone(),
+                tuning,
+                stats,
+                plan.cpu,
+            ));
+        }
+        let inbound = (0..self.receive_paths)
+            .map(|i| {
+                let (a, b) = lanes.take_out(threads + i);
+                Some(InboundRouter::new(i, routing.clone(), a, b, path_parkers[i].clone()))
+            })
+            .collect();
+        let mut node = RunningNode {
+            handles: Vec::with_capacity(threads),
+            stopper: Stopper { stop, parkers: block_parkers.clone() },
+            parkers: block_parkers,
+            stats: self.stats,
+            inbound,
+        };
+        for (t, body) in bodies.into_iter().enumerate() {
+            let spawned =
+                std::thread::Builder::new().name(format!("block-{t}")).spawn(move || body.run());
+            match spawned {
+                Ok(h) => node.handles.push((t, h)),
+                Err(source) => return Err(StartError::Spawn { thread: t, source }),
+            }
+        }
+        Ok(node)
+    }
+
+    /// Initialises thread `t`'s blocks (registering their counters) and bundles what its
+    /// handlers may touch.
+    fn exec(&self, t: usize, mut blocks: Vec<(BlockRef, Box<dyn Block>)>, out: Outbox) -> Exec {
+        let mut named = NamedCounters::default();
+        for (me, block) in blocks.iter_mut() {
+            block.init(&mut InitContext { me: *me, counters: &mut named });
+        }
+        let named = Arc::new(named);
+        self.stats.set_named(t, named.clone());
+        Exec {
+            index: t,
+            blocks,
+            out,
+            timers: Timers::with_capacity(self.tuning.timers_per_thread),
+            named,
+            clock: self.clock.clone(),
+            signals_run: 0,
+            failures: 0,
+        }
+    }
+
+    /// The routing table of the placed blocks.
+    fn routing(&self) -> Result<Routing, StartError> {
+        let mut routing = Routing::new(self.node);
+        for (t, plan) in self.threads.iter().enumerate() {
+            for (slot, (r, _)) in plan.blocks.iter().enumerate() {
+                let at = Location { thread: t as u16, slot: slot as u16 };
+                routing.insert(r.block, r.instance, at)?;
+            }
+        }
+        Ok(routing)
+    }
+}
+
+fn parkers(n: usize) -> Result<Vec<Arc<Parker>>, StartError> {
+    (0..n).map(|_| Parker::new().map(Arc::new).map_err(StartError::WaitSet)).collect()
+}
+
+/// Every lane of a node, sorted by end until each thread and router takes its own.
+struct Lanes {
+    /// `out[p]` = (A lanes, B lanes) of producer `p`, indexed by block thread.
+    out: Vec<Option<(Vec<LaneWriter>, Vec<LaneWriter>)>>,
+    /// `inb[t]` = (A lanes, B lanes) into block thread `t`, indexed by producer.
+    inb: Vec<Option<(Vec<LaneReader>, Vec<LaneReader>)>>,
+}
+
+impl Lanes {
+    fn new(shape: LaneShape, producers: &[Arc<Parker>], consumers: &[Arc<Parker>]) -> Lanes {
+        let mut out: Vec<_> = producers.iter().map(|_| Some((Vec::new(), Vec::new()))).collect();
+        let mut inb: Vec<_> = consumers.iter().map(|_| Some((Vec::new(), Vec::new()))).collect();
+        for (p, pp) in producers.iter().enumerate() {
+            for (t, cp) in consumers.iter().enumerate() {
+                let (wa, ra) = lane(shape, pp.clone(), cp.clone());
+                let (wb, rb) = lane(shape, pp.clone(), cp.clone());
+                if let (Some(o), Some(i)) = (out[p].as_mut(), inb[t].as_mut()) {
+                    o.0.push(wa);
+                    o.1.push(wb);
+                    i.0.push(ra);
+                    i.1.push(rb);
+                }
+            }
+        }
+        Lanes { out, inb }
+    }
+
+    fn take_out(&mut self, producer: usize) -> (Vec<LaneWriter>, Vec<LaneWriter>) {
+        self.out[producer].take().unwrap_or_default()
+    }
+
+    fn take_in(&mut self, thread: usize) -> (Vec<LaneReader>, Vec<LaneReader>) {
+        self.inb[thread].take().unwrap_or_default()
+    }
+}
+
+/// A block thread panicked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("block thread {thread} panicked")]
+pub struct ThreadPanicked {
+    /// Which thread.
+    pub thread: usize,
+}
+
+/// Tells every block thread of a node to stop (cheap to clone; usable from a signal watcher).
+#[derive(Clone, Debug)]
+pub struct Stopper {
+    stop: Arc<Flag>,
+    parkers: Vec<Arc<Parker>>,
+}
+
+impl Stopper {
+    /// Sets the stop flag and wakes every sleeping thread.
+    pub fn stop(&self) {
+        self.stop.set();
+        for p in &self.parkers {
+            p.wake();
+        }
+    }
+}
+
+/// A started node.
+#[derive(Debug)]
+pub struct RunningNode {
+    handles: Vec<(usize, JoinHandle<()>)>,
+    stopper: Stopper,
+    parkers: Vec<Arc<Parker>>,
+    stats: Arc<NodeStats>,
+    inbound: Vec<Option<InboundRouter>>,
+}
+
+impl RunningNode {
+    /// Takes the router of receive path `path` (once).
+    pub fn take_inbound(&mut self, path: usize) -> Option<InboundRouter> {
+        self.inbound.get_mut(path)?.take()
+    }
+
+    /// The node's counters.
+    pub fn stats(&self) -> &Arc<NodeStats> {
+        &self.stats
+    }
+
+    /// Block thread `thread`'s parker (add transporter descriptors to its epoll set).
+    pub fn parker(&self, thread: usize) -> Option<&Arc<Parker>> {
+        self.parkers.get(thread)
+    }
+
+    /// A handle that stops the node from anywhere.
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+
+    /// Stops every thread and joins them; reports the first thread that panicked.
+    pub fn stop(mut self) -> Result<(), ThreadPanicked> {
+        self.stop_and_join()
+    }
+
+    fn stop_and_join(&mut self) -> Result<(), ThreadPanicked> {
+        self.stopper.stop();
+        let mut result = Ok(());
+        for (thread, h) in self.handles.drain(..) {
+            if h.join().is_err() && result.is_ok() {
+                result = Err(ThreadPanicked { thread });
+            }
+        }
+        result
+    }
+}
+
+impl Drop for RunningNode {
+    fn drop(&mut self) {
+        let _ = self.stop_and_join();
+    }
+}

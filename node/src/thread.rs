@@ -1,0 +1,335 @@
+//! A block thread: runs rounds over the block instances it hosts until told to stop.
+//!
+//! One round: every priority-A signal waiting (A is always served first, and again between
+//! B lanes); then at most `b_signals_per_round` priority-B signals from each inbound lane
+//! (fairness between senders); then due timers; then the remote sink's receive poll; then the
+//! flush that publishes job-buffer pages and hands send buffers to the transporters (one
+//! hand-off per peer per round). An idle thread spins `spin_time_us`, then sleeps by the
+//! protocol of [`crate::sleep`] in its epoll set, until a sender, a timer or a descriptor wakes
+//! it. The shape follows NDB's multi-threaded scheduler loop (`mt.cpp`: run job buffers, send,
+//! spin, sleep), rewritten from the description only.
+//!
+//! Back-pressure: before each B signal the thread checks its outbound B lanes. While a lane to
+//! thread `t` has no spare page (congested), the thread runs B signals only from lanes whose
+//! producer is a congested target (that includes its own lane to itself): running those is
+//! what frees the pages it waits for, so two threads congested on each other keep draining each
+//! other instead of deadlocking. A handler always finds room for at least one page of signals
+//! per lane; past that a send returns `JobBufferFull`.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use signals::{
+    gsn, BatchWalker, BatchWriter, BlockRef, Limits, Priority, Signal, SignalView, WriteOptions,
+};
+
+use crate::block::{Block, Context};
+use crate::clock::Clock;
+use crate::lane::LaneReader;
+use crate::outbox::Outbox;
+use crate::parker::Parker;
+use crate::stats::{NamedCounters, NodeStats};
+use crate::sync::Flag;
+use crate::timers::Timers;
+
+/// The longest a thread sleeps without a reason to wake (so a test clock moved by hand, or a
+/// lost descriptor event, costs at most this much delay).
+const SLEEP_MAX: Duration = Duration::from_millis(100);
+
+/// Room for one timer signal or start order packed as a batch of one.
+const SCRATCH_WORDS: usize = 64;
+
+/// Per-thread knobs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThreadTuning {
+    /// Spin this long after running out of work before sleeping.
+    pub spin_time: Duration,
+    /// At most this many B signals from one lane per round.
+    pub b_signals_per_round: usize,
+    /// Signal limits (for walking pages and packing timers).
+    pub limits: Limits,
+}
+
+/// Everything a handler may touch, apart from the inbound lanes being read.
+#[derive(Debug)]
+pub(crate) struct Exec {
+    pub(crate) index: usize,
+    pub(crate) blocks: Vec<(BlockRef, Box<dyn Block>)>,
+    pub(crate) out: Outbox,
+    pub(crate) timers: Timers,
+    pub(crate) named: Arc<NamedCounters>,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) signals_run: u64,
+    pub(crate) failures: u64,
+}
+
+impl Exec {
+    /// Runs one signal in the block it names, which must live on this thread.
+    #[inline]
+    fn dispatch(&mut self, view: &SignalView<'_>) {
+        let at = self.out.routing.locate_ref(view.receiver());
+        let slot = match at {
+            Some(at) if at.thread as usize == self.index => at.slot as usize,
+            // Senders route by the same table, and inbound routers check it: a signal here
+            // for another thread is a runtime bug.
+            _ => unreachable!(
+                "signal {} for {} routed to thread {}",
+                view.gsn(),
+                view.receiver(),
+                self.index
+            ),
+        };
+        let (me, block) = &mut self.blocks[slot];
+        let mut ctx = Context {
+            me: *me,
+            out: &mut self.out,
+            timers: &mut self.timers,
+            counters: &self.named,
+            clock: &*self.clock,
+            failures: &mut self.failures,
+        };
+        block.execute(view, &mut ctx);
+        self.signals_run += 1;
+    }
+
+    /// Packs `signal` as a batch of one and runs it (timers, start orders).
+    fn dispatch_owned(&mut self, signal: &Signal<'_>, limits: Limits) {
+        let mut scratch = [0u32; SCRATCH_WORDS];
+        let mut writer = BatchWriter::new(&mut scratch, limits, WriteOptions::default());
+        if let Err(e) = writer.push(signal) {
+            unreachable!("a timer or start signal always fits its scratch page: {e}");
+        }
+        let len = writer.words().len();
+        match BatchWalker::from_words(&scratch[..len], limits).next_signal() {
+            Ok(Some(view)) => self.dispatch(&view),
+            other => unreachable!("a signal just packed walks back: {other:?}"),
+        }
+    }
+}
+
+/// One block thread and all it owns.
+#[derive(Debug)]
+pub(crate) struct BlockThread {
+    pub(crate) exec: Exec,
+    /// Inbound lanes by producer: block threads `0..threads`, then receive paths.
+    pub(crate) inbound_a: Vec<LaneReader>,
+    pub(crate) inbound_b: Vec<LaneReader>,
+    pub(crate) block_threads: usize,
+    pub(crate) parker: Arc<Parker>,
+    pub(crate) stop: Arc<Flag>,
+    pub(crate) tuning: ThreadTuning,
+    pub(crate) stats: Arc<NodeStats>,
+    pub(crate) cpu: Option<usize>,
+    rounds: u64,
+    sleeps: u64,
+    wakeups: u64,
+    congested_rounds: u64,
+}
+
+impl BlockThread {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        exec: Exec,
+        inbound_a: Vec<LaneReader>,
+        inbound_b: Vec<LaneReader>,
+        block_threads: usize,
+        parker: Arc<Parker>,
+        stop: Arc<Flag>,
+        tuning: ThreadTuning,
+        stats: Arc<NodeStats>,
+        cpu: Option<usize>,
+    ) -> BlockThread {
+        BlockThread {
+            exec,
+            inbound_a,
+            inbound_b,
+            block_threads,
+            parker,
+            stop,
+            tuning,
+            stats,
+            cpu,
+            rounds: 0,
+            sleeps: 0,
+            wakeups: 0,
+            congested_rounds: 0,
+        }
+    }
+
+    /// The thread's body: pin, start the blocks, run rounds until stopped.
+    pub(crate) fn run(mut self) {
+        if let Some(cpu) = self.cpu {
+            if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                tracing::warn!(thread = self.exec.index, cpu, "could not pin block thread");
+            }
+        }
+        tracing::debug!(
+            thread = self.exec.index,
+            blocks = self.exec.blocks.len(),
+            "block thread started"
+        );
+        self.start_blocks();
+        self.publish();
+        while !self.stop.is_set() {
+            if self.round() == 0 {
+                self.idle();
+            }
+        }
+        self.exec.out.flush();
+        self.publish();
+        tracing::debug!(thread = self.exec.index, rounds = self.rounds, "block thread stopped");
+    }
+
+    /// Sends `START_ORD` (priority A) to every block of this thread, in placement order.
+    fn start_blocks(&mut self) {
+        for slot in 0..self.exec.blocks.len() {
+            let me = self.exec.blocks[slot].0;
+            let start = Signal::new(gsn::START_ORD, me, me).priority(Priority::A);
+            self.exec.dispatch_owned(&start, self.tuning.limits);
+        }
+        self.exec.out.flush();
+    }
+
+    /// One round; returns how many signals ran.
+    pub(crate) fn round(&mut self) -> usize {
+        let mut ran = self.run_a();
+        if self.exec.out.congestion_mask() != 0 {
+            self.congested_rounds += 1;
+        }
+        for producer in 0..self.inbound_b.len() {
+            ran += self.run_b(producer);
+            ran += self.run_a();
+        }
+        ran += self.fire_timers();
+        ran += self.poll_remote();
+        self.exec.out.flush();
+        self.rounds += 1;
+        self.publish();
+        ran
+    }
+
+    /// Runs every waiting priority-A signal.
+    fn run_a(&mut self) -> usize {
+        let mut ran = 0;
+        for lane in self.inbound_a.iter_mut() {
+            while let Some(view) = lane.peek() {
+                let len = view.wire_words().len();
+                self.exec.dispatch(&view);
+                lane.advance(len);
+                ran += 1;
+            }
+        }
+        ran
+    }
+
+    /// Whether B signals from `producer` may run under congestion `mask`.
+    #[inline]
+    fn may_run(&self, producer: usize, mask: u64) -> bool {
+        mask == 0 || (producer < self.block_threads && mask & (1 << producer) != 0)
+    }
+
+    /// Runs up to the per-round quota of B signals from one producer's lane.
+    fn run_b(&mut self, producer: usize) -> usize {
+        let mut ran = 0;
+        while ran < self.tuning.b_signals_per_round {
+            let mask = self.exec.out.congestion_mask();
+            if !self.may_run(producer, mask) {
+                break;
+            }
+            let lane = &mut self.inbound_b[producer];
+            let Some(view) = lane.peek() else { break };
+            let len = view.wire_words().len();
+            self.exec.dispatch(&view);
+            lane.advance(len);
+            ran += 1;
+        }
+        ran
+    }
+
+    /// Runs every timer that is due.
+    fn fire_timers(&mut self) -> usize {
+        let now = self.exec.clock.now_ns();
+        let mut ran = 0;
+        while let Some(timer) = self.exec.timers.pop_due(now) {
+            let signal = Signal::new(timer.gsn, timer.block, timer.block).data(timer.data());
+            self.exec.dispatch_owned(&signal, self.tuning.limits);
+            ran += 1;
+        }
+        ran
+    }
+
+    /// Lets the remote sink receive; what it receives is forwarded through this thread's own
+    /// lanes (it is their only producer, so every lane stays single-producer).
+    fn poll_remote(&mut self) -> usize {
+        self.exec.out.poll_remote()
+    }
+
+    /// Whether anything could run now.
+    fn has_work(&mut self) -> bool {
+        if self.inbound_a.iter().any(LaneReader::has_signal) {
+            return true;
+        }
+        let mask = self.exec.out.congestion_mask();
+        let b = self
+            .inbound_b
+            .iter()
+            .enumerate()
+            .any(|(p, lane)| lane.has_signal() && self.may_run(p, mask));
+        b || self.exec.timers.next_due_ns().is_some_and(|due| due <= self.exec.clock.now_ns())
+            || self.exec.out.remote.has_input()
+    }
+
+    /// Spins, then sleeps until woken, a timer is due, or `SLEEP_MAX` passes.
+    fn idle(&mut self) {
+        let spin_until = Instant::now() + self.tuning.spin_time;
+        loop {
+            if self.has_work() || self.stop.is_set() {
+                return;
+            }
+            if Instant::now() >= spin_until {
+                break;
+            }
+            for _ in 0..16 {
+                core::hint::spin_loop();
+            }
+        }
+        self.parker.announce();
+        if self.has_work() || self.stop.is_set() {
+            self.parker.retract();
+            return;
+        }
+        self.sleeps += 1;
+        match self.parker.wait(Some(self.sleep_timeout())) {
+            Ok(outcome) if outcome.rung => self.wakeups += 1,
+            Ok(_) => {}
+            Err(e) => {
+                tracing::error!(thread = self.exec.index, error = %e, "epoll_wait failed");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+        self.parker.retract();
+        self.publish();
+    }
+
+    /// Until the next timer is due, at most `SLEEP_MAX`.
+    fn sleep_timeout(&self) -> Duration {
+        match self.exec.timers.next_due_ns() {
+            Some(due) => {
+                let now = self.exec.clock.now_ns();
+                Duration::from_nanos(due.saturating_sub(now)).min(SLEEP_MAX)
+            }
+            None => SLEEP_MAX,
+        }
+    }
+
+    /// Publishes the running totals to the shared counters.
+    fn publish(&self) {
+        let Some(c) = self.stats.threads().get(self.exec.index) else { return };
+        c.signals_run.publish(self.exec.signals_run);
+        c.rounds.publish(self.rounds);
+        c.sleeps.publish(self.sleeps);
+        c.wakeups.publish(self.wakeups);
+        c.congested_rounds.publish(self.congested_rounds);
+        c.send_failures.publish(self.exec.failures);
+    }
+}

@@ -1,0 +1,201 @@
+//! Where a block thread sleeps: one epoll set holding the thread's eventfd doorbell, to which
+//! other file descriptors (the transporters' sockets, completion channels) can be added, so one
+//! `epoll_wait` waits for "a thread signalled me" and "a peer sent me bytes" alike.
+//!
+//! Invariants: the eventfd is non-blocking and counts rings; a wait drains it, so a ring that
+//! arrives while the thread is awake costs exactly one early return from the next wait. Tokens
+//! given to [`WaitSet::add_fd`] are the caller's; [`DOORBELL_TOKEN`] is reserved.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+
+use crate::sleep::Doorbell;
+
+/// The token the doorbell's eventfd reports with.
+pub const DOORBELL_TOKEN: u64 = u64::MAX;
+
+/// Events one wait reports at most (the rest are reported by the next wait).
+const MAX_EVENTS: usize = 16;
+
+/// The eventfd another thread writes to wake this one.
+#[derive(Debug)]
+pub struct EventFd {
+    fd: OwnedFd,
+}
+
+impl EventFd {
+    /// A non-blocking, close-on-exec eventfd.
+    pub fn new() -> io::Result<EventFd> {
+        // SAFETY: eventfd takes no pointers; a negative return is an error checked below.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a freshly created descriptor that nothing else owns.
+        Ok(EventFd { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
+    }
+
+    /// Reads and clears the count; 0 when nothing was rung.
+    pub fn drain(&self) -> u64 {
+        let mut value: u64 = 0;
+        // SAFETY: reads 8 bytes into a live, properly aligned u64 owned by this frame.
+        let n = unsafe {
+            libc::read(
+                self.fd.as_raw_fd(),
+                (&mut value as *mut u64).cast(),
+                core::mem::size_of::<u64>(),
+            )
+        };
+        if n == 8 {
+            value
+        } else {
+            0
+        }
+    }
+}
+
+impl Doorbell for EventFd {
+    fn ring(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64. The only possible failure is EAGAIN when the
+        // counter is at its maximum, which means a wakeup is already pending: nothing to do.
+        let _ = unsafe {
+            libc::write(
+                self.fd.as_raw_fd(),
+                (&one as *const u64).cast(),
+                core::mem::size_of::<u64>(),
+            )
+        };
+    }
+}
+
+impl AsRawFd for EventFd {
+    fn as_raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+/// One thread's epoll set, its doorbell already in it.
+#[derive(Debug)]
+pub struct WaitSet {
+    epoll: OwnedFd,
+    doorbell: EventFd,
+}
+
+/// What one wait saw.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WaitOutcome {
+    /// The doorbell was rung (by one or more senders).
+    pub rung: bool,
+    /// Other descriptors became ready.
+    pub other_ready: usize,
+}
+
+impl WaitSet {
+    /// An epoll set with a fresh doorbell.
+    pub fn new() -> io::Result<WaitSet> {
+        // SAFETY: epoll_create1 takes no pointers; a negative return is an error checked below.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a freshly created descriptor that nothing else owns.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let set = WaitSet { epoll, doorbell: EventFd::new()? };
+        set.add_fd(set.doorbell.as_raw_fd(), DOORBELL_TOKEN)?;
+        Ok(set)
+    }
+
+    /// The doorbell other threads ring.
+    pub fn doorbell(&self) -> &EventFd {
+        &self.doorbell
+    }
+
+    /// Adds `fd` (level-triggered, readable) reporting with `token`. The caller keeps `fd` open
+    /// for as long as it stays in the set.
+    pub fn add_fd(&self, fd: RawFd, token: u64) -> io::Result<()> {
+        let mut event = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token };
+        // SAFETY: `event` is a live epoll_event for the duration of the call; the kernel copies it.
+        let rc =
+            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Removes `fd` from the set.
+    pub fn remove_fd(&self, fd: RawFd) -> io::Result<()> {
+        let mut event = libc::epoll_event { events: 0, u64: 0 };
+        // SAFETY: as in `add_fd`; the event argument is ignored for DEL but must be non-null on
+        // old kernels.
+        let rc =
+            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_DEL, fd, &mut event) };
+        if rc < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// Blocks until the doorbell rings, another descriptor is ready, or `timeout` passes
+    /// (`None`: no limit). Drains the doorbell. Interrupted waits return as a timeout.
+    pub fn wait(&self, timeout: Option<Duration>) -> io::Result<WaitOutcome> {
+        let ms: i32 = match timeout {
+            None => -1,
+            // Round up so a timer due in 0.3 ms is not polled for in a busy loop.
+            Some(t) => i32::try_from(t.as_micros().div_ceil(1000)).unwrap_or(i32::MAX),
+        };
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS];
+        // SAFETY: `events` is a live array of MAX_EVENTS entries the kernel may write to.
+        let n = unsafe {
+            libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), MAX_EVENTS as i32, ms)
+        };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                return Ok(WaitOutcome::default());
+            }
+            return Err(err);
+        }
+        let mut outcome = WaitOutcome::default();
+        for event in &events[..n as usize] {
+            if event.u64 == DOORBELL_TOKEN {
+                outcome.rung = self.doorbell.drain() > 0;
+            } else {
+                outcome.other_ready += 1;
+            }
+        }
+        Ok(outcome)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ring_wakes_and_is_drained() {
+        let set = WaitSet::new().unwrap();
+        let timed_out = set.wait(Some(Duration::from_millis(1))).unwrap();
+        assert_eq!(timed_out, WaitOutcome::default());
+        set.doorbell().ring();
+        set.doorbell().ring();
+        let woke = set.wait(Some(Duration::from_secs(5))).unwrap();
+        assert!(woke.rung);
+        // Both rings were drained by one wait.
+        assert!(!set.wait(Some(Duration::from_millis(1))).unwrap().rung);
+    }
+
+    #[test]
+    fn other_descriptors_join_the_set() {
+        let set = WaitSet::new().unwrap();
+        let other = EventFd::new().unwrap();
+        set.add_fd(other.as_raw_fd(), 7).unwrap();
+        other.ring();
+        let outcome = set.wait(Some(Duration::from_secs(5))).unwrap();
+        assert_eq!(outcome, WaitOutcome { rung: false, other_ready: 1 });
+        set.remove_fd(other.as_raw_fd()).unwrap();
+        assert_eq!(set.wait(Some(Duration::from_millis(1))).unwrap(), WaitOutcome::default());
+    }
+}

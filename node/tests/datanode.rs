@@ -1,0 +1,102 @@
+//! The data-node binary as a process: starts on a shipped example, stops cleanly with exit 0
+//! on SIGTERM and on SIGINT, and refuses a bad configuration with a message naming the key.
+
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn example(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/config").join(name)
+}
+
+fn spawn(config: &std::path::Path, node_id: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_blockwire-datanode"))
+        .args(["--config", config.to_str().unwrap(), "--node-id", node_id])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Waits for the "data node running" log line; returns the stderr reader for the rest.
+fn wait_running(child: &mut Child) -> BufReader<std::process::ChildStderr> {
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        let n = stderr.read_line(&mut line).unwrap();
+        assert!(n > 0, "the data node exited before running");
+        if line.contains("data node running") {
+            return stderr;
+        }
+    }
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the data node did not stop");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn signal(child: &Child, sig: i32) {
+    // SAFETY: kill with a child's pid and a valid signal number has no memory effects.
+    let rc = unsafe { libc::kill(child.id() as i32, sig) };
+    assert_eq!(rc, 0);
+}
+
+#[test]
+fn starts_and_stops_on_sigterm_with_exit_0() {
+    let mut child = spawn(&example("two-node-tcp.toml"), "2");
+    let mut rest = wait_running(&mut child);
+    signal(&child, libc::SIGTERM);
+    let status = wait_exit(&mut child);
+    assert_eq!(status.code(), Some(0), "{status:?}");
+    let mut log = String::new();
+    std::io::Read::read_to_string(&mut rest, &mut log).unwrap();
+    assert!(log.contains("data node stopped"), "{log}");
+    assert!(log.contains("block thread counters"), "{log}");
+}
+
+#[test]
+fn stops_on_sigint_with_exit_0() {
+    let mut child = spawn(&example("one-node.toml"), "1");
+    let _rest = wait_running(&mut child);
+    signal(&child, libc::SIGINT);
+    assert_eq!(wait_exit(&mut child).code(), Some(0));
+}
+
+#[test]
+fn bad_config_exits_non_zero_naming_the_key() {
+    let dir = std::env::temp_dir().join(format!("blockwire-datanode-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.toml");
+    let text = std::fs::read_to_string(example("one-node.toml"))
+        .unwrap()
+        .replace("count = 1", "count = 0");
+    std::fs::write(&path, text).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_blockwire-datanode"))
+        .args(["--config", path.to_str().unwrap(), "--node-id", "1"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`threads.count` = 0"), "{stderr}");
+}
+
+#[test]
+fn unknown_node_id_exits_non_zero() {
+    let out = Command::new(env!("CARGO_BIN_EXE_blockwire-datanode"))
+        .args(["--config", example("one-node.toml").to_str().unwrap(), "--node-id", "5"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`--node-id` = 5"));
+}
