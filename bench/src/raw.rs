@@ -32,7 +32,7 @@ fn pair(kind: TransportKind) -> Result<(Registry, Registry), String> {
         1,
         node(2),
         Some(any),
-        vec![PeerConfig { node: node(1), addr: any, transport: kind, send_buffer_bytes: 16 << 20 }],
+        vec![PeerConfig { send_buffer_bytes: 16 << 20, ..PeerConfig::new(node(1), any, kind) }],
     );
     let two = Registry::start(two_config).map_err(|e| e.to_string())?;
     let addr = two.local_addr().ok_or("node 2 does not listen")?;
@@ -40,7 +40,7 @@ fn pair(kind: TransportKind) -> Result<(Registry, Registry), String> {
         1,
         node(1),
         None,
-        vec![PeerConfig { node: node(2), addr, transport: kind, send_buffer_bytes: 16 << 20 }],
+        vec![PeerConfig { send_buffer_bytes: 16 << 20, ..PeerConfig::new(node(2), addr, kind) }],
     );
     let one = Registry::start(one_config).map_err(|e| e.to_string())?;
     for r in [&one, &two] {

@@ -24,7 +24,9 @@ pub mod poller;
 pub mod receive;
 pub mod registry;
 pub mod send_buffers;
+pub mod shm;
 pub mod stream;
+pub mod sync;
 pub mod tcp;
 
 use std::io;
@@ -97,6 +99,9 @@ pub enum LinkError {
     /// The peer sent bytes that can never be a signal.
     #[error("malformed batch from peer: {0}")]
     Malformed(#[from] Malformed),
+    /// The peer's shared words or ring contents are impossible (a corrupted or hostile peer).
+    #[error("corrupt shared state from peer: {0}")]
+    Corrupt(String),
     /// The upper layer declared the peer dead (for example heartbeat silence).
     #[error("closed by the upper layer: {0}")]
     Closed(String),
@@ -146,6 +151,25 @@ pub trait LinkReceiver: Send {
     /// Prepares to sleep: returns `Ok(false)` when data slipped in and the caller must poll
     /// again instead of sleeping.
     fn arm(&mut self) -> Result<bool, LinkError>;
+
+    /// A second descriptor whose hang-up means the peer died (the handshake socket of a
+    /// shared-memory link); it goes into the same epoll set with the same token.
+    fn death_fd(&self) -> Option<RawFd> {
+        None
+    }
+
+    /// Whether the link must be polled on every spin of the receive loop (its data arrives
+    /// without making a descriptor readable, as in shared memory), rather than only when epoll
+    /// reports it.
+    fn needs_polling(&self) -> bool {
+        false
+    }
+
+    /// Called when epoll reports the link's descriptors: consumes the wakeup and checks that the
+    /// peer is alive.
+    fn check_alive(&mut self) -> Result<(), LinkError> {
+        Ok(())
+    }
 }
 
 /// Every sending half, as a closed set for the hot path.
@@ -153,6 +177,8 @@ pub trait LinkReceiver: Send {
 pub enum AnySender {
     /// TCP.
     Tcp(tcp::TcpSender),
+    /// Shared memory.
+    Shm(shm::ShmSender),
 }
 
 /// Every receiving half, as a closed set for the hot path.
@@ -160,6 +186,8 @@ pub enum AnySender {
 pub enum AnyReceiver {
     /// TCP.
     Tcp(tcp::TcpReceiver),
+    /// Shared memory.
+    Shm(shm::ShmReceiver),
 }
 
 impl LinkSender for AnySender {
@@ -167,18 +195,21 @@ impl LinkSender for AnySender {
     fn send(&mut self, queue: &mut PageQueue) -> Result<SendProgress, LinkError> {
         match self {
             AnySender::Tcp(s) => s.send(queue),
+            AnySender::Shm(s) => s.send(queue),
         }
     }
 
     fn has_pending(&self) -> bool {
         match self {
             AnySender::Tcp(s) => s.has_pending(),
+            AnySender::Shm(s) => s.has_pending(),
         }
     }
 
     fn discard_pending(&mut self) -> usize {
         match self {
             AnySender::Tcp(s) => s.discard_pending(),
+            AnySender::Shm(s) => s.discard_pending(),
         }
     }
 }
@@ -188,18 +219,42 @@ impl LinkReceiver for AnyReceiver {
     fn poll(&mut self, deliver: &mut dyn FnMut(SignalView<'_>)) -> Result<PollProgress, LinkError> {
         match self {
             AnyReceiver::Tcp(r) => r.poll(deliver),
+            AnyReceiver::Shm(r) => r.poll(deliver),
         }
     }
 
     fn raw_fd(&self) -> RawFd {
         match self {
             AnyReceiver::Tcp(r) => r.raw_fd(),
+            AnyReceiver::Shm(r) => r.raw_fd(),
         }
     }
 
     fn arm(&mut self) -> Result<bool, LinkError> {
         match self {
             AnyReceiver::Tcp(r) => r.arm(),
+            AnyReceiver::Shm(r) => r.arm(),
+        }
+    }
+
+    fn death_fd(&self) -> Option<RawFd> {
+        match self {
+            AnyReceiver::Tcp(r) => r.death_fd(),
+            AnyReceiver::Shm(r) => r.death_fd(),
+        }
+    }
+
+    fn needs_polling(&self) -> bool {
+        match self {
+            AnyReceiver::Tcp(r) => r.needs_polling(),
+            AnyReceiver::Shm(r) => r.needs_polling(),
+        }
+    }
+
+    fn check_alive(&mut self) -> Result<(), LinkError> {
+        match self {
+            AnyReceiver::Tcp(r) => r.check_alive(),
+            AnyReceiver::Shm(r) => r.check_alive(),
         }
     }
 }

@@ -90,6 +90,11 @@ impl EventFd {
         Ok(EventFd { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
     }
 
+    /// An eventfd received from elsewhere (for example from the peer process).
+    pub fn from_owned(fd: OwnedFd) -> EventFd {
+        EventFd { fd }
+    }
+
     /// Wakes the sleeper (adds one to the counter).
     pub fn notify(&self) {
         let one: u64 = 1;

@@ -33,6 +33,8 @@ pub struct ReceiveSide {
     inner: Arc<Inner>,
     epoll: Epoll,
     links: Vec<Option<LiveReceiver>>,
+    /// Slots of links polled on every pass (shared memory), not only when epoll reports them.
+    polled: Vec<usize>,
     ready: Vec<u64>,
 }
 
@@ -50,20 +52,41 @@ impl ReceiveSide {
             inner,
             epoll,
             links: (0..=255).map(|_| None).collect(),
+            polled: Vec::with_capacity(8),
             ready: Vec::with_capacity(32),
         })
+    }
+
+    /// Drops the link in `slot` from the epoll set and the polled list.
+    fn forget(&mut self, slot: usize) {
+        if let Some(old) = self.links[slot].take() {
+            self.epoll.remove(old.receiver.raw_fd());
+            if let Some(fd) = old.receiver.death_fd() {
+                self.epoll.remove(fd);
+            }
+        }
+        self.polled.retain(|&s| s != slot);
     }
 
     /// Takes in links that came up since the last call.
     fn adopt(&mut self) {
         while let Ok(new) = self.inner.new_receivers.try_recv() {
             let slot = new.peer.get() as usize;
-            if let Some(old) = self.links[slot].take() {
-                self.epoll.remove(old.receiver.raw_fd());
-            }
-            if let Err(e) = self.epoll.add(new.receiver.raw_fd(), slot as u64) {
+            self.forget(slot);
+            let added = self.epoll.add(new.receiver.raw_fd(), slot as u64).and_then(|()| match new
+                .receiver
+                .death_fd()
+            {
+                Some(fd) => self.epoll.add(fd, slot as u64),
+                None => Ok(()),
+            });
+            if let Err(e) = added {
+                self.epoll.remove(new.receiver.raw_fd());
                 self.inner.fail(new.peer, new.generation, &format!("epoll add failed: {e}"));
                 continue;
+            }
+            if new.receiver.needs_polling() {
+                self.polled.push(slot);
             }
             self.links[slot] = Some(LiveReceiver {
                 peer: new.peer,
@@ -92,9 +115,25 @@ impl ReceiveSide {
                 self.adopt();
                 continue;
             }
-            signals += self.poll_link(token as usize, deliver);
+            let slot = token as usize;
+            if let Some(live) = self.links.get_mut(slot).and_then(Option::as_mut) {
+                if let Err(e) = live.receiver.check_alive() {
+                    let (peer, generation) = (live.peer, live.generation);
+                    self.forget(slot);
+                    self.inner.fail(peer, generation, &e.to_string());
+                    continue;
+                }
+            }
+            if !self.polled.contains(&slot) {
+                signals += self.poll_link(slot, deliver);
+            }
         }
         self.ready = ready;
+        for i in 0..self.polled.len() {
+            if let Some(&slot) = self.polled.get(i) {
+                signals += self.poll_link(slot, deliver);
+            }
+        }
         signals
     }
 
@@ -105,9 +144,7 @@ impl ReceiveSide {
             Ok(progress) => progress.signals,
             Err(e) => {
                 let generation = live.generation;
-                if let Some(dead) = self.links[slot].take() {
-                    self.epoll.remove(dead.receiver.raw_fd());
-                }
+                self.forget(slot);
                 debug!(peer = %peer, error = %e, "receive failed");
                 self.inner.fail(peer, generation, &e.to_string());
                 0
@@ -127,9 +164,7 @@ impl ReceiveSide {
             }
         }
         for (peer, generation, reason) in failed {
-            if let Some(dead) = self.links[peer.get() as usize].take() {
-                self.epoll.remove(dead.receiver.raw_fd());
-            }
+            self.forget(peer.get() as usize);
             self.inner.fail(peer, generation, &reason);
         }
         all

@@ -33,7 +33,7 @@ use crate::counters::{CounterSnapshot, LinkCounters};
 use crate::handshake::{self, AcceptParams, HandshakeError, Hello, Refusal};
 use crate::pages::PagePool;
 use crate::poller::EventFd;
-use crate::{tcp, AnyReceiver, AnySender, TransportKind};
+use crate::{shm, tcp, AnyReceiver, AnySender, TransportKind};
 
 use crate::receive::ReceiveSide;
 use crate::send_buffers::SendBuffers;
@@ -49,6 +49,15 @@ pub struct PeerConfig {
     pub transport: TransportKind,
     /// Send-buffer memory for this link, in bytes.
     pub send_buffer_bytes: usize,
+    /// Bytes of each ring (shared memory; RDMA receive ring), a power of two.
+    pub ring_bytes: usize,
+}
+
+impl PeerConfig {
+    /// A peer with default sizes: 8 MiB of send buffers, 1 MiB rings.
+    pub fn new(node: NodeId, addr: SocketAddr, transport: TransportKind) -> PeerConfig {
+        PeerConfig { node, addr, transport, send_buffer_bytes: 8 << 20, ring_bytes: 1 << 20 }
+    }
 }
 
 /// Everything the registry needs.
@@ -251,10 +260,17 @@ impl Inner {
         let _ = self.events.send(LinkEvent::Failed { peer, reason: reason.to_string() });
     }
 
-    /// Makes a handshaken stream a live link (`link` is in Connecting and ours).
-    fn install(&self, link: &Link, stream: TcpStream) {
+    /// Builds the transporter halves over a handshaken stream; `connecting` says which side of
+    /// the link this node is (the connecting side creates shared state).
+    fn build(
+        &self,
+        link: &Link,
+        stream: TcpStream,
+        connecting: bool,
+    ) -> io::Result<(TcpStream, AnySender, AnyReceiver)> {
         let peer = link.config.node;
-        let built = match link.config.transport {
+        let timeout = self.config.handshake_timeout;
+        match link.config.transport {
             TransportKind::Tcp => stream.try_clone().and_then(|handle| {
                 let (s, r) = tcp::split(
                     stream,
@@ -265,12 +281,37 @@ impl Inner {
                 )?;
                 Ok((handle, AnySender::Tcp(s), AnyReceiver::Tcp(r)))
             }),
+            TransportKind::Shm => {
+                let mut stream = stream;
+                let me = self.config.node;
+                let ring = link.config.ring_bytes;
+                let shared = if connecting {
+                    shm::setup::create(&mut stream, self.config.cluster_id, me, peer, ring, timeout)
+                } else {
+                    shm::setup::open(&mut stream, me, peer, ring, timeout)
+                }
+                .map_err(|e| io::Error::other(e.to_string()))?;
+                let handle = stream.try_clone()?;
+                let (s, r) = shm::split(
+                    shared,
+                    stream,
+                    link.pool.clone(),
+                    link.counters.clone(),
+                    self.config.limits,
+                )?;
+                Ok((handle, AnySender::Shm(s), AnyReceiver::Shm(r)))
+            }
             other => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
                 format!("transport {other} is not available in this build"),
             )),
-        };
-        let (handle, sender, receiver) = match built {
+        }
+    }
+
+    /// Makes a handshaken stream a live link (`link` is in Connecting and ours).
+    fn install(&self, link: &Link, stream: TcpStream, connecting: bool) {
+        let peer = link.config.node;
+        let (handle, sender, receiver) = match self.build(link, stream, connecting) {
             Ok(parts) => parts,
             Err(e) => {
                 warn!(peer = %peer, error = %e, "link set-up failed");
@@ -319,7 +360,7 @@ impl Inner {
                 Ok(stream)
             });
         match attempt {
-            Ok(stream) => self.install(link, stream),
+            Ok(stream) => self.install(link, stream, true),
             Err(e) => {
                 debug!(peer = %peer, addr = %link.config.addr, error = %e, "connect failed; will retry");
                 self.retry_later(link);
@@ -371,7 +412,7 @@ impl Inner {
         match handshake::accept(&mut stream, &params, check, claim) {
             Ok(hello) => {
                 if let Some(link) = NodeId::new(hello.from as u32).and_then(|n| self.link(n)) {
-                    self.install(link, stream);
+                    self.install(link, stream, false);
                 }
             }
             Err(e @ HandshakeError::RefusedPeer { .. }) => {
@@ -435,6 +476,11 @@ fn validate(config: &RegistryConfig) -> Result<(), RegistryError> {
         }
         if !seen.insert(p.node) {
             return Err(config_error(&format!("{key}.node"), p.node, "each peer once"));
+        }
+        if p.transport == TransportKind::Shm {
+            shm::layout::check_ring_bytes(p.ring_bytes, signal_bytes).map_err(|allowed| {
+                config_error(&format!("{key}.ring_bytes"), p.ring_bytes, &allowed)
+            })?;
         }
         if p.send_buffer_bytes < 2 * config.page_bytes {
             return Err(config_error(

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::Receiver;
 use signals::{gsn, BlockInstance, BlockNumber, BlockRef, Limits, NodeId, Signal};
 use transporter::handshake::{self, HandshakeError, Hello, Refusal};
+use transporter::shm::{self, ShmLink};
 use transporter::stream::{self, StreamStorage};
 use transporter::{
     LinkEvent, PeerConfig, Registry, RegistryConfig, SendBuffers, SendError, TransportKind,
@@ -31,7 +32,11 @@ fn block(n: u32) -> BlockRef {
 }
 
 fn peer(n: u32, addr: SocketAddr, kind: TransportKind) -> PeerConfig {
-    PeerConfig { node: node(n), addr, transport: kind, send_buffer_bytes: 1 << 20 }
+    PeerConfig {
+        send_buffer_bytes: 1 << 20,
+        ring_bytes: 256 << 10,
+        ..PeerConfig::new(node(n), addr, kind)
+    }
 }
 
 fn loopback() -> SocketAddr {
@@ -75,6 +80,30 @@ fn connected(p: u32) -> impl Fn(&LinkEvent) -> bool {
 
 fn failed(p: u32) -> impl Fn(&LinkEvent) -> bool {
     move |e| matches!(e, LinkEvent::Failed { peer, .. } if peer.get() as u32 == p)
+}
+
+/// Fails if a shared-memory segment file of this suite's cluster stays in /dev/shm (files exist
+/// for a moment during set-up, so it waits a little for those to go).
+fn assert_no_leftover_segments() {
+    let leftovers = || -> Vec<String> {
+        std::fs::read_dir("/dev/shm")
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("blockwire-7-"))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let start = Instant::now();
+    while !leftovers().is_empty() {
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "segment files left in /dev/shm: {:?}",
+            leftovers()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A receive thread that checks a numbered stream (restarting at 0 after a reconnect) and counts.
@@ -208,6 +237,7 @@ pub fn ordered_delivery_of_a_million_mixed_signals(kind: TransportKind) {
     assert_eq!(got.signals_received, 1_000_000);
     assert_eq!(sent.bytes_sent, got.bytes_received);
     assert_eq!(sent.signals_dropped, 0);
+    assert_no_leftover_segments();
     // Batching: far fewer writes than signals.
     assert!(
         sent.batches_sent * 10 < sent.signals_sent,
@@ -299,8 +329,19 @@ impl Drop for PeerProcess {
     }
 }
 
-fn linkpeer_args(me: u32, peer_id: u32, addr: SocketAddr, mode: &str, count: u64) -> Vec<String> {
+fn linkpeer_args(
+    kind: TransportKind,
+    me: u32,
+    peer_id: u32,
+    addr: SocketAddr,
+    mode: &str,
+    count: u64,
+) -> Vec<String> {
     vec![
+        "--transport".into(),
+        kind.to_string(),
+        "--ring-bytes".into(),
+        (256 << 10).to_string(),
         "--node-id".into(),
         me.to_string(),
         "--cluster-id".into(),
@@ -327,7 +368,7 @@ pub fn back_pressure_when_the_peer_stops_reading(kind: TransportKind) {
         side.run(Duration::ZERO, Duration::from_millis(20), &|| false, &mut |_, _| {})
     });
     const COUNT: u64 = 200_000;
-    let p = spawn_peer(&linkpeer_args(1, 2, two.local_addr().unwrap(), "sink", COUNT));
+    let p = spawn_peer(&linkpeer_args(kind, 1, 2, two.local_addr().unwrap(), "sink", COUNT));
     wait_event(two.events(), Duration::from_secs(10), connected(1));
     p.signal(libc::SIGSTOP);
     let mut send = two.send_buffers();
@@ -358,7 +399,7 @@ pub fn back_pressure_when_the_peer_stops_reading(kind: TransportKind) {
 pub fn peer_killed_mid_stream_then_restarted(kind: TransportKind) {
     let mut two = Registry::start(config(2, true, vec![peer(1, unused(), kind)])).unwrap();
     let checker = StreamChecker::start(&mut two);
-    let args = linkpeer_args(1, 2, two.local_addr().unwrap(), "source", 0);
+    let args = linkpeer_args(kind, 1, 2, two.local_addr().unwrap(), "source", 0);
     let p = spawn_peer(&args);
     wait_event(two.events(), Duration::from_secs(10), connected(1));
     checker.wait_for(20_000, Duration::from_secs(30));
@@ -372,6 +413,49 @@ pub fn peer_killed_mid_stream_then_restarted(kind: TransportKind) {
     checker.wait_for(before + 10_000, Duration::from_secs(30));
     assert_eq!(two.counters(node(1)).unwrap().connects, 2);
     drop(again);
+    assert_no_leftover_segments();
+}
+
+/// Connects to `addr` as `hello.from` by hand: the handshake, then (for shared memory) the
+/// creator's set-up, so a test can then misbehave as that peer.
+fn raw_connect(
+    addr: SocketAddr,
+    kind: TransportKind,
+    hello: &Hello,
+    secret: Option<&[u8]>,
+) -> (TcpStream, Option<ShmLink>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    handshake::connect(&mut s, hello, secret).unwrap();
+    let shared = (kind == TransportKind::Shm).then(|| {
+        let me = NodeId::new(hello.from as u32).unwrap();
+        let peer = NodeId::new(hello.to as u32).unwrap();
+        shm::setup::create(&mut s, hello.cluster_id, me, peer, 256 << 10, Duration::from_secs(5))
+            .unwrap()
+    });
+    (s, shared)
+}
+
+/// Writes `bytes` into the ring a raw shared-memory peer produces into and publishes `position`.
+fn shm_publish(link: &ShmLink, bytes: &[u8], position: u64) {
+    // SAFETY: the test owns this producer side; `bytes` fits the ring (256 KiB).
+    unsafe {
+        std::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            link.segment.data(link.send_ring),
+            bytes.len(),
+        )
+    };
+    link.segment.producer(link.send_ring).store(position, Ordering::Release);
+    link.peer_wake.notify();
+}
+
+/// Makes the link of a raw peer misbehave: garbage bytes where signals belong.
+fn send_garbage(kind: TransportKind, stream: &mut TcpStream, shared: Option<&ShmLink>) {
+    match (kind, shared) {
+        (TransportKind::Shm, Some(link)) => shm_publish(link, &[0xEE; 64], 64),
+        _ => stream.write_all(&[0xEE; 64]).unwrap(),
+    }
 }
 
 pub fn rogue_bytes_close_only_that_link(kind: TransportKind) {
@@ -389,12 +473,12 @@ pub fn rogue_bytes_close_only_that_link(kind: TransportKind) {
         })
     });
     let addr = five.local_addr().unwrap();
-    let _echo = spawn_peer(&linkpeer_args(1, 5, addr, "echo", 0));
+    let _echo = spawn_peer(&linkpeer_args(kind, 1, 5, addr, "echo", 0));
     wait_event(five.events(), Duration::from_secs(10), connected(1));
-    let mut rogue = TcpStream::connect(addr).unwrap();
-    handshake::connect(&mut rogue, &Hello::new(7, node(3), node(5), kind, false), None).unwrap();
+    let (mut rogue, shared) =
+        raw_connect(addr, kind, &Hello::new(7, node(3), node(5), kind, false), None);
     wait_event(five.events(), Duration::from_secs(5), connected(3));
-    rogue.write_all(&[0xEE; 64]).unwrap();
+    send_garbage(kind, &mut rogue, shared.as_ref());
     let (event, _) = wait_event(five.events(), Duration::from_secs(5), failed(3));
     let LinkEvent::Failed { reason, .. } = event else { unreachable!() };
     assert!(reason.contains("malformed"), "{reason}");
@@ -408,6 +492,7 @@ pub fn rogue_bytes_close_only_that_link(kind: TransportKind) {
         std::thread::sleep(Duration::from_millis(2));
     }
     assert_eq!(five.counters(node(1)).unwrap().failures, 0);
+    assert_no_leftover_segments();
 }
 
 pub fn upper_layer_close_fails_the_link_then_it_reconnects(kind: TransportKind) {
@@ -471,12 +556,160 @@ pub fn handshake_refusals(kind: TransportKind) {
         Refusal::SecretMismatch
     );
 
-    let mut first = TcpStream::connect(addr).unwrap();
-    handshake::connect(&mut first, &hello(1), secret).expect("right secret is accepted");
+    let (first, _shared) = raw_connect(addr, kind, &hello(1), secret);
     wait_event(five.events(), Duration::from_secs(5), connected(1));
     assert_eq!(refused(addr, hello(1), secret), Refusal::AlreadyConnected);
     drop(first);
     wait_event(five.events(), Duration::from_secs(5), failed(1));
+}
+
+/// Cases for TCP only: a stream of bytes arriving one at a time.
+pub fn tcp_only(kind: TransportKind) {
+    byte_by_byte_stream_is_reassembled(kind)
+}
+
+/// Shared memory: a peer that publishes impossible positions is cut off with a reason.
+pub fn shm_garbage_indices_close_the_link(kind: TransportKind) {
+    for (position, needle) in
+        [(3u64, "not whole words"), (1 << 40, "producer position"), (64, "malformed")]
+    {
+        let mut five = Registry::start(config(5, true, vec![peer(3, unused(), kind)])).unwrap();
+        let mut side = five.take_receive_side().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let s = stop.clone();
+        let receiver = std::thread::spawn(move || {
+            side.run(
+                Duration::ZERO,
+                Duration::from_millis(20),
+                &|| s.load(Ordering::Relaxed),
+                &mut |_, _| {},
+            )
+        });
+        let (_rogue, shared) = raw_connect(
+            five.local_addr().unwrap(),
+            kind,
+            &Hello::new(7, node(3), node(5), kind, false),
+            None,
+        );
+        wait_event(five.events(), Duration::from_secs(5), connected(3));
+        shm_publish(shared.as_ref().unwrap(), &[0xEE; 64], position);
+        let (event, _) = wait_event(five.events(), Duration::from_secs(5), failed(3));
+        let LinkEvent::Failed { reason, .. } = event else { unreachable!() };
+        assert!(reason.contains(needle), "position {position}: {reason}");
+        stop.store(true, Ordering::Relaxed);
+        receiver.join().unwrap();
+    }
+    assert_no_leftover_segments();
+}
+
+/// Shared memory: signals of every size from one data word to the largest section, through a
+/// small ring, so every lap ends in a different place and many end in a wrap marker.
+pub fn shm_wrap_with_every_signal_size(kind: TransportKind) {
+    let limits = Limits::new(1024, 2048).unwrap();
+    let tweak = |c: &mut RegistryConfig| {
+        c.limits = limits;
+        c.page_bytes = 2048 * 4;
+        for p in &mut c.peers {
+            p.ring_bytes = 16 << 10;
+            p.send_buffer_bytes = 64 << 10;
+        }
+    };
+    let mut c2 = config(2, true, vec![peer(1, unused(), kind)]);
+    tweak(&mut c2);
+    let mut two = Registry::start(c2).unwrap();
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let mut side = two.take_receive_side().unwrap();
+    let g = got.clone();
+    std::thread::spawn(move || {
+        side.run(Duration::from_micros(20), Duration::from_millis(20), &|| false, &mut |_, s| {
+            g.lock()
+                .unwrap()
+                .push((s.data().to_vec(), s.sections().map(<[u32]>::to_vec).collect::<Vec<_>>()));
+        })
+    });
+    let mut c1 = config(1, false, vec![peer(2, two.local_addr().unwrap(), kind)]);
+    tweak(&mut c1);
+    let one = Registry::start(c1).unwrap();
+    wait_event(one.events(), Duration::from_secs(5), connected(2));
+    let mut send = one.send_buffers();
+    let sizes: Vec<(usize, usize)> =
+        (1..=25).map(|d| (d, 0)).chain((0..=1024).map(|s| (1, s))).collect();
+    for (i, &(data, section)) in sizes.iter().enumerate() {
+        let d: Vec<u32> = (0..data as u32).map(|w| w ^ i as u32).collect();
+        let sec: Vec<u32> = (0..section as u32).map(|w| w.wrapping_mul(31) ^ i as u32).collect();
+        let sections: Vec<&[u32]> = if section > 0 { vec![&sec] } else { vec![] };
+        let signal = Signal::new(gsn::PING_REQ, block(1), block(2)).data(&d).sections(&sections);
+        let start = Instant::now();
+        while let Err(e) = send.pack(node(2), &signal) {
+            assert!(matches!(e, SendError::Overloaded { .. }), "{e}");
+            assert!(start.elapsed() < Duration::from_secs(20), "stuck at size {i}");
+            send.flush();
+        }
+        send.flush();
+    }
+    while send.has_unsent() {
+        send.flush();
+    }
+    let start = Instant::now();
+    while got.lock().unwrap().len() < sizes.len() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{} of {} arrived",
+            got.lock().unwrap().len(),
+            sizes.len()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    for (i, ((data, sections), &(d, s))) in got.lock().unwrap().iter().zip(&sizes).enumerate() {
+        assert_eq!(data.len(), d, "signal {i}");
+        assert!(data.iter().enumerate().all(|(w, &v)| v == w as u32 ^ i as u32), "signal {i} data");
+        assert_eq!(sections.iter().map(Vec::len).sum::<usize>(), s, "signal {i}");
+        assert!(
+            sections
+                .iter()
+                .flatten()
+                .enumerate()
+                .all(|(w, &v)| v == (w as u32).wrapping_mul(31) ^ i as u32),
+            "signal {i} section"
+        );
+    }
+    assert!(
+        one.counters(node(2)).unwrap().bytes_sent > 16 * (16 << 10),
+        "the ring wrapped many times"
+    );
+    assert_no_leftover_segments();
+}
+
+/// Shared memory: set-up refuses a ring size or layout version the two sides do not share.
+pub fn shm_mismatch_refused_at_setup(_kind: TransportKind) {
+    use std::net::TcpListener;
+    let listener = TcpListener::bind(loopback()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let creator = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        shm::setup::create(&mut s, 7, node(1), node(2), 256 << 10, Duration::from_secs(5))
+    });
+    let (mut s, _) = listener.accept().unwrap();
+    let opened = shm::setup::open(&mut s, node(2), node(1), 512 << 10, Duration::from_secs(5));
+    let e = opened.unwrap_err().to_string();
+    assert!(e.contains("ring_bytes mismatch: ours 524288, peer's 262144"), "{e}");
+    let e = creator.join().unwrap().unwrap_err().to_string();
+    assert!(e.contains("ring_bytes mismatch"), "{e}");
+    // A peer speaking another layout version.
+    let peer = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let mut message = b"BWSHMSET".to_vec();
+        message.extend_from_slice(&2u32.to_le_bytes());
+        message.extend_from_slice(&(256u32 << 10).to_le_bytes());
+        handshake::exchange_setup(&mut s, &message)
+    });
+    let (mut s, _) = listener.accept().unwrap();
+    let e = shm::setup::open(&mut s, node(2), node(1), 256 << 10, Duration::from_secs(5))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("layout version mismatch: ours 1, peer's 2"), "{e}");
+    let _ = peer.join();
+    assert_no_leftover_segments();
 }
 
 macro_rules! suite {
@@ -490,10 +723,6 @@ macro_rules! suite {
             #[test]
             fn batches_straddle_read_boundaries() {
                 super::batches_straddle_read_boundaries($kind)
-            }
-            #[test]
-            fn byte_by_byte_stream_is_reassembled() {
-                super::byte_by_byte_stream_is_reassembled($kind)
             }
             #[test]
             fn back_pressure_when_the_peer_stops_reading() {
@@ -519,4 +748,22 @@ macro_rules! suite {
     };
 }
 
+macro_rules! extra {
+    ($kind_mod:ident, $kind:expr, $($case:ident),*) => {
+        mod $kind_mod {
+            use super::*;
+            $( #[test] fn $case() { super::$case($kind) } )*
+        }
+    };
+}
+
 suite!(tcp, TransportKind::Tcp);
+suite!(shared_memory, TransportKind::Shm);
+extra!(tcp_only_cases, TransportKind::Tcp, tcp_only);
+extra!(
+    shm_only_cases,
+    TransportKind::Shm,
+    shm_garbage_indices_close_the_link,
+    shm_wrap_with_every_signal_size,
+    shm_mismatch_refused_at_setup
+);

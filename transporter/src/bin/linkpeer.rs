@@ -27,6 +27,21 @@ enum Mode {
     Source,
 }
 
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Transport {
+    Tcp,
+    Shm,
+}
+
+impl Transport {
+    fn kind(self) -> TransportKind {
+        match self {
+            Transport::Tcp => TransportKind::Tcp,
+            Transport::Shm => TransportKind::Shm,
+        }
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(about = "A one-link blockwire peer for transporter tests")]
 struct Args {
@@ -51,6 +66,12 @@ struct Args {
     /// What to do.
     #[arg(long, value_enum)]
     mode: Mode,
+    /// The link's transport.
+    #[arg(long, value_enum, default_value_t = Transport::Tcp)]
+    transport: Transport,
+    /// Ring size of a shared-memory link (both sides must agree).
+    #[arg(long, default_value_t = 1 << 20)]
+    ring_bytes: usize,
     /// Stream length.
     #[arg(long, default_value_t = 0)]
     count: u64,
@@ -80,10 +101,8 @@ fn run(args: &Args) -> Result<ExitCode, String> {
         me,
         args.listen,
         vec![PeerConfig {
-            node: peer,
-            addr: args.peer_addr,
-            transport: TransportKind::Tcp,
-            send_buffer_bytes: 8 << 20,
+            ring_bytes: args.ring_bytes,
+            ..PeerConfig::new(peer, args.peer_addr, args.transport.kind())
         }],
     );
     config.secret = args.secret.as_ref().map(|s| s.as_bytes().to_vec());
