@@ -158,3 +158,84 @@ pub fn tcp_stream_one_per_write(plan: &Plan, message_bytes: usize) -> std::io::R
     done.store(true, Ordering::Relaxed);
     Ok(plan.count as f64 / elapsed.as_secs_f64())
 }
+
+/// Round trips of a wakeup between two threads that each block on an eventfd: the floor for any
+/// transport whose receiver sleeps in the kernel and is woken by its peer.
+pub fn eventfd_wake_pingpong(plan: &Plan) -> std::io::Result<Histogram<u64>> {
+    let ping = Arc::new(EventFdPair::new()?);
+    let total = plan.warmup + plan.count;
+    let pair = ping.clone();
+    let cpu = plan.cpus.1;
+    let echo = std::thread::spawn(move || -> std::io::Result<()> {
+        pin(cpu);
+        for _ in 0..total {
+            pair.wait(0)?;
+            pair.wake(1)?;
+        }
+        Ok(())
+    });
+    pin(plan.cpus.0);
+    let mut h = histogram();
+    for i in 0..total {
+        let start = Instant::now();
+        ping.wake(0)?;
+        ping.wait(1)?;
+        if i >= plan.warmup {
+            record(&mut h, start.elapsed());
+        }
+    }
+    echo.join().unwrap_or_else(|_| Err(std::io::Error::other("echo thread panicked")))?;
+    Ok(h)
+}
+
+/// Two blocking eventfds.
+struct EventFdPair {
+    fds: [std::os::fd::OwnedFd; 2],
+}
+
+impl EventFdPair {
+    fn new() -> std::io::Result<EventFdPair> {
+        let make = || -> std::io::Result<std::os::fd::OwnedFd> {
+            // SAFETY: plain syscall; the result is checked before use.
+            let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+            if fd < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // SAFETY: `fd` is fresh and owned by nothing else.
+            Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) })
+        };
+        Ok(EventFdPair { fds: [make()?, make()?] })
+    }
+
+    fn wake(&self, which: usize) -> std::io::Result<()> {
+        let one = 1u64;
+        // SAFETY: writes 8 bytes from a valid u64 to an eventfd we own.
+        let n = unsafe {
+            libc::write(
+                std::os::fd::AsRawFd::as_raw_fd(&self.fds[which]),
+                (&one as *const u64).cast(),
+                8,
+            )
+        };
+        if n != 8 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    fn wait(&self, which: usize) -> std::io::Result<()> {
+        let mut value = 0u64;
+        // SAFETY: reads 8 bytes into a valid u64 from a blocking eventfd we own.
+        let n = unsafe {
+            libc::read(
+                std::os::fd::AsRawFd::as_raw_fd(&self.fds[which]),
+                (&mut value as *mut u64).cast(),
+                8,
+            )
+        };
+        if n != 8 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}

@@ -8,6 +8,7 @@
 //! block runtime.
 
 mod limit;
+mod peer;
 mod raw;
 mod report;
 
@@ -44,6 +45,17 @@ enum Command {
         #[arg(long, default_value_t = 64)]
         batch: usize,
     },
+    /// CPU used by both ends of an idle link, after the spin time.
+    Idle {
+        #[command(flatten)]
+        common: Common,
+        /// Seconds to measure.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+    },
+    /// The other end of a two-process run (started by the other subcommands).
+    #[command(hide = true)]
+    Peer(peer::PeerArgs),
 }
 
 #[derive(Debug, Args)]
@@ -66,6 +78,9 @@ struct Common {
     /// spin: receivers busy-poll; sleep: receivers block in the kernel.
     #[arg(long, value_enum, default_value_t = Mode::Spin)]
     mode: Mode,
+    /// Receivers spin this long before sleeping (stream, idle; sleep-mode ping-pong).
+    #[arg(long, default_value_t = 50)]
+    spin_us: u64,
     /// CPUs for the two ends, e.g. 0,1.
     #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [0, 1])]
     cpus: Vec<usize>,
@@ -144,6 +159,7 @@ fn kind(c: &Common) -> Result<TransportKind, String> {
     }
     match c.transport {
         Transport::Tcp => Ok(TransportKind::Tcp),
+        Transport::Shm => Ok(TransportKind::Shm),
         other => Err(format!("transport {other:?} is not available in this build")),
     }
 }
@@ -176,6 +192,8 @@ fn run(cli: Cli) -> Result<(), String> {
             let p = plan(&c)?;
             let mut rows = Vec::new();
             latency(&c, &mut rows, "limit cache-line 2 threads", &limit::cache_line_pingpong(&p))?;
+            let wake = limit::eventfd_wake_pingpong(&p).map_err(|e| e.to_string())?;
+            latency(&c, &mut rows, "limit eventfd wake 2 threads", &wake)?;
             for mode in [Mode::Spin, Mode::Sleep] {
                 let h = limit::tcp_pingpong(&p, message_bytes(c.size), mode)
                     .map_err(|e| e.to_string())?;
@@ -187,14 +205,28 @@ fn run(cli: Cli) -> Result<(), String> {
             let p = plan(&c)?;
             let kind = kind(&c)?;
             let mut rows = Vec::new();
-            let bare = limit::tcp_pingpong(&p, message_bytes(c.size), c.mode)
-                .map_err(|e| e.to_string())?;
-            let reference = latency(
-                &c,
-                &mut rows,
-                &format!("limit bare tcp {:?}", c.mode).to_lowercase(),
-                &bare,
-            )?;
+            let reference = match (kind, c.mode) {
+                (TransportKind::Shm, Mode::Spin) => latency(
+                    &c,
+                    &mut rows,
+                    "limit cache-line 2 threads",
+                    &limit::cache_line_pingpong(&p),
+                )?,
+                (TransportKind::Shm, Mode::Sleep) => {
+                    let h = limit::eventfd_wake_pingpong(&p).map_err(|e| e.to_string())?;
+                    latency(&c, &mut rows, "limit eventfd wake 2 threads", &h)?
+                }
+                _ => {
+                    let bare = limit::tcp_pingpong(&p, message_bytes(c.size), c.mode)
+                        .map_err(|e| e.to_string())?;
+                    latency(
+                        &c,
+                        &mut rows,
+                        &format!("limit bare tcp {:?}", c.mode).to_lowercase(),
+                        &bare,
+                    )?
+                }
+            };
             let h = raw::pingpong(&p, kind, c.size, c.mode)?;
             let row = latency(
                 &c,
@@ -221,16 +253,37 @@ fn run(cli: Cli) -> Result<(), String> {
                 wakeups_per_1000: None,
                 reference: None,
             };
-            let r = raw::stream(&p, kind, c.size, batch)?;
+            let r = raw::stream(&p, kind, c.size, batch, c.spin_us)?;
             let row = RateRow {
-                case: format!("raw {kind} {}w, flush every {batch}", c.size),
+                case: format!(
+                    "raw {kind} {}w, flush every {batch} (cpu {:.2}+{:.2})",
+                    c.size, r.cpu_cores.0, r.cpu_cores.1
+                ),
                 per_second: r.per_second,
                 bytes_per_second: r.per_second * bytes as f64,
-                wakeups_per_1000: Some(r.sleeps_per_1000),
+                wakeups_per_1000: Some(r.wakeups_per_1000),
                 reference: Some((bare_row.case.clone(), r.per_second / bare)),
             };
             emit(&c, &[], &[bare_row, row])
         }
+        Command::Idle { common: c, seconds } => {
+            let p = plan(&c)?;
+            let kind = kind(&c)?;
+            let (mine, theirs) = raw::idle(kind, seconds, c.spin_us, p.cpus)?;
+            if c.json {
+                let doc = serde_json::json!({ "idle": { "transport": kind.to_string(), "seconds": seconds, "cpu_fraction": [mine, theirs] } });
+                println!("{}", serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?);
+            } else {
+                println!(
+                    "idle {kind} link over {seconds} s after {} us of spin: node 1 {:.3}% of a core, node 2 {:.3}%",
+                    c.spin_us,
+                    mine * 100.0,
+                    theirs * 100.0
+                );
+            }
+            Ok(())
+        }
+        Command::Peer(args) => peer::run(&args),
     }
 }
 

@@ -1,21 +1,25 @@
-//! The bare transporter, without the block runtime: two registries in one process (node 1
-//! connects to node 2 over loopback), a ping-pong of PING_REQ/PING_CONF signals, and a one-way
-//! stream. Comparing these with `limit` shows what the transporter itself costs; comparing them
-//! with the full-stack figures shows what the runtime costs.
+//! The bare transporter between two processes, without the block runtime: this process is node 1,
+//! a `blockwire-bench peer` child is node 2, each pinned to its own CPU. Ping-pong of
+//! PING_REQ/PING_CONF signals, a one-way stream, and an idle link. Comparing these with `limit`
+//! shows what the transporter costs; comparing them with full-stack figures shows the runtime's.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use signals::{gsn, BlockInstance, BlockNumber, BlockRef, NodeId, Signal};
-use transporter::{LinkEvent, PeerConfig, Registry, RegistryConfig, SendError, TransportKind};
+use transporter::{LinkEvent, Registry, SendError, TransportKind};
 
+use crate::peer::{own_cpu_time, peer_config};
 use crate::report::{histogram, record};
 use crate::{pin, Mode, Plan};
 
 /// The block both benchmark ends use.
 const BENCH_BLOCK: BlockNumber = BlockNumber(200);
+/// Ring size of shared-memory links in benchmarks.
+const RING_BYTES: usize = 1 << 22;
 
 fn node(n: u32) -> NodeId {
     NodeId::new(n).unwrap_or(NodeId::MIN)
@@ -25,31 +29,100 @@ fn reference(n: u32) -> BlockRef {
     BlockRef::new(node(n), BENCH_BLOCK, BlockInstance(0))
 }
 
-/// Two connected registries: (node 1, node 2).
-fn pair(kind: TransportKind) -> Result<(Registry, Registry), String> {
-    let any: std::net::SocketAddr = "127.0.0.1:0".parse().map_err(|e| format!("{e}"))?;
-    let two_config = RegistryConfig::new(
-        1,
-        node(2),
-        Some(any),
-        vec![PeerConfig { send_buffer_bytes: 16 << 20, ..PeerConfig::new(node(1), any, kind) }],
-    );
-    let two = Registry::start(two_config).map_err(|e| e.to_string())?;
-    let addr = two.local_addr().ok_or("node 2 does not listen")?;
-    let one_config = RegistryConfig::new(
-        1,
-        node(1),
-        None,
-        vec![PeerConfig { send_buffer_bytes: 16 << 20, ..PeerConfig::new(node(2), addr, kind) }],
-    );
-    let one = Registry::start(one_config).map_err(|e| e.to_string())?;
-    for r in [&one, &two] {
-        match r.events().recv_timeout(Duration::from_secs(10)) {
-            Ok(LinkEvent::Connected { .. }) => {}
-            other => return Err(format!("link did not come up: {other:?}")),
+/// A running `blockwire-bench peer` child.
+struct PeerChild {
+    child: Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl PeerChild {
+    fn spawn(
+        kind: TransportKind,
+        role: &str,
+        mode: Mode,
+        extra: &[String],
+        cpu: usize,
+    ) -> Result<(PeerChild, SocketAddr), String> {
+        let exe =
+            std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
+        let mode = if mode == Mode::Spin { "spin" } else { "sleep" };
+        let mut child = Command::new(exe)
+            .args([
+                "peer",
+                "--kind",
+                &kind.to_string(),
+                "--role",
+                role,
+                "--mode",
+                mode,
+                "--cpu",
+                &cpu.to_string(),
+            ])
+            .args(["--ring-bytes", &RING_BYTES.to_string()])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("cannot start peer process: {e}"))?;
+        let stdout = child.stdout.take().ok_or("peer has no stdout")?;
+        let mut peer = PeerChild { child, lines: BufReader::new(stdout).lines() };
+        let ready = peer.line()?;
+        let addr = ready
+            .strip_prefix("ready ")
+            .and_then(|a| a.parse().ok())
+            .ok_or(format!("peer said {ready:?}, not ready <addr>"))?;
+        Ok((peer, addr))
+    }
+
+    fn line(&mut self) -> Result<String, String> {
+        match self.lines.next() {
+            Some(Ok(l)) => Ok(l),
+            other => Err(format!("peer process ended early: {other:?}")),
         }
     }
-    Ok((one, two))
+
+    /// Reads the `done` line into `key=value` pairs.
+    fn done(&mut self) -> Result<Vec<(String, u64)>, String> {
+        let line = self.line()?;
+        let rest = line.strip_prefix("done ").ok_or(format!("peer said {line:?}"))?;
+        Ok(rest
+            .split_whitespace()
+            .filter_map(|kv| kv.split_once('='))
+            .filter_map(|(k, v)| v.parse().ok().map(|v| (k.to_string(), v)))
+            .collect())
+    }
+}
+
+impl Drop for PeerChild {
+    fn drop(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn value(pairs: &[(String, u64)], key: &str) -> Result<u64, String> {
+    pairs
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| *v)
+        .ok_or(format!("peer did not report {key}"))
+}
+
+/// Node 1, connected to the child at `addr`.
+fn connect(kind: TransportKind, addr: SocketAddr) -> Result<Registry, String> {
+    let registry = Registry::start(peer_config(1, 2, None, addr, kind, RING_BYTES))
+        .map_err(|e| e.to_string())?;
+    match registry.events().recv_timeout(Duration::from_secs(30)) {
+        Ok(LinkEvent::Connected { .. }) => Ok(registry),
+        other => Err(format!("link did not come up: {other:?}")),
+    }
 }
 
 fn poll_timeout(mode: Mode) -> Option<Duration> {
@@ -66,23 +139,11 @@ pub fn pingpong(
     data_words: usize,
     mode: Mode,
 ) -> Result<Histogram<u64>, String> {
-    let (mut one, mut two) = pair(kind)?;
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut echo_side = two.take_receive_side().ok_or("receive side taken")?;
-    let mut echo_send = two.send_buffers();
-    let echo_stop = stop.clone();
-    let cpu = plan.cpus.1;
-    let echo = std::thread::spawn(move || {
-        pin(cpu);
-        while !echo_stop.load(Ordering::Relaxed) {
-            echo_side.poll(poll_timeout(mode), &mut |from, s| {
-                let answer = Signal::new(gsn::PING_CONF, s.receiver(), s.sender()).data(s.data());
-                let _ = echo_send.pack(from, &answer);
-            });
-            echo_send.flush();
-        }
-    });
+    // Sleep mode sleeps at once (no spin), so each round trip pays the wakeups it measures.
+    let extra = vec!["--spin-us".to_string(), "0".to_string()];
+    let (_peer, addr) = PeerChild::spawn(kind, "echo", mode, &extra, plan.cpus.1)?;
     pin(plan.cpus.0);
+    let mut one = connect(kind, addr)?;
     let mut side = one.take_receive_side().ok_or("receive side taken")?;
     let mut send = one.send_buffers();
     let data: Vec<u32> = (0..data_words as u32).collect();
@@ -100,49 +161,39 @@ pub fn pingpong(
             record(&mut h, start.elapsed());
         }
     }
-    stop.store(true, Ordering::Relaxed);
-    let _ = echo.join();
     Ok(h)
 }
 
 /// What a stream run measured.
 #[derive(Clone, Copy, Debug)]
 pub struct StreamResult {
-    /// Signals per second, from the first pack to the last signal received.
+    /// Signals per second at the receiver, first to last arrival.
     pub per_second: f64,
-    /// Receiver sleeps per 1,000 signals (each ends in a kernel wakeup on TCP).
-    pub sleeps_per_1000: f64,
+    /// Wakeups per 1,000 signals: eventfd writes the sender paid (shared memory) or receiver
+    /// sleeps, each ended by a kernel wakeup (TCP).
+    pub wakeups_per_1000: f64,
+    /// CPU of the sending and receiving processes, in cores (1.0 = one core busy).
+    pub cpu_cores: (f64, f64),
 }
 
-/// One-way stream of `plan.count` signals of `data_words` words, flushed every `batch` signals.
+/// One-way stream of `plan.count` signals of `data_words` words, flushed every `batch` signals;
+/// the receiver spins for `spin_us` and then sleeps.
 pub fn stream(
     plan: &Plan,
     kind: TransportKind,
     data_words: usize,
     batch: usize,
+    spin_us: u64,
 ) -> Result<StreamResult, String> {
-    let (one, mut two) = pair(kind)?;
-    let received = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut side = two.take_receive_side().ok_or("receive side taken")?;
-    let (r, s) = (received.clone(), stop.clone());
-    let cpu = plan.cpus.1;
-    let receiver = std::thread::spawn(move || {
-        pin(cpu);
-        side.run(
-            Duration::from_micros(50),
-            Duration::from_millis(20),
-            &|| s.load(Ordering::Relaxed),
-            &mut |_, _| {
-                r.fetch_add(1, Ordering::Relaxed);
-            },
-        );
-    });
+    let extra =
+        vec!["--count".into(), plan.count.to_string(), "--spin-us".into(), spin_us.to_string()];
+    let (mut peer, addr) = PeerChild::spawn(kind, "sink", Mode::Sleep, &extra, plan.cpus.1)?;
     pin(plan.cpus.0);
+    let one = connect(kind, addr)?;
     let mut send = one.send_buffers();
     let data: Vec<u32> = (0..data_words as u32).collect();
     let signal = Signal::new(gsn::PING_REQ, reference(1), reference(2)).data(&data);
-    let start = Instant::now();
+    let (cpu0, start) = (own_cpu_time(), Instant::now());
     let mut sent = 0u64;
     while sent < plan.count {
         match send.pack(node(2), &signal) {
@@ -160,23 +211,49 @@ pub fn stream(
     while send.has_unsent() {
         send.flush();
     }
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while received.load(Ordering::Relaxed) < plan.count {
-        if Instant::now() > deadline {
-            return Err(format!(
-                "only {} of {} signals arrived",
-                received.load(Ordering::Relaxed),
-                plan.count
-            ));
-        }
-        std::hint::spin_loop();
+    let done = peer.done()?;
+    let sender_cpu = (own_cpu_time() - cpu0).as_secs_f64() / start.elapsed().as_secs_f64();
+    let elapsed = Duration::from_nanos(value(&done, "elapsed_ns")?.max(1));
+    let receiver_cpu =
+        Duration::from_nanos(value(&done, "cpu_ns")?).as_secs_f64() / elapsed.as_secs_f64();
+    let wakeups = match kind {
+        TransportKind::Tcp => value(&done, "sleeps")?,
+        _ => one.counters(node(2)).map_or(0, |c| c.wakeups_sent),
+    };
+    if value(&done, "received")? != plan.count {
+        return Err(format!("peer received {} of {}", value(&done, "received")?, plan.count));
     }
-    let elapsed = start.elapsed().max(Duration::from_nanos(1));
-    stop.store(true, Ordering::Relaxed);
-    let _ = receiver.join();
-    let sleeps = two.counters(node(1)).map_or(0, |c| c.sleeps);
     Ok(StreamResult {
         per_second: plan.count as f64 / elapsed.as_secs_f64(),
-        sleeps_per_1000: sleeps as f64 * 1000.0 / plan.count as f64,
+        wakeups_per_1000: wakeups as f64 * 1000.0 / plan.count as f64,
+        cpu_cores: (sender_cpu, receiver_cpu.min(1.0)),
     })
+}
+
+/// CPU used by the two ends of an idle link over `seconds`, after the spin time: (this end,
+/// the peer), as fractions of one core.
+pub fn idle(
+    kind: TransportKind,
+    seconds: u64,
+    spin_us: u64,
+    cpus: (usize, usize),
+) -> Result<(f64, f64), String> {
+    let extra =
+        vec!["--seconds".into(), seconds.to_string(), "--spin-us".into(), spin_us.to_string()];
+    let (mut peer, addr) = PeerChild::spawn(kind, "idle", Mode::Sleep, &extra, cpus.1)?;
+    pin(cpus.0);
+    let mut one = connect(kind, addr)?;
+    let mut side = one.take_receive_side().ok_or("receive side taken")?;
+    let spin = Duration::from_micros(spin_us);
+    let settle = Instant::now() + spin + Duration::from_millis(200);
+    side.run(spin, Duration::from_millis(50), &|| Instant::now() >= settle, &mut |_, _| {});
+    let (cpu0, t0) = (own_cpu_time(), Instant::now());
+    let end = t0 + Duration::from_secs(seconds);
+    // A fresh run spins again first: start it with the spin already spent by sleeping through
+    // the rest of the window in short epoll waits.
+    side.run(Duration::ZERO, Duration::from_millis(50), &|| Instant::now() >= end, &mut |_, _| {});
+    let mine = (own_cpu_time() - cpu0).as_secs_f64() / t0.elapsed().as_secs_f64();
+    let done = peer.done()?;
+    let theirs = value(&done, "idle_cpu_ns")? as f64 / value(&done, "wall_ns")?.max(1) as f64;
+    Ok((mine, theirs))
 }

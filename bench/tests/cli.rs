@@ -79,3 +79,28 @@ fn bad_arguments_are_named() {
     let (ok, _, err) = bench(&["pingpong", "--count", "1"]);
     assert!(!ok && err.contains("--raw"), "{err}");
 }
+
+#[test]
+fn shm_pingpong_and_idle_run_between_two_processes() {
+    let doc = json(&[
+        "pingpong",
+        "--raw",
+        "--transport",
+        "shm",
+        "--mode",
+        "sleep",
+        "--count",
+        "200",
+        "--warmup",
+        "20",
+        "--json",
+    ]);
+    let rows = doc["latency"].as_array().unwrap();
+    assert!(rows[0]["case"].as_str().unwrap().contains("eventfd"), "{rows:?}");
+    check_latency_row(&rows[1], 200);
+    let doc = json(&["idle", "--raw", "--transport", "shm", "--seconds", "1", "--json"]);
+    let cpu = doc["idle"]["cpu_fraction"].as_array().unwrap();
+    assert_eq!(cpu.len(), 2);
+    // Both ends sleep in epoll after the spin time; neither may be spinning a whole core.
+    assert!(cpu.iter().all(|c| (0.0..0.5).contains(&c.as_f64().unwrap())), "{cpu:?}");
+}

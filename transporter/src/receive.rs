@@ -96,14 +96,36 @@ impl ReceiveSide {
         }
     }
 
-    /// Polls the links epoll reports ready (waiting up to `timeout`, `None` = forever) and hands
-    /// each signal to `deliver` with its sender's node id. Returns the signals delivered.
+    /// Polls every link once and hands each signal to `deliver` with its sender's node id;
+    /// returns the signals delivered. With a `timeout` other than zero this is a sleep: when
+    /// nothing is there, every link is armed first (a link with data cancels the sleep), a sleep
+    /// is counted on each, and the thread blocks in epoll up to `timeout` (`None` = forever).
     pub fn poll(
         &mut self,
         timeout: Option<Duration>,
         deliver: &mut dyn FnMut(NodeId, SignalView<'_>),
     ) -> usize {
         self.adopt();
+        if timeout == Some(Duration::ZERO) {
+            return self.poll_once(timeout, deliver);
+        }
+        let signals = self.poll_once(Some(Duration::ZERO), deliver);
+        if signals > 0 || !self.arm_all() {
+            return signals;
+        }
+        for live in self.links.iter().flatten() {
+            if let Some(link) = self.inner.link(live.peer) {
+                LinkCounters::add(&link.counters.sleeps, 1);
+            }
+        }
+        self.poll_once(timeout, deliver)
+    }
+
+    fn poll_once(
+        &mut self,
+        timeout: Option<Duration>,
+        deliver: &mut dyn FnMut(NodeId, SignalView<'_>),
+    ) -> usize {
         let mut ready = std::mem::take(&mut self.ready);
         if self.epoll.wait(&mut ready, timeout).is_err() {
             ready.clear();
@@ -171,7 +193,7 @@ impl ReceiveSide {
     }
 
     /// Receives until `stop` returns true: polls without blocking while signals arrived within
-    /// `spin_time`, then sleeps in epoll (at most `max_sleep`, so `stop` is checked).
+    /// `spin_time`, then sleeps (at most `max_sleep` at a time, so `stop` is checked).
     pub fn run(
         &mut self,
         spin_time: Duration,
@@ -181,24 +203,12 @@ impl ReceiveSide {
     ) {
         let mut last_signal = Instant::now();
         while !stop() {
-            if self.poll(Some(Duration::ZERO), deliver) > 0 {
+            let spinning = last_signal.elapsed() < spin_time;
+            let timeout = if spinning { Duration::ZERO } else { max_sleep };
+            if self.poll(Some(timeout), deliver) > 0 {
                 last_signal = Instant::now();
-                continue;
-            }
-            if last_signal.elapsed() < spin_time {
+            } else if spinning {
                 std::hint::spin_loop();
-                continue;
-            }
-            if !self.arm_all() {
-                continue;
-            }
-            for live in self.links.iter().flatten() {
-                if let Some(link) = self.inner.link(live.peer) {
-                    LinkCounters::add(&link.counters.sleeps, 1);
-                }
-            }
-            if self.poll(Some(max_sleep), deliver) > 0 {
-                last_signal = Instant::now();
             }
         }
     }
