@@ -16,14 +16,15 @@
 //! measuring idea follows Aeron's `Ping` sample (warm up, reset, record RTTs, print
 //! percentiles); the code is our own.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use crossbeam_utils::CachePadded;
 use hdrhistogram::Histogram;
 use node::blocks::{self, ping::Echo};
-use node::lane::{lane, LaneShape};
+use node::jobbuf::job_buffer;
+use node::lane::LaneShape;
 use node::parker::Parker;
 use node::{Block, Context, NodeBuilder, Tuning};
 use signals::{gsn, BlockInstance, BlockNumber, BlockRef, Gsn, NodeId, Signal, SignalView};
@@ -188,14 +189,14 @@ fn block_ping_pong(spin_time_us: u64, warmup: u64, iterations: u64) -> (Histogra
     (h, note)
 }
 
-/// Signals per second through one lane: a pinned producer packs 4-word signals and publishes
-/// a page whenever it fills (or every `batch` signals), a pinned consumer walks them.
+/// Signals per second through one job buffer: a pinned producer packs 4-word signals and
+/// publishes every `batch` signals (or when full), a pinned consumer walks them and hands room
+/// back every 256 signals.
 fn lane_throughput(signals_total: u64, batch: u64) -> f64 {
     let shape = LaneShape { depth: 8, page_words: 8192, limits: signals::Limits::default() };
     let p = Arc::new(Parker::new().expect("parker"));
     let c = Arc::new(Parker::new().expect("parker"));
-    let (mut w, mut r) = lane(shape, p, c);
-    let done = Arc::new(AtomicBool::new(false));
+    let (mut w, mut r) = job_buffer(shape, p, c);
     let consumer = std::thread::spawn(move || {
         pin(1);
         let mut got = 0u64;
@@ -207,8 +208,14 @@ fn lane_throughput(signals_total: u64, batch: u64) -> f64 {
                     let len = v.wire_words().len();
                     r.advance(len);
                     got += 1;
+                    if got % 256 == 0 {
+                        r.release();
+                    }
                 }
-                None => core::hint::spin_loop(),
+                None => {
+                    r.release();
+                    core::hint::spin_loop();
+                }
             }
         }
         sum
@@ -235,7 +242,6 @@ fn lane_throughput(signals_total: u64, batch: u64) -> f64 {
     w.flush();
     let _sum = consumer.join().expect("consumer");
     let elapsed = start.elapsed();
-    done.store(true, Ordering::Relaxed);
     signals_total as f64 / elapsed.as_secs_f64()
 }
 

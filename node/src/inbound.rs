@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use signals::{Priority, Signal, SignalView};
 
-use crate::lane::{LaneError, LaneWriter};
+use crate::jobbuf::JobWriter;
+use crate::lane::LaneError;
 use crate::outbox::forward;
 use crate::parker::Parker;
 use crate::remote::RouteError;
@@ -23,8 +24,8 @@ use crate::routing::Routing;
 pub struct InboundRouter {
     path: usize,
     routing: Arc<Routing>,
-    a: Vec<LaneWriter>,
-    b: Vec<LaneWriter>,
+    a: Vec<JobWriter>,
+    b: Vec<JobWriter>,
     parker: Arc<Parker>,
 }
 
@@ -32,8 +33,8 @@ impl InboundRouter {
     pub(crate) fn new(
         path: usize,
         routing: Arc<Routing>,
-        a: Vec<LaneWriter>,
-        b: Vec<LaneWriter>,
+        a: Vec<JobWriter>,
+        b: Vec<JobWriter>,
         parker: Arc<Parker>,
     ) -> InboundRouter {
         InboundRouter { path, routing, a, b, parker }

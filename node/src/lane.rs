@@ -1,5 +1,6 @@
-//! Job buffers: the bounded, single-producer queues that carry signals between the threads of
-//! one node, one lane per (sending thread, receiving thread, priority).
+//! Job buffers over crossbeam-channel: the reference implementation the runtime's own ring
+//! ([`crate::ring`]) is measured against in `benches/job_buffer.rs` (see [`crate::jobbuf`] for
+//! which one the runtime uses). Same interface, same guarantees.
 //!
 //! A lane is a fixed set of pages (word arrays sized at start-up) circulating between its two
 //! ends over two crossbeam channels: the producer packs signals into its current page with the
@@ -230,6 +231,13 @@ impl LaneReader {
             Ok(None) => unreachable!("a published page is never empty"),
             Err(e) => unreachable!("a job-buffer page holds only valid signals: {e}"),
         }
+    }
+
+    /// End of round. Pages go back as soon as they are empty (in `advance`), so nothing is
+    /// left to hand back; present so both job buffers share one interface.
+    #[inline]
+    pub fn release(&mut self) -> bool {
+        false
     }
 
     /// Steps past the signal last peeked (`words` long); returns an emptied page to the

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use signals::{Priority, Signal, SignalView};
 
 use crate::block::SendError;
-use crate::lane::{LaneError, LaneWriter};
+use crate::jobbuf::JobWriter;
+use crate::lane::LaneError;
 use crate::remote::{RemoteSink, RouteError};
 use crate::routing::Routing;
 
@@ -18,16 +19,16 @@ use crate::routing::Routing;
 #[derive(Debug)]
 pub struct Outbox {
     pub(crate) routing: Arc<Routing>,
-    a: Vec<LaneWriter>,
-    b: Vec<LaneWriter>,
+    a: Vec<JobWriter>,
+    b: Vec<JobWriter>,
     pub(crate) remote: Box<dyn RemoteSink>,
 }
 
 impl Outbox {
     pub(crate) fn new(
         routing: Arc<Routing>,
-        a: Vec<LaneWriter>,
-        b: Vec<LaneWriter>,
+        a: Vec<JobWriter>,
+        b: Vec<JobWriter>,
         remote: Box<dyn RemoteSink>,
     ) -> Outbox {
         assert_eq!(a.len(), b.len());
@@ -56,7 +57,7 @@ impl Outbox {
         })
     }
 
-    /// End of round: publishes every non-empty page and flushes the remote sink.
+    /// End of round: publishes every job buffer written to and flushes the remote sink.
     pub fn flush(&mut self) {
         for lane in self.a.iter_mut().chain(self.b.iter_mut()) {
             lane.flush();
@@ -88,8 +89,8 @@ impl Outbox {
 #[inline]
 pub(crate) fn forward(
     routing: &Routing,
-    a: &mut [LaneWriter],
-    b: &mut [LaneWriter],
+    a: &mut [JobWriter],
+    b: &mut [JobWriter],
     view: &SignalView<'_>,
 ) -> Result<(), RouteError> {
     let receiver = view.receiver();

@@ -3,7 +3,7 @@
 //! spawns the threads; [`RunningNode`] stops and joins them.
 //!
 //! Invariants: there is one lane per (producer, block thread, priority), where producers are
-//! the block threads followed by the receive paths; all pages, timers and counters are allocated
+//! the block threads followed by the receive paths; all job buffers, timers and counters are allocated
 //! here, before any thread runs; stopping sets one flag, wakes every thread, and joins them all.
 
 use std::io;
@@ -16,7 +16,8 @@ use signals::{BlockInstance, BlockNumber, BlockRef, Limits, NodeId};
 use crate::block::{Block, InitContext};
 use crate::clock::{Clock, MonotonicClock};
 use crate::inbound::InboundRouter;
-use crate::lane::{lane, LaneReader, LaneShape, LaneWriter};
+use crate::jobbuf::{job_buffer, JobReader, JobWriter};
+use crate::lane::LaneShape;
 use crate::outbox::Outbox;
 use crate::parker::Parker;
 use crate::remote::{NoRemote, RemoteFactory};
@@ -36,7 +37,8 @@ pub struct Tuning {
     pub spin_time_us: u64,
     /// At most this many B signals from one job buffer per round.
     pub b_signals_per_round: usize,
-    /// Pages per job buffer (lane).
+    /// Job-buffer size, in units of `job_buffer_page_words`: a job buffer holds
+    /// `job_buffer_pages * job_buffer_page_words` words (rounded up to a power of two).
     pub job_buffer_pages: usize,
     /// Words per job-buffer page, at least `limits.max_signal_words()`.
     pub job_buffer_page_words: usize,
@@ -293,9 +295,9 @@ fn parkers(n: usize) -> Result<Vec<Arc<Parker>>, StartError> {
 /// Every lane of a node, sorted by end until each thread and router takes its own.
 struct Lanes {
     /// `out[p]` = (A lanes, B lanes) of producer `p`, indexed by block thread.
-    out: Vec<Option<(Vec<LaneWriter>, Vec<LaneWriter>)>>,
+    out: Vec<Option<(Vec<JobWriter>, Vec<JobWriter>)>>,
     /// `inb[t]` = (A lanes, B lanes) into block thread `t`, indexed by producer.
-    inb: Vec<Option<(Vec<LaneReader>, Vec<LaneReader>)>>,
+    inb: Vec<Option<(Vec<JobReader>, Vec<JobReader>)>>,
 }
 
 impl Lanes {
@@ -304,8 +306,8 @@ impl Lanes {
         let mut inb: Vec<_> = consumers.iter().map(|_| Some((Vec::new(), Vec::new()))).collect();
         for (p, pp) in producers.iter().enumerate() {
             for (t, cp) in consumers.iter().enumerate() {
-                let (wa, ra) = lane(shape, pp.clone(), cp.clone());
-                let (wb, rb) = lane(shape, pp.clone(), cp.clone());
+                let (wa, ra) = job_buffer(shape, pp.clone(), cp.clone());
+                let (wb, rb) = job_buffer(shape, pp.clone(), cp.clone());
                 if let (Some(o), Some(i)) = (out[p].as_mut(), inb[t].as_mut()) {
                     o.0.push(wa);
                     o.1.push(wb);
@@ -317,11 +319,11 @@ impl Lanes {
         Lanes { out, inb }
     }
 
-    fn take_out(&mut self, producer: usize) -> (Vec<LaneWriter>, Vec<LaneWriter>) {
+    fn take_out(&mut self, producer: usize) -> (Vec<JobWriter>, Vec<JobWriter>) {
         self.out[producer].take().unwrap_or_default()
     }
 
-    fn take_in(&mut self, thread: usize) -> (Vec<LaneReader>, Vec<LaneReader>) {
+    fn take_in(&mut self, thread: usize) -> (Vec<JobReader>, Vec<JobReader>) {
         self.inb[thread].take().unwrap_or_default()
     }
 }

@@ -8,6 +8,8 @@
 
 use std::sync::{Arc, OnceLock};
 
+use crossbeam_utils::CachePadded;
+
 use signals::{BlockRef, NodeId};
 
 use crate::sync::Counter;
@@ -125,7 +127,8 @@ impl NamedCounters {
 #[derive(Debug)]
 pub struct NodeStats {
     node: NodeId,
-    threads: Vec<ThreadCounters>,
+    /// Padded: each thread writes its own every round, and must not bounce a neighbour's line.
+    threads: Vec<CachePadded<ThreadCounters>>,
     named: Vec<OnceLock<Arc<NamedCounters>>>,
     links: OnceLock<Arc<dyn LinkStatsSource>>,
 }
@@ -135,7 +138,7 @@ impl NodeStats {
     pub fn new(node: NodeId, threads: usize) -> NodeStats {
         NodeStats {
             node,
-            threads: (0..threads).map(|_| ThreadCounters::default()).collect(),
+            threads: (0..threads).map(|_| CachePadded::new(ThreadCounters::default())).collect(),
             named: (0..threads).map(|_| OnceLock::new()).collect(),
             links: OnceLock::new(),
         }
@@ -147,7 +150,7 @@ impl NodeStats {
     }
 
     /// Per-thread counters.
-    pub fn threads(&self) -> &[ThreadCounters] {
+    pub fn threads(&self) -> &[CachePadded<ThreadCounters>] {
         &self.threads
     }
 

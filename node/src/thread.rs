@@ -3,18 +3,18 @@
 //! One round: every priority-A signal waiting (A is always served first, and again between
 //! B lanes); then at most `b_signals_per_round` priority-B signals from each inbound lane
 //! (fairness between senders); then due timers; then the remote sink's receive poll; then the
-//! flush that publishes job-buffer pages and hands send buffers to the transporters (one
+//! flush that hands consumed room back, publishes the job buffers written, and hands send buffers to the transporters (one
 //! hand-off per peer per round). An idle thread spins `spin_time_us`, then sleeps by the
 //! protocol of [`crate::sleep`] in its epoll set, until a sender, a timer or a descriptor wakes
 //! it. The shape follows NDB's multi-threaded scheduler loop (`mt.cpp`: run job buffers, send,
 //! spin, sleep), rewritten from the description only.
 //!
 //! Back-pressure: before each B signal the thread checks its outbound B lanes. While a lane to
-//! thread `t` has no spare page (congested), the thread runs B signals only from lanes whose
+//! thread `t` lacks room for one largest signal (congested), the thread runs B signals only from lanes whose
 //! producer is a congested target (that includes its own lane to itself): running those is
-//! what frees the pages it waits for, so two threads congested on each other keep draining each
-//! other instead of deadlocking. A handler always finds room for at least one page of signals
-//! per lane; past that a send returns `JobBufferFull`.
+//! what frees the room it waits for, so two threads congested on each other keep draining each
+//! other instead of deadlocking. A handler always finds room for at least one largest signal
+//! per job buffer; past that a send returns `JobBufferFull`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,7 +25,7 @@ use signals::{
 
 use crate::block::{Block, Context};
 use crate::clock::Clock;
-use crate::lane::LaneReader;
+use crate::jobbuf::JobReader;
 use crate::outbox::Outbox;
 use crate::parker::Parker;
 use crate::stats::{NamedCounters, NodeStats};
@@ -46,7 +46,7 @@ pub struct ThreadTuning {
     pub spin_time: Duration,
     /// At most this many B signals from one lane per round.
     pub b_signals_per_round: usize,
-    /// Signal limits (for walking pages and packing timers).
+    /// Signal limits (for walking job buffers and packing timers).
     pub limits: Limits,
 }
 
@@ -112,8 +112,8 @@ impl Exec {
 pub(crate) struct BlockThread {
     pub(crate) exec: Exec,
     /// Inbound lanes by producer: block threads `0..threads`, then receive paths.
-    pub(crate) inbound_a: Vec<LaneReader>,
-    pub(crate) inbound_b: Vec<LaneReader>,
+    pub(crate) inbound_a: Vec<JobReader>,
+    pub(crate) inbound_b: Vec<JobReader>,
     pub(crate) block_threads: usize,
     pub(crate) parker: Arc<Parker>,
     pub(crate) stop: Arc<Flag>,
@@ -130,8 +130,8 @@ impl BlockThread {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         exec: Exec,
-        inbound_a: Vec<LaneReader>,
-        inbound_b: Vec<LaneReader>,
+        inbound_a: Vec<JobReader>,
+        inbound_b: Vec<JobReader>,
         block_threads: usize,
         parker: Arc<Parker>,
         stop: Arc<Flag>,
@@ -202,6 +202,11 @@ impl BlockThread {
         }
         ran += self.fire_timers();
         ran += self.poll_remote();
+        // Room first, then signals: both are one store (and one fence, if anything moved)
+        // per buffer per round.
+        for lane in self.inbound_a.iter_mut().chain(self.inbound_b.iter_mut()) {
+            lane.release();
+        }
         self.exec.out.flush();
         self.rounds += 1;
         self.publish();
@@ -248,6 +253,9 @@ impl BlockThread {
 
     /// Runs every timer that is due.
     fn fire_timers(&mut self) -> usize {
+        if self.exec.timers.is_empty() {
+            return 0;
+        }
         let now = self.exec.clock.now_ns();
         let mut ran = 0;
         while let Some(timer) = self.exec.timers.pop_due(now) {
@@ -266,7 +274,7 @@ impl BlockThread {
 
     /// Whether anything could run now.
     fn has_work(&mut self) -> bool {
-        if self.inbound_a.iter().any(LaneReader::has_signal) {
+        if self.inbound_a.iter().any(JobReader::has_signal) {
             return true;
         }
         let mask = self.exec.out.congestion_mask();
@@ -282,16 +290,18 @@ impl BlockThread {
     /// Spins, then sleeps until woken, a timer is due, or `SLEEP_MAX` passes.
     fn idle(&mut self) {
         let spin_until = Instant::now() + self.tuning.spin_time;
-        loop {
+        let mut polls = 0u32;
+        while !self.tuning.spin_time.is_zero() {
             if self.has_work() || self.stop.is_set() {
                 return;
             }
-            if Instant::now() >= spin_until {
+            // One pause per poll (a pause is ~100 cycles on recent x86: more would add that
+            // to every hand-off), and the clock only every 64 polls.
+            polls = polls.wrapping_add(1);
+            if polls % 64 == 0 && Instant::now() >= spin_until {
                 break;
             }
-            for _ in 0..16 {
-                core::hint::spin_loop();
-            }
+            core::hint::spin_loop();
         }
         self.parker.announce();
         if self.has_work() || self.stop.is_set() {
