@@ -343,3 +343,36 @@ fn remote_seam_packs_outbound_and_routes_inbound() {
     assert_eq!((seen.gsn, seen.sender, seen.data), (gsn::PING_CONF, remote, vec![5, 6]));
     node.stop().unwrap();
 }
+
+/// Runs a 2-thread ping-pong of `rounds` with `spin_time_us`; returns (sleeps, wakeups).
+fn ping_pong_sleeps(spin_time_us: u64, rounds: u32) -> (u64, u64) {
+    let (done_tx, done_rx) = mpsc::channel();
+    let mut b = builder(2, Tuning { spin_time_us, ..Tuning::default() });
+    let echo = b.place(1, blocks::PING, inst(0), Box::new(Echo::new())).unwrap();
+    let p = Pinger { targets: vec![echo], rounds, done_count: 0, done: done_tx, answered: None };
+    b.place(0, PINGER, inst(0), Box::new(p)).unwrap();
+    let node = b.start().unwrap();
+    assert_eq!(done_rx.recv_timeout(WAIT).unwrap().1, rounds);
+    let stats = node.stats().clone();
+    let parker_rings: u64 = (0..2).map(|t| node.parker(t).unwrap().wakeups_sent_to()).sum();
+    node.stop().unwrap();
+    let s: Vec<_> = stats.threads().iter().map(|t| t.snapshot()).collect();
+    let (sleeps, wakeups) = (s[0].sleeps + s[1].sleeps, s[0].wakeups + s[1].wakeups);
+    assert!(wakeups <= sleeps, "a wakeup without a sleep: {s:?}");
+    // Rings counted by senders before the stop; each ended (or will end) one sleep.
+    assert!(parker_rings <= sleeps + 2, "senders rang {parker_rings} times for {sleeps} sleeps");
+    (sleeps, wakeups)
+}
+
+/// Spinning threads in a conversation are never woken (senders see no sleep mark); threads
+/// that sleep at once are woken through their doorbell, one wakeup per sleep at most.
+#[test]
+fn wakeups_are_counted_and_only_sent_to_sleepers() {
+    let (_, spin_wakeups) = ping_pong_sleeps(1_000_000, 2000);
+    assert_eq!(spin_wakeups, 0, "a spinning thread was woken");
+    let (sleeps, wakeups) = ping_pong_sleeps(0, 200);
+    assert!(
+        sleeps > 0 && wakeups > 0,
+        "sleep mode never slept or was never woken: {sleeps} {wakeups}"
+    );
+}
