@@ -77,6 +77,9 @@ pub enum StartError {
     /// A lane shape the runtime cannot use.
     #[error("job buffer of {pages} pages of {page_words} words is invalid (need at least 2 pages of at least max_signal_words = {max_signal_words} words)")]
     LaneShape { pages: usize, page_words: usize, max_signal_words: usize },
+    /// No such receive path, or its router was already taken.
+    #[error("receive path {path} does not exist or is already in use")]
+    NoReceivePath { path: usize },
     /// An eventfd or epoll set could not be made.
     #[error("could not create a wait set: {0}")]
     WaitSet(#[source] io::Error),
@@ -237,8 +240,8 @@ impl NodeBuilder {
             })
             .collect();
         let mut node = RunningNode {
-            handles: Vec::with_capacity(threads),
-            stopper: Stopper { stop, parkers: block_parkers.clone() },
+            handles: Vec::with_capacity(threads + self.receive_paths),
+            stopper: Stopper { stop, parkers: all_parkers.clone() },
             parkers: block_parkers,
             stats: self.stats,
             inbound,
@@ -328,9 +331,9 @@ impl Lanes {
     }
 }
 
-/// A block thread panicked.
+/// A block or receive thread panicked (receive threads are numbered after block threads).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("block thread {thread} panicked")]
+#[error("thread {thread} panicked")]
 pub struct ThreadPanicked {
     /// Which thread.
     pub thread: usize,
@@ -344,6 +347,11 @@ pub struct Stopper {
 }
 
 impl Stopper {
+    /// Whether the node is stopping (receive threads poll this after each wakeup).
+    pub fn is_stopping(&self) -> bool {
+        self.stop.is_set()
+    }
+
     /// Sets the stop flag and wakes every sleeping thread.
     pub fn stop(&self) {
         self.stop.set();
@@ -382,6 +390,33 @@ impl RunningNode {
     /// A handle that stops the node from anywhere.
     pub fn stopper(&self) -> Stopper {
         self.stopper.clone()
+    }
+
+    /// Starts a receive thread for receive path `path`, pinned to `cpu` if given: `body` gets
+    /// the path's [`InboundRouter`] (whose parker's epoll set is where it should sleep, with
+    /// its sockets added) and a [`Stopper`] to poll with [`Stopper::is_stopping`]; the node
+    /// wakes it through that parker and joins it on stop.
+    pub fn spawn_receive_thread(
+        &mut self,
+        path: usize,
+        cpu: Option<usize>,
+        body: impl FnOnce(InboundRouter, Stopper) + Send + 'static,
+    ) -> Result<(), StartError> {
+        let router = self.take_inbound(path).ok_or(StartError::NoReceivePath { path })?;
+        let stopper = self.stopper.clone();
+        let spawned =
+            std::thread::Builder::new().name(format!("receive-{path}")).spawn(move || {
+                if let Some(cpu) = cpu {
+                    if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+                        tracing::warn!(path, cpu, "could not pin receive thread");
+                    }
+                }
+                body(router, stopper)
+            });
+        let thread = self.parkers.len() + path;
+        let handle = spawned.map_err(|source| StartError::Spawn { thread, source })?;
+        self.handles.push((thread, handle));
+        Ok(())
     }
 
     /// Stops every thread and joins them; reports the first thread that panicked.

@@ -376,3 +376,33 @@ fn wakeups_are_counted_and_only_sent_to_sleepers() {
         "sleep mode never slept or was never woken: {sleeps} {wakeups}"
     );
 }
+
+/// A receive thread (as the transporter wiring will run one) routes signals in through its
+/// router, sleeps in its own epoll set, and is woken and joined when the node stops.
+#[test]
+fn receive_thread_routes_in_and_stops_with_the_node() {
+    let (tx, rx) = mpsc::channel();
+    let mut b = builder(1, Tuning::default()).receive_paths(1);
+    let probe = b.place(0, PROBE, inst(0), Box::new(Probe { tx })).unwrap();
+    let mut node = b.start().unwrap();
+    node.spawn_receive_thread(0, None, move |mut router, stopper| {
+        for i in 0..3u32 {
+            router.send(&Signal::new(ITEM, probe, probe).data(&[i])).unwrap();
+        }
+        router.flush();
+        while !stopper.is_stopping() {
+            router.parker().announce();
+            if stopper.is_stopping() {
+                router.parker().retract();
+                break;
+            }
+            let _ = router.parker().wait(None);
+            router.parker().retract();
+        }
+    })
+    .unwrap();
+    let got: Vec<u32> = (0..3).map(|_| rx.recv_timeout(WAIT).unwrap().data[0]).collect();
+    assert_eq!(got, vec![0, 1, 2]);
+    assert!(node.spawn_receive_thread(0, None, |_, _| {}).is_err(), "a path has one router");
+    node.stop().unwrap();
+}

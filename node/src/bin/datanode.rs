@@ -10,8 +10,8 @@
 //! 2. load and validate the cluster file;
 //! 3. assemble the node (`node::assemble::data_node_builder`);
 //! 4. [registry] start the transporter registry for this node's links and hand it to the
-//!    builder (`builder.remote(..)`, receive paths via `RunningNode::take_inbound`); a port
-//!    in use fails here with exit 2;
+//!    builder (`builder.remote(..)`); after start, run its receive loops on the configured
+//!    receive paths (`RunningNode::spawn_receive_thread`); a port in use fails here with exit 2;
 //! 5. start the block threads; wait for a signal; stop and join.
 
 use std::path::PathBuf;
