@@ -239,3 +239,92 @@ impl EventFdPair {
         Ok(())
     }
 }
+
+/// The two cache lines of a cross-process ping-pong, in a shared mapping.
+fn shared_lines(path: &std::path::Path, create: bool) -> std::io::Result<memmap2::MmapMut> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(create)
+        .truncate(create)
+        .open(path)?;
+    if create {
+        file.set_len(256)?;
+    }
+    // SAFETY: a private benchmark file both processes map; the two words are only accessed
+    // atomically.
+    unsafe { memmap2::MmapMut::map_mut(&file) }
+}
+
+fn line_words(map: &memmap2::MmapMut) -> (&AtomicU64, &AtomicU64) {
+    assert!(map.len() >= 256);
+    let base = map.as_ptr();
+    // SAFETY: the mapping is page aligned and 256 bytes long; offsets 0 and 128 are 8-aligned
+    // u64 slots that both processes access only atomically, for as long as `map` lives.
+    unsafe { (&*(base as *const AtomicU64), &*(base.add(128) as *const AtomicU64)) }
+}
+
+/// Round trips of a value between two processes through two cache lines of a shared mapping.
+pub fn cache_line_pingpong_processes(plan: &Plan) -> std::io::Result<Histogram<u64>> {
+    let path =
+        std::path::PathBuf::from(format!("/dev/shm/blockwire-bench-lines-{}", std::process::id()));
+    let map = shared_lines(&path, true)?;
+    let total = plan.warmup + plan.count;
+    let mut child = std::process::Command::new(std::env::current_exe()?)
+        .args([
+            "limit-peer",
+            "--path",
+            &path.display().to_string(),
+            "--count",
+            &total.to_string(),
+            "--cpu",
+            &plan.cpus.1.to_string(),
+        ])
+        .spawn()?;
+    let (ping, pong) = line_words(&map);
+    pin(plan.cpus.0);
+    // Wait for the child to map the file and say it is there.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while pong.load(Ordering::Acquire) != u64::MAX {
+        if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
+            let _ = child.kill();
+            let _ = std::fs::remove_file(&path);
+            return Err(std::io::Error::other("limit peer did not start"));
+        }
+        std::thread::yield_now();
+    }
+    // Both have it mapped: the name can go.
+    let _ = std::fs::remove_file(&path);
+    let mut h = histogram();
+    for i in 1..=total {
+        let start = Instant::now();
+        // SYNC: ping.
+        ping.store(i, Ordering::Release);
+        // SYNC: pong.
+        while pong.load(Ordering::Acquire) != i {
+            std::hint::spin_loop();
+        }
+        if i > plan.warmup {
+            record(&mut h, start.elapsed());
+        }
+    }
+    child.wait()?;
+    Ok(h)
+}
+
+/// The child of [`cache_line_pingpong_processes`]: echoes `count` values.
+pub fn cache_line_peer(path: &std::path::Path, count: u64, cpu: usize) -> std::io::Result<()> {
+    pin(cpu);
+    let map = shared_lines(path, false)?;
+    let (ping, pong) = line_words(&map);
+    pong.store(u64::MAX, Ordering::Release);
+    for i in 1..=count {
+        // SYNC: ping (acquire side).
+        while ping.load(Ordering::Acquire) != i {
+            std::hint::spin_loop();
+        }
+        // SYNC: pong (release side).
+        pong.store(i, Ordering::Release);
+    }
+    Ok(())
+}

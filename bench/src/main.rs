@@ -56,6 +56,16 @@ enum Command {
     /// The other end of a two-process run (started by the other subcommands).
     #[command(hide = true)]
     Peer(peer::PeerArgs),
+    /// The other end of the cross-process cache-line ping-pong.
+    #[command(hide = true)]
+    LimitPeer {
+        #[arg(long)]
+        path: PathBuf,
+        #[arg(long)]
+        count: u64,
+        #[arg(long)]
+        cpu: usize,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -192,6 +202,8 @@ fn run(cli: Cli) -> Result<(), String> {
             let p = plan(&c)?;
             let mut rows = Vec::new();
             latency(&c, &mut rows, "limit cache-line 2 threads", &limit::cache_line_pingpong(&p))?;
+            let lines = limit::cache_line_pingpong_processes(&p).map_err(|e| e.to_string())?;
+            latency(&c, &mut rows, "limit cache-line 2 processes", &lines)?;
             let wake = limit::eventfd_wake_pingpong(&p).map_err(|e| e.to_string())?;
             latency(&c, &mut rows, "limit eventfd wake 2 threads", &wake)?;
             for mode in [Mode::Spin, Mode::Sleep] {
@@ -206,12 +218,10 @@ fn run(cli: Cli) -> Result<(), String> {
             let kind = kind(&c)?;
             let mut rows = Vec::new();
             let reference = match (kind, c.mode) {
-                (TransportKind::Shm, Mode::Spin) => latency(
-                    &c,
-                    &mut rows,
-                    "limit cache-line 2 threads",
-                    &limit::cache_line_pingpong(&p),
-                )?,
+                (TransportKind::Shm, Mode::Spin) => {
+                    let h = limit::cache_line_pingpong_processes(&p).map_err(|e| e.to_string())?;
+                    latency(&c, &mut rows, "limit cache-line 2 processes", &h)?
+                }
                 (TransportKind::Shm, Mode::Sleep) => {
                     let h = limit::eventfd_wake_pingpong(&p).map_err(|e| e.to_string())?;
                     latency(&c, &mut rows, "limit eventfd wake 2 threads", &h)?
@@ -284,6 +294,9 @@ fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Peer(args) => peer::run(&args),
+        Command::LimitPeer { path, count, cpu } => {
+            limit::cache_line_peer(&path, count, cpu).map_err(|e| e.to_string())
+        }
     }
 }
 
