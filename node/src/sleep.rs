@@ -20,7 +20,8 @@
 //! taken by at most one sender (at most one ring per sleep).
 //!
 //! Run the model tests with:
-//! `RUSTFLAGS="--cfg loom" cargo test -p blockwire-node --release --lib loom`
+//! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p blockwire-node --release --lib loom`
+//! (its own target directory, so the loom build does not invalidate the normal one).
 
 use crossbeam_utils::CachePadded;
 
@@ -217,9 +218,10 @@ mod loom_tests {
         run(2, 1);
     }
 
-    /// Fences weakened to Release/Acquire must be caught: the model finds the lost wakeup.
+    /// Fences weakened to Release/Acquire must be caught: the model finds the lost wakeup (the
+    /// receiver blocked forever, which loom reports as a deadlock).
     #[test]
-    #[should_panic]
+    #[should_panic(expected = "deadlock")]
     fn loom_catches_missing_fence() {
         model(|| {
             let s = Arc::new(Shared::default());

@@ -6,7 +6,8 @@
 //! allows. Nothing else in the crate may name `core::sync::atomic` or `std::sync::atomic`.
 //!
 //! Run the model tests with:
-//! `RUSTFLAGS="--cfg loom" cargo test -p blockwire-node --release --lib loom`
+//! `RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR=target/loom cargo test -p blockwire-node --release --lib loom`
+//! (its own target directory, so the loom build does not invalidate the normal one).
 
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
