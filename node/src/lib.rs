@@ -24,6 +24,7 @@ pub mod config;
 pub mod inbound;
 pub mod jobbuf;
 pub mod lane;
+pub mod links;
 pub mod outbox;
 pub mod parker;
 pub mod remote;

@@ -68,6 +68,12 @@ pub trait RemoteSink: Send + std::fmt::Debug {
     fn has_input(&self) -> bool {
         false
     }
+
+    /// Whether packed signals are still waiting to be written (a transport took only part of a
+    /// flush): the thread keeps running rounds, which flush again, instead of sleeping on them.
+    fn has_unsent(&self) -> bool {
+        false
+    }
 }
 
 /// Makes the [`RemoteSink`] of each block thread at start.

@@ -285,6 +285,7 @@ impl BlockThread {
             .any(|(p, lane)| lane.has_signal() && self.may_run(p, mask));
         b || self.exec.timers.next_due_ns().is_some_and(|due| due <= self.exec.clock.now_ns())
             || self.exec.out.remote.has_input()
+            || self.exec.out.remote.has_unsent()
     }
 
     /// Spins, then sleeps until woken, a timer is due, or `SLEEP_MAX` passes.

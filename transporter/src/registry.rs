@@ -1,7 +1,8 @@
 //! The registry: one link per peer node, each with a state machine, its send-buffer pool and
 //! counters, a manager thread that connects, accepts and handshakes, and the failure path.
 //!
-//! Rule for who connects: the node with the lower id connects, the higher accepts, so two nodes
+//! Rule for who connects: the node with the lower id connects, the higher accepts (unless the
+//! configuration says otherwise for a peer, as for API nodes, which always connect), so two nodes
 //! never open two links to each other (a hello in the wrong direction is refused).
 //!
 //! ```text
@@ -51,12 +52,22 @@ pub struct PeerConfig {
     pub send_buffer_bytes: usize,
     /// Bytes of each ring (shared memory; RDMA receive ring), a power of two.
     pub ring_bytes: usize,
+    /// Who opens the link: `Some(true)` this node, `Some(false)` the peer, `None` the lower
+    /// node id (the default; the configuration layer lets API nodes always connect).
+    pub this_connects: Option<bool>,
 }
 
 impl PeerConfig {
     /// A peer with default sizes: 8 MiB of send buffers, 1 MiB rings.
     pub fn new(node: NodeId, addr: SocketAddr, transport: TransportKind) -> PeerConfig {
-        PeerConfig { node, addr, transport, send_buffer_bytes: 8 << 20, ring_bytes: 1 << 20 }
+        PeerConfig {
+            node,
+            addr,
+            transport,
+            send_buffer_bytes: 8 << 20,
+            ring_bytes: 1 << 20,
+            this_connects: None,
+        }
     }
 }
 
@@ -220,6 +231,11 @@ pub(crate) struct Inner {
 const MAX_HANDSHAKES: usize = 16;
 
 impl Inner {
+    /// Whether this node opens the link to `link`'s peer.
+    fn connects(&self, link: &Link) -> bool {
+        link.config.this_connects.unwrap_or(self.config.node < link.config.node)
+    }
+
     pub(crate) fn link(&self, peer: NodeId) -> Option<&Link> {
         self.links.get(peer.get() as usize).and_then(Option::as_ref)
     }
@@ -383,7 +399,6 @@ impl Inner {
             me: self.config.node,
             secret: self.config.secret.as_deref(),
         };
-        let me = self.config.node.get();
         let check = |hello: &Hello| {
             let link = NodeId::new(hello.from as u32)
                 .and_then(|n| self.link(n))
@@ -391,7 +406,7 @@ impl Inner {
             if TransportKind::from_code(hello.transport) != Some(link.config.transport) {
                 return Err(Refusal::WrongTransport);
             }
-            if hello.from >= me {
+            if self.connects(link) {
                 return Err(Refusal::WrongDirection);
             }
             Ok(())
@@ -654,7 +669,7 @@ fn manage(inner: Arc<Inner>, listener: Option<TcpListener>) {
         }
         let now = Instant::now();
         for link in inner.links.iter().flatten() {
-            if link.config.node <= inner.config.node || link.state() != LinkState::Disconnected {
+            if !inner.connects(link) || link.state() != LinkState::Disconnected {
                 continue;
             }
             if Inner::lock(&link.retry).next_attempt > now

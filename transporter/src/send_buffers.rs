@@ -45,6 +45,8 @@ pub struct FlushReport {
     pub dropped: usize,
     /// Some peer took less than offered: flush again later.
     pub blocked: bool,
+    /// Peers whose link was handed a batch.
+    pub peers: usize,
 }
 
 struct PeerQueue {
@@ -162,6 +164,7 @@ impl SendBuffers {
             if pq.queue.is_empty() {
                 continue;
             }
+            report.peers += 1;
             let mut guard = self.inner.lock_sender(link);
             let failure = match guard.as_mut() {
                 Some(live) if live.generation == pq.generation => {

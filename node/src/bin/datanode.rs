@@ -1,4 +1,6 @@
 //! `blockwire-datanode --config FILE --node-id N`: runs one data node of a cluster file.
+//! `blockwire-datanode stats --config FILE --node-id N [--as M]`: prints a running node's
+//! counters, joining the cluster as API node M (by default the first API node linked to N).
 //!
 //! Loads and validates the whole cluster file (a bad value exits 2 with a message naming the
 //! key), builds the node's block threads and system blocks, and runs until SIGINT or SIGTERM,
@@ -9,32 +11,63 @@
 //! 1. install signal handlers (so a signal during start-up is not fatal);
 //! 2. load and validate the cluster file;
 //! 3. assemble the node (`node::assemble::data_node_builder`);
-//! 4. [registry] start the transporter registry for this node's links and hand it to the
-//!    builder (`builder.remote(..)`); after start, run its receive loops on the configured
-//!    receive paths (`RunningNode::spawn_receive_thread`); a port in use fails here with exit 2;
-//! 5. start the block threads; wait for a signal; stop and join.
+//! 4. start the transporter registry for this node's links (a port in use fails here with
+//!    exit 2) and hand it to the builder as the block threads' remote sinks;
+//! 5. start the block threads and one receive thread that routes what the links deliver;
+//!    wait for a signal; stop and join. Shared-memory segment files are unlinked as soon as
+//!    both sides of a link have mapped them, so a stop (or a crash) leaves none behind.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use node::assemble::{data_node_builder, AssembleError};
-use node::config::{Config, ConfigError};
+use node::blocks::stats::StatsReport;
+use node::config::{Config, ConfigError, NodeKind};
+use node::links::{
+    receive_loop, receive_spin_time, registry_config, RegistryRemote, RegistryStats,
+};
 use node::runtime::{StartError, ThreadPanicked};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
+use signals::{gsn, BlockInstance, BlockNumber, BlockRef, NodeId, Signal};
 use tracing_subscriber::EnvFilter;
+use transporter::{LinkEvent, Registry, RegistryError};
 
 /// Runs one data node of a blockwire cluster.
 #[derive(Debug, Parser)]
-#[command(name = "blockwire-datanode", version)]
+#[command(name = "blockwire-datanode", version, subcommand_negates_reqs = true)]
 struct Args {
     /// The cluster file (TOML).
-    #[arg(long)]
-    config: PathBuf,
+    #[arg(long, required = true)]
+    config: Option<PathBuf>,
     /// This node's id in the cluster file (a data node).
-    #[arg(long)]
-    node_id: u64,
+    #[arg(long, required = true)]
+    node_id: Option<u64>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Prints the counters of a running data node (per thread and per link).
+    Stats {
+        /// The cluster file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// The data node to ask.
+        #[arg(long)]
+        node_id: u64,
+        /// The API node id to join as (default: the first API node linked to the data node).
+        #[arg(long = "as")]
+        as_node: Option<u64>,
+        /// How long to wait for the link and the answer, in seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout_s: u64,
+    },
 }
 
 /// Why the data node stopped with an error.
@@ -44,48 +77,110 @@ enum DatanodeError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Assemble(#[from] AssembleError),
+    #[error("could not start the links: {0}")]
+    Registry(#[from] RegistryError),
     #[error("could not start the node: {0}")]
     Start(#[from] StartError),
     #[error("could not install signal handlers: {0}")]
     Signals(std::io::Error),
     #[error(transparent)]
     Panicked(#[from] ThreadPanicked),
+    #[error("stats: {0}")]
+    Stats(String),
 }
 
 fn main() -> ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let args = Args::parse();
-    match run(&args) {
+    let result = match (&args.command, &args.config, args.node_id) {
+        (Some(Command::Stats { config, node_id, as_node, timeout_s }), _, _) => {
+            stats(config, *node_id, *as_node, Duration::from_secs(*timeout_s))
+        }
+        (None, Some(config), Some(node_id)) => run(config, node_id),
+        _ => Err(DatanodeError::Stats("--config and --node-id are required".into())),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "data node failed");
+            tracing::error!(error = %e, "blockwire-datanode failed");
             eprintln!("blockwire-datanode: {e}");
             ExitCode::from(2)
         }
     }
 }
 
-fn run(args: &Args) -> Result<(), DatanodeError> {
+/// Logs link events until `stop` is set.
+fn log_events(registry: &Registry, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
+    let events = registry.events().clone();
+    std::thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            match events.recv_timeout(Duration::from_millis(100)) {
+                Ok(LinkEvent::Connected { peer, transport }) => {
+                    tracing::info!(peer = %peer, %transport, "link up")
+                }
+                Ok(LinkEvent::Failed { peer, reason }) => {
+                    tracing::warn!(peer = %peer, %reason, "node failure: link down")
+                }
+                Err(_) => {}
+            }
+        }
+    })
+}
+
+fn run(path: &std::path::Path, node_id: u64) -> Result<(), DatanodeError> {
     let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(DatanodeError::Signals)?;
-    let config = Config::load(&args.config)?;
-    let builder = data_node_builder(&config, args.node_id)?;
-    let node_id = builder.node();
-    // [registry] Start the transporter registry for this node's links here and pass it on:
-    // `let builder = builder.remote(Box::new(registry.remote_factory()));`
-    let node = builder.start()?;
+    let config = Config::load(path)?;
+    let mut builder = data_node_builder(&config, node_id)?;
+    let me = builder.node();
+    let links = config.links_of(me).count();
+    let mut wiring = None;
+    if links > 0 {
+        let mut registry = Registry::start(registry_config(&config, me)?)?;
+        let side = registry
+            .take_receive_side()
+            .ok_or(DatanodeError::Stats("receive side taken".into()))?;
+        let registry = Arc::new(registry);
+        builder.stats().set_link_source(Arc::new(RegistryStats::new(registry.clone())));
+        if config.threads.receive == 0 {
+            tracing::info!(
+                "threads.receive = 0 but the node has links: receiving on one receive thread"
+            );
+        }
+        builder = builder
+            .remote(Box::new(RegistryRemote::new(registry.clone())))
+            .receive_paths(config.threads.receive.max(1));
+        wiring = Some((registry, side));
+    }
+    let mut node = builder.start()?;
+    let stop_events = Arc::new(AtomicBool::new(false));
+    let mut events_thread = None;
+    let mut registry = None;
+    if let Some((r, side)) = wiring {
+        let spin = receive_spin_time(&config, me);
+        node.spawn_receive_thread(0, None, move |router, stopper| {
+            receive_loop(side, router, stopper, spin)
+        })?;
+        events_thread = Some(log_events(&r, stop_events.clone()));
+        registry = Some(r);
+    }
     tracing::info!(
         cluster = config.cluster_id,
-        node = %node_id,
+        node = %me,
         threads = config.threads.count,
         blocks = config.blocks.len(),
-        links = config.links_of(node_id).count(),
+        links,
+        listen = ?registry.as_ref().and_then(|r| r.local_addr()),
         "data node running"
     );
     let signal = signals.forever().next();
     tracing::info!(signal = ?signal, "stopping");
     let stats = node.stats().clone();
     node.stop()?;
+    stop_events.store(true, Ordering::Relaxed);
+    if let Some(t) = events_thread {
+        let _ = t.join();
+    }
     for (i, t) in stats.threads().iter().enumerate() {
         let s = t.snapshot();
         tracing::info!(
@@ -97,6 +192,106 @@ fn run(args: &Args) -> Result<(), DatanodeError> {
             "block thread counters"
         );
     }
+    if let Some(r) = &registry {
+        for peer in r.peers() {
+            if let Some(c) = r.counters(peer) {
+                tracing::info!(peer = %peer, signals_sent = c.signals_sent, signals_received = c.signals_received, bytes_sent = c.bytes_sent, failures = c.failures, dropped = c.signals_dropped, "link counters");
+            }
+        }
+    }
+    drop(stats);
+    drop(registry);
     tracing::info!("data node stopped");
     Ok(())
+}
+
+/// Asks data node `node_id` for its counters and prints them.
+fn stats(
+    path: &std::path::Path,
+    node_id: u64,
+    as_node: Option<u64>,
+    timeout: Duration,
+) -> Result<(), DatanodeError> {
+    let config = Config::load(path)?;
+    let target = config.data_node(node_id)?.id;
+    let me = match as_node {
+        Some(id) => NodeId::new(id as u32)
+            .filter(|n| config.node(*n).is_some_and(|c| c.kind == NodeKind::Api))
+            .ok_or_else(|| DatanodeError::Stats(format!("--as {id} is not an API node of the cluster file")))?,
+        None => config
+            .links_of(target)
+            .flat_map(|l| l.nodes)
+            .find(|n| config.node(*n).is_some_and(|c| c.kind == NodeKind::Api))
+            .ok_or_else(|| DatanodeError::Stats(format!("no API node is linked to node {target} in the cluster file; add one to ask it for statistics")))?,
+    };
+    let mut registry = Registry::start(registry_config(&config, me)?)?;
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now()).ok_or_else(|| {
+            DatanodeError::Stats(format!("node {target} did not accept a link within {timeout:?}"))
+        })?;
+        match registry.events().recv_timeout(left) {
+            Ok(LinkEvent::Connected { peer, .. }) if peer == target => break,
+            Ok(_) => continue,
+            Err(_) => {
+                return Err(DatanodeError::Stats(format!(
+                    "node {target} did not accept a link within {timeout:?}"
+                )))
+            }
+        }
+    }
+    let mut side =
+        registry.take_receive_side().ok_or(DatanodeError::Stats("receive side taken".into()))?;
+    let mut send = registry.send_buffers();
+    let from = BlockRef::new(me, BlockNumber(900), BlockInstance(0));
+    let to = BlockRef::new(target, node::blocks::STATS, BlockInstance(0));
+    send.pack(target, &Signal::new(gsn::STATS_REQ, from, to).data(&[1]))
+        .map_err(|e| DatanodeError::Stats(e.to_string()))?;
+    send.flush();
+    let mut report = None;
+    while report.is_none() {
+        if Instant::now() > deadline {
+            return Err(DatanodeError::Stats(format!(
+                "node {target} did not answer within {timeout:?} (does it run a stats block?)"
+            )));
+        }
+        side.poll(Some(Duration::from_millis(50)), &mut |_, view| {
+            if view.gsn() == gsn::STATS_CONF {
+                report = Some(StatsReport::decode(&view).map_err(|e| e.to_string()));
+            }
+        });
+    }
+    let report = report
+        .unwrap_or_else(|| unreachable!("loop ends with a report"))
+        .map_err(DatanodeError::Stats)?;
+    print_report(target, &report);
+    Ok(())
+}
+
+fn print_report(node: NodeId, report: &StatsReport) {
+    println!("node {node}");
+    println!(
+        "{:<8} {:>14} {:>12} {:>10} {:>10}",
+        "thread", "signals_run", "rounds", "sleeps", "wakeups"
+    );
+    for (i, t) in report.threads.iter().enumerate() {
+        println!(
+            "{i:<8} {:>14} {:>12} {:>10} {:>10}",
+            t.signals_run, t.rounds, t.sleeps, t.wakeups
+        );
+    }
+    println!(
+        "{:<8} {:>14} {:>14} {:>10} {:>12} {:>18}",
+        "link", "signals_sent", "bytes_sent", "batches", "wakeups_sent", "send_buffer_hwm_B"
+    );
+    for l in &report.links {
+        let peer = l.peer.map_or("-".to_string(), |p| p.to_string());
+        println!(
+            "{peer:<8} {:>14} {:>14} {:>10} {:>12} {:>18}",
+            l.signals, l.bytes, l.batches, l.wakeups_sent, l.send_buffer_high_water_bytes
+        );
+    }
+    for (owner, value) in &report.named {
+        println!("counter {owner} = {value}");
+    }
 }

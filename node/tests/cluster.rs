@@ -1,0 +1,311 @@
+//! Nodes linked through the transporter registry: blocks on two nodes ping each other over TCP
+//! and shared memory (in one process, through the real registry, sinks and receive loop), and
+//! the data-node binary runs as a two-process cluster that answers the `stats` command, stops
+//! cleanly on SIGTERM leaving no shared-memory file, and refuses a port in use.
+
+mod common;
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use common::{inst, Pinger, PINGER, WAIT};
+use node::blocks::{self, ping::Echo};
+use node::config::Config;
+use node::links::{receive_loop, registry_config, RegistryRemote, RegistryStats};
+use node::{NodeBuilder, Tuning};
+use signals::{BlockInstance, BlockRef, NodeId};
+use transporter::{LinkEvent, Registry};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A cluster file: data nodes 1 and 2 linked by `transport`, API node 100 linked to both.
+fn cluster_text(cluster_id: u32, transport: &str, ports: [u16; 3]) -> String {
+    format!(
+        r#"
+cluster_id = {cluster_id}
+
+[[nodes]]
+id = 1
+kind = "data"
+host = "127.0.0.1"
+port = {p1}
+
+[[nodes]]
+id = 2
+kind = "data"
+host = "127.0.0.1"
+port = {p2}
+
+[[nodes]]
+id = 100
+kind = "api"
+host = "127.0.0.1"
+port = {p3}
+
+[[links]]
+nodes = [1, 2]
+transport = "{transport}"
+ring_bytes = 1048576
+spin_time_us = 20
+
+[[links]]
+nodes = [1, 100]
+transport = "tcp"
+
+[[links]]
+nodes = [2, 100]
+transport = "tcp"
+
+[threads]
+count = 1
+receive = 1
+spin_time_us = 20
+
+[[blocks]]
+kind = "ping"
+
+[[blocks]]
+kind = "stats"
+"#,
+        p1 = ports[0],
+        p2 = ports[1],
+        p3 = ports[2]
+    )
+}
+
+fn node(n: u32) -> NodeId {
+    NodeId::new(n).unwrap()
+}
+
+/// Starts node `me` of `config` in this process with `place` putting its blocks; returns the
+/// running node and its registry.
+fn start_node(
+    config: &Config,
+    me: u32,
+    place: impl FnOnce(&mut NodeBuilder),
+) -> (node::RunningNode, Arc<Registry>) {
+    let mut registry = Registry::start(registry_config(config, node(me)).unwrap()).unwrap();
+    let side = registry.take_receive_side().unwrap();
+    let registry = Arc::new(registry);
+    let mut builder = NodeBuilder::new(node(me), 1, Tuning::default())
+        .unwrap()
+        .receive_paths(1)
+        .remote(Box::new(RegistryRemote::new(registry.clone())));
+    builder.stats().set_link_source(Arc::new(RegistryStats::new(registry.clone())));
+    place(&mut builder);
+    let mut running = builder.start().unwrap();
+    running
+        .spawn_receive_thread(0, None, move |router, stopper| {
+            receive_loop(side, router, stopper, Duration::from_micros(20))
+        })
+        .unwrap();
+    (running, registry)
+}
+
+fn wait_connected(registry: &Registry, peer: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while registry.state(node(peer)) != Some(transporter::LinkState::Connected) {
+        assert!(Instant::now() < deadline, "link to {peer} did not come up");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn blocks_ping_across_nodes(transport: &str, cluster_id: u32) {
+    let text = cluster_text(cluster_id, transport, [free_port(), free_port(), free_port()]);
+    let config = Config::parse(&text, Path::new("test.toml")).unwrap();
+    let echo_ref = BlockRef::new(node(2), blocks::PING, BlockInstance(0));
+    let (two, two_registry) = start_node(&config, 2, |b| {
+        b.place(0, blocks::PING, inst(0), Box::new(Echo::new())).unwrap();
+    });
+    let (done_tx, done_rx) = mpsc::channel();
+    // Node 1 starts its pinger only once the link is up: START_ORD comes at start.
+    let mut registry = Registry::start(registry_config(&config, node(1)).unwrap()).unwrap();
+    let side = registry.take_receive_side().unwrap();
+    let registry = Arc::new(registry);
+    wait_connected(&registry, 2);
+    wait_connected(&two_registry, 1);
+    let mut builder = NodeBuilder::new(node(1), 1, Tuning::default())
+        .unwrap()
+        .receive_paths(1)
+        .remote(Box::new(RegistryRemote::new(registry.clone())));
+    let pinger = Pinger {
+        targets: vec![echo_ref],
+        rounds: 2000,
+        done_count: 0,
+        done: done_tx,
+        answered: None,
+    };
+    builder.place(0, PINGER, inst(0), Box::new(pinger)).unwrap();
+    let mut one = builder.start().unwrap();
+    one.spawn_receive_thread(0, None, move |router, stopper| {
+        receive_loop(side, router, stopper, Duration::from_micros(20))
+    })
+    .unwrap();
+    let (_, rounds) = done_rx.recv_timeout(WAIT).expect("pinger finished");
+    assert_eq!(rounds, 2000);
+    let sent = registry.counters(node(2)).unwrap();
+    let echoed = two_registry.counters(node(1)).unwrap();
+    assert_eq!((sent.signals_sent, sent.signals_received), (2000, 2000));
+    assert_eq!((echoed.signals_received, echoed.signals_sent), (2000, 2000));
+    one.stop().unwrap();
+    two.stop().unwrap();
+}
+
+#[test]
+fn blocks_ping_across_nodes_over_tcp() {
+    blocks_ping_across_nodes("tcp", 41);
+}
+
+#[test]
+fn blocks_ping_across_nodes_over_shared_memory() {
+    blocks_ping_across_nodes("shm", 42);
+}
+
+fn write_config(text: &str, name: &str) -> PathBuf {
+    let path = std::env::temp_dir().join(format!("blockwire-{}-{name}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn datanode(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_blockwire-datanode"));
+    c.args(args).env("RUST_LOG", "info");
+    c
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the data node did not stop");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn segment_files(cluster_id: u32) -> Vec<String> {
+    std::fs::read_dir("/dev/shm")
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with(&format!("blockwire-{cluster_id}-")))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn two_process_cluster_answers_stats_and_stops_cleanly() {
+    for (transport, cluster_id) in [("tcp", 43u32), ("shm", 44)] {
+        let path = write_config(
+            &cluster_text(cluster_id, transport, [free_port(), free_port(), free_port()]),
+            transport,
+        );
+        let config = path.to_str().unwrap();
+        let mut nodes: Vec<Child> = ["1", "2"]
+            .iter()
+            .map(|id| {
+                datanode(&["--config", config, "--node-id", id])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let out = datanode(&["stats", "--config", config, "--node-id", "1", "--timeout-s", "20"])
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "stats failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.starts_with("node 1"), "{stdout}");
+        assert!(stdout.lines().any(|l| l.starts_with("2 ")), "no link row for node 2: {stdout}");
+        assert!(stdout.lines().any(|l| l.starts_with("0 ")), "no thread row: {stdout}");
+        for child in &nodes {
+            // SAFETY: kill with a child's pid and a valid signal number has no memory effects.
+            assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
+        }
+        for child in &mut nodes {
+            assert_eq!(wait_exit(child).code(), Some(0), "{transport}");
+        }
+        assert_eq!(segment_files(cluster_id), Vec::<String>::new(), "{transport}");
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
+#[test]
+fn port_in_use_exits_non_zero_naming_the_address() {
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let path =
+        write_config(&cluster_text(45, "tcp", [port, free_port(), free_port()]), "port-in-use");
+    let mut child = datanode(&["--config", path.to_str().unwrap(), "--node-id", "1"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let status = wait_exit(&mut child);
+    let mut err = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    assert_eq!(status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{err}");
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn stats_without_an_api_node_says_what_to_add() {
+    let text = cluster_text(46, "tcp", [free_port(), free_port(), free_port()])
+        .replace("kind = \"api\"", "kind = \"data\"");
+    let path = write_config(&text, "no-api");
+    let out = datanode(&[
+        "stats",
+        "--config",
+        path.to_str().unwrap(),
+        "--node-id",
+        "1",
+        "--timeout-s",
+        "1",
+    ])
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no API node is linked to node 1"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn link_events_reach_the_registry_owner() {
+    // The events channel of a node's registry reports the peer's arrival and departure.
+    let text = cluster_text(47, "tcp", [free_port(), free_port(), free_port()]);
+    let config = Config::parse(&text, Path::new("test.toml")).unwrap();
+    let two = Registry::start(registry_config(&config, node(2)).unwrap()).unwrap();
+    {
+        let _one = Registry::start(registry_config(&config, node(1)).unwrap()).unwrap();
+        assert!(
+            matches!(two.events().recv_timeout(WAIT), Ok(LinkEvent::Connected { peer, .. }) if peer == node(1))
+        );
+    }
+    // Without a receive loop nobody reads the socket; the registry still sees the hang-up once
+    // its receive side polls.
+    let mut two = two;
+    let mut side = two.take_receive_side().unwrap();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        side.poll(Some(Duration::from_millis(20)), &mut |_, _| {});
+        if let Ok(LinkEvent::Failed { peer, .. }) = two.events().try_recv() {
+            assert_eq!(peer, node(1));
+            break;
+        }
+        assert!(Instant::now() < deadline, "no failure event");
+    }
+}
