@@ -129,12 +129,12 @@ pub struct Plan {
     pub cpus: (usize, usize),
 }
 
-/// Pins the calling thread to `cpu` when that CPU exists (best effort).
+/// Pins the calling thread to `cpu` (best effort). Not filtered through
+/// `core_affinity::get_core_ids`, which lists only the CPUs of the current mask: a child
+/// started by a pinned parent inherits that mask and must still be able to move.
 pub fn pin(cpu: usize) {
-    if let Some(id) =
-        core_affinity::get_core_ids().and_then(|ids| ids.into_iter().find(|c| c.id == cpu))
-    {
-        core_affinity::set_for_current(id);
+    if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
+        eprintln!("blockwire-bench: could not pin to CPU {cpu}; running unpinned");
     }
 }
 

@@ -74,6 +74,14 @@ impl PeerChild {
         Ok((peer, addr))
     }
 
+    /// Fails when the child has exited (it would never drain a stream again).
+    fn check_alive(&mut self) -> Result<(), String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Err(format!("peer process exited early: {status}")),
+            _ => Ok(()),
+        }
+    }
+
     fn line(&mut self) -> Result<String, String> {
         match self.lines.next() {
             Some(Ok(l)) => Ok(l),
@@ -195,11 +203,16 @@ pub fn stream(
     let signal = Signal::new(gsn::PING_REQ, reference(1), reference(2)).data(&data);
     let (cpu0, start) = (own_cpu_time(), Instant::now());
     let mut sent = 0u64;
+    let mut stalls = 0u64;
     while sent < plan.count {
         match send.pack(node(2), &signal) {
             Ok(()) => sent += 1,
             Err(SendError::Overloaded { .. }) => {
                 send.flush();
+                stalls += 1;
+                if stalls % 100_000 == 0 {
+                    peer.check_alive()?;
+                }
                 continue;
             }
             Err(e) => return Err(e.to_string()),

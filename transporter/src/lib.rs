@@ -129,8 +129,9 @@ pub struct PollProgress {
 
 /// The sending half of a connected link.
 pub trait LinkSender: Send {
-    /// Writes as much of `queue` as the transport takes now. Pages written whole go back to the
-    /// pool; a page written in part is kept and finished first by the next call.
+    /// Writes as much of `queue` as the transport takes now. Pages written whole go to the
+    /// queue's done list ([`PageQueue::finish`]); a page written in part is kept and finished
+    /// first by the next call.
     fn send(&mut self, queue: &mut PageQueue) -> Result<SendProgress, LinkError>;
 
     /// Whether a page taken in part is still waiting to be finished.

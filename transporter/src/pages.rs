@@ -59,7 +59,8 @@ impl Page {
         self.len_words == 0
     }
 
-    fn reset(&mut self) {
+    /// Empties the page for reuse.
+    pub fn reset(&mut self) {
         self.len_words = 0;
         self.signals = 0;
         self.sent_bytes = 0;
@@ -165,16 +166,29 @@ impl PagePool {
     }
 }
 
-/// Pages of one (thread, peer) pair waiting to be written, oldest first.
+/// Pages of one (thread, peer) pair waiting to be written, oldest first, and the pages a
+/// transporter finished writing (handed back to the packing thread, which reuses one as its next
+/// page without a trip through the shared pool).
 #[derive(Debug)]
 pub struct PageQueue {
     pages: VecDeque<Page>,
+    done: Vec<Page>,
 }
 
 impl PageQueue {
     /// An empty queue with room for `capacity` pages (a link's page count, so it never grows).
     pub fn with_capacity(capacity: usize) -> PageQueue {
-        PageQueue { pages: VecDeque::with_capacity(capacity) }
+        PageQueue { pages: VecDeque::with_capacity(capacity), done: Vec::with_capacity(capacity) }
+    }
+
+    /// A transporter finished writing `page`.
+    pub fn finish(&mut self, page: Page) {
+        self.done.push(page);
+    }
+
+    /// A page that was written whole, if any.
+    pub fn take_done(&mut self) -> Option<Page> {
+        self.done.pop()
     }
 
     /// Appends a packed page.
@@ -215,6 +229,9 @@ impl PageQueue {
 
     /// Drops every queued page back into `pool`: returns the signals dropped.
     pub fn discard(&mut self, pool: &PagePool) -> usize {
+        while let Some(page) = self.done.pop() {
+            pool.give(page);
+        }
         let mut signals = 0;
         while let Some(page) = self.pages.pop_front() {
             signals += page.signals;

@@ -59,6 +59,8 @@ struct PeerQueue {
 pub struct SendBuffers {
     inner: Arc<Inner>,
     peers: Vec<Option<PeerQueue>>,
+    /// Slots of configured peers, so a flush visits only those.
+    configured: Vec<usize>,
 }
 
 impl std::fmt::Debug for SendBuffers {
@@ -78,8 +80,10 @@ impl SendBuffers {
                     generation: 0,
                 })
             })
-            .collect();
-        SendBuffers { inner, peers }
+            .collect::<Vec<Option<PeerQueue>>>();
+        let configured =
+            peers.iter().enumerate().filter(|(_, p)| p.is_some()).map(|(slot, _)| slot).collect();
+        SendBuffers { inner, peers, configured }
     }
 
     /// Packs `signal` for `peer`; it is written at the next `flush`.
@@ -154,7 +158,7 @@ impl SendBuffers {
     /// Hands every peer's packed pages to its link.
     pub fn flush(&mut self) -> FlushReport {
         let mut report = FlushReport::default();
-        for slot in 1..self.peers.len() {
+        for &slot in &self.configured {
             let Some(peer) = NodeId::new(slot as u32) else { continue };
             let Some(pq) = self.peers[slot].as_mut() else { continue };
             let Some(link) = self.inner.link(peer) else { continue };
@@ -182,6 +186,15 @@ impl SendBuffers {
             };
             let live_generation = guard.as_ref().map(|l| l.generation);
             drop(guard);
+            // Reuse one written page as the next open page; the rest go back to the pool.
+            while let Some(mut page) = pq.queue.take_done() {
+                if pq.open.is_none() {
+                    page.reset();
+                    pq.open = Some(page);
+                } else {
+                    link.pool.give(page);
+                }
+            }
             if let Some((generation, reason)) = failure {
                 self.inner.fail(peer, generation, &reason);
             }

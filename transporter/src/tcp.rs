@@ -78,7 +78,7 @@ impl TcpSender {
             if page.unsent().is_empty() {
                 signals += page.signals;
                 if let Some(done) = self.pending.take() {
-                    self.pool.give(done);
+                    queue.finish(done);
                 }
             }
         }
@@ -91,7 +91,7 @@ impl TcpSender {
             written -= n;
             if page.unsent().is_empty() {
                 signals += page.signals;
-                self.pool.give(page);
+                queue.finish(page);
             } else {
                 debug_assert!(self.pending.is_none() && written == 0);
                 self.pending = Some(page);
@@ -250,6 +250,7 @@ impl LinkReceiver for TcpReceiver {
                 return Err(LinkError::PeerClosed);
             }
             let n = rc as usize;
+            let drained = n < room.len();
             self.filled += n;
             progress.bytes += n;
             let signals = self.walk(deliver)?;
@@ -257,6 +258,10 @@ impl LinkReceiver for TcpReceiver {
             LinkCounters::add(&self.counters.batches_received, 1);
             LinkCounters::add(&self.counters.bytes_received, n as u64);
             LinkCounters::add(&self.counters.signals_received, signals as u64);
+            if drained {
+                // A short read emptied the socket: another read now would only say EAGAIN.
+                break;
+            }
         }
         Ok(progress)
     }

@@ -36,6 +36,8 @@ pub struct ShmSender {
     ring: usize,
     /// Bytes ever published (this side's copy is the truth; the shared word is its publication).
     position: u64,
+    /// The consumer position last read (space before it is known free).
+    consumer_seen: u64,
     pool: Arc<PagePool>,
     counters: Arc<LinkCounters>,
     pending: Option<Page>,
@@ -50,7 +52,16 @@ impl ShmSender {
         counters: Arc<LinkCounters>,
         peer_wake: EventFd,
     ) -> ShmSender {
-        ShmSender { segment, ring, position: 0, pool, counters, pending: None, peer_wake }
+        ShmSender {
+            segment,
+            ring,
+            position: 0,
+            consumer_seen: 0,
+            pool,
+            counters,
+            pending: None,
+            peer_wake,
+        }
     }
 
     /// Copies whole signals of `page` into the ring; returns (bytes copied, ring full). Ring
@@ -112,8 +123,15 @@ impl ShmSender {
 impl LinkSender for ShmSender {
     fn send(&mut self, queue: &mut PageQueue) -> Result<SendProgress, LinkError> {
         let size = self.segment.ring_bytes() as u64;
-        // SYNC: consumer-release. Acquire: the consumer is done with the space it released.
-        let consumer = SharedWord::load(self.segment.consumer(self.ring), Ordering::Acquire);
+        let wanted =
+            self.pending.as_ref().or_else(|| queue.front()).map_or(0, |p| p.unsent().len() as u64);
+        // Read the consumer's line only when the space known free is not enough for the next
+        // page: a ping-pong then pays no cache miss on that line per send.
+        let mut consumer = self.consumer_seen;
+        if size - self.position.wrapping_sub(consumer).min(size) < wanted.min(size) {
+            // SYNC: consumer-release. Acquire: the consumer is done with the space it released.
+            consumer = SharedWord::load(self.segment.consumer(self.ring), Ordering::Acquire);
+        }
         let used = self.position.wrapping_sub(consumer);
         if used > size {
             return Err(LinkError::Corrupt(format!(
@@ -122,6 +140,13 @@ impl LinkSender for ShmSender {
                 self.position
             )));
         }
+        if consumer < self.consumer_seen {
+            return Err(LinkError::Corrupt(format!(
+                "peer's consumer position went back from {} to {consumer}",
+                self.consumer_seen
+            )));
+        }
+        self.consumer_seen = consumer;
         let mut free = size - used;
         let mut progress = SendProgress::default();
         let mut padding = 0;
@@ -130,11 +155,21 @@ impl LinkSender for ShmSender {
             progress.bytes += copied;
             if page.unsent().is_empty() {
                 progress.signals += page.signals;
-                self.pool.give(page);
+                queue.finish(page);
             } else {
                 self.pending = Some(page);
             }
             if full {
+                // The space seen free was stale: read the consumer once more before giving up.
+                let latest = SharedWord::load(self.segment.consumer(self.ring), Ordering::Acquire);
+                if latest != self.consumer_seen
+                    && self.position.wrapping_sub(latest) <= size
+                    && latest > self.consumer_seen
+                {
+                    free += latest - self.consumer_seen;
+                    self.consumer_seen = latest;
+                    continue;
+                }
                 progress.blocked = true;
                 break;
             }
