@@ -45,3 +45,10 @@ fi
 
 echo "test.sh: cargo test --workspace"
 cargo test --workspace
+
+# Model checks of the lock-free wake protocols (job buffers' sleep/wake in node, the shared-memory
+# rings' sleep flag in transporter): loom explores every interleaving the memory model allows.
+# A separate target directory keeps the --cfg loom build from invalidating the normal one.
+echo "test.sh: loom model checks"
+RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/loom" \
+    cargo test -p blockwire-node -p blockwire-transporter --release --lib loom

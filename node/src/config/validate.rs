@@ -15,8 +15,12 @@ use crate::runtime::MAX_BLOCK_THREADS;
 
 /// Longest spin any thread or link may be configured to (1 s).
 const SPIN_TIME_US_MAX: u64 = 1_000_000;
-/// Receive or send threads at most.
-const AUX_THREADS_MAX: u64 = 16;
+/// Receive threads at most: one receive thread serves every link of a node (it sleeps in one
+/// epoll set on all of them).
+const RECEIVE_THREADS_MAX: u64 = 1;
+/// Send threads at most: block threads hand their send buffers to the transporters at the end of
+/// each round themselves; separate send threads are not built.
+const SEND_THREADS_MAX: u64 = 0;
 
 fn bad(key: impl Into<String>, value: impl ToString, allowed: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.into(), value: value.to_string(), allowed: allowed.into() }
@@ -201,8 +205,8 @@ fn threads(t: &RawThreads) -> Result<ThreadsConfig, ConfigError> {
     Ok(ThreadsConfig {
         count,
         cpus,
-        receive: in_range("threads.receive", t.receive, 0, AUX_THREADS_MAX)? as usize,
-        send: in_range("threads.send", t.send, 0, AUX_THREADS_MAX)? as usize,
+        receive: in_range("threads.receive", t.receive, 0, RECEIVE_THREADS_MAX)? as usize,
+        send: in_range("threads.send", t.send, 0, SEND_THREADS_MAX)? as usize,
         spin_time_us: in_range("threads.spin_time_us", t.spin_time_us, 0, SPIN_TIME_US_MAX)?,
         b_signals_per_round: in_range(
             "threads.b_signals_per_round",
