@@ -18,61 +18,13 @@ pub const DOORBELL_TOKEN: u64 = u64::MAX;
 /// Events one wait reports at most (the rest are reported by the next wait).
 const MAX_EVENTS: usize = 16;
 
-/// The eventfd another thread writes to wake this one.
-#[derive(Debug)]
-pub struct EventFd {
-    fd: OwnedFd,
-}
-
-impl EventFd {
-    /// A non-blocking, close-on-exec eventfd.
-    pub fn new() -> io::Result<EventFd> {
-        // SAFETY: eventfd takes no pointers; a negative return is an error checked below.
-        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a freshly created descriptor that nothing else owns.
-        Ok(EventFd { fd: unsafe { OwnedFd::from_raw_fd(fd) } })
-    }
-
-    /// Reads and clears the count; 0 when nothing was rung.
-    pub fn drain(&self) -> u64 {
-        let mut value: u64 = 0;
-        // SAFETY: reads 8 bytes into a live, properly aligned u64 owned by this frame.
-        let n = unsafe {
-            libc::read(
-                self.fd.as_raw_fd(),
-                (&mut value as *mut u64).cast(),
-                core::mem::size_of::<u64>(),
-            )
-        };
-        if n == 8 {
-            value
-        } else {
-            0
-        }
-    }
-}
+/// The eventfd another thread writes to wake this one (the transporter layer's, so a block
+/// thread and a receive thread wake the same way).
+pub use transporter::poller::EventFd;
 
 impl Doorbell for EventFd {
     fn ring(&self) {
-        let one: u64 = 1;
-        // SAFETY: writes 8 bytes from a live u64. The only possible failure is EAGAIN when the
-        // counter is at its maximum, which means a wakeup is already pending: nothing to do.
-        let _ = unsafe {
-            libc::write(
-                self.fd.as_raw_fd(),
-                (&one as *const u64).cast(),
-                core::mem::size_of::<u64>(),
-            )
-        };
-    }
-}
-
-impl AsRawFd for EventFd {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
+        self.notify();
     }
 }
 

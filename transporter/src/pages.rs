@@ -153,6 +153,20 @@ impl PagePool {
         self.overload_bytes
     }
 
+    /// Drops a sender's part-written page (its link is closing): uncounts its unsent bytes,
+    /// returns it to the pool, and returns the signals dropped with it.
+    pub fn drop_pending(&self, pending: &mut Option<Page>) -> usize {
+        match pending.take() {
+            Some(page) => {
+                self.sub_queued(page.unsent().len());
+                let signals = page.signals;
+                self.give(page);
+                signals
+            }
+            None => 0,
+        }
+    }
+
     /// The current level.
     pub fn level(&self) -> SendLevel {
         let queued = self.queued_bytes();

@@ -105,17 +105,26 @@ impl EventFd {
         }
     }
 
-    /// Clears the counter after a wakeup.
-    pub fn drain(&self) {
+    /// Reads and clears the counter after a wakeup; 0 when nothing was rung.
+    pub fn drain(&self) -> u64 {
         let mut value: u64 = 0;
-        // SAFETY: reads 8 bytes into a valid u64; EAGAIN (nothing to read) is fine.
-        unsafe {
-            libc::read(self.fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8);
+        // SAFETY: reads 8 bytes into a valid u64; EAGAIN (nothing to read) leaves it 0.
+        let n = unsafe { libc::read(self.fd.as_raw_fd(), (&mut value as *mut u64).cast(), 8) };
+        if n == 8 {
+            value
+        } else {
+            0
         }
     }
 
     /// The descriptor, for an epoll set.
     pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+}
+
+impl AsRawFd for EventFd {
+    fn as_raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }
 }

@@ -159,15 +159,7 @@ impl LinkSender for TcpSender {
     }
 
     fn discard_pending(&mut self) -> usize {
-        match self.pending.take() {
-            Some(page) => {
-                self.pool.sub_queued(page.unsent().len());
-                let signals = page.signals;
-                self.pool.give(page);
-                signals
-            }
-            None => 0,
-        }
+        self.pool.drop_pending(&mut self.pending)
     }
 }
 
