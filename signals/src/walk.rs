@@ -213,7 +213,7 @@ impl<'a> BatchWalker<'a> {
 
     /// The next signal, `Ok(None)` at the exact end of the batch, or why the walk stops here.
     /// After an error the walker stays where it was; the error repeats.
-    #[inline]
+    #[inline(always)]
     pub fn next_signal(&mut self) -> Result<Option<SignalView<'a>>, WalkError> {
         let remaining_words = self.words.len() - self.at;
         let remaining_bytes = remaining_words * 4 + self.tail_bytes;
@@ -261,7 +261,7 @@ impl<'a> Iterator for BatchWalker<'a> {
 }
 
 /// Checks everything the header alone can tell.
-#[inline]
+#[inline(always)]
 fn check_header(header: &WireHeader, offset: usize, limits: &Limits) -> Result<(), Malformed> {
     let total_words = header.total_words as usize;
     let min_words = header.fixed_words() + header.has_checksum() as usize;
@@ -303,7 +303,7 @@ fn check_header(header: &WireHeader, offset: usize, limits: &Limits) -> Result<(
 }
 
 /// Checks section lengths and the checksum of a whole signal (`words.len() == total_words`).
-#[inline]
+#[inline(always)]
 fn check_body(
     header: &WireHeader,
     words: &[u32],
