@@ -53,6 +53,8 @@ struct PeerQueue {
     queue: PageQueue,
     open: Option<Page>,
     generation: u64,
+    /// The link's sender kept part of a page from our last flush: flush again to finish it.
+    sender_pending: bool,
 }
 
 /// Send buffers of one thread.
@@ -78,6 +80,7 @@ impl SendBuffers {
                     queue: PageQueue::with_capacity(link.pool.pages()),
                     open: None,
                     generation: 0,
+                    sender_pending: false,
                 })
             })
             .collect::<Vec<Option<PeerQueue>>>();
@@ -149,10 +152,11 @@ impl SendBuffers {
 
     /// Whether anything is packed and not yet written.
     pub fn has_unsent(&self) -> bool {
-        self.peers
-            .iter()
-            .flatten()
-            .any(|pq| !pq.queue.is_empty() || pq.open.as_ref().is_some_and(|p| !p.is_empty()))
+        self.peers.iter().flatten().any(|pq| {
+            pq.sender_pending
+                || !pq.queue.is_empty()
+                || pq.open.as_ref().is_some_and(|p| !p.is_empty())
+        })
     }
 
     /// Hands every peer's packed pages to its link.
@@ -165,7 +169,7 @@ impl SendBuffers {
             if let Some(open) = pq.open.take_if(|p| !p.is_empty()) {
                 pq.queue.push(open);
             }
-            if pq.queue.is_empty() {
+            if pq.queue.is_empty() && !pq.sender_pending {
                 continue;
             }
             report.peers += 1;
@@ -177,6 +181,7 @@ impl SendBuffers {
                             report.bytes += progress.bytes;
                             report.signals += progress.signals;
                             report.blocked |= progress.blocked;
+                            pq.sender_pending = live.sender.has_pending();
                             None
                         }
                         Err(e) => Some((live.generation, e.to_string())),
@@ -210,6 +215,7 @@ impl SendBuffers {
 
 /// Drops everything queued for `link`: returns the signals dropped.
 fn discard(pq: &mut PeerQueue, link: &Link) -> usize {
+    pq.sender_pending = false;
     let mut dropped = pq.queue.discard(&link.pool);
     if let Some(open) = pq.open.take() {
         dropped += open.signals;

@@ -436,24 +436,25 @@ fn raw_connect(
     (s, shared)
 }
 
-/// Writes `bytes` into the ring a raw shared-memory peer produces into and publishes `position`.
-fn shm_publish(link: &ShmLink, bytes: &[u8], position: u64) {
-    // SAFETY: the test owns this producer side; `bytes` fits the ring (256 KiB).
+/// Writes `bytes` at the start of the ring a raw shared-memory peer produces into, then `word`
+/// as the record word in front of them, and wakes the consumer.
+fn shm_publish(link: &ShmLink, word: u32, bytes: &[u8]) {
+    // SAFETY: the test owns this producer side; 4 + `bytes` fits the ring (256 KiB).
     unsafe {
         std::ptr::copy_nonoverlapping(
             bytes.as_ptr(),
-            link.segment.data(link.send_ring),
+            link.segment.data(link.send_ring).add(4),
             bytes.len(),
         )
     };
-    link.segment.producer(link.send_ring).store(position, Ordering::Release);
+    link.segment.ring_word(link.send_ring, 0).store(word, Ordering::Release);
     link.peer_wake.notify();
 }
 
 /// Makes the link of a raw peer misbehave: garbage bytes where signals belong.
 fn send_garbage(kind: TransportKind, stream: &mut TcpStream, shared: Option<&ShmLink>) {
     match (kind, shared) {
-        (TransportKind::Shm, Some(link)) => shm_publish(link, &[0xEE; 64], 64),
+        (TransportKind::Shm, Some(link)) => shm_publish(link, 64, &[0xEE; 64]),
         _ => stream.write_all(&[0xEE; 64]).unwrap(),
     }
 }
@@ -568,11 +569,17 @@ pub fn tcp_only(kind: TransportKind) {
     byte_by_byte_stream_is_reassembled(kind)
 }
 
-/// Shared memory: a peer that publishes impossible positions is cut off with a reason.
-pub fn shm_garbage_indices_close_the_link(kind: TransportKind) {
-    for (position, needle) in
-        [(3u64, "not whole words"), (1 << 40, "producer position"), (64, "malformed")]
-    {
+/// Shared memory: a peer that commits impossible records, or moves its consumer position where
+/// it cannot be, is cut off with a reason.
+pub fn shm_garbage_records_and_indices_close_the_link(kind: TransportKind) {
+    let cases: [(u32, &str); 5] = [
+        (3, "not whole words"),
+        (1 << 20, "past the end of the ring"),
+        (shm::ring::PAD_FLAG | 5, "pad record"),
+        (64, "malformed"),
+        (0, "consumer position"),
+    ];
+    for (word, needle) in cases {
         let mut five = Registry::start(config(5, true, vec![peer(3, unused(), kind)])).unwrap();
         let mut side = five.take_receive_side().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -592,10 +599,34 @@ pub fn shm_garbage_indices_close_the_link(kind: TransportKind) {
             None,
         );
         wait_event(five.events(), Duration::from_secs(5), connected(3));
-        shm_publish(shared.as_ref().unwrap(), &[0xEE; 64], position);
+        let link = shared.as_ref().unwrap();
+        if word == 0 {
+            // Garbage index: the rogue, as the consumer of the ring node 5 produces into, claims
+            // to have consumed more than was ever written; node 5's next send sees it.
+            link.segment.consumer(link.receive_ring).store(1 << 40, Ordering::Release);
+            // It is read when the space node 5 knows free runs out: send more than a ring.
+            let mut send = five.send_buffers();
+            let section = [7u32; 256];
+            for _ in 0..300 {
+                if send
+                    .pack(
+                        node(3),
+                        &Signal::new(gsn::PING_REQ, block(5), block(3))
+                            .data(&[1])
+                            .sections(&[&section]),
+                    )
+                    .is_err()
+                {
+                    break;
+                }
+                send.flush();
+            }
+        } else {
+            shm_publish(link, word, &[0xEE; 64]);
+        }
         let (event, _) = wait_event(five.events(), Duration::from_secs(5), failed(3));
         let LinkEvent::Failed { reason, .. } = event else { unreachable!() };
-        assert!(reason.contains(needle), "position {position}: {reason}");
+        assert!(reason.contains(needle), "word {word:#x}: {reason}");
         stop.store(true, Ordering::Relaxed);
         receiver.join().unwrap();
     }
@@ -699,7 +730,7 @@ pub fn shm_mismatch_refused_at_setup(_kind: TransportKind) {
     let peer = std::thread::spawn(move || {
         let mut s = TcpStream::connect(addr).unwrap();
         let mut message = b"BWSHMSET".to_vec();
-        message.extend_from_slice(&2u32.to_le_bytes());
+        message.extend_from_slice(&3u32.to_le_bytes());
         message.extend_from_slice(&(256u32 << 10).to_le_bytes());
         handshake::exchange_setup(&mut s, &message)
     });
@@ -707,7 +738,7 @@ pub fn shm_mismatch_refused_at_setup(_kind: TransportKind) {
     let e = shm::setup::open(&mut s, node(2), node(1), 256 << 10, Duration::from_secs(5))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("layout version mismatch: ours 1, peer's 2"), "{e}");
+    assert!(e.contains("layout version mismatch: ours 2, peer's 3"), "{e}");
     let _ = peer.join();
     assert_no_leftover_segments();
 }
@@ -763,7 +794,7 @@ extra!(tcp_only_cases, TransportKind::Tcp, tcp_only);
 extra!(
     shm_only_cases,
     TransportKind::Shm,
-    shm_garbage_indices_close_the_link,
+    shm_garbage_records_and_indices_close_the_link,
     shm_wrap_with_every_signal_size,
     shm_mismatch_refused_at_setup
 );

@@ -9,12 +9,15 @@
 //! ring 0 carries creator -> opener, ring 1 opener -> creator; R = ring_bytes, a power of two.
 //!
 //! control block i (384 bytes), each word alone on its own 128-byte line:
-//!      +0    producer position  u64   bytes ever published into ring i (written by its producer)
+//!      +0    reserved           u64   zero (records commit themselves, see `ring.rs`)
 //!      +128  consumer position  u64   bytes ever consumed from ring i (written by its consumer)
 //!      +256  receiver sleeping  u64   1 while ring i's consumer sleeps (see `wake.rs`)
 //!
+//! ring data: records, each a u32 word (length, or PAD_FLAG | padding length) then whole
+//! signals; zero past the last committed record.
+//!
 //! header (128 bytes), little-endian:
-//!      0 magic "BWSHMv1\0" | 8 layout_version u32 | 12 ring_bytes u32 | 16 nonce u64 |
+//!      0 magic "BWSHMv2\0" | 8 layout_version u32 | 12 ring_bytes u32 | 16 nonce u64 |
 //!      24 creator node u8 | 25 opener node u8 | 26..128 zero
 //! ```
 //! Positions are offsets that only grow; `position % R` is where the next byte goes. The region
@@ -25,15 +28,15 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use bytemuck::{Pod, Zeroable};
 use memmap2::MmapMut;
 
 /// The header's first bytes.
-pub const MAGIC: [u8; 8] = *b"BWSHMv1\0";
+pub const MAGIC: [u8; 8] = *b"BWSHMv2\0";
 /// Version of this layout; a peer with another is refused.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 /// Header size.
 pub const HEADER_BYTES: usize = 128;
 /// One cache-line pair: every frequently written word sits alone on one.
@@ -42,8 +45,8 @@ pub const LINE_BYTES: usize = 128;
 pub const CONTROL_OFFSET: usize = 128;
 /// Size of one control block.
 pub const CONTROL_BYTES: usize = 3 * LINE_BYTES;
-/// Offset of the producer position within a control block.
-pub const PRODUCER_OFFSET: usize = 0;
+/// Offset of the reserved (zero) word within a control block.
+pub const RESERVED_OFFSET: usize = 0;
 /// Offset of the consumer position within a control block.
 pub const CONSUMER_OFFSET: usize = LINE_BYTES;
 /// Offset of the sleeping flag within a control block.
@@ -249,9 +252,13 @@ impl Segment {
         unsafe { &*(self.base.add(offset) as *const AtomicU64) }
     }
 
-    /// Ring `ring`'s producer position.
-    pub fn producer(&self, ring: usize) -> &AtomicU64 {
-        self.word(CONTROL_OFFSET + ring * CONTROL_BYTES + PRODUCER_OFFSET)
+    /// The record word at byte `offset` of ring `ring`.
+    pub fn ring_word(&self, ring: usize, offset: usize) -> &AtomicU32 {
+        assert!(offset % 4 == 0 && offset + 4 <= self.ring_bytes, "record offset {offset}");
+        // SAFETY: `offset` is 4-aligned inside ring `ring` of a page-aligned mapping that lives
+        // as long as `self`; AtomicU32 has the layout of u32, and record words are only accessed
+        // atomically (or zeroed by the consumer in space it owns).
+        unsafe { &*(self.data(ring).add(offset) as *const AtomicU32) }
     }
 
     /// Ring `ring`'s consumer position.
