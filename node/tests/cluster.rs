@@ -149,10 +149,27 @@ fn blocks_ping_across_nodes(transport: &str, cluster_id: u32) {
     .unwrap();
     let (_, rounds) = done_rx.recv_timeout(WAIT).expect("pinger finished");
     assert_eq!(rounds, 2000);
-    let sent = registry.counters(node(2)).unwrap();
-    let echoed = two_registry.counters(node(1)).unwrap();
-    assert_eq!((sent.signals_sent, sent.signals_received), (2000, 2000));
-    assert_eq!((echoed.signals_received, echoed.signals_sent), (2000, 2000));
+    // Counters are bumped after the write or the delivery that they count, so the last answer
+    // can reach the pinger a moment before its sender's counter moves: wait for them to settle.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let sent = registry.counters(node(2)).unwrap();
+        let echoed = two_registry.counters(node(1)).unwrap();
+        let seen = (
+            sent.signals_sent,
+            sent.signals_received,
+            echoed.signals_received,
+            echoed.signals_sent,
+        );
+        if seen == (2000, 2000, 2000, 2000) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "link counters (sent, received, echoed in, echoed out) = {seen:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     one.stop().unwrap();
     two.stop().unwrap();
 }

@@ -50,6 +50,9 @@ pub enum Malformed {
         "signal at byte {offset}: {extra_words} words after the last section are not accounted for"
     )]
     TrailingWords { offset: usize, extra_words: usize },
+    /// The link requires checksums and this signal has none.
+    #[error("signal at byte {offset}: no checksum word, but the link requires checksums")]
+    ChecksumMissing { offset: usize },
     /// The checksum word does not match the signal.
     #[error(
         "signal at byte {offset}: checksum {found:#010x} does not match computed {expected:#010x}"
@@ -190,6 +193,8 @@ pub struct BatchWalker<'a> {
     at: usize,
     limits: Limits,
     stopped: bool,
+    /// Refuse signals without a checksum (a link configured for checksums).
+    require_checksum: bool,
 }
 
 impl<'a> BatchWalker<'a> {
@@ -198,12 +203,26 @@ impl<'a> BatchWalker<'a> {
         let whole = bytes.len() & !3;
         let words = bytemuck::try_cast_slice(&bytes[..whole])
             .map_err(|_| MisalignedBatch { address: bytes.as_ptr() as usize })?;
-        Ok(BatchWalker { words, tail_bytes: bytes.len() - whole, at: 0, limits, stopped: false })
+        Ok(BatchWalker {
+            words,
+            tail_bytes: bytes.len() - whole,
+            at: 0,
+            limits,
+            stopped: false,
+            require_checksum: false,
+        })
     }
 
     /// A walker over a batch of whole words.
     pub fn from_words(words: &'a [u32], limits: Limits) -> BatchWalker<'a> {
-        BatchWalker { words, tail_bytes: 0, at: 0, limits, stopped: false }
+        BatchWalker { words, tail_bytes: 0, at: 0, limits, stopped: false, require_checksum: false }
+    }
+
+    /// Refuses any signal without a checksum word: on a link configured for checksums, a bit
+    /// flip that clears the checksum flag (and shifts a length to match) would otherwise pass.
+    pub fn require_checksum(mut self, required: bool) -> BatchWalker<'a> {
+        self.require_checksum = required;
+        self
     }
 
     /// Bytes of whole signals walked so far: where the next signal starts.
@@ -233,6 +252,9 @@ impl<'a> BatchWalker<'a> {
         };
         let header: WireHeader = bytemuck::cast(header_words);
         check_header(&header, offset, &self.limits)?;
+        if self.require_checksum && !header.has_checksum() {
+            return Err(Malformed::ChecksumMissing { offset }.into());
+        }
         let total = header.total_words as usize;
         if total > remaining_words {
             return Err(WalkError::Incomplete { offset, need_bytes: total * 4 - remaining_bytes });

@@ -197,6 +197,16 @@ fn bad_checksum() {
 }
 
 #[test]
+fn checksum_missing_on_a_link_that_requires_it() {
+    let (bytes, _) = two_signals(WriteOptions::default());
+    let words = to_words(&bytes);
+    let e =
+        BatchWalker::from_words(&words, limits()).require_checksum(true).next_signal().unwrap_err();
+    assert_eq!(e, WalkError::Malformed(Malformed::ChecksumMissing { offset: 0 }));
+    assert!(e.to_string().contains("requires checksums"), "{e}");
+}
+
+#[test]
 fn misaligned_batch_is_refused() {
     let words = [0u32; 8];
     let bytes: &[u8] = bytemuck::cast_slice(&words);

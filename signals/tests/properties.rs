@@ -72,10 +72,16 @@ fn pack(signals: &[Owned], checksum: bool) -> Vec<u32> {
 /// Walks `bytes` (copied into an aligned buffer) to its end or first error, exercising every
 /// accessor of every view; returns the signals and how the walk ended.
 fn walk(bytes: &[u8]) -> (Vec<Owned>, Result<(), WalkError>, usize) {
+    walk_with(bytes, false)
+}
+
+/// As [`walk`], optionally refusing signals without a checksum.
+fn walk_with(bytes: &[u8], require_checksum: bool) -> (Vec<Owned>, Result<(), WalkError>, usize) {
     let mut words = vec![0u32; bytes.len().div_ceil(4)];
     bytemuck::cast_slice_mut::<u32, u8>(&mut words)[..bytes.len()].copy_from_slice(bytes);
     let aligned = &bytemuck::cast_slice::<u32, u8>(&words)[..bytes.len()];
-    let mut walker = BatchWalker::new(aligned, limits()).expect("aligned");
+    let mut walker =
+        BatchWalker::new(aligned, limits()).expect("aligned").require_checksum(require_checksum);
     let mut out = Vec::new();
     let end = loop {
         match walker.next_signal() {
@@ -163,7 +169,9 @@ proptest! {
             if !flipped.insert(bit) { flipped.remove(&bit); }
             bytes[bit / 8] ^= 1 << (bit % 8);
         }
-        let (walked, end, _) = walk(&bytes);
+        // The link is configured for checksums, so the walker requires them: a flip that clears
+        // the checksum flag cannot smuggle a signal through.
+        let (walked, end, _) = walk_with(&bytes, true);
         if flipped.is_empty() {
             prop_assert_eq!(walked, signals);
         } else {

@@ -188,6 +188,8 @@ pub(crate) struct Link {
     pub(crate) sender: Mutex<Option<LiveSender>>,
     shutdown: Mutex<Option<TcpStream>>,
     retry: Mutex<Retry>,
+    /// Held while a state change and its event go out together, so events keep their order.
+    event_order: Mutex<()>,
     pub(crate) pool: Arc<PagePool>,
     pub(crate) counters: Arc<LinkCounters>,
 }
@@ -271,8 +273,9 @@ impl Inner {
             retry.next_attempt = Instant::now() + retry.backoff;
             retry.backoff = (retry.backoff * 2).min(self.config.backoff_max);
         }
-        link.set_state(LinkState::Disconnected);
         warn!(peer = %peer, %reason, "link failed");
+        let _order = Inner::lock(&link.event_order);
+        link.set_state(LinkState::Disconnected);
         let _ = self.events.send(LinkEvent::Failed { peer, reason: reason.to_string() });
     }
 
@@ -335,16 +338,30 @@ impl Inner {
                 return;
             }
         };
+        if self.stop.load(Ordering::Acquire) {
+            // The registry shut down while this link was being set up: drop it (closing the
+            // socket tells the peer) rather than leave it live with nobody serving it.
+            let _ = handle.shutdown(std::net::Shutdown::Both);
+            link.set_state(LinkState::Disconnected);
+            return;
+        }
         let generation = link.generation.fetch_add(1, Ordering::AcqRel) + 1;
         *Inner::lock(&link.shutdown) = Some(handle);
         *Inner::lock(&link.sender) = Some(LiveSender { generation, sender });
         Inner::lock(&link.retry).backoff = self.config.backoff_min;
         LinkCounters::add(&link.counters.connects, 1);
-        link.set_state(LinkState::Connected);
+        info!(peer = %peer, transport = %link.config.transport, "link up");
+        {
+            // State first (whoever sees the event may send at once), event under the link's
+            // event lock: a `fail` that slips in between waits for it, so Failed never precedes
+            // the Connected of the same connection.
+            let _order = Inner::lock(&link.event_order);
+            link.set_state(LinkState::Connected);
+            let _ =
+                self.events.send(LinkEvent::Connected { peer, transport: link.config.transport });
+        }
         let _ = self.new_receivers_tx.send(NewReceiver { peer, generation, receiver });
         self.receive_wake.notify();
-        info!(peer = %peer, transport = %link.config.transport, "link up");
-        let _ = self.events.send(LinkEvent::Connected { peer, transport: link.config.transport });
     }
 
     fn retry_later(&self, link: &Link) {
@@ -411,29 +428,37 @@ impl Inner {
             }
             Ok(())
         };
+        let claimed: std::cell::Cell<Option<NodeId>> = std::cell::Cell::new(None);
         let claim = |hello: &Hello| {
-            let link = NodeId::new(hello.from as u32)
-                .and_then(|n| self.link(n))
-                .ok_or(Refusal::UnknownNode)?;
+            let node = NodeId::new(hello.from as u32).ok_or(Refusal::UnknownNode)?;
+            let link = self.link(node).ok_or(Refusal::UnknownNode)?;
             if self.stop.load(Ordering::Acquire) {
                 return Err(Refusal::Busy);
             }
             if link.transition(LinkState::Disconnected, LinkState::Connecting) {
+                claimed.set(Some(node));
                 Ok(())
             } else {
                 Err(Refusal::AlreadyConnected)
             }
         };
-        match handshake::accept(&mut stream, &params, check, claim) {
-            Ok(hello) => {
-                if let Some(link) = NodeId::new(hello.from as u32).and_then(|n| self.link(n)) {
-                    self.install(link, stream, false);
+        let result = handshake::accept(&mut stream, &params, check, claim);
+        match (result, claimed.get().and_then(|n| self.link(n))) {
+            (Ok(_), Some(link)) => self.install(link, stream, false),
+            (Ok(_), None) => unreachable!("an accepted handshake claimed its link"),
+            (Err(e), claimed) => {
+                // A handshake that failed after claiming its link (the last write failed) must
+                // give the link back, or every later hello would be refused as a duplicate.
+                if let Some(link) = claimed {
+                    self.retry_later(link);
+                }
+                match e {
+                    HandshakeError::RefusedPeer { .. } => {
+                        warn!(%from, error = %e, "handshake refused")
+                    }
+                    _ => warn!(%from, error = %e, "handshake failed"),
                 }
             }
-            Err(e @ HandshakeError::RefusedPeer { .. }) => {
-                warn!(%from, error = %e, "handshake refused")
-            }
-            Err(e) => warn!(%from, error = %e, "handshake failed"),
         }
     }
 }
@@ -543,6 +568,7 @@ impl Registry {
                     next_attempt: Instant::now(),
                     backoff: config.backoff_min,
                 }),
+                event_order: Mutex::new(()),
                 pool: Arc::new(PagePool::new(pages, config.page_bytes / 4)),
                 counters: Arc::new(LinkCounters::default()),
             });

@@ -166,8 +166,15 @@ impl SendBuffers {
             let Some(peer) = NodeId::new(slot as u32) else { continue };
             let Some(pq) = self.peers[slot].as_mut() else { continue };
             let Some(link) = self.inner.link(peer) else { continue };
-            if let Some(open) = pq.open.take_if(|p| !p.is_empty()) {
-                pq.queue.push(open);
+            // While the link is backed up (pages still queued, or its sender holding part of
+            // one), keep filling the open page instead of closing a part-filled page every round:
+            // the pool is sized in pages, and small rounds would empty it long before the byte
+            // budget says overload. Order is kept: the open page goes out after the queue.
+            let backed_up = !pq.queue.is_empty() || pq.sender_pending;
+            if !backed_up {
+                if let Some(open) = pq.open.take_if(|p| !p.is_empty()) {
+                    pq.queue.push(open);
+                }
             }
             if pq.queue.is_empty() && !pq.sender_pending {
                 continue;

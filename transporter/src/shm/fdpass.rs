@@ -7,8 +7,10 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
-/// Room for one descriptor's control message.
-const CONTROL_BYTES: usize = 64;
+/// Room for exactly one descriptor's control message (CMSG_SPACE of one int on 64-bit Linux):
+/// if a peer sends more, the kernel closes the extra ones (MSG_CTRUNC) instead of leaking them
+/// into this process.
+const CONTROL_BYTES: usize = 24;
 
 /// Sends `fd` (with one payload byte) over `stream`.
 pub fn send_fd(stream: &UnixStream, fd: RawFd) -> io::Result<()> {
@@ -38,6 +40,8 @@ pub fn send_fd(stream: &UnixStream, fd: RawFd) -> io::Result<()> {
 }
 
 /// Receives one descriptor sent by [`send_fd`].
+///
+/// The caller must still check what kind of descriptor it is ([`check_eventfd`]).
 pub fn recv_fd(stream: &UnixStream) -> io::Result<OwnedFd> {
     let mut byte = [0u8];
     let mut iov = libc::iovec { iov_base: byte.as_mut_ptr().cast(), iov_len: 1 };
@@ -80,6 +84,48 @@ pub fn recv_fd(stream: &UnixStream) -> io::Result<OwnedFd> {
     }
 }
 
+/// Accepts `fd` only if it is an eventfd, and makes it non-blocking, so that a peer cannot hand
+/// over a pipe or socket whose `write` would block a sender holding its link's lock.
+pub fn check_eventfd(fd: OwnedFd) -> io::Result<OwnedFd> {
+    let link = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd()))?;
+    if link.as_os_str() != "anon_inode:[eventfd]" {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("peer's wake descriptor is {}, not an eventfd", link.display()),
+        ));
+    }
+    // SAFETY: fcntl on a descriptor we own, with plain integer arguments.
+    let flags = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GETFL) };
+    if flags < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fcntl on a descriptor we own, with plain integer arguments.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// The user id of the process at the other end of `stream`.
+pub fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cred`, a valid ucred.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cred.uid)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -90,13 +136,23 @@ mod tests {
         let (a, b) = UnixStream::pair().unwrap();
         let event = EventFd::new().unwrap();
         send_fd(&a, event.raw_fd()).unwrap();
-        let received = EventFd::from_owned(recv_fd(&b).unwrap());
+        let received = EventFd::from_owned(check_eventfd(recv_fd(&b).unwrap()).unwrap());
         received.notify();
         let mut value = 0u64;
         // SAFETY: reads 8 bytes into a u64 from the original eventfd.
         let n = unsafe { libc::read(event.raw_fd(), (&mut value as *mut u64).cast(), 8) };
         assert_eq!((n, value), (8, 1));
+        assert_eq!(peer_uid(&b).unwrap(), unsafe_free_euid());
+        // A pipe is refused as a wake descriptor.
+        let (r, _w) = std::io::pipe().unwrap();
+        send_fd(&a, r.as_raw_fd()).unwrap();
+        let e = check_eventfd(recv_fd(&b).unwrap()).unwrap_err();
+        assert!(e.to_string().contains("not an eventfd"), "{e}");
         drop(a);
         assert!(recv_fd(&b).is_err());
+    }
+
+    fn unsafe_free_euid() -> u32 {
+        std::fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap()
     }
 }

@@ -178,8 +178,16 @@ impl Segment {
             .mode(0o600)
             .open(&path)
             .map_err(io_error("create", &path))?;
-        file.set_len(segment_bytes(ring_bytes) as u64).map_err(io_error("size", &path))?;
-        let mut segment = Segment::map(&file, path, ring_bytes)?;
+        let sized = file.set_len(segment_bytes(ring_bytes) as u64).map_err(io_error("size", &path));
+        let mapped = sized.and_then(|()| Segment::map(&file, path.clone(), ring_bytes));
+        let mut segment = match mapped {
+            Ok(s) => s,
+            Err(e) => {
+                // Leave nothing behind in /dev/shm.
+                let _ = std::fs::remove_file(&path);
+                return Err(e);
+            }
+        };
         let header = SegmentHeader {
             magic: MAGIC,
             layout_version: LAYOUT_VERSION,

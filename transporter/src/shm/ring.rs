@@ -100,7 +100,10 @@ impl ShmSender {
             if take == 0 {
                 let first =
                     u16::from_le_bytes([bytes[0], bytes[1]]) as u64 * 4 + RECORD_WORD_BYTES as u64;
-                if lap_rest < first && *free >= lap_rest + first {
+                // Pad out a lap too short for the next signal as soon as the lap's rest is free;
+                // the signal then waits for space at the lap's start (waiting for both at once
+                // could never succeed in a ring of twice the largest signal).
+                if lap_rest < first && *free >= lap_rest {
                     // SYNC: record-commit. A pad record fills the rest of the lap.
                     self.segment
                         .ring_word(self.ring, offset)
@@ -236,6 +239,8 @@ pub struct ShmReceiver {
     /// The handshake socket, kept open for the link's life: its hang-up is the peer's death.
     socket: TcpStream,
     armed: bool,
+    /// Where a record is copied before it is walked (a whole ring's worth, allocated at set-up).
+    scratch: Box<[u32]>,
 }
 
 impl ShmReceiver {
@@ -248,7 +253,18 @@ impl ShmReceiver {
         socket: TcpStream,
     ) -> io::Result<ShmReceiver> {
         socket.set_nonblocking(true)?;
-        Ok(ShmReceiver { segment, ring, position: 0, limits, counters, wake, socket, armed: false })
+        let segment_ring_words = segment.ring_bytes() / 4;
+        Ok(ShmReceiver {
+            segment,
+            ring,
+            position: 0,
+            limits,
+            counters,
+            wake,
+            socket,
+            armed: false,
+            scratch: vec![0u32; segment_ring_words].into_boxed_slice(),
+        })
     }
 
     /// Walks the committed records from `self.position`, handing signals up and zeroing each
@@ -290,18 +306,22 @@ impl ShmReceiver {
                     lap_rest - RECORD_WORD_BYTES as u64
                 )));
             }
-            // SAFETY: the record lies in this ring (checked above) and was committed by the
-            // producer, which does not write it again until we release it; the bytes are only
-            // read, and every length in them is checked by the walker.
-            let bytes: &[u8] = unsafe {
-                std::slice::from_raw_parts(
+            // Copy the record out before looking inside: the peer can write the mapping at any
+            // time, and what the walker validated must be what the blocks later read.
+            let copy = &mut self.scratch[..len / 4];
+            // SAFETY: the record lies in this ring (checked above); `copy` is our own buffer of
+            // `len` bytes (the scratch buffer holds a whole ring); u32 and u8 copies of a
+            // 4-aligned span are equivalent. A racing peer can only change the values copied.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
                     self.segment.data(self.ring).add(offset + RECORD_WORD_BYTES),
+                    copy.as_mut_ptr().cast::<u8>(),
                     len,
                 )
             };
-            let mut walker = BatchWalker::new(bytes, self.limits).unwrap_or_else(|_| {
-                unreachable!("ring data is page aligned and records are whole words")
-            });
+            let bytes: &[u8] = bytemuck::cast_slice(copy);
+            let mut walker = BatchWalker::new(bytes, self.limits)
+                .unwrap_or_else(|_| unreachable!("the scratch buffer is a word array"));
             loop {
                 match walker.next_signal() {
                     Ok(Some(signal)) => {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use signals::NodeId;
 
-use super::fdpass::{recv_fd, send_fd};
+use super::fdpass::{check_eventfd, peer_uid, recv_fd, send_fd};
 use super::layout::{Segment, SegmentError, SegmentHeader, LAYOUT_VERSION, MAGIC};
 use crate::handshake::{exchange_setup, HandshakeError};
 use crate::poller::EventFd;
@@ -176,8 +176,18 @@ fn swap_fds(
     timeout: Duration,
 ) -> Result<EventFd, ShmSetupError> {
     stream.set_read_timeout(Some(timeout)).map_err(ShmSetupError::FdPassing)?;
+    let own_uid = std::fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
+        .map_err(ShmSetupError::FdPassing)?;
+    let peer_uid = peer_uid(stream).map_err(ShmSetupError::FdPassing)?;
+    if peer_uid != own_uid {
+        return Err(ShmSetupError::BadSetup(format!(
+            "the descriptor socket's peer runs as uid {peer_uid}, not {own_uid}"
+        )));
+    }
     send_fd(stream, own.raw_fd()).map_err(ShmSetupError::FdPassing)?;
-    Ok(EventFd::from_owned(recv_fd(stream).map_err(ShmSetupError::FdPassing)?))
+    let theirs = recv_fd(stream).and_then(check_eventfd).map_err(ShmSetupError::FdPassing)?;
+    Ok(EventFd::from_owned(theirs))
 }
 
 /// The connecting side: creates the segment and sets the link up.
