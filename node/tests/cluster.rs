@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use common::{inst, Pinger, PINGER, WAIT};
+use common::{inst, wait_exit, Pinger, PINGER, WAIT};
 use node::blocks::{self, ping::Echo};
 use node::config::Config;
 use node::links::{receive_loop, registry_config, RegistryRemote, RegistryStats};
@@ -194,17 +194,6 @@ fn datanode(args: &[&str]) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_blockwire-datanode"));
     c.args(args).env("RUST_LOG", "info");
     c
-}
-
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "the data node did not stop");
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 fn segment_files(cluster_id: u32) -> Vec<String> {

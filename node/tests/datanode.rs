@@ -1,10 +1,13 @@
 //! The data-node binary as a process: starts on a shipped example, stops cleanly with exit 0
 //! on SIGTERM and on SIGINT, and refuses a bad configuration with a message naming the key.
 
+mod common;
+
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+
+use common::wait_exit;
 
 fn example(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../examples/config").join(name)
@@ -31,17 +34,6 @@ fn wait_running(child: &mut Child) -> BufReader<std::process::ChildStderr> {
         if line.contains("data node running") {
             return stderr;
         }
-    }
-}
-
-fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "the data node did not stop");
-        std::thread::sleep(Duration::from_millis(10));
     }
 }
 

@@ -202,3 +202,15 @@ pub fn tiny_tuning() -> Tuning {
 pub fn builder(threads: usize, tuning: Tuning) -> NodeBuilder {
     NodeBuilder::new(node1(), threads, tuning).unwrap()
 }
+
+/// Waits up to 20 s for a spawned data-node process to exit.
+pub fn wait_exit(child: &mut std::process::Child) -> std::process::ExitStatus {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(std::time::Instant::now() < deadline, "the data node did not stop");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
