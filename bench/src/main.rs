@@ -4,13 +4,21 @@
 //!
 //! Every latency figure is an HDR histogram after a warm-up whose samples are discarded,
 //! printed as p50, p90, p99, p99.9, p99.99 and max, and optionally written as `.hgrm` files and
-//! JSON. `--raw` measures the bare transporter (registry, send buffers, transport) without the
-//! block runtime.
+//! JSON. `pingpong` and `stream` measure the full stack (a driver block in this process's node,
+//! the peer's echo block in a `blockwire-datanode` process or, for `local`, on another block
+//! thread: [`stack`]); `--raw` measures the bare transporter (registry, send buffers,
+//! transport) without the block runtime ([`raw`]). `report` joins the JSON of a set of runs into
+//! one comparison table ([`summary`]) and draws their `.hgrm` files into one SVG ([`plot`]).
 
+mod driver;
 mod limit;
 mod peer;
+mod plot;
+mod procstat;
 mod raw;
 mod report;
+mod stack;
+mod summary;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,17 +43,19 @@ struct Cli {
 enum Command {
     /// The physical references: cache-line ping-pong between threads, bare TCP ping-pong.
     Limit(Common),
-    /// Round trips through a transport, beside the bare-socket reference.
+    /// Round trips block -> runtime -> transporter -> runtime -> block and back (or, with
+    /// --raw, through the bare transporter), beside the physical reference.
     Pingpong(Common),
-    /// One-way streaming rate through a transport, beside a bare socket sending one message per write.
+    /// One-way streaming rate through the full stack (or --raw), beside a bare socket sending
+    /// one message per write.
     Stream {
         #[command(flatten)]
         common: Common,
-        /// Signals per flush (the batch a round hands to the transporter).
+        /// Signals per flush: per round of the driver block (full stack), per hand-off (raw).
         #[arg(long, default_value_t = 64)]
         batch: usize,
     },
-    /// CPU used by both ends of an idle link, after the spin time.
+    /// CPU used by both ends of an idle link, after the spin time (--raw only).
     Idle {
         #[command(flatten)]
         common: Common,
@@ -53,9 +63,22 @@ enum Command {
         #[arg(long, default_value_t = 10)]
         seconds: u64,
     },
+    /// The comparison table of a set of runs (their --json output) and the latency plot of
+    /// their .hgrm files.
+    Report(ReportArgs),
+    /// Lists the transports this build measures, one per line.
+    Transports,
     /// The other end of a two-process run (started by the other subcommands).
     #[command(hide = true)]
     Peer(peer::PeerArgs),
+    /// A data node of a cluster file, run by the bench when no blockwire-datanode is at hand.
+    #[command(hide = true)]
+    NodePeer {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        node_id: u32,
+    },
     /// The other end of the cross-process cache-line ping-pong.
     #[command(hide = true)]
     LimitPeer {
@@ -70,7 +93,7 @@ enum Command {
 
 #[derive(Debug, Args)]
 struct Common {
-    /// Transport to measure.
+    /// Transport to measure (local: two block threads of one node, in this process).
     #[arg(long, value_enum, default_value_t = Transport::Tcp)]
     transport: Transport,
     /// Measure the bare transporter, without the block runtime.
@@ -85,15 +108,26 @@ struct Common {
     /// Samples run and discarded before measuring.
     #[arg(long, default_value_t = 10_000)]
     warmup: u64,
-    /// spin: receivers busy-poll; sleep: receivers block in the kernel.
-    #[arg(long, value_enum, default_value_t = Mode::Spin)]
-    mode: Mode,
-    /// Receivers spin this long before sleeping (stream, idle; sleep-mode ping-pong).
+    /// spin: receivers busy-poll (full stack: every spin time 1 s); sleep: receivers spin
+    /// --spin-us, then block in the kernel. Default spin; not with --config.
+    #[arg(long, value_enum)]
+    mode: Option<Mode>,
+    /// Spin time before sleeping, in microseconds (stream, idle; full-stack sleep mode).
     #[arg(long, default_value_t = 50)]
     spin_us: u64,
-    /// CPUs for the two ends, e.g. 0,1.
-    #[arg(long, value_delimiter = ',', num_args = 2, default_values_t = [0, 1])]
-    cpus: Vec<usize>,
+    /// CPUs for the two ends, e.g. 0,1 (default 0,1; full stack between two processes: not
+    /// pinned unless given).
+    #[arg(long, value_delimiter = ',', num_args = 2)]
+    cpus: Option<Vec<usize>>,
+    /// Full stack over tcp or shm: a cluster file with data nodes 1 and 2 linked by the
+    /// transport; node 1 runs as a blockwire-datanode process, node 2 in this one. Its spin
+    /// times are used as written. Default: a file generated for the run.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// The data-node binary for the peer (default: blockwire-datanode next to this binary,
+    /// else this binary's own node runtime in a child process).
+    #[arg(long)]
+    datanode: Option<PathBuf>,
     /// Directory to write one `.hgrm` file per latency case into.
     #[arg(long)]
     hgrm_dir: Option<PathBuf>,
@@ -102,12 +136,43 @@ struct Common {
     json: bool,
 }
 
+#[derive(Debug, Args)]
+struct ReportArgs {
+    /// Directory of the runs' JSON documents: prints one comparison table.
+    #[arg(long)]
+    runs: Option<PathBuf>,
+    /// Directory of `.hgrm` files to plot (with --svg).
+    #[arg(long)]
+    hgrm_dir: Option<PathBuf>,
+    /// The SVG file to write the latency plot to.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// The plot's title.
+    #[arg(long, default_value = "blockwire round trips, HDR percentile distribution")]
+    title: String,
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum Transport {
     Tcp,
     Shm,
+    Local,
     Rdma,
 }
+
+impl Transport {
+    fn name(self) -> &'static str {
+        match self {
+            Transport::Tcp => "tcp",
+            Transport::Shm => "shm",
+            Transport::Local => "local",
+            Transport::Rdma => "rdma",
+        }
+    }
+}
+
+/// The transports this build measures (full stack; tcp and shm also --raw).
+const TRANSPORTS: &[Transport] = &[Transport::Tcp, Transport::Shm, Transport::Local];
 
 /// How a receiver waits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -149,6 +214,14 @@ fn main() -> ExitCode {
     }
 }
 
+fn cpus(c: &Common) -> Result<Option<(usize, usize)>, String> {
+    match c.cpus.as_deref() {
+        None => Ok(None),
+        Some(&[a, b]) => Ok(Some((a, b))),
+        Some(_) => Err("--cpus takes two CPU numbers".into()),
+    }
+}
+
 fn plan(c: &Common) -> Result<Plan, String> {
     if c.count == 0 {
         return Err("--count must be at least 1".into());
@@ -156,21 +229,26 @@ fn plan(c: &Common) -> Result<Plan, String> {
     if c.size > signals::MAX_DATA_WORDS {
         return Err(format!("--size {} is over {} data words", c.size, signals::MAX_DATA_WORDS));
     }
-    let cpus = match c.cpus[..] {
-        [a, b] => (a, b),
-        _ => return Err("--cpus takes two CPU numbers".into()),
-    };
-    Ok(Plan { count: c.count, warmup: c.warmup, cpus })
+    Ok(Plan { count: c.count, warmup: c.warmup, cpus: cpus(c)?.unwrap_or((0, 1)) })
+}
+
+fn mode(c: &Common) -> Mode {
+    c.mode.unwrap_or(Mode::Spin)
 }
 
 fn kind(c: &Common) -> Result<TransportKind, String> {
     if !c.raw {
-        return Err("the full-stack path (block -> runtime -> transporter) needs the block runtime; use --raw for the bare transporter".into());
+        return Err(
+            "the full-stack idle measure is not built; use --raw for the bare transporter".into()
+        );
+    }
+    if c.config.is_some() {
+        return Err("--config is for the full stack; --raw links two processes directly".into());
     }
     match c.transport {
         Transport::Tcp => Ok(TransportKind::Tcp),
         Transport::Shm => Ok(TransportKind::Shm),
-        other => Err(format!("transport {other:?} is not available in this build")),
+        other => Err(format!("transport {} is not available --raw in this build", other.name())),
     }
 }
 
@@ -196,113 +274,303 @@ fn latency(
     Ok(row)
 }
 
+/// The physical reference for a round trip over `transport` in `mode`, measured on a helper
+/// thread (the references pin the thread they run on; the full-stack node must not inherit it).
+fn reference(
+    c: &Common,
+    p: &Plan,
+    transport: Transport,
+    mode: Mode,
+    rows: &mut Vec<LatencyRow>,
+) -> Result<LatencyRow, String> {
+    let (p, bytes) = (*p, message_bytes(c.size));
+    let measured = std::thread::spawn(move || -> Result<(&'static str, Histogram<u64>), String> {
+        let err = |e: std::io::Error| e.to_string();
+        Ok(match (transport, mode) {
+            (Transport::Local, Mode::Spin) => {
+                ("limit cache-line 2 threads", limit::cache_line_pingpong(&p))
+            }
+            (Transport::Shm, Mode::Spin) => (
+                "limit cache-line 2 processes",
+                limit::cache_line_pingpong_processes(&p).map_err(err)?,
+            ),
+            (Transport::Local | Transport::Shm, Mode::Sleep) => {
+                ("limit eventfd wake 2 threads", limit::eventfd_wake_pingpong(&p).map_err(err)?)
+            }
+            (_, Mode::Spin) => {
+                ("limit bare tcp spin", limit::tcp_pingpong(&p, bytes, mode).map_err(err)?)
+            }
+            (_, Mode::Sleep) => {
+                ("limit bare tcp sleep", limit::tcp_pingpong(&p, bytes, mode).map_err(err)?)
+            }
+        })
+    })
+    .join()
+    .map_err(|_| "the reference measurement panicked".to_string())??;
+    latency(c, rows, measured.0, &measured.1)
+}
+
 fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Command::Limit(c) => {
-            let p = plan(&c)?;
-            let mut rows = Vec::new();
-            latency(&c, &mut rows, "limit cache-line 2 threads", &limit::cache_line_pingpong(&p))?;
-            let lines = limit::cache_line_pingpong_processes(&p).map_err(|e| e.to_string())?;
-            latency(&c, &mut rows, "limit cache-line 2 processes", &lines)?;
-            let wake = limit::eventfd_wake_pingpong(&p).map_err(|e| e.to_string())?;
-            latency(&c, &mut rows, "limit eventfd wake 2 threads", &wake)?;
-            for mode in [Mode::Spin, Mode::Sleep] {
-                let h = limit::tcp_pingpong(&p, message_bytes(c.size), mode)
-                    .map_err(|e| e.to_string())?;
-                latency(&c, &mut rows, &format!("limit bare tcp {mode:?}").to_lowercase(), &h)?;
-            }
-            emit(&c, &rows, &[])
-        }
-        Command::Pingpong(c) => {
-            let p = plan(&c)?;
-            let kind = kind(&c)?;
-            let mut rows = Vec::new();
-            let reference = match (kind, c.mode) {
-                (TransportKind::Shm, Mode::Spin) => {
-                    let h = limit::cache_line_pingpong_processes(&p).map_err(|e| e.to_string())?;
-                    latency(&c, &mut rows, "limit cache-line 2 processes", &h)?
-                }
-                (TransportKind::Shm, Mode::Sleep) => {
-                    let h = limit::eventfd_wake_pingpong(&p).map_err(|e| e.to_string())?;
-                    latency(&c, &mut rows, "limit eventfd wake 2 threads", &h)?
-                }
-                _ => {
-                    let bare = limit::tcp_pingpong(&p, message_bytes(c.size), c.mode)
-                        .map_err(|e| e.to_string())?;
-                    latency(
-                        &c,
-                        &mut rows,
-                        &format!("limit bare tcp {:?}", c.mode).to_lowercase(),
-                        &bare,
-                    )?
-                }
-            };
-            let h = raw::pingpong(&p, kind, c.size, c.mode)?;
-            let row = latency(
-                &c,
-                &mut rows,
-                &format!("raw {kind} {:?} {}w", c.mode, c.size).to_lowercase(),
-                &h,
-            )?;
-            let last = rows.len() - 1;
-            rows[last] = row.against(&reference);
-            emit(&c, &rows, &[])
-        }
+        Command::Limit(c) => run_limit(&c),
+        Command::Pingpong(c) if c.raw => raw_pingpong(&c),
+        Command::Pingpong(c) => stack_pingpong(&c),
         Command::Stream { common: c, batch } => {
-            let p = plan(&c)?;
-            let kind = kind(&c)?;
             if batch == 0 {
                 return Err("--batch must be at least 1".into());
             }
-            let bytes = message_bytes(c.size);
-            let bare = limit::tcp_stream_one_per_write(&p, bytes).map_err(|e| e.to_string())?;
-            let bare_row = RateRow {
-                case: format!("limit bare tcp, one write per {bytes}-byte message"),
-                per_second: bare,
-                bytes_per_second: bare * bytes as f64,
-                wakeups_per_1000: None,
-                reference: None,
-            };
-            let r = raw::stream(&p, kind, c.size, batch, c.spin_us)?;
-            let row = RateRow {
-                case: format!(
-                    "raw {kind} {}w, flush every {batch} (cpu {:.2}+{:.2})",
-                    c.size, r.cpu_cores.0, r.cpu_cores.1
-                ),
-                per_second: r.per_second,
-                bytes_per_second: r.per_second * bytes as f64,
-                wakeups_per_1000: Some(r.wakeups_per_1000),
-                reference: Some((bare_row.case.clone(), r.per_second / bare)),
-            };
-            emit(&c, &[], &[bare_row, row])
-        }
-        Command::Idle { common: c, seconds } => {
-            let p = plan(&c)?;
-            let kind = kind(&c)?;
-            let (mine, theirs) = raw::idle(kind, seconds, c.spin_us, p.cpus)?;
-            if c.json {
-                let doc = serde_json::json!({ "idle": { "transport": kind.to_string(), "seconds": seconds, "cpu_fraction": [mine, theirs] } });
-                println!("{}", serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?);
+            if c.raw {
+                raw_stream(&c, batch)
             } else {
-                println!(
-                    "idle {kind} link over {seconds} s after {} us of spin: node 1 {:.3}% of a core, node 2 {:.3}%",
-                    c.spin_us,
-                    mine * 100.0,
-                    theirs * 100.0
-                );
+                stack_stream(&c, batch)
+            }
+        }
+        Command::Idle { common: c, seconds } => run_idle(&c, seconds),
+        Command::Report(args) => run_report(&args),
+        Command::Transports => {
+            for t in TRANSPORTS {
+                println!("{}", t.name());
             }
             Ok(())
         }
         Command::Peer(args) => peer::run(&args),
+        Command::NodePeer { config, node_id } => stack::node_peer(&config, node_id),
         Command::LimitPeer { path, count, cpu } => {
             limit::cache_line_peer(&path, count, cpu).map_err(|e| e.to_string())
         }
     }
 }
 
-fn emit(c: &Common, latency_rows: &[LatencyRow], rate_rows: &[RateRow]) -> Result<(), String> {
+fn run_limit(c: &Common) -> Result<(), String> {
+    let p = plan(c)?;
+    let mut rows = Vec::new();
+    latency(c, &mut rows, "limit cache-line 2 threads", &limit::cache_line_pingpong(&p))?;
+    let lines = limit::cache_line_pingpong_processes(&p).map_err(|e| e.to_string())?;
+    latency(c, &mut rows, "limit cache-line 2 processes", &lines)?;
+    let wake = limit::eventfd_wake_pingpong(&p).map_err(|e| e.to_string())?;
+    latency(c, &mut rows, "limit eventfd wake 2 threads", &wake)?;
+    for mode in [Mode::Spin, Mode::Sleep] {
+        let h = limit::tcp_pingpong(&p, message_bytes(c.size), mode).map_err(|e| e.to_string())?;
+        latency(c, &mut rows, &format!("limit bare tcp {mode:?}").to_lowercase(), &h)?;
+    }
+    let run = serde_json::json!({ "command": "limit", "label": "limit" });
+    emit(c, &run, &rows, &[])
+}
+
+fn raw_pingpong(c: &Common) -> Result<(), String> {
+    let p = plan(c)?;
+    let kind = kind(c)?;
+    let mode = mode(c);
+    let mut rows = Vec::new();
+    let reference = reference(c, &p, c.transport, mode, &mut rows)?;
+    let h = raw::pingpong(&p, kind, c.size, mode)?;
+    let case = format!("raw {kind} {mode:?} {}w", c.size).to_lowercase();
+    latency(c, &mut rows, &case, &h)?;
+    let last = rows.len() - 1;
+    rows[last] = rows[last].clone().against(&reference);
+    let run = serde_json::json!({
+        "command": "pingpong", "stack": "raw", "transport": kind.to_string(),
+        "label": format!("{kind} (bare transporter)"), "mode": format!("{mode:?}").to_lowercase(),
+    });
+    emit(c, &run, &rows, &[])
+}
+
+fn bare_stream_row(p: &Plan, bytes: usize) -> Result<RateRow, String> {
+    let bare = limit::tcp_stream_one_per_write(p, bytes).map_err(|e| e.to_string())?;
+    Ok(RateRow {
+        case: format!("limit bare tcp, one write per {bytes}-byte message"),
+        per_second: bare,
+        bytes_per_second: bare * bytes as f64,
+        wakeups_per_1000: None,
+        reference: None,
+    })
+}
+
+fn raw_stream(c: &Common, batch: usize) -> Result<(), String> {
+    let p = plan(c)?;
+    let kind = kind(c)?;
+    let bytes = message_bytes(c.size);
+    let bare_row = bare_stream_row(&p, bytes)?;
+    let r = raw::stream(&p, kind, c.size, batch, c.spin_us)?;
+    let row = RateRow {
+        case: format!(
+            "raw {kind} {}w, flush every {batch} (cpu {:.2}+{:.2})",
+            c.size, r.cpu_cores.0, r.cpu_cores.1
+        ),
+        per_second: r.per_second,
+        bytes_per_second: r.per_second * bytes as f64,
+        wakeups_per_1000: Some(r.wakeups_per_1000),
+        reference: Some((bare_row.case.clone(), r.per_second / bare_row.per_second)),
+    };
+    let run = serde_json::json!({
+        "command": "stream", "stack": "raw", "transport": kind.to_string(),
+        "label": format!("{kind} (bare transporter)"), "batch": batch,
+        "cpu_cores": [r.cpu_cores.0, r.cpu_cores.1],
+    });
+    emit(c, &run, &[], &[bare_row, row])
+}
+
+fn run_idle(c: &Common, seconds: u64) -> Result<(), String> {
+    let p = plan(c)?;
+    let kind = kind(c)?;
+    let (mine, theirs) = raw::idle(kind, seconds, c.spin_us, p.cpus)?;
     if c.json {
-        let doc = serde_json::json!({ "latency": latency_rows, "rates": rate_rows });
+        let doc = serde_json::json!({
+            "run": { "command": "idle", "label": format!("{kind} idle") },
+            "idle": { "transport": kind.to_string(), "seconds": seconds, "cpu_fraction": [mine, theirs] }
+        });
+        println!("{}", serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?);
+    } else {
+        println!(
+            "idle {kind} link over {seconds} s after {} us of spin: node 1 {:.3}% of a core, node 2 {:.3}%",
+            c.spin_us,
+            mine * 100.0,
+            theirs * 100.0
+        );
+    }
+    Ok(())
+}
+
+/// The full-stack plan of `c` and the mode its reference is measured in.
+fn stack_plan(c: &Common) -> Result<(stack::StackPlan, Mode, String), String> {
+    let transport = match c.transport {
+        t @ (Transport::Tcp | Transport::Shm | Transport::Local) => t,
+        other => return Err(format!("transport {} is not available in this build", other.name())),
+    };
+    let (cluster, mode, how) = match (&c.config, c.mode) {
+        (Some(path), None) => {
+            let stem = path.file_stem().map_or("config".into(), |s| s.to_string_lossy().into_owned());
+            (stack::ClusterFile::Given(path.clone()), Mode::Spin, stem)
+        }
+        (Some(_), Some(_)) => {
+            return Err("--mode sets the spin times of a generated cluster file; with --config the file's spin_time_us values apply".into())
+        }
+        (None, mode) => {
+            let mode = mode.unwrap_or(Mode::Spin);
+            let how = match (mode, c.spin_us) {
+                (Mode::Spin, _) => "spin".to_string(),
+                (Mode::Sleep, 0) => "sleep".to_string(),
+                (Mode::Sleep, us) => format!("spin {us}us then sleep"),
+            };
+            (stack::ClusterFile::Generated { mode, spin_us: c.spin_us }, mode, how)
+        }
+    };
+    let datanode = match &c.datanode {
+        Some(path) if !path.is_file() => {
+            return Err(format!("--datanode {}: no such file", path.display()))
+        }
+        Some(path) => Some(path.clone()),
+        None => stack::sibling_datanode(),
+    };
+    let plan = stack::StackPlan {
+        transport: transport.name().to_string(),
+        cluster,
+        datanode,
+        cpus: cpus(c)?,
+        data_words: c.size,
+        warmup: c.warmup,
+        count: c.count,
+    };
+    Ok((plan, mode, how))
+}
+
+fn stack_pingpong(c: &Common) -> Result<(), String> {
+    let p = plan(c)?;
+    if c.size == 0 {
+        return Err("--size 0: the full-stack ping-pong carries its sequence number in data word 0; use --size 1 or more".into());
+    }
+    let (sp, mode, how) = stack_plan(c)?;
+    let mut rows = Vec::new();
+    let reference = reference(c, &p, c.transport, mode, &mut rows)?;
+    let (h, notes) = stack::pingpong(&sp)?;
+    let case = format!("{} {how} {}w", sp.transport, c.size);
+    latency(c, &mut rows, &case, &h)?;
+    let last = rows.len() - 1;
+    rows[last] = rows[last].clone().against(&reference);
+    let run = serde_json::json!({
+        "command": "pingpong", "stack": "full", "transport": sp.transport,
+        "label": sp.transport, "mode": how, "peer": notes.peer,
+        "cpu_cores": [notes.cpu_cores.0, notes.cpu_cores.1],
+    });
+    if !c.json {
+        println!("{}", run_note(&notes));
+    }
+    emit(c, &run, &rows, &[])
+}
+
+fn run_note(notes: &stack::RunNotes) -> String {
+    let peer =
+        notes.peer.as_deref().map_or("none (one process)".into(), |p| format!("{p} (node 1)"));
+    format!(
+        "peer: {peer}; CPU over the run: this process {:.2} cores, receiver {:.2}",
+        notes.cpu_cores.0, notes.cpu_cores.1
+    )
+}
+
+fn stack_stream(c: &Common, batch: usize) -> Result<(), String> {
+    let p = plan(c)?;
+    let (sp, _, how) = stack_plan(c)?;
+    let bytes = message_bytes(c.size);
+    let bare_row = bare_stream_row(&p, bytes)?;
+    let r = stack::stream(&sp, batch)?;
+    let row = RateRow {
+        case: format!(
+            "{} {how} {}w, {batch} per round (cpu {:.2}+{:.2})",
+            sp.transport, c.size, r.notes.cpu_cores.0, r.notes.cpu_cores.1
+        ),
+        per_second: r.per_second,
+        bytes_per_second: r.per_second * bytes as f64,
+        wakeups_per_1000: Some(r.wakeups_per_1000),
+        reference: Some((bare_row.case.clone(), r.per_second / bare_row.per_second)),
+    };
+    let run = serde_json::json!({
+        "command": "stream", "stack": "full", "transport": sp.transport, "label": sp.transport,
+        "mode": how, "batch": batch, "peer": r.notes.peer,
+        "cpu_cores": [r.notes.cpu_cores.0, r.notes.cpu_cores.1],
+        "receiver_sleeps_per_1000": r.sleeps_per_1000, "back_pressure_refusals": r.refusals,
+    });
+    if !c.json {
+        println!(
+            "{}; receiver block-thread sleeps per 1,000 signals {:.3}; sends refused by back-pressure {}",
+            run_note(&r.notes),
+            r.sleeps_per_1000,
+            r.refusals
+        );
+    }
+    emit(c, &run, &[], &[bare_row, row])
+}
+
+fn run_report(args: &ReportArgs) -> Result<(), String> {
+    if args.runs.is_none() && args.svg.is_none() {
+        return Err(
+            "report needs --runs DIR (the table) and/or --hgrm-dir DIR --svg FILE (the plot)"
+                .into(),
+        );
+    }
+    if let Some(dir) = &args.runs {
+        let rows = summary::read_dir(dir)?;
+        if rows.is_empty() {
+            return Err(format!("no pingpong or stream runs in {}", dir.display()));
+        }
+        print!("{}", summary::markdown(&rows));
+    }
+    if let Some(svg) = &args.svg {
+        let dir = args.hgrm_dir.as_ref().ok_or("--svg needs --hgrm-dir DIR")?;
+        let series = plot::read_dir(dir)?;
+        plot::write_svg(&series, &args.title, svg)?;
+        eprintln!("wrote {} ({} distributions)", svg.display(), series.len());
+    }
+    Ok(())
+}
+
+fn emit(
+    c: &Common,
+    run: &serde_json::Value,
+    latency_rows: &[LatencyRow],
+    rate_rows: &[RateRow],
+) -> Result<(), String> {
+    if c.json {
+        let doc = serde_json::json!({ "run": run, "latency": latency_rows, "rates": rate_rows });
         println!("{}", serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?);
         return Ok(());
     }

@@ -76,7 +76,18 @@ fn bad_arguments_are_named() {
     assert!(!ok && err.contains("--size 30"), "{err}");
     let (ok, _, err) = bench(&["pingpong", "--transport", "rdma", "--raw", "--count", "1"]);
     assert!(!ok && err.contains("not available"), "{err}");
-    let (ok, _, err) = bench(&["pingpong", "--count", "1"]);
+    let (ok, _, err) = bench(&["pingpong", "--transport", "rdma", "--count", "1"]);
+    assert!(!ok && err.contains("transport rdma is not available"), "{err}");
+    let (ok, _, err) = bench(&["pingpong", "--config", "x.toml", "--mode", "spin"]);
+    assert!(!ok && err.contains("with --config the file's spin_time_us"), "{err}");
+    let (ok, _, err) = bench(&["pingpong", "--transport", "local", "--config", "x.toml"]);
+    assert!(!ok && err.contains("local runs in one process"), "{err}");
+    let (ok, _, err) =
+        bench(&["pingpong", "--config", "/nonexistent/cluster.toml", "--count", "1"]);
+    assert!(!ok && err.contains("/nonexistent/cluster.toml"), "{err}");
+    let (ok, _, err) = bench(&["pingpong", "--size", "0", "--count", "1"]);
+    assert!(!ok && err.contains("--size 0"), "{err}");
+    let (ok, _, err) = bench(&["idle", "--seconds", "1"]);
     assert!(!ok && err.contains("--raw"), "{err}");
 }
 
@@ -103,4 +114,137 @@ fn shm_pingpong_and_idle_run_between_two_processes() {
     assert_eq!(cpu.len(), 2);
     // Both ends sleep in epoll after the spin time; neither may be spinning a whole core.
     assert!(cpu.iter().all(|c| (0.0..0.5).contains(&c.as_f64().unwrap())), "{cpu:?}");
+}
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("bw-bench-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[test]
+fn transports_are_listed() {
+    let (ok, out, _) = bench(&["transports"]);
+    assert!(ok);
+    let names: Vec<&str> = out.lines().collect();
+    assert!(["tcp", "shm", "local"].iter().all(|t| names.contains(t)), "{names:?}");
+}
+
+#[test]
+fn full_stack_pingpong_runs_in_one_process_and_between_two() {
+    // local: two block threads of one node.
+    let dir = temp_dir("local");
+    let args = ["--count", "300", "--warmup", "30", "--mode", "sleep", "--spin-us", "20"];
+    let hgrm = dir.to_str().unwrap();
+    let mut local = vec!["pingpong", "--transport", "local", "--json", "--hgrm-dir", hgrm];
+    local.extend(args);
+    let doc = json(&local);
+    assert_eq!(doc["run"]["stack"], "full");
+    assert_eq!(doc["run"]["label"], "local");
+    let rows = doc["latency"].as_array().unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    check_latency_row(&rows[1], 300);
+    assert_eq!(rows[1]["reference"][0], "limit eventfd wake 2 threads");
+    assert!(rows[1]["case"].as_str().unwrap().starts_with("local spin 20us then sleep"));
+    let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(files.len(), 2, "{files:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    // tcp: this process is data node 2, the peer data node 1 another process. A copy of the
+    // binary with no blockwire-datanode beside it runs its own node runtime as the peer.
+    let alone = temp_dir("alone");
+    let exe = alone.join("blockwire-bench");
+    std::fs::copy(env!("CARGO_BIN_EXE_blockwire-bench"), &exe).unwrap();
+    let mut tcp = vec!["pingpong", "--transport", "tcp", "--json"];
+    tcp.extend(args);
+    let out = Command::new(&exe).args(&tcp).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    std::fs::remove_dir_all(&alone).unwrap();
+    assert_eq!(doc["run"]["peer"], "blockwire-bench node-peer", "{doc}");
+    let rows = doc["latency"].as_array().unwrap();
+    assert_eq!(rows[0]["case"], "limit bare tcp sleep");
+    check_latency_row(&rows[1], 300);
+    assert!(rows[1]["reference"][1].as_f64().unwrap() > 0.0);
+    assert!(!stderr.contains("did not stop cleanly"), "{stderr}");
+}
+
+#[test]
+fn full_stack_stream_counts_every_signal_at_the_receiver() {
+    let doc = json(&[
+        "stream",
+        "--transport",
+        "shm",
+        "--mode",
+        "sleep",
+        "--count",
+        "20000",
+        "--batch",
+        "32",
+        "--json",
+    ]);
+    assert_eq!(doc["run"]["label"], "shm");
+    assert_eq!(doc["run"]["batch"], 32);
+    let rows = doc["rates"].as_array().unwrap();
+    assert_eq!(rows.len(), 2);
+    let r = &rows[1];
+    assert!(r["per_second"].as_f64().unwrap() > 0.0, "{r}");
+    assert!(r["wakeups_per_1000"].as_f64().unwrap() >= 0.0, "{r}");
+    let cpu = doc["run"]["cpu_cores"].as_array().unwrap();
+    assert!(cpu.iter().all(|c| c.as_f64().unwrap() >= 0.0), "{cpu:?}");
+}
+
+const SAMPLE_HGRM: &str = "       Value     Percentile TotalCount 1/(1-Percentile)\n\n\
+     10.000 0.000000000000 1 1.00\n\
+     12.000 0.500000000000 499 2.00\n\
+     20.000 0.990000000000 490 100.00\n\
+     45.000 0.999000000000 9 1000.00\n\
+     90.000 1.000000000000 1 inf\n#[Max = 90.000, Total count = 1000]\n";
+
+#[test]
+fn report_prints_one_table_and_writes_an_svg_plot() {
+    let dir = temp_dir("report");
+    std::fs::write(dir.join("tcp_spin_4w.hgrm"), SAMPLE_HGRM).unwrap();
+    std::fs::write(dir.join("limit_bare_tcp_spin.hgrm"), SAMPLE_HGRM.replace("12.000", "8.000"))
+        .unwrap();
+    let run = serde_json::json!({
+        "run": { "command": "pingpong", "label": "tcp" },
+        "latency": [
+            { "case": "limit bare tcp spin", "count": 1000,
+              "percentiles_ns": [8000, 9000, 10000, 11000, 12000], "max_ns": 13000,
+              "reference": null },
+            { "case": "tcp spin 4w", "count": 1000,
+              "percentiles_ns": [12000, 15000, 20000, 45000, 80000], "max_ns": 90000,
+              "reference": ["limit bare tcp spin", 1.5] }
+        ],
+        "rates": []
+    });
+    std::fs::write(dir.join("pingpong-tcp.json"), run.to_string()).unwrap();
+    let svg = dir.join("plot").join("latency.svg");
+    let d = dir.to_str().unwrap();
+    let (ok, out, err) =
+        bench(&["report", "--runs", d, "--hgrm-dir", d, "--svg", svg.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(
+            "| tcp | 12.00 | 20.00 | 45.00 | - | - | 1.50x limit bare tcp spin (8.00 us) |"
+        ),
+        "{out}"
+    );
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert!(text.trim_start().starts_with("<svg") && text.trim_end().ends_with("</svg>"));
+    assert!(text.contains("tcp spin 4w") && text.contains("limit bare tcp spin"));
+    assert!(text.contains("99.9%"), "percentile axis labels");
+    assert!(text.matches("<polyline").count() >= 2, "one line per distribution");
+
+    // A broken distribution is an error naming the file and line, not a panic.
+    std::fs::write(dir.join("broken.hgrm"), "1.0 0.5\nnot numbers\n").unwrap();
+    let (ok, _, err) = bench(&["report", "--hgrm-dir", d, "--svg", svg.to_str().unwrap()]);
+    assert!(!ok && err.contains("broken.hgrm") && err.contains("line 2"), "{err}");
+    std::fs::write(dir.join("bad.json"), "{ not json").unwrap();
+    let (ok, _, err) = bench(&["report", "--runs", d]);
+    assert!(!ok && err.contains("bad.json") && err.contains("not JSON"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
 }
