@@ -370,13 +370,20 @@ fn raw_pingpong(c: &Common) -> Result<(), String> {
     rows[last] = rows[last].clone().against(&reference);
     let run = serde_json::json!({
         "command": "pingpong", "stack": "raw", "transport": kind.to_string(),
-        "label": format!("{kind} (bare transporter)"), "mode": format!("{mode:?}").to_lowercase(),
+        "label": format!("{kind} bare transporter"),
+        "mode": format!("{mode:?}").to_lowercase(),
     });
     emit(c, &run, &rows, &[])
 }
 
+/// The bare-socket stream reference, measured on a helper thread (it pins the thread it runs
+/// on; a full-stack node started afterwards must not inherit that).
 fn bare_stream_row(p: &Plan, bytes: usize) -> Result<RateRow, String> {
-    let bare = limit::tcp_stream_one_per_write(p, bytes).map_err(|e| e.to_string())?;
+    let p = *p;
+    let bare = std::thread::spawn(move || limit::tcp_stream_one_per_write(&p, bytes))
+        .join()
+        .map_err(|_| "the reference measurement panicked".to_string())?
+        .map_err(|e| e.to_string())?;
     Ok(RateRow {
         case: format!("limit bare tcp, one write per {bytes}-byte message"),
         per_second: bare,
@@ -404,7 +411,8 @@ fn raw_stream(c: &Common, batch: usize) -> Result<(), String> {
     };
     let run = serde_json::json!({
         "command": "stream", "stack": "raw", "transport": kind.to_string(),
-        "label": format!("{kind} (bare transporter)"), "batch": batch,
+        "label": format!("{kind} bare transporter"), "batch": batch,
+        "mode": format!("spin {}us then sleep", c.spin_us),
         "cpu_cores": [r.cpu_cores.0, r.cpu_cores.1],
     });
     emit(c, &run, &[], &[bare_row, row])
@@ -452,7 +460,10 @@ fn stack_plan(c: &Common) -> Result<(stack::StackPlan, Mode, String), String> {
                 (Mode::Sleep, 0) => "sleep".to_string(),
                 (Mode::Sleep, us) => format!("spin {us}us then sleep"),
             };
-            (stack::ClusterFile::Generated { mode, spin_us: c.spin_us }, mode, how)
+            // A round trip shorter than the spin time never sleeps: its floor is the spin one.
+            let reference_mode = if c.spin_us > 0 { Mode::Spin } else { mode };
+            let cluster = stack::ClusterFile::Generated { mode, spin_us: c.spin_us };
+            (cluster, reference_mode, how)
         }
     };
     let datanode = match &c.datanode {
@@ -471,6 +482,16 @@ fn stack_plan(c: &Common) -> Result<(stack::StackPlan, Mode, String), String> {
         warmup: c.warmup,
         count: c.count,
     };
+    if matches!(plan.cluster, stack::ClusterFile::Generated { mode: Mode::Spin, .. })
+        && transport != Transport::Local
+        && std::thread::available_parallelism().map_or(1, |n| n.get()) < 4
+    {
+        eprintln!(
+            "blockwire-bench: note: spin mode between two nodes keeps four threads spinning (a \
+             block thread and a receive thread per node) on fewer than four CPUs; the figures \
+             then show the scheduler's time slices more than the transport"
+        );
+    }
     Ok((plan, mode, how))
 }
 
@@ -489,7 +510,7 @@ fn stack_pingpong(c: &Common) -> Result<(), String> {
     rows[last] = rows[last].clone().against(&reference);
     let run = serde_json::json!({
         "command": "pingpong", "stack": "full", "transport": sp.transport,
-        "label": sp.transport, "mode": how, "peer": notes.peer,
+        "label": format!("{} ({how})", sp.transport), "mode": how, "peer": notes.peer,
         "cpu_cores": [notes.cpu_cores.0, notes.cpu_cores.1],
     });
     if !c.json {
@@ -524,7 +545,8 @@ fn stack_stream(c: &Common, batch: usize) -> Result<(), String> {
         reference: Some((bare_row.case.clone(), r.per_second / bare_row.per_second)),
     };
     let run = serde_json::json!({
-        "command": "stream", "stack": "full", "transport": sp.transport, "label": sp.transport,
+        "command": "stream", "stack": "full", "transport": sp.transport,
+        "label": format!("{} ({how})", sp.transport),
         "mode": how, "batch": batch, "peer": r.notes.peer,
         "cpu_cores": [r.notes.cpu_cores.0, r.notes.cpu_cores.1],
         "receiver_sleeps_per_1000": r.sleeps_per_1000, "back_pressure_refusals": r.refusals,

@@ -79,6 +79,23 @@ pub fn read_dir(dir: &Path) -> Result<Vec<Series>, String> {
         .collect()
 }
 
+/// Line colours of measured distributions (strong and distinct on white).
+const COLORS: [RGBColor; 10] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(23, 190, 207),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(188, 189, 34),
+    RGBColor(31, 31, 120),
+];
+/// Limit references: black and greys, each with its own dash length.
+const LIMIT_COLORS: [RGBColor; 3] =
+    [RGBColor(0, 0, 0), RGBColor(96, 96, 96), RGBColor(150, 150, 150)];
+
 /// x of a percentile: 1/(1-p), with p = 1 (the maximum) drawn at `x_max`.
 fn x_of(p: f64, x_max: f64) -> f64 {
     if p >= 1.0 {
@@ -135,6 +152,7 @@ pub fn write_svg(series: &[Series], title: &str, out: &Path) -> Result<(), Strin
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 22))
         .margin(16)
+        .margin_right(40)
         .x_label_area_size(48)
         .y_label_area_size(72)
         .build_cartesian_2d((1f64..x_max).log_scale(), (y_lo..y_hi).log_scale())
@@ -147,19 +165,22 @@ pub fn write_svg(series: &[Series], title: &str, out: &Path) -> Result<(), Strin
         .y_label_formatter(&|y| format!("{y}"))
         .draw()
         .map_err(|e| draw(&e))?;
-    let mut solid = 0;
+    let (mut solid, mut dashed) = (0, 0);
     for s in series {
         let points: Vec<(f64, f64)> =
             s.points.iter().map(|(p, v)| (x_of(*p, x_max), v.max(y_lo))).collect();
-        let color = if s.is_limit() {
-            Palette99::pick(series.len() + solid).mix(0.9)
+        let (color, dash) = if s.is_limit() {
+            dashed += 1;
+            let n = dashed - 1;
+            let dash = if (n / LIMIT_COLORS.len()) % 2 == 0 { 3 } else { 8 };
+            (LIMIT_COLORS[n % LIMIT_COLORS.len()], dash)
         } else {
             solid += 1;
-            Palette99::pick(solid - 1).mix(1.0)
+            (COLORS[(solid - 1) % COLORS.len()], 0)
         };
         let style = color.stroke_width(2);
-        let drawn = if s.is_limit() {
-            chart.draw_series(DashedLineSeries::new(points, 6, 4, style))
+        let drawn = if dash > 0 {
+            chart.draw_series(DashedLineSeries::new(points, dash, 3, style))
         } else {
             chart.draw_series(LineSeries::new(points, style))
         };
@@ -169,7 +190,7 @@ pub fn write_svg(series: &[Series], title: &str, out: &Path) -> Result<(), Strin
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::LowerRight)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()

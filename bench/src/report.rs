@@ -131,7 +131,8 @@ pub fn write_hgrm(path: &Path, h: &Histogram<u64>) -> std::io::Result<()> {
         "{:>12} {:>14} {:>10} {:>14}\n",
         "Value", "Percentile", "TotalCount", "1/(1-Percentile)"
     )?;
-    for v in h.iter_quantiles(1) {
+    // Five steps per halving of the distance to 100%, as HdrHistogram's own output does.
+    for v in h.iter_quantiles(5) {
         let q = v.quantile_iterated_to();
         let inverse = if q < 1.0 { format!("{:.2}", 1.0 / (1.0 - q)) } else { "inf".to_string() };
         writeln!(

@@ -141,11 +141,11 @@ fn full_stack_pingpong_runs_in_one_process_and_between_two() {
     local.extend(args);
     let doc = json(&local);
     assert_eq!(doc["run"]["stack"], "full");
-    assert_eq!(doc["run"]["label"], "local");
+    assert_eq!(doc["run"]["label"], "local (spin 20us then sleep)");
     let rows = doc["latency"].as_array().unwrap();
     assert_eq!(rows.len(), 2, "{rows:?}");
     check_latency_row(&rows[1], 300);
-    assert_eq!(rows[1]["reference"][0], "limit eventfd wake 2 threads");
+    assert_eq!(rows[1]["reference"][0], "limit cache-line 2 threads");
     assert!(rows[1]["case"].as_str().unwrap().starts_with("local spin 20us then sleep"));
     let files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(files.len(), 2, "{files:?}");
@@ -156,14 +156,16 @@ fn full_stack_pingpong_runs_in_one_process_and_between_two() {
     let alone = temp_dir("alone");
     let exe = alone.join("blockwire-bench");
     std::fs::copy(env!("CARGO_BIN_EXE_blockwire-bench"), &exe).unwrap();
-    let mut tcp = vec!["pingpong", "--transport", "tcp", "--json"];
-    tcp.extend(args);
+    // Spin time 0: every hand-off sleeps, so the reference is the blocking socket.
+    let mut tcp = vec!["pingpong", "--transport", "tcp", "--json", "--mode", "sleep"];
+    tcp.extend(["--spin-us", "0", "--count", "300", "--warmup", "30"]);
     let out = Command::new(&exe).args(&tcp).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     std::fs::remove_dir_all(&alone).unwrap();
     assert_eq!(doc["run"]["peer"], "blockwire-bench node-peer", "{doc}");
+    assert_eq!(doc["run"]["label"], "tcp (sleep)");
     let rows = doc["latency"].as_array().unwrap();
     assert_eq!(rows[0]["case"], "limit bare tcp sleep");
     check_latency_row(&rows[1], 300);
@@ -185,7 +187,7 @@ fn full_stack_stream_counts_every_signal_at_the_receiver() {
         "32",
         "--json",
     ]);
-    assert_eq!(doc["run"]["label"], "shm");
+    assert_eq!(doc["run"]["label"], "shm (spin 50us then sleep)");
     assert_eq!(doc["run"]["batch"], 32);
     let rows = doc["rates"].as_array().unwrap();
     assert_eq!(rows.len(), 2);
