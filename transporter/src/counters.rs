@@ -61,6 +61,18 @@ counters! {
     connects,
     /// Times the link failed.
     failures,
+    /// RDMA: post calls (one doorbell each, a chain of writes).
+    rdma_posts,
+    /// RDMA: signalled send completions taken (one per several posts).
+    rdma_send_completions,
+    /// RDMA: completion-channel events taken, i.e. interrupts that woke a sleeping receiver.
+    cq_events,
+    /// RDMA: times the sender found the peer's ring or receive queue out of credit.
+    credit_stalls,
+    /// RDMA: credit words written alone (the rest ride with reverse data).
+    credit_messages,
+    /// RDMA: receive requests re-posted.
+    recv_reposts,
 }
 
 impl LinkCounters {

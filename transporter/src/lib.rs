@@ -21,6 +21,8 @@ pub mod counters;
 pub mod handshake;
 pub mod pages;
 pub mod poller;
+#[cfg(feature = "rdma")]
+pub mod rdma;
 pub mod receive;
 pub mod registry;
 pub mod send_buffers;
@@ -102,6 +104,9 @@ pub enum LinkError {
     /// The peer's shared words or ring contents are impossible (a corrupted or hostile peer).
     #[error("corrupt shared state from peer: {0}")]
     Corrupt(String),
+    /// An RDMA verbs call or completion failed (a queue pair in error, say).
+    #[error("rdma: {0}")]
+    Rdma(String),
     /// The upper layer declared the peer dead (for example heartbeat silence).
     #[error("closed by the upper layer: {0}")]
     Closed(String),
@@ -180,6 +185,9 @@ pub enum AnySender {
     Tcp(tcp::TcpSender),
     /// Shared memory.
     Shm(shm::ShmSender),
+    /// RDMA verbs.
+    #[cfg(feature = "rdma")]
+    Rdma(rdma::RdmaSender),
 }
 
 /// Every receiving half, as a closed set for the hot path.
@@ -189,6 +197,9 @@ pub enum AnyReceiver {
     Tcp(tcp::TcpReceiver),
     /// Shared memory.
     Shm(shm::ShmReceiver),
+    /// RDMA verbs.
+    #[cfg(feature = "rdma")]
+    Rdma(rdma::RdmaReceiver),
 }
 
 impl LinkSender for AnySender {
@@ -197,6 +208,8 @@ impl LinkSender for AnySender {
         match self {
             AnySender::Tcp(s) => s.send(queue),
             AnySender::Shm(s) => s.send(queue),
+            #[cfg(feature = "rdma")]
+            AnySender::Rdma(s) => s.send(queue),
         }
     }
 
@@ -204,6 +217,8 @@ impl LinkSender for AnySender {
         match self {
             AnySender::Tcp(s) => s.has_pending(),
             AnySender::Shm(s) => s.has_pending(),
+            #[cfg(feature = "rdma")]
+            AnySender::Rdma(s) => s.has_pending(),
         }
     }
 
@@ -211,6 +226,8 @@ impl LinkSender for AnySender {
         match self {
             AnySender::Tcp(s) => s.discard_pending(),
             AnySender::Shm(s) => s.discard_pending(),
+            #[cfg(feature = "rdma")]
+            AnySender::Rdma(s) => s.discard_pending(),
         }
     }
 }
@@ -221,6 +238,8 @@ impl LinkReceiver for AnyReceiver {
         match self {
             AnyReceiver::Tcp(r) => r.poll(deliver),
             AnyReceiver::Shm(r) => r.poll(deliver),
+            #[cfg(feature = "rdma")]
+            AnyReceiver::Rdma(r) => r.poll(deliver),
         }
     }
 
@@ -228,6 +247,8 @@ impl LinkReceiver for AnyReceiver {
         match self {
             AnyReceiver::Tcp(r) => r.raw_fd(),
             AnyReceiver::Shm(r) => r.raw_fd(),
+            #[cfg(feature = "rdma")]
+            AnyReceiver::Rdma(r) => r.raw_fd(),
         }
     }
 
@@ -235,6 +256,8 @@ impl LinkReceiver for AnyReceiver {
         match self {
             AnyReceiver::Tcp(r) => r.arm(),
             AnyReceiver::Shm(r) => r.arm(),
+            #[cfg(feature = "rdma")]
+            AnyReceiver::Rdma(r) => r.arm(),
         }
     }
 
@@ -242,6 +265,8 @@ impl LinkReceiver for AnyReceiver {
         match self {
             AnyReceiver::Tcp(r) => r.death_fd(),
             AnyReceiver::Shm(r) => r.death_fd(),
+            #[cfg(feature = "rdma")]
+            AnyReceiver::Rdma(r) => r.death_fd(),
         }
     }
 
@@ -249,6 +274,8 @@ impl LinkReceiver for AnyReceiver {
         match self {
             AnyReceiver::Tcp(r) => r.needs_polling(),
             AnyReceiver::Shm(r) => r.needs_polling(),
+            #[cfg(feature = "rdma")]
+            AnyReceiver::Rdma(r) => r.needs_polling(),
         }
     }
 
@@ -256,6 +283,20 @@ impl LinkReceiver for AnyReceiver {
         match self {
             AnyReceiver::Tcp(r) => r.check_alive(),
             AnyReceiver::Shm(r) => r.check_alive(),
+            #[cfg(feature = "rdma")]
+            AnyReceiver::Rdma(r) => r.check_alive(),
         }
+    }
+}
+
+/// Checks a link's handshake socket, kept open for the link's life: a hang-up is the peer's
+/// death; bytes on it are a protocol violation (nothing is sent there after set-up).
+pub(crate) fn peer_alive(socket: &std::net::TcpStream) -> Result<(), LinkError> {
+    let mut byte = [0u8; 1];
+    match socket.peek(&mut byte) {
+        Ok(0) => Err(LinkError::PeerClosed),
+        Ok(_) => Err(LinkError::Corrupt("unexpected bytes on the link's handshake socket".into())),
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
+        Err(e) => Err(LinkError::Io { op: "peek link socket", source: e }),
     }
 }

@@ -84,6 +84,8 @@ pub struct RegistryConfig {
     pub peers: Vec<PeerConfig>,
     /// The cluster secret, if any.
     pub secret: Option<Vec<u8>>,
+    /// The RDMA device RDMA links use (`None`: the first one).
+    pub rdma_device: Option<String>,
     /// Signal size limits, for packing and walking.
     pub limits: Limits,
     /// Send-buffer page size in bytes.
@@ -112,6 +114,7 @@ impl RegistryConfig {
             listen,
             peers,
             secret: None,
+            rdma_device: None,
             limits: Limits::default(),
             page_bytes: 64 * 1024,
             receive_buffer_bytes: 256 * 1024,
@@ -134,6 +137,10 @@ pub enum RegistryError {
     /// A system call failed at start.
     #[error("{op} failed: {source}")]
     Io { op: &'static str, source: io::Error },
+    /// A link is configured as RDMA, but there is no usable RDMA device (or this build has no
+    /// RDMA support).
+    #[error("link to node {peer} is configured as rdma, but {why}")]
+    NoRdma { peer: NodeId, why: String },
 }
 
 /// What happened to a link, for the upper layer (membership).
@@ -227,6 +234,9 @@ pub(crate) struct Inner {
     pub(crate) receive_wake: EventFd,
     stop: AtomicBool,
     handshakes_in_flight: AtomicUsize,
+    /// The device RDMA links use, opened at start when any link is RDMA.
+    #[cfg(feature = "rdma")]
+    rdma: Option<Arc<verbs::Device>>,
 }
 
 /// Most handshakes under way at once; more connections are closed unread.
@@ -320,9 +330,31 @@ impl Inner {
                 )?;
                 Ok((handle, AnySender::Shm(s), AnyReceiver::Shm(r)))
             }
-            other => Err(io::Error::new(
+            #[cfg(feature = "rdma")]
+            TransportKind::Rdma => {
+                let mut stream = stream;
+                let device = self.rdma.clone().ok_or_else(|| io::Error::other("no RDMA device"))?;
+                let params = crate::rdma::RdmaParams::new(
+                    device,
+                    link.config.ring_bytes,
+                    self.config.limits,
+                );
+                let rdma = crate::rdma::setup::establish(&mut stream, &params)
+                    .map_err(|e| io::Error::other(e.to_string()))?;
+                let handle = stream.try_clone()?;
+                let (s, r) = crate::rdma::split(
+                    rdma,
+                    stream,
+                    link.pool.clone(),
+                    link.counters.clone(),
+                    self.config.limits,
+                )?;
+                Ok((handle, AnySender::Rdma(s), AnyReceiver::Rdma(r)))
+            }
+            #[cfg(not(feature = "rdma"))]
+            TransportKind::Rdma => Err(io::Error::new(
                 io::ErrorKind::Unsupported,
-                format!("transport {other} is not available in this build"),
+                "this build has no RDMA support (the `rdma` feature is off)",
             )),
         }
     }
@@ -522,6 +554,18 @@ fn validate(config: &RegistryConfig) -> Result<(), RegistryError> {
                 config_error(&format!("{key}.ring_bytes"), p.ring_bytes, &allowed)
             })?;
         }
+        #[cfg(feature = "rdma")]
+        if p.transport == TransportKind::Rdma {
+            let min = crate::rdma::setup::min_ring_bytes(&config.limits);
+            let max = crate::rdma::setup::MAX_RING_BYTES;
+            if !p.ring_bytes.is_power_of_two() || p.ring_bytes < min || p.ring_bytes > max {
+                return Err(config_error(
+                    &format!("{key}.ring_bytes"),
+                    p.ring_bytes,
+                    &format!("a power of two from {min} (four largest signals) to {max}"),
+                ));
+            }
+        }
         if p.send_buffer_bytes < 2 * config.page_bytes {
             return Err(config_error(
                 &format!("{key}.send_buffer_bytes"),
@@ -540,10 +584,34 @@ fn validate(config: &RegistryConfig) -> Result<(), RegistryError> {
     Ok(())
 }
 
+/// Opens the RDMA device when any link is RDMA.
+#[cfg(feature = "rdma")]
+fn open_rdma(config: &RegistryConfig) -> Result<Option<Arc<verbs::Device>>, RegistryError> {
+    let Some(p) = config.peers.iter().find(|p| p.transport == TransportKind::Rdma) else {
+        return Ok(None);
+    };
+    match verbs::Device::open(config.rdma_device.as_deref()) {
+        Ok(device) => {
+            info!(device = device.name(), "RDMA device open");
+            Ok(Some(device))
+        }
+        Err(e) => Err(RegistryError::NoRdma { peer: p.node, why: e.to_string() }),
+    }
+}
+
 impl Registry {
     /// Validates `config`, listens, and starts connecting to peers.
     pub fn start(config: RegistryConfig) -> Result<Registry, RegistryError> {
         validate(&config)?;
+        #[cfg(feature = "rdma")]
+        let rdma = open_rdma(&config)?;
+        #[cfg(not(feature = "rdma"))]
+        if let Some(p) = config.peers.iter().find(|p| p.transport == TransportKind::Rdma) {
+            return Err(RegistryError::NoRdma {
+                peer: p.node,
+                why: "this build has no RDMA support (built without the `rdma` feature)".into(),
+            });
+        }
         let listener = match config.listen {
             Some(addr) => {
                 let l = TcpListener::bind(addr)
@@ -586,6 +654,8 @@ impl Registry {
             receive_wake,
             stop: AtomicBool::new(false),
             handshakes_in_flight: AtomicUsize::new(0),
+            #[cfg(feature = "rdma")]
+            rdma,
         });
         let receive_side = ReceiveSide::new(inner.clone())
             .map_err(|source| RegistryError::Io { op: "epoll", source })?;

@@ -416,24 +416,85 @@ pub fn peer_killed_mid_stream_then_restarted(kind: TransportKind) {
     assert_no_leftover_segments();
 }
 
-/// Connects to `addr` as `hello.from` by hand: the handshake, then (for shared memory) the
-/// creator's set-up, so a test can then misbehave as that peer.
+/// The transport state of a raw peer (the test playing a node by hand).
+enum Raw {
+    /// TCP: the stream is the link.
+    Tcp,
+    /// Shared memory: the segment the raw peer created.
+    Shm(ShmLink),
+    /// RDMA: the raw peer's queue pair and memory.
+    #[cfg(feature = "rdma")]
+    Rdma(transporter::rdma::RdmaLink),
+}
+
+impl Raw {
+    fn shm(&self) -> Option<&ShmLink> {
+        match self {
+            Raw::Shm(link) => Some(link),
+            _ => None,
+        }
+    }
+}
+
+/// Connects to `addr` as `hello.from` by hand: the handshake, then the transport's set-up, so
+/// a test can then misbehave as that peer.
 fn raw_connect(
     addr: SocketAddr,
     kind: TransportKind,
     hello: &Hello,
     secret: Option<&[u8]>,
-) -> (TcpStream, Option<ShmLink>) {
+) -> (TcpStream, Raw) {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     handshake::connect(&mut s, hello, secret).unwrap();
-    let shared = (kind == TransportKind::Shm).then(|| {
-        let me = NodeId::new(hello.from as u32).unwrap();
-        let peer = NodeId::new(hello.to as u32).unwrap();
-        shm::setup::create(&mut s, hello.cluster_id, me, peer, 256 << 10, Duration::from_secs(5))
-            .unwrap()
-    });
-    (s, shared)
+    let me = NodeId::new(hello.from as u32).unwrap();
+    let peer = NodeId::new(hello.to as u32).unwrap();
+    let raw = match kind {
+        TransportKind::Tcp => Raw::Tcp,
+        TransportKind::Shm => Raw::Shm(
+            shm::setup::create(
+                &mut s,
+                hello.cluster_id,
+                me,
+                peer,
+                256 << 10,
+                Duration::from_secs(5),
+            )
+            .unwrap(),
+        ),
+        #[cfg(feature = "rdma")]
+        TransportKind::Rdma => {
+            use transporter::rdma;
+            let device = verbs::Device::open(None).unwrap();
+            let params = rdma::RdmaParams::new(device, 256 << 10, Limits::default());
+            Raw::Rdma(rdma::setup::establish(&mut s, &params).unwrap())
+        }
+        #[cfg(not(feature = "rdma"))]
+        TransportKind::Rdma => unreachable!("RDMA cases are skipped in this build"),
+    };
+    (s, raw)
+}
+
+/// Posts `bytes` as one WRITE WITH IMMEDIATE of `imm` at offset 0 of the peer's ring, as a raw
+/// RDMA peer.
+#[cfg(feature = "rdma")]
+fn rdma_publish(link: &transporter::rdma::RdmaLink, imm: u32, bytes: &[u8]) {
+    assert!(bytes.len() <= link.staging.len());
+    // SAFETY: the test owns this staging region and nothing else writes it.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), link.staging.as_ptr(), bytes.len()) };
+    let write = verbs::Write {
+        wr_id: 1,
+        local_addr: link.staging.addr(),
+        remote_addr: link.peer.ring_addr,
+        length: bytes.len() as u32,
+        lkey: link.staging.lkey(),
+        rkey: link.peer.ring_rkey,
+        imm,
+        flags: verbs::WRITE_IMM | verbs::WRITE_SIGNALED,
+        pad: 0,
+    };
+    // SAFETY: the local span is in the registered staging region, alive while `link` is.
+    unsafe { link.endpoint.post_writes(&[write]) }.unwrap();
 }
 
 /// Writes `bytes` at the start of the ring a raw shared-memory peer produces into, then `word`
@@ -452,10 +513,12 @@ fn shm_publish(link: &ShmLink, word: u32, bytes: &[u8]) {
 }
 
 /// Makes the link of a raw peer misbehave: garbage bytes where signals belong.
-fn send_garbage(kind: TransportKind, stream: &mut TcpStream, shared: Option<&ShmLink>) {
-    match (kind, shared) {
-        (TransportKind::Shm, Some(link)) => shm_publish(link, 64, &[0xEE; 64]),
-        _ => stream.write_all(&[0xEE; 64]).unwrap(),
+fn send_garbage(stream: &mut TcpStream, raw: &Raw) {
+    match raw {
+        Raw::Shm(link) => shm_publish(link, 64, &[0xEE; 64]),
+        #[cfg(feature = "rdma")]
+        Raw::Rdma(link) => rdma_publish(link, 64, &[0xEE; 64]),
+        Raw::Tcp => stream.write_all(&[0xEE; 64]).unwrap(),
     }
 }
 
@@ -479,7 +542,7 @@ pub fn rogue_bytes_close_only_that_link(kind: TransportKind) {
     let (mut rogue, shared) =
         raw_connect(addr, kind, &Hello::new(7, node(3), node(5), kind, false), None);
     wait_event(five.events(), Duration::from_secs(5), connected(3));
-    send_garbage(kind, &mut rogue, shared.as_ref());
+    send_garbage(&mut rogue, &shared);
     let (event, _) = wait_event(five.events(), Duration::from_secs(5), failed(3));
     let LinkEvent::Failed { reason, .. } = event else { unreachable!() };
     assert!(reason.contains("malformed"), "{reason}");
@@ -599,7 +662,7 @@ pub fn shm_garbage_records_and_indices_close_the_link(kind: TransportKind) {
             None,
         );
         wait_event(five.events(), Duration::from_secs(5), connected(3));
-        let link = shared.as_ref().unwrap();
+        let link = shared.shm().unwrap();
         if word == 0 {
             // Garbage index: the rogue, as the consumer of the ring node 5 produces into, claims
             // to have consumed more than was ever written; node 5's next send sees it.
@@ -743,36 +806,78 @@ pub fn shm_mismatch_refused_at_setup(_kind: TransportKind) {
     assert_no_leftover_segments();
 }
 
+/// Whether an RDMA case must be skipped: there is no RDMA device here (the host kernel has no
+/// RDMA support). Inside the rxe rig (`RXE_VM=1`) or with `BLOCKWIRE_REQUIRE_RDMA=1`, a missing
+/// device fails the case instead.
+fn skip(kind: TransportKind) -> bool {
+    if kind != TransportKind::Rdma {
+        return false;
+    }
+    #[cfg(feature = "rdma")]
+    let why = match verbs::Device::open(None) {
+        Ok(_) => return false,
+        Err(e) => e.to_string(),
+    };
+    #[cfg(not(feature = "rdma"))]
+    let why = "built without the `rdma` feature".to_string();
+    let required = std::env::var("RXE_VM").is_ok_and(|v| v == "1")
+        || std::env::var("BLOCKWIRE_REQUIRE_RDMA").is_ok_and(|v| v == "1");
+    assert!(!required, "an RDMA device is required here: {why}");
+    eprintln!("skipped: {why} (scripts/test.sh runs the RDMA cases inside scripts/rxe-vm.sh)");
+    true
+}
+
 macro_rules! suite {
     ($kind_mod:ident, $kind:expr) => {
         mod $kind_mod {
             use super::*;
             #[test]
             fn ordered_delivery_of_a_million_mixed_signals() {
+                if super::skip($kind) {
+                    return;
+                }
                 super::ordered_delivery_of_a_million_mixed_signals($kind)
             }
             #[test]
             fn batches_straddle_read_boundaries() {
+                if super::skip($kind) {
+                    return;
+                }
                 super::batches_straddle_read_boundaries($kind)
             }
             #[test]
             fn back_pressure_when_the_peer_stops_reading() {
+                if super::skip($kind) {
+                    return;
+                }
                 super::back_pressure_when_the_peer_stops_reading($kind)
             }
             #[test]
             fn peer_killed_mid_stream_then_restarted() {
+                if super::skip($kind) {
+                    return;
+                }
                 super::peer_killed_mid_stream_then_restarted($kind)
             }
             #[test]
             fn rogue_bytes_close_only_that_link() {
+                if super::skip($kind) {
+                    return;
+                }
                 super::rogue_bytes_close_only_that_link($kind)
             }
             #[test]
             fn upper_layer_close_fails_the_link_then_it_reconnects() {
+                if super::skip($kind) {
+                    return;
+                }
                 super::upper_layer_close_fails_the_link_then_it_reconnects($kind)
             }
             #[test]
             fn handshake_refusals() {
+                if super::skip($kind) {
+                    return;
+                }
                 super::handshake_refusals($kind)
             }
         }
@@ -783,13 +888,14 @@ macro_rules! extra {
     ($kind_mod:ident, $kind:expr, $($case:ident),*) => {
         mod $kind_mod {
             use super::*;
-            $( #[test] fn $case() { super::$case($kind) } )*
+            $( #[test] fn $case() { if super::skip($kind) { return; } super::$case($kind) } )*
         }
     };
 }
 
 suite!(tcp, TransportKind::Tcp);
 suite!(shared_memory, TransportKind::Shm);
+suite!(rdma, TransportKind::Rdma);
 extra!(tcp_only_cases, TransportKind::Tcp, tcp_only);
 extra!(
     shm_only_cases,

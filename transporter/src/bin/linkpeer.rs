@@ -31,6 +31,7 @@ enum Mode {
 enum Transport {
     Tcp,
     Shm,
+    Rdma,
 }
 
 impl Transport {
@@ -38,6 +39,7 @@ impl Transport {
         match self {
             Transport::Tcp => TransportKind::Tcp,
             Transport::Shm => TransportKind::Shm,
+            Transport::Rdma => TransportKind::Rdma,
         }
     }
 }

@@ -394,15 +394,7 @@ impl LinkReceiver for ShmReceiver {
 
     fn check_alive(&mut self) -> Result<(), LinkError> {
         self.wake.drain();
-        let mut byte = [0u8; 1];
-        match self.socket.peek(&mut byte) {
-            Ok(0) => Err(LinkError::PeerClosed),
-            Ok(_) => {
-                Err(LinkError::Corrupt("unexpected bytes on the link's handshake socket".into()))
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(()),
-            Err(e) => Err(LinkError::Io { op: "peek link socket", source: e }),
-        }
+        crate::peer_alive(&self.socket)
     }
 
     fn arm(&mut self) -> Result<bool, LinkError> {

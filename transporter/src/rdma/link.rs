@@ -1,0 +1,668 @@
+//! The two halves of an RDMA link (see the protocol in `mod.rs`).
+//!
+//! [`RdmaSender`] copies whole signals into the staging mirror of the peer's ring and posts one
+//! chain per `send`: the credit word when it is due (piggybacked), then one WRITE WITH IMMEDIATE
+//! per contiguous run (two when the lap wraps). It stops, and says blocked, when the peer's ring
+//! space or receive requests (its credits) or the send queue run out.
+//!
+//! [`RdmaReceiver`] takes receive completions in order; each one's immediate says how many bytes
+//! arrived at its ring position (after skipping the rest of the lap when flagged). Everything
+//! the peer controls is untrusted: an immediate that is not whole words, shorter than a signal
+//! or past the end of the lap, a completion of the wrong kind, or a malformed batch closes the
+//! link; the data is copied out of the ring (which the peer can write at any time) before it is
+//! walked. One poll takes a bounded number of completions.
+
+use std::io;
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use signals::{BatchWalker, Limits, SignalView, WalkError};
+use verbs::{Wc, Write, MAX_CHAIN, WC_IMM, WRITE_IMM, WRITE_INLINE, WRITE_SIGNALED};
+
+use super::setup::{RdmaLink, SetupMessage};
+use super::{Credit, Imm, CONTROL_RESERVE, REPOST_BATCH, SIGNAL_EVERY};
+use crate::counters::LinkCounters;
+use crate::pages::{Page, PagePool, PageQueue};
+use crate::{LinkError, LinkReceiver, LinkSender, PollProgress, SendProgress};
+
+/// `IBV_WC_RECV_RDMA_WITH_IMM`.
+const RECV_RDMA_WITH_IMM: u32 = 129;
+/// Completions taken per poll call, and at most this many calls per `poll`.
+const POLL_BATCH: usize = 32;
+const POLLS_PER_CALL: usize = 4;
+
+/// What both halves share: the verbs objects (the endpoint first, so it is destroyed before the
+/// memory the NIC writes), and the send queue's bookkeeping.
+#[derive(Debug)]
+struct Shared {
+    link: RdmaLink,
+    /// The newest credit word this side's receiver wants the peer to have.
+    credit_due: AtomicU64,
+    post: Mutex<PostState>,
+    counters: Arc<LinkCounters>,
+}
+
+/// The send queue, used by the sender (data) and the receiver (credit-only writes).
+#[derive(Debug)]
+struct PostState {
+    /// Work requests posted and not yet known complete.
+    outstanding: u32,
+    /// Work requests posted since the last signalled one.
+    unsignaled: u32,
+    /// The credit word last written to the peer.
+    credit_sent: u64,
+    depth: u32,
+}
+
+fn rdma_err(what: &str, e: impl std::fmt::Display) -> LinkError {
+    LinkError::Rdma(format!("{what}: {e}"))
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, PostState> {
+        self.post.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Takes send completions: frees send-queue slots, and fails on any error completion.
+    fn reap(&self, st: &mut PostState) -> Result<(), LinkError> {
+        let mut wcs = [Wc::default(); 16];
+        loop {
+            let n =
+                self.link.endpoint.poll_send(&mut wcs).map_err(|e| rdma_err("poll send CQ", e))?;
+            for wc in &wcs[..n] {
+                if wc.status != 0 {
+                    return Err(LinkError::Rdma(format!(
+                        "send completion failed: {} (status {})",
+                        verbs::status_str(wc.status),
+                        wc.status
+                    )));
+                }
+                let covered = u32::try_from(wc.wr_id).unwrap_or(u32::MAX);
+                assert!(covered <= st.outstanding, "a completion covers more than was posted");
+                st.outstanding -= covered;
+            }
+            LinkCounters::add(&self.counters.rdma_send_completions, n as u64);
+            if n < wcs.len() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Whether `n` more work requests fit, keeping `reserve` slots free; reaps when short.
+    fn room(&self, st: &mut PostState, n: u32, reserve: u32) -> Result<bool, LinkError> {
+        if st.outstanding + n + reserve > st.depth {
+            self.reap(st)?;
+        }
+        Ok(st.outstanding + n + reserve <= st.depth)
+    }
+
+    /// The credit write of `word` (inline: the value is copied when posted).
+    fn credit_write(&self, word: u64) -> Write {
+        let at = self.link.peer.ring_bytes as usize;
+        let slot = self.link.staging.as_ptr().wrapping_add(at).cast::<AtomicU64>();
+        // SAFETY: the staging region is the peer ring's size plus a 64-byte credit line, so
+        // `slot` is in it and 8-aligned (the mapping is page-aligned, `at` a power of two); only
+        // this side writes it, under the post lock; the NIC reads it.
+        unsafe { (*slot).store(word, Ordering::Release) };
+        Write {
+            wr_id: 0,
+            local_addr: self.link.staging.addr() + at as u64,
+            remote_addr: self.link.peer.credit_addr,
+            length: 8,
+            lkey: self.link.staging.lkey(),
+            rkey: self.link.peer.ring_rkey,
+            imm: 0,
+            flags: if self.link.endpoint.max_inline() >= 8 { WRITE_INLINE } else { 0 },
+            pad: 0,
+        }
+    }
+
+    /// Posts `writes` as one chain, signalling the last one every [`SIGNAL_EVERY`] requests.
+    fn post(&self, st: &mut PostState, writes: &mut [Write]) -> Result<(), LinkError> {
+        let n = writes.len() as u32;
+        debug_assert!(st.outstanding + n <= st.depth);
+        if st.unsignaled + n >= SIGNAL_EVERY {
+            let last = writes.last_mut().unwrap_or_else(|| unreachable!("posting nothing"));
+            last.flags |= WRITE_SIGNALED;
+            last.wr_id = u64::from(st.unsignaled + n);
+            st.unsignaled = 0;
+        } else {
+            st.unsignaled += n;
+        }
+        // SAFETY: every local span is in the staging region (registered, alive as long as the
+        // endpoint, since both are in `self.link`), or inline.
+        unsafe { self.link.endpoint.post_writes(writes) }.map_err(|e| rdma_err("post", e))?;
+        st.outstanding += n;
+        LinkCounters::add(&self.counters.rdma_posts, 1);
+        Ok(())
+    }
+}
+
+/// Makes the halves of a set-up link.
+pub(crate) fn split(
+    link: RdmaLink,
+    socket: TcpStream,
+    pool: Arc<PagePool>,
+    counters: Arc<LinkCounters>,
+    limits: Limits,
+) -> io::Result<(RdmaSender, RdmaReceiver)> {
+    socket.set_nonblocking(true)?;
+    let own_ring = link.ring_bytes;
+    let recv_depth = link.recv_depth;
+    let peer = link.peer;
+    let send_depth = link.send_depth;
+    let shared = Arc::new(Shared {
+        credit_due: AtomicU64::new(Credit { consumed: 0, posted: recv_depth }.encode()),
+        post: Mutex::new(PostState {
+            outstanding: 0,
+            unsignaled: 0,
+            credit_sent: Credit { consumed: 0, posted: recv_depth }.encode(),
+            depth: send_depth,
+        }),
+        link,
+        counters: counters.clone(),
+    });
+    let sender = RdmaSender {
+        shared: shared.clone(),
+        peer,
+        position: 0,
+        writes: 0,
+        wrap_next: false,
+        stalled: false,
+        pool,
+        counters: counters.clone(),
+        pending: None,
+    };
+    let receiver = RdmaReceiver {
+        shared,
+        position: 0,
+        completed: 0,
+        posted: u64::from(recv_depth),
+        limits,
+        counters,
+        socket,
+        scratch: vec![0u32; own_ring / 4].into_boxed_slice(),
+        stash: Vec::with_capacity(POLL_BATCH),
+        armed: false,
+    };
+    Ok((sender, receiver))
+}
+
+/// The sending half.
+#[derive(Debug)]
+pub struct RdmaSender {
+    shared: Arc<Shared>,
+    peer: SetupMessage,
+    /// Bytes of the peer's ring ever used (data and lap skips).
+    position: u64,
+    /// WRITE WITH IMMEDIATEs ever posted (each uses one of the peer's receive requests).
+    writes: u64,
+    /// The rest of the last lap was skipped: the next data write says so.
+    wrap_next: bool,
+    /// Blocked on credits at the last call (a stall is counted once).
+    stalled: bool,
+    pool: Arc<PagePool>,
+    counters: Arc<LinkCounters>,
+    pending: Option<Page>,
+}
+
+/// The space and receive requests the peer's last credit word grants.
+struct Grant {
+    free: u64,
+    slots: u32,
+}
+
+impl RdmaSender {
+    fn grant(&self) -> Result<Grant, LinkError> {
+        let at = self.shared.link.ring_bytes;
+        let word = self.shared.link.ring.as_ptr().wrapping_add(at).cast::<AtomicU64>();
+        // SAFETY: our ring region is the ring plus a 64-byte credit line; `word` is in it and
+        // 8-aligned. The peer's NIC writes it as one aligned 8-byte unit (see mod.rs).
+        let c = Credit::decode(unsafe { (*word).load(Ordering::Acquire) });
+        let size = u64::from(self.peer.ring_bytes);
+        let used = u64::from((self.position as u32).wrapping_sub(c.consumed));
+        if used > size {
+            return Err(LinkError::Corrupt(format!(
+                "peer's credit says {} ring bytes consumed, {used} behind our {} (ring {size})",
+                c.consumed, self.position as u32
+            )));
+        }
+        let slots = c.posted.wrapping_sub(self.writes as u32);
+        if slots > self.peer.recv_depth {
+            return Err(LinkError::Corrupt(format!(
+                "peer's credit says {} receive requests posted, {slots} more than our {} writes (depth {})",
+                c.posted, self.writes as u32, self.peer.recv_depth
+            )));
+        }
+        Ok(Grant { free: size - used, slots })
+    }
+
+    fn stage(&self, offset: usize, bytes: &[u8]) {
+        assert!(offset + bytes.len() <= self.peer.ring_bytes as usize);
+        // SAFETY: the span is inside the staging mirror (checked) and in space the peer has
+        // consumed (granted), so no write of ours still reads it.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                bytes.as_ptr(),
+                self.shared.link.staging.as_ptr().add(offset),
+                bytes.len(),
+            )
+        };
+    }
+
+    fn data_write(&self, offset: usize, len: usize, wrapped: bool) -> Write {
+        let inline = len <= self.shared.link.endpoint.max_inline() as usize;
+        Write {
+            wr_id: 0,
+            local_addr: self.shared.link.staging.addr() + offset as u64,
+            remote_addr: self.peer.ring_addr + offset as u64,
+            length: len as u32,
+            lkey: self.shared.link.staging.lkey(),
+            rkey: self.peer.ring_rkey,
+            imm: Imm { wrapped, len: len as u32 }.encode(),
+            flags: WRITE_IMM | if inline { WRITE_INLINE } else { 0 },
+            pad: 0,
+        }
+    }
+
+    /// Copies whole signals from `page` into the mirror; extends or opens data writes in
+    /// `chain`. Returns (bytes copied, blocked).
+    fn copy_page(&mut self, page: &mut Page, g: &mut Grant, chain: &mut Chain) -> (usize, bool) {
+        let size = u64::from(self.peer.ring_bytes);
+        let mut copied = 0;
+        loop {
+            let bytes = page.unsent();
+            if bytes.is_empty() {
+                return (copied, false);
+            }
+            let offset = (self.position % size) as usize;
+            let lap_rest = size - offset as u64;
+            let room = lap_rest.min(g.free) as usize;
+            let mut take = 0;
+            while take + 2 <= bytes.len() {
+                // Our own page: whole signals, each starting with its u16 length in words.
+                let signal = u16::from_le_bytes([bytes[take], bytes[take + 1]]) as usize * 4;
+                debug_assert!(signal >= signals::HEADER_BYTES && take + signal <= bytes.len());
+                if take + signal > room {
+                    break;
+                }
+                take += signal;
+            }
+            if take == 0 {
+                let first = u64::from(u16::from_le_bytes([bytes[0], bytes[1]])) * 4;
+                if lap_rest < first && g.free >= lap_rest {
+                    // Skip the rest of the lap; the next write starts the new one.
+                    chain.close();
+                    self.position += lap_rest;
+                    g.free -= lap_rest;
+                    self.wrap_next = true;
+                    continue;
+                }
+                return (copied, true);
+            }
+            if !chain.extends(offset) {
+                if g.slots == 0 || !chain.has_room() {
+                    return (copied, true);
+                }
+                g.slots -= 1;
+                chain.open(offset, self.wrap_next);
+                self.wrap_next = false;
+            }
+            self.stage(offset, &bytes[..take]);
+            chain.grow(take);
+            self.position += take as u64;
+            g.free -= take as u64;
+            page.sent_bytes += take;
+            copied += take;
+        }
+    }
+}
+
+/// The data writes one `send` builds: contiguous runs in the mirror.
+struct Chain {
+    runs: [(usize, usize, bool); MAX_CHAIN - 1],
+    len: usize,
+    open: bool,
+    max: usize,
+}
+
+impl Chain {
+    fn new(max: usize) -> Chain {
+        Chain {
+            runs: [(0, 0, false); MAX_CHAIN - 1],
+            len: 0,
+            open: false,
+            max: max.min(MAX_CHAIN - 1),
+        }
+    }
+
+    /// Whether a run is open and ends at `offset`.
+    fn extends(&self, offset: usize) -> bool {
+        self.open && {
+            let (start, len, _) = self.runs[self.len - 1];
+            start + len == offset
+        }
+    }
+
+    fn has_room(&self) -> bool {
+        self.len < self.max
+    }
+
+    fn open(&mut self, offset: usize, wrapped: bool) {
+        debug_assert!(self.has_room());
+        self.runs[self.len] = (offset, 0, wrapped);
+        self.len += 1;
+        self.open = true;
+    }
+
+    fn grow(&mut self, bytes: usize) {
+        self.runs[self.len - 1].1 += bytes;
+    }
+
+    fn close(&mut self) {
+        self.open = false;
+    }
+}
+
+impl LinkSender for RdmaSender {
+    fn send(&mut self, queue: &mut PageQueue) -> Result<SendProgress, LinkError> {
+        let shared = self.shared.clone();
+        let mut st = shared.lock();
+        if st.outstanding > 0 {
+            shared.reap(&mut st)?;
+        }
+        let mut progress = SendProgress::default();
+        if self.pending.is_none() && queue.front().is_none() {
+            return Ok(progress);
+        }
+        let mut g = self.grant()?;
+        // Room for the data writes and a piggybacked credit write, keeping the reserve.
+        let sq_free = st.depth.saturating_sub(st.outstanding + CONTROL_RESERVE + 1) as usize;
+        let mut chain = Chain::new(sq_free);
+        let mut blocked = false;
+        while let Some(mut page) = self.pending.take().or_else(|| queue.pop()) {
+            let (copied, full) = self.copy_page(&mut page, &mut g, &mut chain);
+            progress.bytes += copied;
+            if page.unsent().is_empty() {
+                progress.signals += page.signals;
+                queue.finish(page);
+            } else {
+                self.pending = Some(page);
+            }
+            if full {
+                blocked = true;
+                break;
+            }
+        }
+        if chain.len > 0 {
+            let mut writes = [Write::default(); MAX_CHAIN];
+            let mut n = 0;
+            let due = shared.credit_due.load(Ordering::Acquire);
+            if due != st.credit_sent {
+                writes[0] = shared.credit_write(due);
+                st.credit_sent = due;
+                n = 1;
+            }
+            for &(offset, len, wrapped) in &chain.runs[..chain.len] {
+                writes[n] = self.data_write(offset, len, wrapped);
+                n += 1;
+            }
+            shared.post(&mut st, &mut writes[..n])?;
+            self.writes += chain.len as u64;
+            self.pool.sub_queued(progress.bytes);
+            LinkCounters::add(&self.counters.batches_sent, chain.len as u64);
+            LinkCounters::add(&self.counters.bytes_sent, progress.bytes as u64);
+            LinkCounters::add(&self.counters.signals_sent, progress.signals as u64);
+        }
+        if blocked && !self.stalled {
+            LinkCounters::add(&self.counters.credit_stalls, 1);
+        }
+        self.stalled = blocked;
+        progress.blocked = blocked;
+        Ok(progress)
+    }
+
+    fn has_pending(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    fn discard_pending(&mut self) -> usize {
+        self.pool.drop_pending(&mut self.pending)
+    }
+}
+
+impl Drop for RdmaSender {
+    fn drop(&mut self) {
+        let dropped = self.discard_pending();
+        LinkCounters::add(&self.counters.signals_dropped, dropped as u64);
+    }
+}
+
+/// The receiving half.
+#[derive(Debug)]
+pub struct RdmaReceiver {
+    shared: Arc<Shared>,
+    /// Bytes of our ring ever consumed (data and lap skips).
+    position: u64,
+    /// Receive completions ever taken.
+    completed: u64,
+    /// Receive requests ever posted.
+    posted: u64,
+    limits: Limits,
+    counters: Arc<LinkCounters>,
+    /// The handshake socket, kept open for the link's life: its hang-up is the peer's death.
+    socket: TcpStream,
+    /// Where a write's data is copied before it is walked (a whole ring).
+    scratch: Box<[u32]>,
+    /// Completions taken by the poll after arming, handled by the next `poll`.
+    stash: Vec<Wc>,
+    armed: bool,
+}
+
+impl RdmaReceiver {
+    /// Moves the queue pair to the error state, as a fatal device error would: every posted
+    /// request completes flushed and the link fails at the next poll. For fault tests.
+    pub fn force_queue_pair_error(&self) -> Result<(), LinkError> {
+        self.shared.link.endpoint.to_error().map_err(|e| rdma_err("force QP error", e))
+    }
+
+    /// Handles one receive completion: the data of one write. Returns (signals, data bytes).
+    fn take(
+        &mut self,
+        wc: &Wc,
+        deliver: &mut dyn FnMut(SignalView<'_>),
+    ) -> Result<(usize, usize), LinkError> {
+        if wc.status != 0 {
+            return Err(LinkError::Rdma(format!(
+                "receive completion failed: {} (status {})",
+                verbs::status_str(wc.status),
+                wc.status
+            )));
+        }
+        if wc.opcode != RECV_RDMA_WITH_IMM || wc.flags & WC_IMM == 0 {
+            return Err(LinkError::Corrupt(format!(
+                "receive completion of opcode {} (flags {}), not a write with immediate",
+                wc.opcode, wc.flags
+            )));
+        }
+        let size = self.shared.link.ring_bytes as u64;
+        let imm = Imm::decode(wc.imm);
+        let mut offset = self.position % size;
+        if imm.wrapped {
+            if offset == 0 {
+                return Err(LinkError::Corrupt(format!(
+                    "write at ring position {} says it wrapped, but it is at a lap start",
+                    self.position
+                )));
+            }
+            self.position += size - offset;
+            offset = 0;
+        }
+        let len = imm.len as usize;
+        if len % 4 != 0
+            || len < signals::HEADER_BYTES
+            || offset + len as u64 > size
+            || wc.byte_len != imm.len
+        {
+            return Err(LinkError::Corrupt(format!(
+                "write at ring position {} says {len} bytes (completion: {}): not whole words, shorter than a signal, or past the end of the lap ({} bytes left)",
+                self.position,
+                wc.byte_len,
+                size - offset
+            )));
+        }
+        let copy = &mut self.scratch[..len / 4];
+        // SAFETY: the span lies in our ring (checked above); `copy` is our own buffer of `len`
+        // bytes. The peer may write the ring at any time: it can only change the values copied.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                self.shared.link.ring.as_ptr().add(offset as usize),
+                copy.as_mut_ptr().cast::<u8>(),
+                len,
+            )
+        };
+        let bytes: &[u8] = bytemuck::cast_slice(copy);
+        let mut walker = BatchWalker::new(bytes, self.limits)
+            .unwrap_or_else(|_| unreachable!("the scratch buffer is a word array"));
+        let mut signals = 0;
+        loop {
+            match walker.next_signal() {
+                Ok(Some(signal)) => {
+                    deliver(signal);
+                    signals += 1;
+                }
+                Ok(None) => break,
+                Err(WalkError::Incomplete { offset: at, need_bytes }) => {
+                    return Err(LinkError::Corrupt(format!(
+                        "write at ring position {} ends {need_bytes} bytes inside the signal at byte {at}",
+                        self.position
+                    )));
+                }
+                Err(WalkError::Malformed(m)) => return Err(LinkError::Malformed(m)),
+            }
+        }
+        self.position += len as u64;
+        self.completed += 1;
+        Ok((signals, len))
+    }
+
+    /// Re-posts used receive requests in batches, and sends the credit word alone when half
+    /// the ring or half the receive queue is unreported (otherwise the sender piggybacks it).
+    fn give_back(&mut self) -> Result<(), LinkError> {
+        let depth = u64::from(self.shared.link.recv_depth);
+        let used = depth - (self.posted - self.completed);
+        if used >= u64::from(REPOST_BATCH) {
+            self.shared
+                .link
+                .endpoint
+                .post_recvs(self.posted, used as u32)
+                .map_err(|e| rdma_err("post receives", e))?;
+            self.posted += used;
+            LinkCounters::add(&self.counters.recv_reposts, used);
+        }
+        let word = Credit { consumed: self.position as u32, posted: self.posted as u32 };
+        self.shared.credit_due.store(word.encode(), Ordering::Release);
+        let mut st = self.shared.lock();
+        let sent = Credit::decode(st.credit_sent);
+        let bytes = word.consumed.wrapping_sub(sent.consumed) as usize;
+        let requests = word.posted.wrapping_sub(sent.posted);
+        if bytes < self.shared.link.ring_bytes / 2 && u64::from(requests) < depth / 2 {
+            return Ok(());
+        }
+        let shared = self.shared.clone();
+        let mut spins = 0u32;
+        while !shared.room(&mut st, 1, 0)? {
+            spins += 1;
+            if spins > 1_000_000 {
+                return Err(LinkError::Rdma("send queue stays full: no completions".into()));
+            }
+            std::hint::spin_loop();
+        }
+        let mut w = [shared.credit_write(word.encode())];
+        shared.post(&mut st, &mut w)?;
+        st.credit_sent = word.encode();
+        LinkCounters::add(&self.counters.credit_messages, 1);
+        Ok(())
+    }
+}
+
+impl LinkReceiver for RdmaReceiver {
+    fn poll(&mut self, deliver: &mut dyn FnMut(SignalView<'_>)) -> Result<PollProgress, LinkError> {
+        self.armed = false;
+        let start = self.position;
+        let mut progress = PollProgress::default();
+        let mut wcs = [Wc::default(); POLL_BATCH];
+        for _ in 0..POLLS_PER_CALL {
+            let n = if self.stash.is_empty() {
+                self.shared
+                    .link
+                    .endpoint
+                    .poll_recv(&mut wcs)
+                    .map_err(|e| rdma_err("poll receive CQ", e))?
+            } else {
+                let n = self.stash.len();
+                wcs[..n].copy_from_slice(&self.stash);
+                self.stash.clear();
+                n
+            };
+            for wc in &wcs[..n] {
+                let (signals, bytes) = self.take(wc, deliver)?;
+                progress.signals += signals;
+                progress.bytes += bytes;
+            }
+            LinkCounters::add(&self.counters.batches_received, n as u64);
+            if n < POLL_BATCH {
+                break;
+            }
+        }
+        if self.position == start {
+            return Ok(progress);
+        }
+        LinkCounters::add(&self.counters.bytes_received, progress.bytes as u64);
+        LinkCounters::add(&self.counters.signals_received, progress.signals as u64);
+        self.give_back()?;
+        Ok(progress)
+    }
+
+    fn raw_fd(&self) -> RawFd {
+        self.shared.link.endpoint.channel_fd()
+    }
+
+    fn death_fd(&self) -> Option<RawFd> {
+        Some(self.socket.as_raw_fd())
+    }
+
+    fn needs_polling(&self) -> bool {
+        true
+    }
+
+    fn check_alive(&mut self) -> Result<(), LinkError> {
+        let events =
+            self.shared.link.endpoint.take_events().map_err(|e| rdma_err("CQ events", e))?;
+        LinkCounters::add(&self.counters.cq_events, u64::from(events));
+        crate::peer_alive(&self.socket)
+    }
+
+    fn arm(&mut self) -> Result<bool, LinkError> {
+        if !self.stash.is_empty() {
+            return Ok(false);
+        }
+        self.shared.link.endpoint.arm_recv().map_err(|e| rdma_err("arm receive CQ", e))?;
+        // The arm race: a completion that landed before the arm raises no event; look again.
+        let mut wcs = [Wc::default(); POLL_BATCH];
+        let n = self
+            .shared
+            .link
+            .endpoint
+            .poll_recv(&mut wcs)
+            .map_err(|e| rdma_err("poll receive CQ", e))?;
+        if n > 0 {
+            self.stash.extend_from_slice(&wcs[..n]);
+            return Ok(false);
+        }
+        self.armed = true;
+        Ok(true)
+    }
+}
