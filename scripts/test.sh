@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need on a fresh Debian 12 machine, then
-# runs clippy (warnings are errors) and every test of the workspace.
+# runs clippy (warnings are errors), every test of the workspace, the loom models, and the RDMA
+# suites on a real verbs device: soft-RoCE inside a throw-away VM (scripts/rxe-vm.sh).
 #
 # Run it from anywhere; as root it installs missing Debian packages with apt-get, otherwise it
 # says which are missing and stops. The Rust toolchain (cargo, rustc, clippy) must already be
@@ -8,13 +9,15 @@
 #
 # Env knobs:
 #   BLOCKWIRE_TEST_SKIP_CLIPPY=1   skip the clippy step (local quick runs only; CI never sets it)
+#   BLOCKWIRE_TEST_SKIP_RDMA=1     skip the RDMA suites in the VM (local quick runs only)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
 
-# Debian packages the build and the tests need (gcc and pkg-config for crates that build C).
-packages=(gcc libc6-dev pkg-config)
+# Debian packages the build and the tests need (gcc and pkg-config for crates that build C;
+# libibverbs-dev for the verbs shim; the rxe provider for the RDMA suites).
+packages=(gcc libc6-dev pkg-config libibverbs-dev ibverbs-providers)
 
 missing=()
 for p in "${packages[@]}"; do
@@ -52,3 +55,16 @@ cargo test --workspace
 echo "test.sh: loom model checks"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/loom" \
     cargo test -p blockwire-node -p blockwire-transporter --release --lib loom
+
+# The RDMA transporter on real verbs: its conformance cases and the RDMA-only cases run inside
+# a VM with a soft-RoCE device (scripts/rxe-vm.sh installs qemu and the rest, and fetches a
+# Debian kernel package once). Each test binary runs in its own VM through the cargo runner;
+# inside it (RXE_VM=1) a missing device fails the cases instead of skipping them.
+if [[ "${BLOCKWIRE_TEST_SKIP_RDMA:-0}" != 1 ]]; then
+    echo "test.sh: RDMA suites inside scripts/rxe-vm.sh (soft-RoCE)"
+    scripts/rxe-vm.sh --prepare
+    export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$here/scripts/rxe-vm.sh"
+    cargo test -p blockwire-transporter --test rdma
+    cargo test -p blockwire-transporter --test conformance -- rdma
+    unset CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER
+fi

@@ -70,23 +70,16 @@ pub fn registry_config(config: &Config, me: NodeId) -> Result<RegistryConfig, Co
         else {
             continue;
         };
-        let transport =
-            match link.transport {
-                Transport::Tcp => TransportKind::Tcp,
-                Transport::Shm => TransportKind::Shm,
-                Transport::Rdma => {
-                    return Err(invalid(
-                        format!("links[{i}].transport"),
-                        "rdma",
-                        "tcp or shm (this build has no RDMA transporter)",
-                    ))
-                }
-                Transport::Local => return Err(invalid(
-                    format!("links[{i}].transport"),
-                    "local",
-                    "tcp or shm between two node processes (local is for blocks in one process)",
-                )),
-            };
+        let transport = match link.transport {
+            Transport::Tcp => TransportKind::Tcp,
+            Transport::Shm => TransportKind::Shm,
+            Transport::Rdma => TransportKind::Rdma,
+            Transport::Local => return Err(invalid(
+                format!("links[{i}].transport"),
+                "local",
+                "tcp, shm or rdma between two node processes (local is for blocks in one process)",
+            )),
+        };
         if let Some(s) = link.secret.as_deref() {
             if secret.is_some_and(|known| known != s) {
                 return Err(invalid(

@@ -11,221 +11,17 @@ use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use signals::{gsn, BlockInstance, BlockNumber, BlockRef, Limits, NodeId, Signal};
+use signals::{gsn, Limits, Signal};
 use transporter::handshake::{self, HandshakeError, Hello, Refusal};
 use transporter::shm::{self, ShmLink};
-use transporter::stream::{self, StreamStorage};
-use transporter::{
-    LinkEvent, PeerConfig, Registry, RegistryConfig, SendBuffers, SendError, TransportKind,
-};
+use transporter::stream::StreamStorage;
+use transporter::{LinkEvent, Registry, RegistryConfig, SendError, TransportKind};
 
-fn node(n: u32) -> NodeId {
-    NodeId::new(n).expect("test node id")
-}
-
-fn block(n: u32) -> BlockRef {
-    BlockRef::new(node(n), BlockNumber(100), BlockInstance(0))
-}
-
-fn peer(n: u32, addr: SocketAddr, kind: TransportKind) -> PeerConfig {
-    PeerConfig {
-        send_buffer_bytes: 1 << 20,
-        ring_bytes: 256 << 10,
-        ..PeerConfig::new(node(n), addr, kind)
-    }
-}
-
-fn loopback() -> SocketAddr {
-    "127.0.0.1:0".parse().expect("loopback address")
-}
-
-fn unused() -> SocketAddr {
-    "127.0.0.1:1".parse().expect("address")
-}
-
-fn config(me: u32, listen: bool, peers: Vec<PeerConfig>) -> RegistryConfig {
-    let mut c = RegistryConfig::new(7, node(me), listen.then(loopback), peers);
-    c.page_bytes = 64 * 1024;
-    c.backoff_min = Duration::from_millis(20);
-    c.backoff_max = Duration::from_millis(200);
-    c
-}
-
-/// Waits for the next event matching `want`, up to `timeout`; returns it and how long it took.
-fn wait_event(
-    events: &Receiver<LinkEvent>,
-    timeout: Duration,
-    want: impl Fn(&LinkEvent) -> bool,
-) -> (LinkEvent, Duration) {
-    let start = Instant::now();
-    loop {
-        let left = timeout
-            .checked_sub(start.elapsed())
-            .unwrap_or_else(|| panic!("no matching link event within {timeout:?}"));
-        match events.recv_timeout(left) {
-            Ok(e) if want(&e) => return (e, start.elapsed()),
-            Ok(_) => continue,
-            Err(_) => panic!("no matching link event within {timeout:?}"),
-        }
-    }
-}
-
-fn connected(p: u32) -> impl Fn(&LinkEvent) -> bool {
-    move |e| matches!(e, LinkEvent::Connected { peer, .. } if peer.get() as u32 == p)
-}
-
-fn failed(p: u32) -> impl Fn(&LinkEvent) -> bool {
-    move |e| matches!(e, LinkEvent::Failed { peer, .. } if peer.get() as u32 == p)
-}
-
-/// Fails if a shared-memory segment file of this suite's cluster stays in /dev/shm (files exist
-/// for a moment during set-up, so it waits a little for those to go).
-fn assert_no_leftover_segments() {
-    let leftovers = || -> Vec<String> {
-        std::fs::read_dir("/dev/shm")
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .filter(|n| n.starts_with("blockwire-7-"))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let start = Instant::now();
-    while !leftovers().is_empty() {
-        assert!(
-            start.elapsed() < Duration::from_secs(3),
-            "segment files left in /dev/shm: {:?}",
-            leftovers()
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// A receive thread that checks a numbered stream (restarting at 0 after a reconnect) and counts.
-struct StreamChecker {
-    received: Arc<AtomicU64>,
-    error: Arc<Mutex<Option<String>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl StreamChecker {
-    fn start(registry: &mut Registry) -> StreamChecker {
-        let mut side = registry.take_receive_side().expect("receive side");
-        let received = Arc::new(AtomicU64::new(0));
-        let error = Arc::new(Mutex::new(None));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (r, e, s) = (received.clone(), error.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let mut expected = 0u64;
-            side.run(
-                Duration::from_micros(50),
-                Duration::from_millis(20),
-                &|| s.load(Ordering::Relaxed),
-                &mut |_, sig| {
-                    if sig.data().first() == Some(&0) {
-                        expected = 0;
-                    }
-                    if let Err(why) = stream::check(&sig, expected) {
-                        e.lock().unwrap().get_or_insert(why);
-                    }
-                    expected += 1;
-                    r.fetch_add(1, Ordering::Relaxed);
-                },
-            );
-        });
-        StreamChecker { received, error, stop, thread: Some(thread) }
-    }
-
-    fn wait_for(&self, count: u64, timeout: Duration) {
-        let start = Instant::now();
-        while self.received.load(Ordering::Relaxed) < count {
-            assert!(
-                start.elapsed() < timeout,
-                "only {} of {count} signals arrived",
-                self.received.load(Ordering::Relaxed)
-            );
-            assert_eq!(*self.error.lock().unwrap(), None);
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        assert_eq!(*self.error.lock().unwrap(), None);
-    }
-}
-
-impl Drop for StreamChecker {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Sends stream signals `from..to` to `peer`, flushing as it goes and waiting out overload.
-fn send_stream(registry: &Registry, from_node: u32, peer: u32, range: std::ops::Range<u64>) {
-    send_stream_with(registry, &mut registry.send_buffers(), from_node, peer, range)
-}
-
-fn send_stream_with(
-    registry: &Registry,
-    send: &mut SendBuffers,
-    from_node: u32,
-    peer: u32,
-    range: std::ops::Range<u64>,
-) {
-    let mut storage = StreamStorage::default();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut seq = range.start;
-    while seq < range.end {
-        match storage.with_signal(seq, block(from_node), block(peer), |s| send.pack(node(peer), s))
-        {
-            Ok(()) => seq += 1,
-            Err(SendError::Overloaded { .. }) => {
-                send.flush();
-            }
-            Err(e) => panic!(
-                "pack of signal {seq} failed: {e}; events: {:?}",
-                registry.events().try_iter().collect::<Vec<_>>()
-            ),
-        }
-        if seq % 256 == 0 {
-            send.flush();
-        }
-        assert!(Instant::now() < deadline, "sending stalled at {seq}");
-    }
-    while send.has_unsent() {
-        send.flush();
-        assert!(Instant::now() < deadline, "flush stalled");
-    }
-}
-
-/// Two in-process nodes, 1 (connects) and 2 (accepts), with a stream checker on node 2.
-fn pair(
-    kind: TransportKind,
-    tweak: impl Fn(&mut RegistryConfig),
-) -> (Registry, Registry, StreamChecker) {
-    let mut c2 = config(2, true, vec![peer(1, unused(), kind)]);
-    tweak(&mut c2);
-    let mut two = Registry::start(c2).expect("node 2 starts");
-    let checker = StreamChecker::start(&mut two);
-    let addr = two.local_addr().expect("listening");
-    let mut c1 = config(1, false, vec![peer(2, addr, kind)]);
-    tweak(&mut c1);
-    let mut one = Registry::start(c1).expect("node 1 starts");
-    // Node 1's own receive side must run too, so a failure of the link is seen from both ends.
-    let mut side = one.take_receive_side().expect("receive side");
-    std::thread::spawn(move || {
-        side.run(Duration::ZERO, Duration::from_millis(20), &|| false, &mut |_, _| {})
-    });
-    wait_event(one.events(), Duration::from_secs(5), connected(2));
-    wait_event(two.events(), Duration::from_secs(5), connected(1));
-    (one, two, checker)
-}
+mod common;
+use common::*;
 
 pub fn ordered_delivery_of_a_million_mixed_signals(kind: TransportKind) {
     let (one, two, checker) = pair(kind, |_| {});
@@ -414,87 +210,6 @@ pub fn peer_killed_mid_stream_then_restarted(kind: TransportKind) {
     assert_eq!(two.counters(node(1)).unwrap().connects, 2);
     drop(again);
     assert_no_leftover_segments();
-}
-
-/// The transport state of a raw peer (the test playing a node by hand).
-enum Raw {
-    /// TCP: the stream is the link.
-    Tcp,
-    /// Shared memory: the segment the raw peer created.
-    Shm(ShmLink),
-    /// RDMA: the raw peer's queue pair and memory.
-    #[cfg(feature = "rdma")]
-    Rdma(transporter::rdma::RdmaLink),
-}
-
-impl Raw {
-    fn shm(&self) -> Option<&ShmLink> {
-        match self {
-            Raw::Shm(link) => Some(link),
-            _ => None,
-        }
-    }
-}
-
-/// Connects to `addr` as `hello.from` by hand: the handshake, then the transport's set-up, so
-/// a test can then misbehave as that peer.
-fn raw_connect(
-    addr: SocketAddr,
-    kind: TransportKind,
-    hello: &Hello,
-    secret: Option<&[u8]>,
-) -> (TcpStream, Raw) {
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    handshake::connect(&mut s, hello, secret).unwrap();
-    let me = NodeId::new(hello.from as u32).unwrap();
-    let peer = NodeId::new(hello.to as u32).unwrap();
-    let raw = match kind {
-        TransportKind::Tcp => Raw::Tcp,
-        TransportKind::Shm => Raw::Shm(
-            shm::setup::create(
-                &mut s,
-                hello.cluster_id,
-                me,
-                peer,
-                256 << 10,
-                Duration::from_secs(5),
-            )
-            .unwrap(),
-        ),
-        #[cfg(feature = "rdma")]
-        TransportKind::Rdma => {
-            use transporter::rdma;
-            let device = verbs::Device::open(None).unwrap();
-            let params = rdma::RdmaParams::new(device, 256 << 10, Limits::default());
-            Raw::Rdma(rdma::setup::establish(&mut s, &params).unwrap())
-        }
-        #[cfg(not(feature = "rdma"))]
-        TransportKind::Rdma => unreachable!("RDMA cases are skipped in this build"),
-    };
-    (s, raw)
-}
-
-/// Posts `bytes` as one WRITE WITH IMMEDIATE of `imm` at offset 0 of the peer's ring, as a raw
-/// RDMA peer.
-#[cfg(feature = "rdma")]
-fn rdma_publish(link: &transporter::rdma::RdmaLink, imm: u32, bytes: &[u8]) {
-    assert!(bytes.len() <= link.staging.len());
-    // SAFETY: the test owns this staging region and nothing else writes it.
-    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), link.staging.as_ptr(), bytes.len()) };
-    let write = verbs::Write {
-        wr_id: 1,
-        local_addr: link.staging.addr(),
-        remote_addr: link.peer.ring_addr,
-        length: bytes.len() as u32,
-        lkey: link.staging.lkey(),
-        rkey: link.peer.ring_rkey,
-        imm,
-        flags: verbs::WRITE_IMM | verbs::WRITE_SIGNALED,
-        pad: 0,
-    };
-    // SAFETY: the local span is in the registered staging region, alive while `link` is.
-    unsafe { link.endpoint.post_writes(&[write]) }.unwrap();
 }
 
 /// Writes `bytes` at the start of the ring a raw shared-memory peer produces into, then `word`
@@ -696,15 +411,17 @@ pub fn shm_garbage_records_and_indices_close_the_link(kind: TransportKind) {
     assert_no_leftover_segments();
 }
 
-/// Shared memory: signals of every size from one data word to the largest section, through a
-/// small ring, so every lap ends in a different place and many end in a wrap marker.
-pub fn shm_wrap_with_every_signal_size(kind: TransportKind) {
+/// Rings (shared memory, RDMA): signals of every size from one data word to the largest
+/// section, through a small ring, so every lap ends in a different place and many wrap early.
+pub fn wrap_with_every_signal_size(kind: TransportKind) {
     let limits = Limits::new(1024, 2048).unwrap();
+    // The smallest ring each transport takes: twice (shm) or four times (RDMA) the largest signal.
+    let ring = if kind == TransportKind::Rdma { 32 << 10 } else { 16 << 10 };
     let tweak = |c: &mut RegistryConfig| {
         c.limits = limits;
         c.page_bytes = 2048 * 4;
         for p in &mut c.peers {
-            p.ring_bytes = 16 << 10;
+            p.ring_bytes = ring;
             p.send_buffer_bytes = 64 << 10;
         }
     };
@@ -768,7 +485,7 @@ pub fn shm_wrap_with_every_signal_size(kind: TransportKind) {
         );
     }
     assert!(
-        one.counters(node(2)).unwrap().bytes_sent > 16 * (16 << 10),
+        one.counters(node(2)).unwrap().bytes_sent > 16 * ring as u64,
         "the ring wrapped many times"
     );
     assert_no_leftover_segments();
@@ -804,27 +521,6 @@ pub fn shm_mismatch_refused_at_setup(_kind: TransportKind) {
     assert!(e.contains("layout version mismatch: ours 2, peer's 3"), "{e}");
     let _ = peer.join();
     assert_no_leftover_segments();
-}
-
-/// Whether an RDMA case must be skipped: there is no RDMA device here (the host kernel has no
-/// RDMA support). Inside the rxe rig (`RXE_VM=1`) or with `BLOCKWIRE_REQUIRE_RDMA=1`, a missing
-/// device fails the case instead.
-fn skip(kind: TransportKind) -> bool {
-    if kind != TransportKind::Rdma {
-        return false;
-    }
-    #[cfg(feature = "rdma")]
-    let why = match verbs::Device::open(None) {
-        Ok(_) => return false,
-        Err(e) => e.to_string(),
-    };
-    #[cfg(not(feature = "rdma"))]
-    let why = "built without the `rdma` feature".to_string();
-    let required = std::env::var("RXE_VM").is_ok_and(|v| v == "1")
-        || std::env::var("BLOCKWIRE_REQUIRE_RDMA").is_ok_and(|v| v == "1");
-    assert!(!required, "an RDMA device is required here: {why}");
-    eprintln!("skipped: {why} (scripts/test.sh runs the RDMA cases inside scripts/rxe-vm.sh)");
-    true
 }
 
 macro_rules! suite {
@@ -901,6 +597,7 @@ extra!(
     shm_only_cases,
     TransportKind::Shm,
     shm_garbage_records_and_indices_close_the_link,
-    shm_wrap_with_every_signal_size,
+    wrap_with_every_signal_size,
     shm_mismatch_refused_at_setup
 );
+extra!(rdma_only_cases, TransportKind::Rdma, wrap_with_every_signal_size);

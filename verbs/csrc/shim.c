@@ -193,14 +193,15 @@ int bw_qp_to_rtr(struct ibv_qp *qp, uint8_t port, uint32_t mtu, uint32_t remote_
 					IBV_QP_MIN_RNR_TIMER));
 }
 
-int bw_qp_to_rts(struct ibv_qp *qp, uint32_t psn, uint8_t timeout, uint8_t retry_cnt)
+int bw_qp_to_rts(struct ibv_qp *qp, uint32_t psn, uint8_t timeout, uint8_t retry_cnt,
+		 uint8_t rnr_retry)
 {
 	struct ibv_qp_attr a;
 	memset(&a, 0, sizeof a);
 	a.qp_state = IBV_QPS_RTS;
 	a.timeout = timeout;
 	a.retry_cnt = retry_cnt;
-	a.rnr_retry = 7;
+	a.rnr_retry = rnr_retry;
 	a.sq_psn = psn;
 	a.max_rd_atomic = 1;
 	return rc(ibv_modify_qp(qp, &a,

@@ -178,7 +178,13 @@ extern "C" {
         sgid_index: c_int,
         dlid: u16,
     ) -> c_int;
-    pub fn bw_qp_to_rts(qp: *mut IbvQp, psn: u32, timeout: u8, retry_cnt: u8) -> c_int;
+    pub fn bw_qp_to_rts(
+        qp: *mut IbvQp,
+        psn: u32,
+        timeout: u8,
+        retry_cnt: u8,
+        rnr_retry: u8,
+    ) -> c_int;
     pub fn bw_qp_to_error(qp: *mut IbvQp) -> c_int;
     pub fn bw_post_writes(qp: *mut IbvQp, writes: *const Write, n: c_int) -> c_int;
     pub fn bw_post_recvs(qp: *mut IbvQp, first_id: u64, n: c_int) -> c_int;

@@ -491,11 +491,19 @@ impl Endpoint {
         })
     }
 
-    /// RTR -> RTS with our first PSN; `timeout` is the verbs exponent (4.096 us << timeout).
-    pub fn to_rts(&self, psn: u32, timeout: u8, retry_cnt: u8) -> Result<(), VerbsError> {
+    /// RTR -> RTS with our first PSN; `timeout` is the verbs exponent (4.096 us << timeout);
+    /// `retry_cnt` retries of unacknowledged packets and `rnr_retry` of receiver-not-ready
+    /// NAKs (7 = forever) before the queue pair fails.
+    pub fn to_rts(
+        &self,
+        psn: u32,
+        timeout: u8,
+        retry_cnt: u8,
+        rnr_retry: u8,
+    ) -> Result<(), VerbsError> {
         // SAFETY: our live queue pair.
         check("ibv_modify_qp(RTS)", unsafe {
-            ffi::bw_qp_to_rts(self.qp(), psn, timeout, retry_cnt)
+            ffi::bw_qp_to_rts(self.qp(), psn, timeout, retry_cnt, rnr_retry)
         })
     }
 

@@ -232,8 +232,10 @@ pub fn establish(stream: &mut TcpStream, p: &RdmaParams) -> Result<RdmaLink, Rdm
     let remote = RemoteQp { mtu: peer.qp.mtu.min(mine.qp.mtu), ..peer.qp };
     endpoint.to_rtr(&remote)?;
     // 4.096 us << 14 = 67 ms per try, 7 tries: a peer that stops acknowledging fails the link
-    // in about half a second.
-    endpoint.to_rts(psn, 14, 7)?;
+    // in about half a second. Receiver-not-ready is retried 6 times, not forever: credits mean
+    // we never write without a receive request posted, so RNR only comes from a broken peer
+    // (a queue pair in error has none), and it must fail the link, not stall it.
+    endpoint.to_rts(psn, 14, 7, 6)?;
     let ready = handshake::exchange_setup(stream, b"ready")?;
     if ready != b"ready" {
         return Err(RdmaSetupError::Mismatch(format!("expected \"ready\", got {ready:02x?}")));

@@ -1,0 +1,217 @@
+//! RDMA-only cases, beside the conformance suite (which runs over RDMA too): untrusted
+//! immediates and credit words, a queue pair in error, credits on a one-way stream, receive
+//! requests re-posted under a burst, and the clear error where there is no device.
+//!
+//! They need a verbs device: `scripts/test.sh` runs them inside `scripts/rxe-vm.sh` (soft-RoCE);
+//! on a host without one they say skipped, except the no-device case, which runs there.
+#![cfg(feature = "rdma")]
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use signals::{gsn, Limits, Signal};
+use transporter::handshake::Hello;
+use transporter::rdma::{Credit, Imm};
+use transporter::{
+    LinkCounters, LinkEvent, LinkReceiver, PagePool, Registry, RegistryError, TransportKind,
+};
+
+const RDMA: TransportKind = TransportKind::Rdma;
+
+/// Node 5 listening for a raw RDMA peer 3, with its receive side running.
+fn node_five() -> (Registry, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let mut five = Registry::start(config(5, true, vec![peer(3, unused(), RDMA)])).unwrap();
+    let mut side = five.take_receive_side().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let receiver = std::thread::spawn(move || {
+        side.run(
+            Duration::ZERO,
+            Duration::from_millis(20),
+            &|| s.load(Ordering::Relaxed),
+            &mut |_, _| {},
+        )
+    });
+    (five, stop, receiver)
+}
+
+fn raw_rdma(five: &Registry) -> (std::net::TcpStream, transporter::rdma::RdmaLink) {
+    let (s, raw) = raw_connect(
+        five.local_addr().unwrap(),
+        RDMA,
+        &Hello::new(7, node(3), node(5), RDMA, false),
+        None,
+    );
+    let Raw::Rdma(link) = raw else { unreachable!("an rdma raw peer") };
+    (s, link)
+}
+
+fn failure_reason(five: &Registry, timeout: Duration) -> String {
+    let (event, _) = wait_event(five.events(), timeout, failed(3));
+    let LinkEvent::Failed { reason, .. } = event else { unreachable!() };
+    reason
+}
+
+/// Sends signals to the raw peer 3 until the link fails (or a few seconds pass).
+fn poke(five: &Registry) {
+    let mut send = five.send_buffers();
+    for _ in 0..50 {
+        let _ = send.pack(node(3), &Signal::new(gsn::PING_REQ, block(5), block(3)).data(&[1]));
+        send.flush();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn garbage_immediates_and_credits_close_the_link() {
+    if skip(RDMA) {
+        return;
+    }
+    let wrapped = |len| Imm { wrapped: true, len }.encode();
+    let cases: [(u32, usize, &str); 5] = [
+        (6, 8, "not whole words"),
+        (1 << 20, 64, "past the end of the lap"),
+        (wrapped(64), 64, "says it wrapped, but it is at a lap start"),
+        (64, 64, "malformed"),
+        (0, 0, "peer's credit"),
+    ];
+    for (imm, len, needle) in cases {
+        let (five, stop, receiver) = node_five();
+        let (_socket, link) = raw_rdma(&five);
+        wait_event(five.events(), Duration::from_secs(5), connected(3));
+        if needle == "peer's credit" {
+            // A credit word claiming more ring consumed than node 5 ever wrote.
+            let word = Credit { consumed: 1 << 20, posted: 256 }.encode();
+            rdma_write_credit(&link, word);
+            poke(&five);
+        } else {
+            rdma_publish(&link, imm, &vec![0xEE; len]);
+        }
+        let reason = failure_reason(&five, Duration::from_secs(10));
+        assert!(reason.contains(needle), "imm {imm:#x}: {reason}");
+        stop.store(true, Ordering::Relaxed);
+        receiver.join().unwrap();
+    }
+}
+
+#[test]
+fn queue_pair_error_fails_the_link_then_it_reconnects() {
+    if skip(RDMA) {
+        return;
+    }
+    let (five, stop, receiver) = node_five();
+    let (socket, link) = raw_rdma(&five);
+    wait_event(five.events(), Duration::from_secs(5), connected(3));
+    // The test's end of the link runs our own receiving half over its queue pair.
+    let counters = Arc::new(LinkCounters::default());
+    let pool = Arc::new(PagePool::new(4, 1 << 14));
+    let handle = socket.try_clone().unwrap();
+    let (_tx, mut rx) =
+        transporter::rdma::split(link, socket, pool, counters, Limits::default()).unwrap();
+    let mut send = five.send_buffers();
+    for i in 0..10 {
+        send.pack(node(3), &Signal::new(gsn::PING_REQ, block(5), block(3)).data(&[i])).unwrap();
+        send.flush();
+    }
+    let mut got = Vec::new();
+    let start = Instant::now();
+    while got.len() < 10 {
+        rx.poll(&mut |s| got.push(s.data()[0])).unwrap();
+        assert!(start.elapsed() < Duration::from_secs(10), "{} of 10 arrived", got.len());
+    }
+    assert_eq!(got, (0..10).collect::<Vec<_>>());
+    // The queue pair goes to the error state (as after a fatal device error): every posted
+    // receive request completes flushed, and the next poll fails the link with the reason.
+    rx.force_queue_pair_error().unwrap();
+    let e = rx.poll(&mut |_| {}).unwrap_err().to_string();
+    assert!(e.contains("rdma: receive completion failed: Work Request Flushed Error"), "{e}");
+    // Failing the link closes it: node 5 sees the hang-up at once and fails its side too.
+    drop((rx, handle));
+    let reason = failure_reason(&five, Duration::from_secs(5));
+    assert!(reason.contains("peer closed"), "{reason}");
+    // A fresh queue pair works: the peer connects again.
+    let (_socket, _link) = raw_rdma(&five);
+    wait_event(five.events(), Duration::from_secs(5), connected(3));
+    assert_eq!(five.counters(node(3)).unwrap().connects, 2);
+    assert_eq!(five.counters(node(3)).unwrap().failures, 1);
+    stop.store(true, Ordering::Relaxed);
+    receiver.join().unwrap();
+}
+
+#[test]
+fn one_way_stream_gets_credits_back_without_reverse_traffic() {
+    if skip(RDMA) {
+        return;
+    }
+    // A small ring: the stream needs its credits back many times over.
+    let (one, two, checker) = pair(RDMA, |c| {
+        for p in &mut c.peers {
+            p.ring_bytes = 128 << 10;
+        }
+    });
+    send_stream(&one, 1, 2, 0..300_000);
+    checker.wait_for(300_000, Duration::from_secs(120));
+    let sent = one.counters(node(2)).unwrap();
+    let got = two.counters(node(1)).unwrap();
+    assert_eq!(got.signals_received, 300_000);
+    assert!(sent.bytes_sent > 20 * (128 << 10), "the ring was reused many times");
+    // Node 2 sends no data: every credit went back alone.
+    assert_eq!(got.signals_sent, 0);
+    // A credit word goes alone once half the ring (64 KiB) or half the receive queue (128
+    // requests) is unreported: at least one per ring's worth, at most one per half of either.
+    let ring = 128 << 10;
+    assert!(got.credit_messages >= sent.bytes_sent / ring, "{got:?}");
+    assert!(
+        got.credit_messages <= sent.bytes_sent / (ring / 2) + got.batches_received / 128 + 1,
+        "{got:?}"
+    );
+    // Send completions were asked for only every few posts.
+    assert!(sent.rdma_send_completions * 4 < sent.rdma_posts.max(4), "{sent:?}");
+}
+
+#[test]
+fn receive_requests_are_reposted_under_a_burst() {
+    if skip(RDMA) {
+        return;
+    }
+    let (one, two, checker) = pair(RDMA, |_| {});
+    // 3,000 writes of one signal each: far more than the 256 receive requests posted at once.
+    let mut send = one.send_buffers();
+    let mut storage = transporter::stream::StreamStorage::default();
+    for seq in 0..3000u64 {
+        storage.with_signal(seq, block(1), block(2), |s| send.pack(node(2), s)).unwrap();
+        send.flush();
+        while send.has_unsent() {
+            send.flush();
+        }
+    }
+    checker.wait_for(3000, Duration::from_secs(60));
+    let got = two.counters(node(1)).unwrap();
+    assert!(got.batches_received >= 2500, "{got:?}");
+    assert!(got.recv_reposts >= got.batches_received - 256, "{got:?}");
+}
+
+#[test]
+fn no_device_is_a_clear_error() {
+    let mut c = config(1, false, vec![peer(2, unused(), RDMA)]);
+    let device_here = verbs::Device::open(None).is_ok();
+    if device_here {
+        // With a device, the same path is taken for a device that is not there.
+        c.rdma_device = Some("no-such-device".into());
+    }
+    let Err(e) = Registry::start(c) else {
+        panic!("the registry started an rdma link without a device");
+    };
+    assert!(matches!(e, RegistryError::NoRdma { .. }), "{e:?}");
+    let e = e.to_string();
+    assert!(e.starts_with("link to node 2 is configured as rdma, but no RDMA device"), "{e}");
+    if device_here {
+        assert!(e.contains("no device named \"no-such-device\""), "{e}");
+    } else {
+        assert!(e.contains("the kernel has no RDMA support"), "{e}");
+    }
+}
