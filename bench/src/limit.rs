@@ -328,3 +328,51 @@ pub fn cache_line_peer(path: &std::path::Path, count: u64, cpu: usize) -> std::i
     }
     Ok(())
 }
+
+/// RDMA's physical reference: perftest's `ib_write_lat` between two processes on the same
+/// device (RDMA WRITE ping-pong, each side polling memory), run now with `-H` so every sample
+/// comes back. perftest reports half a round trip; samples are doubled to round trips.
+pub fn ib_write_lat(plan: &Plan, message_bytes: usize) -> std::io::Result<Histogram<u64>> {
+    use std::process::{Command, Stdio};
+    let iters = (plan.count + plan.warmup).max(5).to_string();
+    let size = message_bytes.max(2).to_string();
+    let args = ["-s", size.as_str(), "-n", iters.as_str(), "-F", "-H"];
+    let tool = || {
+        let mut cmd = Command::new("ib_write_lat");
+        cmd.args(args).stdin(Stdio::null()).stderr(Stdio::null());
+        cmd
+    };
+    let missing = |e: std::io::Error| {
+        std::io::Error::new(
+            e.kind(),
+            format!("cannot run ib_write_lat (apt-get install perftest): {e}"),
+        )
+    };
+    let mut server = tool().stdout(Stdio::null()).spawn().map_err(missing)?;
+    // The server needs a moment to listen; the client gives up at once when it is not there.
+    let mut output = None;
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(200));
+        let out = tool().arg("127.0.0.1").output().map_err(missing)?;
+        if out.status.success() {
+            output = Some(out.stdout);
+            break;
+        }
+    }
+    let _ = server.kill();
+    let _ = server.wait();
+    let stdout = output.ok_or_else(|| std::io::Error::other("ib_write_lat did not complete"))?;
+    let mut h = histogram();
+    let samples = String::from_utf8_lossy(&stdout)
+        .lines()
+        .filter_map(|l| l.split_once(", ").and_then(|(_, us)| us.trim().parse::<f64>().ok()))
+        .map(|us| (us * 2000.0) as u64)
+        .collect::<Vec<_>>();
+    for &ns in &samples {
+        h.saturating_record(ns.max(1));
+    }
+    if h.is_empty() {
+        return Err(std::io::Error::other("ib_write_lat printed no samples"));
+    }
+    Ok(h)
+}

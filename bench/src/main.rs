@@ -172,6 +172,10 @@ impl Transport {
 }
 
 /// The transports this build measures (full stack; tcp and shm also --raw).
+#[cfg(feature = "rdma")]
+const TRANSPORTS: &[Transport] =
+    &[Transport::Tcp, Transport::Shm, Transport::Local, Transport::Rdma];
+#[cfg(not(feature = "rdma"))]
 const TRANSPORTS: &[Transport] = &[Transport::Tcp, Transport::Shm, Transport::Local];
 
 /// How a receiver waits.
@@ -248,6 +252,7 @@ fn kind(c: &Common) -> Result<TransportKind, String> {
     match c.transport {
         Transport::Tcp => Ok(TransportKind::Tcp),
         Transport::Shm => Ok(TransportKind::Shm),
+        Transport::Rdma if TRANSPORTS.contains(&Transport::Rdma) => Ok(TransportKind::Rdma),
         other => Err(format!("transport {} is not available --raw in this build", other.name())),
     }
 }
@@ -294,6 +299,9 @@ fn reference(
                 "limit cache-line 2 processes",
                 limit::cache_line_pingpong_processes(&p).map_err(err)?,
             ),
+            (Transport::Rdma, _) => {
+                ("limit ib_write_lat round trip", limit::ib_write_lat(&p, bytes).map_err(err)?)
+            }
             (Transport::Local | Transport::Shm, Mode::Sleep) => {
                 ("limit eventfd wake 2 threads", limit::eventfd_wake_pingpong(&p).map_err(err)?)
             }
@@ -443,6 +451,7 @@ fn run_idle(c: &Common, seconds: u64) -> Result<(), String> {
 fn stack_plan(c: &Common) -> Result<(stack::StackPlan, Mode, String), String> {
     let transport = match c.transport {
         t @ (Transport::Tcp | Transport::Shm | Transport::Local) => t,
+        Transport::Rdma if TRANSPORTS.contains(&Transport::Rdma) => Transport::Rdma,
         other => return Err(format!("transport {} is not available in this build", other.name())),
     };
     let (cluster, mode, how) = match (&c.config, c.mode) {

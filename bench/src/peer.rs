@@ -56,6 +56,7 @@ pub(crate) fn kind_from(name: &str) -> Result<TransportKind, String> {
     match name {
         "tcp" => Ok(TransportKind::Tcp),
         "shm" => Ok(TransportKind::Shm),
+        "rdma" => Ok(TransportKind::Rdma),
         other => Err(format!("transport {other} is not available in this build")),
     }
 }
@@ -143,9 +144,10 @@ pub fn run(args: &PeerArgs) -> Result<(), String> {
             });
             let c = registry.counters(one).unwrap_or_default();
             println!(
-                "done received={received} elapsed_ns={} sleeps={} cpu_ns={}",
+                "done received={received} elapsed_ns={} sleeps={} cq_events={} cpu_ns={}",
                 elapsed.as_nanos(),
                 c.sleeps,
+                c.cq_events,
                 own_cpu_time().as_nanos()
             );
         }

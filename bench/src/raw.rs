@@ -177,8 +177,8 @@ pub fn pingpong(
 pub struct StreamResult {
     /// Signals per second at the receiver, first to last arrival.
     pub per_second: f64,
-    /// Wakeups per 1,000 signals: eventfd writes the sender paid (shared memory) or receiver
-    /// sleeps, each ended by a kernel wakeup (TCP).
+    /// Wakeups per 1,000 signals: eventfd writes the sender paid (shared memory), receiver
+    /// sleeps, each ended by a kernel wakeup (TCP), or CQ events (RDMA).
     pub wakeups_per_1000: f64,
     /// CPU of the sending and receiving processes, in cores (1.0 = one core busy).
     pub cpu_cores: (f64, f64),
@@ -231,6 +231,8 @@ pub fn stream(
         Duration::from_nanos(value(&done, "cpu_ns")?).as_secs_f64() / elapsed.as_secs_f64();
     let wakeups = match kind {
         TransportKind::Tcp => value(&done, "sleeps")?,
+        // RDMA: completion-channel events, the interrupts that woke the sleeping receiver.
+        TransportKind::Rdma => value(&done, "cq_events")?,
         _ => one.counters(node(2)).map_or(0, |c| c.wakeups_sent),
     };
     if value(&done, "received")? != plan.count {

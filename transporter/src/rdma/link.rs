@@ -40,6 +40,9 @@ struct Shared {
     link: RdmaLink,
     /// The newest credit word this side's receiver wants the peer to have.
     credit_due: AtomicU64,
+    /// A copy of `PostState::credit_sent`, so the receiver can see without the lock that no
+    /// credit-only write is due (it is never ahead of the real one).
+    credit_sent_hint: AtomicU64,
     post: Mutex<PostState>,
     counters: Arc<LinkCounters>,
 }
@@ -96,6 +99,16 @@ impl Shared {
             self.reap(st)?;
         }
         Ok(st.outstanding + n + reserve <= st.depth)
+    }
+
+    /// Whether the credit word `due` is far enough ahead of `sent` to ride along with data: an
+    /// eighth of the ring or of the receive queue. Smaller amounts wait, so a ping-pong does not
+    /// pay a second write (and its acknowledgement) per message.
+    fn worth_piggybacking(&self, due: u64, sent: u64) -> bool {
+        let (due, sent) = (Credit::decode(due), Credit::decode(sent));
+        let bytes = due.consumed.wrapping_sub(sent.consumed) as usize;
+        let requests = due.posted.wrapping_sub(sent.posted);
+        bytes >= self.link.ring_bytes / 8 || requests >= self.link.recv_depth / 8
     }
 
     /// The credit write of `word` (inline: the value is copied when posted).
@@ -155,6 +168,7 @@ pub(crate) fn split(
     let send_depth = link.send_depth;
     let shared = Arc::new(Shared {
         credit_due: AtomicU64::new(Credit { consumed: 0, posted: recv_depth }.encode()),
+        credit_sent_hint: AtomicU64::new(Credit { consumed: 0, posted: recv_depth }.encode()),
         post: Mutex::new(PostState {
             outstanding: 0,
             unsignaled: 0,
@@ -370,7 +384,9 @@ impl LinkSender for RdmaSender {
     fn send(&mut self, queue: &mut PageQueue) -> Result<SendProgress, LinkError> {
         let shared = self.shared.clone();
         let mut st = shared.lock();
-        if st.outstanding > 0 {
+        // Completions come one per SIGNAL_EVERY requests; look for them only when one is due
+        // (an error completes every request, so a failure is still seen).
+        if st.outstanding >= SIGNAL_EVERY {
             shared.reap(&mut st)?;
         }
         let mut progress = SendProgress::default();
@@ -400,9 +416,10 @@ impl LinkSender for RdmaSender {
             let mut writes = [Write::default(); MAX_CHAIN];
             let mut n = 0;
             let due = shared.credit_due.load(Ordering::Acquire);
-            if due != st.credit_sent {
+            if shared.worth_piggybacking(due, st.credit_sent) {
                 writes[0] = shared.credit_write(due);
                 st.credit_sent = due;
+                shared.credit_sent_hint.store(due, Ordering::Relaxed);
                 n = 1;
             }
             for &(offset, len, wrapped) in &chain.runs[..chain.len] {
@@ -564,11 +581,18 @@ impl RdmaReceiver {
         }
         let word = Credit { consumed: self.position as u32, posted: self.posted as u32 };
         self.shared.credit_due.store(word.encode(), Ordering::Release);
+        let due = |sent: u64| {
+            let sent = Credit::decode(sent);
+            let bytes = word.consumed.wrapping_sub(sent.consumed) as usize;
+            let requests = word.posted.wrapping_sub(sent.posted);
+            bytes >= self.shared.link.ring_bytes / 2 || u64::from(requests) >= depth / 2
+        };
+        // The hint lags the real value, so "not due" by the hint is "not due": no lock needed.
+        if !due(self.shared.credit_sent_hint.load(Ordering::Relaxed)) {
+            return Ok(());
+        }
         let mut st = self.shared.lock();
-        let sent = Credit::decode(st.credit_sent);
-        let bytes = word.consumed.wrapping_sub(sent.consumed) as usize;
-        let requests = word.posted.wrapping_sub(sent.posted);
-        if bytes < self.shared.link.ring_bytes / 2 && u64::from(requests) < depth / 2 {
+        if !due(st.credit_sent) {
             return Ok(());
         }
         let shared = self.shared.clone();
@@ -583,6 +607,7 @@ impl RdmaReceiver {
         let mut w = [shared.credit_write(word.encode())];
         shared.post(&mut st, &mut w)?;
         st.credit_sent = word.encode();
+        shared.credit_sent_hint.store(word.encode(), Ordering::Relaxed);
         LinkCounters::add(&self.counters.credit_messages, 1);
         Ok(())
     }

@@ -18,9 +18,10 @@
 //!   for a send completion only every [`SIGNAL_EVERY`] work requests.
 //! - **Credits.** The receiver reports, in one 64-bit word it RDMA-WRITEs into the sender's
 //!   registered memory, how many ring bytes it has consumed and how many receive requests it
-//!   has posted ([`Credit`]). The word rides in the same post as reverse data when there is any
-//!   (piggybacked), and goes alone once half the ring or half the receive queue is unreported,
-//!   so a one-way stream never starves. Credit writes need no receive request at the sender
+//!   has posted ([`Credit`]). The word rides in the same post as reverse data once an eighth of
+//!   the ring or of the receive queue is unreported (piggybacked; less waits, so a ping-pong
+//!   does not pay a second write per message), and goes alone once half of either is
+//!   unreported, so a one-way stream never starves. Credit writes need no receive request at the sender
 //!   (a plain RDMA WRITE), and the send queue keeps [`CONTROL_RESERVE`] slots free for them.
 //! - **Wakeups.** The receiver polls its receive CQ while awake. Before sleeping it arms the CQ
 //!   (`ibv_req_notify_cq`), polls once more (the arm race), and sleeps in epoll on the
