@@ -10,7 +10,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
-use signals::{BlockInstance, BlockNumber, BlockRef, Limits, NodeId};
+use signals::{BlockInstance, BlockNumber, BlockRef, NodeId};
 use transporter::handshake::{self, Hello};
 use transporter::shm::{self, ShmLink};
 use transporter::stream::{self, StreamStorage};
@@ -272,7 +272,7 @@ pub fn raw_connect(
         TransportKind::Rdma => {
             use transporter::rdma;
             let device = verbs::Device::open(None).unwrap();
-            let params = rdma::RdmaParams::new(device, 256 << 10, Limits::default());
+            let params = rdma::RdmaParams::new(device, 256 << 10, signals::Limits::default());
             Raw::Rdma(rdma::setup::establish(&mut s, &params).unwrap())
         }
         #[cfg(not(feature = "rdma"))]
