@@ -318,7 +318,21 @@ fn reference(
     latency(c, rows, measured.0, &measured.1)
 }
 
+/// Says why an rdma run cannot work here, before anything is measured.
+fn check_transport(transport: Transport) -> Result<(), String> {
+    if transport == Transport::Rdma && TRANSPORTS.contains(&Transport::Rdma) {
+        transporter::rdma_available().map_err(|why| format!("transport rdma: {why}"))?;
+    }
+    Ok(())
+}
+
 fn run(cli: Cli) -> Result<(), String> {
+    if let Command::Pingpong(c)
+    | Command::Stream { common: c, .. }
+    | Command::Idle { common: c, .. } = &cli.command
+    {
+        check_transport(c.transport)?;
+    }
     match cli.command {
         Command::Limit(c) => run_limit(&c),
         Command::Pingpong(c) if c.raw => raw_pingpong(&c),

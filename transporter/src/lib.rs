@@ -289,6 +289,15 @@ impl LinkReceiver for AnyReceiver {
     }
 }
 
+/// Whether RDMA links can work here: `Ok` when this build has RDMA and a device opens, else
+/// why not ("no RDMA device: the kernel has no RDMA support ...").
+pub fn rdma_available() -> Result<(), String> {
+    #[cfg(feature = "rdma")]
+    return verbs::Device::open(None).map(drop).map_err(|e| e.to_string());
+    #[cfg(not(feature = "rdma"))]
+    Err("this build has no RDMA support (built without the `rdma` feature)".into())
+}
+
 /// Checks a link's handshake socket, kept open for the link's life: a hang-up is the peer's
 /// death; bytes on it are a protocol violation (nothing is sent there after set-up).
 pub(crate) fn peer_alive(socket: &std::net::TcpStream) -> Result<(), LinkError> {
