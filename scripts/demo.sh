@@ -126,9 +126,9 @@ for t in tcp shm; do
 done
 
 # RDMA hook. The bench lists what it measures in `blockwire-bench transports`; once that list
-# has `rdma`, both runs go through scripts/rxe-vm.sh (a throw-away VM with a soft-RoCE device;
+# has `rdma`, the rdma runs go through scripts/rxe-vm.sh (a throw-away VM with a soft-RoCE device;
 # the results directory is shared writable, so the JSON and .hgrm files land beside the
-# others). Anything short of two good runs prints "rdma: skipped (reason)" and no rdma row.
+# others). Anything short of all good runs prints "rdma: skipped (reason)" and no rdma row.
 rdma_note=""
 if [[ "${BLOCKWIRE_DEMO_RDMA:-auto}" == off ]]; then
     rdma_note="rdma: skipped (BLOCKWIRE_DEMO_RDMA=off)"
@@ -138,8 +138,10 @@ elif [[ ! -x scripts/rxe-vm.sh ]]; then
     rdma_note="rdma: skipped (scripts/rxe-vm.sh is missing)"
 else
     say "rdma: pingpong and stream inside scripts/rxe-vm.sh"
-    # Small counts and spin time 0: the VM may be emulated (TCG) and has two vCPUs; the rows
-    # are labelled "rdma (sleep)" like the other spin-time-0 rows.
+    # Small counts: the VM may be emulated (TCG) and has two vCPUs. The full stack runs with
+    # spin time 0 (its four threads would otherwise share two vCPUs): "rdma (sleep)". The bare
+    # transporter ping-pongs spinning, beside perftest's ib_write_lat on the same rxe0; its
+    # stream spins 500 us before sleeping (about 50 us of a real CPU under TCG).
     rdma_count=${BLOCKWIRE_DEMO_RDMA_COUNT:-2000}
     rdma_stream=${BLOCKWIRE_DEMO_RDMA_STREAM:-200000}
     set +e
@@ -147,12 +149,16 @@ else
         "$1" pingpong --transport rdma --mode sleep --spin-us 0 --count "$2" --warmup "$3" \
             --json --hgrm-dir "$4/hgrm" >"$4/runs/rdma-pingpong.json" &&
         "$1" stream --transport rdma --mode sleep --spin-us 0 --count "$5" --json \
-            >"$4/runs/rdma-stream.json"' \
+            >"$4/runs/rdma-stream.json" &&
+        "$1" pingpong --raw --transport rdma --mode spin --count "$2" --warmup "$3" \
+            --json --hgrm-dir "$4/hgrm" >"$4/runs/rdma-raw-pingpong.json" &&
+        "$1" stream --raw --transport rdma --spin-us 500 --count "$5" --json \
+            >"$4/runs/rdma-raw-stream.json"' \
         rdma "$bench" "$rdma_count" $((rdma_count / 10)) "$out" "$rdma_stream"
     rc=$?
     set -e
     if ((rc != 0)); then
-        rm -f "$out/runs/rdma-pingpong.json" "$out/runs/rdma-stream.json" "$out"/hgrm/rdma_*
+        rm -f "$out"/runs/rdma-*.json "$out"/hgrm/rdma_* "$out"/hgrm/raw_rdma_*
         case $rc in
             124) rdma_note="rdma: skipped (the rxe VM timed out)" ;;
             125) rdma_note="rdma: skipped (the rxe VM rig failed to start; see its message above)" ;;

@@ -67,6 +67,15 @@ RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/loom" \
 if [[ "${BLOCKWIRE_TEST_SKIP_RDMA:-0}" != 1 ]]; then
     echo "test.sh: RDMA suites inside scripts/rxe-vm.sh (soft-RoCE)"
     scripts/rxe-vm.sh --prepare
+    # The tests start binaries of the target directory (blockwire-linkpeer, blockwire-datanode);
+    # the guest sees the host's root, but with fresh /tmp, /var/tmp, /run and /dev/shm: share a
+    # target directory that lives under one of those.
+    target_dir=$(realpath -m "${CARGO_TARGET_DIR:-$here/target}")
+    case $target_dir in
+        /tmp/* | /var/tmp/* | /run/* | /dev/shm/*)
+            export RXE_VM_RO_DIRS="$target_dir${RXE_VM_RO_DIRS:+:$RXE_VM_RO_DIRS}"
+            ;;
+    esac
     export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$here/scripts/rxe-vm.sh"
     cargo test -p blockwire-transporter --test rdma
     cargo test -p blockwire-transporter --test conformance -- rdma
