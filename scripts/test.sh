@@ -79,6 +79,7 @@ if [[ "${BLOCKWIRE_TEST_SKIP_RDMA:-0}" != 1 ]]; then
     export CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER="$here/scripts/rxe-vm.sh"
     cargo test -p blockwire-transporter --test rdma
     cargo test -p blockwire-transporter --test conformance -- rdma
+    cargo test -p blockwire-transporter --test send_thread -- rdma
     cargo test -p blockwire-node --test cluster -- rdma
     unset CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER
 fi

@@ -254,7 +254,14 @@ pub fn start_linked_node(
     place: impl FnOnce(&mut NodeBuilder) -> Result<(), String>,
 ) -> Result<(RunningNode, Arc<Registry>), String> {
     let mut builder = data_node_builder(config, u64::from(me)).map_err(|e| e.to_string())?;
-    let rc = registry_config(config, node(me)).map_err(|e| e.to_string())?;
+    let mut rc = registry_config(config, node(me)).map_err(|e| e.to_string())?;
+    if rc.send_thread {
+        // The measured node's block threads write their own send buffers.
+        eprintln!(
+            "blockwire-bench: note: node {me} runs without a send thread (threads.send ignored)"
+        );
+        rc.send_thread = false;
+    }
     let mut registry = Registry::start(rc).map_err(|e| e.to_string())?;
     let side = registry.take_receive_side().ok_or("receive side taken")?;
     let registry = Arc::new(registry);

@@ -278,11 +278,12 @@ fn segment_files(cluster_id: u32) -> Vec<String> {
 
 #[test]
 fn two_process_cluster_answers_stats_and_stops_cleanly() {
-    for (transport, cluster_id) in [("tcp", 43u32), ("shm", 44)] {
-        let path = write_config(
-            &cluster_text(cluster_id, transport, [free_port(), free_port(), free_port()]),
-            transport,
-        );
+    // The last case runs a send thread in each node (threads.send = 1): block threads hand
+    // their pages over and it writes them.
+    for (transport, cluster_id, send) in [("tcp", 43u32, 0), ("shm", 44, 0), ("tcp", 50, 1)] {
+        let text = cluster_text(cluster_id, transport, [free_port(), free_port(), free_port()])
+            .replace("receive = 1", &format!("receive = 1\nsend = {send}"));
+        let path = write_config(&text, &format!("{transport}-{send}"));
         let config = path.to_str().unwrap();
         let mut nodes: Vec<Child> = ["1", "2"]
             .iter()

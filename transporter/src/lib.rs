@@ -26,6 +26,7 @@ pub mod rdma;
 pub mod receive;
 pub mod registry;
 pub mod send_buffers;
+pub mod send_thread;
 pub mod shm;
 pub mod stream;
 pub mod sync;
@@ -41,6 +42,7 @@ pub use pages::{PagePool, PageQueue, SendLevel};
 pub use receive::ReceiveSide;
 pub use registry::{LinkEvent, LinkState, PeerConfig, Registry, RegistryConfig, RegistryError};
 pub use send_buffers::{FlushReport, SendBuffers, SendError};
+pub use send_thread::SendThread;
 
 /// The kind of transport a link uses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -117,6 +117,16 @@ impl EventFd {
         }
     }
 
+    /// Sleeps until notified or `timeout` passes (a notification before the call counts), then
+    /// clears the counter; returns the count read (0 on timeout).
+    pub fn wait(&self, timeout: Duration) -> u64 {
+        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let ms = timeout.as_millis().min(i32::MAX as u128) as libc::c_int;
+        // SAFETY: one valid pollfd for the call's duration. EINTR or a timeout just return.
+        unsafe { libc::poll(&mut pfd, 1, ms) };
+        self.drain()
+    }
+
     /// The descriptor, for an epoll set.
     pub fn raw_fd(&self) -> RawFd {
         self.fd.as_raw_fd()

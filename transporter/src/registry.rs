@@ -86,6 +86,9 @@ pub struct RegistryConfig {
     pub secret: Option<Vec<u8>>,
     /// The RDMA device RDMA links use (`None`: the first one).
     pub rdma_device: Option<String>,
+    /// Whether a send thread writes to the transports ([`Registry::take_send_thread`]); without
+    /// one, each sending thread writes its own send buffers at `flush`.
+    pub send_thread: bool,
     /// Signal size limits, for packing and walking.
     pub limits: Limits,
     /// Send-buffer page size in bytes.
@@ -115,6 +118,7 @@ impl RegistryConfig {
             peers,
             secret: None,
             rdma_device: None,
+            send_thread: false,
             limits: Limits::default(),
             page_bytes: 64 * 1024,
             receive_buffer_bytes: 256 * 1024,
@@ -234,6 +238,8 @@ pub(crate) struct Inner {
     pub(crate) receive_wake: EventFd,
     stop: AtomicBool,
     handshakes_in_flight: AtomicUsize,
+    /// Pages on their way to the send thread, when there is one.
+    pub(crate) handoff: Option<Arc<crate::send_thread::Handoff>>,
     /// The device RDMA links use, opened at start when any link is RDMA.
     #[cfg(feature = "rdma")]
     rdma: Option<Arc<verbs::Device>>,
@@ -502,6 +508,7 @@ pub struct Registry {
     local_addr: Option<SocketAddr>,
     manager: Option<JoinHandle<()>>,
     receive_side: Option<ReceiveSide>,
+    send_thread_taken: bool,
 }
 
 impl std::fmt::Debug for Registry {
@@ -641,6 +648,13 @@ impl Registry {
                 counters: Arc::new(LinkCounters::default()),
             });
         }
+        let handoff = if config.send_thread {
+            let h = crate::send_thread::Handoff::new(config.peers.iter().map(|p| p.node))
+                .map_err(|source| RegistryError::Io { op: "eventfd", source })?;
+            Some(Arc::new(h))
+        } else {
+            None
+        };
         let (events_tx, events) = crossbeam_channel::unbounded();
         let (new_receivers_tx, new_receivers) = crossbeam_channel::unbounded();
         let receive_wake =
@@ -654,6 +668,7 @@ impl Registry {
             receive_wake,
             stop: AtomicBool::new(false),
             handshakes_in_flight: AtomicUsize::new(0),
+            handoff,
             #[cfg(feature = "rdma")]
             rdma,
         });
@@ -670,6 +685,7 @@ impl Registry {
             local_addr,
             manager: Some(manager),
             receive_side: Some(receive_side),
+            send_thread_taken: false,
         })
     }
 
@@ -691,6 +707,16 @@ impl Registry {
     /// The receive side, to be driven by one receive thread (once; later calls get `None`).
     pub fn take_receive_side(&mut self) -> Option<ReceiveSide> {
         self.receive_side.take()
+    }
+
+    /// The send thread's state, once (when configured with `send_thread`): run it on a thread
+    /// of its own with [`SendThread::run`](crate::send_thread::SendThread::run).
+    pub fn take_send_thread(&mut self) -> Option<crate::send_thread::SendThread> {
+        if self.inner.handoff.is_none() || self.send_thread_taken {
+            return None;
+        }
+        self.send_thread_taken = true;
+        Some(crate::send_thread::SendThread::new(self.inner.clone()))
     }
 
     /// Send buffers for one sending thread.

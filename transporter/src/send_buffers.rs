@@ -49,12 +49,27 @@ pub struct FlushReport {
     pub peers: usize,
 }
 
-struct PeerQueue {
-    queue: PageQueue,
+pub(crate) struct PeerQueue {
+    pub(crate) queue: PageQueue,
     open: Option<Page>,
-    generation: u64,
+    pub(crate) generation: u64,
     /// The link's sender kept part of a page from our last flush: flush again to finish it.
-    sender_pending: bool,
+    pub(crate) sender_pending: bool,
+}
+
+/// A queue for each configured peer of `inner`, indexed by node id.
+pub(crate) fn peer_queues(inner: &Inner) -> Vec<Option<PeerQueue>> {
+    (0..=255u32)
+        .map(|n| {
+            let link = NodeId::new(n).and_then(|id| inner.link(id))?;
+            Some(PeerQueue {
+                queue: PageQueue::with_capacity(link.pool.pages()),
+                open: None,
+                generation: 0,
+                sender_pending: false,
+            })
+        })
+        .collect()
 }
 
 /// Send buffers of one thread.
@@ -73,17 +88,7 @@ impl std::fmt::Debug for SendBuffers {
 
 impl SendBuffers {
     pub(crate) fn new(inner: Arc<Inner>) -> SendBuffers {
-        let peers = (0..=255u32)
-            .map(|n| {
-                let link = NodeId::new(n).and_then(|id| inner.link(id))?;
-                Some(PeerQueue {
-                    queue: PageQueue::with_capacity(link.pool.pages()),
-                    open: None,
-                    generation: 0,
-                    sender_pending: false,
-                })
-            })
-            .collect::<Vec<Option<PeerQueue>>>();
+        let peers = peer_queues(&inner);
         let configured =
             peers.iter().enumerate().filter(|(_, p)| p.is_some()).map(|(slot, _)| slot).collect();
         SendBuffers { inner, peers, configured }
@@ -170,7 +175,11 @@ impl SendBuffers {
             // one), keep filling the open page instead of closing a part-filled page every round:
             // the pool is sized in pages, and small rounds would empty it long before the byte
             // budget says overload. Order is kept: the open page goes out after the queue.
-            let backed_up = !pq.queue.is_empty() || pq.sender_pending;
+            // With a send thread, backed up means it has not yet taken the last hand-off.
+            let backed_up = match self.inner.handoff.as_ref() {
+                Some(handoff) => handoff.queued(peer) > 0,
+                None => !pq.queue.is_empty() || pq.sender_pending,
+            };
             if !backed_up {
                 if let Some(open) = pq.open.take_if(|p| !p.is_empty()) {
                     pq.queue.push(open);
@@ -180,48 +189,64 @@ impl SendBuffers {
                 continue;
             }
             report.peers += 1;
-            let mut guard = self.inner.lock_sender(link);
-            let failure = match guard.as_mut() {
-                Some(live) if live.generation == pq.generation => {
-                    match live.sender.send(&mut pq.queue) {
-                        Ok(progress) => {
-                            report.bytes += progress.bytes;
-                            report.signals += progress.signals;
-                            report.blocked |= progress.blocked;
-                            pq.sender_pending = live.sender.has_pending();
-                            None
-                        }
-                        Err(e) => Some((live.generation, e.to_string())),
-                    }
-                }
-                _ => None,
-            };
-            let live_generation = guard.as_ref().map(|l| l.generation);
-            drop(guard);
-            // Reuse one written page as the next open page; the rest go back to the pool.
-            while let Some(mut page) = pq.queue.take_done() {
-                if pq.open.is_none() {
-                    page.reset();
-                    pq.open = Some(page);
-                } else {
-                    link.pool.give(page);
-                }
+            if let Some(handoff) = self.inner.handoff.as_ref() {
+                // A send thread writes: hand the pages over (they stay counted as queued).
+                handoff.push(peer, pq.generation, std::iter::from_fn(|| pq.queue.pop()));
+                continue;
             }
-            if let Some((generation, reason)) = failure {
-                self.inner.fail(peer, generation, &reason);
-            }
-            if live_generation != Some(pq.generation) || link.state() != LinkState::Connected {
-                let dropped = discard(pq, link);
-                LinkCounters::add(&link.counters.signals_dropped, dropped as u64);
-                report.dropped += dropped;
-            }
+            write_peer(&self.inner, peer, link, pq, &mut report, true);
         }
         report
     }
 }
 
+/// Writes `pq`'s pages to `peer`'s link (one `send` call), returns written pages to the pool
+/// (keeping one as the next open page when `reuse_open`), and fails the link on a transport
+/// error; pages of a connection that is gone are dropped and counted.
+pub(crate) fn write_peer(
+    inner: &Inner,
+    peer: NodeId,
+    link: &Link,
+    pq: &mut PeerQueue,
+    report: &mut FlushReport,
+    reuse_open: bool,
+) {
+    let mut guard = inner.lock_sender(link);
+    let failure = match guard.as_mut() {
+        Some(live) if live.generation == pq.generation => match live.sender.send(&mut pq.queue) {
+            Ok(progress) => {
+                report.bytes += progress.bytes;
+                report.signals += progress.signals;
+                report.blocked |= progress.blocked;
+                pq.sender_pending = live.sender.has_pending();
+                None
+            }
+            Err(e) => Some((live.generation, e.to_string())),
+        },
+        _ => None,
+    };
+    let live_generation = guard.as_ref().map(|l| l.generation);
+    drop(guard);
+    while let Some(mut page) = pq.queue.take_done() {
+        if reuse_open && pq.open.is_none() {
+            page.reset();
+            pq.open = Some(page);
+        } else {
+            link.pool.give(page);
+        }
+    }
+    if let Some((generation, reason)) = failure {
+        inner.fail(peer, generation, &reason);
+    }
+    if live_generation != Some(pq.generation) || link.state() != LinkState::Connected {
+        let dropped = discard(pq, link);
+        LinkCounters::add(&link.counters.signals_dropped, dropped as u64);
+        report.dropped += dropped;
+    }
+}
+
 /// Drops everything queued for `link`: returns the signals dropped.
-fn discard(pq: &mut PeerQueue, link: &Link) -> usize {
+pub(crate) fn discard(pq: &mut PeerQueue, link: &Link) -> usize {
     pq.sender_pending = false;
     let mut dropped = pq.queue.discard(&link.pool);
     if let Some(open) = pq.open.take() {

@@ -87,6 +87,8 @@ enum DatanodeError {
     Panicked(#[from] ThreadPanicked),
     #[error("stats: {0}")]
     Stats(String),
+    #[error("could not start the send thread: {0}")]
+    SendThread(std::io::Error),
 }
 
 fn main() -> ExitCode {
@@ -135,11 +137,13 @@ fn run(path: &std::path::Path, node_id: u64) -> Result<(), DatanodeError> {
     let me = builder.node();
     let links = config.links_of(me).count();
     let mut wiring = None;
+    let mut send_thread = None;
     if links > 0 {
         let mut registry = Registry::start(registry_config(&config, me)?)?;
         let side = registry
             .take_receive_side()
             .ok_or(DatanodeError::Stats("receive side taken".into()))?;
+        send_thread = registry.take_send_thread();
         let registry = Arc::new(registry);
         builder.stats().set_link_source(Arc::new(RegistryStats::new(registry.clone())));
         if config.threads.receive == 0 {
@@ -154,6 +158,8 @@ fn run(path: &std::path::Path, node_id: u64) -> Result<(), DatanodeError> {
     }
     let mut node = builder.start()?;
     let stop_events = Arc::new(AtomicBool::new(false));
+    let stop_send = Arc::new(AtomicBool::new(false));
+    let mut send_handle = None;
     let mut events_thread = None;
     let mut registry = None;
     if let Some((r, side)) = wiring {
@@ -162,6 +168,18 @@ fn run(path: &std::path::Path, node_id: u64) -> Result<(), DatanodeError> {
             receive_loop(side, router, stopper, spin)
         })?;
         events_thread = Some(log_events(&r, stop_events.clone()));
+        if let Some(mut t) = send_thread.take() {
+            // threads.send = 1: block threads hand their pages over; this thread writes them.
+            let stop = stop_send.clone();
+            let spin = Duration::from_micros(config.threads.spin_time_us);
+            let handle = std::thread::Builder::new()
+                .name("send-0".into())
+                .spawn(move || {
+                    t.run(spin, Duration::from_millis(50), &|| stop.load(Ordering::Relaxed))
+                })
+                .map_err(DatanodeError::SendThread)?;
+            send_handle = Some(handle);
+        }
         registry = Some(r);
     }
     tracing::info!(
@@ -177,6 +195,11 @@ fn run(path: &std::path::Path, node_id: u64) -> Result<(), DatanodeError> {
     tracing::info!(signal = ?signal, "stopping");
     let stats = node.stats().clone();
     node.stop()?;
+    // The block threads are joined: the send thread writes what they handed over, then stops.
+    stop_send.store(true, Ordering::Relaxed);
+    if let Some(t) = send_handle {
+        let _ = t.join();
+    }
     stop_events.store(true, Ordering::Relaxed);
     if let Some(t) = events_thread {
         let _ = t.join();
@@ -224,7 +247,10 @@ fn stats(
             .find(|n| config.node(*n).is_some_and(|c| c.kind == NodeKind::Api))
             .ok_or_else(|| DatanodeError::Stats(format!("no API node is linked to node {target} in the cluster file; add one to ask it for statistics")))?,
     };
-    let mut registry = Registry::start(registry_config(&config, me)?)?;
+    let mut links = registry_config(&config, me)?;
+    // The stats client writes its own request: it runs no send thread.
+    links.send_thread = false;
+    let mut registry = Registry::start(links)?;
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.checked_duration_since(Instant::now()).ok_or_else(|| {

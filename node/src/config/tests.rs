@@ -186,7 +186,7 @@ fn threads_receive_too_many() {
 
 #[test]
 fn threads_send_too_many() {
-    refuses("receive = 1", "receive = 1\nsend = 1", "threads.send");
+    refuses("receive = 1", "receive = 1\nsend = 2", "threads.send");
 }
 
 #[test]

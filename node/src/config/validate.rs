@@ -18,9 +18,10 @@ const SPIN_TIME_US_MAX: u64 = 1_000_000;
 /// Receive threads at most: one receive thread serves every link of a node (it sleeps in one
 /// epoll set on all of them).
 const RECEIVE_THREADS_MAX: u64 = 1;
-/// Send threads at most: block threads hand their send buffers to the transporters at the end of
-/// each round themselves; separate send threads are not built.
-const SEND_THREADS_MAX: u64 = 0;
+/// Send threads at most: with 0, block threads write their send buffers to the transporters at
+/// the end of each round themselves; with 1, they hand the pages to one send thread that
+/// writes for every link.
+const SEND_THREADS_MAX: u64 = 1;
 
 fn bad(key: impl Into<String>, value: impl ToString, allowed: impl Into<String>) -> ConfigError {
     ConfigError::Invalid { key: key.into(), value: value.to_string(), allowed: allowed.into() }

@@ -1,0 +1,79 @@
+//! The send thread: sending threads hand their pages over at `flush` and one thread writes them
+//! to the transports. A stream keeps its order through it over every transport, and nothing is
+//! written until the send thread runs.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use transporter::{Registry, TransportKind};
+
+/// Runs `registry`'s send thread until the returned flag is set.
+fn spawn_send_thread(registry: &mut Registry) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+    let mut thread = registry.take_send_thread().expect("a send thread is configured");
+    assert!(registry.take_send_thread().is_none(), "the send thread is handed out once");
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let handle = std::thread::spawn(move || {
+        thread.run(Duration::from_micros(50), Duration::from_millis(20), &|| {
+            s.load(Ordering::Relaxed)
+        })
+    });
+    (stop, handle)
+}
+
+fn stream_through_the_send_thread(kind: TransportKind) {
+    if skip(kind) {
+        return;
+    }
+    let (mut one, _two, checker) = pair(kind, |c| c.send_thread = c.node.get() == 1);
+    let (stop, handle) = spawn_send_thread(&mut one);
+    send_stream(&one, 1, 2, 0..300_000);
+    checker.wait_for(300_000, Duration::from_secs(120));
+    let sent = one.counters(node(2)).unwrap();
+    assert_eq!(sent.signals_sent, 300_000);
+    assert_eq!(sent.signals_dropped, 0);
+    stop.store(true, Ordering::Relaxed);
+    handle.join().unwrap();
+}
+
+#[test]
+fn stream_keeps_its_order_through_the_send_thread_over_tcp() {
+    stream_through_the_send_thread(TransportKind::Tcp);
+}
+
+#[test]
+fn stream_keeps_its_order_through_the_send_thread_over_shared_memory() {
+    stream_through_the_send_thread(TransportKind::Shm);
+}
+
+#[test]
+fn stream_keeps_its_order_through_the_send_thread_over_rdma() {
+    stream_through_the_send_thread(TransportKind::Rdma);
+}
+
+#[test]
+fn pages_wait_for_the_send_thread() {
+    let (mut one, _two, checker) = pair(TransportKind::Tcp, |c| c.send_thread = c.node.get() == 1);
+    let mut send = one.send_buffers();
+    let mut storage = transporter::stream::StreamStorage::default();
+    for seq in 0..1000 {
+        storage.with_signal(seq, block(1), block(2), |s| send.pack(node(2), s)).unwrap();
+    }
+    let report = send.flush();
+    // Handed over, not written: the link has sent nothing while the send thread is not running.
+    assert_eq!((report.peers, report.bytes), (1, 0));
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(one.counters(node(2)).unwrap().signals_sent, 0);
+    let (stop, handle) = spawn_send_thread(&mut one);
+    while send.has_unsent() {
+        send.flush();
+    }
+    checker.wait_for(1000, Duration::from_secs(20));
+    stop.store(true, Ordering::Relaxed);
+    handle.join().unwrap();
+    assert_eq!(one.counters(node(2)).unwrap().signals_sent, 1000);
+}
