@@ -183,6 +183,7 @@ pub fn receive_loop(
 ) {
     let mut last_signal = Instant::now();
     let mut dropped = 0u64;
+    let mut idle_polls = 0u32;
     while !stopper.is_stopping() {
         let spinning = last_signal.elapsed() < spin_time;
         let timeout = if spinning { Duration::ZERO } else { Duration::from_millis(20) };
@@ -203,6 +204,12 @@ pub fn receive_loop(
             router.flush();
             last_signal = Instant::now();
         } else if spinning {
+            // As the block threads do: every 64 empty polls, let another runnable thread of
+            // this CPU run (where threads outnumber CPUs, that is the next hop's).
+            idle_polls = idle_polls.wrapping_add(1);
+            if idle_polls % 64 == 0 {
+                std::thread::yield_now();
+            }
             std::hint::spin_loop();
         }
     }

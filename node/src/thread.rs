@@ -299,8 +299,14 @@ impl BlockThread {
             // One pause per poll (a pause is ~100 cycles on recent x86: more would add that
             // to every hand-off), and the clock only every 64 polls.
             polls = polls.wrapping_add(1);
-            if polls % 64 == 0 && Instant::now() >= spin_until {
-                break;
+            if polls % 64 == 0 {
+                if Instant::now() >= spin_until {
+                    break;
+                }
+                // Let another runnable thread of this CPU have it: where threads outnumber
+                // CPUs, the thread with the next hop's work runs now, not at the end of our
+                // time slice. On a CPU of our own this returns at once.
+                std::thread::yield_now();
             }
             core::hint::spin_loop();
         }
