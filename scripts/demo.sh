@@ -37,22 +37,9 @@ say() { echo "demo.sh: $*" >&2; }
 packages=(gcc libc6-dev pkg-config)
 # The RDMA transporter's verbs shim links libibverbs when that crate is part of the workspace.
 [[ -d verbs ]] && packages+=(libibverbs-dev)
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    if [[ $(id -u) -eq 0 ]]; then
-        say "installing missing packages as root: ${missing[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends "${missing[@]}"
-    else
-        say "not root, so cannot install missing packages: ${missing[*]}"
-        say "run as root, or: sudo apt-get install ${missing[*]}"
-        exit 1
-    fi
-fi
+# shellcheck source=lib/packages.sh
+source scripts/lib/packages.sh
+ensure_packages demo.sh "${packages[@]}"
 if ! command -v cargo >/dev/null; then
     say "cargo is not on the PATH: install a current stable Rust toolchain with rustup"
     say "(https://rustup.rs), then run scripts/demo.sh again. Debian's own rustc is too old."

@@ -19,22 +19,9 @@ cd "$here"
 # libibverbs-dev for the verbs shim; the rxe provider for the RDMA suites).
 packages=(gcc libc6-dev pkg-config libibverbs-dev ibverbs-providers)
 
-missing=()
-for p in "${packages[@]}"; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if ((${#missing[@]})); then
-    if [[ $(id -u) -eq 0 ]]; then
-        echo "test.sh: installing missing packages as root: ${missing[*]}"
-        export DEBIAN_FRONTEND=noninteractive
-        apt-get update -qq
-        apt-get install -y -qq --no-install-recommends "${missing[@]}"
-    else
-        echo "test.sh: not root, so cannot install missing packages: ${missing[*]}" >&2
-        echo "test.sh: run as root, or: sudo apt-get install ${missing[*]}" >&2
-        exit 1
-    fi
-fi
+# shellcheck source=lib/packages.sh
+source "$here/scripts/lib/packages.sh"
+ensure_packages test.sh "${packages[@]}"
 
 if ! command -v cargo >/dev/null; then
     echo "test.sh: cargo is not on the PATH; install a current stable Rust toolchain (rustup)" >&2

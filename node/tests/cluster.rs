@@ -227,6 +227,15 @@ fn rdma_cluster_answers_stats_or_says_there_is_no_device() {
         assert!(err.contains("link to node 2 is configured as rdma, but no RDMA device"), "{err}");
         return;
     }
+    let stdout = two_process_stats(config, "2", "30");
+    assert!(stdout.lines().any(|l| l.starts_with("1 ")), "no link row for node 1: {stdout}");
+    let _ = std::fs::remove_file(&path);
+}
+
+/// Starts data nodes 1 and 2 of `config` as `blockwire-datanode` processes, asks node `ask` for
+/// its counters with the `stats` command (as API node 100), stops both with SIGTERM and checks
+/// they exit 0. Returns what `stats` printed.
+fn two_process_stats(config: &str, ask: &str, timeout_s: &str) -> String {
     let mut nodes: Vec<Child> = ["1", "2"]
         .iter()
         .map(|id| {
@@ -237,20 +246,18 @@ fn rdma_cluster_answers_stats_or_says_there_is_no_device() {
                 .unwrap()
         })
         .collect();
-    let out = datanode(&["stats", "--config", config, "--node-id", "2", "--timeout-s", "30"])
+    let out = datanode(&["stats", "--config", config, "--node-id", ask, "--timeout-s", timeout_s])
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "stats failed: {}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.lines().any(|l| l.starts_with("1 ")), "no link row for node 1: {stdout}");
     for child in &nodes {
         // SAFETY: kill with a child's pid and a valid signal number has no memory effects.
         assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
     }
     for child in &mut nodes {
-        assert_eq!(wait_exit(child).code(), Some(0));
+        assert_eq!(wait_exit(child).code(), Some(0), "{config}");
     }
-    let _ = std::fs::remove_file(&path);
+    assert!(out.status.success(), "stats failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn write_config(text: &str, name: &str) -> PathBuf {
@@ -285,31 +292,10 @@ fn two_process_cluster_answers_stats_and_stops_cleanly() {
             .replace("receive = 1", &format!("receive = 1\nsend = {send}"));
         let path = write_config(&text, &format!("{transport}-{send}"));
         let config = path.to_str().unwrap();
-        let mut nodes: Vec<Child> = ["1", "2"]
-            .iter()
-            .map(|id| {
-                datanode(&["--config", config, "--node-id", id])
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-                    .unwrap()
-            })
-            .collect();
-        let out = datanode(&["stats", "--config", config, "--node-id", "1", "--timeout-s", "20"])
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert!(out.status.success(), "stats failed: {}", String::from_utf8_lossy(&out.stderr));
+        let stdout = two_process_stats(config, "1", "20");
         assert!(stdout.starts_with("node 1"), "{stdout}");
         assert!(stdout.lines().any(|l| l.starts_with("2 ")), "no link row for node 2: {stdout}");
         assert!(stdout.lines().any(|l| l.starts_with("0 ")), "no thread row: {stdout}");
-        for child in &nodes {
-            // SAFETY: kill with a child's pid and a valid signal number has no memory effects.
-            assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
-        }
-        for child in &mut nodes {
-            assert_eq!(wait_exit(child).code(), Some(0), "{transport}");
-        }
         assert_eq!(segment_files(cluster_id), Vec::<String>::new(), "{transport}");
         let _ = std::fs::remove_file(&path);
     }

@@ -291,6 +291,36 @@ impl LinkReceiver for AnyReceiver {
     }
 }
 
+/// Walks `bytes` (a copy of what a peer wrote as whole signals) and hands each signal to
+/// `deliver`; returns how many. `place` names where the batch came from ("record at ring
+/// position 4096"), for the error when the batch ends inside a signal.
+pub(crate) fn deliver_batch(
+    bytes: &[u8],
+    limits: signals::Limits,
+    place: &dyn Fn() -> String,
+    deliver: &mut dyn FnMut(SignalView<'_>),
+) -> Result<usize, LinkError> {
+    let mut walker = signals::BatchWalker::new(bytes, limits)
+        .map_err(|_| LinkError::Corrupt(format!("{} is not word-aligned in memory", place())))?;
+    let mut signals = 0;
+    loop {
+        match walker.next_signal() {
+            Ok(Some(signal)) => {
+                deliver(signal);
+                signals += 1;
+            }
+            Ok(None) => return Ok(signals),
+            Err(signals::WalkError::Incomplete { offset, need_bytes }) => {
+                return Err(LinkError::Corrupt(format!(
+                    "{} ends {need_bytes} bytes inside the signal at byte {offset}",
+                    place()
+                )));
+            }
+            Err(signals::WalkError::Malformed(m)) => return Err(LinkError::Malformed(m)),
+        }
+    }
+}
+
 /// Whether RDMA links can work here: `Ok` when this build has RDMA and a device opens, else
 /// why not ("no RDMA device: the kernel has no RDMA support ...").
 pub fn rdma_available() -> Result<(), String> {

@@ -9,7 +9,7 @@
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -358,18 +358,7 @@ pub fn shm_garbage_records_and_indices_close_the_link(kind: TransportKind) {
         (0, "consumer position"),
     ];
     for (word, needle) in cases {
-        let mut five = Registry::start(config(5, true, vec![peer(3, unused(), kind)])).unwrap();
-        let mut side = five.take_receive_side().unwrap();
-        let stop = Arc::new(AtomicBool::new(false));
-        let s = stop.clone();
-        let receiver = std::thread::spawn(move || {
-            side.run(
-                Duration::ZERO,
-                Duration::from_millis(20),
-                &|| s.load(Ordering::Relaxed),
-                &mut |_, _| {},
-            )
-        });
+        let (five, stop, receiver) = listening_node(5, 3, kind);
         let (_rogue, shared) = raw_connect(
             five.local_addr().unwrap(),
             kind,

@@ -24,19 +24,7 @@ const RDMA: TransportKind = TransportKind::Rdma;
 
 /// Node 5 listening for a raw RDMA peer 3, with its receive side running.
 fn node_five() -> (Registry, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
-    let mut five = Registry::start(config(5, true, vec![peer(3, unused(), RDMA)])).unwrap();
-    let mut side = five.take_receive_side().unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let s = stop.clone();
-    let receiver = std::thread::spawn(move || {
-        side.run(
-            Duration::ZERO,
-            Duration::from_millis(20),
-            &|| s.load(Ordering::Relaxed),
-            &mut |_, _| {},
-        )
-    });
-    (five, stop, receiver)
+    listening_node(5, 3, RDMA)
 }
 
 fn raw_rdma(five: &Registry) -> (std::net::TcpStream, transporter::rdma::RdmaLink) {

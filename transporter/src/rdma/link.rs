@@ -18,7 +18,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use signals::{BatchWalker, Limits, SignalView, WalkError};
+use signals::{Limits, SignalView};
 use verbs::{Wc, Write, MAX_CHAIN, WC_IMM, WRITE_IMM, WRITE_INLINE, WRITE_SIGNALED};
 
 use super::setup::{RdmaLink, SetupMessage};
@@ -541,25 +541,9 @@ impl RdmaReceiver {
             )
         };
         let bytes: &[u8] = bytemuck::cast_slice(copy);
-        let mut walker = BatchWalker::new(bytes, self.limits)
-            .unwrap_or_else(|_| unreachable!("the scratch buffer is a word array"));
-        let mut signals = 0;
-        loop {
-            match walker.next_signal() {
-                Ok(Some(signal)) => {
-                    deliver(signal);
-                    signals += 1;
-                }
-                Ok(None) => break,
-                Err(WalkError::Incomplete { offset: at, need_bytes }) => {
-                    return Err(LinkError::Corrupt(format!(
-                        "write at ring position {} ends {need_bytes} bytes inside the signal at byte {at}",
-                        self.position
-                    )));
-                }
-                Err(WalkError::Malformed(m)) => return Err(LinkError::Malformed(m)),
-            }
-        }
+        let at = self.position;
+        let place = || format!("write at ring position {at}");
+        let signals = crate::deliver_batch(bytes, self.limits, &place, deliver)?;
         self.position += len as u64;
         self.completed += 1;
         Ok((signals, len))

@@ -23,7 +23,7 @@ use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::Arc;
 
-use signals::{BatchWalker, Limits, SignalView, WalkError};
+use signals::{Limits, SignalView};
 
 use super::layout::Segment;
 use super::wake;
@@ -320,24 +320,9 @@ impl ShmReceiver {
                 )
             };
             let bytes: &[u8] = bytemuck::cast_slice(copy);
-            let mut walker = BatchWalker::new(bytes, self.limits)
-                .unwrap_or_else(|_| unreachable!("the scratch buffer is a word array"));
-            loop {
-                match walker.next_signal() {
-                    Ok(Some(signal)) => {
-                        deliver(signal);
-                        signals += 1;
-                    }
-                    Ok(None) => break,
-                    Err(WalkError::Incomplete { offset: at, need_bytes }) => {
-                        return Err(LinkError::Corrupt(format!(
-                            "record at ring position {} ends {need_bytes} bytes inside the signal at byte {at}",
-                            self.position
-                        )));
-                    }
-                    Err(WalkError::Malformed(m)) => return Err(LinkError::Malformed(m)),
-                }
-            }
+            let at = self.position;
+            let place = || format!("record at ring position {at}");
+            signals += crate::deliver_batch(bytes, self.limits, &place, deliver)?;
             self.zero(offset, RECORD_WORD_BYTES + len);
             self.position += (RECORD_WORD_BYTES + len) as u64;
         }

@@ -344,3 +344,25 @@ pub fn rdma_write_credit(link: &transporter::rdma::RdmaLink, word: u64) {
     // SAFETY: the local span is in the registered staging region, alive while `link` is.
     unsafe { link.endpoint.post_writes(&[write]) }.unwrap();
 }
+
+/// Node `me` listening for one raw peer `from` over `kind`, with its receive side running until
+/// the returned flag is set (signals are dropped: the cases watch link events).
+pub fn listening_node(
+    me: u32,
+    from: u32,
+    kind: TransportKind,
+) -> (Registry, Arc<AtomicBool>, JoinHandle<()>) {
+    let mut registry = Registry::start(config(me, true, vec![peer(from, unused(), kind)])).unwrap();
+    let mut side = registry.take_receive_side().unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    let receiver = std::thread::spawn(move || {
+        side.run(
+            Duration::ZERO,
+            Duration::from_millis(20),
+            &|| s.load(Ordering::Relaxed),
+            &mut |_, _| {},
+        )
+    });
+    (registry, stop, receiver)
+}
