@@ -54,6 +54,24 @@ impl Page {
         &bytemuck::cast_slice(self.packed())[self.sent_bytes..]
     }
 
+    /// The bytes of the longest run of whole unsent signals that fits in `room` bytes (0 when
+    /// even the first does not), and the size of the first unsent signal.
+    pub fn unsent_within(&self, room: usize) -> (usize, usize) {
+        let bytes = self.unsent();
+        // Our own page: whole signals, each starting with its u16 length in words.
+        let signal_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]) as usize * 4;
+        let mut take = 0;
+        while take + 2 <= bytes.len() {
+            let signal = signal_at(take);
+            debug_assert!(signal >= signals::HEADER_BYTES && take + signal <= bytes.len());
+            if take + signal > room {
+                break;
+            }
+            take += signal;
+        }
+        (take, if bytes.len() >= 2 { signal_at(0) } else { 0 })
+    }
+
     /// Whether nothing is packed.
     pub fn is_empty(&self) -> bool {
         self.len_words == 0

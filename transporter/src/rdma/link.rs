@@ -294,18 +294,9 @@ impl RdmaSender {
             let offset = (self.position % size) as usize;
             let lap_rest = size - offset as u64;
             let room = lap_rest.min(g.free) as usize;
-            let mut take = 0;
-            while take + 2 <= bytes.len() {
-                // Our own page: whole signals, each starting with its u16 length in words.
-                let signal = u16::from_le_bytes([bytes[take], bytes[take + 1]]) as usize * 4;
-                debug_assert!(signal >= signals::HEADER_BYTES && take + signal <= bytes.len());
-                if take + signal > room {
-                    break;
-                }
-                take += signal;
-            }
+            let (take, first) = page.unsent_within(room);
             if take == 0 {
-                let first = u64::from(u16::from_le_bytes([bytes[0], bytes[1]])) * 4;
+                let first = first as u64;
                 if lap_rest < first && g.free >= lap_rest {
                     // Skip the rest of the lap; the next write starts the new one.
                     chain.close();

@@ -87,19 +87,9 @@ impl ShmSender {
             let offset = (self.position % size) as usize;
             let lap_rest = size - offset as u64;
             let room = lap_rest.min(*free) as usize;
-            let mut take = 0;
-            while take + 2 <= bytes.len() {
-                // Our own page: whole signals, each starting with its u16 length in words.
-                let signal = u16::from_le_bytes([bytes[take], bytes[take + 1]]) as usize * 4;
-                debug_assert!(signal >= signals::HEADER_BYTES && take + signal <= bytes.len());
-                if RECORD_WORD_BYTES + take + signal > room {
-                    break;
-                }
-                take += signal;
-            }
+            let (take, first) = page.unsent_within(room.saturating_sub(RECORD_WORD_BYTES));
             if take == 0 {
-                let first =
-                    u16::from_le_bytes([bytes[0], bytes[1]]) as u64 * 4 + RECORD_WORD_BYTES as u64;
+                let first = (first + RECORD_WORD_BYTES) as u64;
                 // Pad out a lap too short for the next signal as soon as the lap's rest is free;
                 // the signal then waits for space at the lap's start (waiting for both at once
                 // could never succeed in a ring of twice the largest signal).
