@@ -35,6 +35,7 @@ pub const ITEM: Gsn = Gsn(60100);
 pub struct Pinger {
     target: BlockRef,
     data: Vec<u32>,
+    section: Vec<u32>,
     warmup: u64,
     total: u64,
     done_count: u64,
@@ -44,10 +45,12 @@ pub struct Pinger {
 }
 
 impl Pinger {
-    /// Pings `target` with `data_words` data words, `warmup` unrecorded then `count` recorded.
+    /// Pings `target` with `data_words` data words and a section of `section_words` (none when
+    /// 0), `warmup` unrecorded then `count` recorded.
     pub fn new(
         target: BlockRef,
         data_words: usize,
+        section_words: usize,
         warmup: u64,
         count: u64,
         done: mpsc::Sender<Result<Histogram<u64>, String>>,
@@ -55,6 +58,7 @@ impl Pinger {
         Pinger {
             target,
             data: vec![0; data_words.max(1)],
+            section: (0..section_words as u32).collect(),
             warmup,
             total: warmup + count,
             done_count: 0,
@@ -73,14 +77,21 @@ impl Pinger {
     fn ping(&mut self, ctx: &mut Context<'_>) {
         self.data[0] = self.done_count as u32;
         self.sent_at = Instant::now();
-        if let Err(e) = ctx.send(&ctx.signal(gsn::PING_REQ, self.target).data(&self.data)) {
+        let sections = [self.section.as_slice()];
+        let n = usize::from(!self.section.is_empty());
+        let ping = ctx.signal(gsn::PING_REQ, self.target).data(&self.data).sections(&sections[..n]);
+        if let Err(e) = ctx.send(&ping) {
             self.report(Err(format!("ping {} to {} failed: {e}", self.done_count, self.target)));
         }
     }
 
     fn answer(&mut self, s: &SignalView<'_>, ctx: &mut Context<'_>) {
         let rtt = self.sent_at.elapsed();
-        if s.sender() != self.target || s.data().first() != Some(&(self.done_count as u32)) {
+        let section_back = s.sections().next().unwrap_or(&[]);
+        if s.sender() != self.target
+            || s.data().first() != Some(&(self.done_count as u32))
+            || section_back != self.section.as_slice()
+        {
             let got = (s.sender(), s.data().first().copied());
             let want = (self.target, self.done_count);
             self.report(Err(format!("unexpected answer {got:?}, expected {want:?}")));

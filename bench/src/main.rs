@@ -102,6 +102,9 @@ struct Common {
     /// Data words per signal (the bare-socket reference sends messages of the same size).
     #[arg(long, default_value_t = 4)]
     size: usize,
+    /// Bytes of one long section per signal, a multiple of 4 (pingpong; 0: none).
+    #[arg(long, default_value_t = 0)]
+    section_bytes: usize,
     /// Measured samples (round trips) or streamed signals.
     #[arg(long, default_value_t = 100_000)]
     count: u64,
@@ -233,6 +236,13 @@ fn plan(c: &Common) -> Result<Plan, String> {
     if c.size > signals::MAX_DATA_WORDS {
         return Err(format!("--size {} is over {} data words", c.size, signals::MAX_DATA_WORDS));
     }
+    let max_section = signals::Limits::default().max_section_words() * 4;
+    if c.section_bytes % 4 != 0 || c.section_bytes > max_section {
+        return Err(format!(
+            "--section-bytes {}: a multiple of 4 up to {max_section}",
+            c.section_bytes
+        ));
+    }
     Ok(Plan { count: c.count, warmup: c.warmup, cpus: cpus(c)?.unwrap_or((0, 1)) })
 }
 
@@ -257,8 +267,37 @@ fn kind(c: &Common) -> Result<TransportKind, String> {
     }
 }
 
-fn message_bytes(size: usize) -> usize {
-    signals::HEADER_BYTES + 4 * size
+/// Bytes of one packed signal with `size` data words and a section of `section_bytes` (what
+/// the bare-socket reference sends per message).
+fn message_bytes(size: usize, section_bytes: usize) -> usize {
+    let mut page = vec![0u32; 4 + size + section_bytes / 4 + 16];
+    let data = vec![0u32; size];
+    let section = vec![0u32; section_bytes / 4];
+    let node = signals::NodeId::new(1).unwrap_or_else(|| unreachable!("1 is a node id"));
+    let to = signals::BlockRef::new(node, signals::BlockNumber(1), signals::BlockInstance(0));
+    let mut signal = signals::Signal::new(signals::gsn::PING_REQ, to, to).data(&data);
+    let sections = [section.as_slice()];
+    if section_bytes > 0 {
+        signal = signal.sections(&sections);
+    }
+    let mut w = signals::BatchWriter::new(
+        &mut page,
+        signals::Limits::default(),
+        signals::WriteOptions::default(),
+    );
+    match w.push(&signal) {
+        Ok(()) => w.len_bytes(),
+        Err(_) => signals::HEADER_BYTES + 4 * size + section_bytes,
+    }
+}
+
+/// The size label of a case: data words, and the section when there is one.
+fn size_label(c: &Common) -> String {
+    if c.section_bytes > 0 {
+        format!("{}w+{}B", c.size, c.section_bytes)
+    } else {
+        format!("{}w", c.size)
+    }
 }
 
 fn latency(
@@ -288,7 +327,7 @@ fn reference(
     mode: Mode,
     rows: &mut Vec<LatencyRow>,
 ) -> Result<LatencyRow, String> {
-    let (p, bytes) = (*p, message_bytes(c.size));
+    let (p, bytes) = (*p, message_bytes(c.size, c.section_bytes));
     let measured = std::thread::spawn(move || -> Result<(&'static str, Histogram<u64>), String> {
         let err = |e: std::io::Error| e.to_string();
         Ok(match (transport, mode) {
@@ -372,7 +411,8 @@ fn run_limit(c: &Common) -> Result<(), String> {
     let wake = limit::eventfd_wake_pingpong(&p).map_err(|e| e.to_string())?;
     latency(c, &mut rows, "limit eventfd wake 2 threads", &wake)?;
     for mode in [Mode::Spin, Mode::Sleep] {
-        let h = limit::tcp_pingpong(&p, message_bytes(c.size), mode).map_err(|e| e.to_string())?;
+        let h = limit::tcp_pingpong(&p, message_bytes(c.size, c.section_bytes), mode)
+            .map_err(|e| e.to_string())?;
         latency(c, &mut rows, &format!("limit bare tcp {mode:?}").to_lowercase(), &h)?;
     }
     let run = serde_json::json!({ "command": "limit", "label": "limit" });
@@ -385,8 +425,9 @@ fn raw_pingpong(c: &Common) -> Result<(), String> {
     let mode = mode(c);
     let mut rows = Vec::new();
     let reference = reference(c, &p, c.transport, mode, &mut rows)?;
-    let h = raw::pingpong(&p, kind, c.size, mode)?;
-    let case = format!("raw {kind} {mode:?} {}w", c.size).to_lowercase();
+    let h = raw::pingpong(&p, kind, c.size, c.section_bytes / 4, mode)?;
+    let mode_name = format!("{mode:?}").to_lowercase();
+    let case = format!("raw {kind} {mode_name} {}", size_label(c));
     latency(c, &mut rows, &case, &h)?;
     let last = rows.len() - 1;
     rows[last] = rows[last].clone().against(&reference);
@@ -418,7 +459,7 @@ fn bare_stream_row(p: &Plan, bytes: usize) -> Result<RateRow, String> {
 fn raw_stream(c: &Common, batch: usize) -> Result<(), String> {
     let p = plan(c)?;
     let kind = kind(c)?;
-    let bytes = message_bytes(c.size);
+    let bytes = message_bytes(c.size, c.section_bytes);
     let bare_row = bare_stream_row(&p, bytes)?;
     let r = raw::stream(&p, kind, c.size, batch, c.spin_us)?;
     let row = RateRow {
@@ -502,6 +543,7 @@ fn stack_plan(c: &Common) -> Result<(stack::StackPlan, Mode, String), String> {
         datanode,
         cpus: cpus(c)?,
         data_words: c.size,
+        section_words: c.section_bytes / 4,
         warmup: c.warmup,
         count: c.count,
     };
@@ -527,7 +569,7 @@ fn stack_pingpong(c: &Common) -> Result<(), String> {
     let mut rows = Vec::new();
     let reference = reference(c, &p, c.transport, mode, &mut rows)?;
     let (h, notes) = stack::pingpong(&sp)?;
-    let case = format!("{} {how} {}w", sp.transport, c.size);
+    let case = format!("{} {how} {}", sp.transport, size_label(c));
     latency(c, &mut rows, &case, &h)?;
     let last = rows.len() - 1;
     rows[last] = rows[last].clone().against(&reference);
@@ -554,7 +596,7 @@ fn run_note(notes: &stack::RunNotes) -> String {
 fn stack_stream(c: &Common, batch: usize) -> Result<(), String> {
     let p = plan(c)?;
     let (sp, _, how) = stack_plan(c)?;
-    let bytes = message_bytes(c.size);
+    let bytes = message_bytes(c.size, c.section_bytes);
     let bare_row = bare_stream_row(&p, bytes)?;
     let r = stack::stream(&sp, batch)?;
     let row = RateRow {

@@ -140,11 +140,13 @@ fn poll_timeout(mode: Mode) -> Option<Duration> {
     }
 }
 
-/// Round trips of a signal with `data_words` data words through the transporter.
+/// Round trips of a signal with `data_words` data words (and a section of `section_words`
+/// when not 0) through the transporter.
 pub fn pingpong(
     plan: &Plan,
     kind: TransportKind,
     data_words: usize,
+    section_words: usize,
     mode: Mode,
 ) -> Result<Histogram<u64>, String> {
     // Sleep mode sleeps at once (no spin), so each round trip pays the wakeups it measures.
@@ -155,11 +157,14 @@ pub fn pingpong(
     let mut side = one.take_receive_side().ok_or("receive side taken")?;
     let mut send = one.send_buffers();
     let data: Vec<u32> = (0..data_words as u32).collect();
+    let section: Vec<u32> = (0..section_words as u32).collect();
+    let sections = [section.as_slice()];
+    let n = usize::from(section_words > 0);
     let mut h = histogram();
     for i in 0..plan.warmup + plan.count {
         let start = Instant::now();
-        send.pack(node(2), &Signal::new(gsn::PING_REQ, reference(1), reference(2)).data(&data))
-            .map_err(|e| e.to_string())?;
+        let signal = Signal::new(gsn::PING_REQ, reference(1), reference(2)).data(&data);
+        send.pack(node(2), &signal.sections(&sections[..n])).map_err(|e| e.to_string())?;
         send.flush();
         let mut answered = false;
         while !answered {

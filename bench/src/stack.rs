@@ -62,6 +62,8 @@ pub struct StackPlan {
     pub cpus: Option<(usize, usize)>,
     /// Data words per signal.
     pub data_words: usize,
+    /// Words of the one long section each ping carries (0: none).
+    pub section_words: usize,
     /// Unrecorded round trips.
     pub warmup: u64,
     /// Recorded round trips, or streamed signals.
@@ -447,8 +449,9 @@ fn run_local<T>(
 pub fn pingpong(plan: &StackPlan) -> Result<(Histogram<u64>, RunNotes), String> {
     let (tx, rx) = mpsc::channel();
     let (words, warmup, count) = (plan.data_words, plan.warmup, plan.count);
+    let section = plan.section_words;
     let (h, notes, _) = run_with(plan, rx, |b, echo, _| {
-        let pinger = Pinger::new(echo, words, warmup, count, tx);
+        let pinger = Pinger::new(echo, words, section, warmup, count, tx);
         b.place(0, DRIVER, BlockInstance(0), Box::new(pinger))
             .map(|_| ())
             .map_err(|e| e.to_string())

@@ -256,3 +256,23 @@ fn report_prints_one_table_and_writes_an_svg_plot() {
     assert!(!ok && err.contains("bad.json") && err.contains("not JSON"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn pingpong_carries_a_long_section_both_ways() {
+    // Raw: the echo peer returns the section; full stack (local): the driver checks that the
+    // answer's section is the one it sent, word for word, or the run fails.
+    for args in [
+        &["pingpong", "--raw", "--transport", "shm", "--mode", "sleep"][..],
+        &["pingpong", "--transport", "local"][..],
+    ] {
+        let mut a = args.to_vec();
+        a.extend(["--section-bytes", "1024", "--count", "300", "--warmup", "30", "--json"]);
+        let doc = json(&a);
+        let rows = doc["latency"].as_array().unwrap();
+        let case = rows[1]["case"].as_str().unwrap();
+        assert!(case.ends_with("4w+1024B"), "{case}");
+        check_latency_row(&rows[1], 300);
+    }
+    let (ok, _, err) = bench(&["pingpong", "--section-bytes", "6", "--count", "1"]);
+    assert!(!ok && err.contains("--section-bytes 6: a multiple of 4"), "{err}");
+}
