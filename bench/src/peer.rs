@@ -122,7 +122,13 @@ pub fn run(args: &PeerArgs) -> Result<(), String> {
         Role::Echo => {
             let stop = || matches!(registry.state(one), Some(transporter::LinkState::Disconnected));
             let mut deliver = |from: NodeId, s: signals::SignalView<'_>| {
-                let answer = Signal::new(gsn::PING_CONF, s.receiver(), s.sender()).data(s.data());
+                // The same words and sections back (at most one section is ever sent here).
+                let section = s.sections().next();
+                let sections = [section.unwrap_or(&[])];
+                let n = usize::from(section.is_some());
+                let answer = Signal::new(gsn::PING_CONF, s.receiver(), s.sender())
+                    .data(s.data())
+                    .sections(&sections[..n]);
                 let _ = send.pack(from, &answer);
                 send.flush();
             };

@@ -166,9 +166,18 @@ pub fn pingpong(
         let signal = Signal::new(gsn::PING_REQ, reference(1), reference(2)).data(&data);
         send.pack(node(2), &signal.sections(&sections[..n])).map_err(|e| e.to_string())?;
         send.flush();
-        let mut answered = false;
+        let (mut answered, mut garbled) = (false, false);
         while !answered {
-            side.poll(poll_timeout(mode), &mut |_, s| answered |= s.gsn() == gsn::PING_CONF);
+            side.poll(poll_timeout(mode), &mut |_, s| {
+                if s.gsn() == gsn::PING_CONF {
+                    answered = true;
+                    // The echo returns the section: check it came back whole.
+                    garbled |= s.sections().next().unwrap_or(&[]) != section.as_slice();
+                }
+            });
+        }
+        if garbled {
+            return Err(format!("round trip {i}: the echo's section differs from the one sent"));
         }
         if i >= plan.warmup {
             record(&mut h, start.elapsed());
