@@ -188,6 +188,70 @@ pub fn eventfd_wake_pingpong(plan: &Plan) -> std::io::Result<Histogram<u64>> {
     Ok(h)
 }
 
+/// Round trips of a futex wake between two threads that each block in `FUTEX_WAIT` on one
+/// shared word (1: the echo's turn, 2: the pinger's): the kernel's cheapest sleep and wake.
+pub fn futex_wake_pingpong(plan: &Plan) -> Histogram<u64> {
+    let word = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let total = plan.warmup + plan.count;
+    let w = word.clone();
+    let cpu = plan.cpus.1;
+    let echo = std::thread::spawn(move || {
+        pin(cpu);
+        for _ in 0..total {
+            futex_wait_for(&w, 1);
+            w.store(2, Ordering::Release);
+            futex_wake(&w);
+        }
+    });
+    pin(plan.cpus.0);
+    let mut h = histogram();
+    for i in 0..total {
+        let start = Instant::now();
+        word.store(1, Ordering::Release);
+        futex_wake(&word);
+        futex_wait_for(&word, 2);
+        if i >= plan.warmup {
+            record(&mut h, start.elapsed());
+        }
+    }
+    let _ = echo.join();
+    h
+}
+
+/// Blocks until `word` holds `want` (no spinning: every check that fails sleeps in the kernel).
+fn futex_wait_for(word: &std::sync::atomic::AtomicU32, want: u32) {
+    loop {
+        let seen = word.load(Ordering::Acquire);
+        if seen == want {
+            return;
+        }
+        // SAFETY: FUTEX_WAIT_PRIVATE on a live, aligned u32 of this process; it returns at once
+        // if the word no longer holds `seen` (EAGAIN), on a wake, or on a signal (EINTR).
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word.as_ptr(),
+                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                seen,
+                std::ptr::null::<libc::timespec>(),
+            )
+        };
+    }
+}
+
+/// Wakes a thread blocked on `word`.
+fn futex_wake(word: &std::sync::atomic::AtomicU32) {
+    // SAFETY: FUTEX_WAKE_PRIVATE on a live, aligned u32 of this process; no memory is written.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+            1,
+        )
+    };
+}
+
 /// Two blocking eventfds.
 struct EventFdPair {
     fds: [std::os::fd::OwnedFd; 2],

@@ -410,6 +410,11 @@ fn run_limit(c: &Common) -> Result<(), String> {
     latency(c, &mut rows, "limit cache-line 2 processes", &lines)?;
     let wake = limit::eventfd_wake_pingpong(&p).map_err(|e| e.to_string())?;
     latency(c, &mut rows, "limit eventfd wake 2 threads", &wake)?;
+    let p2 = p;
+    let futex = std::thread::spawn(move || limit::futex_wake_pingpong(&p2))
+        .join()
+        .map_err(|_| "the futex reference panicked".to_string())?;
+    latency(c, &mut rows, "limit futex wake 2 threads", &futex)?;
     for mode in [Mode::Spin, Mode::Sleep] {
         let h = limit::tcp_pingpong(&p, message_bytes(c.size, c.section_bytes), mode)
             .map_err(|e| e.to_string())?;

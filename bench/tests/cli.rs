@@ -276,3 +276,24 @@ fn pingpong_carries_a_long_section_both_ways() {
     let (ok, _, err) = bench(&["pingpong", "--section-bytes", "6", "--count", "1"]);
     assert!(!ok && err.contains("--section-bytes 6: a multiple of 4"), "{err}");
 }
+
+#[test]
+fn limit_measures_every_physical_reference() {
+    let doc = json(&["limit", "--count", "300", "--warmup", "30", "--json"]);
+    let rows = doc["latency"].as_array().unwrap();
+    let cases: Vec<&str> = rows.iter().map(|r| r["case"].as_str().unwrap()).collect();
+    assert_eq!(
+        cases,
+        [
+            "limit cache-line 2 threads",
+            "limit cache-line 2 processes",
+            "limit eventfd wake 2 threads",
+            "limit futex wake 2 threads",
+            "limit bare tcp spin",
+            "limit bare tcp sleep",
+        ]
+    );
+    for row in rows {
+        check_latency_row(row, 300);
+    }
+}
