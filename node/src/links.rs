@@ -112,6 +112,7 @@ pub fn registry_config(config: &Config, me: NodeId) -> Result<RegistryConfig, Co
     let mut registry = RegistryConfig::new(u64::from(config.cluster_id), me, listen, peers);
     registry.secret = secret.map(|s| s.as_bytes().to_vec());
     registry.send_thread = config.threads.send > 0;
+    registry.rdma_device = config.node(me).and_then(|n| n.rdma_device.clone());
     registry.limits = config.limits.signal;
     registry.page_bytes = MIN_PAGE_BYTES.max(signal_bytes.next_power_of_two());
     registry.receive_buffer_bytes = registry.receive_buffer_bytes.max(2 * signal_bytes);

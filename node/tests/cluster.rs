@@ -371,3 +371,23 @@ fn link_events_reach_the_registry_owner() {
         assert!(Instant::now() < deadline, "no failure event");
     }
 }
+
+#[test]
+fn rdma_device_from_the_cluster_file_reaches_the_registry() {
+    let text = cluster_text(51, "rdma", [free_port(), free_port(), free_port()]).replacen(
+        "kind = \"data\"",
+        "kind = \"data\"\nrdma_device = \"no-such-device\"",
+        1,
+    );
+    let config = Config::parse(&text, Path::new("device.toml")).unwrap();
+    let mut links = registry_config(&config, node(1)).unwrap();
+    assert_eq!(links.rdma_device.as_deref(), Some("no-such-device"));
+    links.listen = None;
+    let Err(e) = Registry::start(links) else { panic!("a missing device must be refused") };
+    let e = e.to_string();
+    // With a device here (the rxe rig) the name is looked up; without one, the kernel says so.
+    assert!(
+        e.contains("no device named \"no-such-device\"") || e.contains("no RDMA support"),
+        "{e}"
+    );
+}

@@ -66,6 +66,9 @@ pub struct RawNode {
     pub kind: String,
     pub host: String,
     pub port: u64,
+    /// The RDMA device this node's rdma links use (default: the first one).
+    #[serde(default)]
+    pub rdma_device: Option<String>,
 }
 
 /// `[[links]]`
@@ -224,6 +227,8 @@ pub struct NodeConfig {
     pub kind: NodeKind,
     pub host: String,
     pub port: u16,
+    /// The RDMA device for this node's rdma links (`None`: the first one).
+    pub rdma_device: Option<String>,
 }
 
 /// A validated link.

@@ -289,3 +289,8 @@ fn shipped_examples_load() {
     }
     assert!(loaded >= 3, "expected at least three example files, found {loaded}");
 }
+
+#[test]
+fn nodes_rdma_device_must_be_a_device_name() {
+    refuses("id = 1\n", "id = 1\nrdma_device = \"bad name\"\n", "nodes[0].rdma_device");
+}

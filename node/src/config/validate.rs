@@ -99,7 +99,22 @@ fn nodes(raw: &[RawNode]) -> Result<Vec<NodeConfig>, ConfigError> {
                 format!("a host:port not used by another node (nodes[{j}] uses {}:{port})", n.host),
             ));
         }
-        out.push(NodeConfig { id, kind, host: n.host.clone(), port });
+        if let Some(d) = &n.rdma_device {
+            if d.is_empty() || d.len() > 63 || !d.chars().all(|c| c.is_ascii_graphic()) {
+                return Err(bad(
+                    format!("nodes[{i}].rdma_device"),
+                    format!("{d:?}"),
+                    "a verbs device name such as \"rxe0\" or \"mlx5_0\" (1..=63 printable characters)",
+                ));
+            }
+        }
+        out.push(NodeConfig {
+            id,
+            kind,
+            host: n.host.clone(),
+            port,
+            rdma_device: n.rdma_device.clone(),
+        });
     }
     Ok(out)
 }
