@@ -122,14 +122,15 @@ pub fn run(args: &PeerArgs) -> Result<(), String> {
         Role::Echo => {
             let stop = || matches!(registry.state(one), Some(transporter::LinkState::Disconnected));
             let mut deliver = |from: NodeId, s: signals::SignalView<'_>| {
-                // The same words and sections back (at most one section is ever sent here).
-                let section = s.sections().next();
-                let sections = [section.unwrap_or(&[])];
-                let n = usize::from(section.is_some());
-                let answer = Signal::new(gsn::PING_CONF, s.receiver(), s.sender())
-                    .data(s.data())
-                    .sections(&sections[..n]);
-                let _ = send.pack(from, &answer);
+                // The same words and sections back (at most one section is ever sent here);
+                // a signal without one takes the plain path, as before sections were measured.
+                let answer = Signal::new(gsn::PING_CONF, s.receiver(), s.sender()).data(s.data());
+                let sections = [s.section(0).unwrap_or(&[])];
+                let _ = if s.section_count() > 0 {
+                    send.pack(from, &answer.sections(&sections))
+                } else {
+                    send.pack(from, &answer)
+                };
                 send.flush();
             };
             side.run(spin, Duration::from_millis(50), &stop, &mut deliver);
