@@ -131,8 +131,15 @@ else
     # stream spins 500 us before sleeping (about 50 us of a real CPU under TCG).
     rdma_count=${BLOCKWIRE_DEMO_RDMA_COUNT:-2000}
     rdma_stream=${BLOCKWIRE_DEMO_RDMA_STREAM:-200000}
+    # The VM sees the host's root with fresh /tmp, /var/tmp, /run and /dev/shm: a build that
+    # lives under one of those is shared read-only.
+    ro_dirs=${RXE_VM_RO_DIRS:-}
+    case $(realpath -m "$target") in
+        /tmp/* | /var/tmp/* | /run/* | /dev/shm/*) ro_dirs="$(realpath -m "$target")${ro_dirs:+:$ro_dirs}" ;;
+    esac
     set +e
-    RXE_VM_RW_DIRS="$out" RXE_VM_TIMEOUT=${RXE_VM_TIMEOUT:-150} scripts/rxe-vm.sh -- bash -c '
+    RXE_VM_RO_DIRS="$ro_dirs" RXE_VM_RW_DIRS="$out" RXE_VM_TIMEOUT=${RXE_VM_TIMEOUT:-150} \
+        scripts/rxe-vm.sh -- bash -c '
         "$1" pingpong --transport rdma --mode sleep --spin-us 0 --count "$2" --warmup "$3" \
             --json --hgrm-dir "$4/hgrm" >"$4/runs/rdma-pingpong.json" &&
         "$1" stream --transport rdma --mode sleep --spin-us 0 --count "$5" --json \
