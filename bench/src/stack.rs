@@ -465,7 +465,8 @@ pub struct StackStream {
     /// Signals per second, first item sent to the end marker's answer.
     pub per_second: f64,
     /// Receiver wakeups per 1,000 signals: the receiving node's block threads woken by a
-    /// doorbell, plus doorbells the transport rang for the receiving node (shared memory).
+    /// doorbell, plus its receive thread's wakeups: doorbells rung for it (shared memory),
+    /// its sleeps on the link (TCP, woken by the kernel) or its CQ events (RDMA).
     pub wakeups_per_1000: f64,
     /// The receiving node's block-thread sleeps per 1,000 signals.
     pub sleeps_per_1000: f64,
@@ -499,13 +500,27 @@ pub fn stream(plan: &StackPlan, batch: usize) -> Result<StackStream, String> {
             run1.saturating_sub(run0)
         ));
     }
-    // Doorbells our side rang for node 1's receive thread over the whole run (shared memory;
-    // zero on TCP, where the kernel wakes the receiver).
+    // What woke node 1's receive thread: doorbells our side rang (shared memory), or, from
+    // node 1's own link counters, its sleeps on the link (TCP: each ended by the kernel) or its
+    // completion events (RDMA: each an interrupt).
     let doorbells = registry.and_then(|r| r.counters(node(1))).map_or(0, |c| c.wakeups_sent);
+    let link_to_two = |r: &StatsReport| {
+        r.links
+            .iter()
+            .find(|l| l.peer == Some(node(2)))
+            .map_or((0, 0), |l| (l.receiver_sleeps, l.cq_events))
+    };
+    let ((sleeps_a, cq_a), (sleeps_b, cq_b)) =
+        (link_to_two(&outcome.before), link_to_two(&outcome.after));
+    let receive_wakeups = match plan.transport.as_str() {
+        "tcp" => sleeps_b.saturating_sub(sleeps_a),
+        "rdma" => cq_b.saturating_sub(cq_a),
+        _ => doorbells,
+    };
     let per_1000 = |n: u64| n as f64 * 1000.0 / count as f64;
     Ok(StackStream {
         per_second: count as f64 / outcome.elapsed.as_secs_f64().max(1e-9),
-        wakeups_per_1000: per_1000(wakeups1.saturating_sub(wakeups0) + doorbells),
+        wakeups_per_1000: per_1000(wakeups1.saturating_sub(wakeups0) + receive_wakeups),
         sleeps_per_1000: per_1000(sleeps1.saturating_sub(sleeps0)),
         refusals: outcome.refusals,
         notes,

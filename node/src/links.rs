@@ -240,6 +240,8 @@ impl LinkStatsSource for RegistryStats {
                     batches: c.batches_sent,
                     wakeups_sent: c.wakeups_sent,
                     send_buffer_high_water_bytes: c.send_buffer_high_water_bytes,
+                    receiver_sleeps: c.sleeps,
+                    cq_events: c.cq_events,
                 });
             }
         }

@@ -77,6 +77,11 @@ pub struct LinkCounters {
     pub wakeups_sent: u64,
     /// Highest send-buffer use seen, in bytes.
     pub send_buffer_high_water_bytes: u64,
+    /// Times this node's receive thread armed this link and slept (each ended by the kernel
+    /// waking it, or a timeout).
+    pub receiver_sleeps: u64,
+    /// RDMA: completion-channel events taken, i.e. interrupts that woke this node's receiver.
+    pub cq_events: u64,
 }
 
 /// Supplies per-link counters (implemented by the transporter registry).

@@ -307,14 +307,27 @@ fn print_report(node: NodeId, report: &StatsReport) {
         );
     }
     println!(
-        "{:<8} {:>14} {:>14} {:>10} {:>12} {:>18}",
-        "link", "signals_sent", "bytes_sent", "batches", "wakeups_sent", "send_buffer_hwm_B"
+        "{:<8} {:>14} {:>14} {:>10} {:>12} {:>18} {:>12} {:>10}",
+        "link",
+        "signals_sent",
+        "bytes_sent",
+        "batches",
+        "wakeups_sent",
+        "send_buffer_hwm_B",
+        "recv_sleeps",
+        "cq_events"
     );
     for l in &report.links {
         let peer = l.peer.map_or("-".to_string(), |p| p.to_string());
         println!(
-            "{peer:<8} {:>14} {:>14} {:>10} {:>12} {:>18}",
-            l.signals, l.bytes, l.batches, l.wakeups_sent, l.send_buffer_high_water_bytes
+            "{peer:<8} {:>14} {:>14} {:>10} {:>12} {:>18} {:>12} {:>10}",
+            l.signals,
+            l.bytes,
+            l.batches,
+            l.wakeups_sent,
+            l.send_buffer_high_water_bytes,
+            l.receiver_sleeps,
+            l.cq_events
         );
     }
     for (owner, value) in &report.named {

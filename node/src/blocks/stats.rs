@@ -7,7 +7,8 @@
 //! section 0: per thread  [signals_run, rounds, sleeps, wakeups, congested_rounds, send_failures]
 //!            (12 words each)
 //! section 1: per link    [peer node id, signals, bytes, batches, wakeups_sent,
-//!            send_buffer_high_water_bytes] (11 words each), as the transporter layer reports
+//!            send_buffer_high_water_bytes, receiver_sleeps, cq_events] (15 words each), as the
+//!            transporter layer reports
 //! section 2: per named counter [owner block ref word, value] (3 words each)
 //! ```
 //! Invariant: the answer never exceeds `max_section_words` per section; what does not fit is
@@ -22,7 +23,7 @@ use crate::block::{Block, Context};
 use crate::stats::{LinkCounters, NodeStats, ThreadSnapshot};
 
 const THREAD_WORDS: usize = 12;
-const LINK_WORDS: usize = 11;
+const LINK_WORDS: usize = 15;
 const NAMED_WORDS: usize = 3;
 
 /// The statistics block.
@@ -78,9 +79,15 @@ impl Statistics {
         self.node_stats.for_each_link(&mut |l: LinkCounters| {
             if links.len() + LINK_WORDS <= cap {
                 links.push(l.peer.map_or(0, |p| p.get() as u32));
-                for v in
-                    [l.signals, l.bytes, l.batches, l.wakeups_sent, l.send_buffer_high_water_bytes]
-                {
+                for v in [
+                    l.signals,
+                    l.bytes,
+                    l.batches,
+                    l.wakeups_sent,
+                    l.send_buffer_high_water_bytes,
+                    l.receiver_sleeps,
+                    l.cq_events,
+                ] {
                     push_u64(links, v);
                 }
                 counts[1] += 1;
@@ -180,6 +187,8 @@ impl StatsReport {
                 batches: read_u64(w, 5),
                 wakeups_sent: read_u64(w, 7),
                 send_buffer_high_water_bytes: read_u64(w, 9),
+                receiver_sleeps: read_u64(w, 11),
+                cq_events: read_u64(w, 13),
             })
             .collect();
         let mut named_out = Vec::new();
