@@ -131,6 +131,38 @@ fn queue_pair_error_fails_the_link_then_it_reconnects() {
 }
 
 #[test]
+fn a_peer_whose_nic_stops_acknowledging_fails_the_link() {
+    if skip(RDMA) {
+        return;
+    }
+    let (five, stop, receiver) = node_five();
+    let (_socket, link) = raw_rdma(&five);
+    wait_event(five.events(), Duration::from_secs(5), connected(3));
+    // The peer's queue pair goes to ERROR while its handshake socket stays open: nothing acks
+    // node 5's writes any more (soft-RoCE reports no completion at all for them).
+    link.endpoint.to_error().unwrap();
+    let start = Instant::now();
+    let mut send = five.send_buffers();
+    let reason = loop {
+        let _ = send.pack(node(3), &Signal::new(gsn::PING_REQ, block(5), block(3)).data(&[1]));
+        send.flush();
+        if let Ok(LinkEvent::Failed { reason, .. }) = five.events().try_recv() {
+            break reason;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no failure after the peer's QP error");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert!(
+        reason.contains("the peer's NIC stopped acknowledging")
+            || reason.contains("send completion failed"),
+        "{reason}"
+    );
+    assert!(start.elapsed() >= Duration::from_secs(1), "failed too early: {reason}");
+    stop.store(true, Ordering::Relaxed);
+    receiver.join().unwrap();
+}
+
+#[test]
 fn one_way_stream_gets_credits_back_without_reverse_traffic() {
     if skip(RDMA) {
         return;

@@ -17,6 +17,7 @@ use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use signals::{Limits, SignalView};
 use verbs::{Wc, Write, MAX_CHAIN, WC_IMM, WRITE_IMM, WRITE_INLINE, WRITE_SIGNALED};
@@ -57,7 +58,19 @@ struct PostState {
     /// The credit word last written to the peer.
     credit_sent: u64,
     depth: u32,
+    /// Signalled requests posted and not yet completed.
+    signaled: u32,
+    /// When the send queue last made progress (a completion, or the first signalled request
+    /// after none was pending).
+    progress_at: Instant,
 }
+
+/// Longest a signalled request may wait for its completion. The NIC retries an
+/// unacknowledged packet for about half a second (`setup.rs`) and then completes it in error;
+/// a send queue with no completion at all for this long means the peer's NIC stopped answering
+/// without saying so (soft-RoCE does this for a peer queue pair in the error state), and the
+/// link fails instead of stalling until a heartbeat notices.
+pub const ACK_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn rdma_err(what: &str, e: impl std::fmt::Display) -> LinkError {
     LinkError::Rdma(format!("{what}: {e}"))
@@ -85,6 +98,8 @@ impl Shared {
                 let covered = u32::try_from(wc.wr_id).unwrap_or(u32::MAX);
                 assert!(covered <= st.outstanding, "a completion covers more than was posted");
                 st.outstanding -= covered;
+                st.signaled = st.signaled.saturating_sub(1);
+                st.progress_at = Instant::now();
             }
             LinkCounters::add(&self.counters.rdma_send_completions, n as u64);
             if n < wcs.len() {
@@ -141,6 +156,10 @@ impl Shared {
             last.flags |= WRITE_SIGNALED;
             last.wr_id = u64::from(st.unsignaled + n);
             st.unsignaled = 0;
+            if st.signaled == 0 {
+                st.progress_at = Instant::now();
+            }
+            st.signaled += 1;
         } else {
             st.unsignaled += n;
         }
@@ -174,6 +193,8 @@ pub(crate) fn split(
             unsignaled: 0,
             credit_sent: Credit { consumed: 0, posted: recv_depth }.encode(),
             depth: send_depth,
+            signaled: 0,
+            progress_at: Instant::now(),
         }),
         link,
         counters: counters.clone(),
@@ -379,6 +400,12 @@ impl LinkSender for RdmaSender {
         // (an error completes every request, so a failure is still seen).
         if st.outstanding >= SIGNAL_EVERY {
             shared.reap(&mut st)?;
+        }
+        if st.signaled > 0 && st.progress_at.elapsed() > ACK_TIMEOUT {
+            return Err(LinkError::Rdma(format!(
+                "no send completion for {ACK_TIMEOUT:?} with {} requests outstanding: the peer's NIC stopped acknowledging",
+                st.outstanding
+            )));
         }
         let mut progress = SendProgress::default();
         if self.pending.is_none() && queue.front().is_none() {
