@@ -68,6 +68,7 @@
 #   RXE_VM_ADDR=10.99.0.1/24  IPv4 address/prefix of the dummy netdev (dummy mode only;
 #                             the guest has no network device, so it never leaves the VM).
 #   RXE_VM_VERBOSE=0          1 = echo the guest console to stderr and print timings.
+#   RXE_VM_START_RETRIES=2    times a VM that died before CMD started is started again.
 #   RXE_VM_CONSOLE_LOG=FILE   also keep the guest console log in FILE.
 #   RXE_VM_APPEND=...         extra kernel command line arguments.
 #   RXE_VM_BUSYBOX=PATH       static busybox to use (default /bin/busybox).
@@ -640,38 +641,54 @@ QEMU=(qemu-system-x86_64
 vlog "accel=$ACCEL boot=$BOOT kernel=$KERNEL_IMAGE"
 vlog "host prep took $(elapsed "$T0" "$(now)") s"
 
-T_BOOT=$(now)
-timeout -k 5 "$TIMEOUT" "${QEMU[@]}" </dev/null >"$RUN_DIR/qemu.log" 2>&1 &
-VM_PID=$!
+# A VM that dies before CMD starts is started again (qemu under TCG has, rarely, crashed while
+# booting): CMD has not run, so this changes nothing it could see. RXE_VM_START_RETRIES (2).
+START_RETRIES=${RXE_VM_START_RETRIES:-2}
+attempt=0
+while :; do
+    T_BOOT=$(now)
+    timeout -k 5 "$TIMEOUT" "${QEMU[@]}" </dev/null >"$RUN_DIR/qemu.log" 2>&1 &
+    VM_PID=$!
 
-tail -n +1 -s 0.1 --pid="$VM_PID" -f "$CTL/stdout" &
-TAIL_PIDS+=($!)
-tail -n +1 -s 0.1 --pid="$VM_PID" -f "$CTL/stderr" >&2 &
-TAIL_PIDS+=($!)
-if [[ $VERBOSE == 1 ]]; then
-    tail -n +1 -s 0.1 --pid="$VM_PID" -F "$RUN_DIR/console.log" 2>/dev/null | sed -u 's/^/[guest] /' >&2 &
+    tail -n +1 -s 0.1 --pid="$VM_PID" -f "$CTL/stdout" &
     TAIL_PIDS+=($!)
-fi
-
-# Once the guest has reported CMD's exit status, give qemu 10 s to go away.
-grace=0
-while kill -0 "$VM_PID" 2>/dev/null; do
-    if [[ -e $CTL/rc ]]; then
-        grace=$((grace + 1))
-        if ((grace > 50)); then
-            log "warning: VM did not exit after the command finished; killing it"
-            kill -TERM "$VM_PID" 2>/dev/null || true
-            break
-        fi
+    tail -n +1 -s 0.1 --pid="$VM_PID" -f "$CTL/stderr" >&2 &
+    TAIL_PIDS+=($!)
+    if [[ $VERBOSE == 1 ]]; then
+        tail -n +1 -s 0.1 --pid="$VM_PID" -F "$RUN_DIR/console.log" 2>/dev/null | sed -u 's/^/[guest] /' >&2 &
+        TAIL_PIDS+=($!)
     fi
-    sleep 0.2
+
+    # Once the guest has reported CMD's exit status, give qemu 10 s to go away.
+    grace=0
+    while kill -0 "$VM_PID" 2>/dev/null; do
+        if [[ -e $CTL/rc ]]; then
+            grace=$((grace + 1))
+            if ((grace > 50)); then
+                log "warning: VM did not exit after the command finished; killing it"
+                kill -TERM "$VM_PID" 2>/dev/null || true
+                break
+            fi
+        fi
+        sleep 0.2
+    done
+    vm_rc=0
+    wait "$VM_PID" || vm_rc=$?
+    VM_PID=''
+    T_END=$(now)
+    for p in "${TAIL_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+    TAIL_PIDS=()
+    if [[ -e $CTL/rc || -e $CTL/ready || -s $CTL/error ]] || ((vm_rc == 124 || vm_rc == 137)) ||
+        ((attempt >= START_RETRIES)); then
+        break
+    fi
+    attempt=$((attempt + 1))
+    log "warning: the VM exited (status $vm_rc) before CMD started; starting it again ($attempt of $START_RETRIES)"
+    [[ -s $RUN_DIR/qemu.log ]] && tail -n 5 "$RUN_DIR/qemu.log" >&2
+    : >"$CTL/stdout"
+    : >"$CTL/stderr"
+    : >"$RUN_DIR/console.log"
 done
-vm_rc=0
-wait "$VM_PID" || vm_rc=$?
-VM_PID=''
-T_END=$(now)
-for p in "${TAIL_PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
-TAIL_PIDS=()
 
 if [[ -r $CTL/ready ]]; then
     T_READY=$(date -r "$CTL/ready" +%s.%N)
