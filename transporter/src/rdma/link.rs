@@ -82,8 +82,9 @@ impl Shared {
     }
 
     /// Takes send completions: frees send-queue slots, and fails on any error completion.
-    fn reap(&self, st: &mut PostState) -> Result<(), LinkError> {
+    fn reap(&self, st: &mut PostState) -> Result<usize, LinkError> {
         let mut wcs = [Wc::default(); 16];
+        let mut taken = 0;
         loop {
             let n =
                 self.link.endpoint.poll_send(&mut wcs).map_err(|e| rdma_err("poll send CQ", e))?;
@@ -102,8 +103,9 @@ impl Shared {
                 st.progress_at = Instant::now();
             }
             LinkCounters::add(&self.counters.rdma_send_completions, n as u64);
+            taken += n;
             if n < wcs.len() {
-                return Ok(());
+                return Ok(taken);
             }
         }
     }
@@ -202,9 +204,7 @@ pub(crate) fn split(
     let sender = RdmaSender {
         shared: shared.clone(),
         peer,
-        position: 0,
-        writes: 0,
-        wrap_next: false,
+        cur: Cursor::default(),
         stalled: false,
         pool,
         counters: counters.clone(),
@@ -230,17 +230,24 @@ pub(crate) fn split(
 pub struct RdmaSender {
     shared: Arc<Shared>,
     peer: SetupMessage,
+    cur: Cursor,
+    /// Blocked on credits at the last call (a stall is counted once).
+    stalled: bool,
+    pool: Arc<PagePool>,
+    counters: Arc<LinkCounters>,
+    pending: Option<Page>,
+}
+
+/// Where the sender is in the peer's ring (its own state, apart from what it shares with the
+/// receiving half, so a `send` can hold the post lock while it copies).
+#[derive(Debug, Default)]
+struct Cursor {
     /// Bytes of the peer's ring ever used (data and lap skips).
     position: u64,
     /// WRITE WITH IMMEDIATEs ever posted (each uses one of the peer's receive requests).
     writes: u64,
     /// The rest of the last lap was skipped: the next data write says so.
     wrap_next: bool,
-    /// Blocked on credits at the last call (a stall is counted once).
-    stalled: bool,
-    pool: Arc<PagePool>,
-    counters: Arc<LinkCounters>,
-    pending: Option<Page>,
 }
 
 /// The space and receive requests the peer's last credit word grants.
@@ -249,14 +256,14 @@ struct Grant {
     slots: u32,
 }
 
-impl RdmaSender {
-    fn grant(&self) -> Result<Grant, LinkError> {
-        let at = self.shared.link.ring_bytes;
-        let word = self.shared.link.ring.as_ptr().wrapping_add(at).cast::<AtomicU64>();
+impl Cursor {
+    fn grant(&self, shared: &Shared, peer: &SetupMessage) -> Result<Grant, LinkError> {
+        let at = shared.link.ring_bytes;
+        let word = shared.link.ring.as_ptr().wrapping_add(at).cast::<AtomicU64>();
         // SAFETY: our ring region is the ring plus a 64-byte credit line; `word` is in it and
         // 8-aligned. The peer's NIC writes it as one aligned 8-byte unit (see mod.rs).
         let c = Credit::decode(unsafe { (*word).load(Ordering::Acquire) });
-        let size = u64::from(self.peer.ring_bytes);
+        let size = u64::from(peer.ring_bytes);
         let used = u64::from((self.position as u32).wrapping_sub(c.consumed));
         if used > size {
             return Err(LinkError::Corrupt(format!(
@@ -265,37 +272,43 @@ impl RdmaSender {
             )));
         }
         let slots = c.posted.wrapping_sub(self.writes as u32);
-        if slots > self.peer.recv_depth {
+        if slots > peer.recv_depth {
             return Err(LinkError::Corrupt(format!(
                 "peer's credit says {} receive requests posted, {slots} more than our {} writes (depth {})",
-                c.posted, self.writes as u32, self.peer.recv_depth
+                c.posted, self.writes as u32, peer.recv_depth
             )));
         }
         Ok(Grant { free: size - used, slots })
     }
 
-    fn stage(&self, offset: usize, bytes: &[u8]) {
-        assert!(offset + bytes.len() <= self.peer.ring_bytes as usize);
+    fn stage(shared: &Shared, peer: &SetupMessage, offset: usize, bytes: &[u8]) {
+        assert!(offset + bytes.len() <= peer.ring_bytes as usize);
         // SAFETY: the span is inside the staging mirror (checked) and in space the peer has
         // consumed (granted), so no write of ours still reads it.
         unsafe {
             std::ptr::copy_nonoverlapping(
                 bytes.as_ptr(),
-                self.shared.link.staging.as_ptr().add(offset),
+                shared.link.staging.as_ptr().add(offset),
                 bytes.len(),
             )
         };
     }
 
-    fn data_write(&self, offset: usize, len: usize, wrapped: bool) -> Write {
-        let inline = len <= self.shared.link.endpoint.max_inline() as usize;
+    fn data_write(
+        shared: &Shared,
+        peer: &SetupMessage,
+        offset: usize,
+        len: usize,
+        wrapped: bool,
+    ) -> Write {
+        let inline = len <= shared.link.endpoint.max_inline() as usize;
         Write {
             wr_id: 0,
-            local_addr: self.shared.link.staging.addr() + offset as u64,
-            remote_addr: self.peer.ring_addr + offset as u64,
+            local_addr: shared.link.staging.addr() + offset as u64,
+            remote_addr: peer.ring_addr + offset as u64,
             length: len as u32,
-            lkey: self.shared.link.staging.lkey(),
-            rkey: self.peer.ring_rkey,
+            lkey: shared.link.staging.lkey(),
+            rkey: peer.ring_rkey,
             imm: Imm { wrapped, len: len as u32 }.encode(),
             flags: WRITE_IMM | if inline { WRITE_INLINE } else { 0 },
             pad: 0,
@@ -304,8 +317,15 @@ impl RdmaSender {
 
     /// Copies whole signals from `page` into the mirror; extends or opens data writes in
     /// `chain`. Returns (bytes copied, blocked).
-    fn copy_page(&mut self, page: &mut Page, g: &mut Grant, chain: &mut Chain) -> (usize, bool) {
-        let size = u64::from(self.peer.ring_bytes);
+    fn copy_page(
+        &mut self,
+        shared: &Shared,
+        peer: &SetupMessage,
+        page: &mut Page,
+        g: &mut Grant,
+        chain: &mut Chain,
+    ) -> (usize, bool) {
+        let size = u64::from(peer.ring_bytes);
         let mut copied = 0;
         loop {
             let bytes = page.unsent();
@@ -336,7 +356,7 @@ impl RdmaSender {
                 chain.open(offset, self.wrap_next);
                 self.wrap_next = false;
             }
-            self.stage(offset, &bytes[..take]);
+            Cursor::stage(shared, peer, offset, &bytes[..take]);
             chain.grow(take);
             self.position += take as u64;
             g.free -= take as u64;
@@ -394,14 +414,17 @@ impl Chain {
 
 impl LinkSender for RdmaSender {
     fn send(&mut self, queue: &mut PageQueue) -> Result<SendProgress, LinkError> {
-        let shared = self.shared.clone();
+        let shared = &*self.shared;
         let mut st = shared.lock();
         // Completions come one per SIGNAL_EVERY requests; look for them only when one is due
-        // (an error completes every request, so a failure is still seen).
-        if st.outstanding >= SIGNAL_EVERY {
-            shared.reap(&mut st)?;
-        }
-        if st.signaled > 0 && st.progress_at.elapsed() > ACK_TIMEOUT {
+        // (an error completes every request, so a failure is still seen). A pending signalled
+        // request means at least SIGNAL_EVERY are outstanding, so the silence check below sees
+        // every one; it reads the clock only when no completion came.
+        if st.outstanding >= SIGNAL_EVERY
+            && shared.reap(&mut st)? == 0
+            && st.signaled > 0
+            && st.progress_at.elapsed() > ACK_TIMEOUT
+        {
             return Err(LinkError::Rdma(format!(
                 "no send completion for {ACK_TIMEOUT:?} with {} requests outstanding: the peer's NIC stopped acknowledging",
                 st.outstanding
@@ -411,13 +434,14 @@ impl LinkSender for RdmaSender {
         if self.pending.is_none() && queue.front().is_none() {
             return Ok(progress);
         }
-        let mut g = self.grant()?;
+        let mut g = self.cur.grant(shared, &self.peer)?;
         // Room for the data writes and a piggybacked credit write, keeping the reserve.
         let sq_free = st.depth.saturating_sub(st.outstanding + CONTROL_RESERVE + 1) as usize;
         let mut chain = Chain::new(sq_free);
         let mut blocked = false;
         while let Some(mut page) = self.pending.take().or_else(|| queue.pop()) {
-            let (copied, full) = self.copy_page(&mut page, &mut g, &mut chain);
+            let (copied, full) =
+                self.cur.copy_page(shared, &self.peer, &mut page, &mut g, &mut chain);
             progress.bytes += copied;
             if page.unsent().is_empty() {
                 progress.signals += page.signals;
@@ -441,11 +465,11 @@ impl LinkSender for RdmaSender {
                 n = 1;
             }
             for &(offset, len, wrapped) in &chain.runs[..chain.len] {
-                writes[n] = self.data_write(offset, len, wrapped);
+                writes[n] = Cursor::data_write(shared, &self.peer, offset, len, wrapped);
                 n += 1;
             }
             shared.post(&mut st, &mut writes[..n])?;
-            self.writes += chain.len as u64;
+            self.cur.writes += chain.len as u64;
             self.pool.sub_queued(progress.bytes);
             LinkCounters::add(&self.counters.batches_sent, chain.len as u64);
             LinkCounters::add(&self.counters.bytes_sent, progress.bytes as u64);
