@@ -258,12 +258,28 @@ has_pvh_note() {
     LC_ALL=C grep -qaP '\x04\x00\x00\x00[\x04\x08]\x00\x00\x00\x12\x00\x00\x00Xen\x00' "$1"
 }
 
+# A fresh machine may have empty apt lists: as root, refresh them once.
+APT_REFRESHED=0
+apt_refresh_once() {
+    [[ $APT_REFRESHED == 0 && $(id -u) == 0 ]] && command -v apt-get >/dev/null || return 1
+    APT_REFRESHED=1
+    log "refreshing the apt package lists (apt-get update)"
+    apt-get update -qq >/dev/null 2>&1
+}
+
+find_kernel_pkg() {
+    apt-cache depends linux-image-amd64 2>/dev/null |
+        awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }'
+}
+
 pick_kernel_pkg() {
     local pkg=${RXE_VM_KERNEL_PKG:-}
     if [[ -z $pkg ]]; then
         command -v apt-cache >/dev/null || die "apt-cache not found; set RXE_VM_KERNEL_PKG and make 'apt-get download' work"
-        pkg=$(apt-cache depends linux-image-amd64 2>/dev/null |
-            awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9]/ { print $2; exit }')
+        pkg=$(find_kernel_pkg)
+        if [[ -z $pkg ]] && apt_refresh_once; then
+            pkg=$(find_kernel_pkg)
+        fi
         if [[ -z $pkg ]]; then
             pkg=$(apt-cache search --names-only '^linux-image-[0-9.]+-[0-9]+-amd64$' 2>/dev/null |
                 awk '{ print $1 }' | sort -V | tail -n 1)
@@ -313,7 +329,8 @@ fetch_kernel() {
     if [[ -z $deb ]]; then
         command -v apt-get >/dev/null || die "apt-get not found; cannot download $pkg"
         log "downloading $pkg (one-time; unpacked under $CACHE, not installed)"
-        if ! (cd "$tmp" && apt-get download "$pkg") >"$tmp/apt.log" 2>&1; then
+        if ! (cd "$tmp" && apt-get download "$pkg") >"$tmp/apt.log" 2>&1 &&
+            ! { apt_refresh_once && (cd "$tmp" && apt-get download "$pkg") >>"$tmp/apt.log" 2>&1; }; then
             tail -n 5 "$tmp/apt.log" >&2
             die "'apt-get download $pkg' failed (try 'apt-get update', or set RXE_VM_KERNEL_PKG)"
         fi
