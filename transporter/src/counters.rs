@@ -82,6 +82,15 @@ impl LinkCounters {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Adds `n` to a counter that one thread at a time writes: a link half's own traffic
+    /// counters (a sender runs under its link's lock, a receiver in its one receive thread).
+    /// A plain load and store, so the hot path pays no locked instruction (which would also
+    /// wait for the ring stores before it to reach the peer's cache).
+    #[inline]
+    pub fn add_owned(counter: &AtomicU64, n: u64) {
+        counter.store(counter.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed);
+    }
+
     /// Raises the send-buffer high-water mark to `queued_bytes` if it is higher.
     #[inline]
     pub fn note_queued(&self, queued_bytes: u64) {

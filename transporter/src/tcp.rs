@@ -142,9 +142,9 @@ impl LinkSender for TcpSender {
             let written = rc as usize;
             self.pool.sub_queued(written);
             let signals = self.consume(queue, written);
-            LinkCounters::add(&self.counters.batches_sent, 1);
-            LinkCounters::add(&self.counters.bytes_sent, written as u64);
-            LinkCounters::add(&self.counters.signals_sent, signals as u64);
+            LinkCounters::add_owned(&self.counters.batches_sent, 1);
+            LinkCounters::add_owned(&self.counters.bytes_sent, written as u64);
+            LinkCounters::add_owned(&self.counters.signals_sent, signals as u64);
             progress.bytes += written;
             progress.signals += signals;
             if written < offered {
@@ -247,9 +247,9 @@ impl LinkReceiver for TcpReceiver {
             progress.bytes += n;
             let signals = self.walk(deliver)?;
             progress.signals += signals;
-            LinkCounters::add(&self.counters.batches_received, 1);
-            LinkCounters::add(&self.counters.bytes_received, n as u64);
-            LinkCounters::add(&self.counters.signals_received, signals as u64);
+            LinkCounters::add_owned(&self.counters.batches_received, 1);
+            LinkCounters::add_owned(&self.counters.bytes_received, n as u64);
+            LinkCounters::add_owned(&self.counters.signals_received, signals as u64);
             if drained {
                 // A short read emptied the socket: another read now would only say EAGAIN.
                 break;

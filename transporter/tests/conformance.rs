@@ -495,11 +495,12 @@ pub fn shm_mismatch_refused_at_setup(_kind: TransportKind) {
     assert!(e.contains("ring_bytes mismatch: ours 524288, peer's 262144"), "{e}");
     let e = creator.join().unwrap().unwrap_err().to_string();
     assert!(e.contains("ring_bytes mismatch"), "{e}");
-    // A peer speaking another layout version.
+    // A peer speaking the layout before ours (its consumer zeroed what it read).
+    let ours = shm::layout::LAYOUT_VERSION;
     let peer = std::thread::spawn(move || {
         let mut s = TcpStream::connect(addr).unwrap();
         let mut message = b"BWSHMSET".to_vec();
-        message.extend_from_slice(&3u32.to_le_bytes());
+        message.extend_from_slice(&(ours - 1).to_le_bytes());
         message.extend_from_slice(&(256u32 << 10).to_le_bytes());
         handshake::exchange_setup(&mut s, &message)
     });
@@ -507,7 +508,8 @@ pub fn shm_mismatch_refused_at_setup(_kind: TransportKind) {
     let e = shm::setup::open(&mut s, node(2), node(1), 256 << 10, Duration::from_secs(5))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("layout version mismatch: ours 2, peer's 3"), "{e}");
+    let want = format!("layout version mismatch: ours {ours}, peer's {}", ours - 1);
+    assert!(e.contains(&want), "{e}");
     let _ = peer.join();
     assert_no_leftover_segments();
 }

@@ -471,9 +471,9 @@ impl LinkSender for RdmaSender {
             shared.post(&mut st, &mut writes[..n])?;
             self.cur.writes += chain.len as u64;
             self.pool.sub_queued(progress.bytes);
-            LinkCounters::add(&self.counters.batches_sent, chain.len as u64);
-            LinkCounters::add(&self.counters.bytes_sent, progress.bytes as u64);
-            LinkCounters::add(&self.counters.signals_sent, progress.signals as u64);
+            LinkCounters::add_owned(&self.counters.batches_sent, chain.len as u64);
+            LinkCounters::add_owned(&self.counters.bytes_sent, progress.bytes as u64);
+            LinkCounters::add_owned(&self.counters.signals_sent, progress.signals as u64);
         }
         if blocked && !self.stalled {
             LinkCounters::add(&self.counters.credit_stalls, 1);
@@ -663,7 +663,7 @@ impl LinkReceiver for RdmaReceiver {
                 progress.signals += signals;
                 progress.bytes += bytes;
             }
-            LinkCounters::add(&self.counters.batches_received, n as u64);
+            LinkCounters::add_owned(&self.counters.batches_received, n as u64);
             if n < POLL_BATCH {
                 break;
             }
@@ -671,8 +671,8 @@ impl LinkReceiver for RdmaReceiver {
         if self.position == start {
             return Ok(progress);
         }
-        LinkCounters::add(&self.counters.bytes_received, progress.bytes as u64);
-        LinkCounters::add(&self.counters.signals_received, progress.signals as u64);
+        LinkCounters::add_owned(&self.counters.bytes_received, progress.bytes as u64);
+        LinkCounters::add_owned(&self.counters.signals_received, progress.signals as u64);
         self.give_back()?;
         Ok(progress)
     }

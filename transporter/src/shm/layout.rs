@@ -14,10 +14,11 @@
 //!      +256  receiver sleeping  u64   1 while ring i's consumer sleeps (see `wake.rs`)
 //!
 //! ring data: records, each a u32 word (length, or PAD_FLAG | padding length) then whole
-//! signals; zero past the last committed record.
+//! signals; the word at the producer's position is zero (the producer clears it before it
+//! commits the record in front of it, so the consumer never writes ring data).
 //!
 //! header (128 bytes), little-endian:
-//!      0 magic "BWSHMv2\0" | 8 layout_version u32 | 12 ring_bytes u32 | 16 nonce u64 |
+//!      0 magic "BWSHMv3\0" | 8 layout_version u32 | 12 ring_bytes u32 | 16 nonce u64 |
 //!      24 creator node u8 | 25 opener node u8 | 26..128 zero
 //! ```
 //! Positions are offsets that only grow; `position % R` is where the next byte goes. The region
@@ -34,9 +35,9 @@ use bytemuck::{Pod, Zeroable};
 use memmap2::MmapMut;
 
 /// The header's first bytes.
-pub const MAGIC: [u8; 8] = *b"BWSHMv2\0";
+pub const MAGIC: [u8; 8] = *b"BWSHMv3\0";
 /// Version of this layout; a peer with another is refused.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 /// Header size.
 pub const HEADER_BYTES: usize = 128;
 /// One cache-line pair: every frequently written word sits alone on one.
@@ -265,7 +266,7 @@ impl Segment {
         assert!(offset % 4 == 0 && offset + 4 <= self.ring_bytes, "record offset {offset}");
         // SAFETY: `offset` is 4-aligned inside ring `ring` of a page-aligned mapping that lives
         // as long as `self`; AtomicU32 has the layout of u32, and record words are only accessed
-        // atomically (or zeroed by the consumer in space it owns).
+        // atomically.
         unsafe { &*(self.data(ring).add(offset) as *const AtomicU32) }
     }
 

@@ -1,18 +1,22 @@
 //! The two halves of a shared-memory link: a single-producer ring each way.
 //!
 //! The ring holds records: a 32-bit record word (the length of the whole signals that follow, or
-//! [`PAD_FLAG`] and the length of a lap's padding), then the signals. Everything past the last
-//! committed record is zero, so a zero word means "nothing yet". This is the commit-by-length
-//! scheme of Aeron's ring buffers: the consumer finds new data by reading the data's own cache
-//! line, with no producer index to load first, so a hop costs one cache miss, not two.
+//! [`PAD_FLAG`] and the length of a lap's padding), then the signals. The word at the producer's
+//! position is always zero, so a zero word means "nothing yet": before committing a record the
+//! producer zeroes the word just past it. This is the commit-by-length scheme of Aeron's ring
+//! buffers, with the clearing moved to the producer: the consumer finds new data by reading the
+//! data's own cache line (no producer index to load first) and never writes that line, so a hop
+//! costs one cache miss, and the consumer's reply is not queued behind an invalidation of the
+//! line it just read.
 //!
 //! Producer ([`ShmSender`]): copies whole signals from the queued pages into free space, never
-//! splitting a signal at the end of a lap (a pad record fills it), then commits each record with
-//! one release store of its word; after a batch it fences and wakes the consumer only if it is
-//! marked sleeping. It reads the consumer's position only when short of space.
+//! splitting a signal at the end of a lap (a pad record fills it), zeroes the word after the
+//! record, then commits the record with one release store of its word; it keeps one word of the
+//! ring free for that zero. After a batch it fences and wakes the consumer only if it is marked
+//! sleeping. It reads the consumer's position only when short of space.
 //!
-//! Consumer ([`ShmReceiver`]): reads the record word at its position, validates it, walks the
-//! signals in place and hands each up, zeroes the record, and publishes its own position once per
+//! Consumer ([`ShmReceiver`]): reads the record word at its position, validates it, copies the
+//! record out and walks its signals, handing each up, and publishes its own position once per
 //! poll. Every word the peer wrote is untrusted: a record that is not whole words, shorter than a
 //! signal, past the end of a lap, or cut inside a signal, or a malformed signal, closes the link;
 //! one poll walks at most one ring's worth, so a hostile peer cannot make the consumer read
@@ -86,19 +90,18 @@ impl ShmSender {
             }
             let offset = (self.position % size) as usize;
             let lap_rest = size - offset as u64;
-            let room = lap_rest.min(*free) as usize;
+            // A record also needs the word after it free, for the zero that marks the next
+            // position empty.
+            let usable = free.saturating_sub(RECORD_WORD_BYTES as u64);
+            let room = lap_rest.min(usable) as usize;
             let (take, first) = page.unsent_within(room.saturating_sub(RECORD_WORD_BYTES));
             if take == 0 {
                 let first = (first + RECORD_WORD_BYTES) as u64;
                 // Pad out a lap too short for the next signal as soon as the lap's rest is free;
                 // the signal then waits for space at the lap's start (waiting for both at once
                 // could never succeed in a ring of twice the largest signal).
-                if lap_rest < first && *free >= lap_rest {
-                    // SYNC: record-commit. A pad record fills the rest of the lap.
-                    self.segment
-                        .ring_word(self.ring, offset)
-                        .store(PAD_FLAG | (lap_rest as u32 - 4), Ordering::Release);
-                    self.position += lap_rest;
+                if lap_rest < first && usable >= lap_rest {
+                    self.commit(offset, lap_rest as usize, PAD_FLAG | (lap_rest as u32 - 4));
                     *free -= lap_rest;
                     *padding += lap_rest;
                     continue;
@@ -106,16 +109,26 @@ impl ShmSender {
                 return (copied, true);
             }
             self.write(offset + RECORD_WORD_BYTES, &bytes[..take]);
-            // SYNC: record-commit. Release: the signals are visible before the word that says
-            // they are there.
-            self.segment.ring_word(self.ring, offset).store(take as u32, Ordering::Release);
-            let record = (RECORD_WORD_BYTES + take) as u64;
-            self.position += record;
-            *free -= record;
+            let record = RECORD_WORD_BYTES + take;
+            self.commit(offset, record, take as u32);
+            *free -= record as u64;
             *padding += RECORD_WORD_BYTES as u64;
             page.sent_bytes += take;
             copied += take;
         }
+    }
+
+    /// Commits the `len`-byte record at `offset` (its body already written) with `word`, after
+    /// zeroing the word past it, and moves past it.
+    fn commit(&mut self, offset: usize, len: usize, word: u32) {
+        let size = self.segment.ring_bytes();
+        // The next position's word: free space (the caller kept one word for it), which the
+        // consumer reads only after the commit below.
+        self.segment.ring_word(self.ring, (offset + len) % size).store(0, Ordering::Relaxed);
+        // SYNC: record-commit. Release: the signals and the zero past them are visible before
+        // the word that says they are there.
+        self.segment.ring_word(self.ring, offset).store(word, Ordering::Release);
+        self.position += len as u64;
     }
 
     fn write(&self, offset: usize, bytes: &[u8]) {
@@ -188,10 +201,10 @@ impl LinkSender for ShmSender {
         }
         if progress.bytes > 0 || padding > 0 {
             self.pool.sub_queued(progress.bytes);
-            LinkCounters::add(&self.counters.batches_sent, 1);
+            LinkCounters::add_owned(&self.counters.batches_sent, 1);
             // Ring bytes used, wrap padding included, so both ends count the same bytes.
-            LinkCounters::add(&self.counters.bytes_sent, progress.bytes as u64 + padding);
-            LinkCounters::add(&self.counters.signals_sent, progress.signals as u64);
+            LinkCounters::add_owned(&self.counters.bytes_sent, progress.bytes as u64 + padding);
+            LinkCounters::add_owned(&self.counters.signals_sent, progress.signals as u64);
             if wake::should_wake(self.segment.sleeping(self.ring)) {
                 self.peer_wake.notify();
                 LinkCounters::add(&self.counters.wakeups_sent, 1);
@@ -257,8 +270,8 @@ impl ShmReceiver {
         })
     }
 
-    /// Walks the committed records from `self.position`, handing signals up and zeroing each
-    /// record once walked; stops at a zero word, or after one ring's worth (so a peer that keeps
+    /// Walks the committed records from `self.position`, handing signals up; stops at a zero
+    /// word, or after one ring's worth (so a peer that keeps
     /// writing cannot hold the receiver here).
     fn walk(&mut self, deliver: &mut dyn FnMut(SignalView<'_>)) -> Result<usize, LinkError> {
         let size = self.segment.ring_bytes() as u64;
@@ -281,7 +294,6 @@ impl ShmReceiver {
                         lap_rest - RECORD_WORD_BYTES as u64
                     )));
                 }
-                self.zero(offset, lap_rest as usize);
                 self.position += lap_rest;
                 continue;
             }
@@ -313,18 +325,9 @@ impl ShmReceiver {
             let at = self.position;
             let place = || format!("record at ring position {at}");
             signals += crate::deliver_batch(bytes, self.limits, &place, deliver)?;
-            self.zero(offset, RECORD_WORD_BYTES + len);
             self.position += (RECORD_WORD_BYTES + len) as u64;
         }
         Ok(signals)
-    }
-
-    /// Zeroes walked ring space, keeping "everything past the last record is zero" true.
-    fn zero(&self, offset: usize, len: usize) {
-        assert!(offset + len <= self.segment.ring_bytes());
-        // SAFETY: the span lies in this ring and in the space we consumed, which the producer
-        // does not write until we publish our position (after this, with release ordering).
-        unsafe { std::ptr::write_bytes(self.segment.data(self.ring).add(offset), 0, len) };
     }
 
     /// Whether a record is committed at our position.
@@ -346,12 +349,12 @@ impl LinkReceiver for ShmReceiver {
         if self.position == start {
             return Ok(PollProgress::default());
         }
-        // SYNC: consumer-release. Release: the walked (and zeroed) space is ours no more.
+        // SYNC: consumer-release. Release: we are done reading the walked space.
         SharedWord::store(self.segment.consumer(self.ring), self.position, Ordering::Release);
         let bytes = (self.position - start) as usize;
-        LinkCounters::add(&self.counters.batches_received, 1);
-        LinkCounters::add(&self.counters.bytes_received, bytes as u64);
-        LinkCounters::add(&self.counters.signals_received, signals as u64);
+        LinkCounters::add_owned(&self.counters.batches_received, 1);
+        LinkCounters::add_owned(&self.counters.bytes_received, bytes as u64);
+        LinkCounters::add_owned(&self.counters.signals_received, signals as u64);
         Ok(PollProgress { bytes, signals })
     }
 
