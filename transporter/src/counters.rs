@@ -94,7 +94,11 @@ impl LinkCounters {
     /// Raises the send-buffer high-water mark to `queued_bytes` if it is higher.
     #[inline]
     pub fn note_queued(&self, queued_bytes: u64) {
-        self.send_buffer_high_water_bytes.fetch_max(queued_bytes, Ordering::Relaxed);
+        // Look first: the mark is rarely raised, and a read costs no locked instruction on
+        // every pack.
+        if queued_bytes > self.send_buffer_high_water_bytes.load(Ordering::Relaxed) {
+            self.send_buffer_high_water_bytes.fetch_max(queued_bytes, Ordering::Relaxed);
+        }
     }
 }
 

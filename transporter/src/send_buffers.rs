@@ -157,7 +157,8 @@ impl SendBuffers {
 
     /// Whether anything is packed and not yet written.
     pub fn has_unsent(&self) -> bool {
-        self.peers.iter().flatten().any(|pq| {
+        // Only the configured peers' slots: a block thread asks this on every idle pass.
+        self.configured.iter().filter_map(|&slot| self.peers[slot].as_ref()).any(|pq| {
             pq.sender_pending
                 || !pq.queue.is_empty()
                 || pq.open.as_ref().is_some_and(|p| !p.is_empty())

@@ -219,7 +219,8 @@ pub(crate) fn split(
         counters,
         socket,
         scratch: vec![0u32; own_ring / 4].into_boxed_slice(),
-        stash: Vec::with_capacity(POLL_BATCH),
+        wcs: Box::new([Wc::default(); POLL_BATCH]),
+        stashed: 0,
         armed: false,
     };
     Ok((sender, receiver))
@@ -515,8 +516,10 @@ pub struct RdmaReceiver {
     socket: TcpStream,
     /// Where a write's data is copied before it is walked (a whole ring).
     scratch: Box<[u32]>,
-    /// Completions taken by the poll after arming, handled by the next `poll`.
-    stash: Vec<Wc>,
+    /// Where completions are polled to (kept, so a spinning poll writes no fresh array).
+    wcs: Box<[Wc; POLL_BATCH]>,
+    /// Completions the poll after arming left in `wcs`, handled by the next `poll`.
+    stashed: usize,
     armed: bool,
 }
 
@@ -644,22 +647,19 @@ impl LinkReceiver for RdmaReceiver {
         self.armed = false;
         let start = self.position;
         let mut progress = PollProgress::default();
-        let mut wcs = [Wc::default(); POLL_BATCH];
         for _ in 0..POLLS_PER_CALL {
-            let n = if self.stash.is_empty() {
+            let n = if self.stashed == 0 {
                 self.shared
                     .link
                     .endpoint
-                    .poll_recv(&mut wcs)
+                    .poll_recv(&mut self.wcs[..])
                     .map_err(|e| rdma_err("poll receive CQ", e))?
             } else {
-                let n = self.stash.len();
-                wcs[..n].copy_from_slice(&self.stash);
-                self.stash.clear();
-                n
+                std::mem::take(&mut self.stashed)
             };
-            for wc in &wcs[..n] {
-                let (signals, bytes) = self.take(wc, deliver)?;
+            for i in 0..n {
+                let wc = self.wcs[i];
+                let (signals, bytes) = self.take(&wc, deliver)?;
                 progress.signals += signals;
                 progress.bytes += bytes;
             }
@@ -697,20 +697,19 @@ impl LinkReceiver for RdmaReceiver {
     }
 
     fn arm(&mut self) -> Result<bool, LinkError> {
-        if !self.stash.is_empty() {
+        if self.stashed > 0 {
             return Ok(false);
         }
         self.shared.link.endpoint.arm_recv().map_err(|e| rdma_err("arm receive CQ", e))?;
         // The arm race: a completion that landed before the arm raises no event; look again.
-        let mut wcs = [Wc::default(); POLL_BATCH];
         let n = self
             .shared
             .link
             .endpoint
-            .poll_recv(&mut wcs)
+            .poll_recv(&mut self.wcs[..])
             .map_err(|e| rdma_err("poll receive CQ", e))?;
         if n > 0 {
-            self.stash.extend_from_slice(&wcs[..n]);
+            self.stashed = n;
             return Ok(false);
         }
         self.armed = true;
