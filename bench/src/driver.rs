@@ -90,7 +90,8 @@ impl Pinger {
         let section_back = s.sections().next().unwrap_or(&[]);
         if s.sender() != self.target
             || s.data().first() != Some(&(self.done_count as u32))
-            || section_back != self.section.as_slice()
+            || section_back.len() != self.section.len()
+            || (!self.section.is_empty() && section_back != self.section.as_slice())
         {
             let got = (s.sender(), s.data().first().copied());
             let want = (self.target, self.done_count);

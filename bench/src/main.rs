@@ -111,6 +111,12 @@ struct Common {
     /// Samples run and discarded before measuring.
     #[arg(long, default_value_t = 10_000)]
     warmup: u64,
+    /// Pingpong: measure the reference and the subject this many times, alternating, each
+    /// round with --count/N samples (and the whole warm-up), and pool the rounds. On a shared
+    /// host whose speed drifts during a run, alternating weighs the drift on both alike; the
+    /// p50 ratio of every round is printed too.
+    #[arg(long, default_value_t = 1)]
+    rounds: u64,
     /// spin: receivers busy-poll (full stack: every spin time 1 s); sleep: receivers spin
     /// --spin-us, then block in the kernel. Default spin; not with --config.
     #[arg(long, value_enum)]
@@ -318,15 +324,68 @@ fn latency(
     Ok(row)
 }
 
-/// The physical reference for a round trip over `transport` in `mode`, measured on a helper
-/// thread (the references pin the thread they run on; the full-stack node must not inherit it).
-fn reference(
+/// What [`alternate`] measured.
+struct Alternated {
+    /// The reference's name.
+    name: &'static str,
+    /// The reference, pooled over the rounds.
+    reference: Histogram<u64>,
+    /// The subject, pooled over the rounds.
+    subject: Histogram<u64>,
+    /// Each round's subject/reference p50 ratio.
+    ratios: Vec<f64>,
+}
+
+/// The reference and the subject, `c.rounds` times in turn (see `--rounds`).
+fn alternate(
+    c: &Common,
+    p: &Plan,
+    mode: Mode,
+    subject: &mut dyn FnMut(&Plan) -> Result<Histogram<u64>, String>,
+) -> Result<Alternated, String> {
+    let rounds = c.rounds.max(1);
+    if rounds > p.count {
+        return Err(format!("--rounds {rounds} is more than --count {}", p.count));
+    }
+    let each = Plan { count: p.count / rounds, ..*p };
+    let (mut name, mut pooled_ref, mut pooled) = ("", report::histogram(), report::histogram());
+    let mut ratios = Vec::new();
+    for _ in 0..rounds {
+        let (n, r) = measure_reference(c, &each, c.transport, mode)?;
+        let h = subject(&each)?;
+        ratios.push(h.value_at_quantile(0.5) as f64 / r.value_at_quantile(0.5).max(1) as f64);
+        pooled_ref.add(&r).map_err(|e| format!("pooling the reference: {e}"))?;
+        pooled.add(&h).map_err(|e| format!("pooling the rounds: {e}"))?;
+        name = n;
+    }
+    Ok(Alternated { name, reference: pooled_ref, subject: pooled, ratios })
+}
+
+/// Prints each round's p50 ratio when there was more than one round.
+fn print_rounds(c: &Common, case: &str, reference: &str, ratios: &[f64]) {
+    if ratios.len() < 2 || c.json {
+        return;
+    }
+    let mut sorted = ratios.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    let list: Vec<String> = ratios.iter().map(|r| format!("{r:.2}x")).collect();
+    println!(
+        "{case} / {reference}, p50 of each of {} alternating rounds: {} (median {:.2}x)",
+        ratios.len(),
+        list.join(" "),
+        sorted[sorted.len() / 2]
+    );
+}
+
+/// Measures the physical reference for a round trip over `transport` in `mode`, on a helper
+/// thread (the references pin the thread they run on; the full-stack node must not inherit it):
+/// its name and histogram.
+fn measure_reference(
     c: &Common,
     p: &Plan,
     transport: Transport,
     mode: Mode,
-    rows: &mut Vec<LatencyRow>,
-) -> Result<LatencyRow, String> {
+) -> Result<(&'static str, Histogram<u64>), String> {
     let (p, bytes) = (*p, message_bytes(c.size, c.section_bytes));
     let measured = std::thread::spawn(move || -> Result<(&'static str, Histogram<u64>), String> {
         let err = |e: std::io::Error| e.to_string();
@@ -354,7 +413,7 @@ fn reference(
     })
     .join()
     .map_err(|_| "the reference measurement panicked".to_string())??;
-    latency(c, rows, measured.0, &measured.1)
+    Ok(measured)
 }
 
 /// Says why an rdma run cannot work here, before anything is measured.
@@ -429,8 +488,9 @@ fn raw_pingpong(c: &Common) -> Result<(), String> {
     let kind = kind(c)?;
     let mode = mode(c);
     let mut rows = Vec::new();
-    let reference = reference(c, &p, c.transport, mode, &mut rows)?;
-    let h = raw::pingpong(&p, kind, c.size, c.section_bytes / 4, mode)?;
+    let Alternated { name, reference: r, subject: h, ratios } =
+        alternate(c, &p, mode, &mut |p| raw::pingpong(p, kind, c.size, c.section_bytes / 4, mode))?;
+    let reference = latency(c, &mut rows, name, &r)?;
     let mode_name = format!("{mode:?}").to_lowercase();
     let case = format!("raw {kind} {mode_name} {}", size_label(c));
     latency(c, &mut rows, &case, &h)?;
@@ -441,7 +501,9 @@ fn raw_pingpong(c: &Common) -> Result<(), String> {
         "label": format!("{kind} bare transporter"),
         "mode": format!("{mode:?}").to_lowercase(),
     });
-    emit(c, &run, &rows, &[])
+    emit(c, &run, &rows, &[])?;
+    print_rounds(c, &case, name, &ratios);
+    Ok(())
 }
 
 /// The bare-socket stream reference, measured on a helper thread (it pins the thread it runs
@@ -572,8 +634,14 @@ fn stack_pingpong(c: &Common) -> Result<(), String> {
     }
     let (sp, mode, how) = stack_plan(c)?;
     let mut rows = Vec::new();
-    let reference = reference(c, &p, c.transport, mode, &mut rows)?;
-    let (h, notes) = stack::pingpong(&sp)?;
+    let mut notes = None;
+    let Alternated { name, reference: r, subject: h, ratios } = alternate(c, &p, mode, &mut |p| {
+        let (h, n) = stack::pingpong(&stack::StackPlan { count: p.count, ..sp.clone() })?;
+        notes = Some(n);
+        Ok(h)
+    })?;
+    let Some(notes) = notes else { unreachable!("at least one round ran") };
+    let reference = latency(c, &mut rows, name, &r)?;
     let case = format!("{} {how} {}", sp.transport, size_label(c));
     latency(c, &mut rows, &case, &h)?;
     let last = rows.len() - 1;
@@ -586,7 +654,9 @@ fn stack_pingpong(c: &Common) -> Result<(), String> {
     if !c.json {
         println!("{}", run_note(&notes));
     }
-    emit(c, &run, &rows, &[])
+    emit(c, &run, &rows, &[])?;
+    print_rounds(c, &case, name, &ratios);
+    Ok(())
 }
 
 fn run_note(notes: &stack::RunNotes) -> String {

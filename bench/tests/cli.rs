@@ -95,6 +95,36 @@ fn bad_arguments_are_named() {
     assert!(!ok && err.contains("--size 0"), "{err}");
     let (ok, _, err) = bench(&["idle", "--seconds", "1"]);
     assert!(!ok && err.contains("--raw"), "{err}");
+    let (ok, _, err) =
+        bench(&["pingpong", "--transport", "local", "--count", "2", "--rounds", "3"]);
+    assert!(!ok && err.contains("--rounds 3 is more than --count 2"), "{err}");
+}
+
+#[test]
+fn alternating_rounds_pool_every_sample_and_print_each_ratio() {
+    let args = ["--count", "3000", "--warmup", "100", "--rounds", "3", "--mode", "spin"];
+    for transport in [&["--transport", "local"][..], &["--raw", "--transport", "shm"]] {
+        let (ok, out, err) = bench(&[&["pingpong"][..], transport, &args].concat());
+        assert!(ok, "{err}");
+        let line = out.lines().find(|l| l.contains("alternating rounds")).unwrap_or_else(|| {
+            panic!("no per-round line in:\n{out}")
+        });
+        let ratios: Vec<f64> = line
+            .split(": ")
+            .nth(1)
+            .expect("ratios after the colon")
+            .split_whitespace()
+            .take_while(|w| w.ends_with('x'))
+            .map(|w| w.trim_end_matches('x').parse().expect("a ratio"))
+            .collect();
+        assert_eq!(ratios.len(), 3, "{line}");
+        assert!(ratios.iter().all(|r| *r > 0.0), "{line}");
+        // Both pooled rows hold every round's samples.
+        let json = json(&[&["pingpong"][..], transport, &args, &["--json"]].concat());
+        for row in json["latency"].as_array().expect("latency rows") {
+            check_latency_row(row, 3000);
+        }
+    }
 }
 
 #[test]

@@ -5,10 +5,11 @@
 //! A lane is a fixed set of pages (word arrays sized at start-up) circulating between its two
 //! ends over two crossbeam channels: the producer packs signals into its current page with the
 //! signals crate's [`BatchWriter`] and publishes whole pages (at the end of its round, or when
-//! a page is full); the consumer walks a page in place with [`BatchWalker`], running one signal
-//! at a time, and hands the emptied page back. So there is no allocation after start-up, one
-//! channel operation per page rather than per signal, and a full lane is back-pressure the
-//! producer sees (`LaneFull`), never growth. NDB's multi-threaded scheduler moves signals between
+//! a page is full); the consumer walks a page in place (trusted [`SignalView`]s: packed in
+//! this process, or checked by the transporter), running one signal at a time, and hands the
+//! emptied page back. So there is no allocation after start-up, one channel operation per page
+//! rather than per signal, and a full lane is back-pressure the producer sees (`LaneFull`),
+//! never growth. NDB's multi-threaded scheduler moves signals between
 //! threads in job-buffer pages the same way.
 //!
 //! Invariants:
@@ -23,7 +24,7 @@
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
-use signals::{BatchWalker, BatchWriter, Gsn, Limits, PackError, Signal, SignalView, WriteOptions};
+use signals::{BatchWriter, Gsn, Limits, PackError, Signal, SignalView, WriteOptions};
 
 use crate::parker::Parker;
 
@@ -225,12 +226,9 @@ impl LaneReader {
         }
         let page = self.reading.as_ref()?;
         debug_assert!(self.offset < page.len && page.len <= page.words.len());
-        let mut walker = BatchWalker::from_words(&page.words[self.offset..page.len], self.limits);
-        match walker.next_signal() {
-            Ok(Some(view)) => Some(view),
-            Ok(None) => unreachable!("a published page is never empty"),
-            Err(e) => unreachable!("a job-buffer page holds only valid signals: {e}"),
-        }
+        // Packed by a BatchWriter in this process, or copied from a batch the transporter
+        // walked and checked: read, not checked again.
+        Some(SignalView::trusted(&page.words[self.offset..page.len], self.limits))
     }
 
     /// End of round. Pages go back as soon as they are empty (in `advance`), so nothing is

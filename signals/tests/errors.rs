@@ -310,3 +310,37 @@ fn iterator_stops_after_first_error() {
         &WalkError::Malformed(Malformed::DataTooLong { offset: second, data_words: 30 })
     );
 }
+
+/// A trusted view (in-process job buffers) reads the same signal the walker does.
+#[test]
+fn trusted_view_reads_what_the_walker_reads() {
+    use signals::{gsn, BatchWalker, BatchWriter, BlockInstance, BlockNumber, BlockRef, NodeId};
+    use signals::{Limits, Signal, SignalView, WriteOptions};
+    let me = BlockRef::new(NodeId::MIN, BlockNumber(7), BlockInstance(1));
+    let limits = Limits::default();
+    let section = [5u32; 9];
+    let sections: [&[u32]; 2] = [&section, &section[..2]];
+    let signals = [
+        Signal::new(gsn::PING_REQ, me, me),
+        Signal::new(gsn::PING_CONF, me, me).data(&[1, 2, 3]).signal_id(77),
+        Signal::new(gsn::PING_REQ, me, me).data(&[4]).sections(&sections),
+    ];
+    let mut words = [0u32; 256];
+    let mut w = BatchWriter::new(&mut words, limits, WriteOptions::default());
+    for s in &signals {
+        w.push(s).unwrap();
+    }
+    let len = w.words().len();
+    let mut walker = BatchWalker::from_words(&words[..len], limits);
+    let mut at = 0;
+    while let Some(walked) = walker.next_signal().unwrap() {
+        let trusted = SignalView::trusted(&words[at..len], limits);
+        assert_eq!(trusted.wire_words(), walked.wire_words());
+        assert_eq!(trusted.gsn(), walked.gsn());
+        assert_eq!(trusted.data(), walked.data());
+        assert_eq!(trusted.signal_id(), walked.signal_id());
+        assert!(trusted.sections().eq(walked.sections()));
+        at += walked.wire_words().len();
+    }
+    assert_eq!(at, len);
+}
