@@ -395,15 +395,30 @@ pub fn cache_line_peer(path: &std::path::Path, count: u64, cpu: usize) -> std::i
 
 /// RDMA's physical reference: perftest's `ib_write_lat` between two processes on the same
 /// device (RDMA WRITE ping-pong, each side polling memory), run now with `-H` so every sample
-/// comes back. perftest reports half a round trip; samples are doubled to round trips.
+/// comes back. perftest reports half a round trip; samples are doubled to round trips, and the
+/// first `plan.warmup` are dropped. The client runs on `plan.cpus.0` and the server on
+/// `plan.cpus.1`, as the measured transporter's two ends do (and never inside the mask of a
+/// thread pinned earlier, where both would share one CPU).
 pub fn ib_write_lat(plan: &Plan, message_bytes: usize) -> std::io::Result<Histogram<u64>> {
+    use std::os::unix::process::CommandExt;
     use std::process::{Command, Stdio};
     let iters = (plan.count + plan.warmup).max(5).to_string();
     let size = message_bytes.max(2).to_string();
     let args = ["-s", size.as_str(), "-n", iters.as_str(), "-F", "-H"];
-    let tool = || {
+    let tool = |cpu: usize| {
         let mut cmd = Command::new("ib_write_lat");
         cmd.args(args).stdin(Stdio::null()).stderr(Stdio::null());
+        // SAFETY: the closure runs in the child between fork and exec and makes one syscall
+        // (async-signal-safe), touching only its own stack.
+        unsafe {
+            cmd.pre_exec(move || {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                // Best effort, like `pin`: an unknown CPU leaves the inherited mask.
+                libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
+                Ok(())
+            });
+        }
         cmd
     };
     let missing = |e: std::io::Error| {
@@ -412,12 +427,12 @@ pub fn ib_write_lat(plan: &Plan, message_bytes: usize) -> std::io::Result<Histog
             format!("cannot run ib_write_lat (apt-get install perftest): {e}"),
         )
     };
-    let mut server = tool().stdout(Stdio::null()).spawn().map_err(missing)?;
+    let mut server = tool(plan.cpus.1).stdout(Stdio::null()).spawn().map_err(missing)?;
     // The server needs a moment to listen; the client gives up at once when it is not there.
     let mut output = None;
     for _ in 0..20 {
         std::thread::sleep(Duration::from_millis(200));
-        let out = tool().arg("127.0.0.1").output().map_err(missing)?;
+        let out = tool(plan.cpus.0).arg("127.0.0.1").output().map_err(missing)?;
         if out.status.success() {
             output = Some(out.stdout);
             break;
@@ -432,7 +447,7 @@ pub fn ib_write_lat(plan: &Plan, message_bytes: usize) -> std::io::Result<Histog
         .filter_map(|l| l.split_once(", ").and_then(|(_, us)| us.trim().parse::<f64>().ok()))
         .map(|us| (us * 2000.0) as u64)
         .collect::<Vec<_>>();
-    for &ns in &samples {
+    for &ns in samples.iter().skip(plan.warmup as usize) {
         h.saturating_record(ns.max(1));
     }
     if h.is_empty() {
