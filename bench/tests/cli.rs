@@ -106,9 +106,10 @@ fn alternating_rounds_pool_every_sample_and_print_each_ratio() {
     for transport in [&["--transport", "local"][..], &["--raw", "--transport", "shm"]] {
         let (ok, out, err) = bench(&[&["pingpong"][..], transport, &args].concat());
         assert!(ok, "{err}");
-        let line = out.lines().find(|l| l.contains("alternating rounds")).unwrap_or_else(|| {
-            panic!("no per-round line in:\n{out}")
-        });
+        let line = out
+            .lines()
+            .find(|l| l.contains("alternating rounds"))
+            .unwrap_or_else(|| panic!("no per-round line in:\n{out}"));
         let ratios: Vec<f64> = line
             .split(": ")
             .nth(1)

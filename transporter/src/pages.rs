@@ -5,7 +5,9 @@
 //! (`send_buffer_bytes / page_bytes` pages), so sending never allocates and one slow peer cannot
 //! take another peer's memory. The pool also keeps the link's count of queued bytes, from which
 //! the overload levels are read (after NDB: overload at 80% of the budget, slowdown at 60% of
-//! that).
+//! that). Queued means closed and not yet written: a thread's open page counts once it is closed
+//! (full, or at a flush), so packing a signal touches no shared counter, and a flush that writes
+//! at once what it closed leaves the count as it was.
 //!
 //! Invariants: a page holds whole signals only (`len_words`), `sent_bytes <= len_words * 4`, and
 //! every page is in exactly one place: the pool, a queue, a writer's open page, or a sender's

@@ -132,15 +132,15 @@ impl SendBuffers {
                 BatchWriter::resume(page.words_mut(), before, inner.config.limits, options);
             match writer.push(signal) {
                 Ok(()) => {
-                    let after = before + (writer.len_bytes() / 4 - before);
-                    page.len_words = after;
+                    // The open page is this thread's own: its bytes count as queued on the link
+                    // when it is closed (full, or at the flush), not per signal.
+                    page.len_words = writer.len_bytes() / 4;
                     page.signals += 1;
-                    let queued = link.pool.add_queued((after - before) * 4);
-                    link.counters.note_queued(queued as u64);
                     return Ok(());
                 }
                 Err(PackError::DoesNotFit { .. }) if attempt == 0 && before > 0 => {
                     if let Some(full) = pq.open.take() {
+                        count_queued(link, full.len_words * 4);
                         pq.queue.push(full);
                     }
                 }
@@ -153,6 +153,12 @@ impl SendBuffers {
     /// How full the send buffers to `peer` are.
     pub fn level(&self, peer: NodeId) -> Option<SendLevel> {
         self.inner.link(peer).map(|l| l.pool.level())
+    }
+
+    /// Bytes closed for `peer` and not yet written, over all threads (the figure the overload
+    /// levels are read from; a thread's open page counts once it is closed).
+    pub fn queued_bytes(&self, peer: NodeId) -> Option<usize> {
+        self.inner.link(peer).map(|l| l.pool.queued_bytes())
     }
 
     /// Whether anything is packed and not yet written.
@@ -181,8 +187,11 @@ impl SendBuffers {
                 Some(handoff) => handoff.queued(peer) > 0,
                 None => !pq.queue.is_empty() || pq.sender_pending,
             };
+            // Bytes of the page closed here, not yet counted as queued on the link.
+            let mut closed = 0;
             if !backed_up {
                 if let Some(open) = pq.open.take_if(|p| !p.is_empty()) {
+                    closed = open.len_words * 4;
                     pq.queue.push(open);
                 }
             }
@@ -191,19 +200,32 @@ impl SendBuffers {
             }
             report.peers += 1;
             if let Some(handoff) = self.inner.handoff.as_ref() {
-                // A send thread writes: hand the pages over (they stay counted as queued).
+                // A send thread writes: hand the pages over (counted as queued until written).
+                count_queued(link, closed);
                 handoff.push(peer, pq.generation, std::iter::from_fn(|| pq.queue.pop()));
                 continue;
             }
-            write_peer(&self.inner, peer, link, pq, &mut report, true);
+            write_peer(&self.inner, peer, link, pq, &mut report, true, closed);
         }
         report
+    }
+}
+
+/// Counts `bytes` of closed pages as queued on `link` (and its high-water mark).
+fn count_queued(link: &Link, bytes: usize) {
+    if bytes > 0 {
+        let queued = link.pool.add_queued(bytes);
+        link.counters.note_queued(queued as u64);
     }
 }
 
 /// Writes `pq`'s pages to `peer`'s link (one `send` call), returns written pages to the pool
 /// (keeping one as the next open page when `reuse_open`), and fails the link on a transport
 /// error; pages of a connection that is gone are dropped and counted.
+///
+/// The link's queued bytes drop by what was written. `uncounted` bytes at the end of the queue
+/// were closed just now and never counted as queued: only what is left of them after the write
+/// is, so a flush that writes everything at once touches the shared count not at all.
 pub(crate) fn write_peer(
     inner: &Inner,
     peer: NodeId,
@@ -211,11 +233,14 @@ pub(crate) fn write_peer(
     pq: &mut PeerQueue,
     report: &mut FlushReport,
     reuse_open: bool,
+    uncounted: usize,
 ) {
+    let mut written = 0;
     let mut guard = inner.lock_sender(link);
     let failure = match guard.as_mut() {
         Some(live) if live.generation == pq.generation => match live.sender.send(&mut pq.queue) {
             Ok(progress) => {
+                written = progress.bytes;
                 report.bytes += progress.bytes;
                 report.signals += progress.signals;
                 report.blocked |= progress.blocked;
@@ -228,6 +253,12 @@ pub(crate) fn write_peer(
     };
     let live_generation = guard.as_ref().map(|l| l.generation);
     drop(guard);
+    // Queued afterwards: the counted bytes, plus `uncounted`, less what was written.
+    match written.cmp(&uncounted) {
+        std::cmp::Ordering::Less => count_queued(link, uncounted - written),
+        std::cmp::Ordering::Greater => link.pool.sub_queued(written - uncounted),
+        std::cmp::Ordering::Equal => {}
+    }
     while let Some(mut page) = pq.queue.take_done() {
         if reuse_open && pq.open.is_none() {
             page.reset();
@@ -251,8 +282,8 @@ pub(crate) fn discard(pq: &mut PeerQueue, link: &Link) -> usize {
     pq.sender_pending = false;
     let mut dropped = pq.queue.discard(&link.pool);
     if let Some(open) = pq.open.take() {
+        // An open page was never counted as queued.
         dropped += open.signals;
-        link.pool.sub_queued(open.len_words * 4);
         link.pool.give(open);
     }
     dropped

@@ -139,7 +139,7 @@ impl SendThread {
             if pq.queue.is_empty() && !pq.sender_pending {
                 continue;
             }
-            write_peer(&self.inner, peer, link, pq, &mut report, false);
+            write_peer(&self.inner, peer, link, pq, &mut report, false, 0);
             report.blocked |= !pq.queue.is_empty() || pq.sender_pending;
         }
         report

@@ -140,7 +140,6 @@ impl LinkSender for TcpSender {
                 }
             }
             let written = rc as usize;
-            self.pool.sub_queued(written);
             let signals = self.consume(queue, written);
             LinkCounters::add_owned(&self.counters.batches_sent, 1);
             LinkCounters::add_owned(&self.counters.bytes_sent, written as u64);

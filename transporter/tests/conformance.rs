@@ -18,7 +18,7 @@ use signals::{gsn, Limits, Signal};
 use transporter::handshake::{self, HandshakeError, Hello, Refusal};
 use transporter::shm::{self, ShmLink};
 use transporter::stream::StreamStorage;
-use transporter::{LinkEvent, Registry, RegistryConfig, SendError, TransportKind};
+use transporter::{LinkEvent, Registry, RegistryConfig, SendError, SendLevel, TransportKind};
 
 mod common;
 use common::*;
@@ -185,11 +185,17 @@ pub fn back_pressure_when_the_peer_stops_reading(kind: TransportKind) {
     };
     assert!(overload.to_string().contains("overloaded"), "{overload}");
     assert!(two.counters(node(1)).unwrap().overload_refusals >= 1);
+    let stuck = send.queued_bytes(node(1)).unwrap();
+    assert!(stuck > 0 && send.level(node(1)) != Some(SendLevel::Normal), "{stuck} queued");
+    assert!(two.counters(node(1)).unwrap().send_buffer_high_water_bytes >= stuck as u64);
     std::thread::sleep(Duration::from_millis(100));
     p.signal(libc::SIGCONT);
     send_stream_with(&two, &mut send, 2, 1, seq..COUNT);
     p.expect_line(&format!("sink ok {COUNT}"), Duration::from_secs(60));
     assert_eq!(two.counters(node(1)).unwrap().signals_dropped, 0);
+    // Everything written: the queued count is back to zero (no byte counted twice or lost).
+    assert_eq!(send.queued_bytes(node(1)), Some(0));
+    assert_eq!(send.level(node(1)), Some(SendLevel::Normal));
 }
 
 pub fn peer_killed_mid_stream_then_restarted(kind: TransportKind) {

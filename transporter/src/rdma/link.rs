@@ -333,7 +333,8 @@ impl Cursor {
             if bytes.is_empty() {
                 return (copied, false);
             }
-            let offset = (self.position % size) as usize;
+            // The ring size is a power of two (checked in the handshake): a mask, not a division.
+            let offset = (self.position & (size - 1)) as usize;
             let lap_rest = size - offset as u64;
             let room = lap_rest.min(g.free) as usize;
             let (take, first) = page.unsent_within(room);
@@ -471,7 +472,6 @@ impl LinkSender for RdmaSender {
             }
             shared.post(&mut st, &mut writes[..n])?;
             self.cur.writes += chain.len as u64;
-            self.pool.sub_queued(progress.bytes);
             LinkCounters::add_owned(&self.counters.batches_sent, chain.len as u64);
             LinkCounters::add_owned(&self.counters.bytes_sent, progress.bytes as u64);
             LinkCounters::add_owned(&self.counters.signals_sent, progress.signals as u64);
@@ -551,7 +551,7 @@ impl RdmaReceiver {
         }
         let size = self.shared.link.ring_bytes as u64;
         let imm = Imm::decode(wc.imm);
-        let mut offset = self.position % size;
+        let mut offset = self.position & (size - 1);
         if imm.wrapped {
             if offset == 0 {
                 return Err(LinkError::Corrupt(format!(

@@ -88,7 +88,8 @@ impl ShmSender {
             if bytes.is_empty() {
                 return (copied, false);
             }
-            let offset = (self.position % size) as usize;
+            // The ring size is a power of two (checked at set-up): a mask, not a division.
+            let offset = (self.position & (size - 1)) as usize;
             let lap_rest = size - offset as u64;
             // A record also needs the word after it free, for the zero that marks the next
             // position empty.
@@ -124,7 +125,7 @@ impl ShmSender {
         let size = self.segment.ring_bytes();
         // The next position's word: free space (the caller kept one word for it), which the
         // consumer reads only after the commit below.
-        self.segment.ring_word(self.ring, (offset + len) % size).store(0, Ordering::Relaxed);
+        self.segment.ring_word(self.ring, (offset + len) & (size - 1)).store(0, Ordering::Relaxed);
         // SYNC: record-commit. Release: the signals and the zero past them are visible before
         // the word that says they are there.
         self.segment.ring_word(self.ring, offset).store(word, Ordering::Release);
@@ -200,7 +201,6 @@ impl LinkSender for ShmSender {
             }
         }
         if progress.bytes > 0 || padding > 0 {
-            self.pool.sub_queued(progress.bytes);
             LinkCounters::add_owned(&self.counters.batches_sent, 1);
             // Ring bytes used, wrap padding included, so both ends count the same bytes.
             LinkCounters::add_owned(&self.counters.bytes_sent, progress.bytes as u64 + padding);
@@ -278,7 +278,7 @@ impl ShmReceiver {
         let start = self.position;
         let mut signals = 0;
         while self.position - start < size {
-            let offset = (self.position % size) as usize;
+            let offset = (self.position & (size - 1)) as usize;
             let lap_rest = size - offset as u64;
             // SYNC: record-commit. Acquire: the record's signals are visible once its word is.
             let word = self.segment.ring_word(self.ring, offset).load(Ordering::Acquire);
@@ -332,7 +332,7 @@ impl ShmReceiver {
 
     /// Whether a record is committed at our position.
     fn has_record(&self) -> bool {
-        let offset = (self.position % self.segment.ring_bytes() as u64) as usize;
+        let offset = (self.position & (self.segment.ring_bytes() as u64 - 1)) as usize;
         // SYNC: record-commit (acquire side).
         self.segment.ring_word(self.ring, offset).load(Ordering::Acquire) != 0
     }
