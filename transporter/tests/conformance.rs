@@ -520,6 +520,50 @@ pub fn shm_mismatch_refused_at_setup(_kind: TransportKind) {
     assert_no_leftover_segments();
 }
 
+/// Shared memory: an opener refuses a segment whose size is not sealed (the creator could shrink
+/// it and turn the opener's next access into SIGBUS), and tells the creator why.
+pub fn shm_unsealed_segment_refused_at_setup(_kind: TransportKind) {
+    use std::net::TcpListener;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr as UnixAddr, UnixListener};
+    let ring = 64u32 << 10;
+    let listener = TcpListener::bind(loopback()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let rogue = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        // A well-formed set-up message, then a memfd of the right size that is not sealed.
+        let socket_name = format!("blockwire-fd-rogue-{}", std::process::id());
+        let unix_addr = UnixAddr::from_abstract_name(socket_name.as_bytes()).unwrap();
+        let unix = UnixListener::bind_addr(&unix_addr).unwrap();
+        let mut message = b"BWSHMSET".to_vec();
+        message.extend_from_slice(&shm::layout::LAYOUT_VERSION.to_le_bytes());
+        message.extend_from_slice(&ring.to_le_bytes());
+        message.extend_from_slice(&7u64.to_le_bytes());
+        for name in ["blockwire-7-1-2-rogue", socket_name.as_str()] {
+            message.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            message.extend_from_slice(name.as_bytes());
+        }
+        handshake::exchange_setup(&mut s, &message).unwrap();
+        let (conn, _) = unix.accept().unwrap();
+        // SAFETY: a NUL-terminated name and flags; the result is checked and then owned.
+        let fd = unsafe { libc::memfd_create(c"rogue".as_ptr(), libc::MFD_ALLOW_SEALING) };
+        assert!(fd >= 0);
+        // SAFETY: a fresh descriptor nobody else owns.
+        let file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        file.set_len(shm::layout::segment_bytes(ring as usize) as u64).unwrap();
+        shm::fdpass::send_fd(&conn, file.as_raw_fd()).unwrap();
+        String::from_utf8(handshake::exchange_setup(&mut s, b"mapped").unwrap()).unwrap()
+    });
+    let (mut s, _) = listener.accept().unwrap();
+    let e = shm::setup::open(&mut s, node(2), node(1), ring as usize, Duration::from_secs(5))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("seals is 0x0, expected at least 0x7"), "{e}");
+    let told = rogue.join().unwrap();
+    assert!(told.contains("seals"), "the creator was told {told:?}");
+}
+
 macro_rules! suite {
     ($kind_mod:ident, $kind:expr) => {
         mod $kind_mod {
@@ -595,6 +639,7 @@ extra!(
     TransportKind::Shm,
     shm_garbage_records_and_indices_close_the_link,
     wrap_with_every_signal_size,
-    shm_mismatch_refused_at_setup
+    shm_mismatch_refused_at_setup,
+    shm_unsealed_segment_refused_at_setup
 );
 extra!(rdma_only_cases, TransportKind::Rdma, wrap_with_every_signal_size);

@@ -14,8 +14,8 @@
 //! 4. start the transporter registry for this node's links (a port in use fails here with
 //!    exit 2) and hand it to the builder as the block threads' remote sinks;
 //! 5. start the block threads and one receive thread that routes what the links deliver;
-//!    wait for a signal; stop and join. Shared-memory segment files are unlinked as soon as
-//!    both sides of a link have mapped them, so a stop (or a crash) leaves none behind.
+//!    wait for a signal; stop and join. Shared-memory segments are anonymous (memfd) and never
+//!    have a file name, so a stop (or a crash) leaves none behind.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

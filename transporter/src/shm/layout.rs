@@ -1,5 +1,8 @@
 //! The shared-memory segment of one link: a header, two ring control blocks and two rings, one
-//! per direction, in one mapping of a file in /dev/shm (mode 0600).
+//! per direction, in one mapping of an anonymous shared-memory file (a memfd, tmpfs-backed like
+//! /dev/shm). The creator seals its size before handing its descriptor over, and the opener
+//! refuses one without those seals: a peer can never shrink the mapping under us (our next access
+//! would be a SIGBUS, not an error), and there is no file name for a crash to leave behind.
 //!
 //! ```text
 //! byte 0        128           512           896      4096               4096+R             4096+2R
@@ -18,26 +21,25 @@
 //! commits the record in front of it, so the consumer never writes ring data).
 //!
 //! header (128 bytes), little-endian:
-//!      0 magic "BWSHMv3\0" | 8 layout_version u32 | 12 ring_bytes u32 | 16 nonce u64 |
+//!      0 magic "BWSHMv4\0" | 8 layout_version u32 | 12 ring_bytes u32 | 16 nonce u64 |
 //!      24 creator node u8 | 25 opener node u8 | 26..128 zero
 //! ```
 //! Positions are offsets that only grow; `position % R` is where the next byte goes. The region
 //! stores offsets, never pointers. Everything the opener reads from the header, and everything a
 //! consumer reads from its peer's words, is validated before use.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::PathBuf;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicU32, AtomicU64};
 
 use bytemuck::{Pod, Zeroable};
 use memmap2::MmapMut;
 
 /// The header's first bytes.
-pub const MAGIC: [u8; 8] = *b"BWSHMv3\0";
+pub const MAGIC: [u8; 8] = *b"BWSHMv4\0";
 /// Version of this layout; a peer with another is refused.
-pub const LAYOUT_VERSION: u32 = 3;
+pub const LAYOUT_VERSION: u32 = 4;
 /// Header size.
 pub const HEADER_BYTES: usize = 128;
 /// One cache-line pair: every frequently written word sits alone on one.
@@ -118,89 +120,92 @@ pub enum SegmentError {
     Mismatch { path: String, what: &'static str, found: String, expected: String },
 }
 
-/// Where segment files live.
-pub fn segment_path(name: &str) -> PathBuf {
-    PathBuf::from("/dev/shm").join(name)
+fn io_error<'a>(op: &'static str, name: &'a str) -> impl FnOnce(io::Error) -> SegmentError + 'a {
+    move |source| SegmentError::Io { op, path: format!("memfd:{name}"), source }
 }
+
+/// The seals a segment must carry before either side maps it: its size can never change (a
+/// peer that shrank it would turn our next access into SIGBUS), and no seal can be added or
+/// removed (a write seal would take the rings from us).
+const REQUIRED_SEALS: libc::c_int = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
 
 /// A mapped segment.
 pub struct Segment {
     map: MmapMut,
     base: *mut u8,
     ring_bytes: usize,
-    path: PathBuf,
+    name: String,
 }
 
 impl std::fmt::Debug for Segment {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Segment")
-            .field("path", &self.path)
+            .field("name", &self.name)
             .field("ring_bytes", &self.ring_bytes)
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
-// SAFETY: the mapping is shared memory; all concurrent access goes through the atomics of the
-// control blocks and the ring discipline (a producer writes only free space, a consumer reads only
-// published space), so the segment can be shared and sent between threads.
+// SAFETY: `base` points into `map`, which the segment owns; all shared access goes through
+// atomics or through the ring protocol, which gives each byte one writer at a time.
 unsafe impl Send for Segment {}
-// SAFETY: see `Send` above.
+// SAFETY: as above.
 unsafe impl Sync for Segment {}
 
-fn io_error<'a>(
-    op: &'static str,
-    path: &'a std::path::Path,
-) -> impl FnOnce(io::Error) -> SegmentError + 'a {
-    move |source| SegmentError::Io { op, path: path.display().to_string(), source }
-}
-
 impl Segment {
-    fn map(file: &File, path: PathBuf, ring_bytes: usize) -> Result<Segment, SegmentError> {
+    fn map(file: &File, name: &str, ring_bytes: usize) -> Result<Segment, SegmentError> {
         // Positions are reduced to ring offsets with a mask.
         if !ring_bytes.is_power_of_two() {
             return Err(SegmentError::Mismatch {
-                path: path.display().to_string(),
+                path: format!("memfd:{name}"),
                 what: "ring size",
                 found: ring_bytes.to_string(),
                 expected: "a power of two".into(),
             });
         }
-        // SAFETY: the file is ours (0600, a unique name) and sized before mapping; the peer only
-        // writes it through the protocol described at the top of this file.
+        // SAFETY: the memfd is sealed against shrinking and growing before it is mapped (checked
+        // by the caller), so the mapping stays backed for its whole life; the peer only writes it
+        // through the protocol described at the top of this file.
         // Populated at set-up: the rings' first lap must not pay a page fault every 4 KiB on
         // each side (one in every ~64 small signals, a tail of microseconds each).
         let mut map = unsafe { memmap2::MmapOptions::new().populate().map_mut(file) }
-            .map_err(io_error("mmap", &path))?;
+            .map_err(io_error("mmap", name))?;
         let base = map.as_mut_ptr();
-        Ok(Segment { map, base, ring_bytes, path })
+        Ok(Segment { map, base, ring_bytes, name: name.to_string() })
     }
 
-    /// Creates `/dev/shm/<name>` (it must not exist), sizes and maps it, and writes the header.
+    /// Creates an anonymous sealed segment (a memfd named `name`, close-on-exec), sizes it,
+    /// seals its size, maps it and writes the header. The descriptor returned is what the
+    /// opener maps: hand it over with SCM_RIGHTS. There is never a file to remove.
     pub fn create(
         name: &str,
         ring_bytes: usize,
         nonce: u64,
         creator: u8,
         opener: u8,
-    ) -> Result<Segment, SegmentError> {
-        let path = segment_path(name);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(io_error("create", &path))?;
-        let sized = file.set_len(segment_bytes(ring_bytes) as u64).map_err(io_error("size", &path));
-        let mapped = sized.and_then(|()| Segment::map(&file, path.clone(), ring_bytes));
-        let mut segment = match mapped {
-            Ok(s) => s,
-            Err(e) => {
-                // Leave nothing behind in /dev/shm.
-                let _ = std::fs::remove_file(&path);
-                return Err(e);
-            }
+    ) -> Result<(Segment, File), SegmentError> {
+        let c_name = std::ffi::CString::new(name).map_err(|_| SegmentError::Mismatch {
+            path: format!("memfd:{name}"),
+            what: "name",
+            found: format!("{name:?}"),
+            expected: "no NUL byte".into(),
+        })?;
+        // SAFETY: memfd_create takes a NUL-terminated name and flags; it returns a new
+        // descriptor we own, or -1.
+        let fd = unsafe {
+            libc::memfd_create(c_name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
         };
+        if fd < 0 {
+            return Err(io_error("memfd_create", name)(io::Error::last_os_error()));
+        }
+        // SAFETY: `fd` is a fresh descriptor owned by nobody else.
+        let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        file.set_len(segment_bytes(ring_bytes) as u64).map_err(io_error("size", name))?;
+        // SAFETY: fcntl on a descriptor we own, with integer arguments.
+        if unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, REQUIRED_SEALS) } < 0 {
+            return Err(io_error("seal", name)(io::Error::last_os_error()));
+        }
+        let mut segment = Segment::map(&file, name, ring_bytes)?;
         let header = SegmentHeader {
             magic: MAGIC,
             layout_version: LAYOUT_VERSION,
@@ -211,25 +216,33 @@ impl Segment {
             reserved: [0; 102],
         };
         segment.map[..HEADER_BYTES].copy_from_slice(bytemuck::bytes_of(&header));
-        Ok(segment)
+        Ok((segment, file))
     }
 
-    /// Opens and maps `/dev/shm/<name>`, checking its size and header against `expected`.
-    pub fn open(name: &str, expected: &SegmentHeader) -> Result<Segment, SegmentError> {
-        let path = segment_path(name);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open(&path)
-            .map_err(io_error("open", &path))?;
+    /// Maps a segment the peer handed over, after checking that it is sealed against resizing,
+    /// has the agreed size, and carries the `expected` header.
+    pub fn open(file: File, name: &str, expected: &SegmentHeader) -> Result<Segment, SegmentError> {
         let ring_bytes = expected.ring_bytes as usize;
-        let len = file.metadata().map_err(io_error("stat", &path))?.len();
         let mismatch = |what, found: String, expected: String| SegmentError::Mismatch {
-            path: path.display().to_string(),
+            path: format!("memfd:{name}"),
             what,
             found,
             expected,
         };
+        // SAFETY: fcntl on a descriptor we own, with integer arguments.
+        let seals = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_GET_SEALS) };
+        if seals < 0 || seals & REQUIRED_SEALS != REQUIRED_SEALS {
+            return Err(mismatch(
+                "seals",
+                if seals < 0 {
+                    "none (not a sealable memfd)".into()
+                } else {
+                    format!("{seals:#x}")
+                },
+                format!("at least {REQUIRED_SEALS:#x} (shrink, grow and seal sealed)"),
+            ));
+        }
+        let len = file.metadata().map_err(io_error("stat", name))?.len();
         if len != segment_bytes(ring_bytes) as u64 {
             return Err(mismatch(
                 "file size",
@@ -237,7 +250,7 @@ impl Segment {
                 segment_bytes(ring_bytes).to_string(),
             ));
         }
-        let segment = Segment::map(&file, path.clone(), ring_bytes)?;
+        let segment = Segment::map(&file, name, ring_bytes)?;
         let found: SegmentHeader = bytemuck::pod_read_unaligned(&segment.map[..HEADER_BYTES]);
         let checks: [(&'static str, u64, u64); 6] = [
             ("magic", u64::from_le_bytes(found.magic), u64::from_le_bytes(expected.magic)),
@@ -253,11 +266,6 @@ impl Segment {
             }
         }
         Ok(segment)
-    }
-
-    /// Removes the file (the mapping stays valid); harmless if it is gone already.
-    pub fn unlink(&self) {
-        let _ = std::fs::remove_file(&self.path);
     }
 
     /// Bytes of each ring.
@@ -297,5 +305,76 @@ impl Segment {
         assert!(ring < 2);
         // SAFETY: both rings lie inside the mapping (its size is `segment_bytes(ring_bytes)`).
         unsafe { self.base.add(DATA_OFFSET + ring * self.ring_bytes) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header(ring_bytes: usize, nonce: u64) -> SegmentHeader {
+        SegmentHeader {
+            magic: MAGIC,
+            layout_version: LAYOUT_VERSION,
+            ring_bytes: ring_bytes as u32,
+            nonce,
+            creator: 1,
+            opener: 2,
+            reserved: [0; 102],
+        }
+    }
+
+    /// An unsealed memfd of `bytes`, as a careless or hostile creator would hand over.
+    fn unsealed(bytes: u64) -> File {
+        // SAFETY: a NUL-terminated name and flags; the result is checked and then owned.
+        let fd = unsafe {
+            libc::memfd_create(c"unsealed".as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)
+        };
+        assert!(fd >= 0, "{}", io::Error::last_os_error());
+        // SAFETY: a fresh descriptor nobody else owns.
+        let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        file.set_len(bytes).unwrap();
+        file
+    }
+
+    #[test]
+    fn a_segment_cannot_be_resized_by_either_side() {
+        let (segment, file) = Segment::create("blockwire-test-seal", 4096, 7, 1, 2).unwrap();
+        let size = segment_bytes(4096) as u64;
+        for len in [0, size / 2, size * 2] {
+            let e = file.set_len(len).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EPERM), "resize to {len}: {e}");
+        }
+        // SAFETY: fcntl on a descriptor we own; removing seals is refused because of F_SEAL_SEAL.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, libc::F_SEAL_WRITE) };
+        assert!(rc < 0, "a seal could still be added");
+        // The opener maps the very same memory.
+        let opened = Segment::open(file, "blockwire-test-seal", &header(4096, 7)).unwrap();
+        segment.consumer(0).store(42, std::sync::atomic::Ordering::Release);
+        assert_eq!(opened.consumer(0).load(std::sync::atomic::Ordering::Acquire), 42);
+    }
+
+    #[test]
+    fn open_refuses_unsealed_wrong_sized_or_foreign_segments() {
+        let size = segment_bytes(4096) as u64;
+        let e = Segment::open(unsealed(size), "x", &header(4096, 7)).unwrap_err().to_string();
+        assert!(e.contains("seals is 0x0, expected at least 0x7"), "{e}");
+        // A file that cannot carry seals (tmpfs reports only "sealing sealed", others nothing).
+        let tmp = std::env::temp_dir().join(format!("blockwire-seal-{}", std::process::id()));
+        let file = File::options().read(true).write(true).create_new(true).open(&tmp).unwrap();
+        std::fs::remove_file(&tmp).unwrap();
+        file.set_len(size).unwrap();
+        let e = Segment::open(file, "x", &header(4096, 7)).unwrap_err().to_string();
+        assert!(e.contains("seals is ") && e.contains("expected at least 0x7"), "{e}");
+        // Sealed, but of another size or nonce.
+        let (_, file) = Segment::create("blockwire-test-size", 8192, 7, 1, 2).unwrap();
+        let e = Segment::open(file, "x", &header(4096, 7)).unwrap_err().to_string();
+        assert!(
+            e.contains(&format!("file size is {}, expected {size}", segment_bytes(8192))),
+            "{e}"
+        );
+        let (_, file) = Segment::create("blockwire-test-nonce", 4096, 8, 1, 2).unwrap();
+        let e = Segment::open(file, "x", &header(4096, 7)).unwrap_err().to_string();
+        assert!(e.contains("nonce is 8, expected 7"), "{e}");
     }
 }

@@ -3,16 +3,17 @@
 //! The connecting side (lower node id) creates the segment; the accepting side opens it:
 //! ```text
 //! creator                                         opener
-//!   create /dev/shm/blockwire-<cluster>-<lo>-<hi>-<nonce> (0600), write header
+//!   memfd blockwire-<cluster>-<lo>-<hi>-<nonce>: size, seal shrink+grow+seal, map, header
 //!   listen on abstract unix socket blockwire-fd-<nonce>
 //!   -- setup: magic, layout version, ring_bytes, nonce, names -->  <-- setup: magic, version, ring_bytes
 //!   both check version and ring size match (a mismatch refuses the link on both sides)
-//!                                                   open + map, check size and header
+//!   <== unix connect (same uid on both ends, checked with SO_PEERCRED) ==>
+//!   -- segment descriptor (SCM_RIGHTS) ==>        check seals, size and header; map
 //!   -- "mapped" ------------------------------------>  <-- "mapped" or the reason it failed
-//!   unlink the file (both have it mapped: a crash from here on leaves nothing behind)
-//!   <== unix connect; each side sends its receive eventfd (SCM_RIGHTS) ==>
+//!   <== each side sends its receive eventfd (SCM_RIGHTS) ==>
 //! ```
-//! The handshake socket stays open for the link's life; its hang-up is the death notice.
+//! The segment never has a name in the file system, so no crash at any step leaves a file
+//! behind. The handshake socket stays open for the link's life; its hang-up is the death notice.
 
 use std::io::ErrorKind;
 use std::net::TcpStream;
@@ -27,6 +28,8 @@ use super::fdpass::{check_eventfd, peer_uid, recv_fd, send_fd};
 use super::layout::{Segment, SegmentError, SegmentHeader, LAYOUT_VERSION, MAGIC};
 use crate::handshake::{exchange_setup, HandshakeError};
 use crate::poller::EventFd;
+use std::fs::File;
+use std::os::fd::AsRawFd;
 
 const SETUP_MAGIC: [u8; 8] = *b"BWSHMSET";
 const MAPPED: &[u8] = b"mapped";
@@ -170,11 +173,9 @@ fn accept_with_timeout(listener: &UnixListener, timeout: Duration) -> std::io::R
     }
 }
 
-fn swap_fds(
-    stream: &UnixStream,
-    own: &EventFd,
-    timeout: Duration,
-) -> Result<EventFd, ShmSetupError> {
+/// Checks that the process at the other end of the descriptor socket runs as our user, and
+/// bounds how long a read from it may wait.
+fn check_fd_peer(stream: &UnixStream, timeout: Duration) -> Result<(), ShmSetupError> {
     stream.set_read_timeout(Some(timeout)).map_err(ShmSetupError::FdPassing)?;
     let own_uid = std::fs::metadata("/proc/self")
         .map(|m| std::os::unix::fs::MetadataExt::uid(&m))
@@ -185,6 +186,10 @@ fn swap_fds(
             "the descriptor socket's peer runs as uid {peer_uid}, not {own_uid}"
         )));
     }
+    Ok(())
+}
+
+fn swap_fds(stream: &UnixStream, own: &EventFd) -> Result<EventFd, ShmSetupError> {
     send_fd(stream, own.raw_fd()).map_err(ShmSetupError::FdPassing)?;
     let theirs = recv_fd(stream).and_then(check_eventfd).map_err(ShmSetupError::FdPassing)?;
     Ok(EventFd::from_owned(theirs))
@@ -201,22 +206,7 @@ pub fn create(
 ) -> Result<ShmLink, ShmSetupError> {
     let nonce = random_u64();
     let name = format!("blockwire-{cluster_id}-{me}-{peer}-{nonce:016x}");
-    let segment = Segment::create(&name, ring_bytes, nonce, me.get(), peer.get())?;
-    // From here on the file must not outlive set-up, whatever happens.
-    let result = create_after_segment(stream, &segment, &name, nonce, ring_bytes, timeout);
-    segment.unlink();
-    let (own_wake, peer_wake) = result?;
-    Ok(ShmLink { segment: Arc::new(segment), send_ring: 0, receive_ring: 1, own_wake, peer_wake })
-}
-
-fn create_after_segment(
-    stream: &mut TcpStream,
-    segment: &Segment,
-    name: &str,
-    nonce: u64,
-    ring_bytes: usize,
-    timeout: Duration,
-) -> Result<(EventFd, EventFd), ShmSetupError> {
+    let (segment, file) = Segment::create(&name, ring_bytes, nonce, me.get(), peer.get())?;
     let socket_name = format!("blockwire-fd-{nonce:016x}");
     let addr =
         UnixAddr::from_abstract_name(socket_name.as_bytes()).map_err(ShmSetupError::FdPassing)?;
@@ -227,15 +217,18 @@ fn create_after_segment(
     put_bytes(&mut mine, socket_name.as_bytes());
     let theirs = exchange_setup(stream, &mine)?;
     check_common(&mut Reader(&theirs), ring_bytes)?;
+    let unix = accept_with_timeout(&listener, timeout).map_err(ShmSetupError::FdPassing)?;
+    check_fd_peer(&unix, timeout)?;
+    send_fd(&unix, file.as_raw_fd()).map_err(ShmSetupError::FdPassing)?;
+    // Our descriptor is no longer needed: the mapping keeps the memory.
+    drop(file);
     let status = exchange_setup(stream, MAPPED)?;
     if status != MAPPED {
         return Err(ShmSetupError::PeerFailed(String::from_utf8_lossy(&status).into_owned()));
     }
-    segment.unlink();
-    let unix = accept_with_timeout(&listener, timeout).map_err(ShmSetupError::FdPassing)?;
-    let own = EventFd::new().map_err(ShmSetupError::FdPassing)?;
-    let peer = swap_fds(&unix, &own, timeout)?;
-    Ok((own, peer))
+    let own_wake = EventFd::new().map_err(ShmSetupError::FdPassing)?;
+    let peer_wake = swap_fds(&unix, &own_wake)?;
+    Ok(ShmLink { segment: Arc::new(segment), send_ring: 0, receive_ring: 1, own_wake, peer_wake })
 }
 
 /// The accepting side: opens the peer's segment and sets the link up.
@@ -261,23 +254,26 @@ pub fn open(
         opener: me.get(),
         reserved: [0; 102],
     };
-    let segment = match Segment::open(&name, &expected) {
+    let addr =
+        UnixAddr::from_abstract_name(socket_name.as_bytes()).map_err(ShmSetupError::FdPassing)?;
+    let unix = UnixStream::connect_addr(&addr).map_err(ShmSetupError::FdPassing)?;
+    let mapped = check_fd_peer(&unix, timeout)
+        .and_then(|()| recv_fd(&unix).map_err(ShmSetupError::FdPassing))
+        .and_then(|fd| Ok(Segment::open(File::from(fd), &name, &expected)?));
+    let segment = match mapped {
         Ok(s) => s,
         Err(e) => {
-            // Tell the creator why, so it fails (and unlinks) at once instead of timing out.
+            // Tell the creator why, so it fails at once instead of timing out.
             let _ = exchange_setup(stream, e.to_string().as_bytes());
-            return Err(e.into());
+            return Err(e);
         }
     };
     let status = exchange_setup(stream, MAPPED)?;
     if status != MAPPED {
         return Err(ShmSetupError::PeerFailed(String::from_utf8_lossy(&status).into_owned()));
     }
-    let addr =
-        UnixAddr::from_abstract_name(socket_name.as_bytes()).map_err(ShmSetupError::FdPassing)?;
-    let unix = UnixStream::connect_addr(&addr).map_err(ShmSetupError::FdPassing)?;
     let own = EventFd::new().map_err(ShmSetupError::FdPassing)?;
-    let peer_wake = swap_fds(&unix, &own, timeout)?;
+    let peer_wake = swap_fds(&unix, &own)?;
     Ok(ShmLink {
         segment: Arc::new(segment),
         send_ring: 1,
