@@ -63,6 +63,8 @@ struct PostState {
     /// When the send queue last made progress (a completion, or the first signalled request
     /// after none was pending).
     progress_at: Instant,
+    /// Where send completions are polled into (kept, so a reap zeroes nothing).
+    wcs: [Wc; 16],
 }
 
 /// Longest a signalled request may wait for its completion. The NIC retries an
@@ -83,12 +85,11 @@ impl Shared {
 
     /// Takes send completions: frees send-queue slots, and fails on any error completion.
     fn reap(&self, st: &mut PostState) -> Result<usize, LinkError> {
-        let mut wcs = [Wc::default(); 16];
         let mut taken = 0;
         loop {
-            let n =
-                self.link.endpoint.poll_send(&mut wcs).map_err(|e| rdma_err("poll send CQ", e))?;
-            for wc in &wcs[..n] {
+            let n = (self.link.endpoint.poll_send(&mut st.wcs))
+                .map_err(|e| rdma_err("poll send CQ", e))?;
+            for wc in &st.wcs[..n] {
                 if wc.status != 0 {
                     return Err(LinkError::Rdma(format!(
                         "send completion failed: {} (status {})",
@@ -100,11 +101,13 @@ impl Shared {
                 assert!(covered <= st.outstanding, "a completion covers more than was posted");
                 st.outstanding -= covered;
                 st.signaled = st.signaled.saturating_sub(1);
+            }
+            if n > 0 {
                 st.progress_at = Instant::now();
             }
             LinkCounters::add(&self.counters.rdma_send_completions, n as u64);
             taken += n;
-            if n < wcs.len() {
+            if n < st.wcs.len() {
                 return Ok(taken);
             }
         }
@@ -197,6 +200,7 @@ pub(crate) fn split(
             depth: send_depth,
             signaled: 0,
             progress_at: Instant::now(),
+            wcs: [Wc::default(); 16],
         }),
         link,
         counters: counters.clone(),
@@ -209,6 +213,8 @@ pub(crate) fn split(
         pool,
         counters: counters.clone(),
         pending: None,
+        chain: Chain::new(),
+        writes: [Write::default(); MAX_CHAIN],
     };
     let receiver = RdmaReceiver {
         shared,
@@ -237,6 +243,10 @@ pub struct RdmaSender {
     pool: Arc<PagePool>,
     counters: Arc<LinkCounters>,
     pending: Option<Page>,
+    /// The runs and work requests of one `send`, kept between calls so a send zeroes nothing
+    /// (under an emulated CPU a per-call memset of these was a visible part of a round trip).
+    chain: Chain,
+    writes: [Write; MAX_CHAIN],
 }
 
 /// Where the sender is in the peer's ring (its own state, apart from what it shares with the
@@ -369,6 +379,7 @@ impl Cursor {
 }
 
 /// The data writes one `send` builds: contiguous runs in the mirror.
+#[derive(Debug)]
 struct Chain {
     runs: [(usize, usize, bool); MAX_CHAIN - 1],
     len: usize,
@@ -377,13 +388,15 @@ struct Chain {
 }
 
 impl Chain {
-    fn new(max: usize) -> Chain {
-        Chain {
-            runs: [(0, 0, false); MAX_CHAIN - 1],
-            len: 0,
-            open: false,
-            max: max.min(MAX_CHAIN - 1),
-        }
+    fn new() -> Chain {
+        Chain { runs: [(0, 0, false); MAX_CHAIN - 1], len: 0, open: false, max: 0 }
+    }
+
+    /// Empties the chain for a send that may post up to `max` data writes.
+    fn reset(&mut self, max: usize) {
+        self.len = 0;
+        self.open = false;
+        self.max = max.min(MAX_CHAIN - 1);
     }
 
     /// Whether a run is open and ends at `offset`.
@@ -439,11 +452,11 @@ impl LinkSender for RdmaSender {
         let mut g = self.cur.grant(shared, &self.peer)?;
         // Room for the data writes and a piggybacked credit write, keeping the reserve.
         let sq_free = st.depth.saturating_sub(st.outstanding + CONTROL_RESERVE + 1) as usize;
-        let mut chain = Chain::new(sq_free);
+        let chain = &mut self.chain;
+        chain.reset(sq_free);
         let mut blocked = false;
         while let Some(mut page) = self.pending.take().or_else(|| queue.pop()) {
-            let (copied, full) =
-                self.cur.copy_page(shared, &self.peer, &mut page, &mut g, &mut chain);
+            let (copied, full) = self.cur.copy_page(shared, &self.peer, &mut page, &mut g, chain);
             progress.bytes += copied;
             if page.unsent().is_empty() {
                 progress.signals += page.signals;
@@ -457,7 +470,7 @@ impl LinkSender for RdmaSender {
             }
         }
         if chain.len > 0 {
-            let mut writes = [Write::default(); MAX_CHAIN];
+            let writes = &mut self.writes;
             let mut n = 0;
             let due = shared.credit_due.load(Ordering::Acquire);
             if shared.worth_piggybacking(due, st.credit_sent) {
@@ -663,7 +676,9 @@ impl LinkReceiver for RdmaReceiver {
                 progress.signals += signals;
                 progress.bytes += bytes;
             }
-            LinkCounters::add_owned(&self.counters.batches_received, n as u64);
+            if n > 0 {
+                LinkCounters::add_owned(&self.counters.batches_received, n as u64);
+            }
             if n < POLL_BATCH {
                 break;
             }
