@@ -213,8 +213,8 @@ pub(crate) fn split(
         pool,
         counters: counters.clone(),
         pending: None,
-        chain: Chain::new(),
-        writes: [Write::default(); MAX_CHAIN],
+        chain: Box::new(Chain::new()),
+        writes: Box::new([Write::default(); MAX_CHAIN]),
     };
     let receiver = RdmaReceiver {
         shared,
@@ -245,8 +245,8 @@ pub struct RdmaSender {
     pending: Option<Page>,
     /// The runs and work requests of one `send`, kept between calls so a send zeroes nothing
     /// (under an emulated CPU a per-call memset of these was a visible part of a round trip).
-    chain: Chain,
-    writes: [Write; MAX_CHAIN],
+    chain: Box<Chain>,
+    writes: Box<[Write; MAX_CHAIN]>,
 }
 
 /// Where the sender is in the peer's ring (its own state, apart from what it shares with the
@@ -452,7 +452,7 @@ impl LinkSender for RdmaSender {
         let mut g = self.cur.grant(shared, &self.peer)?;
         // Room for the data writes and a piggybacked credit write, keeping the reserve.
         let sq_free = st.depth.saturating_sub(st.outstanding + CONTROL_RESERVE + 1) as usize;
-        let chain = &mut self.chain;
+        let chain = &mut *self.chain;
         chain.reset(sq_free);
         let mut blocked = false;
         while let Some(mut page) = self.pending.take().or_else(|| queue.pop()) {
@@ -470,7 +470,7 @@ impl LinkSender for RdmaSender {
             }
         }
         if chain.len > 0 {
-            let writes = &mut self.writes;
+            let writes = &mut *self.writes;
             let mut n = 0;
             let due = shared.credit_due.load(Ordering::Acquire);
             if shared.worth_piggybacking(due, st.credit_sent) {
