@@ -25,6 +25,7 @@
 use std::io;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
 use signals::{Limits, SignalView};
@@ -48,6 +49,10 @@ pub const PAD_FLAG: u32 = 1 << 31;
 pub struct ShmSender {
     segment: Arc<Segment>,
     ring: usize,
+    /// Start of this ring's data in `segment`'s mapping.
+    data: *mut u8,
+    /// Bytes of the ring (a power of two).
+    size: u64,
     /// Bytes ever published (this side's copy is the truth; the shared word is its publication).
     position: u64,
     /// The consumer position last read (space before it is known free).
@@ -56,7 +61,13 @@ pub struct ShmSender {
     counters: Arc<LinkCounters>,
     pending: Option<Page>,
     peer_wake: EventFd,
+    /// Why the consumer's position last read was refused: the next send fails the link.
+    corrupt: Option<String>,
 }
+
+// SAFETY: `data` points into the mapping that `segment` (Send and Sync) keeps alive, and only
+// this sender writes through it.
+unsafe impl Send for ShmSender {}
 
 impl ShmSender {
     pub(crate) fn new(
@@ -66,23 +77,30 @@ impl ShmSender {
         counters: Arc<LinkCounters>,
         peer_wake: EventFd,
     ) -> ShmSender {
+        let data = segment.data(ring);
+        let size = segment.ring_bytes() as u64;
         ShmSender {
             segment,
             ring,
+            data,
+            size,
             position: 0,
             consumer_seen: 0,
             pool,
             counters,
             pending: None,
             peer_wake,
+            corrupt: None,
         }
     }
 
     /// Copies whole signals of `page` into the ring as records; returns (bytes copied, ring
-    /// full). Ring space taken by record words and lap padding is added to `padding`.
-    fn copy_page(&mut self, page: &mut Page, free: &mut u64, padding: &mut u64) -> (usize, bool) {
-        let size = self.segment.ring_bytes() as u64;
+    /// full). Ring space taken by record words and lap padding is added to `padding`. The
+    /// consumer's position is read (once) only when the space known free is short.
+    fn copy_page(&mut self, page: &mut Page, padding: &mut u64) -> (usize, bool) {
+        let size = self.size;
         let mut copied = 0;
+        let mut refreshed = false;
         loop {
             let bytes = page.unsent();
             if bytes.is_empty() {
@@ -91,93 +109,109 @@ impl ShmSender {
             // The ring size is a power of two (checked at set-up): a mask, not a division.
             let offset = (self.position & (size - 1)) as usize;
             let lap_rest = size - offset as u64;
+            // `consumer_seen <= position <= consumer_seen + size` (checked when read).
+            let free = self.consumer_seen + size - self.position;
             // A record also needs the word after it free, for the zero that marks the next
             // position empty.
             let usable = free.saturating_sub(RECORD_WORD_BYTES as u64);
-            let room = lap_rest.min(usable) as usize;
-            let (take, first) = page.unsent_within(room.saturating_sub(RECORD_WORD_BYTES));
-            if take == 0 {
-                let first = (first + RECORD_WORD_BYTES) as u64;
-                // Pad out a lap too short for the next signal as soon as the lap's rest is free;
-                // the signal then waits for space at the lap's start (waiting for both at once
-                // could never succeed in a ring of twice the largest signal).
-                if lap_rest < first && usable >= lap_rest {
-                    self.commit(offset, lap_rest as usize, PAD_FLAG | (lap_rest as u32 - 4));
-                    *free -= lap_rest;
-                    *padding += lap_rest;
-                    continue;
+            let room = (lap_rest.min(usable) as usize).saturating_sub(RECORD_WORD_BYTES);
+            let take = if bytes.len() <= room {
+                // The common case: the rest of the page is one record.
+                bytes.len()
+            } else {
+                if !refreshed {
+                    // The space seen free may be stale: read the consumer before splitting.
+                    refreshed = true;
+                    let seen = self.consumer_seen;
+                    self.refresh_consumer();
+                    if self.consumer_seen != seen {
+                        continue;
+                    }
                 }
-                return (copied, true);
+                let (take, first) = page.unsent_within(room);
+                if take == 0 {
+                    let first = (first + RECORD_WORD_BYTES) as u64;
+                    // Pad out a lap too short for the next signal as soon as the lap's rest is
+                    // free; the signal then waits for space at the lap's start (waiting for both
+                    // at once could never succeed in a ring of twice the largest signal).
+                    if lap_rest < first && usable >= lap_rest {
+                        self.commit(offset, lap_rest as usize, PAD_FLAG | (lap_rest as u32 - 4));
+                        *padding += lap_rest;
+                        continue;
+                    }
+                    return (copied, true);
+                }
+                take
+            };
+            // SAFETY: `take <= room <= lap_rest - RECORD_WORD_BYTES`, so the record's body lies in
+            // this lap of this ring, in free space (between the consumer's position and ours),
+            // which only this producer writes until it commits.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    bytes.as_ptr(),
+                    self.data.add(offset + RECORD_WORD_BYTES),
+                    take,
+                );
             }
-            self.write(offset + RECORD_WORD_BYTES, &bytes[..take]);
-            let record = RECORD_WORD_BYTES + take;
-            self.commit(offset, record, take as u32);
-            *free -= record as u64;
+            self.commit(offset, RECORD_WORD_BYTES + take, take as u32);
             *padding += RECORD_WORD_BYTES as u64;
             page.sent_bytes += take;
             copied += take;
         }
     }
 
+    /// Reads the consumer's position. One that is ahead of ours, more than a ring behind, or
+    /// behind the one seen before is not used: it is kept in `corrupt`, for the next send to
+    /// fail the link with (nothing of the current send is then half done).
+    fn refresh_consumer(&mut self) {
+        // SYNC: consumer-release. Acquire: the consumer is done with the space it released.
+        let consumer = SharedWord::load(self.segment.consumer(self.ring), Ordering::Acquire);
+        if consumer > self.position || self.position - consumer > self.size {
+            self.corrupt = Some(format!(
+                "peer's consumer position {consumer} is outside [{} .. {}]",
+                self.position.saturating_sub(self.size),
+                self.position
+            ));
+        } else if consumer < self.consumer_seen {
+            self.corrupt = Some(format!(
+                "peer's consumer position went back from {} to {consumer}",
+                self.consumer_seen
+            ));
+        } else {
+            self.consumer_seen = consumer;
+        }
+    }
+
+    /// The record word at `offset` of this ring.
+    fn word(&self, offset: usize) -> &AtomicU32 {
+        let offset = offset & (self.size as usize - 1) & !3;
+        // SAFETY: `offset` is masked into the ring and 4-aligned; the ring lies in the mapping
+        // that `segment` keeps alive; record words are only accessed atomically.
+        unsafe { &*(self.data.add(offset) as *const AtomicU32) }
+    }
+
     /// Commits the `len`-byte record at `offset` (its body already written) with `word`, after
     /// zeroing the word past it, and moves past it.
     fn commit(&mut self, offset: usize, len: usize, word: u32) {
-        let size = self.segment.ring_bytes();
         // The next position's word: free space (the caller kept one word for it), which the
         // consumer reads only after the commit below.
-        self.segment.ring_word(self.ring, (offset + len) & (size - 1)).store(0, Ordering::Relaxed);
+        self.word(offset + len).store(0, Ordering::Relaxed);
         // SYNC: record-commit. Release: the signals and the zero past them are visible before
         // the word that says they are there.
-        self.segment.ring_word(self.ring, offset).store(word, Ordering::Release);
+        self.word(offset).store(word, Ordering::Release);
         self.position += len as u64;
-    }
-
-    fn write(&self, offset: usize, bytes: &[u8]) {
-        assert!(offset + bytes.len() <= self.segment.ring_bytes());
-        // SAFETY: `offset..offset + len` lies in this ring and in its free space (between the
-        // consumer's position and ours), which only this producer writes until it publishes.
-        unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                self.segment.data(self.ring).add(offset),
-                bytes.len(),
-            );
-        }
     }
 }
 
 impl LinkSender for ShmSender {
     fn send(&mut self, queue: &mut PageQueue) -> Result<SendProgress, LinkError> {
-        let size = self.segment.ring_bytes() as u64;
-        let wanted =
-            self.pending.as_ref().or_else(|| queue.front()).map_or(0, |p| p.unsent().len() as u64);
-        // Read the consumer's line only when the space known free is not enough for the next
-        // page: a ping-pong then pays no cache miss on that line per send.
-        let mut consumer = self.consumer_seen;
-        if size - self.position.wrapping_sub(consumer).min(size) < wanted.min(size) {
-            // SYNC: consumer-release. Acquire: the consumer is done with the space it released.
-            consumer = SharedWord::load(self.segment.consumer(self.ring), Ordering::Acquire);
+        if let Some(reason) = self.corrupt.take() {
+            return Err(LinkError::Corrupt(reason));
         }
-        let used = self.position.wrapping_sub(consumer);
-        if used > size {
-            return Err(LinkError::Corrupt(format!(
-                "peer's consumer position {consumer} is outside [{} .. {}]",
-                self.position.saturating_sub(size),
-                self.position
-            )));
-        }
-        if consumer < self.consumer_seen {
-            return Err(LinkError::Corrupt(format!(
-                "peer's consumer position went back from {} to {consumer}",
-                self.consumer_seen
-            )));
-        }
-        self.consumer_seen = consumer;
-        let mut free = size - used;
         let mut progress = SendProgress::default();
         let mut padding = 0;
         while let Some(mut page) = self.pending.take().or_else(|| queue.pop()) {
-            let (copied, full) = self.copy_page(&mut page, &mut free, &mut padding);
+            let (copied, full) = self.copy_page(&mut page, &mut padding);
             progress.bytes += copied;
             if page.unsent().is_empty() {
                 progress.signals += page.signals;
@@ -186,16 +220,6 @@ impl LinkSender for ShmSender {
                 self.pending = Some(page);
             }
             if full {
-                // The space seen free was stale: read the consumer once more before giving up.
-                let latest = SharedWord::load(self.segment.consumer(self.ring), Ordering::Acquire);
-                if latest != self.consumer_seen
-                    && self.position.wrapping_sub(latest) <= size
-                    && latest > self.consumer_seen
-                {
-                    free += latest - self.consumer_seen;
-                    self.consumer_seen = latest;
-                    continue;
-                }
                 progress.blocked = true;
                 break;
             }
@@ -321,10 +345,10 @@ impl ShmReceiver {
                     len,
                 )
             };
-            let bytes: &[u8] = bytemuck::cast_slice(copy);
+            let body: &[u8] = bytemuck::cast_slice(copy);
             let at = self.position;
             let place = || format!("record at ring position {at}");
-            signals += crate::deliver_batch(bytes, self.limits, &place, deliver)?;
+            signals += crate::deliver_batch(body, self.limits, &place, deliver)?;
             self.position += (RECORD_WORD_BYTES + len) as u64;
         }
         Ok(signals)
@@ -379,5 +403,123 @@ impl LinkReceiver for ShmReceiver {
         let may_sleep = wake::prepare_sleep(self.segment.sleeping(self.ring), || self.has_record());
         self.armed = may_sleep;
         Ok(may_sleep)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    use signals::{gsn, BatchWriter, BlockInstance, BlockNumber, BlockRef, NodeId, Signal};
+
+    /// Both halves of ring 0 of one segment, in this thread.
+    struct Pair {
+        tx: ShmSender,
+        rx: ShmReceiver,
+        pool: Arc<PagePool>,
+        queue: PageQueue,
+        counters: Arc<LinkCounters>,
+        next: u32,
+        _socket: TcpStream,
+    }
+
+    fn pair(ring_bytes: usize) -> Pair {
+        let (segment, _file) = Segment::create("blockwire-test-ring", ring_bytes, 1, 1, 2).unwrap();
+        let segment = Arc::new(segment);
+        let pool = Arc::new(PagePool::new(64, 2048));
+        let counters = Arc::new(LinkCounters::default());
+        let wake = EventFd::new().unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let near = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (far, _) = listener.accept().unwrap();
+        let tx = ShmSender::new(
+            segment.clone(),
+            0,
+            pool.clone(),
+            counters.clone(),
+            EventFd::new().unwrap(),
+        );
+        let rx =
+            ShmReceiver::new(segment, 0, Limits::default(), counters.clone(), wake, near).unwrap();
+        Pair { tx, rx, pool, queue: PageQueue::with_capacity(64), counters, next: 0, _socket: far }
+    }
+
+    impl Pair {
+        /// Sends `n` signals of 4 data words as one batch (data word 0 numbers them); while the
+        /// ring is full, receives (checking the numbering from `expect`). Returns how often
+        /// the ring was full.
+        fn send(&mut self, n: usize, expect: &mut u32) -> usize {
+            let at = |b| BlockRef::new(NodeId::new(b).unwrap(), BlockNumber(200), BlockInstance(0));
+            let mut page = self.pool.take().unwrap();
+            let mut writer =
+                BatchWriter::resume(page.words_mut(), 0, Limits::default(), Default::default());
+            for _ in 0..n {
+                let data = [self.next, 1, 2, 3];
+                writer.push(&Signal::new(gsn::PING_REQ, at(1), at(2)).data(&data)).unwrap();
+                self.next += 1;
+            }
+            page.len_words = writer.len_bytes() / 4;
+            page.signals = n;
+            self.queue.push(page);
+            let mut full = 0;
+            while !self.queue.is_empty() || self.tx.has_pending() {
+                if self.tx.send(&mut self.queue).unwrap().blocked {
+                    full += 1;
+                    self.receive(expect);
+                }
+            }
+            while let Some(page) = self.queue.take_done() {
+                self.pool.give(page);
+            }
+            full
+        }
+
+        /// Receives everything committed; checks the numbering continues from `expect`.
+        fn receive(&mut self, expect: &mut u32) -> usize {
+            let mut got = 0;
+            loop {
+                let progress = self
+                    .rx
+                    .poll(&mut |s| {
+                        assert_eq!(s.data()[0], *expect, "signals arrive whole and in order");
+                        *expect += 1;
+                    })
+                    .unwrap();
+                if progress.signals == 0 {
+                    return got;
+                }
+                got += progress.signals;
+            }
+        }
+    }
+
+    #[test]
+    fn single_signals_and_a_stream_that_fills_the_ring_arrive_whole_and_in_order() {
+        let ring = 16 << 10;
+        let mut p = pair(ring);
+        let mut expect = 0;
+        // Ping-pong: one signal, received before the next (each page one record).
+        for _ in 0..5_000 {
+            assert_eq!(p.send(1, &mut expect), 0);
+            assert_eq!(p.receive(&mut expect), 1);
+        }
+        assert!(p.tx.position > 8 * ring as u64, "the ring wrapped again and again");
+        // A stream that keeps the consumer behind: pages split where the space known free ends,
+        // the consumer is read again, laps are padded out.
+        let mut full = 0;
+        for round in 0..500 {
+            full += p.send(64, &mut expect);
+            if round % 16 == 15 {
+                p.receive(&mut expect);
+            }
+        }
+        p.receive(&mut expect);
+        assert!(full > 10, "the ring was full {full} times");
+        assert_eq!(expect, p.next, "every signal arrived");
+        let c = p.counters.snapshot();
+        assert_eq!(c.signals_sent, u64::from(p.next));
+        assert_eq!(c.signals_received, u64::from(p.next));
+        assert_eq!(c.bytes_sent, c.bytes_received);
     }
 }
