@@ -14,9 +14,13 @@
 //! pending slot.
 
 use std::collections::VecDeque;
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
+
+use crate::counters::LinkCounters;
 
 /// One send-buffer page.
 #[derive(Debug)]
@@ -197,6 +201,50 @@ impl PagePool {
         } else {
             SendLevel::Normal
         }
+    }
+}
+
+/// A link sender's page written in part (the transport took less than all of it), finished
+/// before anything else. It dereferences to the slot, `Option<Page>`. When the sender goes (its
+/// link closed), the page returns to its pool, its unsent bytes leave the link's queued count
+/// and its signals count as dropped on the link.
+#[derive(Debug)]
+pub struct UnsentPage {
+    page: Option<Page>,
+    pool: Arc<PagePool>,
+    counters: Arc<LinkCounters>,
+}
+
+impl UnsentPage {
+    /// An empty slot for a sender of the link whose pages come from `pool`.
+    pub fn new(pool: Arc<PagePool>, counters: Arc<LinkCounters>) -> UnsentPage {
+        UnsentPage { page: None, pool, counters }
+    }
+
+    /// Drops the page now (its link is closing); returns the signals dropped with it.
+    pub fn discard(&mut self) -> usize {
+        self.pool.drop_pending(&mut self.page)
+    }
+}
+
+impl Deref for UnsentPage {
+    type Target = Option<Page>;
+
+    fn deref(&self) -> &Option<Page> {
+        &self.page
+    }
+}
+
+impl DerefMut for UnsentPage {
+    fn deref_mut(&mut self) -> &mut Option<Page> {
+        &mut self.page
+    }
+}
+
+impl Drop for UnsentPage {
+    fn drop(&mut self) {
+        let dropped = self.discard();
+        LinkCounters::add(&self.counters.signals_dropped, dropped as u64);
     }
 }
 

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use signals::{BatchWalker, Limits, SignalView, WalkError};
 
 use crate::counters::LinkCounters;
-use crate::pages::{Page, PagePool, PageQueue};
+use crate::pages::{Page, PagePool, PageQueue, UnsentPage};
 use crate::{LinkError, LinkReceiver, LinkSender, PollProgress, SendProgress};
 
 /// Most pages one `writev` takes.
@@ -39,7 +39,11 @@ pub fn split(
     let reader = stream.try_clone()?;
     let words = receive_buffer_bytes.max(limits.max_signal_words() * 4).div_ceil(4);
     Ok((
-        TcpSender { stream, pool, counters: counters.clone(), pending: None },
+        TcpSender {
+            stream,
+            counters: counters.clone(),
+            pending: UnsentPage::new(pool, counters.clone()),
+        },
         TcpReceiver {
             stream: reader,
             buffer: vec![0; words].into_boxed_slice(),
@@ -55,10 +59,9 @@ pub fn split(
 #[derive(Debug)]
 pub struct TcpSender {
     stream: TcpStream,
-    pool: Arc<PagePool>,
     counters: Arc<LinkCounters>,
     /// A page written in part; finished before anything else.
-    pending: Option<Page>,
+    pending: UnsentPage,
 }
 
 impl TcpSender {
@@ -94,7 +97,7 @@ impl TcpSender {
                 queue.finish(page);
             } else {
                 debug_assert!(self.pending.is_none() && written == 0);
-                self.pending = Some(page);
+                *self.pending = Some(page);
             }
         }
         signals
@@ -158,14 +161,7 @@ impl LinkSender for TcpSender {
     }
 
     fn discard_pending(&mut self) -> usize {
-        self.pool.drop_pending(&mut self.pending)
-    }
-}
-
-impl Drop for TcpSender {
-    fn drop(&mut self) {
-        let dropped = self.discard_pending();
-        LinkCounters::add(&self.counters.signals_dropped, dropped as u64);
+        self.pending.discard()
     }
 }
 

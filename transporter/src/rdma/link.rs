@@ -25,7 +25,7 @@ use verbs::{Wc, Write, MAX_CHAIN, WC_IMM, WRITE_IMM, WRITE_INLINE, WRITE_SIGNALE
 use super::setup::{RdmaLink, SetupMessage};
 use super::{Credit, Imm, CONTROL_RESERVE, REPOST_BATCH, SIGNAL_EVERY};
 use crate::counters::LinkCounters;
-use crate::pages::{Page, PagePool, PageQueue};
+use crate::pages::{Page, PagePool, PageQueue, UnsentPage};
 use crate::{LinkError, LinkReceiver, LinkSender, PollProgress, SendProgress};
 
 /// `IBV_WC_RECV_RDMA_WITH_IMM`.
@@ -210,9 +210,8 @@ pub(crate) fn split(
         peer,
         cur: Cursor::default(),
         stalled: false,
-        pool,
         counters: counters.clone(),
-        pending: None,
+        pending: UnsentPage::new(pool, counters.clone()),
         chain: Box::new(Chain::new()),
         writes: Box::new([Write::default(); MAX_CHAIN]),
     };
@@ -240,9 +239,8 @@ pub struct RdmaSender {
     cur: Cursor,
     /// Blocked on credits at the last call (a stall is counted once).
     stalled: bool,
-    pool: Arc<PagePool>,
     counters: Arc<LinkCounters>,
-    pending: Option<Page>,
+    pending: UnsentPage,
     /// The runs and work requests of one `send`, kept between calls so a send zeroes nothing
     /// (under an emulated CPU a per-call memset of these was a visible part of a round trip).
     chain: Box<Chain>,
@@ -462,7 +460,7 @@ impl LinkSender for RdmaSender {
                 progress.signals += page.signals;
                 queue.finish(page);
             } else {
-                self.pending = Some(page);
+                *self.pending = Some(page);
             }
             if full {
                 blocked = true;
@@ -502,14 +500,7 @@ impl LinkSender for RdmaSender {
     }
 
     fn discard_pending(&mut self) -> usize {
-        self.pool.drop_pending(&mut self.pending)
-    }
-}
-
-impl Drop for RdmaSender {
-    fn drop(&mut self) {
-        let dropped = self.discard_pending();
-        LinkCounters::add(&self.counters.signals_dropped, dropped as u64);
+        self.pending.discard()
     }
 }
 

@@ -33,7 +33,7 @@ use signals::{Limits, SignalView};
 use super::layout::Segment;
 use super::wake;
 use crate::counters::LinkCounters;
-use crate::pages::{Page, PagePool, PageQueue};
+use crate::pages::{Page, PagePool, PageQueue, UnsentPage};
 use crate::poller::EventFd;
 use crate::sync::{Ordering, SharedWord};
 use crate::{LinkError, LinkReceiver, LinkSender, PollProgress, SendProgress};
@@ -57,9 +57,8 @@ pub struct ShmSender {
     position: u64,
     /// The consumer position last read (space before it is known free).
     consumer_seen: u64,
-    pool: Arc<PagePool>,
     counters: Arc<LinkCounters>,
-    pending: Option<Page>,
+    pending: UnsentPage,
     peer_wake: EventFd,
     /// Why the consumer's position last read was refused: the next send fails the link.
     corrupt: Option<String>,
@@ -86,9 +85,8 @@ impl ShmSender {
             size,
             position: 0,
             consumer_seen: 0,
-            pool,
+            pending: UnsentPage::new(pool, counters.clone()),
             counters,
-            pending: None,
             peer_wake,
             corrupt: None,
         }
@@ -217,7 +215,7 @@ impl LinkSender for ShmSender {
                 progress.signals += page.signals;
                 queue.finish(page);
             } else {
-                self.pending = Some(page);
+                *self.pending = Some(page);
             }
             if full {
                 progress.blocked = true;
@@ -242,14 +240,7 @@ impl LinkSender for ShmSender {
     }
 
     fn discard_pending(&mut self) -> usize {
-        self.pool.drop_pending(&mut self.pending)
-    }
-}
-
-impl Drop for ShmSender {
-    fn drop(&mut self) {
-        let dropped = self.discard_pending();
-        LinkCounters::add(&self.counters.signals_dropped, dropped as u64);
+        self.pending.discard()
     }
 }
 
