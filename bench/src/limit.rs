@@ -1,5 +1,7 @@
 //! The physical references every other figure is compared with, measured in the same run:
-//! a cache-line ping-pong between two threads (the floor for any shared-memory hand-off), and a
+//! a cache-line ping-pong between two threads (the floor for any shared-memory hand-off), the
+//! shared-memory ring's commit protocol alone between two threads (what the protocol adds to
+//! that floor, before any of our software), and a
 //! bare TCP_NODELAY socket ping-pong over loopback, busy-polling a non-blocking socket (spin) or
 //! blocking in `read` (sleep), plus a bare socket stream that sends one message per `write`.
 
@@ -48,6 +50,91 @@ pub fn cache_line_pingpong(plan: &Plan) -> Histogram<u64> {
             std::hint::spin_loop();
         }
         if i > plan.warmup {
+            record(&mut h, start.elapsed());
+        }
+    }
+    let _ = echo.join();
+    h
+}
+
+/// Bytes of each direction's ring in [`ring_protocol_pingpong`].
+const PROTOCOL_RING_BYTES: usize = 1 << 20;
+
+/// One direction of [`ring_protocol_pingpong`]: the shared-memory transporter's commit
+/// protocol alone, on words of this process's memory.
+struct ProtocolRing {
+    words: Box<[std::sync::atomic::AtomicU32]>,
+}
+
+impl ProtocolRing {
+    fn new() -> ProtocolRing {
+        let words = (0..PROTOCOL_RING_BYTES / 4).map(|_| Default::default()).collect();
+        ProtocolRing { words }
+    }
+
+    fn word(&self, at: usize) -> &std::sync::atomic::AtomicU32 {
+        &self.words[at & (self.words.len() - 1)]
+    }
+
+    /// Producer: the body, the zero word past the record, then the record's word (release).
+    /// Returns the next position, in words.
+    fn commit(&self, at: usize, body: &[u32]) -> usize {
+        for (i, &w) in body.iter().enumerate() {
+            self.word(at + 1 + i).store(w, Ordering::Relaxed);
+        }
+        let next = at + 1 + body.len();
+        self.word(next).store(0, Ordering::Relaxed);
+        // SYNC: protocol-commit. Release: the body and the zero are visible before the word.
+        self.word(at).store(body.len() as u32 * 4, Ordering::Release);
+        next
+    }
+
+    /// Consumer: spins until the record at `at` is committed, copies its body into `into`;
+    /// returns the next position, in words.
+    fn take(&self, at: usize, into: &mut [u32]) -> usize {
+        loop {
+            // SYNC: protocol-commit (acquire side).
+            let len = self.word(at).load(Ordering::Acquire) as usize / 4;
+            if len > 0 {
+                for (i, w) in into.iter_mut().enumerate().take(len) {
+                    *w = self.word(at + 1 + i).load(Ordering::Relaxed);
+                }
+                return at + 1 + len;
+            }
+            std::hint::spin_loop();
+        }
+    }
+}
+
+/// Round trips of a `record_bytes`-byte record (its word included) between two threads, through
+/// the shared-memory ring's commit protocol and nothing else: the producer writes the body,
+/// zeroes the word past it and release-stores the record's word; the consumer spins on that word
+/// and copies the body out. No pages, no walker, no block: what the protocol itself costs on
+/// lines that move forward every hop, beside the cache-line ping-pong.
+pub fn ring_protocol_pingpong(plan: &Plan, record_bytes: usize) -> Histogram<u64> {
+    let body_words = (record_bytes / 4).saturating_sub(1).clamp(1, 64);
+    let (there, back) = (Arc::new(ProtocolRing::new()), Arc::new(ProtocolRing::new()));
+    let total = plan.warmup + plan.count;
+    let (t, b) = (there.clone(), back.clone());
+    let cpu = plan.cpus.1;
+    let echo = std::thread::spawn(move || {
+        pin(cpu);
+        let mut body = vec![0u32; body_words];
+        let (mut read, mut write) = (0, 0);
+        for _ in 0..total {
+            read = t.take(read, &mut body);
+            write = b.commit(write, &body);
+        }
+    });
+    pin(plan.cpus.0);
+    let mut body: Vec<u32> = (1..=body_words as u32).collect();
+    let (mut read, mut write) = (0, 0);
+    let mut h = histogram();
+    for i in 0..total {
+        let start = Instant::now();
+        write = there.commit(write, &body);
+        read = back.take(read, &mut body);
+        if i >= plan.warmup {
             record(&mut h, start.elapsed());
         }
     }

@@ -465,6 +465,10 @@ fn run_limit(c: &Common) -> Result<(), String> {
     let p = plan(c)?;
     let mut rows = Vec::new();
     latency(c, &mut rows, "limit cache-line 2 threads", &limit::cache_line_pingpong(&p))?;
+    // The record of one signal of this size, its word included.
+    let record = 4 + message_bytes(c.size, c.section_bytes);
+    let protocol = limit::ring_protocol_pingpong(&p, record);
+    latency(c, &mut rows, &format!("limit ring protocol {record}-byte records"), &protocol)?;
     let lines = limit::cache_line_pingpong_processes(&p).map_err(|e| e.to_string())?;
     latency(c, &mut rows, "limit cache-line 2 processes", &lines)?;
     let wake = limit::eventfd_wake_pingpong(&p).map_err(|e| e.to_string())?;

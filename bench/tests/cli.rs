@@ -317,6 +317,8 @@ fn limit_measures_every_physical_reference() {
         cases,
         [
             "limit cache-line 2 threads",
+            // A 4-word signal's record: its word, a 4-word header, 4 data words.
+            "limit ring protocol 36-byte records",
             "limit cache-line 2 processes",
             "limit eventfd wake 2 threads",
             "limit futex wake 2 threads",
