@@ -84,6 +84,40 @@ pub struct LinkCounters {
     pub cq_events: u64,
 }
 
+impl LinkCounters {
+    /// How many counters a link has (after its peer).
+    pub const COUNT: usize = 7;
+
+    /// The counters, in the order of the statistics signal and of the printed table.
+    pub fn values(&self) -> [u64; LinkCounters::COUNT] {
+        [
+            self.signals,
+            self.bytes,
+            self.batches,
+            self.wakeups_sent,
+            self.send_buffer_high_water_bytes,
+            self.receiver_sleeps,
+            self.cq_events,
+        ]
+    }
+
+    /// The counters of `peer` from `values` in the order of [`LinkCounters::values`].
+    pub fn from_values(peer: Option<NodeId>, values: [u64; LinkCounters::COUNT]) -> LinkCounters {
+        let [signals, bytes, batches, wakeups_sent, send_buffer_high_water_bytes, receiver_sleeps, cq_events] =
+            values;
+        LinkCounters {
+            peer,
+            signals,
+            bytes,
+            batches,
+            wakeups_sent,
+            send_buffer_high_water_bytes,
+            receiver_sleeps,
+            cq_events,
+        }
+    }
+}
+
 /// Supplies per-link counters (implemented by the transporter registry).
 pub trait LinkStatsSource: Send + Sync + std::fmt::Debug {
     /// Calls `each` once per link.

@@ -319,15 +319,9 @@ fn print_report(node: NodeId, report: &StatsReport) {
     );
     for l in &report.links {
         let peer = l.peer.map_or("-".to_string(), |p| p.to_string());
+        let [signals, bytes, batches, wakeups, high_water, sleeps, cq_events] = l.values();
         println!(
-            "{peer:<8} {:>14} {:>14} {:>10} {:>12} {:>18} {:>12} {:>10}",
-            l.signals,
-            l.bytes,
-            l.batches,
-            l.wakeups_sent,
-            l.send_buffer_high_water_bytes,
-            l.receiver_sleeps,
-            l.cq_events
+            "{peer:<8} {signals:>14} {bytes:>14} {batches:>10} {wakeups:>12} {high_water:>18} {sleeps:>12} {cq_events:>10}"
         );
     }
     for (owner, value) in &report.named {

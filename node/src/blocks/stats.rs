@@ -23,7 +23,7 @@ use crate::block::{Block, Context};
 use crate::stats::{LinkCounters, NodeStats, ThreadSnapshot};
 
 const THREAD_WORDS: usize = 12;
-const LINK_WORDS: usize = 15;
+const LINK_WORDS: usize = 1 + 2 * LinkCounters::COUNT;
 const NAMED_WORDS: usize = 3;
 
 /// The statistics block.
@@ -79,15 +79,7 @@ impl Statistics {
         self.node_stats.for_each_link(&mut |l: LinkCounters| {
             if links.len() + LINK_WORDS <= cap {
                 links.push(l.peer.map_or(0, |p| p.get() as u32));
-                for v in [
-                    l.signals,
-                    l.bytes,
-                    l.batches,
-                    l.wakeups_sent,
-                    l.send_buffer_high_water_bytes,
-                    l.receiver_sleeps,
-                    l.cq_events,
-                ] {
+                for v in l.values() {
                     push_u64(links, v);
                 }
                 counts[1] += 1;
@@ -180,15 +172,9 @@ impl StatsReport {
             .collect();
         let links = s1
             .chunks_exact(LINK_WORDS)
-            .map(|w| LinkCounters {
-                peer: NodeId::new(w[0]),
-                signals: read_u64(w, 1),
-                bytes: read_u64(w, 3),
-                batches: read_u64(w, 5),
-                wakeups_sent: read_u64(w, 7),
-                send_buffer_high_water_bytes: read_u64(w, 9),
-                receiver_sleeps: read_u64(w, 11),
-                cq_events: read_u64(w, 13),
+            .map(|w| {
+                let values = std::array::from_fn(|i| read_u64(w, 1 + 2 * i));
+                LinkCounters::from_values(NodeId::new(w[0]), values)
             })
             .collect();
         let mut named_out = Vec::new();
