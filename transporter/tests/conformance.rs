@@ -238,7 +238,10 @@ fn send_garbage(stream: &mut TcpStream, raw: &Raw) {
     match raw {
         Raw::Shm(link) => shm_publish(link, 64, &[0xEE; 64]),
         #[cfg(feature = "rdma")]
-        Raw::Rdma(link) => rdma_publish(link, 64, &[0xEE; 64]),
+        Raw::Rdma(link) => {
+            let head = transporter::rdma::FrameHead { wrapped: false, len: 64 }.encode();
+            rdma_frame(link, 0, 1, head, &[0xEE; 64], false)
+        }
         Raw::Tcp => stream.write_all(&[0xEE; 64]).unwrap(),
     }
 }

@@ -1,6 +1,7 @@
-//! RDMA-only cases, beside the conformance suite (which runs over RDMA too): untrusted
-//! immediates and credit words, a queue pair in error, credits on a one-way stream, receive
-//! requests re-posted under a burst, and the clear error where there is no device.
+//! RDMA-only cases, beside the conformance suite (which runs over RDMA too): untrusted frames,
+//! credit and posted words, a frame taken only when whole, a queue pair in error, credits on a
+//! one-way stream, receive requests re-posted under a burst of wakeups, and the clear error
+//! where there is no device.
 //!
 //! They need a verbs device: `scripts/test.sh` runs them inside `scripts/rxe-vm.sh` (soft-RoCE);
 //! on a host without one they say skipped, except the no-device case, which runs there.
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use common::*;
 use signals::{gsn, Limits, Signal};
 use transporter::handshake::Hello;
-use transporter::rdma::{Credit, Imm};
+use transporter::rdma::{Credit, FrameHead};
 use transporter::{
     LinkCounters, LinkEvent, LinkReceiver, PagePool, Registry, RegistryError, TransportKind,
 };
@@ -54,36 +55,101 @@ fn poke(five: &Registry) {
     }
 }
 
+/// The wire bytes of one PING_REQ signal carrying `data`.
+fn ping_bytes(data: &[u32]) -> Vec<u8> {
+    let mut page = vec![0u32; 64];
+    let mut w = signals::BatchWriter::new(&mut page, Limits::default(), Default::default());
+    w.push(&Signal::new(gsn::PING_REQ, block(3), block(5)).data(data)).unwrap();
+    w.bytes().to_vec()
+}
+
 #[test]
-fn garbage_immediates_and_credits_close_the_link() {
+fn garbage_frames_credits_and_posted_words_close_the_link() {
     if skip(RDMA) {
         return;
     }
-    let wrapped = |len| Imm { wrapped: true, len }.encode();
-    let cases: [(u32, usize, &str); 5] = [
-        (6, 8, "not whole words"),
-        (1 << 20, 64, "past the end of the lap"),
-        (wrapped(64), 64, "says it wrapped, but it is at a lap start"),
-        (64, 64, "malformed"),
-        (0, 0, "peer's credit"),
+    let head = |wrapped, len: usize| FrameHead { wrapped, len: len as u32 }.encode();
+    let ping = ping_bytes(&[7]);
+    let cases = [
+        "says it wrapped",
+        "malformed",
+        "does not say it wrapped",
+        "peer's credit",
+        "posted position",
     ];
-    for (imm, len, needle) in cases {
+    for needle in cases {
         let (five, stop, receiver) = node_five();
         let (_socket, link) = raw_rdma(&five);
         wait_event(five.events(), Duration::from_secs(5), connected(3));
-        if needle == "peer's credit" {
-            // A credit word claiming more ring consumed than node 5 ever wrote.
-            let word = Credit { consumed: 1 << 20, posted: 256 }.encode();
-            rdma_write_credit(&link, word);
-            poke(&five);
-        } else {
-            rdma_publish(&link, imm, &vec![0xEE; len]);
+        match needle {
+            // A whole frame at position 0 that says it skipped a lap.
+            "says it wrapped" => rdma_frame(&link, 0, 1, head(true, 64), &[0xEE; 64], false),
+            // A whole frame whose body is not signals.
+            "malformed" => rdma_frame(&link, 0, 1, head(false, 64), &[0xEE; 64], false),
+            // A good first frame, then the second at the lap start without the wrapped flag.
+            "does not say it wrapped" => {
+                rdma_frame(&link, 0, 1, head(false, ping.len()), &ping, false);
+                let start = Instant::now();
+                while five.counters(node(3)).unwrap().signals_received == 0 {
+                    assert!(start.elapsed() < Duration::from_secs(10), "frame 1 not taken");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                rdma_frame(&link, 0, 2, head(false, ping.len()), &ping, false);
+            }
+            "peer's credit" => {
+                // A credit word claiming more ring consumed than node 5 ever wrote.
+                let word = Credit { consumed: 1 << 20, posted: 256 }.encode();
+                rdma_write_credit(&link, word);
+                poke(&five);
+            }
+            _ => {
+                // Our posted word says a terabyte was posted: node 5's receiver reads it when it
+                // announces its next sleep, after taking a frame.
+                let at = link.ring_bytes + transporter::rdma::POSTED_AT;
+                // SAFETY: the control line after the raw peer's own ring; the test owns it.
+                unsafe { link.ring.as_ptr().add(at).cast::<u64>().write_volatile(1 << 40) };
+                rdma_frame(&link, 0, 1, head(false, ping.len()), &ping, false);
+            }
         }
         let reason = failure_reason(&five, Duration::from_secs(10));
-        assert!(reason.contains(needle), "imm {imm:#x}: {reason}");
+        assert!(reason.contains(needle), "{needle}: {reason}");
         stop.store(true, Ordering::Relaxed);
         receiver.join().unwrap();
     }
+}
+
+#[test]
+fn a_frame_is_taken_only_when_whole() {
+    if skip(RDMA) {
+        return;
+    }
+    let (five, stop, receiver) = node_five();
+    let (_socket, link) = raw_rdma(&five);
+    wait_event(five.events(), Duration::from_secs(5), connected(3));
+    let ping = ping_bytes(&[1, 2, 3]);
+    let head = FrameHead { wrapped: false, len: ping.len() as u32 }.encode();
+    let received = || five.counters(node(3)).unwrap().signals_received;
+    // Head, body and tail are there, but the checksum does not match (as when part of the
+    // frame is still an older lap's bytes): it is not taken, and it is no error.
+    rdma_frame(&link, 0, 1, head, &ping, true);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(received(), 0);
+    // The rest of an older frame with the right number somewhere else is not taken either.
+    rdma_frame(&link, 512, 1, head, &ping, false);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(received(), 0);
+    assert!(five.events().try_recv().is_err(), "no event: the link is up");
+    // Once the frame at the receiver's position is whole, it is taken.
+    rdma_frame(&link, 0, 1, head, &ping, false);
+    let start = Instant::now();
+    while received() == 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "the whole frame was not taken");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(received(), 1);
+    assert_eq!(five.counters(node(3)).unwrap().failures, 0);
+    stop.store(true, Ordering::Relaxed);
+    receiver.join().unwrap();
 }
 
 #[test]
@@ -113,9 +179,13 @@ fn queue_pair_error_fails_the_link_then_it_reconnects() {
     }
     assert_eq!(got, (0..10).collect::<Vec<_>>());
     // The queue pair goes to the error state (as after a fatal device error): every posted
-    // receive request completes flushed, and the next poll fails the link with the reason.
+    // receive request completes flushed, and a poll fails the link with the reason.
     rx.force_queue_pair_error().unwrap();
-    let e = rx.poll(&mut |_| {}).unwrap_err().to_string();
+    // An awake receiver looks at its completion queue every few polls.
+    let e = (0..64)
+        .find_map(|_| rx.poll(&mut |_| {}).err())
+        .expect("the queue pair error fails the link within a few polls")
+        .to_string();
     assert!(e.contains("rdma: receive completion failed: Work Request Flushed Error"), "{e}");
     // Failing the link closes it: node 5 sees the hang-up at once and fails its side too.
     drop((rx, handle));
@@ -194,25 +264,38 @@ fn one_way_stream_gets_credits_back_without_reverse_traffic() {
 }
 
 #[test]
-fn receive_requests_are_reposted_under_a_burst() {
+fn receive_requests_are_reposted_under_a_burst_of_wakeups() {
     if skip(RDMA) {
         return;
     }
     let (one, two, checker) = pair(RDMA, |_| {});
-    // 3,000 writes of one signal each: far more than the 256 receive requests posted at once.
+    // Each signal goes to a receiver that is asleep, so each is written WITH IMMEDIATE and uses
+    // one receive request: 400 of them, more than the 256 posted at the start.
+    let rounds = 400u64;
     let mut send = one.send_buffers();
     let mut storage = transporter::stream::StreamStorage::default();
-    for seq in 0..3000u64 {
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let start = Instant::now();
+        while !done() {
+            assert!(start.elapsed() < Duration::from_secs(20), "{what}");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    };
+    for seq in 0..rounds {
+        let sleeps = two.counters(node(1)).unwrap().sleeps;
+        wait("node 2 does not fall asleep", &|| two.counters(node(1)).unwrap().sleeps > sleeps);
         storage.with_signal(seq, block(1), block(2), |s| send.pack(node(2), s)).unwrap();
         send.flush();
-        while send.has_unsent() {
-            send.flush();
-        }
+        checker.wait_for(seq + 1, Duration::from_secs(20));
     }
-    checker.wait_for(3000, Duration::from_secs(60));
     let got = two.counters(node(1)).unwrap();
-    assert!(got.batches_received >= 2500, "{got:?}");
-    assert!(got.recv_reposts >= got.batches_received - 256, "{got:?}");
+    let sent = one.counters(node(2)).unwrap();
+    assert_eq!(got.signals_received, rounds);
+    assert!(got.recv_reposts >= rounds - 256, "{got:?}");
+    // Every signal found its receiver asleep: most were woken by a CQ event (an event that
+    // comes as the receiver is arming is caught by its poll after arming, and raises none).
+    assert!(got.cq_events >= rounds / 2, "{got:?}");
+    assert_eq!(sent.failures, 0);
 }
 
 #[test]

@@ -42,6 +42,7 @@ _Static_assert(sizeof(struct bw_write) == 48, "bw_write is 48 bytes");
 #define BW_WRITE_SIGNALED 1u
 #define BW_WRITE_INLINE 2u
 #define BW_WRITE_IMM 4u
+#define BW_WRITE_READ 8u /* RDMA READ: the remote span is copied into the local one */
 #define BW_MAX_CHAIN 8
 
 size_t bw_wc_size(void) { return sizeof(struct bw_wc); }
@@ -165,7 +166,7 @@ int bw_qp_to_init(struct ibv_qp *qp, uint8_t port)
 	a.qp_state = IBV_QPS_INIT;
 	a.pkey_index = 0;
 	a.port_num = port;
-	a.qp_access_flags = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE;
+	a.qp_access_flags = IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_REMOTE_WRITE | IBV_ACCESS_REMOTE_READ;
 	return rc(ibv_modify_qp(qp, &a,
 				IBV_QP_STATE | IBV_QP_PKEY_INDEX | IBV_QP_PORT | IBV_QP_ACCESS_FLAGS));
 }
@@ -218,7 +219,7 @@ int bw_qp_to_error(struct ibv_qp *qp)
 	return rc(ibv_modify_qp(qp, &a, IBV_QP_STATE));
 }
 
-/* Posts `n` (1..=BW_MAX_CHAIN) RDMA WRITEs as one chain: one doorbell. */
+/* Posts `n` (1..=BW_MAX_CHAIN) RDMA WRITEs (or READs) as one chain: one doorbell. */
 int bw_post_writes(struct ibv_qp *qp, const struct bw_write *w, int n)
 {
 	struct ibv_send_wr wr[BW_MAX_CHAIN];
@@ -234,7 +235,9 @@ int bw_post_writes(struct ibv_qp *qp, const struct bw_write *w, int n)
 		wr[i].sg_list = &sge[i];
 		wr[i].num_sge = w[i].length ? 1 : 0;
 		wr[i].next = i + 1 < n ? &wr[i + 1] : NULL;
-		if (w[i].flags & BW_WRITE_IMM) {
+		if (w[i].flags & BW_WRITE_READ) {
+			wr[i].opcode = IBV_WR_RDMA_READ;
+		} else if (w[i].flags & BW_WRITE_IMM) {
 			wr[i].opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
 			wr[i].imm_data = htonl(w[i].imm);
 		} else {

@@ -65,7 +65,7 @@ const _: () = assert!(std::mem::size_of::<Wc>() == 32);
 /// A completion carried an immediate value.
 pub const WC_IMM: u32 = 1;
 
-/// One RDMA WRITE to post (the shim's `struct bw_write`).
+/// One RDMA WRITE (or, with [`WRITE_READ`], READ) to post (the shim's `struct bw_write`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Write {
@@ -73,7 +73,7 @@ pub struct Write {
     pub wr_id: u64,
     /// Source address in registered memory (or any memory, when inline).
     pub local_addr: u64,
-    /// Destination address in the peer's registered memory.
+    /// Destination address in the peer's registered memory (the source, for a READ).
     pub remote_addr: u64,
     /// Bytes to write.
     pub length: u32,
@@ -83,7 +83,7 @@ pub struct Write {
     pub rkey: u32,
     /// The immediate value, host order (with [`WRITE_IMM`]).
     pub imm: u32,
-    /// [`WRITE_SIGNALED`] | [`WRITE_INLINE`] | [`WRITE_IMM`].
+    /// [`WRITE_SIGNALED`] | [`WRITE_INLINE`] | [`WRITE_IMM`], or [`WRITE_READ`].
     pub flags: u32,
     /// Zero.
     pub pad: u32,
@@ -96,6 +96,9 @@ pub const WRITE_SIGNALED: u32 = 1;
 pub const WRITE_INLINE: u32 = 2;
 /// RDMA WRITE WITH IMMEDIATE (consumes a receive request at the peer).
 pub const WRITE_IMM: u32 = 4;
+/// RDMA READ instead of a write: `length` bytes at `remote_addr` are copied to `local_addr`
+/// (never inline; the queue pair allows one READ in flight).
+pub const WRITE_READ: u32 = 8;
 /// The longest chain `bw_post_writes` takes.
 pub const MAX_CHAIN: usize = 8;
 
@@ -103,6 +106,8 @@ pub const MAX_CHAIN: usize = 8;
 pub const ACCESS_LOCAL_WRITE: c_int = 1;
 /// `IBV_ACCESS_REMOTE_WRITE`.
 pub const ACCESS_REMOTE_WRITE: c_int = 2;
+/// `IBV_ACCESS_REMOTE_READ`.
+pub const ACCESS_REMOTE_READ: c_int = 4;
 
 /// `IBV_WC_RECV_RDMA_WITH_IMM`.
 pub const WC_OPCODE_RECV_RDMA_WITH_IMM: u32 = 129;

@@ -21,7 +21,7 @@ use std::ptr::NonNull;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
-pub use ffi::{Wc, Write, MAX_CHAIN, WC_IMM, WRITE_IMM, WRITE_INLINE, WRITE_SIGNALED};
+pub use ffi::{Wc, Write, MAX_CHAIN, WC_IMM, WRITE_IMM, WRITE_INLINE, WRITE_READ, WRITE_SIGNALED};
 
 /// What went wrong in a verbs call.
 #[derive(Debug, thiserror::Error)]
@@ -216,18 +216,14 @@ impl Device {
         self.mtu
     }
 
-    /// Registers `bytes` of fresh zeroed, page-aligned memory; `remote_write` lets the peer
-    /// RDMA-WRITE into it.
-    pub fn register(
-        self: &Arc<Self>,
-        bytes: usize,
-        remote_write: bool,
-    ) -> Result<Region, VerbsError> {
+    /// Registers `bytes` of fresh zeroed, page-aligned memory; `remote` lets the peer RDMA-WRITE
+    /// into it and RDMA-READ from it.
+    pub fn register(self: &Arc<Self>, bytes: usize, remote: bool) -> Result<Region, VerbsError> {
         let mut map = memmap2::MmapMut::map_anon(bytes.max(1))
             .map_err(|e| VerbsError::Call { op: "mmap", source: e })?;
         let mut access = ffi::ACCESS_LOCAL_WRITE;
-        if remote_write {
-            access |= ffi::ACCESS_REMOTE_WRITE;
+        if remote {
+            access |= ffi::ACCESS_REMOTE_WRITE | ffi::ACCESS_REMOTE_READ;
         }
         let (mut lkey, mut rkey) = (0u32, 0u32);
         // SAFETY: the mapping is ours and lives in the Region as long as the registration.

@@ -1,38 +1,50 @@
 //! The two halves of an RDMA link (see the protocol in `mod.rs`).
 //!
-//! [`RdmaSender`] copies whole signals into the staging mirror of the peer's ring and posts one
-//! chain per `send`: the credit word when it is due (piggybacked), then one WRITE WITH IMMEDIATE
-//! per contiguous run (two when the lap wraps). It stops, and says blocked, when the peer's ring
-//! space or receive requests (its credits) or the send queue run out.
+//! [`RdmaSender`] copies whole signals into frames in the staging mirror of the peer's ring and
+//! posts one chain per `send`: the credit word when it is due (piggybacked), then one RDMA
+//! WRITE per frame (two when the lap wraps), the last one WITH IMMEDIATE when the peer's
+//! receiver announced a sleep this side has not answered. It stops, and says blocked, when the
+//! peer's ring space (its credits) or the send queue run out.
 //!
-//! [`RdmaReceiver`] takes receive completions in order; each one's immediate says how many bytes
-//! arrived at its ring position (after skipping the rest of the lap when flagged). Everything
-//! the peer controls is untrusted: an immediate that is not whole words, shorter than a signal
-//! or past the end of the lap, a completion of the wrong kind, or a malformed batch closes the
-//! link; the data is copied out of the ring (which the peer can write at any time) before it is
-//! walked. One poll takes a bounded number of completions.
+//! [`RdmaReceiver`] takes frames from its ring memory in order; it drains its receive CQ (the
+//! wake writes' completions) now and then and before sleeping, and announces each sleep to
+//! the sender (sleep epoch, then an RDMA READ of the sender's posted word). Everything the
+//! peer controls is untrusted: a frame is taken only when whole (head, tail and checksum
+//! agree), is copied out of the ring (which the peer can write at any time) before it is
+//! walked, and a malformed body, a wrapped flag at a lap start, a completion of the wrong kind,
+//! or a posted word outside the ring closes the link. One poll takes a bounded number of frames.
 
 use std::io;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use signals::{Limits, SignalView};
-use verbs::{Wc, Write, MAX_CHAIN, WC_IMM, WRITE_IMM, WRITE_INLINE, WRITE_SIGNALED};
+use verbs::{Wc, Write, MAX_CHAIN, WRITE_IMM, WRITE_INLINE, WRITE_READ, WRITE_SIGNALED};
 
 use super::setup::{RdmaLink, SetupMessage};
-use super::{Credit, Imm, CONTROL_RESERVE, REPOST_BATCH, SIGNAL_EVERY};
+use super::{
+    frame_checksum, frame_seq, Credit, FrameHead, CONTROL_RESERVE, CREDIT_AT, FRAME_HEAD,
+    FRAME_TAIL, POSTED_AT, REPOST_BATCH, SIGNAL_EVERY, SLEEP_AT,
+};
 use crate::counters::LinkCounters;
 use crate::pages::{Page, PagePool, PageQueue, UnsentPage};
 use crate::{LinkError, LinkReceiver, LinkSender, PollProgress, SendProgress};
 
 /// `IBV_WC_RECV_RDMA_WITH_IMM`.
 const RECV_RDMA_WITH_IMM: u32 = 129;
-/// Completions taken per poll call, and at most this many calls per `poll`.
+/// Receive completions taken per CQ poll.
 const POLL_BATCH: usize = 32;
-const POLLS_PER_CALL: usize = 4;
+/// Frames taken per `poll`, at most.
+const FRAMES_PER_POLL: usize = 64;
+/// An awake receiver drains its receive CQ every this many polls (wake writes are rare; a
+/// queue pair in error shows there too), and always before sleeping.
+const CQ_EVERY: u32 = 16;
+/// `wr_id` bit of the RDMA READ of a sleep announcement (the low 32 bits count the requests
+/// its completion covers, as for every signalled request).
+const READ_TAG: u64 = 1 << 63;
 
 /// What both halves share: the verbs objects (the endpoint first, so it is destroyed before the
 /// memory the NIC writes), and the send queue's bookkeeping.
@@ -48,7 +60,7 @@ struct Shared {
     counters: Arc<LinkCounters>,
 }
 
-/// The send queue, used by the sender (data) and the receiver (credit-only writes).
+/// The send queue, used by the sender (data) and the receiver (credit and sleep writes).
 #[derive(Debug)]
 struct PostState {
     /// Work requests posted and not yet known complete.
@@ -63,6 +75,8 @@ struct PostState {
     /// When the send queue last made progress (a completion, or the first signalled request
     /// after none was pending).
     progress_at: Instant,
+    /// A sleep announcement's READ is posted and has not completed.
+    read_pending: bool,
     /// Where send completions are polled into (kept, so a reap zeroes nothing).
     wcs: [Wc; 16],
 }
@@ -78,9 +92,35 @@ fn rdma_err(what: &str, e: impl std::fmt::Display) -> LinkError {
     LinkError::Rdma(format!("{what}: {e}"))
 }
 
+/// The aligned 64-bit word at `at` bytes into `base` (a registered region the NIC may write).
+///
+/// # Safety
+/// `base + at` must be 8-aligned and inside a live region.
+unsafe fn word64<'a>(base: *mut u8, at: usize) -> &'a AtomicU64 {
+    // SAFETY: the caller's promise; AtomicU64 has the layout of u64.
+    unsafe { &*base.add(at).cast::<AtomicU64>() }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, PostState> {
         self.post.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A word of our ring region's control line (after the ring).
+    fn control(&self, at: usize) -> &AtomicU64 {
+        debug_assert!(at % 8 == 0 && at < super::setup::CREDIT_LINE);
+        // SAFETY: the ring region is the ring (a power of two, page-aligned) plus a 64-byte
+        // control line; `at` is an 8-aligned offset in that line.
+        unsafe { word64(self.link.ring.as_ptr(), self.link.ring_bytes + at) }
+    }
+
+    /// A word of the staging region's control line (sources and destinations of control
+    /// requests, after the mirror of the peer's ring).
+    fn staging_control(&self, at: usize) -> (&AtomicU64, u64) {
+        let off = self.link.peer.ring_bytes as usize + at;
+        // SAFETY: the staging region is the peer's ring size plus a 64-byte control line.
+        let w = unsafe { word64(self.link.staging.as_ptr(), off) };
+        (w, self.link.staging.addr() + off as u64)
     }
 
     /// Takes send completions: frees send-queue slots, and fails on any error completion.
@@ -97,10 +137,13 @@ impl Shared {
                         wc.status
                     )));
                 }
-                let covered = u32::try_from(wc.wr_id).unwrap_or(u32::MAX);
+                let covered = (wc.wr_id & u64::from(u32::MAX)) as u32;
                 assert!(covered <= st.outstanding, "a completion covers more than was posted");
                 st.outstanding -= covered;
                 st.signaled = st.signaled.saturating_sub(1);
+                if wc.wr_id & READ_TAG != 0 {
+                    st.read_pending = false;
+                }
             }
             if n > 0 {
                 st.progress_at = Instant::now();
@@ -131,18 +174,16 @@ impl Shared {
         bytes >= self.link.ring_bytes / 8 || requests >= self.link.recv_depth / 8
     }
 
-    /// The credit write of `word` (inline: the value is copied when posted).
-    fn credit_write(&self, word: u64) -> Write {
-        let at = self.link.peer.ring_bytes as usize;
-        let slot = self.link.staging.as_ptr().wrapping_add(at).cast::<AtomicU64>();
-        // SAFETY: the staging region is the peer ring's size plus a 64-byte credit line, so
-        // `slot` is in it and 8-aligned (the mapping is page-aligned, `at` a power of two); only
-        // this side writes it, under the post lock; the NIC reads it.
-        unsafe { (*slot).store(word, Ordering::Release) };
+    /// A plain write of the 8-byte `value` into the peer's control word at `at` (inline when
+    /// the NIC allows: the value is copied when posted).
+    fn control_write(&self, at: usize, value: u64) -> Write {
+        let (slot, addr) = self.staging_control(at);
+        // Only this side writes its staging control line, under the post lock; the NIC reads it.
+        slot.store(value, Ordering::Release);
         Write {
             wr_id: 0,
-            local_addr: self.link.staging.addr() + at as u64,
-            remote_addr: self.link.peer.credit_addr,
+            local_addr: addr,
+            remote_addr: self.link.peer.credit_addr + at as u64,
             length: 8,
             lkey: self.link.staging.lkey(),
             rkey: self.link.peer.ring_rkey,
@@ -152,14 +193,20 @@ impl Shared {
         }
     }
 
-    /// Posts `writes` as one chain, signalling the last one every [`SIGNAL_EVERY`] requests.
+    /// The credit write of `word`.
+    fn credit_write(&self, word: u64) -> Write {
+        self.control_write(CREDIT_AT, word)
+    }
+
+    /// Posts `writes` as one chain, signalling the last one every [`SIGNAL_EVERY`] requests
+    /// (or when the caller signalled it already: a READ).
     fn post(&self, st: &mut PostState, writes: &mut [Write]) -> Result<(), LinkError> {
         let n = writes.len() as u32;
         debug_assert!(st.outstanding + n <= st.depth);
-        if st.unsignaled + n >= SIGNAL_EVERY {
-            let last = writes.last_mut().unwrap_or_else(|| unreachable!("posting nothing"));
+        let last = writes.last_mut().unwrap_or_else(|| unreachable!("posting nothing"));
+        if st.unsignaled + n >= SIGNAL_EVERY || last.flags & WRITE_SIGNALED != 0 {
             last.flags |= WRITE_SIGNALED;
-            last.wr_id = u64::from(st.unsignaled + n);
+            last.wr_id = (last.wr_id & READ_TAG) | u64::from(st.unsignaled + n);
             st.unsignaled = 0;
             if st.signaled == 0 {
                 st.progress_at = Instant::now();
@@ -190,16 +237,18 @@ pub(crate) fn split(
     let recv_depth = link.recv_depth;
     let peer = link.peer;
     let send_depth = link.send_depth;
+    let first_credit = Credit { consumed: 0, posted: recv_depth }.encode();
     let shared = Arc::new(Shared {
-        credit_due: AtomicU64::new(Credit { consumed: 0, posted: recv_depth }.encode()),
-        credit_sent_hint: AtomicU64::new(Credit { consumed: 0, posted: recv_depth }.encode()),
+        credit_due: AtomicU64::new(first_credit),
+        credit_sent_hint: AtomicU64::new(first_credit),
         post: Mutex::new(PostState {
             outstanding: 0,
             unsignaled: 0,
-            credit_sent: Credit { consumed: 0, posted: recv_depth }.encode(),
+            credit_sent: first_credit,
             depth: send_depth,
             signaled: 0,
             progress_at: Instant::now(),
+            read_pending: false,
             wcs: [Wc::default(); 16],
         }),
         link,
@@ -218,6 +267,7 @@ pub(crate) fn split(
     let receiver = RdmaReceiver {
         shared,
         position: 0,
+        frames: 0,
         completed: 0,
         posted: u64::from(recv_depth),
         limits,
@@ -225,8 +275,9 @@ pub(crate) fn split(
         socket,
         scratch: vec![0u32; own_ring / 4].into_boxed_slice(),
         wcs: Box::new([Wc::default(); POLL_BATCH]),
-        stashed: 0,
-        armed: false,
+        polls: 0,
+        epoch: 0,
+        doze: Doze::Awake,
     };
     Ok((sender, receiver))
 }
@@ -241,7 +292,7 @@ pub struct RdmaSender {
     stalled: bool,
     counters: Arc<LinkCounters>,
     pending: UnsentPage,
-    /// The runs and work requests of one `send`, kept between calls so a send zeroes nothing
+    /// The frames and work requests of one `send`, kept between calls so a send zeroes nothing
     /// (under an emulated CPU a per-call memset of these was a visible part of a round trip).
     chain: Box<Chain>,
     writes: Box<[Write; MAX_CHAIN]>,
@@ -251,12 +302,18 @@ pub struct RdmaSender {
 /// receiving half, so a `send` can hold the post lock while it copies).
 #[derive(Debug, Default)]
 struct Cursor {
-    /// Bytes of the peer's ring ever used (data and lap skips).
+    /// Bytes of the peer's ring ever used (frames and lap skips).
     position: u64,
+    /// Frames ever closed (the last one's sequence number is `frame_seq(frames)`).
+    frames: u64,
     /// WRITE WITH IMMEDIATEs ever posted (each uses one of the peer's receive requests).
     writes: u64,
-    /// The rest of the last lap was skipped: the next data write says so.
+    /// The rest of the last lap was skipped: the next frame says so.
     wrap_next: bool,
+    /// The peer's newest sleep epoch this side has answered with a WRITE WITH IMMEDIATE.
+    answered: u64,
+    /// `position` at the end of the last frame (a lap skip after it is not data).
+    frame_end: u64,
 }
 
 /// The space and receive requests the peer's last credit word grants.
@@ -267,11 +324,8 @@ struct Grant {
 
 impl Cursor {
     fn grant(&self, shared: &Shared, peer: &SetupMessage) -> Result<Grant, LinkError> {
-        let at = shared.link.ring_bytes;
-        let word = shared.link.ring.as_ptr().wrapping_add(at).cast::<AtomicU64>();
-        // SAFETY: our ring region is the ring plus a 64-byte credit line; `word` is in it and
-        // 8-aligned. The peer's NIC writes it as one aligned 8-byte unit (see mod.rs).
-        let c = Credit::decode(unsafe { (*word).load(Ordering::Acquire) });
+        // The peer's NIC writes the word as one aligned 8-byte unit (see mod.rs).
+        let c = Credit::decode(shared.control(CREDIT_AT).load(Ordering::Acquire));
         let size = u64::from(peer.ring_bytes);
         let used = u64::from((self.position as u32).wrapping_sub(c.consumed));
         if used > size {
@@ -283,48 +337,52 @@ impl Cursor {
         let slots = c.posted.wrapping_sub(self.writes as u32);
         if slots > peer.recv_depth {
             return Err(LinkError::Corrupt(format!(
-                "peer's credit says {} receive requests posted, {slots} more than our {} writes (depth {})",
+                "peer's credit says {} receive requests posted, {slots} more than our {} writes with immediate (depth {})",
                 c.posted, self.writes as u32, peer.recv_depth
             )));
         }
         Ok(Grant { free: size - used, slots })
     }
 
+    fn mirror(shared: &Shared, peer: &SetupMessage, offset: usize, len: usize) -> *mut u8 {
+        assert!(offset + len <= peer.ring_bytes as usize);
+        // SAFETY: the span is inside the staging mirror (checked).
+        unsafe { shared.link.staging.as_ptr().add(offset) }
+    }
+
     fn stage(shared: &Shared, peer: &SetupMessage, offset: usize, bytes: &[u8]) {
-        assert!(offset + bytes.len() <= peer.ring_bytes as usize);
+        let to = Cursor::mirror(shared, peer, offset, bytes.len());
         // SAFETY: the span is inside the staging mirror (checked) and in space the peer has
         // consumed (granted), so no write of ours still reads it.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), to, bytes.len()) };
+    }
+
+    /// Writes the head and tail of the chain's open frame, whose body is staged, and takes
+    /// the tail's bytes (kept free when the body was taken).
+    fn close(&mut self, shared: &Shared, peer: &SetupMessage, g: &mut Grant, chain: &mut Chain) {
+        let run = chain.close();
+        self.frames += 1;
+        let seq = frame_seq(self.frames);
+        run.seq = seq;
+        let head = FrameHead { wrapped: run.wrapped, len: run.len as u32 }.encode();
+        let at = Cursor::mirror(shared, peer, run.start, FRAME_HEAD + run.len + FRAME_TAIL);
+        // SAFETY: the frame lies in the mirror (checked above), 4-aligned (signals are whole
+        // words, the region page-aligned); the body was staged there by this send.
         unsafe {
-            std::ptr::copy_nonoverlapping(
-                bytes.as_ptr(),
-                shared.link.staging.as_ptr().add(offset),
-                bytes.len(),
-            )
-        };
-    }
-
-    fn data_write(
-        shared: &Shared,
-        peer: &SetupMessage,
-        offset: usize,
-        len: usize,
-        wrapped: bool,
-    ) -> Write {
-        let inline = len <= shared.link.endpoint.max_inline() as usize;
-        Write {
-            wr_id: 0,
-            local_addr: shared.link.staging.addr() + offset as u64,
-            remote_addr: peer.ring_addr + offset as u64,
-            length: len as u32,
-            lkey: shared.link.staging.lkey(),
-            rkey: peer.ring_rkey,
-            imm: Imm { wrapped, len: len as u32 }.encode(),
-            flags: WRITE_IMM | if inline { WRITE_INLINE } else { 0 },
-            pad: 0,
+            let body = std::slice::from_raw_parts(at.add(FRAME_HEAD).cast::<u32>(), run.len / 4);
+            let sum = frame_checksum(head, seq, body);
+            let w = at.cast::<u32>();
+            w.write(seq);
+            w.add(1).write(head);
+            w.add(2 + run.len / 4).write(sum);
+            w.add(3 + run.len / 4).write(seq);
         }
+        self.position += FRAME_TAIL as u64;
+        g.free -= FRAME_TAIL as u64;
+        self.frame_end = self.position;
     }
 
-    /// Copies whole signals from `page` into the mirror; extends or opens data writes in
+    /// Copies whole signals from `page` into frames in the mirror; extends or opens frames in
     /// `chain`. Returns (bytes copied, blocked).
     fn copy_page(
         &mut self,
@@ -345,12 +403,21 @@ impl Cursor {
             let offset = (self.position & (size - 1)) as usize;
             let lap_rest = size - offset as u64;
             let room = lap_rest.min(g.free) as usize;
-            let (take, first) = page.unsent_within(room);
+            let open = chain.extends(offset);
+            // An open frame keeps room for its tail; a new one needs its head and tail too.
+            let overhead = if open { FRAME_TAIL } else { FRAME_HEAD + FRAME_TAIL };
+            let avail = room.saturating_sub(overhead);
+            // A page whose rest fits is taken whole, with no walk over its signals.
+            let (take, first) =
+                if bytes.len() <= avail { (bytes.len(), 0) } else { page.unsent_within(avail) };
             if take == 0 {
-                let first = first as u64;
-                if lap_rest < first && g.free >= lap_rest {
-                    // Skip the rest of the lap; the next write starts the new one.
-                    chain.close();
+                if open {
+                    self.close(shared, peer, g, chain);
+                    continue;
+                }
+                let need = (FRAME_HEAD + first + FRAME_TAIL) as u64;
+                if offset != 0 && lap_rest < need && g.free >= lap_rest {
+                    // Skip the rest of the lap; the next frame starts the new one.
                     self.position += lap_rest;
                     g.free -= lap_rest;
                     self.wrap_next = true;
@@ -358,15 +425,19 @@ impl Cursor {
                 }
                 return (copied, true);
             }
-            if !chain.extends(offset) {
-                if g.slots == 0 || !chain.has_room() {
+            let body_at = if open {
+                offset
+            } else {
+                if !chain.has_room() {
                     return (copied, true);
                 }
-                g.slots -= 1;
                 chain.open(offset, self.wrap_next);
                 self.wrap_next = false;
-            }
-            Cursor::stage(shared, peer, offset, &bytes[..take]);
+                self.position += FRAME_HEAD as u64;
+                g.free -= FRAME_HEAD as u64;
+                offset + FRAME_HEAD
+            };
+            Cursor::stage(shared, peer, body_at, &bytes[..take]);
             chain.grow(take);
             self.position += take as u64;
             g.free -= take as u64;
@@ -374,12 +445,38 @@ impl Cursor {
             copied += take;
         }
     }
+
+    fn data_write(shared: &Shared, peer: &SetupMessage, run: &Run) -> Write {
+        let len = FRAME_HEAD + run.len + FRAME_TAIL;
+        let inline = len <= shared.link.endpoint.max_inline() as usize;
+        Write {
+            wr_id: 0,
+            local_addr: shared.link.staging.addr() + run.start as u64,
+            remote_addr: peer.ring_addr + run.start as u64,
+            length: len as u32,
+            lkey: shared.link.staging.lkey(),
+            rkey: peer.ring_rkey,
+            imm: run.seq,
+            flags: if inline { WRITE_INLINE } else { 0 },
+            pad: 0,
+        }
+    }
 }
 
-/// The data writes one `send` builds: contiguous runs in the mirror.
+/// One frame of a send: where it starts in the ring, its body's length, whether it wrapped,
+/// and its sequence number once closed.
+#[derive(Clone, Copy, Debug, Default)]
+struct Run {
+    start: usize,
+    len: usize,
+    wrapped: bool,
+    seq: u32,
+}
+
+/// The frames one `send` builds.
 #[derive(Debug)]
 struct Chain {
-    runs: [(usize, usize, bool); MAX_CHAIN - 1],
+    runs: [Run; MAX_CHAIN - 1],
     len: usize,
     open: bool,
     max: usize,
@@ -387,7 +484,7 @@ struct Chain {
 
 impl Chain {
     fn new() -> Chain {
-        Chain { runs: [(0, 0, false); MAX_CHAIN - 1], len: 0, open: false, max: 0 }
+        Chain { runs: [Run::default(); MAX_CHAIN - 1], len: 0, open: false, max: 0 }
     }
 
     /// Empties the chain for a send that may post up to `max` data writes.
@@ -397,11 +494,11 @@ impl Chain {
         self.max = max.min(MAX_CHAIN - 1);
     }
 
-    /// Whether a run is open and ends at `offset`.
+    /// Whether a frame is open and its body ends at `offset`.
     fn extends(&self, offset: usize) -> bool {
         self.open && {
-            let (start, len, _) = self.runs[self.len - 1];
-            start + len == offset
+            let r = &self.runs[self.len - 1];
+            r.start + FRAME_HEAD + r.len == offset
         }
     }
 
@@ -409,19 +506,22 @@ impl Chain {
         self.len < self.max
     }
 
-    fn open(&mut self, offset: usize, wrapped: bool) {
+    fn open(&mut self, start: usize, wrapped: bool) {
         debug_assert!(self.has_room());
-        self.runs[self.len] = (offset, 0, wrapped);
+        self.runs[self.len] = Run { start, len: 0, wrapped, seq: 0 };
         self.len += 1;
         self.open = true;
     }
 
     fn grow(&mut self, bytes: usize) {
-        self.runs[self.len - 1].1 += bytes;
+        self.runs[self.len - 1].len += bytes;
     }
 
-    fn close(&mut self) {
+    /// Ends the open frame; returns it.
+    fn close(&mut self) -> &mut Run {
+        debug_assert!(self.open);
         self.open = false;
+        &mut self.runs[self.len - 1]
     }
 }
 
@@ -467,7 +567,23 @@ impl LinkSender for RdmaSender {
                 break;
             }
         }
+        if chain.open {
+            self.cur.close(shared, &self.peer, &mut g, chain);
+        }
         if chain.len > 0 {
+            // Publish where this post ends, then look for a sleep announcement: either the
+            // peer's READ of the posted word sees this position, or this load sees its epoch
+            // (store, fence, load; the peer places the epoch before its READ executes).
+            shared.control(POSTED_AT).store(self.cur.frame_end, Ordering::Relaxed);
+            fence(Ordering::SeqCst);
+            let epoch = shared.control(SLEEP_AT).load(Ordering::Acquire);
+            let wake = epoch != 0 && epoch != self.cur.answered;
+            if wake && self.cur.grant(shared, &self.peer)?.slots == 0 {
+                // A receiver re-posts every used request before it announces a sleep.
+                return Err(LinkError::Corrupt(format!(
+                    "peer announced sleep epoch {epoch} with no receive request posted for its wakeup"
+                )));
+            }
             let writes = &mut *self.writes;
             let mut n = 0;
             let due = shared.credit_due.load(Ordering::Acquire);
@@ -477,12 +593,17 @@ impl LinkSender for RdmaSender {
                 shared.credit_sent_hint.store(due, Ordering::Relaxed);
                 n = 1;
             }
-            for &(offset, len, wrapped) in &chain.runs[..chain.len] {
-                writes[n] = Cursor::data_write(shared, &self.peer, offset, len, wrapped);
+            for run in &chain.runs[..chain.len] {
+                writes[n] = Cursor::data_write(shared, &self.peer, run);
                 n += 1;
             }
+            if wake {
+                // The last write wakes the peer: its completion comes after all the data.
+                writes[n - 1].flags |= WRITE_IMM;
+                self.cur.writes += 1;
+                self.cur.answered = epoch;
+            }
             shared.post(&mut st, &mut writes[..n])?;
-            self.cur.writes += chain.len as u64;
             LinkCounters::add_owned(&self.counters.batches_sent, chain.len as u64);
             LinkCounters::add_owned(&self.counters.bytes_sent, progress.bytes as u64);
             LinkCounters::add_owned(&self.counters.signals_sent, progress.signals as u64);
@@ -504,12 +625,25 @@ impl LinkSender for RdmaSender {
     }
 }
 
+/// Where the receiver is on its way to a sleep.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Doze {
+    /// Not announced (or data came since the last announcement).
+    Awake,
+    /// The epoch is announced and the READ of the sender's posted word is in flight.
+    Asked(u64),
+    /// The READ showed nothing unseen: the sender wakes this epoch with its next write.
+    Ready(u64),
+}
+
 /// The receiving half.
 #[derive(Debug)]
 pub struct RdmaReceiver {
     shared: Arc<Shared>,
-    /// Bytes of our ring ever consumed (data and lap skips).
+    /// Bytes of our ring ever consumed (frames and lap skips).
     position: u64,
+    /// Frames ever taken.
+    frames: u64,
     /// Receive completions ever taken.
     completed: u64,
     /// Receive requests ever posted.
@@ -518,92 +652,165 @@ pub struct RdmaReceiver {
     counters: Arc<LinkCounters>,
     /// The handshake socket, kept open for the link's life: its hang-up is the peer's death.
     socket: TcpStream,
-    /// Where a write's data is copied before it is walked (a whole ring).
+    /// Where a frame's body is copied before it is checked and walked (a whole ring).
     scratch: Box<[u32]>,
-    /// Where completions are polled to (kept, so a spinning poll writes no fresh array).
+    /// Where completions are polled to (kept, so a poll writes no fresh array).
     wcs: Box<[Wc; POLL_BATCH]>,
-    /// Completions the poll after arming left in `wcs`, handled by the next `poll`.
-    stashed: usize,
-    armed: bool,
+    /// Polls since the link came up (the CQ is drained every CQ_EVERY).
+    polls: u32,
+    /// The newest sleep epoch announced.
+    epoch: u64,
+    doze: Doze,
+}
+
+/// A whole frame found in the ring.
+struct Found {
+    /// Where its head is (0 when it skipped the rest of the lap).
+    start: usize,
+    skipped: bool,
+    head: FrameHead,
 }
 
 impl RdmaReceiver {
     /// Moves the queue pair to the error state, as a fatal device error would: every posted
-    /// request completes flushed and the link fails at the next poll. For fault tests.
+    /// request completes flushed and the link fails at a following poll. For fault tests.
     pub fn force_queue_pair_error(&self) -> Result<(), LinkError> {
         self.shared.link.endpoint.to_error().map_err(|e| rdma_err("force QP error", e))
     }
 
-    /// Handles one receive completion: the data of one write. Returns (signals, data bytes).
-    fn take(
-        &mut self,
-        wc: &Wc,
-        deliver: &mut dyn FnMut(SignalView<'_>),
-    ) -> Result<(usize, usize), LinkError> {
-        if wc.status != 0 {
-            return Err(LinkError::Rdma(format!(
-                "receive completion failed: {} (status {})",
-                verbs::status_str(wc.status),
-                wc.status
-            )));
+    /// The u32 at byte `at` of our ring, which the peer writes at will.
+    fn word(&self, at: usize) -> u32 {
+        assert!(at % 4 == 0 && at + 4 <= self.shared.link.ring_bytes);
+        // SAFETY: in our ring (checked), 4-aligned (the region is page-aligned).
+        unsafe {
+            (*self.shared.link.ring.as_ptr().add(at).cast::<AtomicU32>()).load(Ordering::Acquire)
         }
-        if wc.opcode != RECV_RDMA_WITH_IMM || wc.flags & WC_IMM == 0 {
-            return Err(LinkError::Corrupt(format!(
-                "receive completion of opcode {} (flags {}), not a write with immediate",
-                wc.opcode, wc.flags
-            )));
+    }
+
+    /// Whether a whole frame with sequence number `seq` starts at `start`; copies its body into
+    /// `scratch` when it does. Anything else there (older bytes, a frame still being placed,
+    /// a length past the lap) is not a frame yet.
+    fn whole_frame(&mut self, start: usize, seq: u32) -> Option<FrameHead> {
+        let size = self.shared.link.ring_bytes;
+        if size - start < FRAME_HEAD + signals::HEADER_BYTES + FRAME_TAIL || self.word(start) != seq
+        {
+            return None;
         }
-        let size = self.shared.link.ring_bytes as u64;
-        let imm = Imm::decode(wc.imm);
-        let mut offset = self.position & (size - 1);
-        if imm.wrapped {
-            if offset == 0 {
-                return Err(LinkError::Corrupt(format!(
-                    "write at ring position {} says it wrapped, but it is at a lap start",
-                    self.position
-                )));
-            }
-            self.position += size - offset;
-            offset = 0;
-        }
-        let len = imm.len as usize;
+        let head_word = self.word(start + 4);
+        let head = FrameHead::decode(head_word);
+        let len = head.len as usize;
         if len % 4 != 0
             || len < signals::HEADER_BYTES
-            || offset + len as u64 > size
-            || wc.byte_len != imm.len
+            || len > size - start - FRAME_HEAD - FRAME_TAIL
         {
-            return Err(LinkError::Corrupt(format!(
-                "write at ring position {} says {len} bytes (completion: {}): not whole words, shorter than a signal, or past the end of the lap ({} bytes left)",
-                self.position,
-                wc.byte_len,
-                size - offset
-            )));
+            return None;
         }
+        let tail = start + FRAME_HEAD + len;
+        if self.word(tail + 4) != seq {
+            return None;
+        }
+        let sum = self.word(tail);
         let copy = &mut self.scratch[..len / 4];
-        // SAFETY: the span lies in our ring (checked above); `copy` is our own buffer of `len`
-        // bytes. The peer may write the ring at any time: it can only change the values copied.
+        // SAFETY: the body lies in our ring (checked above); `copy` is our own buffer of `len`
+        // bytes. The peer may write the ring at any time: it can only change the values copied,
+        // and the checksum over the copy says whether they are the frame's.
         unsafe {
             std::ptr::copy_nonoverlapping(
-                self.shared.link.ring.as_ptr().add(offset as usize),
+                self.shared.link.ring.as_ptr().add(start + FRAME_HEAD),
                 copy.as_mut_ptr().cast::<u8>(),
                 len,
             )
         };
-        let bytes: &[u8] = bytemuck::cast_slice(copy);
+        (frame_checksum(head_word, seq, copy) == sum).then_some(head)
+    }
+
+    /// The next frame, whole, at our position or (after a lap skip) at the lap start.
+    fn next_frame(&mut self) -> Option<Found> {
+        let size = self.shared.link.ring_bytes as u64;
+        let offset = (self.position & (size - 1)) as usize;
+        let seq = frame_seq(self.frames + 1);
+        if let Some(head) = self.whole_frame(offset, seq) {
+            return Some(Found { start: offset, skipped: false, head });
+        }
+        if offset != 0 {
+            if let Some(head) = self.whole_frame(0, seq) {
+                return Some(Found { start: 0, skipped: true, head });
+            }
+        }
+        None
+    }
+
+    /// Walks the frame `f` (its body is in `scratch`). Returns (signals, body bytes).
+    fn take(
+        &mut self,
+        f: Found,
+        deliver: &mut dyn FnMut(SignalView<'_>),
+    ) -> Result<(usize, usize), LinkError> {
+        if f.head.wrapped != f.skipped {
+            let says = if f.skipped {
+                "is at the next lap's start, but does not say it wrapped"
+            } else {
+                "says it wrapped, but it is where the last one ended"
+            };
+            return Err(LinkError::Corrupt(format!(
+                "frame {} at ring position {} {says}",
+                self.frames + 1,
+                self.position
+            )));
+        }
+        let size = self.shared.link.ring_bytes as u64;
+        if f.skipped {
+            self.position += size - (self.position & (size - 1));
+        }
+        let len = f.head.len as usize;
+        let bytes: &[u8] = bytemuck::cast_slice(&self.scratch[..len / 4]);
         let at = self.position;
-        let place = || format!("write at ring position {at}");
+        let place = || format!("frame at ring position {at}");
         let signals = crate::deliver_batch(bytes, self.limits, &place, deliver)?;
-        self.position += len as u64;
-        self.completed += 1;
+        debug_assert_eq!(f.start as u64, self.position & (size - 1));
+        self.position += (FRAME_HEAD + len + FRAME_TAIL) as u64;
+        self.frames += 1;
         Ok((signals, len))
     }
 
-    /// Re-posts used receive requests in batches, and sends the credit word alone when half
-    /// the ring or half the receive queue is unreported (otherwise the sender piggybacks it).
-    fn give_back(&mut self) -> Result<(), LinkError> {
+    /// Takes receive completions (wake writes); returns how many.
+    fn drain_cq(&mut self) -> Result<usize, LinkError> {
+        let mut taken = 0;
+        loop {
+            let n = self
+                .shared
+                .link
+                .endpoint
+                .poll_recv(&mut self.wcs[..])
+                .map_err(|e| rdma_err("poll receive CQ", e))?;
+            for wc in &self.wcs[..n] {
+                if wc.status != 0 {
+                    return Err(LinkError::Rdma(format!(
+                        "receive completion failed: {} (status {})",
+                        verbs::status_str(wc.status),
+                        wc.status
+                    )));
+                }
+                if wc.opcode != RECV_RDMA_WITH_IMM || wc.flags & verbs::WC_IMM == 0 {
+                    return Err(LinkError::Corrupt(format!(
+                        "receive completion of opcode {} (flags {}), not a write with immediate",
+                        wc.opcode, wc.flags
+                    )));
+                }
+            }
+            self.completed += n as u64;
+            taken += n;
+            if n < POLL_BATCH {
+                return Ok(taken);
+            }
+        }
+    }
+
+    /// Re-posts used receive requests (in batches, or all of them when `all`).
+    fn repost(&mut self, all: bool) -> Result<(), LinkError> {
         let depth = u64::from(self.shared.link.recv_depth);
         let used = depth - (self.posted - self.completed);
-        if used >= u64::from(REPOST_BATCH) {
+        if used >= u64::from(REPOST_BATCH) || (all && used > 0) {
             self.shared
                 .link
                 .endpoint
@@ -612,10 +819,22 @@ impl RdmaReceiver {
             self.posted += used;
             LinkCounters::add(&self.counters.recv_reposts, used);
         }
-        let word = Credit { consumed: self.position as u32, posted: self.posted as u32 };
-        self.shared.credit_due.store(word.encode(), Ordering::Release);
+        Ok(())
+    }
+
+    fn credit(&self) -> u64 {
+        Credit { consumed: self.position as u32, posted: self.posted as u32 }.encode()
+    }
+
+    /// Re-posts used receive requests in batches, and sends the credit word alone when half
+    /// the ring or half the receive queue is unreported (otherwise the sender piggybacks it).
+    fn give_back(&mut self) -> Result<(), LinkError> {
+        self.repost(false)?;
+        let depth = u64::from(self.shared.link.recv_depth);
+        let word = self.credit();
+        self.shared.credit_due.store(word, Ordering::Release);
         let due = |sent: u64| {
-            let sent = Credit::decode(sent);
+            let (word, sent) = (Credit::decode(word), Credit::decode(sent));
             let bytes = word.consumed.wrapping_sub(sent.consumed) as usize;
             let requests = word.posted.wrapping_sub(sent.posted);
             bytes >= self.shared.link.ring_bytes / 2 || u64::from(requests) >= depth / 2
@@ -637,49 +856,95 @@ impl RdmaReceiver {
             }
             std::hint::spin_loop();
         }
-        let mut w = [shared.credit_write(word.encode())];
+        let mut w = [shared.credit_write(word)];
         shared.post(&mut st, &mut w)?;
-        st.credit_sent = word.encode();
-        shared.credit_sent_hint.store(word.encode(), Ordering::Relaxed);
+        st.credit_sent = word;
+        shared.credit_sent_hint.store(word, Ordering::Relaxed);
         LinkCounters::add(&self.counters.credit_messages, 1);
         Ok(())
+    }
+
+    /// Announces a sleep: every used receive request re-posted and the credit, a new epoch in
+    /// the sender's sleep word, and a READ of its posted word, in one chain (in this order at
+    /// the sender). False when the send queue has no room now.
+    fn announce(&mut self) -> Result<bool, LinkError> {
+        self.repost(true)?;
+        let word = self.credit();
+        self.shared.credit_due.store(word, Ordering::Release);
+        let shared = self.shared.clone();
+        let mut st = shared.lock();
+        if st.read_pending {
+            // The READ of an abandoned announcement: its completion frees the way.
+            shared.reap(&mut st)?;
+        }
+        if st.read_pending || !shared.room(&mut st, 3, 0)? {
+            return Ok(false);
+        }
+        self.epoch += 1;
+        let (_, read_to) = shared.staging_control(POSTED_AT);
+        let mut w = [
+            shared.credit_write(word),
+            shared.control_write(SLEEP_AT, self.epoch),
+            Write {
+                wr_id: READ_TAG,
+                local_addr: read_to,
+                remote_addr: shared.link.peer.credit_addr + POSTED_AT as u64,
+                length: 8,
+                lkey: shared.link.staging.lkey(),
+                rkey: shared.link.peer.ring_rkey,
+                imm: 0,
+                flags: WRITE_READ | WRITE_SIGNALED,
+                pad: 0,
+            },
+        ];
+        shared.post(&mut st, &mut w)?;
+        st.credit_sent = word;
+        st.read_pending = true;
+        shared.credit_sent_hint.store(word, Ordering::Relaxed);
+        self.doze = Doze::Asked(self.epoch);
+        Ok(true)
+    }
+
+    /// The sender's posted word as the finished READ brought it; whether everything it
+    /// promised has been taken.
+    fn caught_up(&self) -> Result<bool, LinkError> {
+        let posted = self.shared.staging_control(POSTED_AT).0.load(Ordering::Acquire);
+        let ahead = posted.wrapping_sub(self.position);
+        if ahead > self.shared.link.ring_bytes as u64 {
+            return Err(LinkError::Corrupt(format!(
+                "peer's posted position {posted} is not within a ring ({} bytes) ahead of ours {}",
+                self.shared.link.ring_bytes, self.position
+            )));
+        }
+        Ok(ahead == 0)
     }
 }
 
 impl LinkReceiver for RdmaReceiver {
     fn poll(&mut self, deliver: &mut dyn FnMut(SignalView<'_>)) -> Result<PollProgress, LinkError> {
-        self.armed = false;
-        let start = self.position;
+        self.polls = self.polls.wrapping_add(1);
+        let mut cqes = 0;
+        if self.polls % CQ_EVERY == 0 {
+            cqes = self.drain_cq()?;
+        }
         let mut progress = PollProgress::default();
-        for _ in 0..POLLS_PER_CALL {
-            let n = if self.stashed == 0 {
-                self.shared
-                    .link
-                    .endpoint
-                    .poll_recv(&mut self.wcs[..])
-                    .map_err(|e| rdma_err("poll receive CQ", e))?
-            } else {
-                std::mem::take(&mut self.stashed)
-            };
-            for i in 0..n {
-                let wc = self.wcs[i];
-                let (signals, bytes) = self.take(&wc, deliver)?;
-                progress.signals += signals;
-                progress.bytes += bytes;
-            }
-            if n > 0 {
-                LinkCounters::add_owned(&self.counters.batches_received, n as u64);
-            }
-            if n < POLL_BATCH {
-                break;
-            }
+        let mut frames = 0;
+        while frames < FRAMES_PER_POLL {
+            let Some(f) = self.next_frame() else { break };
+            let (signals, bytes) = self.take(f, deliver)?;
+            progress.signals += signals;
+            progress.bytes += bytes;
+            frames += 1;
         }
-        if self.position == start {
-            return Ok(progress);
+        if frames > 0 {
+            self.doze = Doze::Awake;
+            LinkCounters::add_owned(&self.counters.batches_received, frames as u64);
+            LinkCounters::add_owned(&self.counters.bytes_received, progress.bytes as u64);
+            LinkCounters::add_owned(&self.counters.signals_received, progress.signals as u64);
         }
-        LinkCounters::add_owned(&self.counters.bytes_received, progress.bytes as u64);
-        LinkCounters::add_owned(&self.counters.signals_received, progress.signals as u64);
-        self.give_back()?;
+        if frames > 0 || cqes > 0 {
+            self.give_back()?;
+        }
         Ok(progress)
     }
 
@@ -703,22 +968,39 @@ impl LinkReceiver for RdmaReceiver {
     }
 
     fn arm(&mut self) -> Result<bool, LinkError> {
-        if self.stashed > 0 {
+        if self.drain_cq()? > 0 {
+            // A wake write landed: its frame is there to take.
             return Ok(false);
+        }
+        match self.doze {
+            Doze::Awake => {
+                self.announce()?;
+                return Ok(false);
+            }
+            Doze::Asked(epoch) => {
+                let shared = self.shared.clone();
+                let mut st = shared.lock();
+                if st.read_pending {
+                    shared.reap(&mut st)?;
+                }
+                if st.read_pending {
+                    return Ok(false);
+                }
+                drop(st);
+                if !self.caught_up()? {
+                    // Data the sender posted before it could see the epoch: take it first.
+                    self.doze = Doze::Awake;
+                    return Ok(false);
+                }
+                self.doze = Doze::Ready(epoch);
+            }
+            Doze::Ready(_) => {}
         }
         self.shared.link.endpoint.arm_recv().map_err(|e| rdma_err("arm receive CQ", e))?;
         // The arm race: a completion that landed before the arm raises no event; look again.
-        let n = self
-            .shared
-            .link
-            .endpoint
-            .poll_recv(&mut self.wcs[..])
-            .map_err(|e| rdma_err("poll receive CQ", e))?;
-        if n > 0 {
-            self.stashed = n;
+        if self.drain_cq()? > 0 || self.next_frame().is_some() {
             return Ok(false);
         }
-        self.armed = true;
         Ok(true)
     }
 }

@@ -1,38 +1,55 @@
 //! The RDMA verbs transporter: one reliable-connected queue pair per link, batches written
-//! straight into the peer's receive ring with RDMA WRITE WITH IMMEDIATE.
+//! straight into the peer's receive ring with RDMA WRITE, and WRITE WITH IMMEDIATE only to wake
+//! a receiver that said it sleeps.
 //!
 //! - [`setup`]: the queue pair, the registered regions and the set-up exchange over the
-//!   handshake socket (GID, QP number, PSN, ring address and key, credit address and key).
+//!   handshake socket (GID, QP number, PSN, ring address and key, control-line address).
 //! - [`link`]: the sending and receiving halves.
 //!
 //! The protocol, both directions alike:
 //! - **Ring.** Each side registers a receive ring (`ring_bytes`, a power of two) that the peer
-//!   writes. The sender keeps a mirror of the peer's ring in its own registered staging memory:
-//!   it copies whole signals from its send-buffer pages to the same offset there and posts one
-//!   WRITE WITH IMMEDIATE per contiguous run (inline when small). A signal never wraps: when the
-//!   next signal does not fit the rest of the lap, the next write starts the new lap and says so
-//!   in its immediate ([`Imm`]). One post (one doorbell) carries a whole flush.
-//! - **Completions.** Each WRITE WITH IMMEDIATE consumes one receive request at the peer and
-//!   raises one receive completion there, in order; the immediate says how many bytes arrived
-//!   and whether the lap wrapped, so the receiver needs no index from the sender. The sender asks
-//!   for a send completion only every [`SIGNAL_EVERY`] work requests.
-//! - **Credits.** The receiver reports, in one 64-bit word it RDMA-WRITEs into the sender's
-//!   registered memory, how many ring bytes it has consumed and how many receive requests it
-//!   has posted ([`Credit`]). The word rides in the same post as reverse data once an eighth of
-//!   the ring or of the receive queue is unreported (piggybacked; less waits, so a ping-pong
-//!   does not pay a second write per message), and goes alone once half of either is
-//!   unreported, so a one-way stream never starves. Credit writes need no receive request at the sender
-//!   (a plain RDMA WRITE), and the send queue keeps [`CONTROL_RESERVE`] slots free for them.
-//! - **Wakeups.** The receiver polls its receive CQ while awake. Before sleeping it arms the CQ
-//!   (`ibv_req_notify_cq`), polls once more (the arm race), and sleeps in epoll on the
-//!   completion channel's descriptor; events are acknowledged in batches. A sender never pays a
-//!   wakeup: the NIC raises at most one interrupt per receiver sleep.
+//!   writes, followed by a 64-byte control line. The sender keeps a mirror of the peer's ring
+//!   in its own registered staging memory: it copies whole signals from its send-buffer pages
+//!   into a frame at the same offset there and posts one RDMA WRITE per frame (inline when
+//!   small). A frame never wraps: when the next one does not fit the rest of the lap, it starts
+//!   the new lap and says so in its head. One post (one doorbell) carries a whole flush.
+//! - **Frames** ([`FrameHead`]): a head (sequence number, body length, wrapped flag), the body
+//!   (whole signals), and a tail (checksum, sequence number). The receiver polls its ring
+//!   memory at its position (and at the lap start) for the next sequence number; a frame is
+//!   taken once its head and tail carry that number and the checksum over the copied body
+//!   matches, so a frame still being placed is never read half-way. Anything else there is
+//!   not (yet) a frame: a peer cannot make the receiver read outside its ring or wait forever
+//!   on one place, and a whole frame whose body is malformed fails the link.
+//! - **Control line** of each side's ring region: the credit word and the sleep word, which
+//!   the peer's receiver RDMA-WRITEs, and the posted word, which this side's sender stores and
+//!   the peer's receiver RDMA-READs ([`CREDIT_AT`], [`SLEEP_AT`], [`POSTED_AT`]).
+//! - **Credits.** The receiver reports, in one 64-bit word, how many ring bytes it has consumed
+//!   and how many receive requests it has posted ([`Credit`]). The word rides in the same post
+//!   as reverse data once an eighth of the ring or of the receive queue is unreported
+//!   (piggybacked; less waits, so a ping-pong does not pay a second write per message), and
+//!   goes alone once half of either is unreported, so a one-way stream never starves. The send
+//!   queue keeps [`CONTROL_RESERVE`] slots free for these control writes.
+//! - **Sending costs no wakeup; sleeping is announced.** While awake, the receiver polls ring
+//!   memory: plain writes need no receive request and raise no completion. To sleep, it posts
+//!   its credit (every used receive request re-posted), a new sleep epoch into the sender's
+//!   sleep word, and an RDMA READ of the sender's posted word, in one chain: the READ executes
+//!   at the sender after the epoch is placed. After each flush is staged, the sender stores
+//!   its new ring position in its posted word, fences, and reads its sleep word; a new epoch
+//!   makes the flush's last write a WRITE WITH IMMEDIATE (one receive request, one receive
+//!   completion) and marks the epoch answered. Either the READ sees the position (the receiver
+//!   takes that data before sleeping) or the sender sees the epoch (its write raises the
+//!   completion): no data is left unseen by a sleeping receiver (the same store-fence-load
+//!   pairing as the shared-memory ring's sleep flag, with the NIC as the other side). The
+//!   receiver then arms its receive CQ (`ibv_req_notify_cq`), polls it once more (the arm
+//!   race), and sleeps in epoll on the completion channel's descriptor; events are acknowledged
+//!   in batches. So the NIC interrupts at most once per receiver sleep, and a sender never
+//!   pays a wakeup.
 //! - **Failure.** A completion in error (a queue pair in error flushes everything), a malformed
-//!   immediate or batch, or the handshake socket hanging up fails the link.
+//!   frame, credit or posted word, or the handshake socket hanging up fails the link.
 //!
-//! The credit word is read with one aligned 64-bit load; this relies on the NIC placing an
-//! aligned 8-byte write as one unit, which RDMA NICs do (one PCIe write) and rxe does (one
-//! kernel `memcpy` of 8 aligned bytes).
+//! The credit, sleep and posted words are read with one aligned 64-bit load; this relies on
+//! the NIC placing an aligned 8-byte write as one unit, which RDMA NICs do (one PCIe write)
+//! and rxe does (one kernel `memcpy` of 8 aligned bytes).
 
 pub mod link;
 pub mod setup;
@@ -54,33 +71,76 @@ pub const CONTROL_RESERVE: u32 = 4;
 /// Receive requests are re-posted once this many were used.
 pub const REPOST_BATCH: u32 = 16;
 
-/// The immediate of a data write: its length in bytes, and whether it starts a new lap.
+/// Control line offsets (bytes after the ring, in the ring region): the credit word the peer
+/// writes, the sleep word (its receiver's newest sleep epoch) it writes, and the posted word
+/// (this side's position in the peer's ring after its last post) it reads.
+pub const CREDIT_AT: usize = 0;
+/// See [`CREDIT_AT`].
+pub const SLEEP_AT: usize = 8;
+/// See [`CREDIT_AT`].
+pub const POSTED_AT: usize = 16;
+
+/// Bytes of a frame's head and of its tail.
+pub const FRAME_HEAD: usize = 8;
+/// See [`FRAME_HEAD`].
+pub const FRAME_TAIL: usize = 8;
+
+/// The head of a frame in the ring, and what its tail repeats.
 ///
 /// ```text
-///  bit 31      30 .. 0
-///  wrapped     length in bytes (whole words, at least one signal header)
+///  byte 0           4                               8        8+len      8+len+4      8+len+8
+///  | seq u32        | wrapped (bit 31) | len (30..0) | body    | checksum | seq u32    |
 /// ```
+/// `seq` is the frame's sequence number ([`frame_seq`]), never 0, so the zeroed ring and the
+/// older frames in it never match the next one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Imm {
-    /// The writer skipped the rest of the lap: this data starts at ring offset 0.
+pub struct FrameHead {
+    /// The frame skipped the rest of the previous lap: it starts at ring offset 0.
     pub wrapped: bool,
-    /// Bytes written.
+    /// Body bytes (whole signals).
     pub len: u32,
 }
 
-impl Imm {
+impl FrameHead {
     const WRAPPED: u32 = 1 << 31;
 
-    /// The immediate value.
+    /// The head's second word.
     pub fn encode(self) -> u32 {
         debug_assert!(self.len < Self::WRAPPED);
         self.len | if self.wrapped { Self::WRAPPED } else { 0 }
     }
 
-    /// Reads an immediate value (any value decodes; the receiver checks the length).
-    pub fn decode(v: u32) -> Imm {
-        Imm { wrapped: v & Self::WRAPPED != 0, len: v & !Self::WRAPPED }
+    /// Reads a head's second word (any value decodes; the receiver checks the length).
+    pub fn decode(v: u32) -> FrameHead {
+        FrameHead { wrapped: v & Self::WRAPPED != 0, len: v & !Self::WRAPPED }
     }
+}
+
+/// The sequence number of the `n`th frame (`n` from 1): 1, 2, ..., 2^32 - 1, 1, ...
+pub fn frame_seq(n: u64) -> u32 {
+    ((n - 1) % u64::from(u32::MAX)) as u32 + 1
+}
+
+/// A frame's checksum over its head word, its sequence number and its body (whole words).
+/// It catches a frame read while still being placed (bytes of an older lap inside), so it is
+/// a sum that vectorises, not a hash.
+pub fn frame_checksum(head: u32, seq: u32, body: &[u32]) -> u32 {
+    let mut lanes = [0u64; 4];
+    let chunks = body.chunks_exact(4);
+    let rest = chunks.remainder();
+    for c in chunks {
+        for (l, &w) in lanes.iter_mut().zip(c) {
+            *l = l.wrapping_add(u64::from(w));
+        }
+    }
+    for (l, &w) in lanes.iter_mut().zip(rest) {
+        *l = l.wrapping_add(u64::from(w));
+    }
+    let mut h = u64::from(head) << 32 | u64::from(seq);
+    for (i, l) in lanes.iter().enumerate() {
+        h ^= l.rotate_left(i as u32 * 16 + 7).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+    (h ^ h >> 32) as u32
 }
 
 /// The credit word a receiver writes into its sender's memory.
@@ -125,13 +185,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn immediates_and_credits_round_trip() {
-        for imm in [Imm { wrapped: false, len: 16 }, Imm { wrapped: true, len: (1 << 31) - 4 }] {
-            assert_eq!(Imm::decode(imm.encode()), imm);
+    fn frame_heads_sequences_and_credits_round_trip() {
+        for head in
+            [FrameHead { wrapped: false, len: 16 }, FrameHead { wrapped: true, len: (1 << 31) - 4 }]
+        {
+            assert_eq!(FrameHead::decode(head.encode()), head);
         }
-        assert_eq!(Imm::decode(0x8000_0010), Imm { wrapped: true, len: 16 });
+        assert_eq!(FrameHead::decode(0x8000_0010), FrameHead { wrapped: true, len: 16 });
+        assert_eq!(frame_seq(1), 1);
+        assert_eq!(frame_seq(u64::from(u32::MAX)), u32::MAX);
+        assert_eq!(frame_seq(u64::from(u32::MAX) + 1), 1, "0 is skipped");
         let c = Credit { consumed: u32::MAX - 3, posted: 77 };
         assert_eq!(Credit::decode(c.encode()), c);
         assert_eq!(Credit::decode(0x0000_0005_0000_0040), Credit { consumed: 64, posted: 5 });
+    }
+
+    #[test]
+    fn a_checksum_sees_any_word_of_an_older_lap() {
+        let body: Vec<u32> = (0..37u32).map(|i| i.wrapping_mul(0x0101_0101)).collect();
+        let sum = frame_checksum(148, 9, &body);
+        assert_ne!(frame_checksum(148, 10, &body), sum, "sequence number");
+        assert_ne!(frame_checksum(152, 9, &body), sum, "head word");
+        for at in 0..body.len() {
+            let mut torn = body.clone();
+            torn[at] = 0xEEEE_EEEE;
+            assert_ne!(frame_checksum(148, 9, &torn), sum, "word {at}");
+        }
     }
 }

@@ -281,22 +281,48 @@ pub fn raw_connect(
     (s, raw)
 }
 
-/// Posts `bytes` as one WRITE WITH IMMEDIATE of `imm` at offset 0 of the peer's ring, as a raw
-/// RDMA peer.
+/// Writes one frame at ring offset `at` of the peer's ring with a plain RDMA WRITE, as the RDMA
+/// sender does: head (`seq`, `head` word), `body`, tail (checksum, `seq`). With `bad_sum` the
+/// checksum is off by one (a frame read while still being placed looks like this). Like the
+/// sender, it first stores where its posts end (the frame's end, within the first lap) in its
+/// posted word, which the receiver reads before it sleeps.
 #[cfg(feature = "rdma")]
-pub fn rdma_publish(link: &transporter::rdma::RdmaLink, imm: u32, bytes: &[u8]) {
-    assert!(bytes.len() <= link.staging.len());
-    // SAFETY: the test owns this staging region and nothing else writes it.
-    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), link.staging.as_ptr(), bytes.len()) };
+pub fn rdma_frame(
+    link: &transporter::rdma::RdmaLink,
+    at: usize,
+    seq: u32,
+    head: u32,
+    body: &[u8],
+    bad_sum: bool,
+) {
+    assert!(body.len() % 4 == 0 && at + body.len() + 16 <= link.staging.len());
+    let words: Vec<u32> =
+        body.chunks_exact(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect();
+    let sum = transporter::rdma::frame_checksum(head, seq, &words) ^ u32::from(bad_sum);
+    let mut frame = Vec::with_capacity(body.len() + 16);
+    frame.extend_from_slice(&seq.to_le_bytes());
+    frame.extend_from_slice(&head.to_le_bytes());
+    frame.extend_from_slice(body);
+    frame.extend_from_slice(&sum.to_le_bytes());
+    frame.extend_from_slice(&seq.to_le_bytes());
+    let posted = link.ring_bytes + transporter::rdma::POSTED_AT;
+    // SAFETY: the test owns this staging region and the control line after its own ring;
+    // nothing else writes them.
+    unsafe {
+        std::ptr::copy_nonoverlapping(frame.as_ptr(), link.staging.as_ptr().add(at), frame.len());
+        let word = link.ring.as_ptr().add(posted).cast::<u64>();
+        word.write_volatile(word.read_volatile().max((at + frame.len()) as u64));
+    }
+    std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     let write = verbs::Write {
         wr_id: 1,
-        local_addr: link.staging.addr(),
-        remote_addr: link.peer.ring_addr,
-        length: bytes.len() as u32,
+        local_addr: link.staging.addr() + at as u64,
+        remote_addr: link.peer.ring_addr + at as u64,
+        length: frame.len() as u32,
         lkey: link.staging.lkey(),
         rkey: link.peer.ring_rkey,
-        imm,
-        flags: verbs::WRITE_IMM | verbs::WRITE_SIGNALED,
+        imm: 0,
+        flags: verbs::WRITE_SIGNALED,
         pad: 0,
     };
     // SAFETY: the local span is in the registered staging region, alive while `link` is.
