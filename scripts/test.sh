@@ -41,7 +41,8 @@ echo "test.sh: cargo check --workspace --no-default-features (no RDMA)"
 cargo check --workspace --exclude blockwire-verbs --no-default-features --all-targets --quiet
 
 # Model checks of the lock-free wake protocols (job buffers' sleep/wake in node, the shared-memory
-# rings' sleep flag in transporter): loom explores every interleaving the memory model allows.
+# rings' sleep flag and the RDMA sleep announcement in transporter): loom explores every
+# interleaving the memory model allows.
 # A separate target directory keeps the --cfg loom build from invalidating the normal one.
 echo "test.sh: loom model checks"
 RUSTFLAGS="--cfg loom" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}/loom" \

@@ -1,10 +1,11 @@
 //! The one door to the atomics and fences of the transporter's lock-free protocols (the
-//! shared-memory rings' indices and the receiver's sleep flag).
+//! shared-memory rings' indices and the receiver's sleep flag, and the RDMA sender's half of a
+//! sleep announcement).
 //!
 //! Those words live in a shared mapping, so the production code uses the standard atomics laid
 //! over the mapping; the protocols are written against [`SharedWord`] so that the same code runs
 //! on `loom`'s modelled atomics under `RUSTFLAGS="--cfg loom"`, where the model tests in
-//! `shm/wake.rs` explore every interleaving the memory model allows:
+//! `shm/wake.rs` and `rdma/mod.rs` explore every interleaving the memory model allows:
 //! `RUSTFLAGS="--cfg loom" cargo test -p blockwire-transporter --release --lib loom`
 
 pub use core::sync::atomic::Ordering;

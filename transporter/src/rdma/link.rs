@@ -17,7 +17,7 @@
 use std::io;
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -572,17 +572,20 @@ impl LinkSender for RdmaSender {
         }
         if chain.len > 0 {
             // Publish where this post ends, then look for a sleep announcement: either the
-            // peer's READ of the posted word sees this position, or this load sees its epoch
-            // (store, fence, load; the peer places the epoch before its READ executes).
-            shared.control(POSTED_AT).store(self.cur.frame_end, Ordering::Relaxed);
-            fence(Ordering::SeqCst);
-            let epoch = shared.control(SLEEP_AT).load(Ordering::Acquire);
-            let wake = epoch != 0 && epoch != self.cur.answered;
-            if wake && self.cur.grant(shared, &self.peer)?.slots == 0 {
-                // A receiver re-posts every used request before it announces a sleep.
-                return Err(LinkError::Corrupt(format!(
-                    "peer announced sleep epoch {epoch} with no receive request posted for its wakeup"
-                )));
+            // peer's READ of the posted word sees this position, or this sees its epoch.
+            let wake = super::publish_and_check(
+                shared.control(POSTED_AT),
+                shared.control(SLEEP_AT),
+                self.cur.frame_end,
+                self.cur.answered,
+            );
+            if let Some(epoch) = wake {
+                if self.cur.grant(shared, &self.peer)?.slots == 0 {
+                    // A receiver re-posts every used request before it announces a sleep.
+                    return Err(LinkError::Corrupt(format!(
+                        "peer announced sleep epoch {epoch} with no receive request posted for its wakeup"
+                    )));
+                }
             }
             let writes = &mut *self.writes;
             let mut n = 0;
@@ -597,7 +600,7 @@ impl LinkSender for RdmaSender {
                 writes[n] = Cursor::data_write(shared, &self.peer, run);
                 n += 1;
             }
-            if wake {
+            if let Some(epoch) = wake {
                 // The last write wakes the peer: its completion comes after all the data.
                 writes[n - 1].flags |= WRITE_IMM;
                 self.cur.writes += 1;

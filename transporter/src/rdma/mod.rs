@@ -61,6 +61,7 @@ use signals::Limits;
 
 use crate::counters::LinkCounters;
 use crate::pages::PagePool;
+use crate::sync::{Ordering, SharedWord};
 pub use link::{RdmaReceiver, RdmaSender};
 pub use setup::{RdmaLink, RdmaParams, RdmaSetupError};
 
@@ -169,6 +170,26 @@ impl Credit {
     }
 }
 
+/// The sender's half of the sleep protocol, after staging a post that ends at ring position
+/// `end`: publishes `end` in the posted word, fences, and reads the sleep word. Returns the
+/// epoch to answer with a WRITE WITH IMMEDIATE when the receiver announced one not yet
+/// `answered`. The receiver's half is done by the NIC, in order at this side: the epoch is
+/// placed in the sleep word, then the READ of the posted word executes (a store, then a load),
+/// so either that READ sees `end` or this load sees the epoch.
+#[inline]
+pub fn publish_and_check<W: SharedWord>(
+    posted: &W,
+    sleep: &W,
+    end: u64,
+    answered: u64,
+) -> Option<u64> {
+    posted.store(end, Ordering::Relaxed);
+    // SeqCst fence: orders the posted store before the sleep-word load (store-load).
+    W::fence_seq_cst();
+    let epoch = sleep.load(Ordering::Acquire);
+    (epoch != 0 && epoch != answered).then_some(epoch)
+}
+
 /// Makes a set-up link into its two halves; `socket` is the handshake socket (the death notice).
 pub fn split(
     link: RdmaLink,
@@ -211,5 +232,47 @@ mod tests {
             torn[at] = 0xEEEE_EEEE;
             assert_ne!(frame_checksum(148, 9, &torn), sum, "word {at}");
         }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::atomic::AtomicU64;
+    use loom::sync::Arc;
+
+    /// A sender posting two frames against a receiver announcing one sleep (the NIC's store of
+    /// the epoch then its READ of the posted word, modelled as a store, a fence and a load): if
+    /// the receiver goes to sleep with a frame it has not taken, the sender answered the epoch.
+    #[test]
+    fn loom_rdma_sleep_announcement_loses_no_frame() {
+        loom::model(|| {
+            let posted = Arc::new(AtomicU64::new(0));
+            let sleep = Arc::new(AtomicU64::new(0));
+            // How far frames have landed in the receiver's ring (after the post, so after the
+            // sender's check), and the epoch the sender answered with an immediate.
+            let landed = Arc::new(AtomicU64::new(0));
+            let woken = Arc::new(AtomicU64::new(0));
+            let (p, s, l, w) = (posted.clone(), sleep.clone(), landed.clone(), woken.clone());
+            let sender = loom::thread::spawn(move || {
+                let mut answered = 0;
+                for end in 1..=2 {
+                    if let Some(epoch) = publish_and_check(&*p, &*s, end, answered) {
+                        answered = epoch;
+                        w.store(epoch, Ordering::Relaxed);
+                    }
+                    SharedWord::store(&*l, end, Ordering::Release);
+                }
+            });
+            let taken = SharedWord::load(&*landed, Ordering::Acquire);
+            SharedWord::store(&*sleep, 1, Ordering::Relaxed);
+            <AtomicU64 as SharedWord>::fence_seq_cst();
+            let read = SharedWord::load(&*posted, Ordering::Relaxed);
+            let sleeps = read <= taken;
+            sender.join().unwrap();
+            if sleeps && SharedWord::load(&*landed, Ordering::Relaxed) > taken {
+                assert_eq!(woken.load(Ordering::Relaxed), 1, "slept past a frame, not woken");
+            }
+        });
     }
 }
