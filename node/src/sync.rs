@@ -10,10 +10,10 @@
 //! (its own target directory, so the loom build does not invalidate the normal one).
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+pub(crate) use loom::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+pub(crate) use core::sync::atomic::{fence, AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 /// A `u64` counter written by one thread and read by any: the owner publishes with a relaxed
 /// store (no read-modify-write on the hot path), readers take a relaxed snapshot. Counters are
