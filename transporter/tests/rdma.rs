@@ -28,6 +28,20 @@ fn node_five() -> (Registry, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
     listening_node(5, 3, RDMA)
 }
 
+/// Node 5 as [`node_five`], with the raw peer 3 connected to it.
+fn five_and_raw_peer() -> (
+    Registry,
+    Arc<AtomicBool>,
+    std::thread::JoinHandle<()>,
+    std::net::TcpStream,
+    transporter::rdma::RdmaLink,
+) {
+    let (five, stop, receiver) = node_five();
+    let (socket, link) = raw_rdma(&five);
+    wait_event(five.events(), Duration::from_secs(5), connected(3));
+    (five, stop, receiver, socket, link)
+}
+
 fn raw_rdma(five: &Registry) -> (std::net::TcpStream, transporter::rdma::RdmaLink) {
     let (s, raw) = raw_connect(
         five.local_addr().unwrap(),
@@ -78,9 +92,7 @@ fn garbage_frames_credits_and_posted_words_close_the_link() {
         "posted position",
     ];
     for needle in cases {
-        let (five, stop, receiver) = node_five();
-        let (_socket, link) = raw_rdma(&five);
-        wait_event(five.events(), Duration::from_secs(5), connected(3));
+        let (five, stop, receiver, _socket, link) = five_and_raw_peer();
         match needle {
             // A whole frame at position 0 that says it skipped a lap.
             "says it wrapped" => rdma_frame(&link, 0, 1, head(true, 64), &[0xEE; 64], false),
@@ -123,9 +135,7 @@ fn a_frame_is_taken_only_when_whole() {
     if skip(RDMA) {
         return;
     }
-    let (five, stop, receiver) = node_five();
-    let (_socket, link) = raw_rdma(&five);
-    wait_event(five.events(), Duration::from_secs(5), connected(3));
+    let (five, stop, receiver, _socket, link) = five_and_raw_peer();
     let ping = ping_bytes(&[1, 2, 3]);
     let head = FrameHead { wrapped: false, len: ping.len() as u32 }.encode();
     let received = || five.counters(node(3)).unwrap().signals_received;
@@ -157,9 +167,7 @@ fn queue_pair_error_fails_the_link_then_it_reconnects() {
     if skip(RDMA) {
         return;
     }
-    let (five, stop, receiver) = node_five();
-    let (socket, link) = raw_rdma(&five);
-    wait_event(five.events(), Duration::from_secs(5), connected(3));
+    let (five, stop, receiver, socket, link) = five_and_raw_peer();
     // The test's end of the link runs our own receiving half over its queue pair.
     let counters = Arc::new(LinkCounters::default());
     let pool = Arc::new(PagePool::new(4, 1 << 14));
@@ -205,9 +213,7 @@ fn a_peer_whose_nic_stops_acknowledging_fails_the_link() {
     if skip(RDMA) {
         return;
     }
-    let (five, stop, receiver) = node_five();
-    let (_socket, link) = raw_rdma(&five);
-    wait_event(five.events(), Duration::from_secs(5), connected(3));
+    let (five, stop, receiver, _socket, link) = five_and_raw_peer();
     // The peer's queue pair goes to ERROR while its handshake socket stays open: nothing acks
     // node 5's writes any more (soft-RoCE reports no completion at all for them).
     link.endpoint.to_error().unwrap();

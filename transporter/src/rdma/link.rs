@@ -92,6 +92,18 @@ fn rdma_err(what: &str, e: impl std::fmt::Display) -> LinkError {
     LinkError::Rdma(format!("{what}: {e}"))
 }
 
+/// A completion in error fails the link, naming the queue (`send` or `receive`) and status.
+fn check_status(wc: &Wc, queue: &str) -> Result<(), LinkError> {
+    if wc.status == 0 {
+        return Ok(());
+    }
+    Err(LinkError::Rdma(format!(
+        "{queue} completion failed: {} (status {})",
+        verbs::status_str(wc.status),
+        wc.status
+    )))
+}
+
 /// The aligned 64-bit word at `at` bytes into `base` (a registered region the NIC may write).
 ///
 /// # Safety
@@ -130,13 +142,7 @@ impl Shared {
             let n = (self.link.endpoint.poll_send(&mut st.wcs))
                 .map_err(|e| rdma_err("poll send CQ", e))?;
             for wc in &st.wcs[..n] {
-                if wc.status != 0 {
-                    return Err(LinkError::Rdma(format!(
-                        "send completion failed: {} (status {})",
-                        verbs::status_str(wc.status),
-                        wc.status
-                    )));
-                }
+                check_status(wc, "send")?;
                 let covered = (wc.wr_id & u64::from(u32::MAX)) as u32;
                 assert!(covered <= st.outstanding, "a completion covers more than was posted");
                 st.outstanding -= covered;
@@ -787,13 +793,7 @@ impl RdmaReceiver {
                 .poll_recv(&mut self.wcs[..])
                 .map_err(|e| rdma_err("poll receive CQ", e))?;
             for wc in &self.wcs[..n] {
-                if wc.status != 0 {
-                    return Err(LinkError::Rdma(format!(
-                        "receive completion failed: {} (status {})",
-                        verbs::status_str(wc.status),
-                        wc.status
-                    )));
-                }
+                check_status(wc, "receive")?;
                 if wc.opcode != RECV_RDMA_WITH_IMM || wc.flags & verbs::WC_IMM == 0 {
                     return Err(LinkError::Corrupt(format!(
                         "receive completion of opcode {} (flags {}), not a write with immediate",
