@@ -23,12 +23,8 @@ use transporter::{
 
 const RDMA: TransportKind = TransportKind::Rdma;
 
-/// Node 5 listening for a raw RDMA peer 3, with its receive side running.
-fn node_five() -> (Registry, Arc<AtomicBool>, std::thread::JoinHandle<()>) {
-    listening_node(5, 3, RDMA)
-}
-
-/// Node 5 as [`node_five`], with the raw peer 3 connected to it.
+/// Node 5 listening for a raw RDMA peer 3, with its receive side running (sleeping at once
+/// when idle), and the raw peer 3 connected to it.
 fn five_and_raw_peer() -> (
     Registry,
     Arc<AtomicBool>,
@@ -36,7 +32,20 @@ fn five_and_raw_peer() -> (
     std::net::TcpStream,
     transporter::rdma::RdmaLink,
 ) {
-    let (five, stop, receiver) = node_five();
+    five_spinning_and_raw_peer(Duration::ZERO)
+}
+
+/// [`five_and_raw_peer`] with node 5's receive side spinning for `spin` after each signal.
+fn five_spinning_and_raw_peer(
+    spin: Duration,
+) -> (
+    Registry,
+    Arc<AtomicBool>,
+    std::thread::JoinHandle<()>,
+    std::net::TcpStream,
+    transporter::rdma::RdmaLink,
+) {
+    let (five, stop, receiver) = listening_node_spinning(5, 3, RDMA, spin);
     let (socket, link) = raw_rdma(&five);
     wait_event(five.events(), Duration::from_secs(5), connected(3));
     (five, stop, receiver, socket, link)
@@ -92,7 +101,10 @@ fn garbage_frames_credits_and_posted_words_close_the_link() {
         "posted position",
     ];
     for needle in cases {
-        let (five, stop, receiver, _socket, link) = five_and_raw_peer();
+        // Node 5 spins a while after each signal: it takes the first frame spinning and asks
+        // for plain writes, and takes that back (READ of our posted word) before it sleeps.
+        let spin = Duration::from_millis(if needle == "posted position" { 300 } else { 0 });
+        let (five, stop, receiver, _socket, link) = five_spinning_and_raw_peer(spin);
         match needle {
             // A whole frame at position 0 that says it skipped a lap.
             "says it wrapped" => rdma_frame(&link, 0, 1, head(true, 64), &[0xEE; 64], false),
@@ -116,7 +128,7 @@ fn garbage_frames_credits_and_posted_words_close_the_link() {
             }
             _ => {
                 // Our posted word says a terabyte was posted: node 5's receiver reads it when it
-                // announces its next sleep, after taking a frame.
+                // goes back to immediates to sleep, after taking a frame while spinning.
                 let at = link.ring_bytes + transporter::rdma::POSTED_AT;
                 // SAFETY: the control line after the raw peer's own ring; the test owns it.
                 unsafe { link.ring.as_ptr().add(at).cast::<u64>().write_volatile(1 << 40) };

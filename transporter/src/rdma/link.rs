@@ -2,14 +2,15 @@
 //!
 //! [`RdmaSender`] copies whole signals into frames in the staging mirror of the peer's ring and
 //! posts one chain per `send`: the credit word when it is due (piggybacked), then one RDMA
-//! WRITE per frame (two when the lap wraps), the last one WITH IMMEDIATE when the peer's
-//! receiver announced a sleep this side has not answered. It stops, and says blocked, when the
-//! peer's ring space (its credits) or the send queue run out.
+//! WRITE per frame (two when the lap wraps), the last one WITH IMMEDIATE unless the peer's
+//! receiver said plain writes will do. It stops, and says blocked, when the peer's ring space
+//! or receive requests (its credits) or the send queue run out.
 //!
 //! [`RdmaReceiver`] takes frames from its ring memory in order; it drains its receive CQ (the
-//! wake writes' completions) now and then and before sleeping, and announces each sleep to
-//! the sender (sleep epoch, then an RDMA READ of the sender's posted word). Everything the
-//! peer controls is untrusted: a frame is taken only when whole (head, tail and checksum
+//! immediates' completions) after taking frames, every few polls and before sleeping; it says
+//! "plain" when it takes frames while spinning, and takes that back (mode word, then an RDMA
+//! READ of the sender's posted word) before it sleeps. Everything the peer controls is
+//! untrusted: a frame is taken only when whole (head, tail and checksum
 //! agree), is copied out of the ring (which the peer can write at any time) before it is
 //! walked, and a malformed body, a wrapped flag at a lap start, a completion of the wrong kind,
 //! or a posted word outside the ring closes the link. One poll takes a bounded number of frames.
@@ -27,7 +28,7 @@ use verbs::{Wc, Write, MAX_CHAIN, WRITE_IMM, WRITE_INLINE, WRITE_READ, WRITE_SIG
 use super::setup::{RdmaLink, SetupMessage};
 use super::{
     frame_checksum, frame_seq, Credit, FrameHead, CONTROL_RESERVE, CREDIT_AT, FRAME_HEAD,
-    FRAME_TAIL, POSTED_AT, REPOST_BATCH, SIGNAL_EVERY, SLEEP_AT,
+    FRAME_TAIL, MODE_AT, PLAIN, POSTED_AT, REPOST_BATCH, SIGNAL_EVERY,
 };
 use crate::counters::LinkCounters;
 use crate::pages::{Page, PagePool, PageQueue, UnsentPage};
@@ -283,7 +284,8 @@ pub(crate) fn split(
         wcs: Box::new([Wc::default(); POLL_BATCH]),
         polls: 0,
         epoch: 0,
-        doze: Doze::Awake,
+        mode: Mode::Immediate,
+        slept: false,
     };
     Ok((sender, receiver))
 }
@@ -316,8 +318,6 @@ struct Cursor {
     writes: u64,
     /// The rest of the last lap was skipped: the next frame says so.
     wrap_next: bool,
-    /// The peer's newest sleep epoch this side has answered with a WRITE WITH IMMEDIATE.
-    answered: u64,
     /// `position` at the end of the last frame (a lap skip after it is not data).
     frame_end: u64,
 }
@@ -554,6 +554,15 @@ impl LinkSender for RdmaSender {
             return Ok(progress);
         }
         let mut g = self.cur.grant(shared, &self.peer)?;
+        if g.slots == 0 {
+            // Unless the peer says plain, this post needs one of its receive requests.
+            if !self.stalled {
+                LinkCounters::add(&self.counters.credit_stalls, 1);
+            }
+            self.stalled = true;
+            progress.blocked = true;
+            return Ok(progress);
+        }
         // Room for the data writes and a piggybacked credit write, keeping the reserve.
         let sq_free = st.depth.saturating_sub(st.outstanding + CONTROL_RESERVE + 1) as usize;
         let chain = &mut *self.chain;
@@ -577,22 +586,13 @@ impl LinkSender for RdmaSender {
             self.cur.close(shared, &self.peer, &mut g, chain);
         }
         if chain.len > 0 {
-            // Publish where this post ends, then look for a sleep announcement: either the
-            // peer's READ of the posted word sees this position, or this sees its epoch.
-            let wake = super::publish_and_check(
+            // Publish where this post ends, then read the mode word: either the peer's READ of
+            // the posted word sees this position, or this sees the plain bit cleared.
+            let plain = super::publish_and_check(
                 shared.control(POSTED_AT),
-                shared.control(SLEEP_AT),
+                shared.control(MODE_AT),
                 self.cur.frame_end,
-                self.cur.answered,
             );
-            if let Some(epoch) = wake {
-                if self.cur.grant(shared, &self.peer)?.slots == 0 {
-                    // A receiver re-posts every used request before it announces a sleep.
-                    return Err(LinkError::Corrupt(format!(
-                        "peer announced sleep epoch {epoch} with no receive request posted for its wakeup"
-                    )));
-                }
-            }
             let writes = &mut *self.writes;
             let mut n = 0;
             let due = shared.credit_due.load(Ordering::Acquire);
@@ -606,11 +606,10 @@ impl LinkSender for RdmaSender {
                 writes[n] = Cursor::data_write(shared, &self.peer, run);
                 n += 1;
             }
-            if let Some(epoch) = wake {
-                // The last write wakes the peer: its completion comes after all the data.
+            if !plain {
+                // The last write's completion comes after all the data: it can wake the peer.
                 writes[n - 1].flags |= WRITE_IMM;
                 self.cur.writes += 1;
-                self.cur.answered = epoch;
             }
             shared.post(&mut st, &mut writes[..n])?;
             LinkCounters::add_owned(&self.counters.batches_sent, chain.len as u64);
@@ -634,15 +633,19 @@ impl LinkSender for RdmaSender {
     }
 }
 
-/// Where the receiver is on its way to a sleep.
+/// Which writes the receiver has asked of the sender, and where it is on its way back to
+/// immediates before a sleep.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Doze {
-    /// Not announced (or data came since the last announcement).
-    Awake,
-    /// The epoch is announced and the READ of the sender's posted word is in flight.
-    Asked(u64),
-    /// The READ showed nothing unseen: the sender wakes this epoch with its next write.
-    Ready(u64),
+enum Mode {
+    /// Every post ends with a WRITE WITH IMMEDIATE (and all data before the last change back to
+    /// this mode is taken): the receiver may sleep.
+    Immediate,
+    /// Plain writes: the receiver polls its ring.
+    Plain,
+    /// The mode word is cleared and the READ of the sender's posted word is in flight.
+    Clearing,
+    /// The READ showed the sender posted up to this ring position: take it, then sleep.
+    Draining(u64),
 }
 
 /// The receiving half.
@@ -667,9 +670,11 @@ pub struct RdmaReceiver {
     wcs: Box<[Wc; POLL_BATCH]>,
     /// Polls since the link came up (the CQ is drained every CQ_EVERY).
     polls: u32,
-    /// The newest sleep epoch announced.
+    /// The newest mode epoch written to the sender.
     epoch: u64,
-    doze: Doze,
+    mode: Mode,
+    /// The last `arm` said this link may sleep (frames taken after it came to a woken receiver).
+    slept: bool,
 }
 
 /// A whole frame found in the ring.
@@ -809,11 +814,11 @@ impl RdmaReceiver {
         }
     }
 
-    /// Re-posts used receive requests (in batches, or all of them when `all`).
-    fn repost(&mut self, all: bool) -> Result<(), LinkError> {
+    /// Re-posts used receive requests, in batches.
+    fn repost(&mut self) -> Result<(), LinkError> {
         let depth = u64::from(self.shared.link.recv_depth);
         let used = depth - (self.posted - self.completed);
-        if used >= u64::from(REPOST_BATCH) || (all && used > 0) {
+        if used >= u64::from(REPOST_BATCH) {
             self.shared
                 .link
                 .endpoint
@@ -832,7 +837,7 @@ impl RdmaReceiver {
     /// Re-posts used receive requests in batches, and sends the credit word alone when half
     /// the ring or half the receive queue is unreported (otherwise the sender piggybacks it).
     fn give_back(&mut self) -> Result<(), LinkError> {
-        self.repost(false)?;
+        self.repost()?;
         let depth = u64::from(self.shared.link.recv_depth);
         let word = self.credit();
         self.shared.credit_due.store(word, Ordering::Release);
@@ -867,27 +872,26 @@ impl RdmaReceiver {
         Ok(())
     }
 
-    /// Announces a sleep: every used receive request re-posted and the credit, a new epoch in
-    /// the sender's sleep word, and a READ of its posted word, in one chain (in this order at
-    /// the sender). False when the send queue has no room now.
-    fn announce(&mut self) -> Result<bool, LinkError> {
-        self.repost(true)?;
-        let word = self.credit();
-        self.shared.credit_due.store(word, Ordering::Release);
+    /// Writes a new mode epoch to the sender's mode word, with `PLAIN` when `plain`; when
+    /// clearing it, READs the sender's posted word in the same chain (executed at the sender
+    /// after the mode word is placed). False when the send queue has no room now (or a READ is
+    /// still in flight).
+    fn write_mode(&mut self, plain: bool) -> Result<bool, LinkError> {
         let shared = self.shared.clone();
         let mut st = shared.lock();
         if st.read_pending {
-            // The READ of an abandoned announcement: its completion frees the way.
+            // An earlier READ's completion frees the way (one READ in flight at a time).
             shared.reap(&mut st)?;
         }
-        if st.read_pending || !shared.room(&mut st, 3, 0)? {
+        let n = if plain { 1 } else { 2 };
+        if st.read_pending || !shared.room(&mut st, n, 0)? {
             return Ok(false);
         }
         self.epoch += 1;
+        let word = self.epoch << 1 | if plain { PLAIN } else { 0 };
         let (_, read_to) = shared.staging_control(POSTED_AT);
         let mut w = [
-            shared.credit_write(word),
-            shared.control_write(SLEEP_AT, self.epoch),
+            shared.control_write(MODE_AT, word),
             Write {
                 wr_id: READ_TAG,
                 local_addr: read_to,
@@ -900,36 +904,30 @@ impl RdmaReceiver {
                 pad: 0,
             },
         ];
-        shared.post(&mut st, &mut w)?;
-        st.credit_sent = word;
-        st.read_pending = true;
-        shared.credit_sent_hint.store(word, Ordering::Relaxed);
-        self.doze = Doze::Asked(self.epoch);
+        shared.post(&mut st, &mut w[..n as usize])?;
+        if !plain {
+            st.read_pending = true;
+        }
         Ok(true)
     }
 
-    /// The sender's posted word as the finished READ brought it; whether everything it
-    /// promised has been taken.
-    fn caught_up(&self) -> Result<bool, LinkError> {
+    /// The sender's posted word as the finished READ brought it (checked: at most a ring ahead
+    /// of what this side has taken).
+    fn posted(&self) -> Result<u64, LinkError> {
         let posted = self.shared.staging_control(POSTED_AT).0.load(Ordering::Acquire);
-        let ahead = posted.wrapping_sub(self.position);
-        if ahead > self.shared.link.ring_bytes as u64 {
+        if posted > self.position && posted - self.position > self.shared.link.ring_bytes as u64 {
             return Err(LinkError::Corrupt(format!(
-                "peer's posted position {posted} is not within a ring ({} bytes) ahead of ours {}",
+                "peer's posted position {posted} is more than a ring ({} bytes) ahead of ours {}",
                 self.shared.link.ring_bytes, self.position
             )));
         }
-        Ok(ahead == 0)
+        Ok(posted)
     }
 }
 
 impl LinkReceiver for RdmaReceiver {
     fn poll(&mut self, deliver: &mut dyn FnMut(SignalView<'_>)) -> Result<PollProgress, LinkError> {
         self.polls = self.polls.wrapping_add(1);
-        let mut cqes = 0;
-        if self.polls % CQ_EVERY == 0 {
-            cqes = self.drain_cq()?;
-        }
         let mut progress = PollProgress::default();
         let mut frames = 0;
         while frames < FRAMES_PER_POLL {
@@ -939,11 +937,24 @@ impl LinkReceiver for RdmaReceiver {
             progress.bytes += bytes;
             frames += 1;
         }
+        // Immediates use receive requests: their completions are taken with their frames (and
+        // every few polls, where a queue pair in error shows too).
+        let mut cqes = 0;
+        if (frames > 0 && self.mode != Mode::Plain) || self.polls % CQ_EVERY == 0 {
+            cqes = self.drain_cq()?;
+        }
         if frames > 0 {
-            self.doze = Doze::Awake;
             LinkCounters::add_owned(&self.counters.batches_received, frames as u64);
             LinkCounters::add_owned(&self.counters.bytes_received, progress.bytes as u64);
             LinkCounters::add_owned(&self.counters.signals_received, progress.signals as u64);
+            if self.mode == Mode::Immediate && !self.slept {
+                // Frames while spinning: plain writes will do (best effort: later if the send
+                // queue is full now).
+                if self.write_mode(true)? {
+                    self.mode = Mode::Plain;
+                }
+            }
+            self.slept = false;
         }
         if frames > 0 || cqes > 0 {
             self.give_back()?;
@@ -972,38 +983,51 @@ impl LinkReceiver for RdmaReceiver {
 
     fn arm(&mut self) -> Result<bool, LinkError> {
         if self.drain_cq()? > 0 {
-            // A wake write landed: its frame is there to take.
+            // An immediate landed: its frame is there to take.
+            self.give_back()?;
             return Ok(false);
         }
-        match self.doze {
-            Doze::Awake => {
-                self.announce()?;
-                return Ok(false);
-            }
-            Doze::Asked(epoch) => {
-                let shared = self.shared.clone();
-                let mut st = shared.lock();
-                if st.read_pending {
-                    shared.reap(&mut st)?;
-                }
-                if st.read_pending {
+        loop {
+            match self.mode {
+                Mode::Immediate => break,
+                Mode::Plain => {
+                    if self.write_mode(false)? {
+                        self.mode = Mode::Clearing;
+                    }
+                    // The READ takes a network round trip: let the threads with work (a block
+                    // thread of this node, where threads outnumber CPUs) run meanwhile.
+                    std::thread::yield_now();
                     return Ok(false);
                 }
-                drop(st);
-                if !self.caught_up()? {
-                    // Data the sender posted before it could see the epoch: take it first.
-                    self.doze = Doze::Awake;
-                    return Ok(false);
+                Mode::Clearing => {
+                    let shared = self.shared.clone();
+                    let mut st = shared.lock();
+                    if st.read_pending {
+                        shared.reap(&mut st)?;
+                    }
+                    if st.read_pending {
+                        drop(st);
+                        std::thread::yield_now();
+                        return Ok(false);
+                    }
+                    drop(st);
+                    self.mode = Mode::Draining(self.posted()?);
                 }
-                self.doze = Doze::Ready(epoch);
+                Mode::Draining(posted) => {
+                    if self.position < posted {
+                        // Plain writes posted before the sender saw the cleared bit: they land.
+                        return Ok(false);
+                    }
+                    self.mode = Mode::Immediate;
+                }
             }
-            Doze::Ready(_) => {}
         }
         self.shared.link.endpoint.arm_recv().map_err(|e| rdma_err("arm receive CQ", e))?;
         // The arm race: a completion that landed before the arm raises no event; look again.
         if self.drain_cq()? > 0 || self.next_frame().is_some() {
             return Ok(false);
         }
+        self.slept = true;
         Ok(true)
     }
 }

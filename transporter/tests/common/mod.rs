@@ -378,17 +378,22 @@ pub fn listening_node(
     from: u32,
     kind: TransportKind,
 ) -> (Registry, Arc<AtomicBool>, JoinHandle<()>) {
+    listening_node_spinning(me, from, kind, Duration::ZERO)
+}
+
+/// [`listening_node`] whose receive side spins for `spin` after each signal before it sleeps.
+pub fn listening_node_spinning(
+    me: u32,
+    from: u32,
+    kind: TransportKind,
+    spin: Duration,
+) -> (Registry, Arc<AtomicBool>, JoinHandle<()>) {
     let mut registry = Registry::start(config(me, true, vec![peer(from, unused(), kind)])).unwrap();
     let mut side = registry.take_receive_side().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     let receiver = std::thread::spawn(move || {
-        side.run(
-            Duration::ZERO,
-            Duration::from_millis(20),
-            &|| s.load(Ordering::Relaxed),
-            &mut |_, _| {},
-        )
+        side.run(spin, Duration::from_millis(20), &|| s.load(Ordering::Relaxed), &mut |_, _| {})
     });
     (registry, stop, receiver)
 }
