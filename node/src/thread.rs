@@ -202,12 +202,12 @@ impl BlockThread {
         }
         ran += self.fire_timers();
         ran += self.poll_remote();
-        // Room first, then signals: both are one store (and one fence, if anything moved)
-        // per buffer per round.
+        // Signals first, then room: both are one store (and one fence, if anything moved) per
+        // buffer per round, and the signals are what a waiting thread needs next.
+        self.exec.out.flush();
         for lane in self.inbound_a.iter_mut().chain(self.inbound_b.iter_mut()) {
             lane.release();
         }
-        self.exec.out.flush();
         self.rounds += 1;
         self.publish();
         ran
