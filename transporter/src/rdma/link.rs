@@ -531,6 +531,21 @@ impl Chain {
     }
 }
 
+/// Notes whether a send was blocked on credits (a stall is counted once, while `stalled`).
+fn note_blocked(
+    stalled: &mut bool,
+    counters: &LinkCounters,
+    mut progress: SendProgress,
+    blocked: bool,
+) -> SendProgress {
+    if blocked && !*stalled {
+        LinkCounters::add(&counters.credit_stalls, 1);
+    }
+    *stalled = blocked;
+    progress.blocked = blocked;
+    progress
+}
+
 impl LinkSender for RdmaSender {
     fn send(&mut self, queue: &mut PageQueue) -> Result<SendProgress, LinkError> {
         let shared = &*self.shared;
@@ -556,12 +571,7 @@ impl LinkSender for RdmaSender {
         let mut g = self.cur.grant(shared, &self.peer)?;
         if g.slots == 0 {
             // Unless the peer says plain, this post needs one of its receive requests.
-            if !self.stalled {
-                LinkCounters::add(&self.counters.credit_stalls, 1);
-            }
-            self.stalled = true;
-            progress.blocked = true;
-            return Ok(progress);
+            return Ok(note_blocked(&mut self.stalled, &self.counters, progress, true));
         }
         // Room for the data writes and a piggybacked credit write, keeping the reserve.
         let sq_free = st.depth.saturating_sub(st.outstanding + CONTROL_RESERVE + 1) as usize;
@@ -616,12 +626,7 @@ impl LinkSender for RdmaSender {
             LinkCounters::add_owned(&self.counters.bytes_sent, progress.bytes as u64);
             LinkCounters::add_owned(&self.counters.signals_sent, progress.signals as u64);
         }
-        if blocked && !self.stalled {
-            LinkCounters::add(&self.counters.credit_stalls, 1);
-        }
-        self.stalled = blocked;
-        progress.blocked = blocked;
-        Ok(progress)
+        Ok(note_blocked(&mut self.stalled, &self.counters, progress, blocked))
     }
 
     fn has_pending(&self) -> bool {
@@ -679,8 +684,7 @@ pub struct RdmaReceiver {
 
 /// A whole frame found in the ring.
 struct Found {
-    /// Where its head is (0 when it skipped the rest of the lap).
-    start: usize,
+    /// It is at the lap start, past the rest of the last lap.
     skipped: bool,
     head: FrameHead,
 }
@@ -744,11 +748,11 @@ impl RdmaReceiver {
         let offset = (self.position & (size - 1)) as usize;
         let seq = frame_seq(self.frames + 1);
         if let Some(head) = self.whole_frame(offset, seq) {
-            return Some(Found { start: offset, skipped: false, head });
+            return Some(Found { skipped: false, head });
         }
         if offset != 0 {
             if let Some(head) = self.whole_frame(0, seq) {
-                return Some(Found { start: 0, skipped: true, head });
+                return Some(Found { skipped: true, head });
             }
         }
         None
@@ -781,7 +785,6 @@ impl RdmaReceiver {
         let at = self.position;
         let place = || format!("frame at ring position {at}");
         let signals = crate::deliver_batch(bytes, self.limits, &place, deliver)?;
-        debug_assert_eq!(f.start as u64, self.position & (size - 1));
         self.position += (FRAME_HEAD + len + FRAME_TAIL) as u64;
         self.frames += 1;
         Ok((signals, len))
