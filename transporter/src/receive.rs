@@ -246,9 +246,16 @@ impl ReceiveSide {
         let mut last_signal = Instant::now();
         let mut empty = 0u32;
         let mut spinning = true;
-        while !stop() {
+        loop {
+            // A spinning pass looks at `stop` and the clock only every CLOCK_EVERY empty passes
+            // (and after each pass with signals); a sleeping one at every pass.
             if empty % CLOCK_EVERY == 0 {
+                if stop() {
+                    return;
+                }
                 spinning = last_signal.elapsed() < spin_time;
+            } else if !spinning && stop() {
+                return;
             }
             let timeout = if spinning { Duration::ZERO } else { max_sleep };
             if self.poll(Some(timeout), deliver) > 0 {

@@ -226,26 +226,28 @@ int bw_post_writes(struct ibv_qp *qp, const struct bw_write *w, int n)
 	struct ibv_sge sge[BW_MAX_CHAIN];
 	if (n < 1 || n > BW_MAX_CHAIN)
 		return -EINVAL;
-	memset(wr, 0, sizeof(wr[0]) * (size_t)n);
 	for (int i = 0; i < n; i++) {
+		unsigned int flags = w[i].flags;
 		sge[i].addr = w[i].local_addr;
 		sge[i].length = w[i].length;
 		sge[i].lkey = w[i].lkey;
+		/* A constant size: the compiler zeroes the request with a few stores, no call. */
+		memset(&wr[i], 0, sizeof(wr[i]));
 		wr[i].wr_id = w[i].wr_id;
+		wr[i].next = i + 1 < n ? &wr[i + 1] : NULL;
 		wr[i].sg_list = &sge[i];
 		wr[i].num_sge = w[i].length ? 1 : 0;
-		wr[i].next = i + 1 < n ? &wr[i + 1] : NULL;
-		if (w[i].flags & BW_WRITE_READ) {
+		if (flags & BW_WRITE_READ) {
 			wr[i].opcode = IBV_WR_RDMA_READ;
-		} else if (w[i].flags & BW_WRITE_IMM) {
+		} else if (flags & BW_WRITE_IMM) {
 			wr[i].opcode = IBV_WR_RDMA_WRITE_WITH_IMM;
 			wr[i].imm_data = htonl(w[i].imm);
 		} else {
 			wr[i].opcode = IBV_WR_RDMA_WRITE;
 		}
-		if (w[i].flags & BW_WRITE_SIGNALED)
+		if (flags & BW_WRITE_SIGNALED)
 			wr[i].send_flags |= IBV_SEND_SIGNALED;
-		if (w[i].flags & BW_WRITE_INLINE)
+		if (flags & BW_WRITE_INLINE)
 			wr[i].send_flags |= IBV_SEND_INLINE;
 		wr[i].wr.rdma.remote_addr = w[i].remote_addr;
 		wr[i].wr.rdma.rkey = w[i].rkey;

@@ -127,6 +127,16 @@ pub fn frame_seq(n: u64) -> u32 {
     ((n - 1) % u64::from(u32::MAX)) as u32 + 1
 }
 
+/// The sequence number after `seq` (`next_seq(frame_seq(n)) == frame_seq(n + 1)`), with no
+/// division: the halves keep the next number instead of deriving it from a count.
+pub fn next_seq(seq: u32) -> u32 {
+    if seq == u32::MAX {
+        1
+    } else {
+        seq + 1
+    }
+}
+
 /// A frame's checksum over its head word, its sequence number and its body (whole words).
 /// It catches a frame read while still being placed (bytes of an older lap inside), so it is
 /// a sum that vectorises, not a hash.
@@ -215,6 +225,10 @@ mod tests {
         assert_eq!(frame_seq(1), 1);
         assert_eq!(frame_seq(u64::from(u32::MAX)), u32::MAX);
         assert_eq!(frame_seq(u64::from(u32::MAX) + 1), 1, "0 is skipped");
+        for n in [1, 2, 1000, u64::from(u32::MAX) - 1, u64::from(u32::MAX), 3 << 32] {
+            assert_eq!(next_seq(frame_seq(n)), frame_seq(n + 1), "after frame {n}");
+        }
+        assert_eq!(next_seq(0), 1, "a sender that closed no frame yet starts at 1");
         let c = Credit { consumed: u32::MAX - 3, posted: 77 };
         assert_eq!(Credit::decode(c.encode()), c);
         assert_eq!(Credit::decode(0x0000_0005_0000_0040), Credit { consumed: 64, posted: 5 });
