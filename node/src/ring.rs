@@ -118,6 +118,7 @@ pub fn ring(
     producer: Arc<Parker>,
     consumer: Arc<Parker>,
 ) -> (RingWriter, RingReader) {
+    // A power of two: positions in the ring are a mask of the word counts, not a division.
     let capacity = min_words.max(2 * limits.max_signal_words() + 2).next_power_of_two();
     let shared = Arc::new(Shared {
         words: (0..capacity).map(|_| UnsafeCell::new(0)).collect(),
@@ -220,7 +221,7 @@ impl RingWriter {
     /// head, so a signal that fails to pack leaves no trace.
     #[inline]
     fn place(&mut self, need: usize) -> Result<Place, LaneError> {
-        let pos = (self.tail % self.capacity) as usize;
+        let pos = (self.tail & (self.capacity - 1)) as usize;
         let to_end = self.capacity as usize - pos;
         // An open segment that reached the ring's end is followed by a new one at index 0.
         let (place, total) = if self.opened > 0 && pos != 0 && need <= to_end {
@@ -324,7 +325,7 @@ impl RingWriter {
     /// stores each one's length, the last first, so a consumer walks through without stopping.
     #[inline]
     fn commit_open(&mut self) {
-        let next = (self.tail % self.capacity) as usize;
+        let next = (self.tail & (self.capacity - 1)) as usize;
         self.shared.commit(next).store(0, Ordering::Relaxed);
         for seg in self.open[..self.opened].iter().rev() {
             // SYNC: ring-commit (release: the segment's words and the zero after it are
@@ -380,7 +381,7 @@ impl RingReader {
         if self.head != self.segment_end {
             return true;
         }
-        let pos = (self.head % self.capacity) as usize;
+        let pos = (self.head & (self.capacity - 1)) as usize;
         // SYNC: ring-commit (acquire).
         match self.shared.commit(pos).load(Ordering::Acquire) {
             0 => false,
@@ -396,7 +397,7 @@ impl RingReader {
             if self.head != self.segment_end {
                 return true;
             }
-            let pos = (self.head % self.capacity) as usize;
+            let pos = (self.head & (self.capacity - 1)) as usize;
             // SYNC: ring-commit (acquire: the segment's words are written).
             match self.shared.commit(pos).load(Ordering::Acquire) {
                 0 => return false,
@@ -425,7 +426,7 @@ impl RingReader {
         if !self.ready() {
             return None;
         }
-        let pos = (self.head % self.capacity) as usize;
+        let pos = (self.head & (self.capacity - 1)) as usize;
         let avail = (self.segment_end - self.head) as usize;
         // SAFETY: `head..segment_end` is committed, within the ring (a segment never wraps),
         // and not released until `advance` + `release`, which need `&mut self` (the view

@@ -274,16 +274,23 @@ impl BlockThread {
 
     /// Whether anything could run now.
     fn has_work(&mut self) -> bool {
+        // The idle spin's common case is "nothing": look at the lanes first, and work out the
+        // congestion mask only when a B signal waits.
         if self.inbound_a.iter().any(JobReader::has_signal) {
             return true;
         }
-        let mask = self.exec.out.congestion_mask();
-        let b = self
-            .inbound_b
-            .iter()
-            .enumerate()
-            .any(|(p, lane)| lane.has_signal() && self.may_run(p, mask));
-        b || self.exec.timers.next_due_ns().is_some_and(|due| due <= self.exec.clock.now_ns())
+        if self.inbound_b.iter().any(JobReader::has_signal) {
+            let mask = self.exec.out.congestion_mask();
+            let b = self
+                .inbound_b
+                .iter()
+                .enumerate()
+                .any(|(p, lane)| lane.has_signal() && self.may_run(p, mask));
+            if b {
+                return true;
+            }
+        }
+        self.exec.timers.next_due_ns().is_some_and(|due| due <= self.exec.clock.now_ns())
             || self.exec.out.remote.has_input()
             || self.exec.out.remote.has_unsent()
     }
