@@ -217,6 +217,10 @@ impl BlockThread {
     fn run_a(&mut self) -> usize {
         let mut ran = 0;
         for lane in self.inbound_a.iter_mut() {
+            // Most rounds find the A lanes empty: one load each says so.
+            if !lane.has_signal() {
+                continue;
+            }
             while let Some(view) = lane.peek() {
                 let len = view.wire_words().len();
                 self.exec.dispatch(&view);
@@ -237,6 +241,10 @@ impl BlockThread {
     fn run_b(&mut self, producer: usize) -> usize {
         let mut ran = 0;
         while ran < self.tuning.b_signals_per_round {
+            // An empty lane needs no congestion mask (a pass over every outbound lane).
+            if !self.inbound_b[producer].has_signal() {
+                break;
+            }
             let mask = self.exec.out.congestion_mask();
             if !self.may_run(producer, mask) {
                 break;
