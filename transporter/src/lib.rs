@@ -38,7 +38,7 @@ use std::os::fd::RawFd;
 use signals::{Malformed, SignalView};
 
 pub use counters::{CounterSnapshot, LinkCounters};
-pub use pages::{PagePool, PageQueue, SendLevel};
+pub use pages::{Page, PagePool, PageQueue, SendLevel};
 pub use receive::ReceiveSide;
 pub use registry::{LinkEvent, LinkState, PeerConfig, Registry, RegistryConfig, RegistryError};
 pub use send_buffers::{FlushReport, SendBuffers, SendError};
@@ -141,6 +141,15 @@ pub trait LinkSender: Send {
     /// first by the next call.
     fn send(&mut self, queue: &mut PageQueue) -> Result<SendProgress, LinkError>;
 
+    /// Writes what the transport takes now of `page`, in place, when nothing is queued before
+    /// it and no page taken in part is pending (a flush of one open page then moves no page).
+    /// What is left stays in `page` (its `sent_bytes` say where) for the caller to queue.
+    /// `None`: this transport takes pages only through [`LinkSender::send`].
+    fn send_page(&mut self, page: &mut Page) -> Option<Result<SendProgress, LinkError>> {
+        let _ = page;
+        None
+    }
+
     /// Whether a page taken in part is still waiting to be finished.
     fn has_pending(&self) -> bool;
 
@@ -212,6 +221,16 @@ impl LinkSender for AnySender {
             AnySender::Shm(s) => s.send(queue),
             #[cfg(feature = "rdma")]
             AnySender::Rdma(s) => s.send(queue),
+        }
+    }
+
+    #[inline]
+    fn send_page(&mut self, page: &mut Page) -> Option<Result<SendProgress, LinkError>> {
+        match self {
+            AnySender::Tcp(s) => s.send_page(page),
+            AnySender::Shm(s) => s.send_page(page),
+            #[cfg(feature = "rdma")]
+            AnySender::Rdma(s) => s.send_page(page),
         }
     }
 

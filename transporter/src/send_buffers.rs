@@ -187,6 +187,16 @@ impl SendBuffers {
                 Some(handoff) => handoff.queued(peer) > 0,
                 None => !pq.queue.is_empty() || pq.sender_pending,
             };
+            // Nothing queued before the open page, no send thread: the transport may take the
+            // page where it is (and it stays the open page when written whole).
+            if !backed_up
+                && self.inner.handoff.is_none()
+                && pq.open.as_ref().is_some_and(|p| !p.is_empty())
+                && write_open(&self.inner, peer, link, pq, &mut report)
+            {
+                report.peers += 1;
+                continue;
+            }
             // Bytes of the page closed here, not yet counted as queued on the link.
             let mut closed = 0;
             if !backed_up {
@@ -209,6 +219,51 @@ impl SendBuffers {
         }
         report
     }
+}
+
+/// Writes `pq`'s open page where it is (nothing is queued before it): written whole, it stays
+/// the open page, emptied; a rest is queued (and counted) for the next flush. Returns false,
+/// having done nothing, when the link's transport takes pages only through its queue. A
+/// transport error or a connection that is gone drops and counts what is packed, as
+/// [`write_peer`] does.
+fn write_open(
+    inner: &Inner,
+    peer: NodeId,
+    link: &Link,
+    pq: &mut PeerQueue,
+    report: &mut FlushReport,
+) -> bool {
+    let Some(open) = pq.open.as_mut() else { return false };
+    let mut guard = inner.lock_sender(link);
+    let (failure, live_generation) = match guard.as_mut() {
+        Some(live) if live.generation == pq.generation => match live.sender.send_page(open) {
+            None => return false,
+            Some(Ok(progress)) => {
+                report.bytes += progress.bytes;
+                report.signals += progress.signals;
+                report.blocked |= progress.blocked;
+                (None, Some(live.generation))
+            }
+            Some(Err(e)) => (Some(e.to_string()), Some(live.generation)),
+        },
+        other => (None, other.as_ref().map(|l| l.generation)),
+    };
+    drop(guard);
+    if open.unsent().is_empty() {
+        open.reset();
+    } else if let Some(rest) = pq.open.take() {
+        count_queued(link, rest.unsent().len());
+        pq.queue.push(rest);
+    }
+    if let Some(reason) = failure {
+        inner.fail(peer, pq.generation, &reason);
+    }
+    if live_generation != Some(pq.generation) || link.state() != LinkState::Connected {
+        let dropped = discard(pq, link);
+        LinkCounters::add(&link.counters.signals_dropped, dropped as u64);
+        report.dropped += dropped;
+    }
+    true
 }
 
 /// Counts `bytes` of closed pages as queued on `link` (and its high-water mark).

@@ -550,8 +550,15 @@ fn note_blocked(
     progress
 }
 
-impl LinkSender for RdmaSender {
-    fn send(&mut self, queue: &mut PageQueue) -> Result<SendProgress, LinkError> {
+/// Where a send's pages come from: the link's queue (after a page pending from the last
+/// send), or one page written in place.
+enum Pages<'a> {
+    Queue(&'a mut PageQueue),
+    One(&'a mut Page),
+}
+
+impl RdmaSender {
+    fn send_from(&mut self, mut pages: Pages<'_>) -> Result<SendProgress, LinkError> {
         let shared = &*self.shared;
         let mut st = shared.lock();
         // Completions come one per SIGNAL_EVERY requests; look for them only when one is due
@@ -569,8 +576,10 @@ impl LinkSender for RdmaSender {
             )));
         }
         let mut progress = SendProgress::default();
-        if self.pending.is_none() && queue.front().is_none() {
-            return Ok(progress);
+        if let Pages::Queue(queue) = &pages {
+            if self.pending.is_none() && queue.front().is_none() {
+                return Ok(progress);
+            }
         }
         let mut g = self.cur.grant(shared, &self.peer)?;
         if g.slots == 0 {
@@ -582,18 +591,31 @@ impl LinkSender for RdmaSender {
         let chain = &mut *self.chain;
         chain.reset(sq_free);
         let mut blocked = false;
-        while let Some(mut page) = self.pending.take().or_else(|| queue.pop()) {
-            let (copied, full) = self.cur.copy_page(shared, &self.peer, &mut page, &mut g, chain);
-            progress.bytes += copied;
-            if page.unsent().is_empty() {
-                progress.signals += page.signals;
-                queue.finish(page);
-            } else {
-                *self.pending = Some(page);
+        match &mut pages {
+            Pages::Queue(queue) => {
+                while let Some(mut page) = self.pending.take().or_else(|| queue.pop()) {
+                    let (copied, full) =
+                        self.cur.copy_page(shared, &self.peer, &mut page, &mut g, chain);
+                    progress.bytes += copied;
+                    if page.unsent().is_empty() {
+                        progress.signals += page.signals;
+                        queue.finish(page);
+                    } else {
+                        *self.pending = Some(page);
+                    }
+                    if full {
+                        blocked = true;
+                        break;
+                    }
+                }
             }
-            if full {
-                blocked = true;
-                break;
+            Pages::One(page) => {
+                let (copied, full) = self.cur.copy_page(shared, &self.peer, page, &mut g, chain);
+                progress.bytes += copied;
+                if page.unsent().is_empty() {
+                    progress.signals += page.signals;
+                }
+                blocked = full;
             }
         }
         if chain.open {
@@ -631,6 +653,17 @@ impl LinkSender for RdmaSender {
             LinkCounters::add_owned(&self.counters.signals_sent, progress.signals as u64);
         }
         Ok(note_blocked(&mut self.stalled, &self.counters, progress, blocked))
+    }
+}
+
+impl LinkSender for RdmaSender {
+    fn send(&mut self, queue: &mut PageQueue) -> Result<SendProgress, LinkError> {
+        self.send_from(Pages::Queue(queue))
+    }
+
+    fn send_page(&mut self, page: &mut Page) -> Option<Result<SendProgress, LinkError>> {
+        debug_assert!(self.pending.is_none(), "send_page with a page pending");
+        Some(self.send_from(Pages::One(page)))
     }
 
     fn has_pending(&self) -> bool {

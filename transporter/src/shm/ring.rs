@@ -92,6 +92,21 @@ impl ShmSender {
         }
     }
 
+    /// Counts what one send wrote and wakes the consumer if it sleeps (the records are
+    /// already committed).
+    fn published(&mut self, progress: &SendProgress, padding: u64) {
+        if progress.bytes > 0 || padding > 0 {
+            LinkCounters::add_owned(&self.counters.batches_sent, 1);
+            // Ring bytes used, wrap padding included, so both ends count the same bytes.
+            LinkCounters::add_owned(&self.counters.bytes_sent, progress.bytes as u64 + padding);
+            LinkCounters::add_owned(&self.counters.signals_sent, progress.signals as u64);
+            if wake::should_wake(self.segment.sleeping(self.ring)) {
+                self.peer_wake.notify();
+                LinkCounters::add(&self.counters.wakeups_sent, 1);
+            }
+        }
+    }
+
     /// Copies whole signals of `page` into the ring as records; returns (bytes copied, ring
     /// full). Ring space taken by record words and lap padding is added to `padding`. The
     /// consumer's position is read (once) only when the space known free is short.
@@ -222,17 +237,21 @@ impl LinkSender for ShmSender {
                 break;
             }
         }
-        if progress.bytes > 0 || padding > 0 {
-            LinkCounters::add_owned(&self.counters.batches_sent, 1);
-            // Ring bytes used, wrap padding included, so both ends count the same bytes.
-            LinkCounters::add_owned(&self.counters.bytes_sent, progress.bytes as u64 + padding);
-            LinkCounters::add_owned(&self.counters.signals_sent, progress.signals as u64);
-            if wake::should_wake(self.segment.sleeping(self.ring)) {
-                self.peer_wake.notify();
-                LinkCounters::add(&self.counters.wakeups_sent, 1);
-            }
-        }
+        self.published(&progress, padding);
         Ok(progress)
+    }
+
+    fn send_page(&mut self, page: &mut Page) -> Option<Result<SendProgress, LinkError>> {
+        debug_assert!(self.pending.is_none(), "send_page with a page pending");
+        if let Some(reason) = self.corrupt.take() {
+            return Some(Err(LinkError::Corrupt(reason)));
+        }
+        let mut padding = 0;
+        let (bytes, blocked) = self.copy_page(page, &mut padding);
+        let signals = if page.unsent().is_empty() { page.signals } else { 0 };
+        let progress = SendProgress { bytes, signals, blocked };
+        self.published(&progress, padding);
+        Some(Ok(progress))
     }
 
     fn has_pending(&self) -> bool {
