@@ -227,6 +227,34 @@ impl UnsentPage {
     }
 }
 
+/// Hands a sender's pages to `copy` in order (the page it kept written in part, in `pending`,
+/// then the queue's) until one is not written whole: `copy` writes what the transport takes of
+/// a page and returns (bytes written, transport full). Pages written whole go to the queue's
+/// done list; one written in part is kept in `pending`. Returns (bytes, signals of the pages
+/// written whole, full).
+#[inline]
+pub fn feed(
+    pending: &mut Option<Page>,
+    queue: &mut PageQueue,
+    mut copy: impl FnMut(&mut Page) -> (usize, bool),
+) -> (usize, usize, bool) {
+    let (mut bytes, mut signals) = (0, 0);
+    while let Some(mut page) = pending.take().or_else(|| queue.pop()) {
+        let (copied, full) = copy(&mut page);
+        bytes += copied;
+        if page.unsent().is_empty() {
+            signals += page.signals;
+            queue.finish(page);
+        } else {
+            *pending = Some(page);
+        }
+        if full {
+            return (bytes, signals, true);
+        }
+    }
+    (bytes, signals, false)
+}
+
 impl Deref for UnsentPage {
     type Target = Option<Page>;
 

@@ -31,7 +31,7 @@ use super::{
     FRAME_TAIL, MODE_AT, PLAIN, POSTED_AT, REPOST_BATCH, SIGNAL_EVERY,
 };
 use crate::counters::LinkCounters;
-use crate::pages::{Page, PagePool, PageQueue, UnsentPage};
+use crate::pages::{feed, Page, PagePool, PageQueue, UnsentPage};
 use crate::{LinkError, LinkReceiver, LinkSender, PollProgress, SendProgress};
 
 /// `IBV_WC_RECV_RDMA_WITH_IMM`.
@@ -590,24 +590,15 @@ impl RdmaSender {
         let sq_free = st.depth.saturating_sub(st.outstanding + CONTROL_RESERVE + 1) as usize;
         let chain = &mut *self.chain;
         chain.reset(sq_free);
-        let mut blocked = false;
-        match &mut pages {
+        let blocked = match &mut pages {
             Pages::Queue(queue) => {
-                while let Some(mut page) = self.pending.take().or_else(|| queue.pop()) {
-                    let (copied, full) =
-                        self.cur.copy_page(shared, &self.peer, &mut page, &mut g, chain);
-                    progress.bytes += copied;
-                    if page.unsent().is_empty() {
-                        progress.signals += page.signals;
-                        queue.finish(page);
-                    } else {
-                        *self.pending = Some(page);
-                    }
-                    if full {
-                        blocked = true;
-                        break;
-                    }
-                }
+                let (cur, peer) = (&mut self.cur, &self.peer);
+                let (bytes, signals, full) = feed(&mut self.pending, queue, |page| {
+                    cur.copy_page(shared, peer, page, &mut g, chain)
+                });
+                progress.bytes += bytes;
+                progress.signals += signals;
+                full
             }
             Pages::One(page) => {
                 let (copied, full) = self.cur.copy_page(shared, &self.peer, page, &mut g, chain);
@@ -615,9 +606,9 @@ impl RdmaSender {
                 if page.unsent().is_empty() {
                     progress.signals += page.signals;
                 }
-                blocked = full;
+                full
             }
-        }
+        };
         if chain.open {
             self.cur.close(shared, &self.peer, &mut g, chain);
         }

@@ -33,7 +33,7 @@ use signals::{Limits, SignalView};
 use super::layout::Segment;
 use super::wake;
 use crate::counters::LinkCounters;
-use crate::pages::{Page, PagePool, PageQueue, UnsentPage};
+use crate::pages::{feed, Page, PagePool, PageQueue, UnsentPage};
 use crate::poller::EventFd;
 use crate::sync::{Ordering, SharedWord};
 use crate::{LinkError, LinkReceiver, LinkSender, PollProgress, SendProgress};
@@ -221,22 +221,13 @@ impl LinkSender for ShmSender {
         if let Some(reason) = self.corrupt.take() {
             return Err(LinkError::Corrupt(reason));
         }
-        let mut progress = SendProgress::default();
         let mut padding = 0;
-        while let Some(mut page) = self.pending.take().or_else(|| queue.pop()) {
-            let (copied, full) = self.copy_page(&mut page, &mut padding);
-            progress.bytes += copied;
-            if page.unsent().is_empty() {
-                progress.signals += page.signals;
-                queue.finish(page);
-            } else {
-                *self.pending = Some(page);
-            }
-            if full {
-                progress.blocked = true;
-                break;
-            }
-        }
+        // The kept page is out of its slot only while `copy_page` (which cannot fail) runs.
+        let mut kept = self.pending.take();
+        let (bytes, signals, blocked) =
+            feed(&mut kept, queue, |page| self.copy_page(page, &mut padding));
+        *self.pending = kept;
+        let progress = SendProgress { bytes, signals, blocked };
         self.published(&progress, padding);
         Ok(progress)
     }
