@@ -57,6 +57,14 @@ pub(crate) struct PeerQueue {
     pub(crate) sender_pending: bool,
 }
 
+impl FlushReport {
+    fn add(&mut self, progress: &crate::SendProgress) {
+        self.bytes += progress.bytes;
+        self.signals += progress.signals;
+        self.blocked |= progress.blocked;
+    }
+}
+
 /// A queue for each configured peer of `inner`, indexed by node id.
 pub(crate) fn peer_queues(inner: &Inner) -> Vec<Option<PeerQueue>> {
     (0..=255u32)
@@ -239,12 +247,10 @@ fn write_open(
         Some(live) if live.generation == pq.generation => match live.sender.send_page(open) {
             None => return false,
             Some(Ok(progress)) => {
-                report.bytes += progress.bytes;
-                report.signals += progress.signals;
-                report.blocked |= progress.blocked;
+                report.add(&progress);
                 (None, Some(live.generation))
             }
-            Some(Err(e)) => (Some(e.to_string()), Some(live.generation)),
+            Some(Err(e)) => (Some((live.generation, e.to_string())), Some(live.generation)),
         },
         other => (None, other.as_ref().map(|l| l.generation)),
     };
@@ -255,14 +261,7 @@ fn write_open(
         count_queued(link, rest.unsent().len());
         pq.queue.push(rest);
     }
-    if let Some(reason) = failure {
-        inner.fail(peer, pq.generation, &reason);
-    }
-    if live_generation != Some(pq.generation) || link.state() != LinkState::Connected {
-        let dropped = discard(pq, link);
-        LinkCounters::add(&link.counters.signals_dropped, dropped as u64);
-        report.dropped += dropped;
-    }
+    settle(inner, peer, link, pq, report, failure, live_generation);
     true
 }
 
@@ -296,9 +295,7 @@ pub(crate) fn write_peer(
         Some(live) if live.generation == pq.generation => match live.sender.send(&mut pq.queue) {
             Ok(progress) => {
                 written = progress.bytes;
-                report.bytes += progress.bytes;
-                report.signals += progress.signals;
-                report.blocked |= progress.blocked;
+                report.add(&progress);
                 pq.sender_pending = live.sender.has_pending();
                 None
             }
@@ -322,6 +319,20 @@ pub(crate) fn write_peer(
             link.pool.give(page);
         }
     }
+    settle(inner, peer, link, pq, report, failure, live_generation);
+}
+
+/// After a write: fails the link on a transport error, and drops (and counts) what is packed
+/// for `peer` when the connection it was packed for is gone.
+fn settle(
+    inner: &Inner,
+    peer: NodeId,
+    link: &Link,
+    pq: &mut PeerQueue,
+    report: &mut FlushReport,
+    failure: Option<(u64, String)>,
+    live_generation: Option<u64>,
+) {
     if let Some((generation, reason)) = failure {
         inner.fail(peer, generation, &reason);
     }
