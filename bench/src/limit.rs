@@ -392,34 +392,95 @@ impl EventFdPair {
 }
 
 /// The two cache lines of a cross-process ping-pong, in a shared mapping.
-fn shared_lines(path: &std::path::Path, create: bool) -> std::io::Result<memmap2::MmapMut> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(create)
-        .truncate(create)
-        .open(path)?;
-    if create {
-        file.set_len(256)?;
-    }
-    // SAFETY: a private benchmark file both processes map; the two words are only accessed
-    // atomically.
-    unsafe { memmap2::MmapMut::map_mut(&file) }
+/// Two cache lines of a file in /dev/shm that two processes map: the cross-process
+/// cache-line ping-pong's only state (a value goes out on the first line, comes back on the
+/// second, 128 bytes apart).
+pub(crate) struct Lines {
+    map: memmap2::MmapMut,
 }
 
-fn line_words(map: &memmap2::MmapMut) -> (&AtomicU64, &AtomicU64) {
-    assert!(map.len() >= 256);
-    let base = map.as_ptr();
-    // SAFETY: the mapping is page aligned and 256 bytes long; offsets 0 and 128 are 8-aligned
-    // u64 slots that both processes access only atomically, for as long as `map` lives.
-    unsafe { (&*(base as *const AtomicU64), &*(base.add(128) as *const AtomicU64)) }
+impl Lines {
+    /// Creates (`create`) or opens the file at `path` and maps it.
+    pub(crate) fn map(path: &std::path::Path, create: bool) -> std::io::Result<Lines> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(create)
+            .truncate(create)
+            .open(path)?;
+        if create {
+            file.set_len(256)?;
+        }
+        // SAFETY: a private benchmark file both processes map; the two words are only accessed
+        // atomically.
+        let map = unsafe { memmap2::MmapMut::map_mut(&file) }?;
+        if map.len() < 256 {
+            return Err(std::io::Error::other(format!(
+                "{} is shorter than two lines",
+                path.display()
+            )));
+        }
+        Ok(Lines { map })
+    }
+
+    fn words(&self) -> (&AtomicU64, &AtomicU64) {
+        let base = self.map.as_ptr();
+        // SAFETY: the mapping is page aligned and at least 256 bytes long (checked in `map`);
+        // offsets 0 and 128 are 8-aligned u64 slots that both processes access only
+        // atomically, for as long as `self` lives.
+        unsafe { (&*(base as *const AtomicU64), &*(base.add(128) as *const AtomicU64)) }
+    }
+
+    /// The pinging side: one round trip of `value` (each round trip's value is new). False
+    /// when no answer came within [`LINES_PATIENCE`] (the other process is gone).
+    pub(crate) fn round_trip(&self, value: u64) -> bool {
+        let (ping, pong) = self.words();
+        // SYNC: ping.
+        ping.store(value, Ordering::Release);
+        // SYNC: pong.
+        wait_for(pong, value)
+    }
+
+    /// The echoing side: waits for `value` and sends it back. False when it did not come
+    /// within [`LINES_PATIENCE`].
+    pub(crate) fn echo(&self, value: u64) -> bool {
+        let (ping, pong) = self.words();
+        // SYNC: ping (acquire side).
+        if !wait_for(ping, value) {
+            return false;
+        }
+        // SYNC: pong (release side).
+        pong.store(value, Ordering::Release);
+        true
+    }
+}
+
+/// How long one side of the cache-line ping-pong waits for the other before calling it gone.
+const LINES_PATIENCE: Duration = Duration::from_secs(10);
+
+/// Spins until `word` holds `value` (acquire); false after [`LINES_PATIENCE`]. The clock is
+/// read once every 64Ki polls, so a poll costs what it did without the limit.
+fn wait_for(word: &AtomicU64, value: u64) -> bool {
+    let mut polls = 0u32;
+    let mut deadline = None;
+    while word.load(Ordering::Acquire) != value {
+        std::hint::spin_loop();
+        polls = polls.wrapping_add(1);
+        if polls % (1 << 16) == 0 {
+            let now = Instant::now();
+            if now > *deadline.get_or_insert(now + LINES_PATIENCE) {
+                return false;
+            }
+        }
+    }
+    true
 }
 
 /// Round trips of a value between two processes through two cache lines of a shared mapping.
 pub fn cache_line_pingpong_processes(plan: &Plan) -> std::io::Result<Histogram<u64>> {
     let path =
         std::path::PathBuf::from(format!("/dev/shm/blockwire-bench-lines-{}", std::process::id()));
-    let map = shared_lines(&path, true)?;
+    let lines = Lines::map(&path, true)?;
     let total = plan.warmup + plan.count;
     let mut child = std::process::Command::new(std::env::current_exe()?)
         .args([
@@ -432,11 +493,10 @@ pub fn cache_line_pingpong_processes(plan: &Plan) -> std::io::Result<Histogram<u
             &plan.cpus.1.to_string(),
         ])
         .spawn()?;
-    let (ping, pong) = line_words(&map);
     pin(plan.cpus.0);
     // Wait for the child to map the file and say it is there.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while pong.load(Ordering::Acquire) != u64::MAX {
+    while lines.words().1.load(Ordering::Acquire) != u64::MAX {
         if Instant::now() > deadline || matches!(child.try_wait(), Ok(Some(_))) {
             let _ = child.kill();
             let _ = std::fs::remove_file(&path);
@@ -449,11 +509,10 @@ pub fn cache_line_pingpong_processes(plan: &Plan) -> std::io::Result<Histogram<u
     let mut h = histogram();
     for i in 1..=total {
         let start = Instant::now();
-        // SYNC: ping.
-        ping.store(i, Ordering::Release);
-        // SYNC: pong.
-        while pong.load(Ordering::Acquire) != i {
-            std::hint::spin_loop();
+        if !lines.round_trip(i) {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::other(format!("limit peer stopped answering at {i}")));
         }
         if i > plan.warmup {
             record(&mut h, start.elapsed());
@@ -466,16 +525,13 @@ pub fn cache_line_pingpong_processes(plan: &Plan) -> std::io::Result<Histogram<u
 /// The child of [`cache_line_pingpong_processes`]: echoes `count` values.
 pub fn cache_line_peer(path: &std::path::Path, count: u64, cpu: usize) -> std::io::Result<()> {
     pin(cpu);
-    let map = shared_lines(path, false)?;
-    let (ping, pong) = line_words(&map);
-    pong.store(u64::MAX, Ordering::Release);
+    let lines = Lines::map(path, false)?;
+    // SYNC: the "mapped" mark the parent waits for.
+    lines.words().1.store(u64::MAX, Ordering::Release);
     for i in 1..=count {
-        // SYNC: ping (acquire side).
-        while ping.load(Ordering::Acquire) != i {
-            std::hint::spin_loop();
+        if !lines.echo(i) {
+            return Err(std::io::Error::other(format!("no value {i} from the parent")));
         }
-        // SYNC: pong (release side).
-        pong.store(i, Ordering::Release);
     }
     Ok(())
 }

@@ -117,6 +117,12 @@ struct Common {
     /// p50 ratio of every round is printed too.
     #[arg(long, default_value_t = 1)]
     rounds: u64,
+    /// Pingpong --raw over shm in spin mode: after every this many round trips, run as many
+    /// of the cross-process cache-line reference between the same two processes (instead of
+    /// --rounds, which starts new processes for each), and print the ratio of each pair of
+    /// blocks. Both then share every placement the host gives the two CPUs.
+    #[arg(long)]
+    interleave: Option<u64>,
     /// spin: receivers busy-poll (full stack: every spin time 1 s); sleep: receivers spin
     /// --spin-us, then block in the kernel. Default spin; not with --config.
     #[arg(long, value_enum)]
@@ -368,12 +374,25 @@ fn print_rounds(c: &Common, case: &str, reference: &str, ratios: &[f64]) {
     }
     let mut sorted = ratios.to_vec();
     sorted.sort_by(f64::total_cmp);
+    let n = sorted.len();
+    if n > 12 {
+        // Interleaved blocks: too many to list.
+        println!(
+            "{case} / {reference}, p50 of each of {n} pairs of blocks: median {:.2}x, \
+             interquartile {:.2}x-{:.2}x, range {:.2}x-{:.2}x",
+            sorted[n / 2],
+            sorted[n / 4],
+            sorted[3 * n / 4],
+            sorted[0],
+            sorted[n - 1]
+        );
+        return;
+    }
     let list: Vec<String> = ratios.iter().map(|r| format!("{r:.2}x")).collect();
     println!(
-        "{case} / {reference}, p50 of each of {} alternating rounds: {} (median {:.2}x)",
-        ratios.len(),
+        "{case} / {reference}, p50 of each of {n} alternating rounds: {} (median {:.2}x)",
         list.join(" "),
-        sorted[sorted.len() / 2]
+        sorted[n / 2]
     );
 }
 
@@ -492,8 +511,32 @@ fn raw_pingpong(c: &Common) -> Result<(), String> {
     let kind = kind(c)?;
     let mode = mode(c);
     let mut rows = Vec::new();
-    let Alternated { name, reference: r, subject: h, ratios } =
-        alternate(c, &p, mode, &mut |p| raw::pingpong(p, kind, c.size, c.section_bytes / 4, mode))?;
+    let pingpong = |p: &Plan, interleave| {
+        raw::pingpong(p, kind, c.size, c.section_bytes / 4, mode, interleave)
+    };
+    let (name, r, h, ratios) = match c.interleave {
+        Some(block) => {
+            if kind != TransportKind::Shm || mode != Mode::Spin || c.rounds > 1 {
+                return Err(
+                    "--interleave is for pingpong --raw --transport shm --mode spin, without --rounds"
+                        .into(),
+                );
+            }
+            if block == 0 || block > p.count {
+                return Err(format!("--interleave {block}: from 1 to --count {}", p.count));
+            }
+            let (h, interleaved) = pingpong(&p, Some(block))?;
+            let Some(i) = interleaved else {
+                unreachable!("an interleaved run returns its reference")
+            };
+            ("limit cache-line 2 processes, interleaved", i.reference, h, i.ratios)
+        }
+        None => {
+            let Alternated { name, reference, subject, ratios } =
+                alternate(c, &p, mode, &mut |p| pingpong(p, None).map(|(h, _)| h))?;
+            (name, reference, subject, ratios)
+        }
+    };
     let reference = latency(c, &mut rows, name, &r)?;
     let mode_name = format!("{mode:?}").to_lowercase();
     let case = format!("raw {kind} {mode_name} {}", size_label(c));

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use signals::{gsn, NodeId, Signal};
 use transporter::{LinkEvent, PeerConfig, Registry, RegistryConfig, TransportKind};
 
+use crate::limit::Lines;
 use crate::{pin, Mode};
 
 /// What the peer does.
@@ -50,6 +51,14 @@ pub struct PeerArgs {
     /// Ring size for shared memory.
     #[arg(long, default_value_t = 1 << 22)]
     pub ring_bytes: usize,
+    /// Echo, interleaved with the cross-process cache-line reference: the file of its two
+    /// lines (see `--interleave` of pingpong).
+    #[arg(long)]
+    pub lines: Option<std::path::PathBuf>,
+    /// Echo, interleaved: after every this many echoed signals, echo this many values on the
+    /// cache lines.
+    #[arg(long, default_value_t = 0)]
+    pub block: u64,
 }
 
 pub(crate) fn kind_from(name: &str) -> Result<TransportKind, String> {
@@ -105,6 +114,14 @@ pub fn run(args: &PeerArgs) -> Result<(), String> {
     let mut registry = Registry::start(peer_config(2, 1, Some(any), any, kind, args.ring_bytes))
         .map_err(|e| e.to_string())?;
     let addr = registry.local_addr().ok_or("not listening")?;
+    // Mapped before saying ready: the parent then removes the file's name.
+    let lines = match &args.lines {
+        Some(path) if args.role == Role::Echo && args.block > 0 => {
+            Some(Lines::map(path, false).map_err(|e| format!("{}: {e}", path.display()))?)
+        }
+        Some(_) => return Err("--lines is for an echo with --block".into()),
+        None => None,
+    };
     println!("ready {addr}");
     let _ = std::io::stdout().flush();
     match registry.events().recv_timeout(Duration::from_secs(30)) {
@@ -118,6 +135,7 @@ pub fn run(args: &PeerArgs) -> Result<(), String> {
         Mode::Sleep => Duration::from_micros(args.spin_us),
     };
     let one = NodeId::MIN;
+    let (mut echoed, mut value) = (0u64, 0u64);
     match args.role {
         Role::Echo => {
             let stop = || matches!(registry.state(one), Some(transporter::LinkState::Disconnected));
@@ -132,6 +150,16 @@ pub fn run(args: &PeerArgs) -> Result<(), String> {
                     send.pack(from, &answer)
                 };
                 send.flush();
+                echoed += 1;
+                if let Some(lines) = lines.as_ref().filter(|_| echoed % args.block == 0) {
+                    for _ in 0..args.block {
+                        value += 1;
+                        if !lines.echo(value) {
+                            // The parent is gone: the link's end stops the loop.
+                            break;
+                        }
+                    }
+                }
             };
             side.run(spin, Duration::from_millis(50), &stop, &mut deliver);
         }

@@ -12,6 +12,7 @@ use hdrhistogram::Histogram;
 use signals::{gsn, BlockInstance, BlockNumber, BlockRef, NodeId, Signal};
 use transporter::{LinkEvent, Registry, SendError, TransportKind};
 
+use crate::limit::Lines;
 use crate::peer::{own_cpu_time, peer_config};
 use crate::report::{histogram, record};
 use crate::{pin, Mode, Plan};
@@ -140,18 +141,61 @@ fn poll_timeout(mode: Mode) -> Option<Duration> {
     }
 }
 
+/// The cross-process cache-line reference measured between the same two processes, in blocks
+/// between the transporter's (see `--interleave`).
+pub struct Interleaved {
+    /// The reference's round trips, pooled.
+    pub reference: Histogram<u64>,
+    /// For each pair of blocks, the transporter's p50 over the reference's.
+    pub ratios: Vec<f64>,
+}
+
+/// The p50 of `samples` (reordered).
+fn median(samples: &mut [u64]) -> u64 {
+    if samples.is_empty() {
+        return 0;
+    }
+    let mid = samples.len() / 2;
+    *samples.select_nth_unstable(mid).1
+}
+
 /// Round trips of a signal with `data_words` data words (and a section of `section_words`
-/// when not 0) through the transporter.
+/// when not 0) through the transporter. With `interleave` (a block length), every block of
+/// that many round trips is followed by as many round trips of the cross-process cache-line
+/// reference between the same two pinned processes, so both see the same placement and the
+/// same host; the reference comes back with the per-block ratios.
 pub fn pingpong(
     plan: &Plan,
     kind: TransportKind,
     data_words: usize,
     section_words: usize,
     mode: Mode,
-) -> Result<Histogram<u64>, String> {
+    interleave: Option<u64>,
+) -> Result<(Histogram<u64>, Option<Interleaved>), String> {
     // Sleep mode sleeps at once (no spin), so each round trip pays the wakeups it measures.
-    let extra = vec!["--spin-us".to_string(), "0".to_string()];
-    let (_peer, addr) = PeerChild::spawn(kind, "echo", mode, &extra, plan.cpus.1)?;
+    let mut extra = vec!["--spin-us".to_string(), "0".to_string()];
+    let lines_path =
+        std::path::PathBuf::from(format!("/dev/shm/blockwire-bench-lines-{}", std::process::id()));
+    let lines = match interleave {
+        Some(block) => {
+            let lines = Lines::map(&lines_path, true)
+                .map_err(|e| format!("{}: {e}", lines_path.display()))?;
+            extra.extend([
+                "--lines".to_string(),
+                lines_path.display().to_string(),
+                "--block".to_string(),
+                block.to_string(),
+            ]);
+            Some((lines, block))
+        }
+        None => None,
+    };
+    let spawned = PeerChild::spawn(kind, "echo", mode, &extra, plan.cpus.1);
+    if lines.is_some() {
+        // The peer has mapped the file before saying it is ready (or has failed): the name can go.
+        let _ = std::fs::remove_file(&lines_path);
+    }
+    let (mut peer, addr) = spawned?;
     pin(plan.cpus.0);
     let mut one = connect(kind, addr)?;
     let mut side = one.take_receive_side().ok_or("receive side taken")?;
@@ -161,6 +205,10 @@ pub fn pingpong(
     let sections = [section.as_slice()];
     let n = usize::from(section_words > 0);
     let mut h = histogram();
+    let mut reference_h = histogram();
+    let block = lines.as_ref().map_or(0, |(_, b)| *b as usize);
+    let (mut mine, mut theirs) = (Vec::with_capacity(block), Vec::with_capacity(block));
+    let (mut ratios, mut value) = (Vec::new(), 0u64);
     for i in 0..plan.warmup + plan.count {
         let start = Instant::now();
         let signal = Signal::new(gsn::PING_REQ, reference(1), reference(2)).data(&data);
@@ -172,7 +220,12 @@ pub fn pingpong(
         packed.map_err(|e| e.to_string())?;
         send.flush();
         let (mut answered, mut garbled) = (false, false);
+        let mut polls = 0u32;
         while !answered {
+            polls = polls.wrapping_add(1);
+            if polls % (1 << 20) == 0 {
+                peer.check_alive()?;
+            }
             side.poll(poll_timeout(mode), &mut |_, s| {
                 if s.gsn() == gsn::PING_CONF {
                     answered = true;
@@ -186,11 +239,35 @@ pub fn pingpong(
         if garbled {
             return Err(format!("round trip {i}: the echo's section differs from the one sent"));
         }
-        if i >= plan.warmup {
-            record(&mut h, start.elapsed());
+        let measured = i >= plan.warmup;
+        if measured {
+            let took = start.elapsed();
+            record(&mut h, took);
+            mine.push(took.as_nanos() as u64);
         }
+        let Some((lines, block)) = lines.as_ref().filter(|(_, b)| (i + 1) % b == 0) else {
+            continue;
+        };
+        // A block of the reference between the same two processes (the peer counts the same).
+        for _ in 0..*block {
+            value += 1;
+            let start = Instant::now();
+            if !lines.round_trip(value) {
+                return Err(format!("the peer stopped answering on the cache lines at {value}"));
+            }
+            if measured {
+                let took = start.elapsed();
+                record(&mut reference_h, took);
+                theirs.push(took.as_nanos() as u64);
+            }
+        }
+        if !mine.is_empty() && !theirs.is_empty() {
+            ratios.push(median(&mut mine) as f64 / median(&mut theirs).max(1) as f64);
+        }
+        mine.clear();
+        theirs.clear();
     }
-    Ok(h)
+    Ok((h, lines.map(|_| Interleaved { reference: reference_h, ratios })))
 }
 
 /// What a stream run measured.
