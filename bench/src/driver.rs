@@ -15,7 +15,8 @@
 //! full send buffer or job buffer is back-pressure (the driver continues in a later round),
 //! never a lost item.
 
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
@@ -23,6 +24,7 @@ use node::blocks::stats::StatsReport;
 use node::{Block, Context, SendError};
 use signals::{gsn, BlockNumber, BlockRef, Gsn, SignalView};
 
+use crate::limit::{BlockPairs, Interleaved, Lines};
 use crate::report::{histogram, record};
 
 /// The driver block's number (outside the system range 1..=99).
@@ -30,9 +32,82 @@ pub const DRIVER: BlockNumber = BlockNumber(210);
 /// The one-way stream's signal: no block handles it, so the echo block runs it and ignores it.
 pub const ITEM: Gsn = Gsn(60100);
 
+/// Asks a [`LinesEcho`] to echo one block of cache-line round trips (data word 0: the phase).
+pub const LINES_ORD: Gsn = Gsn(60101);
+/// The block number of [`LinesEcho`].
+pub const LINES_ECHO: BlockNumber = BlockNumber(211);
+
+/// What the pinger and a [`LinesEcho`] share in an interleaved run: after every `block` round
+/// trips through the runtime, the same two block threads run `block` round trips of the
+/// cache-line reference.
+#[derive(Debug)]
+pub struct Interleave {
+    lines: Lines,
+    block: u64,
+    /// The last phase the echo side entered (it then echoes that phase's block).
+    echo_phase: AtomicU64,
+}
+
+impl Interleave {
+    pub fn new(block: u64) -> std::io::Result<Interleave> {
+        Ok(Interleave { lines: Lines::anonymous()?, block, echo_phase: AtomicU64::new(0) })
+    }
+}
+
+/// The echo side of an interleaved run, on the echo block's thread: on `LINES_ORD` it echoes one
+/// block of cache-line round trips inside its handler (its thread does nothing else meanwhile).
+#[derive(Debug)]
+pub struct LinesEcho {
+    shared: Arc<Interleave>,
+    value: u64,
+}
+
+impl LinesEcho {
+    pub fn new(shared: Arc<Interleave>) -> LinesEcho {
+        LinesEcho { shared, value: 0 }
+    }
+}
+
+impl Block for LinesEcho {
+    fn execute(&mut self, s: &SignalView<'_>, _ctx: &mut Context<'_>) {
+        if s.gsn() != LINES_ORD {
+            return;
+        }
+        let phase = u64::from(s.data().first().copied().unwrap_or(0));
+        // SYNC: echo-phase. Release: the pinger starts the block once it sees this phase.
+        self.shared.echo_phase.store(phase, Ordering::Release);
+        for _ in 0..self.shared.block {
+            self.value += 1;
+            if !self.shared.lines.echo(self.value) {
+                // The pinger stopped (its run failed): it reports why.
+                return;
+            }
+        }
+    }
+}
+
+/// What a [`Pinger`] measured.
+#[derive(Debug)]
+pub struct Pinged {
+    /// The recorded round trips.
+    pub hist: Histogram<u64>,
+    /// The interleaved reference, when the run had one.
+    pub interleaved: Option<Interleaved>,
+}
+
+/// An interleaved run's state in the pinger.
+#[derive(Debug)]
+struct PingerLines {
+    shared: Arc<Interleave>,
+    echo: BlockRef,
+    pairs: BlockPairs,
+    phase: u32,
+}
+
 /// Round trips of `PING_REQ`/`PING_CONF` between the driver and an echo block.
 #[derive(Debug)]
 pub struct Pinger {
+    interleave: Option<PingerLines>,
     target: BlockRef,
     data: Vec<u32>,
     section: Vec<u32>,
@@ -41,21 +116,30 @@ pub struct Pinger {
     done_count: u64,
     sent_at: Instant,
     hist: Histogram<u64>,
-    done: Option<mpsc::Sender<Result<Histogram<u64>, String>>>,
+    done: Option<mpsc::Sender<Result<Pinged, String>>>,
 }
 
 impl Pinger {
     /// Pings `target` with `data_words` data words and a section of `section_words` (none when
-    /// 0), `warmup` unrecorded then `count` recorded.
+    /// 0), `warmup` unrecorded then `count` recorded. With `interleave` (the shared lines and
+    /// the [`LinesEcho`]'s reference), every block of round trips is followed by a block of the
+    /// cache-line reference between the same two threads.
     pub fn new(
         target: BlockRef,
         data_words: usize,
         section_words: usize,
         warmup: u64,
         count: u64,
-        done: mpsc::Sender<Result<Histogram<u64>, String>>,
+        interleave: Option<(Arc<Interleave>, BlockRef)>,
+        done: mpsc::Sender<Result<Pinged, String>>,
     ) -> Pinger {
         Pinger {
+            interleave: interleave.map(|(shared, echo)| PingerLines {
+                pairs: BlockPairs::new(shared.block),
+                shared,
+                echo,
+                phase: 0,
+            }),
             target,
             data: vec![0; data_words.max(1)],
             section: (0..section_words as u32).collect(),
@@ -70,7 +154,55 @@ impl Pinger {
 
     fn report(&mut self, result: Result<Histogram<u64>, String>) {
         if let Some(done) = self.done.take() {
-            let _ = done.send(result);
+            let interleaved = self.interleave.take().map(|l| l.pairs.finish());
+            let _ = done.send(result.map(|hist| Pinged { hist, interleaved }));
+        }
+    }
+
+    /// After a block of round trips: has the [`LinesEcho`] start a block of the reference, and
+    /// joins it from a continuation (this round must end first, so the order reaches the other
+    /// thread).
+    fn start_lines(&mut self, ctx: &mut Context<'_>) -> bool {
+        let Some(l) = self.interleave.as_mut() else { return false };
+        if self.done_count % l.shared.block != 0 {
+            return false;
+        }
+        l.phase += 1;
+        let phase = [l.phase];
+        let order = ctx.signal(LINES_ORD, l.echo).data(&phase);
+        if let Err(e) = ctx.send(&order).and_then(|()| ctx.continue_later(&phase)) {
+            self.report(Err(format!("starting the cache-line block failed: {e}")));
+        }
+        true
+    }
+
+    /// The continuation of [`Pinger::start_lines`]: once the echo side is in the phase, runs the
+    /// block of the reference, then goes on pinging (or reports).
+    fn run_lines(&mut self, ctx: &mut Context<'_>) {
+        let measured = self.done_count > self.warmup;
+        let Some(l) = self.interleave.as_mut() else { return };
+        // SYNC: echo-phase (acquire side).
+        if l.shared.echo_phase.load(Ordering::Acquire) != u64::from(l.phase) {
+            // Not there yet: look again in a later round.
+            if let Err(e) = ctx.continue_later(&[l.phase]) {
+                self.report(Err(format!("waiting for the cache-line block failed: {e}")));
+            }
+            return;
+        }
+        if let Err(e) = l.pairs.run_reference(&l.shared.lines, l.shared.block, measured) {
+            self.report(Err(e));
+            return;
+        }
+        self.next(ctx);
+    }
+
+    /// Reports after the last round trip, else pings again.
+    fn next(&mut self, ctx: &mut Context<'_>) {
+        if self.done_count == self.total {
+            let h = std::mem::replace(&mut self.hist, histogram());
+            self.report(Ok(h));
+        } else {
+            self.ping(ctx);
         }
     }
 
@@ -101,12 +233,12 @@ impl Pinger {
         self.done_count += 1;
         if self.done_count > self.warmup {
             record(&mut self.hist, rtt);
+            if let Some(l) = self.interleave.as_mut() {
+                l.pairs.subject(rtt);
+            }
         }
-        if self.done_count == self.total {
-            let h = std::mem::replace(&mut self.hist, histogram());
-            self.report(Ok(h));
-        } else {
-            self.ping(ctx);
+        if !self.start_lines(ctx) {
+            self.next(ctx);
         }
     }
 }
@@ -116,6 +248,7 @@ impl Block for Pinger {
         match s.gsn() {
             gsn::START_ORD => self.ping(ctx),
             gsn::PING_CONF if self.done.is_some() => self.answer(s, ctx),
+            gsn::CONTINUE if self.done.is_some() => self.run_lines(ctx),
             _ => {}
         }
     }

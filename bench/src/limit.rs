@@ -395,12 +395,18 @@ impl EventFdPair {
 /// Two cache lines of a file in /dev/shm that two processes map: the cross-process
 /// cache-line ping-pong's only state (a value goes out on the first line, comes back on the
 /// second, 128 bytes apart).
+#[derive(Debug)]
 pub(crate) struct Lines {
     map: memmap2::MmapMut,
 }
 
 impl Lines {
     /// Creates (`create`) or opens the file at `path` and maps it.
+    /// Two lines of this process's memory, for two threads.
+    pub(crate) fn anonymous() -> std::io::Result<Lines> {
+        Ok(Lines { map: memmap2::MmapMut::map_anon(256)? })
+    }
+
     pub(crate) fn map(path: &std::path::Path, create: bool) -> std::io::Result<Lines> {
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -453,6 +459,88 @@ impl Lines {
         pong.store(value, Ordering::Release);
         true
     }
+}
+
+/// The cache-line reference measured between the same two threads or processes as a subject,
+/// in blocks between the subject's (see `--interleave`).
+#[derive(Debug)]
+pub struct Interleaved {
+    /// The reference's round trips, pooled.
+    pub reference: Histogram<u64>,
+    /// For each pair of blocks, the subject's p50 over the reference's.
+    pub ratios: Vec<f64>,
+}
+
+/// What an interleaved run collects: the subject's samples of the current block, and the
+/// reference's blocks run between them.
+#[derive(Debug)]
+pub(crate) struct BlockPairs {
+    mine: Vec<u64>,
+    theirs: Vec<u64>,
+    reference: Histogram<u64>,
+    ratios: Vec<f64>,
+    /// The last value sent on the lines (each round trip's is new).
+    value: u64,
+}
+
+impl BlockPairs {
+    pub(crate) fn new(block: u64) -> BlockPairs {
+        let block = block as usize;
+        BlockPairs {
+            mine: Vec::with_capacity(block),
+            theirs: Vec::with_capacity(block),
+            reference: histogram(),
+            ratios: Vec::new(),
+            value: 0,
+        }
+    }
+
+    /// One measured round trip of the subject.
+    pub(crate) fn subject(&mut self, took: Duration) {
+        self.mine.push(took.as_nanos() as u64);
+    }
+
+    /// Runs `block` round trips of the reference on `lines` (the other side echoes as many),
+    /// recorded when `measured`, and closes the block pair.
+    pub(crate) fn run_reference(
+        &mut self,
+        lines: &Lines,
+        block: u64,
+        measured: bool,
+    ) -> Result<(), String> {
+        for _ in 0..block {
+            self.value += 1;
+            let start = Instant::now();
+            if !lines.round_trip(self.value) {
+                return Err(format!("no answer on the cache lines at {}", self.value));
+            }
+            if measured {
+                let took = start.elapsed();
+                record(&mut self.reference, took);
+                self.theirs.push(took.as_nanos() as u64);
+            }
+        }
+        if !self.mine.is_empty() && !self.theirs.is_empty() {
+            self.ratios
+                .push(median(&mut self.mine) as f64 / median(&mut self.theirs).max(1) as f64);
+        }
+        self.mine.clear();
+        self.theirs.clear();
+        Ok(())
+    }
+
+    pub(crate) fn finish(self) -> Interleaved {
+        Interleaved { reference: self.reference, ratios: self.ratios }
+    }
+}
+
+/// The p50 of `samples` (reordered).
+pub(crate) fn median(samples: &mut [u64]) -> u64 {
+    if samples.is_empty() {
+        return 0;
+    }
+    let mid = samples.len() / 2;
+    *samples.select_nth_unstable(mid).1
 }
 
 /// How long one side of the cache-line ping-pong waits for the other before calling it gone.

@@ -117,10 +117,10 @@ struct Common {
     /// p50 ratio of every round is printed too.
     #[arg(long, default_value_t = 1)]
     rounds: u64,
-    /// Pingpong --raw over shm in spin mode: after every this many round trips, run as many
-    /// of the cross-process cache-line reference between the same two processes (instead of
-    /// --rounds, which starts new processes for each), and print the ratio of each pair of
-    /// blocks. Both then share every placement the host gives the two CPUs.
+    /// Pingpong in spin mode, --raw over shm or local: after every this many round trips, run
+    /// as many of the cache-line reference between the same two processes (--raw shm) or block
+    /// threads (local), instead of --rounds, which starts anew for each, and print the ratio of
+    /// each pair of blocks. Both then share every placement the host gives the two CPUs.
     #[arg(long)]
     interleave: Option<u64>,
     /// spin: receivers busy-poll (full stack: every spin time 1 s); sleep: receivers spin
@@ -506,6 +506,13 @@ fn run_limit(c: &Common) -> Result<(), String> {
     emit(c, &run, &rows, &[])
 }
 
+fn check_interleave(block: u64, p: &Plan) -> Result<(), String> {
+    if block == 0 || block > p.count {
+        return Err(format!("--interleave {block}: from 1 to --count {}", p.count));
+    }
+    Ok(())
+}
+
 fn raw_pingpong(c: &Common) -> Result<(), String> {
     let p = plan(c)?;
     let kind = kind(c)?;
@@ -522,9 +529,7 @@ fn raw_pingpong(c: &Common) -> Result<(), String> {
                         .into(),
                 );
             }
-            if block == 0 || block > p.count {
-                return Err(format!("--interleave {block}: from 1 to --count {}", p.count));
-            }
+            check_interleave(block, &p)?;
             let (h, interleaved) = pingpong(&p, Some(block))?;
             let Some(i) = interleaved else {
                 unreachable!("an interleaved run returns its reference")
@@ -660,6 +665,7 @@ fn stack_plan(c: &Common) -> Result<(stack::StackPlan, Mode, String), String> {
         section_words: c.section_bytes / 4,
         warmup: c.warmup,
         count: c.count,
+        interleave: c.interleave,
     };
     if matches!(plan.cluster, stack::ClusterFile::Generated { mode: Mode::Spin, .. })
         && transport != Transport::Local
@@ -682,11 +688,34 @@ fn stack_pingpong(c: &Common) -> Result<(), String> {
     let (sp, mode, how) = stack_plan(c)?;
     let mut rows = Vec::new();
     let mut notes = None;
-    let Alternated { name, reference: r, subject: h, ratios } = alternate(c, &p, mode, &mut |p| {
-        let (h, n) = stack::pingpong(&stack::StackPlan { count: p.count, ..sp.clone() })?;
-        notes = Some(n);
-        Ok(h)
-    })?;
+    let (name, r, h, ratios) = match c.interleave {
+        Some(block) => {
+            if c.transport != Transport::Local || self::mode(c) != Mode::Spin || c.rounds > 1 {
+                return Err(
+                    "--interleave is for pingpong --transport local --mode spin (or --raw \
+                            --transport shm --mode spin), without --rounds"
+                        .into(),
+                );
+            }
+            check_interleave(block, &p)?;
+            let (pinged, n) = stack::pingpong(&sp)?;
+            notes = Some(n);
+            let Some(i) = pinged.interleaved else {
+                unreachable!("an interleaved run returns its reference")
+            };
+            ("limit cache-line 2 threads, interleaved", i.reference, pinged.hist, i.ratios)
+        }
+        None => {
+            let mut one = |p: &Plan| {
+                let (pinged, n) =
+                    stack::pingpong(&stack::StackPlan { count: p.count, ..sp.clone() })?;
+                notes = Some(n);
+                Ok(pinged.hist)
+            };
+            let Alternated { name, reference, subject, ratios } = alternate(c, &p, mode, &mut one)?;
+            (name, reference, subject, ratios)
+        }
+    };
     let Some(notes) = notes else { unreachable!("at least one round ran") };
     let reference = latency(c, &mut rows, name, &r)?;
     let case = format!("{} {how} {}", sp.transport, size_label(c));

@@ -12,7 +12,7 @@ use hdrhistogram::Histogram;
 use signals::{gsn, BlockInstance, BlockNumber, BlockRef, NodeId, Signal};
 use transporter::{LinkEvent, Registry, SendError, TransportKind};
 
-use crate::limit::Lines;
+use crate::limit::{BlockPairs, Interleaved, Lines};
 use crate::peer::{own_cpu_time, peer_config};
 use crate::report::{histogram, record};
 use crate::{pin, Mode, Plan};
@@ -141,24 +141,6 @@ fn poll_timeout(mode: Mode) -> Option<Duration> {
     }
 }
 
-/// The cross-process cache-line reference measured between the same two processes, in blocks
-/// between the transporter's (see `--interleave`).
-pub struct Interleaved {
-    /// The reference's round trips, pooled.
-    pub reference: Histogram<u64>,
-    /// For each pair of blocks, the transporter's p50 over the reference's.
-    pub ratios: Vec<f64>,
-}
-
-/// The p50 of `samples` (reordered).
-fn median(samples: &mut [u64]) -> u64 {
-    if samples.is_empty() {
-        return 0;
-    }
-    let mid = samples.len() / 2;
-    *samples.select_nth_unstable(mid).1
-}
-
 /// Round trips of a signal with `data_words` data words (and a section of `section_words`
 /// when not 0) through the transporter. With `interleave` (a block length), every block of
 /// that many round trips is followed by as many round trips of the cross-process cache-line
@@ -205,10 +187,7 @@ pub fn pingpong(
     let sections = [section.as_slice()];
     let n = usize::from(section_words > 0);
     let mut h = histogram();
-    let mut reference_h = histogram();
-    let block = lines.as_ref().map_or(0, |(_, b)| *b as usize);
-    let (mut mine, mut theirs) = (Vec::with_capacity(block), Vec::with_capacity(block));
-    let (mut ratios, mut value) = (Vec::new(), 0u64);
+    let mut pairs = lines.as_ref().map(|(_, block)| BlockPairs::new(*block));
     for i in 0..plan.warmup + plan.count {
         let start = Instant::now();
         let signal = Signal::new(gsn::PING_REQ, reference(1), reference(2)).data(&data);
@@ -243,31 +222,19 @@ pub fn pingpong(
         if measured {
             let took = start.elapsed();
             record(&mut h, took);
-            mine.push(took.as_nanos() as u64);
-        }
-        let Some((lines, block)) = lines.as_ref().filter(|(_, b)| (i + 1) % b == 0) else {
-            continue;
-        };
-        // A block of the reference between the same two processes (the peer counts the same).
-        for _ in 0..*block {
-            value += 1;
-            let start = Instant::now();
-            if !lines.round_trip(value) {
-                return Err(format!("the peer stopped answering on the cache lines at {value}"));
-            }
-            if measured {
-                let took = start.elapsed();
-                record(&mut reference_h, took);
-                theirs.push(took.as_nanos() as u64);
+            if let Some(pairs) = pairs.as_mut() {
+                pairs.subject(took);
             }
         }
-        if !mine.is_empty() && !theirs.is_empty() {
-            ratios.push(median(&mut mine) as f64 / median(&mut theirs).max(1) as f64);
+        // After each block, a block of the reference between the same two processes (the peer
+        // counts the same).
+        if let (Some((lines, block)), Some(pairs)) = (lines.as_ref(), pairs.as_mut()) {
+            if (i + 1) % block == 0 {
+                pairs.run_reference(lines, *block, measured)?;
+            }
         }
-        mine.clear();
-        theirs.clear();
     }
-    Ok((h, lines.map(|_| Interleaved { reference: reference_h, ratios })))
+    Ok((h, pairs.map(BlockPairs::finish)))
 }
 
 /// What a stream run measured.

@@ -20,7 +20,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use hdrhistogram::Histogram;
 use node::assemble::data_node_builder;
 use node::blocks::stats::{Statistics, StatsReport};
 use node::blocks::{self, ping::Echo};
@@ -32,7 +31,9 @@ use node::{NodeBuilder, RunningNode, Tuning};
 use signals::{BlockInstance, BlockRef, NodeId};
 use transporter::{LinkState, Registry};
 
-use crate::driver::{Pinger, StreamOutcome, Streamer, DRIVER};
+use crate::driver::{
+    Interleave, LinesEcho, Pinged, Pinger, StreamOutcome, Streamer, DRIVER, LINES_ECHO,
+};
 use crate::peer::own_cpu_time;
 use crate::procstat;
 use crate::Mode;
@@ -68,6 +69,9 @@ pub struct StackPlan {
     pub warmup: u64,
     /// Recorded round trips, or streamed signals.
     pub count: u64,
+    /// `local` ping-pong: after every this many round trips, as many of the cache-line reference
+    /// between the same two block threads.
+    pub interleave: Option<u64>,
 }
 
 fn node(n: u32) -> NodeId {
@@ -445,18 +449,43 @@ fn run_local<T>(
     Ok((result?, notes, None))
 }
 
-/// Full-stack round trips: the histogram of `plan.count` round trips after the warm-up.
-pub fn pingpong(plan: &StackPlan) -> Result<(Histogram<u64>, RunNotes), String> {
+/// Full-stack round trips: the histogram of `plan.count` round trips after the warm-up (and,
+/// with `plan.interleave`, the reference run between them).
+pub fn pingpong(plan: &StackPlan) -> Result<(Pinged, RunNotes), String> {
     let (tx, rx) = mpsc::channel();
     let (words, warmup, count) = (plan.data_words, plan.warmup, plan.count);
     let section = plan.section_words;
-    let (h, notes, _) = run_with(plan, rx, |b, echo, _| {
-        let pinger = Pinger::new(echo, words, section, warmup, count, tx);
+    let interleave = match plan.interleave {
+        Some(_) if plan.transport != "local" => {
+            return Err("--interleave is for the local ping-pong (or --raw over shm)".into())
+        }
+        Some(block) => Some(Arc::new(
+            Interleave::new(block).map_err(|e| format!("cannot map the cache lines: {e}"))?,
+        )),
+        None => None,
+    };
+    let (pinged, notes, _) = run_with(plan, rx, |b, echo, _| {
+        let lines = match interleave {
+            Some(shared) => {
+                // On the echo block's thread, so the reference runs between the same threads.
+                let at = b
+                    .place(
+                        1,
+                        LINES_ECHO,
+                        BlockInstance(0),
+                        Box::new(LinesEcho::new(shared.clone())),
+                    )
+                    .map_err(|e| e.to_string())?;
+                Some((shared, at))
+            }
+            None => None,
+        };
+        let pinger = Pinger::new(echo, words, section, warmup, count, lines, tx);
         b.place(0, DRIVER, BlockInstance(0), Box::new(pinger))
             .map(|_| ())
             .map_err(|e| e.to_string())
     })?;
-    Ok((h, notes))
+    Ok((pinged, notes))
 }
 
 /// What a full-stack stream measured.

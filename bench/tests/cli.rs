@@ -129,26 +129,38 @@ fn alternating_rounds_pool_every_sample_and_print_each_ratio() {
 }
 
 #[test]
-fn interleaved_reference_shares_the_two_processes_and_reports_each_block() {
-    let args = ["pingpong", "--raw", "--transport", "shm", "--mode", "spin", "--count", "6000"];
-    let args = [&args[..], &["--warmup", "500", "--interleave", "200"]].concat();
-    let (ok, out, err) = bench(&args);
-    assert!(ok, "{err}");
-    // 6,000 measured round trips in blocks of 200: 30 pairs of blocks.
-    let line = out
-        .lines()
-        .find(|l| l.contains("pairs of blocks"))
-        .unwrap_or_else(|| panic!("no per-block line in:\n{out}"));
-    assert!(line.contains("each of 30 pairs"), "{line}");
-    let json = json(&[&args[..], &["--json"]].concat());
-    let rows = json["latency"].as_array().expect("latency rows");
-    assert!(rows[0]["case"].as_str().unwrap().contains("cache-line 2 processes, interleaved"));
-    for row in rows {
-        check_latency_row(row, 6000);
+fn interleaved_reference_shares_the_two_ends_and_reports_each_block() {
+    let cases = [
+        (&["--raw", "--transport", "shm"][..], "cache-line 2 processes, interleaved"),
+        (&["--transport", "local"][..], "cache-line 2 threads, interleaved"),
+    ];
+    for (transport, reference) in cases {
+        let args = [&["pingpong", "--mode", "spin", "--count", "6000"][..], transport].concat();
+        let args = [&args[..], &["--warmup", "500", "--interleave", "200"]].concat();
+        let (ok, out, err) = bench(&args);
+        assert!(ok, "{err}");
+        // 6,000 measured round trips in blocks of 200: 30 pairs of blocks (the warm-up's 500
+        // end two blocks and start a third, whose measured part pairs too).
+        let line = out
+            .lines()
+            .find(|l| l.contains("pairs of blocks"))
+            .unwrap_or_else(|| panic!("no per-block line in:\n{out}"));
+        assert!(line.contains("each of 31 pairs") || line.contains("each of 30 pairs"), "{line}");
+        let json = json(&[&args[..], &["--json"]].concat());
+        let rows = json["latency"].as_array().expect("latency rows");
+        assert!(rows[0]["case"].as_str().unwrap().contains(reference), "{rows:?}");
+        for row in rows {
+            check_latency_row(row, 6000);
+        }
+        assert!(rows[1]["reference"][1].as_f64().unwrap() > 0.0);
     }
-    assert!(rows[1]["reference"][1].as_f64().unwrap() > 0.0);
-    for bad in [&["--transport", "tcp", "--interleave", "10"][..], &["--interleave", "0"]] {
-        let (ok, _, err) = bench(&[&["pingpong", "--raw", "--count", "100"][..], bad].concat());
+    for bad in [
+        &["--raw", "--transport", "tcp", "--interleave", "10"][..],
+        &["--raw", "--interleave", "0"],
+        &["--transport", "local", "--mode", "sleep", "--interleave", "10"],
+        &["--transport", "local", "--interleave", "101"],
+    ] {
+        let (ok, _, err) = bench(&[&["pingpong", "--count", "100"][..], bad].concat());
         assert!(!ok && err.contains("--interleave"), "{err}");
     }
 }
