@@ -391,22 +391,21 @@ impl EventFdPair {
     }
 }
 
-/// The two cache lines of a cross-process ping-pong, in a shared mapping.
-/// Two cache lines of a file in /dev/shm that two processes map: the cross-process
-/// cache-line ping-pong's only state (a value goes out on the first line, comes back on the
-/// second, 128 bytes apart).
+/// The cache-line ping-pong's only state: two cache lines, 128 bytes apart (a value goes out on
+/// the first and comes back on the second), in a file two processes map or in memory two
+/// threads share.
 #[derive(Debug)]
 pub(crate) struct Lines {
     map: memmap2::MmapMut,
 }
 
 impl Lines {
-    /// Creates (`create`) or opens the file at `path` and maps it.
     /// Two lines of this process's memory, for two threads.
     pub(crate) fn anonymous() -> std::io::Result<Lines> {
         Ok(Lines { map: memmap2::MmapMut::map_anon(256)? })
     }
 
+    /// Creates (`create`) or opens the file at `path` and maps it, for two processes.
     pub(crate) fn map(path: &std::path::Path, create: bool) -> std::io::Result<Lines> {
         let file = std::fs::OpenOptions::new()
             .read(true)
@@ -535,7 +534,7 @@ impl BlockPairs {
 }
 
 /// The p50 of `samples` (reordered).
-pub(crate) fn median(samples: &mut [u64]) -> u64 {
+fn median(samples: &mut [u64]) -> u64 {
     if samples.is_empty() {
         return 0;
     }

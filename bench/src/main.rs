@@ -506,7 +506,13 @@ fn run_limit(c: &Common) -> Result<(), String> {
     emit(c, &run, &rows, &[])
 }
 
-fn check_interleave(block: u64, p: &Plan) -> Result<(), String> {
+/// Checks `--interleave` for a run it `applies` to (bare shared memory, or local) or not.
+fn check_interleave(c: &Common, p: &Plan, block: u64, applies: bool) -> Result<(), String> {
+    if !applies || mode(c) != Mode::Spin || c.rounds > 1 {
+        return Err("--interleave is for pingpong --mode spin, --raw --transport shm or \
+                    --transport local, without --rounds"
+            .into());
+    }
     if block == 0 || block > p.count {
         return Err(format!("--interleave {block}: from 1 to --count {}", p.count));
     }
@@ -523,13 +529,7 @@ fn raw_pingpong(c: &Common) -> Result<(), String> {
     };
     let (name, r, h, ratios) = match c.interleave {
         Some(block) => {
-            if kind != TransportKind::Shm || mode != Mode::Spin || c.rounds > 1 {
-                return Err(
-                    "--interleave is for pingpong --raw --transport shm --mode spin, without --rounds"
-                        .into(),
-                );
-            }
-            check_interleave(block, &p)?;
+            check_interleave(c, &p, block, kind == TransportKind::Shm)?;
             let (h, interleaved) = pingpong(&p, Some(block))?;
             let Some(i) = interleaved else {
                 unreachable!("an interleaved run returns its reference")
@@ -690,14 +690,7 @@ fn stack_pingpong(c: &Common) -> Result<(), String> {
     let mut notes = None;
     let (name, r, h, ratios) = match c.interleave {
         Some(block) => {
-            if c.transport != Transport::Local || self::mode(c) != Mode::Spin || c.rounds > 1 {
-                return Err(
-                    "--interleave is for pingpong --transport local --mode spin (or --raw \
-                            --transport shm --mode spin), without --rounds"
-                        .into(),
-                );
-            }
-            check_interleave(block, &p)?;
+            check_interleave(c, &p, block, c.transport == Transport::Local)?;
             let (pinged, n) = stack::pingpong(&sp)?;
             notes = Some(n);
             let Some(i) = pinged.interleaved else {
