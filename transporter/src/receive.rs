@@ -27,8 +27,8 @@ const DIRECT_POLL_LINKS: usize = 4;
 /// (new links, hang-ups). An epoll_wait costs as much as several round trips over shared memory,
 /// so it is rare: about every 40 us of shared-memory spinning, every millisecond over TCP.
 const EPOLL_EVERY: u32 = 1024;
-/// A spinning [`ReceiveSide::run`] reads the clock (to know when its spin time is over) only
-/// every this many empty passes.
+/// A spinning [`ReceiveSide::run`] reads the clock (to know when its spin time is over) and
+/// asks whether to stop only every this many passes.
 const CLOCK_EVERY: u32 = 16;
 
 struct LiveReceiver {
@@ -244,29 +244,33 @@ impl ReceiveSide {
         deliver: &mut dyn FnMut(NodeId, SignalView<'_>),
     ) {
         let mut last_signal = Instant::now();
-        let mut empty = 0u32;
+        // Signals came since the clock was last read: the next read dates them.
+        let mut fresh = false;
+        let mut passes = 0u32;
         let mut spinning = true;
         loop {
-            // A spinning pass looks at `stop` and the clock only every CLOCK_EVERY empty passes
-            // (and after each pass with signals); a sleeping one at every pass.
-            if empty % CLOCK_EVERY == 0 {
+            // A spinning pass looks at `stop` and the clock only every CLOCK_EVERY passes, and
+            // a pass that delivered reads neither: the time after a delivery is when the next
+            // signal (an answer to what was just sent) is most likely, and the receiver is
+            // back at its links at once. A sleeping pass looks at `stop` every time.
+            if !spinning || passes % CLOCK_EVERY == 0 {
                 if stop() {
                     return;
                 }
-                spinning = last_signal.elapsed() < spin_time;
-            } else if !spinning && stop() {
-                return;
+                let now = Instant::now();
+                if std::mem::take(&mut fresh) {
+                    last_signal = now;
+                }
+                spinning = now.duration_since(last_signal) < spin_time;
             }
+            passes = passes.wrapping_add(1);
             let timeout = if spinning { Duration::ZERO } else { max_sleep };
             if self.poll(Some(timeout), deliver) > 0 {
-                empty = 0;
-                spinning = true;
-                last_signal = Instant::now();
-            } else {
-                empty = empty.wrapping_add(1);
-                if spinning {
-                    std::hint::spin_loop();
-                }
+                fresh = true;
+                // Without a spin time, the next pass sleeps (and looks at `stop` first).
+                spinning = !spin_time.is_zero();
+            } else if spinning {
+                std::hint::spin_loop();
             }
         }
     }
