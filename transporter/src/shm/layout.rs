@@ -16,12 +16,16 @@
 //!      +128  consumer position  u64   bytes ever consumed from ring i (written by its consumer)
 //!      +256  receiver sleeping  u64   1 while ring i's consumer sleeps (see `wake.rs`)
 //!
-//! ring data: records, each a u32 word (length, or PAD_FLAG | padding length) then whole
-//! signals; the word at the producer's position is zero (the producer clears it before it
-//! commits the record in front of it, so the consumer never writes ring data).
+//! ring data: records, each a u32 word then its body; the word at the producer's position is
+//! zero (the producer clears it before it commits the record in front of it, so the consumer
+//! never writes ring data). A producer that knows its ring empty may leave a lap early and start
+//! the next one (see `ring.rs`).
+//!      record word  bit 31 PAD_FLAG | bit 30 LAP_FLAG (parity of the lap) | bits 0..30 length
+//!      data body    +0 ack u64 (how far the producer has consumed the other ring) | +8 signals
+//!      pad body     the rest of the lap, unread
 //!
 //! header (128 bytes), little-endian:
-//!      0 magic "BWSHMv4\0" | 8 layout_version u32 | 12 ring_bytes u32 | 16 nonce u64 |
+//!      0 magic "BWSHMv5\0" | 8 layout_version u32 | 12 ring_bytes u32 | 16 nonce u64 |
 //!      24 creator node u8 | 25 opener node u8 | 26..128 zero
 //! ```
 //! Positions are offsets that only grow; `position % R` is where the next byte goes. The region
@@ -37,9 +41,9 @@ use bytemuck::{Pod, Zeroable};
 use memmap2::MmapMut;
 
 /// The header's first bytes.
-pub const MAGIC: [u8; 8] = *b"BWSHMv4\0";
+pub const MAGIC: [u8; 8] = *b"BWSHMv5\0";
 /// Version of this layout; a peer with another is refused.
-pub const LAYOUT_VERSION: u32 = 4;
+pub const LAYOUT_VERSION: u32 = 5;
 /// Header size.
 pub const HEADER_BYTES: usize = 128;
 /// One cache-line pair: every frequently written word sits alone on one.

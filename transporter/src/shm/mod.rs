@@ -37,14 +37,23 @@ pub fn split(
     counters: Arc<LinkCounters>,
     limits: Limits,
 ) -> io::Result<(ShmSender, ShmReceiver)> {
+    let acks = Arc::new(ring::Acks::default());
     let sender = ShmSender::new(
         link.segment.clone(),
         link.send_ring,
         pool,
         counters.clone(),
         link.peer_wake,
+        acks.clone(),
     );
-    let receiver =
-        ShmReceiver::new(link.segment, link.receive_ring, limits, counters, link.own_wake, socket)?;
+    let receiver = ShmReceiver::new(
+        link.segment,
+        link.receive_ring,
+        limits,
+        counters,
+        link.own_wake,
+        socket,
+        acks,
+    )?;
     Ok((sender, receiver))
 }

@@ -1,26 +1,42 @@
 //! The two halves of a shared-memory link: a single-producer ring each way.
 //!
-//! The ring holds records: a 32-bit record word (the length of the whole signals that follow, or
-//! [`PAD_FLAG`] and the length of a lap's padding), then the signals. The word at the producer's
-//! position is always zero, so a zero word means "nothing yet": before committing a record the
-//! producer zeroes the word just past it. This is the commit-by-length scheme of Aeron's ring
-//! buffers, with the clearing moved to the producer: the consumer finds new data by reading the
-//! data's own cache line (no producer index to load first) and never writes that line, so a hop
-//! costs one cache miss, and the consumer's reply is not queued behind an invalidation of the
-//! line it just read.
+//! The ring holds records: a 32-bit record word (the length of the body that follows, or
+//! [`PAD_FLAG`] and the length of a lap's padding, and in [`LAP_FLAG`] the parity of the lap the
+//! record is in), then the body: the producer's acknowledgement (a u64, how far it has consumed
+//! the ring of the other direction) and whole signals. The word at the producer's position is
+//! always zero, so a zero word means "nothing yet": before committing a record the producer
+//! zeroes the word just past it. This is the commit-by-length scheme of Aeron's ring buffers,
+//! with the clearing moved to the producer: the consumer finds new data by reading the data's own
+//! cache line (no producer index to load first) and never writes that line, so a hop costs one
+//! cache miss, and the consumer's reply is not queued behind an invalidation of the line it just
+//! read.
+//!
+//! **Early laps.** A producer that knows its ring is empty (the consumer's acknowledgement,
+//! carried in the records coming back, equals its own position) starts its next record at the
+//! start of the next lap instead of where it is, if the record fits before the consumer's
+//! position there. A ping-pong then moves over the first two lines of the ring again and again,
+//! lines both sides hold, instead of a fresh line each hop (which costs about half a cache-line
+//! round trip more here). The consumer, finding a zero word mid-lap, also looks at the next lap's
+//! first word: a record there whose lap parity is the next lap's means the producer left the
+//! lap where the consumer stands (no record can follow in it, since the producer only leaves a
+//! lap early when the consumer is at its position). Positions wrap around u64 (a jump adds up to
+//! a ring per record); all position arithmetic is modulo 2^64.
 //!
 //! Producer ([`ShmSender`]): copies whole signals from the queued pages into free space, never
 //! splitting a signal at the end of a lap (a pad record fills it), zeroes the word after the
 //! record, then commits the record with one release store of its word; it keeps one word of the
 //! ring free for that zero. After a batch it fences and wakes the consumer only if it is marked
-//! sleeping. It reads the consumer's position only when short of space.
+//! sleeping. It reads the consumer's position only when short of space and the acknowledgements
+//! have not told it more.
 //!
-//! Consumer ([`ShmReceiver`]): reads the record word at its position, validates it, copies the
-//! record out and walks its signals, handing each up, and publishes its own position once per
-//! poll. Every word the peer wrote is untrusted: a record that is not whole words, shorter than a
-//! signal, past the end of a lap, or cut inside a signal, or a malformed signal, closes the link;
-//! one poll walks at most one ring's worth, so a hostile peer cannot make the consumer read
-//! outside the ring or loop forever.
+//! Consumer ([`ShmReceiver`]): reads the record word at its position (or the next lap's first),
+//! validates it, copies the record out and walks its signals, handing each up, and publishes its
+//! own position once per poll. Every word the peer wrote is untrusted: a record that is not whole
+//! words, shorter than a signal, past the end of a lap, of the wrong lap, or cut inside a signal,
+//! or a malformed signal, closes the link; one poll walks at most one ring's worth, so a hostile
+//! peer cannot make the consumer read outside the ring or loop forever. An acknowledgement is
+//! only ever a hint to the sender: one outside what was sent is ignored, and a false one can only
+//! make the peer's own ring overwrite what the peer had not yet read.
 
 use std::io;
 use std::net::TcpStream;
@@ -41,8 +57,34 @@ use crate::{LinkError, LinkReceiver, LinkSender, PollProgress, SendProgress};
 /// Bytes of the word in front of every record: its length, or [`PAD_FLAG`] and the length of
 /// the lap's padding. A zero word means nothing is committed there yet.
 pub const RECORD_WORD_BYTES: usize = 4;
+/// Bytes of the acknowledgement at the start of a data record's body.
+pub const ACK_BYTES: usize = 8;
 /// Set in a record word that pads the rest of a lap (a signal never wraps).
 pub const PAD_FLAG: u32 = 1 << 31;
+/// In a record word: the parity of the lap the record is in (rings are at most 2^30 bytes, so
+/// lengths never reach this bit).
+pub const LAP_FLAG: u32 = 1 << 30;
+/// The length bits of a record word.
+const LENGTH_MASK: u32 = LAP_FLAG - 1;
+
+/// [`LAP_FLAG`] for a record at `position` of a ring of `size` bytes.
+#[inline]
+fn lap_flag(position: u64, size: u64) -> u32 {
+    if position & size != 0 {
+        LAP_FLAG
+    } else {
+        0
+    }
+}
+
+/// What the two halves of one link tell each other in this process: how far our receiver has
+/// consumed the peer's ring (sent to the peer in every record), and how far the peer says it has
+/// consumed ours (the acknowledgement in the last record received, a hint for our sender).
+#[derive(Debug, Default)]
+pub struct Acks {
+    consumed: std::sync::atomic::AtomicU64,
+    peer_consumed: std::sync::atomic::AtomicU64,
+}
 
 /// The producing half: writes ring `ring` of `segment`.
 #[derive(Debug)]
@@ -62,6 +104,7 @@ pub struct ShmSender {
     peer_wake: EventFd,
     /// Why the consumer's position last read was refused: the next send fails the link.
     corrupt: Option<String>,
+    acks: Arc<Acks>,
 }
 
 // SAFETY: `data` points into the mapping that `segment` (Send and Sync) keeps alive, and only
@@ -75,6 +118,7 @@ impl ShmSender {
         pool: Arc<PagePool>,
         counters: Arc<LinkCounters>,
         peer_wake: EventFd,
+        acks: Arc<Acks>,
     ) -> ShmSender {
         let data = segment.data(ring);
         let size = segment.ring_bytes() as u64;
@@ -89,6 +133,19 @@ impl ShmSender {
             counters,
             peer_wake,
             corrupt: None,
+            acks,
+        }
+    }
+
+    /// Takes the peer's last acknowledgement as the consumer's position when it says more than
+    /// the one known (an acknowledgement more than a ring behind, or ahead of what was sent, is
+    /// stale or false: ignored).
+    fn take_ack(&mut self) {
+        // SYNC: ack. Acquire: the peer was done with the space it acknowledged.
+        let ack = self.acks.peer_consumed.load(std::sync::atomic::Ordering::Acquire);
+        let behind = self.position.wrapping_sub(ack);
+        if behind <= self.size && behind < self.position.wrapping_sub(self.consumer_seen) {
+            self.consumer_seen = ack;
         }
     }
 
@@ -108,26 +165,37 @@ impl ShmSender {
     }
 
     /// Copies whole signals of `page` into the ring as records; returns (bytes copied, ring
-    /// full). Ring space taken by record words and lap padding is added to `padding`. The
-    /// consumer's position is read (once) only when the space known free is short.
+    /// full). Ring space taken by record words, acknowledgements and lap padding is added to
+    /// `padding`. The consumer's position is read (once) only when the space known free is short.
     fn copy_page(&mut self, page: &mut Page, padding: &mut u64) -> (usize, bool) {
+        const HEAD: usize = RECORD_WORD_BYTES + ACK_BYTES;
         let size = self.size;
         let mut copied = 0;
         let mut refreshed = false;
+        self.take_ack();
         loop {
             let bytes = page.unsent();
             if bytes.is_empty() {
                 return (copied, false);
             }
             // The ring size is a power of two (checked at set-up): a mask, not a division.
-            let offset = (self.position & (size - 1)) as usize;
+            let mut offset = (self.position & (size - 1)) as usize;
+            // An empty ring: start the next lap early when the whole rest of the page fits
+            // before the consumer's position there (with the zero word after it).
+            if offset != 0
+                && self.consumer_seen == self.position
+                && HEAD + bytes.len() + RECORD_WORD_BYTES <= offset
+            {
+                self.position = self.position.wrapping_add(size - offset as u64);
+                offset = 0;
+            }
             let lap_rest = size - offset as u64;
-            // `consumer_seen <= position <= consumer_seen + size` (checked when read).
-            let free = self.consumer_seen + size - self.position;
+            // `consumer_seen <= position <= consumer_seen + size` (modulo 2^64; checked when read).
+            let free = self.consumer_seen.wrapping_add(size).wrapping_sub(self.position);
             // A record also needs the word after it free, for the zero that marks the next
             // position empty.
             let usable = free.saturating_sub(RECORD_WORD_BYTES as u64);
-            let room = (lap_rest.min(usable) as usize).saturating_sub(RECORD_WORD_BYTES);
+            let room = (lap_rest.min(usable) as usize).saturating_sub(HEAD);
             let take = if bytes.len() <= room {
                 // The common case: the rest of the page is one record.
                 bytes.len()
@@ -143,12 +211,13 @@ impl ShmSender {
                 }
                 let (take, first) = page.unsent_within(room);
                 if take == 0 {
-                    let first = (first + RECORD_WORD_BYTES) as u64;
+                    let first = (first + HEAD) as u64;
                     // Pad out a lap too short for the next signal as soon as the lap's rest is
                     // free; the signal then waits for space at the lap's start (waiting for both
                     // at once could never succeed in a ring of twice the largest signal).
                     if lap_rest < first && usable >= lap_rest {
-                        self.commit(offset, lap_rest as usize, PAD_FLAG | (lap_rest as u32 - 4));
+                        let word = PAD_FLAG | (lap_rest as u32 - 4);
+                        self.commit(offset, lap_rest as usize, word);
                         *padding += lap_rest;
                         continue;
                     }
@@ -156,41 +225,39 @@ impl ShmSender {
                 }
                 take
             };
-            // SAFETY: `take <= room <= lap_rest - RECORD_WORD_BYTES`, so the record's body lies in
-            // this lap of this ring, in free space (between the consumer's position and ours),
-            // which only this producer writes until it commits.
+            // SYNC: ack (our receiver's release store). What we tell the peer we consumed.
+            let ack = self.acks.consumed.load(std::sync::atomic::Ordering::Acquire);
+            // SAFETY: `take <= room <= lap_rest - HEAD`, so the record's body lies in this lap
+            // of this ring, in free space (between the consumer's position and ours), which only
+            // this producer writes until it commits.
             unsafe {
-                std::ptr::copy_nonoverlapping(
-                    bytes.as_ptr(),
-                    self.data.add(offset + RECORD_WORD_BYTES),
-                    take,
-                );
+                let body = self.data.add(offset + RECORD_WORD_BYTES);
+                std::ptr::copy_nonoverlapping(ack.to_le_bytes().as_ptr(), body, ACK_BYTES);
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), body.add(ACK_BYTES), take);
             }
-            self.commit(offset, RECORD_WORD_BYTES + take, take as u32);
-            *padding += RECORD_WORD_BYTES as u64;
+            self.commit(offset, HEAD + take, (ACK_BYTES + take) as u32);
+            *padding += HEAD as u64;
             page.sent_bytes += take;
             copied += take;
         }
     }
 
-    /// Reads the consumer's position. One that is ahead of ours, more than a ring behind, or
-    /// behind the one seen before is not used: it is kept in `corrupt`, for the next send to
-    /// fail the link with (nothing of the current send is then half done).
+    /// Reads the consumer's position. One that is ahead of ours or more than a ring behind is
+    /// not used: it is kept in `corrupt`, for the next send to fail the link with (nothing of
+    /// the current send is then half done). One behind what is known is stale, and ignored.
     fn refresh_consumer(&mut self) {
         // SYNC: consumer-release. Acquire: the consumer is done with the space it released.
         let consumer = SharedWord::load(self.segment.consumer(self.ring), Ordering::Acquire);
-        if consumer > self.position || self.position - consumer > self.size {
+        let behind = self.position.wrapping_sub(consumer);
+        if behind > self.size {
             self.corrupt = Some(format!(
                 "peer's consumer position {consumer} is outside [{} .. {}]",
-                self.position.saturating_sub(self.size),
+                self.position.wrapping_sub(self.size),
                 self.position
             ));
-        } else if consumer < self.consumer_seen {
-            self.corrupt = Some(format!(
-                "peer's consumer position went back from {} to {consumer}",
-                self.consumer_seen
-            ));
-        } else {
+        } else if behind < self.position.wrapping_sub(self.consumer_seen) {
+            // Newer than what we knew. An older one is not an error: the peer publishes its
+            // position once per poll, after the acknowledgements its records already carried.
             self.consumer_seen = consumer;
         }
     }
@@ -203,16 +270,17 @@ impl ShmSender {
         unsafe { &*(self.data.add(offset) as *const AtomicU32) }
     }
 
-    /// Commits the `len`-byte record at `offset` (its body already written) with `word`, after
-    /// zeroing the word past it, and moves past it.
+    /// Commits the `len`-byte record at `offset` (its body already written) with `word` and
+    /// this lap's parity, after zeroing the word past it, and moves past it.
     fn commit(&mut self, offset: usize, len: usize, word: u32) {
         // The next position's word: free space (the caller kept one word for it), which the
         // consumer reads only after the commit below.
         self.word(offset + len).store(0, Ordering::Relaxed);
+        let word = word | lap_flag(self.position, self.size);
         // SYNC: record-commit. Release: the signals and the zero past them are visible before
         // the word that says they are there.
         self.word(offset).store(word, Ordering::Release);
-        self.position += len as u64;
+        self.position = self.position.wrapping_add(len as u64);
     }
 }
 
@@ -269,6 +337,37 @@ pub struct ShmReceiver {
     armed: bool,
     /// Where a record is copied before it is walked (a whole ring's worth, allocated at set-up).
     scratch: Box<[u32]>,
+    acks: Arc<Acks>,
+}
+
+/// Where the record after `position` is, and its word (0: nothing yet), given `load`, an acquire
+/// load of the record word at a byte offset of the ring: at `position`, or, when nothing is
+/// there mid-lap, at the next lap's start if the producer started that lap early (its first word
+/// has that lap's parity). At a lap's start, a word of the previous lap is nothing yet.
+#[inline]
+fn locate(position: u64, size: u64, load: impl Fn(usize) -> u32) -> (u64, u32) {
+    let offset = (position & (size - 1)) as usize;
+    let word = load(offset);
+    if offset == 0 {
+        let current = word & LAP_FLAG == lap_flag(position, size);
+        return (position, if current { word } else { 0 });
+    }
+    if word != 0 {
+        return (position, word);
+    }
+    let next = position.wrapping_add(size - offset as u64);
+    let first = load(0);
+    if first != 0 && first & LAP_FLAG == lap_flag(next, size) {
+        // The producer is in the next lap, but it may have committed records here first (after
+        // the load above): with the next lap's word acquired, a record committed here before it
+        // is visible now. Still zero: the producer left the lap here.
+        let word = load(offset);
+        if word != 0 {
+            return (position, word);
+        }
+        return (next, first);
+    }
+    (position, 0)
 }
 
 impl ShmReceiver {
@@ -279,6 +378,7 @@ impl ShmReceiver {
         counters: Arc<LinkCounters>,
         wake: EventFd,
         socket: TcpStream,
+        acks: Arc<Acks>,
     ) -> io::Result<ShmReceiver> {
         socket.set_nonblocking(true)?;
         let segment_ring_words = segment.ring_bytes() / 4;
@@ -292,44 +392,63 @@ impl ShmReceiver {
             socket,
             armed: false,
             scratch: vec![0u32; segment_ring_words].into_boxed_slice(),
+            acks,
+        })
+    }
+
+    /// Where the next record is and its word (0: nothing yet); see [`locate`].
+    #[inline]
+    fn look(&self) -> (u64, u32) {
+        let size = self.segment.ring_bytes() as u64;
+        // SYNC: record-commit. Acquire: the record's signals are visible once its word is.
+        locate(self.position, size, |offset| {
+            self.segment.ring_word(self.ring, offset).load(Ordering::Acquire)
         })
     }
 
     /// Walks the committed records from `self.position`, handing signals up; stops at a zero
-    /// word, or after one ring's worth (so a peer that keeps
-    /// writing cannot hold the receiver here).
-    fn walk(&mut self, deliver: &mut dyn FnMut(SignalView<'_>)) -> Result<usize, LinkError> {
+    /// word, or after one ring's worth (so a peer that keeps writing cannot hold the receiver
+    /// here). Returns (signals, bytes of records and padding: not the rest of a lap the producer
+    /// left early).
+    fn walk(&mut self, deliver: &mut dyn FnMut(SignalView<'_>)) -> Result<(usize, u64), LinkError> {
         let size = self.segment.ring_bytes() as u64;
         let start = self.position;
-        let mut signals = 0;
-        while self.position - start < size {
-            let offset = (self.position & (size - 1)) as usize;
-            let lap_rest = size - offset as u64;
-            // SYNC: record-commit. Acquire: the record's signals are visible once its word is.
-            let word = self.segment.ring_word(self.ring, offset).load(Ordering::Acquire);
+        let (mut signals, mut bytes) = (0, 0);
+        while self.position.wrapping_sub(start) < size {
+            let (at, word) = self.look();
             if word == 0 {
                 break;
             }
+            self.position = at;
+            let offset = (at & (size - 1)) as usize;
+            let lap_rest = size - offset as u64;
+            if word & LAP_FLAG != lap_flag(at, size) {
+                return Err(LinkError::Corrupt(format!(
+                    "record at ring position {at} is marked for the wrong lap (word {word:#x})"
+                )));
+            }
+            let word = word & !LAP_FLAG;
             if word & PAD_FLAG != 0 {
                 let len = u64::from(word & !PAD_FLAG);
                 if len + RECORD_WORD_BYTES as u64 != lap_rest {
                     return Err(LinkError::Corrupt(format!(
-                        "pad record at ring position {} says {len} bytes, but {} remain in the lap",
-                        self.position,
+                        "pad record at ring position {at} says {len} bytes, but {} remain in the lap",
                         lap_rest - RECORD_WORD_BYTES as u64
                     )));
                 }
-                self.position += lap_rest;
+                self.position = self.position.wrapping_add(lap_rest);
+                bytes += lap_rest;
+                // SYNC: ack (release side).
+                self.acks.consumed.store(self.position, std::sync::atomic::Ordering::Release);
                 continue;
             }
-            let len = word as usize;
+            let len = (word & LENGTH_MASK) as usize;
             if len % 4 != 0
-                || len < signals::HEADER_BYTES
+                || len < ACK_BYTES + signals::HEADER_BYTES
                 || (RECORD_WORD_BYTES + len) as u64 > lap_rest
             {
                 return Err(LinkError::Corrupt(format!(
-                    "record at ring position {} says {len} bytes: not whole words, shorter than a signal, or past the end of the ring ({} bytes left in the lap)",
-                    self.position,
+                    "record at ring position {at} says {len} bytes: not whole words, shorter than an acknowledgement and a signal, or past the end of the ring ({} bytes left in the lap)",
                     lap_rest - RECORD_WORD_BYTES as u64
                 )));
             }
@@ -346,20 +465,25 @@ impl ShmReceiver {
                     len,
                 )
             };
-            let body: &[u8] = bytemuck::cast_slice(copy);
-            let at = self.position;
+            // The record is ours now: its space is consumed (what our sender acknowledges in
+            // its next record, before the signals run and answer), and the peer's
+            // acknowledgement goes to our sender.
+            self.position = self.position.wrapping_add((RECORD_WORD_BYTES + len) as u64);
+            bytes += (RECORD_WORD_BYTES + len) as u64;
+            let ack = u64::from(copy[0]) | u64::from(copy[1]) << 32;
+            // SYNC: ack. Release: the record was copied out before its space is acknowledged.
+            self.acks.consumed.store(self.position, std::sync::atomic::Ordering::Release);
+            self.acks.peer_consumed.store(ack, std::sync::atomic::Ordering::Release);
+            let body: &[u8] = bytemuck::cast_slice(&copy[ACK_BYTES / 4..]);
             let place = || format!("record at ring position {at}");
             signals += crate::deliver_batch(body, self.limits, &place, deliver)?;
-            self.position += (RECORD_WORD_BYTES + len) as u64;
         }
-        Ok(signals)
+        Ok((signals, bytes))
     }
 
-    /// Whether a record is committed at our position.
+    /// Whether a record is committed where the next one goes.
     fn has_record(&self) -> bool {
-        let offset = (self.position & (self.segment.ring_bytes() as u64 - 1)) as usize;
-        // SYNC: record-commit (acquire side).
-        self.segment.ring_word(self.ring, offset).load(Ordering::Acquire) != 0
+        self.look().1 != 0
     }
 }
 
@@ -370,13 +494,13 @@ impl LinkReceiver for ShmReceiver {
             self.armed = false;
         }
         let start = self.position;
-        let signals = self.walk(deliver)?;
+        let (signals, bytes) = self.walk(deliver)?;
         if self.position == start {
             return Ok(PollProgress::default());
         }
         // SYNC: consumer-release. Release: we are done reading the walked space.
         SharedWord::store(self.segment.consumer(self.ring), self.position, Ordering::Release);
-        let bytes = (self.position - start) as usize;
+        let bytes = bytes as usize;
         LinkCounters::add_owned(&self.counters.batches_received, 1);
         LinkCounters::add_owned(&self.counters.bytes_received, bytes as u64);
         LinkCounters::add_owned(&self.counters.signals_received, signals as u64);
@@ -440,9 +564,18 @@ mod tests {
             pool.clone(),
             counters.clone(),
             EventFd::new().unwrap(),
+            Arc::new(Acks::default()),
         );
-        let rx =
-            ShmReceiver::new(segment, 0, Limits::default(), counters.clone(), wake, near).unwrap();
+        let rx = ShmReceiver::new(
+            segment,
+            0,
+            Limits::default(),
+            counters.clone(),
+            wake,
+            near,
+            Arc::new(Acks::default()),
+        )
+        .unwrap();
         Pair { tx, rx, pool, queue: PageQueue::with_capacity(64), counters, next: 0, _socket: far }
     }
 
@@ -522,5 +655,200 @@ mod tests {
         assert_eq!(c.signals_sent, u64::from(p.next));
         assert_eq!(c.signals_received, u64::from(p.next));
         assert_eq!(c.bytes_sent, c.bytes_received);
+    }
+
+    /// One end of a two-ring link in this process: it sends on `ring` and receives on the other.
+    struct End {
+        tx: ShmSender,
+        rx: ShmReceiver,
+        pool: Arc<PagePool>,
+        queue: PageQueue,
+        _socket: TcpStream,
+    }
+
+    fn ends(ring_bytes: usize) -> (End, End, Arc<LinkCounters>, Arc<LinkCounters>) {
+        let (segment, _file) = Segment::create("blockwire-test-ends", ring_bytes, 1, 1, 2).unwrap();
+        let segment = Arc::new(segment);
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let end = |ring: usize| {
+            let pool = Arc::new(PagePool::new(64, 2048));
+            let counters = Arc::new(LinkCounters::default());
+            let acks = Arc::new(Acks::default());
+            let socket = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+            let _ = listener.accept().unwrap();
+            let tx = ShmSender::new(
+                segment.clone(),
+                ring,
+                pool.clone(),
+                counters.clone(),
+                EventFd::new().unwrap(),
+                acks.clone(),
+            );
+            let rx = ShmReceiver::new(
+                segment.clone(),
+                1 - ring,
+                Limits::default(),
+                counters.clone(),
+                EventFd::new().unwrap(),
+                socket.try_clone().unwrap(),
+                acks,
+            )
+            .unwrap();
+            let queue = PageQueue::with_capacity(64);
+            (End { tx, rx, pool, queue, _socket: socket }, counters)
+        };
+        let (a, ca) = end(0);
+        let (b, cb) = end(1);
+        (a, b, ca, cb)
+    }
+
+    impl End {
+        /// Sends `n` signals numbered from `*next`, `words` data words each, as one batch
+        /// (receiving what comes back meanwhile, into `expect`, while the ring is full).
+        fn send(&mut self, n: u32, words: usize, next: &mut u32, expect: &mut u32) {
+            let at = |b| BlockRef::new(NodeId::new(b).unwrap(), BlockNumber(200), BlockInstance(0));
+            let mut page = self.pool.take().unwrap();
+            let mut writer =
+                BatchWriter::resume(page.words_mut(), 0, Limits::default(), Default::default());
+            let mut data = vec![0u32; words];
+            for _ in 0..n {
+                data[0] = *next;
+                writer.push(&Signal::new(gsn::PING_REQ, at(1), at(2)).data(&data)).unwrap();
+                *next += 1;
+            }
+            page.len_words = writer.len_bytes() / 4;
+            page.signals = n as usize;
+            self.queue.push(page);
+            while !self.queue.is_empty() || self.tx.has_pending() {
+                if self.tx.send(&mut self.queue).unwrap().blocked {
+                    self.receive(expect);
+                }
+            }
+            while let Some(page) = self.queue.take_done() {
+                self.pool.give(page);
+            }
+        }
+
+        /// Receives what is committed; checks the numbering continues from `expect`.
+        fn receive(&mut self, expect: &mut u32) -> usize {
+            let progress = self
+                .rx
+                .poll(&mut |s| {
+                    assert_eq!(s.data()[0], *expect, "signals arrive whole and in order");
+                    *expect += 1;
+                })
+                .unwrap();
+            progress.signals
+        }
+    }
+
+    #[test]
+    fn early_laps_of_an_empty_ring_lose_nothing_between_two_threads() {
+        let ring = 16 << 10;
+        let (mut a, mut b, ca, cb) = ends(ring);
+        const ROUNDS: u32 = 20_000;
+        // Ping-pong with one, two or three signals, of sizes that land the records anywhere.
+        let total: u32 = (0..ROUNDS).map(|r| 1 + r % 3).sum();
+        // b answers every batch it gets with as many signals, and every seventh with a burst.
+        let echo = std::thread::spawn(move || {
+            let (mut next, mut expect) = (0u32, 0u32);
+            while expect < total {
+                let got = b.receive(&mut expect);
+                if got > 0 {
+                    let burst = if expect % 7 == 0 { 40 } else { got as u32 };
+                    b.send(burst, 1 + (expect as usize % 9), &mut next, &mut expect);
+                }
+            }
+            (b.tx.position, next)
+        });
+        let (mut next, mut expect) = (0u32, 0u32);
+        for round in 0..ROUNDS {
+            a.send(1 + round % 3, 1 + (round as usize % 13), &mut next, &mut expect);
+            let target = expect + 1;
+            while expect < target {
+                a.receive(&mut expect);
+            }
+        }
+        while !echo.is_finished() {
+            a.receive(&mut expect);
+        }
+        let (b_position, b_sent) = echo.join().unwrap();
+        while a.receive(&mut expect) > 0 {}
+        assert_eq!(expect, b_sent, "every signal b sent arrived");
+        let (sa, sb) = (ca.snapshot(), cb.snapshot());
+        assert_eq!(sa.signals_sent, u64::from(total));
+        assert_eq!(sb.signals_received, u64::from(total));
+        // Both ends left laps early: positions ran far past the bytes that went through.
+        assert!(a.tx.position > 100 * ring as u64, "a's position {}", a.tx.position);
+        assert!(b_position > 100 * ring as u64, "b's position {b_position}");
+        assert!(sa.bytes_sent < a.tx.position / 10 && sb.bytes_sent < b_position / 10);
+        assert_eq!(sa.bytes_sent, sb.bytes_received);
+        assert_eq!(sb.bytes_sent, sa.bytes_received);
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::atomic::AtomicU32;
+    use loom::sync::Arc;
+
+    /// A 32-byte ring's record words, modelled; the consumer stands at position 8 of lap 0.
+    fn ring() -> Arc<Vec<AtomicU32>> {
+        let words: Vec<AtomicU32> = (0..8).map(|_| AtomicU32::new(0)).collect();
+        // Lap 0's first record (consumed), parity 0.
+        words[0].store(4, std::sync::atomic::Ordering::Relaxed);
+        Arc::new(words)
+    }
+
+    /// The producer's commit: the zero past the record, then its word (release), with the
+    /// lap's parity.
+    fn commit(words: &[AtomicU32], position: u64, len: u64, word: u32) {
+        let at = |p: u64| &words[((p % 32) / 4) as usize];
+        at(position + len).store(0, std::sync::atomic::Ordering::Relaxed);
+        at(position).store(word | lap_flag(position, 32), std::sync::atomic::Ordering::Release);
+    }
+
+    fn look(words: &[AtomicU32]) -> (u64, u32) {
+        locate(8, 32, |offset| words[offset / 4].load(std::sync::atomic::Ordering::Acquire))
+    }
+
+    #[test]
+    fn loom_a_record_committed_before_the_next_lap_is_not_skipped() {
+        loom::model(|| {
+            let words = ring();
+            let w = words.clone();
+            // The producer, not knowing the ring empty, writes a record where the consumer
+            // stands, pads out the lap, and starts the next one.
+            let producer = loom::thread::spawn(move || {
+                commit(&w, 8, 8, 4);
+                commit(&w, 16, 16, PAD_FLAG | 12);
+                // Only what fits before the consumer's position in the next lap (with the zero
+                // word after it): the word alone.
+                commit(&w, 32, 4, 4);
+            });
+            let (at, word) = look(&words);
+            producer.join().unwrap();
+            assert_eq!(at, 8, "the consumer skipped the record at its position (word {word:#x})");
+        });
+    }
+
+    #[test]
+    fn loom_a_lap_left_early_is_followed() {
+        loom::model(|| {
+            let words = ring();
+            let w = words.clone();
+            // The producer knows the ring empty at 8 and starts lap 1 early, with a record that
+            // ends (with its zero word) before the consumer's position there.
+            let producer = loom::thread::spawn(move || commit(&w, 32, 4, 4));
+            let (at, word) = look(&words);
+            producer.join().unwrap();
+            assert!(
+                (at, word) == (8, 0) || (at, word) == (32, 4 | LAP_FLAG),
+                "found ({at}, {word:#x})"
+            );
+            // Once the producer is done, the consumer finds the record in the next lap.
+            assert_eq!(look(&words), (32, 4 | LAP_FLAG));
+        });
     }
 }
