@@ -538,63 +538,67 @@ mod tests {
 
     use signals::{gsn, BatchWriter, BlockInstance, BlockNumber, BlockRef, NodeId, Signal};
 
-    /// Both halves of ring 0 of one segment, in this thread.
-    struct Pair {
+    /// A sending half and a receiving half of one segment, in this process.
+    struct End {
         tx: ShmSender,
         rx: ShmReceiver,
         pool: Arc<PagePool>,
         queue: PageQueue,
-        counters: Arc<LinkCounters>,
-        next: u32,
         _socket: TcpStream,
     }
 
-    fn pair(ring_bytes: usize) -> Pair {
-        let (segment, _file) = Segment::create("blockwire-test-ring", ring_bytes, 1, 1, 2).unwrap();
-        let segment = Arc::new(segment);
+    /// An end that sends on `send_ring` and receives on `receive_ring` of `segment`, with its
+    /// own counters (both halves count there) and acknowledgements.
+    fn end(
+        segment: &Arc<Segment>,
+        send_ring: usize,
+        receive_ring: usize,
+    ) -> (End, Arc<LinkCounters>) {
         let pool = Arc::new(PagePool::new(64, 2048));
         let counters = Arc::new(LinkCounters::default());
-        let wake = EventFd::new().unwrap();
+        let acks = Arc::new(Acks::default());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let near = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let socket = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (far, _) = listener.accept().unwrap();
         let tx = ShmSender::new(
             segment.clone(),
-            0,
+            send_ring,
             pool.clone(),
             counters.clone(),
             EventFd::new().unwrap(),
-            Arc::new(Acks::default()),
+            acks.clone(),
         );
         let rx = ShmReceiver::new(
-            segment,
-            0,
+            segment.clone(),
+            receive_ring,
             Limits::default(),
             counters.clone(),
-            wake,
-            near,
-            Arc::new(Acks::default()),
+            EventFd::new().unwrap(),
+            socket,
+            acks,
         )
         .unwrap();
-        Pair { tx, rx, pool, queue: PageQueue::with_capacity(64), counters, next: 0, _socket: far }
+        let queue = PageQueue::with_capacity(64);
+        (End { tx, rx, pool, queue, _socket: far }, counters)
     }
 
-    impl Pair {
-        /// Sends `n` signals of 4 data words as one batch (data word 0 numbers them); while the
-        /// ring is full, receives (checking the numbering from `expect`). Returns how often
-        /// the ring was full.
-        fn send(&mut self, n: usize, expect: &mut u32) -> usize {
+    impl End {
+        /// Sends `n` signals numbered from `*next` (data word 0), `words` data words each, as
+        /// one batch; while the ring is full, receives (checking the numbering from `expect`).
+        /// Returns how often the ring was full.
+        fn send(&mut self, n: u32, words: usize, next: &mut u32, expect: &mut u32) -> usize {
             let at = |b| BlockRef::new(NodeId::new(b).unwrap(), BlockNumber(200), BlockInstance(0));
             let mut page = self.pool.take().unwrap();
             let mut writer =
                 BatchWriter::resume(page.words_mut(), 0, Limits::default(), Default::default());
+            let mut data = vec![0u32; words];
             for _ in 0..n {
-                let data = [self.next, 1, 2, 3];
+                data[0] = *next;
                 writer.push(&Signal::new(gsn::PING_REQ, at(1), at(2)).data(&data)).unwrap();
-                self.next += 1;
+                *next += 1;
             }
             page.len_words = writer.len_bytes() / 4;
-            page.signals = n;
+            page.signals = n as usize;
             self.queue.push(page);
             let mut full = 0;
             while !self.queue.is_empty() || self.tx.has_pending() {
@@ -609,22 +613,51 @@ mod tests {
             full
         }
 
-        /// Receives everything committed; checks the numbering continues from `expect`.
+        /// One poll: receives what is committed; checks the numbering continues from `expect`.
         fn receive(&mut self, expect: &mut u32) -> usize {
+            let progress = self
+                .rx
+                .poll(&mut |s| {
+                    assert_eq!(s.data()[0], *expect, "signals arrive whole and in order");
+                    *expect += 1;
+                })
+                .unwrap();
+            progress.signals
+        }
+
+        /// Polls until nothing more is committed; returns the signals received.
+        fn receive_all(&mut self, expect: &mut u32) -> usize {
             let mut got = 0;
             loop {
-                let progress = self
-                    .rx
-                    .poll(&mut |s| {
-                        assert_eq!(s.data()[0], *expect, "signals arrive whole and in order");
-                        *expect += 1;
-                    })
-                    .unwrap();
-                if progress.signals == 0 {
-                    return got;
+                match self.receive(expect) {
+                    0 => return got,
+                    n => got += n,
                 }
-                got += progress.signals;
             }
+        }
+    }
+
+    /// Both halves of ring 0 of one segment, in this thread.
+    struct Pair {
+        end: End,
+        counters: Arc<LinkCounters>,
+        next: u32,
+    }
+
+    fn pair(ring_bytes: usize) -> Pair {
+        let (segment, _file) = Segment::create("blockwire-test-ring", ring_bytes, 1, 1, 2).unwrap();
+        let (end, counters) = end(&Arc::new(segment), 0, 0);
+        Pair { end, counters, next: 0 }
+    }
+
+    impl Pair {
+        /// Sends `n` signals of 4 data words as one batch; returns how often the ring was full.
+        fn send(&mut self, n: u32, expect: &mut u32) -> usize {
+            self.end.send(n, 4, &mut self.next, expect)
+        }
+
+        fn receive(&mut self, expect: &mut u32) -> usize {
+            self.end.receive_all(expect)
         }
     }
 
@@ -638,7 +671,7 @@ mod tests {
             assert_eq!(p.send(1, &mut expect), 0);
             assert_eq!(p.receive(&mut expect), 1);
         }
-        assert!(p.tx.position > 8 * ring as u64, "the ring wrapped again and again");
+        assert!(p.end.tx.position > 8 * ring as u64, "the ring wrapped again and again");
         // A stream that keeps the consumer behind: pages split where the space known free ends,
         // the consumer is read again, laps are padded out.
         let mut full = 0;
@@ -657,89 +690,13 @@ mod tests {
         assert_eq!(c.bytes_sent, c.bytes_received);
     }
 
-    /// One end of a two-ring link in this process: it sends on `ring` and receives on the other.
-    struct End {
-        tx: ShmSender,
-        rx: ShmReceiver,
-        pool: Arc<PagePool>,
-        queue: PageQueue,
-        _socket: TcpStream,
-    }
-
+    /// The two ends of a two-ring link in this process.
     fn ends(ring_bytes: usize) -> (End, End, Arc<LinkCounters>, Arc<LinkCounters>) {
         let (segment, _file) = Segment::create("blockwire-test-ends", ring_bytes, 1, 1, 2).unwrap();
         let segment = Arc::new(segment);
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let end = |ring: usize| {
-            let pool = Arc::new(PagePool::new(64, 2048));
-            let counters = Arc::new(LinkCounters::default());
-            let acks = Arc::new(Acks::default());
-            let socket = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-            let _ = listener.accept().unwrap();
-            let tx = ShmSender::new(
-                segment.clone(),
-                ring,
-                pool.clone(),
-                counters.clone(),
-                EventFd::new().unwrap(),
-                acks.clone(),
-            );
-            let rx = ShmReceiver::new(
-                segment.clone(),
-                1 - ring,
-                Limits::default(),
-                counters.clone(),
-                EventFd::new().unwrap(),
-                socket.try_clone().unwrap(),
-                acks,
-            )
-            .unwrap();
-            let queue = PageQueue::with_capacity(64);
-            (End { tx, rx, pool, queue, _socket: socket }, counters)
-        };
-        let (a, ca) = end(0);
-        let (b, cb) = end(1);
+        let (a, ca) = end(&segment, 0, 1);
+        let (b, cb) = end(&segment, 1, 0);
         (a, b, ca, cb)
-    }
-
-    impl End {
-        /// Sends `n` signals numbered from `*next`, `words` data words each, as one batch
-        /// (receiving what comes back meanwhile, into `expect`, while the ring is full).
-        fn send(&mut self, n: u32, words: usize, next: &mut u32, expect: &mut u32) {
-            let at = |b| BlockRef::new(NodeId::new(b).unwrap(), BlockNumber(200), BlockInstance(0));
-            let mut page = self.pool.take().unwrap();
-            let mut writer =
-                BatchWriter::resume(page.words_mut(), 0, Limits::default(), Default::default());
-            let mut data = vec![0u32; words];
-            for _ in 0..n {
-                data[0] = *next;
-                writer.push(&Signal::new(gsn::PING_REQ, at(1), at(2)).data(&data)).unwrap();
-                *next += 1;
-            }
-            page.len_words = writer.len_bytes() / 4;
-            page.signals = n as usize;
-            self.queue.push(page);
-            while !self.queue.is_empty() || self.tx.has_pending() {
-                if self.tx.send(&mut self.queue).unwrap().blocked {
-                    self.receive(expect);
-                }
-            }
-            while let Some(page) = self.queue.take_done() {
-                self.pool.give(page);
-            }
-        }
-
-        /// Receives what is committed; checks the numbering continues from `expect`.
-        fn receive(&mut self, expect: &mut u32) -> usize {
-            let progress = self
-                .rx
-                .poll(&mut |s| {
-                    assert_eq!(s.data()[0], *expect, "signals arrive whole and in order");
-                    *expect += 1;
-                })
-                .unwrap();
-            progress.signals
-        }
     }
 
     #[test]
@@ -773,7 +730,7 @@ mod tests {
             a.receive(&mut expect);
         }
         let (b_position, b_sent) = echo.join().unwrap();
-        while a.receive(&mut expect) > 0 {}
+        a.receive_all(&mut expect);
         assert_eq!(expect, b_sent, "every signal b sent arrived");
         let (sa, sb) = (ca.snapshot(), cb.snapshot());
         assert_eq!(sa.signals_sent, u64::from(total));
