@@ -127,6 +127,16 @@ impl ReceiveSide {
         if timeout == Some(Duration::ZERO) {
             return self.poll_once(timeout, deliver);
         }
+        self.poll_sleeping(timeout, deliver)
+    }
+
+    /// [`ReceiveSide::poll`] with a timeout: out of line, so a spinning pass is short.
+    #[inline(never)]
+    fn poll_sleeping(
+        &mut self,
+        timeout: Option<Duration>,
+        deliver: &mut dyn FnMut(NodeId, SignalView<'_>),
+    ) -> usize {
         let signals = self.poll_once(Some(Duration::ZERO), deliver);
         if signals > 0 || !self.arm_all() {
             return signals;
@@ -163,6 +173,7 @@ impl ReceiveSide {
         self.poll_epoll(timeout, deliver)
     }
 
+    #[inline(never)]
     fn poll_epoll(
         &mut self,
         timeout: Option<Duration>,
@@ -207,13 +218,22 @@ impl ReceiveSide {
         match live.receiver.poll(&mut |signal| deliver(peer, signal)) {
             Ok(progress) => progress.signals,
             Err(e) => {
-                let generation = live.generation;
-                self.forget(slot);
-                debug!(peer = %peer, error = %e, "receive failed");
-                self.inner.fail(peer, generation, &e.to_string());
+                self.receive_failed(slot, e);
                 0
             }
         }
+    }
+
+    /// The link in `slot` failed while being polled: it leaves the set and the registry
+    /// closes it.
+    #[cold]
+    #[inline(never)]
+    fn receive_failed(&mut self, slot: usize, e: crate::LinkError) {
+        let Some(live) = self.links.get(slot).and_then(Option::as_ref) else { return };
+        let (peer, generation) = (live.peer, live.generation);
+        self.forget(slot);
+        debug!(peer = %peer, error = %e, "receive failed");
+        self.inner.fail(peer, generation, &e.to_string());
     }
 
     /// Arms every link before a sleep; false when one has data already.

@@ -59,6 +59,8 @@ use crate::{LinkError, LinkReceiver, LinkSender, PollProgress, SendProgress};
 pub const RECORD_WORD_BYTES: usize = 4;
 /// Bytes of the acknowledgement at the start of a data record's body.
 pub const ACK_BYTES: usize = 8;
+/// Bytes in front of a data record's signals: its record word and the acknowledgement.
+pub const HEAD_BYTES: usize = RECORD_WORD_BYTES + ACK_BYTES;
 /// Set in a record word that pads the rest of a lap (a signal never wraps).
 pub const PAD_FLAG: u32 = 1 << 31;
 /// In a record word: the parity of the lap the record is in (rings are at most 2^30 bytes, so
@@ -168,7 +170,7 @@ impl ShmSender {
     /// full). Ring space taken by record words, acknowledgements and lap padding is added to
     /// `padding`. The consumer's position is read (once) only when the space known free is short.
     fn copy_page(&mut self, page: &mut Page, padding: &mut u64) -> (usize, bool) {
-        const HEAD: usize = RECORD_WORD_BYTES + ACK_BYTES;
+        const HEAD: usize = HEAD_BYTES;
         let size = self.size;
         let mut copied = 0;
         let mut refreshed = false;
@@ -180,56 +182,64 @@ impl ShmSender {
             }
             // The ring size is a power of two (checked at set-up): a mask, not a division.
             let mut offset = (self.position & (size - 1)) as usize;
-            // An empty ring: start the next lap early when the whole rest of the page fits
-            // before the consumer's position there (with the zero word after it).
-            if offset != 0
+            let take = if offset != 0
                 && self.consumer_seen == self.position
-                && HEAD + bytes.len() + RECORD_WORD_BYTES <= offset
+                && HEAD + bytes.len() <= offset
             {
+                // An empty ring: start the next lap early, the whole rest of the page as one
+                // record before the consumer's position there. The zero word after it is in
+                // space the consumer has left, or is the word at the consumer's position itself:
+                // our own position's word, zero (nothing is committed there). So a record as
+                // long as the last one lands on the same line as the last one did.
                 self.position = self.position.wrapping_add(size - offset as u64);
                 offset = 0;
-            }
-            let lap_rest = size - offset as u64;
-            // `consumer_seen <= position <= consumer_seen + size` (modulo 2^64; checked when read).
-            let free = self.consumer_seen.wrapping_add(size).wrapping_sub(self.position);
-            // A record also needs the word after it free, for the zero that marks the next
-            // position empty.
-            let usable = free.saturating_sub(RECORD_WORD_BYTES as u64);
-            let room = (lap_rest.min(usable) as usize).saturating_sub(HEAD);
-            let take = if bytes.len() <= room {
-                // The common case: the rest of the page is one record.
                 bytes.len()
             } else {
-                if !refreshed {
-                    // The space seen free may be stale: read the consumer before splitting.
-                    refreshed = true;
-                    let seen = self.consumer_seen;
-                    self.refresh_consumer();
-                    if self.consumer_seen != seen {
-                        continue;
+                let lap_rest = size - offset as u64;
+                // `consumer_seen <= position <= consumer_seen + size` (modulo 2^64; checked
+                // when read).
+                let free = self.consumer_seen.wrapping_add(size).wrapping_sub(self.position);
+                // A record also needs the word after it free, for the zero that marks the next
+                // position empty.
+                let usable = free.saturating_sub(RECORD_WORD_BYTES as u64);
+                let room = (lap_rest.min(usable) as usize).saturating_sub(HEAD);
+                if bytes.len() <= room {
+                    // The common case: the rest of the page is one record.
+                    bytes.len()
+                } else {
+                    if !refreshed {
+                        // The space seen free may be stale: read the consumer before splitting.
+                        refreshed = true;
+                        let seen = self.consumer_seen;
+                        self.refresh_consumer();
+                        if self.consumer_seen != seen {
+                            continue;
+                        }
                     }
-                }
-                let (take, first) = page.unsent_within(room);
-                if take == 0 {
-                    let first = (first + HEAD) as u64;
-                    // Pad out a lap too short for the next signal as soon as the lap's rest is
-                    // free; the signal then waits for space at the lap's start (waiting for both
-                    // at once could never succeed in a ring of twice the largest signal).
-                    if lap_rest < first && usable >= lap_rest {
-                        let word = PAD_FLAG | (lap_rest as u32 - 4);
-                        self.commit(offset, lap_rest as usize, word);
-                        *padding += lap_rest;
-                        continue;
+                    let (take, first) = page.unsent_within(room);
+                    if take == 0 {
+                        let first = (first + HEAD) as u64;
+                        // Pad out a lap too short for the next signal as soon as the lap's rest
+                        // is free; the signal then waits for space at the lap's start (waiting
+                        // for both at once could never succeed in a ring of twice the largest
+                        // signal).
+                        if lap_rest < first && usable >= lap_rest {
+                            let word = PAD_FLAG | (lap_rest as u32 - 4);
+                            self.commit(offset, lap_rest as usize, word);
+                            *padding += lap_rest;
+                            continue;
+                        }
+                        return (copied, true);
                     }
-                    return (copied, true);
+                    take
                 }
-                take
             };
             // SYNC: ack (our receiver's release store). What we tell the peer we consumed.
             let ack = self.acks.consumed.load(std::sync::atomic::Ordering::Acquire);
-            // SAFETY: `take <= room <= lap_rest - HEAD`, so the record's body lies in this lap
-            // of this ring, in free space (between the consumer's position and ours), which only
-            // this producer writes until it commits.
+            // SAFETY: `take <= room <= lap_rest - HEAD` (or, starting a lap early, `HEAD + take`
+            // is at most the consumer's offset, below the ring size), so the record's body lies
+            // in this lap of this ring, in free space (between the consumer's position and ours),
+            // which only this producer writes until it commits.
             unsafe {
                 let body = self.data.add(offset + RECORD_WORD_BYTES);
                 std::ptr::copy_nonoverlapping(ack.to_le_bytes().as_ptr(), body, ACK_BYTES);
@@ -327,6 +337,10 @@ impl LinkSender for ShmSender {
 pub struct ShmReceiver {
     segment: Arc<Segment>,
     ring: usize,
+    /// Start of this ring's data in `segment`'s mapping.
+    data: *const u8,
+    /// Bytes of the ring (a power of two).
+    size: u64,
     /// Bytes ever consumed.
     position: u64,
     limits: Limits,
@@ -340,11 +354,17 @@ pub struct ShmReceiver {
     acks: Arc<Acks>,
 }
 
+// SAFETY: `data` points into the mapping that `segment` (Send and Sync) keeps alive, and this
+// receiver only reads through it: by `&self` only with atomic loads of record words.
+unsafe impl Send for ShmReceiver {}
+// SAFETY: as for Send; a shared reference reads nothing but atomics through `data`.
+unsafe impl Sync for ShmReceiver {}
+
 /// Where the record after `position` is, and its word (0: nothing yet), given `load`, an acquire
 /// load of the record word at a byte offset of the ring: at `position`, or, when nothing is
 /// there mid-lap, at the next lap's start if the producer started that lap early (its first word
 /// has that lap's parity). At a lap's start, a word of the previous lap is nothing yet.
-#[inline]
+#[inline(always)]
 fn locate(position: u64, size: u64, load: impl Fn(usize) -> u32) -> (u64, u32) {
     let offset = (position & (size - 1)) as usize;
     let word = load(offset);
@@ -383,6 +403,8 @@ impl ShmReceiver {
         socket.set_nonblocking(true)?;
         let segment_ring_words = segment.ring_bytes() / 4;
         Ok(ShmReceiver {
+            data: segment.data(ring),
+            size: segment.ring_bytes() as u64,
             segment,
             ring,
             position: 0,
@@ -397,25 +419,36 @@ impl ShmReceiver {
     }
 
     /// Where the next record is and its word (0: nothing yet); see [`locate`].
-    #[inline]
+    #[inline(always)]
     fn look(&self) -> (u64, u32) {
-        let size = self.segment.ring_bytes() as u64;
-        // SYNC: record-commit. Acquire: the record's signals are visible once its word is.
-        locate(self.position, size, |offset| {
-            self.segment.ring_word(self.ring, offset).load(Ordering::Acquire)
+        let (data, mask) = (self.data, self.size as usize - 1);
+        locate(self.position, self.size, |offset| {
+            // SAFETY: the offset is masked into the ring and 4-aligned; the ring lies in the
+            // mapping that `segment` keeps alive; record words are only accessed atomically.
+            let word = unsafe { &*(data.add(offset & mask & !3) as *const AtomicU32) };
+            // SYNC: record-commit. Acquire: the record's signals are visible once its word is.
+            word.load(Ordering::Acquire)
         })
     }
 
-    /// Walks the committed records from `self.position`, handing signals up; stops at a zero
-    /// word, or after one ring's worth (so a peer that keeps writing cannot hold the receiver
-    /// here). Returns (signals, bytes of records and padding: not the rest of a lap the producer
+    /// Walks the committed records from `self.position` (`first` is where the first is, already
+    /// located), handing signals up; stops at a zero word, or after one ring's worth (so a peer
+    /// that keeps writing cannot hold the receiver here). Returns (signals, bytes of records and padding: not the rest of a lap the producer
     /// left early).
-    fn walk(&mut self, deliver: &mut dyn FnMut(SignalView<'_>)) -> Result<(usize, u64), LinkError> {
-        let size = self.segment.ring_bytes() as u64;
+    fn walk(
+        &mut self,
+        first: (u64, u32),
+        deliver: &mut dyn FnMut(SignalView<'_>),
+    ) -> Result<(usize, u64), LinkError> {
+        let size = self.size;
         let start = self.position;
         let (mut signals, mut bytes) = (0, 0);
+        let mut first = Some(first);
         while self.position.wrapping_sub(start) < size {
-            let (at, word) = self.look();
+            let (at, word) = match first.take() {
+                Some(located) => located,
+                None => self.look(),
+            };
             if word == 0 {
                 break;
             }
@@ -460,7 +493,7 @@ impl ShmReceiver {
             // 4-aligned span are equivalent. A racing peer can only change the values copied.
             unsafe {
                 std::ptr::copy_nonoverlapping(
-                    self.segment.data(self.ring).add(offset + RECORD_WORD_BYTES),
+                    self.data.add(offset + RECORD_WORD_BYTES),
                     copy.as_mut_ptr().cast::<u8>(),
                     len,
                 )
@@ -481,6 +514,24 @@ impl ShmReceiver {
         Ok((signals, bytes))
     }
 
+    /// Walks the records from `first` (located, not empty), publishes the position reached and
+    /// counts what was received. Out of line, so that a poll of an empty ring stays short.
+    #[inline(never)]
+    fn consume(
+        &mut self,
+        first: (u64, u32),
+        deliver: &mut dyn FnMut(SignalView<'_>),
+    ) -> Result<PollProgress, LinkError> {
+        let (signals, bytes) = self.walk(first, deliver)?;
+        // SYNC: consumer-release. Release: we are done reading the walked space.
+        SharedWord::store(self.segment.consumer(self.ring), self.position, Ordering::Release);
+        let bytes = bytes as usize;
+        LinkCounters::add_owned(&self.counters.batches_received, 1);
+        LinkCounters::add_owned(&self.counters.bytes_received, bytes as u64);
+        LinkCounters::add_owned(&self.counters.signals_received, signals as u64);
+        Ok(PollProgress { bytes, signals })
+    }
+
     /// Whether a record is committed where the next one goes.
     fn has_record(&self) -> bool {
         self.look().1 != 0
@@ -493,18 +544,12 @@ impl LinkReceiver for ShmReceiver {
             wake::woke(self.segment.sleeping(self.ring));
             self.armed = false;
         }
-        let start = self.position;
-        let (signals, bytes) = self.walk(deliver)?;
-        if self.position == start {
+        // An empty ring costs a look at one line (two words at most) and nothing more.
+        let first = self.look();
+        if first.1 == 0 {
             return Ok(PollProgress::default());
         }
-        // SYNC: consumer-release. Release: we are done reading the walked space.
-        SharedWord::store(self.segment.consumer(self.ring), self.position, Ordering::Release);
-        let bytes = bytes as usize;
-        LinkCounters::add_owned(&self.counters.batches_received, 1);
-        LinkCounters::add_owned(&self.counters.bytes_received, bytes as u64);
-        LinkCounters::add_owned(&self.counters.signals_received, signals as u64);
-        Ok(PollProgress { bytes, signals })
+        self.consume(first, deliver)
     }
 
     fn raw_fd(&self) -> RawFd {
@@ -742,6 +787,29 @@ mod tests {
         assert_eq!(sa.bytes_sent, sb.bytes_received);
         assert_eq!(sb.bytes_sent, sa.bytes_received);
     }
+
+    #[test]
+    fn a_ping_pong_of_equal_records_stays_on_the_first_line() {
+        let ring = 16 << 10;
+        let (mut a, mut b, _, _) = ends(ring);
+        let (mut a_next, mut a_expect, mut b_next, mut b_expect) = (0, 0, 0, 0);
+        // One signal of 4 data words each way per round trip: records of 44 bytes, each
+        // starting a lap early right where the last one started; the zero word after each is
+        // the word the consumer waits on.
+        let record = (HEAD_BYTES + signals::HEADER_BYTES + 16) as u64;
+        for round in 0..2_000 {
+            assert_eq!(a.send(1, 4, &mut a_next, &mut a_expect), 0);
+            assert_eq!(b.receive_all(&mut b_expect), 1);
+            assert_eq!(b.send(1, 4, &mut b_next, &mut b_expect), 0);
+            assert_eq!(a.receive_all(&mut a_expect), 1);
+            if round > 0 {
+                assert_eq!(a.tx.position % ring as u64, record, "a's record {round}");
+                assert_eq!(b.tx.position % ring as u64, record, "b's record {round}");
+            }
+        }
+        assert!(a.tx.position > 1_000 * ring as u64, "a left a lap early at every record");
+        assert_eq!((a_expect, b_expect), (2_000, 2_000));
+    }
 }
 
 #[cfg(all(test, loom))]
@@ -792,20 +860,24 @@ mod loom_tests {
 
     #[test]
     fn loom_a_lap_left_early_is_followed() {
-        loom::model(|| {
-            let words = ring();
-            let w = words.clone();
-            // The producer knows the ring empty at 8 and starts lap 1 early, with a record that
-            // ends (with its zero word) before the consumer's position there.
-            let producer = loom::thread::spawn(move || commit(&w, 32, 4, 4));
-            let (at, word) = look(&words);
-            producer.join().unwrap();
-            assert!(
-                (at, word) == (8, 0) || (at, word) == (32, 4 | LAP_FLAG),
-                "found ({at}, {word:#x})"
-            );
-            // Once the producer is done, the consumer finds the record in the next lap.
-            assert_eq!(look(&words), (32, 4 | LAP_FLAG));
-        });
+        // The producer knows the ring empty at 8 and starts lap 1 early, with a record that
+        // ends before the consumer's position there (4 bytes), or exactly at it (8 bytes: the
+        // zero stored past it is the consumer's own zero word).
+        for len in [4, 8] {
+            loom::model(move || {
+                let words = ring();
+                let w = words.clone();
+                let producer = loom::thread::spawn(move || commit(&w, 32, len, len as u32));
+                let (at, word) = look(&words);
+                producer.join().unwrap();
+                let record = len as u32 | LAP_FLAG;
+                assert!(
+                    (at, word) == (8, 0) || (at, word) == (32, record),
+                    "found ({at}, {word:#x})"
+                );
+                // Once the producer is done, the consumer finds the record in the next lap.
+                assert_eq!(look(&words), (32, record));
+            });
+        }
     }
 }
