@@ -323,8 +323,29 @@ pub(crate) fn write_peer(
 }
 
 /// After a write: fails the link on a transport error, and drops (and counts) what is packed
-/// for `peer` when the connection it was packed for is gone.
+/// for `peer` when the connection it was packed for is gone. The check is inline, the work out
+/// of line: after nearly every write there is nothing to do.
+#[inline]
 fn settle(
+    inner: &Inner,
+    peer: NodeId,
+    link: &Link,
+    pq: &mut PeerQueue,
+    report: &mut FlushReport,
+    failure: Option<(u64, String)>,
+    live_generation: Option<u64>,
+) {
+    if failure.is_some()
+        || live_generation != Some(pq.generation)
+        || link.state() != LinkState::Connected
+    {
+        settle_failed(inner, peer, link, pq, report, failure, live_generation);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn settle_failed(
     inner: &Inner,
     peer: NodeId,
     link: &Link,

@@ -234,6 +234,7 @@ impl ShmSender {
                     take
                 }
             };
+            let whole = take == bytes.len();
             // SYNC: ack (our receiver's release store). What we tell the peer we consumed.
             let ack = self.acks.consumed.load(std::sync::atomic::Ordering::Acquire);
             // SAFETY: `take <= room <= lap_rest - HEAD` (or, starting a lap early, `HEAD + take`
@@ -249,6 +250,9 @@ impl ShmSender {
             *padding += HEAD as u64;
             page.sent_bytes += take;
             copied += take;
+            if whole {
+                return (copied, false);
+            }
         }
     }
 
@@ -270,6 +274,12 @@ impl ShmSender {
             // position once per poll, after the acknowledgements its records already carried.
             self.consumer_seen = consumer;
         }
+    }
+
+    /// The error a send fails with once the consumer's position was found corrupt.
+    #[cold]
+    fn failed(&mut self) -> LinkError {
+        LinkError::Corrupt(self.corrupt.take().unwrap_or_default())
     }
 
     /// The record word at `offset` of this ring.
@@ -296,8 +306,8 @@ impl ShmSender {
 
 impl LinkSender for ShmSender {
     fn send(&mut self, queue: &mut PageQueue) -> Result<SendProgress, LinkError> {
-        if let Some(reason) = self.corrupt.take() {
-            return Err(LinkError::Corrupt(reason));
+        if self.corrupt.is_some() {
+            return Err(self.failed());
         }
         let mut padding = 0;
         // The kept page is out of its slot only while `copy_page` (which cannot fail) runs.
@@ -312,8 +322,8 @@ impl LinkSender for ShmSender {
 
     fn send_page(&mut self, page: &mut Page) -> Option<Result<SendProgress, LinkError>> {
         debug_assert!(self.pending.is_none(), "send_page with a page pending");
-        if let Some(reason) = self.corrupt.take() {
-            return Some(Err(LinkError::Corrupt(reason)));
+        if self.corrupt.is_some() {
+            return Some(Err(self.failed()));
         }
         let mut padding = 0;
         let (bytes, blocked) = self.copy_page(page, &mut padding);
