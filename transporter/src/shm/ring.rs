@@ -14,9 +14,10 @@
 //! **Early laps.** A producer that knows its ring is empty (the consumer's acknowledgement,
 //! carried in the records coming back, equals its own position) starts its next record at the
 //! start of the next lap instead of where it is, if the record fits before the consumer's
-//! position there. A ping-pong then moves over the first two lines of the ring again and again,
-//! lines both sides hold, instead of a fresh line each hop (which costs about half a cache-line
-//! round trip more here). The consumer, finding a zero word mid-lap, also looks at the next lap's
+//! position there (the zero word after it may be the word the consumer waits on: ours, and zero).
+//! A ping-pong of equal records then stays on the first line of the ring, a line both sides
+//! hold, instead of moving to a fresh line each hop (which costs about half a cache-line round
+//! trip more here). The consumer, finding a zero word mid-lap, also looks at the next lap's
 //! first word: a record there whose lap parity is the next lap's means the producer left the
 //! lap where the consumer stands (no record can follow in it, since the producer only leaves a
 //! lap early when the consumer is at its position). Positions wrap around u64 (a jump adds up to
@@ -170,7 +171,6 @@ impl ShmSender {
     /// full). Ring space taken by record words, acknowledgements and lap padding is added to
     /// `padding`. The consumer's position is read (once) only when the space known free is short.
     fn copy_page(&mut self, page: &mut Page, padding: &mut u64) -> (usize, bool) {
-        const HEAD: usize = HEAD_BYTES;
         let size = self.size;
         let mut copied = 0;
         let mut refreshed = false;
@@ -184,7 +184,7 @@ impl ShmSender {
             let mut offset = (self.position & (size - 1)) as usize;
             let take = if offset != 0
                 && self.consumer_seen == self.position
-                && HEAD + bytes.len() <= offset
+                && HEAD_BYTES + bytes.len() <= offset
             {
                 // An empty ring: start the next lap early, the whole rest of the page as one
                 // record before the consumer's position there. The zero word after it is in
@@ -202,7 +202,7 @@ impl ShmSender {
                 // A record also needs the word after it free, for the zero that marks the next
                 // position empty.
                 let usable = free.saturating_sub(RECORD_WORD_BYTES as u64);
-                let room = (lap_rest.min(usable) as usize).saturating_sub(HEAD);
+                let room = (lap_rest.min(usable) as usize).saturating_sub(HEAD_BYTES);
                 if bytes.len() <= room {
                     // The common case: the rest of the page is one record.
                     bytes.len()
@@ -218,7 +218,7 @@ impl ShmSender {
                     }
                     let (take, first) = page.unsent_within(room);
                     if take == 0 {
-                        let first = (first + HEAD) as u64;
+                        let first = (first + HEAD_BYTES) as u64;
                         // Pad out a lap too short for the next signal as soon as the lap's rest
                         // is free; the signal then waits for space at the lap's start (waiting
                         // for both at once could never succeed in a ring of twice the largest
@@ -237,7 +237,7 @@ impl ShmSender {
             let whole = take == bytes.len();
             // SYNC: ack (our receiver's release store). What we tell the peer we consumed.
             let ack = self.acks.consumed.load(std::sync::atomic::Ordering::Acquire);
-            // SAFETY: `take <= room <= lap_rest - HEAD` (or, starting a lap early, `HEAD + take`
+            // SAFETY: `take <= room <= lap_rest - HEAD_BYTES` (or, starting a lap early, `HEAD_BYTES + take`
             // is at most the consumer's offset, below the ring size), so the record's body lies
             // in this lap of this ring, in free space (between the consumer's position and ours),
             // which only this producer writes until it commits.
@@ -246,8 +246,8 @@ impl ShmSender {
                 std::ptr::copy_nonoverlapping(ack.to_le_bytes().as_ptr(), body, ACK_BYTES);
                 std::ptr::copy_nonoverlapping(bytes.as_ptr(), body.add(ACK_BYTES), take);
             }
-            self.commit(offset, HEAD + take, (ACK_BYTES + take) as u32);
-            *padding += HEAD as u64;
+            self.commit(offset, HEAD_BYTES + take, (ACK_BYTES + take) as u32);
+            *padding += HEAD_BYTES as u64;
             page.sent_bytes += take;
             copied += take;
             if whole {
@@ -443,8 +443,8 @@ impl ShmReceiver {
 
     /// Walks the committed records from `self.position` (`first` is where the first is, already
     /// located), handing signals up; stops at a zero word, or after one ring's worth (so a peer
-    /// that keeps writing cannot hold the receiver here). Returns (signals, bytes of records and padding: not the rest of a lap the producer
-    /// left early).
+    /// that keeps writing cannot hold the receiver here). Returns (signals, bytes of records and
+    /// padding: not the rest of a lap the producer left early).
     fn walk(
         &mut self,
         first: (u64, u32),
