@@ -323,29 +323,10 @@ pub(crate) fn write_peer(
 }
 
 /// After a write: fails the link on a transport error, and drops (and counts) what is packed
-/// for `peer` when the connection it was packed for is gone. The check is inline, the work out
-/// of line: after nearly every write there is nothing to do.
+/// for `peer` when the connection it was packed for is gone. Inline, with the dropping out of
+/// line: after nearly every write there is nothing to do.
 #[inline]
 fn settle(
-    inner: &Inner,
-    peer: NodeId,
-    link: &Link,
-    pq: &mut PeerQueue,
-    report: &mut FlushReport,
-    failure: Option<(u64, String)>,
-    live_generation: Option<u64>,
-) {
-    if failure.is_some()
-        || live_generation != Some(pq.generation)
-        || link.state() != LinkState::Connected
-    {
-        settle_failed(inner, peer, link, pq, report, failure, live_generation);
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn settle_failed(
     inner: &Inner,
     peer: NodeId,
     link: &Link,
@@ -358,10 +339,17 @@ fn settle_failed(
         inner.fail(peer, generation, &reason);
     }
     if live_generation != Some(pq.generation) || link.state() != LinkState::Connected {
-        let dropped = discard(pq, link);
-        LinkCounters::add(&link.counters.signals_dropped, dropped as u64);
-        report.dropped += dropped;
+        drop_packed(pq, link, report);
     }
+}
+
+/// Drops and counts what is packed for a connection that is gone.
+#[cold]
+#[inline(never)]
+fn drop_packed(pq: &mut PeerQueue, link: &Link, report: &mut FlushReport) {
+    let dropped = discard(pq, link);
+    LinkCounters::add(&link.counters.signals_dropped, dropped as u64);
+    report.dropped += dropped;
 }
 
 /// Drops everything queued for `link`: returns the signals dropped.
