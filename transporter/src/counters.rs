@@ -73,6 +73,9 @@ counters! {
     credit_messages,
     /// RDMA: receive requests re-posted.
     recv_reposts,
+    /// RDMA: credit or posted words caught while the NIC was placing them (their check word did
+    /// not match), so read again.
+    torn_control_reads,
 }
 
 impl LinkCounters {

@@ -99,11 +99,12 @@ fn garbage_frames_credits_and_posted_words_close_the_link() {
         "does not say it wrapped",
         "peer's credit",
         "posted position",
+        "posted word failed its check",
     ];
     for needle in cases {
         // Node 5 spins a while after each signal: it takes the first frame spinning and asks
         // for plain writes, and takes that back (READ of our posted word) before it sleeps.
-        let spin = Duration::from_millis(if needle == "posted position" { 300 } else { 0 });
+        let spin = Duration::from_millis(if needle.starts_with("posted") { 300 } else { 0 });
         let (five, stop, receiver, _socket, link) = five_spinning_and_raw_peer(spin);
         match needle {
             // A whole frame at position 0 that says it skipped a lap.
@@ -123,16 +124,21 @@ fn garbage_frames_credits_and_posted_words_close_the_link() {
             "peer's credit" => {
                 // A credit word claiming more ring consumed than node 5 ever wrote.
                 let word = Credit { consumed: 1 << 20, posted: 256 }.encode();
-                rdma_write_credit(&link, word);
+                rdma_write_credit(&link, word, true);
                 poke(&five);
             }
-            _ => {
+            "posted position" => {
                 // Our posted word says a terabyte was posted: node 5's receiver reads it when it
                 // goes back to immediates to sleep, after taking a frame while spinning.
-                let at = link.ring_bytes + transporter::rdma::POSTED_AT;
-                // SAFETY: the control line after the raw peer's own ring; the test owns it.
-                unsafe { link.ring.as_ptr().add(at).cast::<u64>().write_volatile(1 << 40) };
+                rdma_set_posted(&link, 1 << 40, true);
                 rdma_frame(&link, 0, 1, head(false, ping.len()), &ping, false);
+            }
+            _ => {
+                // Our posted word's check never matches: node 5 READs it again each time, and
+                // gives up after a run no race makes.
+                rdma_frame(&link, 0, 1, head(false, ping.len()), &ping, false);
+                let (posted, _) = rdma_posted(&link);
+                rdma_set_posted(&link, posted, false);
             }
         }
         let reason = failure_reason(&five, Duration::from_secs(10));
@@ -140,6 +146,43 @@ fn garbage_frames_credits_and_posted_words_close_the_link() {
         stop.store(true, Ordering::Relaxed);
         receiver.join().unwrap();
     }
+}
+
+/// A credit word whose check word does not match (as when it is read while the NIC is still
+/// placing it, byte by byte) is not used, and is no error: the sender keeps the last credit
+/// that matched. The same word with its seal is read, and fails the link.
+#[test]
+fn a_credit_caught_mid_placement_is_not_used() {
+    if skip(RDMA) {
+        return;
+    }
+    let (five, stop, receiver, _socket, link) = five_and_raw_peer();
+    let counters = || five.counters(node(3)).unwrap();
+    // More ring consumed than node 5 ever wrote: taken, it would fail the link.
+    let word = Credit { consumed: 1 << 20, posted: 256 }.encode();
+    rdma_write_credit(&link, word, false);
+    let mut send = five.send_buffers();
+    let start = Instant::now();
+    while counters().torn_control_reads == 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "the credit was never read");
+        send.pack(node(3), &Signal::new(gsn::PING_REQ, block(5), block(3)).data(&[1])).unwrap();
+        send.flush();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Sent under the last credit that matched (the first: the whole ring).
+    while counters().signals_sent == 0 {
+        assert!(start.elapsed() < Duration::from_secs(10), "nothing sent under the old credit");
+        send.flush();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(five.events().try_recv().is_err(), "no event: the link is up");
+    assert_eq!(counters().failures, 0);
+    rdma_write_credit(&link, word, true);
+    poke(&five);
+    let reason = failure_reason(&five, Duration::from_secs(10));
+    assert!(reason.contains("peer's credit"), "{reason}");
+    stop.store(true, Ordering::Relaxed);
+    receiver.join().unwrap();
 }
 
 #[test]

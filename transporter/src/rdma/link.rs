@@ -28,7 +28,7 @@ use verbs::{Wc, Write, MAX_CHAIN, WRITE_IMM, WRITE_INLINE, WRITE_READ, WRITE_SIG
 use super::setup::{RdmaLink, SetupMessage};
 use super::{
     frame_checksum, next_seq, Credit, FrameHead, CONTROL_RESERVE, CREDIT_AT, FRAME_HEAD,
-    FRAME_TAIL, MODE_AT, PLAIN, POSTED_AT, REPOST_BATCH, SIGNAL_EVERY,
+    FRAME_TAIL, MODE_AT, PLAIN, POSTED_AT, REPOST_BATCH, SEALED, SIGNAL_EVERY,
 };
 use crate::counters::LinkCounters;
 use crate::pages::{feed, Page, PagePool, PageQueue, UnsentPage};
@@ -46,6 +46,9 @@ const CQ_EVERY: u32 = 16;
 /// `wr_id` bit of the RDMA READ of a sleep announcement (the low 32 bits count the requests
 /// its completion covers, as for every signalled request).
 const READ_TAG: u64 = 1 << 63;
+/// READs of the peer's posted word in a row whose check may fail before the link fails: a
+/// READ catches the pair mid-store rarely, so a run this long is a broken peer, not a race.
+const MAX_TORN_READS: u32 = 64;
 
 /// What both halves share: the verbs objects (the endpoint first, so it is destroyed before the
 /// memory the NIC writes), and the send queue's bookkeeping.
@@ -127,6 +130,13 @@ impl Shared {
         unsafe { word64(self.link.ring.as_ptr(), self.link.ring_bytes + at) }
     }
 
+    /// The word of the sealed pair at `at` in our ring region's control line, when its check
+    /// matches (else the NIC is still placing it).
+    fn sealed(&self, at: usize) -> Option<u64> {
+        let word = self.control(at).load(Ordering::Acquire);
+        super::unseal(word, self.control(at + 8).load(Ordering::Acquire))
+    }
+
     /// A word of the staging region's control line (sources and destinations of control
     /// requests, after the mirror of the peer's ring).
     fn staging_control(&self, at: usize) -> (&AtomicU64, u64) {
@@ -181,28 +191,32 @@ impl Shared {
         bytes >= self.link.ring_bytes / 8 || requests >= self.link.recv_depth / 8
     }
 
-    /// A plain write of the 8-byte `value` into the peer's control word at `at` (inline when
-    /// the NIC allows: the value is copied when posted).
-    fn control_write(&self, at: usize, value: u64) -> Write {
-        let (slot, addr) = self.staging_control(at);
-        // Only this side writes its staging control line, under the post lock; the NIC reads it.
-        slot.store(value, Ordering::Release);
+    /// One plain write of the 8-byte `words` into the peer's control line at `at` (inline when
+    /// the NIC allows: the values are copied when posted).
+    fn control_write(&self, at: usize, words: &[u64]) -> Write {
+        let (_, addr) = self.staging_control(at);
+        for (i, &w) in words.iter().enumerate() {
+            // Only this side writes its staging control line, under the post lock; the NIC
+            // reads it.
+            self.staging_control(at + 8 * i).0.store(w, Ordering::Release);
+        }
+        let length = 8 * words.len() as u32;
         Write {
             wr_id: 0,
             local_addr: addr,
             remote_addr: self.link.peer.credit_addr + at as u64,
-            length: 8,
+            length,
             lkey: self.link.staging.lkey(),
             rkey: self.link.peer.ring_rkey,
             imm: 0,
-            flags: if self.link.endpoint.max_inline() >= 8 { WRITE_INLINE } else { 0 },
+            flags: if self.link.endpoint.max_inline() >= length { WRITE_INLINE } else { 0 },
             pad: 0,
         }
     }
 
-    /// The credit write of `word`.
+    /// The credit write of `word`, sealed.
     fn credit_write(&self, word: u64) -> Write {
-        self.control_write(CREDIT_AT, word)
+        self.control_write(CREDIT_AT, &[word, super::seal(word)])
     }
 
     /// Posts `writes` as one chain, signalling the last one every [`SIGNAL_EVERY`] requests
@@ -264,7 +278,7 @@ pub(crate) fn split(
     let sender = RdmaSender {
         shared: shared.clone(),
         peer,
-        cur: Cursor::default(),
+        cur: Cursor { credit: first_credit, ..Cursor::default() },
         stalled: false,
         counters: counters.clone(),
         pending: UnsentPage::new(pool, counters.clone()),
@@ -287,6 +301,7 @@ pub(crate) fn split(
         epoch: 0,
         mode: Mode::Immediate,
         slept: false,
+        torn_reads: 0,
     };
     Ok((sender, receiver))
 }
@@ -323,6 +338,9 @@ struct Cursor {
     wrap_next: bool,
     /// `position` at the end of the last frame (a lap skip after it is not data).
     frame_end: u64,
+    /// The newest credit word whose check matched (credits only grow: an older one grants
+    /// less, never more).
+    credit: u64,
 }
 
 /// The space and receive requests the peer's last credit word grants.
@@ -332,9 +350,13 @@ struct Grant {
 }
 
 impl Cursor {
-    fn grant(&self, shared: &Shared, peer: &SetupMessage) -> Result<Grant, LinkError> {
-        // The peer's NIC writes the word as one aligned 8-byte unit (see mod.rs).
-        let c = Credit::decode(shared.control(CREDIT_AT).load(Ordering::Acquire));
+    fn grant(&mut self, shared: &Shared, peer: &SetupMessage) -> Result<Grant, LinkError> {
+        // A pair that does not match is being placed now: the last one stands (see mod.rs).
+        match shared.sealed(CREDIT_AT) {
+            Some(word) => self.credit = word,
+            None => LinkCounters::add(&shared.counters.torn_control_reads, 1),
+        }
+        let c = Credit::decode(self.credit);
         let size = u64::from(peer.ring_bytes);
         let used = u64::from((self.position as u32).wrapping_sub(c.consumed));
         if used > size {
@@ -617,6 +639,7 @@ impl RdmaSender {
             // the posted word sees this position, or this sees the plain bit cleared.
             let plain = super::publish_and_check(
                 shared.control(POSTED_AT),
+                shared.control(POSTED_AT + 8),
                 shared.control(MODE_AT),
                 self.cur.frame_end,
             );
@@ -710,6 +733,8 @@ pub struct RdmaReceiver {
     mode: Mode,
     /// The last `arm` said this link may sleep (frames taken after it came to a woken receiver).
     slept: bool,
+    /// READs of the posted word in a row whose check did not match.
+    torn_reads: u32,
 }
 
 /// A whole frame found in the ring.
@@ -925,12 +950,12 @@ impl RdmaReceiver {
         let word = self.epoch << 1 | if plain { PLAIN } else { 0 };
         let (_, read_to) = shared.staging_control(POSTED_AT);
         let mut w = [
-            shared.control_write(MODE_AT, word),
+            shared.control_write(MODE_AT, &[word]),
             Write {
                 wr_id: READ_TAG,
                 local_addr: read_to,
                 remote_addr: shared.link.peer.credit_addr + POSTED_AT as u64,
-                length: 8,
+                length: SEALED as u32,
                 lkey: shared.link.staging.lkey(),
                 rkey: shared.link.peer.ring_rkey,
                 imm: 0,
@@ -946,16 +971,29 @@ impl RdmaReceiver {
     }
 
     /// The sender's posted word as the finished READ brought it (checked: at most a ring ahead
-    /// of what this side has taken).
-    fn posted(&self) -> Result<u64, LinkError> {
-        let posted = self.shared.staging_control(POSTED_AT).0.load(Ordering::Acquire);
+    /// of what this side has taken); `None` when the READ caught the pair between the sender's
+    /// two stores, or mid-copy (the check did not match).
+    fn posted(&mut self) -> Result<Option<u64>, LinkError> {
+        let word = self.shared.staging_control(POSTED_AT).0.load(Ordering::Acquire);
+        let check = self.shared.staging_control(POSTED_AT + 8).0.load(Ordering::Acquire);
+        let Some(posted) = super::unseal(word, check) else {
+            LinkCounters::add(&self.counters.torn_control_reads, 1);
+            self.torn_reads += 1;
+            if self.torn_reads > MAX_TORN_READS {
+                return Err(LinkError::Corrupt(format!(
+                    "peer's posted word failed its check in {MAX_TORN_READS} READs in a row (last {word:#x}, check {check:#x})"
+                )));
+            }
+            return Ok(None);
+        };
+        self.torn_reads = 0;
         if posted > self.position && posted - self.position > self.shared.link.ring_bytes as u64 {
             return Err(LinkError::Corrupt(format!(
                 "peer's posted position {posted} is more than a ring ({} bytes) ahead of ours {}",
                 self.shared.link.ring_bytes, self.position
             )));
         }
-        Ok(posted)
+        Ok(Some(posted))
     }
 
     /// Takes the frames there are (at most FRAMES_PER_POLL), the receive completions due, and
@@ -1070,7 +1108,11 @@ impl LinkReceiver for RdmaReceiver {
                         return Ok(false);
                     }
                     drop(st);
-                    self.mode = Mode::Draining(self.posted()?);
+                    self.mode = match self.posted()? {
+                        Some(posted) => Mode::Draining(posted),
+                        // Caught mid-placement: clear and READ again (the same guarantee).
+                        None => Mode::Plain,
+                    };
                 }
                 Mode::Draining(posted) => {
                     if self.position < posted {

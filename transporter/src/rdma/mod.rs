@@ -49,9 +49,14 @@
 //! - **Failure.** A completion in error (a queue pair in error flushes everything), a malformed
 //!   frame, credit or posted word, or the handshake socket hanging up fails the link.
 //!
-//! The credit, mode and posted words are read with one aligned 64-bit load; this relies on the
-//! NIC placing an aligned 8-byte write as one unit, which RDMA NICs do (one PCIe write) and rxe
-//! does (one kernel `memcpy` of 8 aligned bytes).
+//! - **Torn control words.** A NIC may place (or, for a READ, copy) an 8-byte word a byte at
+//!   a time: rxe does it with the kernel's `memcpy`, which under an emulated CPU lands byte by
+//!   byte, so a load racing it can see new low bytes under old high ones. The credit and posted
+//!   words are therefore sealed: each is followed by a check word ([`seal`]) in the same write,
+//!   and a pair whose check does not match is a word still being placed. The sender then keeps
+//!   the last credit that matched (credits only grow, so an older one grants less, never more)
+//!   and the receiver READs the posted word again. The mode word needs no seal: the sender reads
+//!   only its [`PLAIN`] bit, which lies in one byte, and a byte is placed whole.
 
 pub mod link;
 pub mod setup;
@@ -75,16 +80,34 @@ pub const CONTROL_RESERVE: u32 = 4;
 pub const REPOST_BATCH: u32 = 16;
 
 /// Control line offsets (bytes after the ring, in the ring region): the credit word the peer
-/// writes, the mode word (its receiver's mode epoch, shifted left by one, and [`PLAIN`]) it
-/// writes, and the posted word (this side's position in the peer's ring after its last post)
-/// it reads.
+/// writes and its check word ([`seal`]), the mode word (its receiver's mode epoch, shifted left
+/// by one, and [`PLAIN`]) it writes, and the posted word (this side's position in the peer's
+/// ring after its last post) with its check word, which it reads.
 pub const CREDIT_AT: usize = 0;
 /// See [`CREDIT_AT`].
-pub const MODE_AT: usize = 8;
+pub const MODE_AT: usize = 16;
 /// The mode word's bit for "plain writes will do: this receiver polls its ring".
 pub const PLAIN: u64 = 1;
 /// See [`CREDIT_AT`].
-pub const POSTED_AT: usize = 16;
+pub const POSTED_AT: usize = 24;
+/// Bytes of a sealed word: the word, then its check.
+pub const SEALED: usize = 16;
+
+/// The check word written after a credit or posted word, in the same write: a bijective mix in
+/// which every byte of the word moves every byte of the check, so a pair read while it was
+/// being placed (some bytes of either word old, some new) does not match, unless the mix
+/// happens to be whole (all old or all new). Not 0 for the word 0, so zeroed memory is no word.
+pub fn seal(word: u64) -> u64 {
+    let x = (word ^ 0x5851_F42D_4C95_7F2D).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    let x = (x ^ x >> 29).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x ^ x >> 32
+}
+
+/// The word of a sealed pair, when its check matches (else it was read mid-placement).
+#[inline]
+pub fn unseal(word: u64, check: u64) -> Option<u64> {
+    (seal(word) == check).then_some(word)
+}
 
 /// Bytes of a frame's head and of its tail.
 pub const FRAME_HEAD: usize = 8;
@@ -186,15 +209,18 @@ impl Credit {
 }
 
 /// The sender's half of the mode protocol, after staging a post that ends at ring position
-/// `end`: publishes `end` in the posted word, fences, and reads the mode word. Returns whether
-/// plain writes will do (else the post's last write carries an immediate). The receiver's half
-/// is done by the NIC, in order at this side: the cleared mode word is placed, then the READ of
-/// the posted word executes (a store, then a load), so either that READ sees `end` or this load
-/// sees the cleared bit.
+/// `end`: publishes `end` in the posted word and its seal in the check word, fences, and reads
+/// the mode word. Returns whether plain writes will do (else the post's last write carries an
+/// immediate). The receiver's half is done by the NIC, in order at this side: the cleared mode
+/// word is placed, then the READ of the sealed posted word executes (a store, then a load), so
+/// either that READ sees `end` (or a later position) with its seal or this load sees the
+/// cleared bit. A READ that catches the pair between its two stores does not match, and the
+/// receiver READs again.
 #[inline]
-pub fn publish_and_check<W: SharedWord>(posted: &W, mode: &W, end: u64) -> bool {
+pub fn publish_and_check<W: SharedWord>(posted: &W, check: &W, mode: &W, end: u64) -> bool {
     posted.store(end, Ordering::Relaxed);
-    // SeqCst fence: orders the posted store before the mode-word load (store-load).
+    check.store(seal(end), Ordering::Relaxed);
+    // SeqCst fence: orders the posted stores before the mode-word load (store-load).
     W::fence_seq_cst();
     mode.load(Ordering::Acquire) & PLAIN != 0
 }
@@ -234,6 +260,47 @@ mod tests {
         assert_eq!(Credit::decode(0x0000_0005_0000_0040), Credit { consumed: 64, posted: 5 });
     }
 
+    /// Every way a sealed pair can be caught mid-placement (each of its 16 bytes old or new)
+    /// reads as the old word, the new word, or no word: never a third value. The first pair is
+    /// a credit the rxe rig once read torn (new low bytes under an old top byte).
+    #[test]
+    fn a_sealed_word_read_mid_placement_is_old_new_or_refused() {
+        let credit = |consumed, posted| Credit { consumed, posted }.encode();
+        let pairs = [
+            (credit(0x1F03_C39C - 0x40, 512), credit(0x2003_C39C, 512)),
+            (credit(0x00FF_FFF0, 255), credit(0x0100_0010, 256)),
+            (credit(u32::MAX - 7, u32::MAX), credit(8, 0)),
+            (0, 1),
+            (0x0000_0000_0003_FFF8, 0x0000_0000_0004_0000),
+        ];
+        for (old, new) in pairs {
+            let (old_pair, new_pair) = ([old, seal(old)], [new, seal(new)]);
+            let bytes = |pair: [u64; 2]| {
+                let mut b = [0u8; 16];
+                b[..8].copy_from_slice(&pair[0].to_le_bytes());
+                b[8..].copy_from_slice(&pair[1].to_le_bytes());
+                b
+            };
+            let (o, n) = (bytes(old_pair), bytes(new_pair));
+            let mut refused = 0;
+            for mask in 0..1u32 << 16 {
+                let mut b = [0u8; 16];
+                for (i, byte) in b.iter_mut().enumerate() {
+                    *byte = if mask & 1 << i != 0 { n[i] } else { o[i] };
+                }
+                let word = u64::from_le_bytes(b[..8].try_into().unwrap());
+                let check = u64::from_le_bytes(b[8..].try_into().unwrap());
+                match unseal(word, check) {
+                    Some(w) => assert!(w == old || w == new, "{old:#x} -> {new:#x}: read {w:#x}"),
+                    None => refused += 1,
+                }
+            }
+            assert!(refused > 0, "{old:#x} -> {new:#x}: some mixes differ");
+        }
+        assert_eq!(unseal(0, 0), None, "zeroed memory is no word");
+        assert_eq!(unseal(42, seal(42)), Some(42));
+    }
+
     #[test]
     fn a_checksum_sees_any_word_of_an_older_lap() {
         let body: Vec<u32> = (0..37u32).map(|i| i.wrapping_mul(0x0101_0101)).collect();
@@ -255,22 +322,25 @@ mod loom_tests {
     use loom::sync::Arc;
 
     /// A sender posting two frames against a receiver that said "plain" and now takes it
-    /// back to sleep (the NIC's store of the mode word then its READ of the posted word,
-    /// modelled as a store, a fence and a load): the receiver takes what the READ showed, then
-    /// sleeps; every frame it has not taken by then carried an immediate (wakes it).
+    /// back to sleep (the NIC's store of the mode word then its READ of the sealed posted word,
+    /// modelled as a store, a fence and two loads, READ again while the pair does not match):
+    /// the receiver takes what the READ showed, then sleeps; every frame it has not taken by
+    /// then carried an immediate (wakes it).
     #[test]
     fn loom_rdma_mode_change_loses_no_frame() {
         loom::model(|| {
             let posted = Arc::new(AtomicU64::new(0));
+            let check = Arc::new(AtomicU64::new(seal(0)));
             let mode = Arc::new(AtomicU64::new(2 | PLAIN));
             // How far frames have landed in the receiver's ring (after the post, so after the
             // sender's check), and the frames that carried an immediate (bit per frame).
             let landed = Arc::new(AtomicU64::new(0));
             let immediate = Arc::new(AtomicU64::new(0));
-            let (p, m, l, im) = (posted.clone(), mode.clone(), landed.clone(), immediate.clone());
+            let (p, c, m) = (posted.clone(), check.clone(), mode.clone());
+            let (l, im) = (landed.clone(), immediate.clone());
             let sender = loom::thread::spawn(move || {
                 for end in 1..=2u64 {
-                    if !publish_and_check(&*p, &*m, end) {
+                    if !publish_and_check(&*p, &*c, &*m, end) {
                         im.fetch_or(1 << end, Ordering::Relaxed);
                     }
                     SharedWord::store(&*l, end, Ordering::Release);
@@ -278,7 +348,13 @@ mod loom_tests {
             });
             SharedWord::store(&*mode, 4, Ordering::Relaxed);
             <AtomicU64 as SharedWord>::fence_seq_cst();
-            let read = SharedWord::load(&*posted, Ordering::Relaxed);
+            let read = loop {
+                let word = SharedWord::load(&*posted, Ordering::Relaxed);
+                if let Some(read) = unseal(word, SharedWord::load(&*check, Ordering::Relaxed)) {
+                    break read;
+                }
+                loom::thread::yield_now();
+            };
             // Take everything up to what the READ showed (it was posted, so it lands).
             let mut taken = SharedWord::load(&*landed, Ordering::Acquire);
             while taken < read {

@@ -226,9 +226,13 @@ pub fn establish(stream: &mut TcpStream, p: &RdmaParams) -> Result<RdmaLink, Rdm
     // The peer's first credit: its whole ring and receive queue. It writes this word only after
     // taking data from us, and we send none before the set-up ends.
     let first = super::Credit { consumed: 0, posted: peer.recv_depth }.encode();
-    // SAFETY: the credit word is 8-aligned inside our ring region (ring + credit line); nothing
-    // writes it concurrently (see above).
-    unsafe { ring.as_ptr().add(p.ring_bytes).cast::<u64>().write_volatile(first) };
+    // SAFETY: the credit word and its check are 8-aligned inside our ring region (ring + credit
+    // line); nothing writes them concurrently (see above).
+    unsafe {
+        let at = ring.as_ptr().add(p.ring_bytes + super::CREDIT_AT).cast::<u64>();
+        at.write_volatile(first);
+        at.add(1).write_volatile(super::seal(first));
+    }
     let remote = RemoteQp { mtu: peer.qp.mtu.min(mine.qp.mtu), ..peer.qp };
     endpoint.to_rtr(&remote)?;
     // 4.096 us << 14 = 67 ms per try, 7 tries: a peer that stops acknowledging fails the link

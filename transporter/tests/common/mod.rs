@@ -305,14 +305,12 @@ pub fn rdma_frame(
     frame.extend_from_slice(body);
     frame.extend_from_slice(&sum.to_le_bytes());
     frame.extend_from_slice(&seq.to_le_bytes());
-    let posted = link.ring_bytes + transporter::rdma::POSTED_AT;
-    // SAFETY: the test owns this staging region and the control line after its own ring;
-    // nothing else writes them.
+    // SAFETY: the test owns this staging region; nothing else writes it.
     unsafe {
-        std::ptr::copy_nonoverlapping(frame.as_ptr(), link.staging.as_ptr().add(at), frame.len());
-        let word = link.ring.as_ptr().add(posted).cast::<u64>();
-        word.write_volatile(word.read_volatile().max((at + frame.len()) as u64));
-    }
+        std::ptr::copy_nonoverlapping(frame.as_ptr(), link.staging.as_ptr().add(at), frame.len())
+    };
+    let (posted, _) = rdma_posted(link);
+    rdma_set_posted(link, posted.max((at + frame.len()) as u64), true);
     std::sync::atomic::fence(std::sync::atomic::Ordering::SeqCst);
     let write = verbs::Write {
         wr_id: 1,
@@ -350,17 +348,49 @@ pub fn skip(kind: TransportKind) -> bool {
     true
 }
 
-/// Writes `word` into the peer's credit word, as a raw RDMA peer (a plain RDMA WRITE).
+/// This raw peer's posted word and its check word (in the control line after its own ring,
+/// where the peer's receiver READs them).
 #[cfg(feature = "rdma")]
-pub fn rdma_write_credit(link: &transporter::rdma::RdmaLink, word: u64) {
-    let at = link.peer.ring_bytes as usize;
+pub fn rdma_posted(link: &transporter::rdma::RdmaLink) -> (u64, u64) {
+    let at = link.ring_bytes + transporter::rdma::POSTED_AT;
+    // SAFETY: the control line after the raw peer's own ring; the test owns it.
+    unsafe {
+        let word = link.ring.as_ptr().add(at).cast::<u64>();
+        (word.read_volatile(), word.add(1).read_volatile())
+    }
+}
+
+/// Stores this raw peer's posted word, with its seal when `sealed` (else a check that does not
+/// match, as when a READ catches the pair mid-store).
+#[cfg(feature = "rdma")]
+pub fn rdma_set_posted(link: &transporter::rdma::RdmaLink, posted: u64, sealed: bool) {
+    let at = link.ring_bytes + transporter::rdma::POSTED_AT;
+    let check = transporter::rdma::seal(posted) ^ u64::from(!sealed);
+    // SAFETY: the control line after the raw peer's own ring; the test owns it.
+    unsafe {
+        let word = link.ring.as_ptr().add(at).cast::<u64>();
+        word.write_volatile(posted);
+        word.add(1).write_volatile(check);
+    }
+}
+
+/// Writes `word` into the peer's credit word, as a raw RDMA peer (one plain RDMA WRITE of the
+/// word and its check word; with `sealed` false, a check that does not match).
+#[cfg(feature = "rdma")]
+pub fn rdma_write_credit(link: &transporter::rdma::RdmaLink, word: u64, sealed: bool) {
+    let at = link.peer.ring_bytes as usize + transporter::rdma::CREDIT_AT;
+    let check = transporter::rdma::seal(word) ^ u64::from(!sealed);
     // SAFETY: the staging region is the peer's ring plus a credit line; the test owns it.
-    unsafe { link.staging.as_ptr().add(at).cast::<u64>().write_volatile(word) };
+    unsafe {
+        let to = link.staging.as_ptr().add(at).cast::<u64>();
+        to.write_volatile(word);
+        to.add(1).write_volatile(check);
+    }
     let write = verbs::Write {
         wr_id: 1,
         local_addr: link.staging.addr() + at as u64,
-        remote_addr: link.peer.credit_addr,
-        length: 8,
+        remote_addr: link.peer.credit_addr + transporter::rdma::CREDIT_AT as u64,
+        length: transporter::rdma::SEALED as u32,
         lkey: link.staging.lkey(),
         rkey: link.peer.ring_rkey,
         imm: 0,
