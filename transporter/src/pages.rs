@@ -79,8 +79,15 @@ impl Page {
     }
 
     /// Whether nothing is packed.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len_words == 0
+    }
+
+    /// Whether every packed byte was written.
+    #[inline]
+    pub fn is_sent(&self) -> bool {
+        self.sent_bytes >= self.len_words * 4
     }
 
     /// Empties the page for reuse.

@@ -182,87 +182,130 @@ impl SendBuffers {
     /// Hands every peer's packed pages to its link.
     pub fn flush(&mut self) -> FlushReport {
         let mut report = FlushReport::default();
+        let inner = &*self.inner;
         for &slot in &self.configured {
-            let Some(peer) = NodeId::new(slot as u32) else { continue };
             let Some(pq) = self.peers[slot].as_mut() else { continue };
-            let Some(link) = self.inner.link(peer) else { continue };
-            // While the link is backed up (pages still queued, or its sender holding part of
-            // one), keep filling the open page instead of closing a part-filled page every round:
-            // the pool is sized in pages, and small rounds would empty it long before the byte
-            // budget says overload. Order is kept: the open page goes out after the queue.
-            // With a send thread, backed up means it has not yet taken the last hand-off.
-            let backed_up = match self.inner.handoff.as_ref() {
-                Some(handoff) => handoff.queued(peer) > 0,
-                None => !pq.queue.is_empty() || pq.sender_pending,
-            };
-            // Nothing queued before the open page, no send thread: the transport may take the
-            // page where it is (and it stays the open page when written whole).
-            if !backed_up
-                && self.inner.handoff.is_none()
-                && pq.open.as_ref().is_some_and(|p| !p.is_empty())
-                && write_open(&self.inner, peer, link, pq, &mut report)
-            {
-                report.peers += 1;
-                continue;
-            }
-            // Bytes of the page closed here, not yet counted as queued on the link.
-            let mut closed = 0;
-            if !backed_up {
-                if let Some(open) = pq.open.take_if(|p| !p.is_empty()) {
-                    closed = open.len_words * 4;
-                    pq.queue.push(open);
+            // The common case, inline: no send thread and nothing queued before the open page,
+            // so the transport may take the page where it is (it stays the open page when
+            // written whole); with nothing packed there is nothing to do.
+            if inner.handoff.is_none() && pq.queue.is_empty() && !pq.sender_pending {
+                if !pq.open.as_ref().is_some_and(|p| !p.is_empty()) {
+                    continue;
+                }
+                if write_open(inner, slot, pq, &mut report) {
+                    continue;
                 }
             }
-            if pq.queue.is_empty() && !pq.sender_pending {
-                continue;
-            }
-            report.peers += 1;
-            if let Some(handoff) = self.inner.handoff.as_ref() {
-                // A send thread writes: hand the pages over (counted as queued until written).
-                count_queued(link, closed);
-                handoff.push(peer, pq.generation, std::iter::from_fn(|| pq.queue.pop()));
-                continue;
-            }
-            write_peer(&self.inner, peer, link, pq, &mut report, true, closed);
+            flush_queue(inner, slot, pq, &mut report);
         }
         report
     }
 }
 
-/// Writes `pq`'s open page where it is (nothing is queued before it): written whole, it stays
-/// the open page, emptied; a rest is queued (and counted) for the next flush. Returns false,
-/// having done nothing, when the link's transport takes pages only through its queue. A
-/// transport error or a connection that is gone drops and counts what is packed, as
-/// [`write_peer`] does.
-fn write_open(
+/// Flushes the peer in `slot` through its page queue: a send thread's hand-off, a link that is
+/// backed up, or a transport that takes pages only from its queue. Out of line of the common
+/// case in [`SendBuffers::flush`].
+#[inline(never)]
+fn flush_queue(inner: &Inner, slot: usize, pq: &mut PeerQueue, report: &mut FlushReport) {
+    let Some(peer) = NodeId::new(slot as u32) else { return };
+    let Some(link) = inner.link(peer) else { return };
+    // While the link is backed up (pages still queued, or its sender holding part of one),
+    // keep filling the open page instead of closing a part-filled page every round: the pool is
+    // sized in pages, and small rounds would empty it long before the byte budget says
+    // overload. Order is kept: the open page goes out after the queue. With a send thread,
+    // backed up means it has not yet taken the last hand-off.
+    let backed_up = match inner.handoff.as_ref() {
+        Some(handoff) => handoff.queued(peer) > 0,
+        None => !pq.queue.is_empty() || pq.sender_pending,
+    };
+    // Bytes of the page closed here, not yet counted as queued on the link.
+    let mut closed = 0;
+    if !backed_up {
+        if let Some(open) = pq.open.take_if(|p| !p.is_empty()) {
+            closed = open.len_words * 4;
+            pq.queue.push(open);
+        }
+    }
+    if pq.queue.is_empty() && !pq.sender_pending {
+        return;
+    }
+    report.peers += 1;
+    if let Some(handoff) = inner.handoff.as_ref() {
+        // A send thread writes: hand the pages over (counted as queued until written).
+        count_queued(link, closed);
+        handoff.push(peer, pq.generation, std::iter::from_fn(|| pq.queue.pop()));
+        return;
+    }
+    write_peer(inner, peer, link, pq, report, true, closed);
+}
+
+/// Writes the open page of the peer in `slot` where it is (nothing is queued before it):
+/// written whole, it stays the open page, emptied; a rest is queued (and counted) for the next
+/// flush. Returns false, having done nothing, when the link's transport takes pages only
+/// through its queue. A transport error or a connection that is gone drops and counts what is
+/// packed, as [`write_peer`] does. Inline, with every path but a written page out of line.
+#[inline]
+fn write_open(inner: &Inner, slot: usize, pq: &mut PeerQueue, report: &mut FlushReport) -> bool {
+    let Some(peer) = NodeId::new(slot as u32) else { return false };
+    let Some(link) = inner.link(peer) else { return false };
+    let Some(open) = pq.open.as_mut() else { return false };
+    let mut guard = inner.lock_sender(link);
+    let Some(live) = guard.as_mut().filter(|live| live.generation == pq.generation) else {
+        // The connection this was packed for is gone.
+        drop(guard);
+        drop_packed(pq, link, report);
+        report.peers += 1;
+        return true;
+    };
+    match live.sender.send_page(open) {
+        None => return false,
+        Some(Ok(progress)) => report.add(&progress),
+        Some(Err(e)) => {
+            let generation = live.generation;
+            drop(guard);
+            write_failed(inner, peer, link, pq, report, generation, e);
+            return true;
+        }
+    }
+    drop(guard);
+    report.peers += 1;
+    if open.is_sent() {
+        open.reset();
+    } else {
+        queue_rest(link, pq);
+    }
+    if link.state() != LinkState::Connected {
+        // Failed while this was written: what is left of it goes with the connection.
+        drop_packed(pq, link, report);
+    }
+    true
+}
+
+/// Queues (and counts) the rest of an open page its link took only part of.
+#[cold]
+#[inline(never)]
+fn queue_rest(link: &Link, pq: &mut PeerQueue) {
+    if let Some(rest) = pq.open.take() {
+        count_queued(link, rest.unsent().len());
+        pq.queue.push(rest);
+    }
+}
+
+/// The write of an open page failed: fails the link, and drops what is packed for it.
+#[cold]
+#[inline(never)]
+fn write_failed(
     inner: &Inner,
     peer: NodeId,
     link: &Link,
     pq: &mut PeerQueue,
     report: &mut FlushReport,
-) -> bool {
-    let Some(open) = pq.open.as_mut() else { return false };
-    let mut guard = inner.lock_sender(link);
-    let (failure, live_generation) = match guard.as_mut() {
-        Some(live) if live.generation == pq.generation => match live.sender.send_page(open) {
-            None => return false,
-            Some(Ok(progress)) => {
-                report.add(&progress);
-                (None, Some(live.generation))
-            }
-            Some(Err(e)) => (Some((live.generation, e.to_string())), Some(live.generation)),
-        },
-        other => (None, other.as_ref().map(|l| l.generation)),
-    };
-    drop(guard);
-    if open.unsent().is_empty() {
-        open.reset();
-    } else if let Some(rest) = pq.open.take() {
-        count_queued(link, rest.unsent().len());
-        pq.queue.push(rest);
-    }
-    settle(inner, peer, link, pq, report, failure, live_generation);
-    true
+    generation: u64,
+    e: crate::LinkError,
+) {
+    report.peers += 1;
+    inner.fail(peer, generation, &e.to_string());
+    settle(inner, peer, link, pq, report, None, Some(generation));
 }
 
 /// Counts `bytes` of closed pages as queued on `link` (and its high-water mark).

@@ -327,7 +327,7 @@ impl LinkSender for ShmSender {
         }
         let mut padding = 0;
         let (bytes, blocked) = self.copy_page(page, &mut padding);
-        let signals = if page.unsent().is_empty() { page.signals } else { 0 };
+        let signals = if page.is_sent() { page.signals } else { 0 };
         let progress = SendProgress { bytes, signals, blocked };
         self.published(&progress, padding);
         Some(Ok(progress))
