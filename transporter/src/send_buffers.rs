@@ -305,7 +305,9 @@ fn write_failed(
 ) {
     report.peers += 1;
     inner.fail(peer, generation, &e.to_string());
-    settle(inner, peer, link, pq, report, None, Some(generation));
+    if link.state() != LinkState::Connected {
+        drop_packed(pq, link, report);
+    }
 }
 
 /// Counts `bytes` of closed pages as queued on `link` (and its high-water mark).

@@ -117,6 +117,13 @@ unsafe fn word64<'a>(base: *mut u8, at: usize) -> &'a AtomicU64 {
     unsafe { &*base.add(at).cast::<AtomicU64>() }
 }
 
+/// Reads a sealed pair (a word and its check word): the word when the check matches, else the
+/// two values read (the NIC was still placing them, or the peer wrote no seal).
+fn read_sealed(word: &AtomicU64, check: &AtomicU64) -> Result<u64, (u64, u64)> {
+    let (word, check) = (word.load(Ordering::Acquire), check.load(Ordering::Acquire));
+    super::unseal(word, check).ok_or((word, check))
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, PostState> {
         self.post.lock().unwrap_or_else(|p| p.into_inner())
@@ -133,8 +140,7 @@ impl Shared {
     /// The word of the sealed pair at `at` in our ring region's control line, when its check
     /// matches (else the NIC is still placing it).
     fn sealed(&self, at: usize) -> Option<u64> {
-        let word = self.control(at).load(Ordering::Acquire);
-        super::unseal(word, self.control(at + 8).load(Ordering::Acquire))
+        read_sealed(self.control(at), self.control(at + 8)).ok()
     }
 
     /// A word of the staging region's control line (sources and destinations of control
@@ -974,17 +980,22 @@ impl RdmaReceiver {
     /// of what this side has taken); `None` when the READ caught the pair between the sender's
     /// two stores, or mid-copy (the check did not match).
     fn posted(&mut self) -> Result<Option<u64>, LinkError> {
-        let word = self.shared.staging_control(POSTED_AT).0.load(Ordering::Acquire);
-        let check = self.shared.staging_control(POSTED_AT + 8).0.load(Ordering::Acquire);
-        let Some(posted) = super::unseal(word, check) else {
-            LinkCounters::add(&self.counters.torn_control_reads, 1);
-            self.torn_reads += 1;
-            if self.torn_reads > MAX_TORN_READS {
-                return Err(LinkError::Corrupt(format!(
+        let (word, check) = (
+            self.shared.staging_control(POSTED_AT).0,
+            self.shared.staging_control(POSTED_AT + 8).0,
+        );
+        let posted = match read_sealed(word, check) {
+            Ok(posted) => posted,
+            Err((word, check)) => {
+                LinkCounters::add(&self.counters.torn_control_reads, 1);
+                self.torn_reads += 1;
+                if self.torn_reads > MAX_TORN_READS {
+                    return Err(LinkError::Corrupt(format!(
                     "peer's posted word failed its check in {MAX_TORN_READS} READs in a row (last {word:#x}, check {check:#x})"
                 )));
+                }
+                return Ok(None);
             }
-            return Ok(None);
         };
         self.torn_reads = 0;
         if posted > self.position && posted - self.position > self.shared.link.ring_bytes as u64 {
