@@ -99,6 +99,10 @@ struct Common {
     /// Measure the bare transporter, without the block runtime.
     #[arg(long)]
     raw: bool,
+    /// Pingpong --raw: both ends send with `pack` and `flush` (the batching path) instead of
+    /// `send_now` (written straight into the transport where it can).
+    #[arg(long)]
+    packed: bool,
     /// Data words per signal (the bare-socket reference sends messages of the same size).
     #[arg(long, default_value_t = 4)]
     size: usize,
@@ -449,6 +453,9 @@ fn run(cli: Cli) -> Result<(), String> {
     | Command::Idle { common: c, .. } = &cli.command
     {
         check_transport(c.transport)?;
+        if c.packed && !(c.raw && matches!(cli.command, Command::Pingpong(_))) {
+            return Err("--packed is for pingpong --raw".into());
+        }
     }
     match cli.command {
         Command::Limit(c) => run_limit(&c),
@@ -525,7 +532,7 @@ fn raw_pingpong(c: &Common) -> Result<(), String> {
     let mode = mode(c);
     let mut rows = Vec::new();
     let pingpong = |p: &Plan, interleave| {
-        raw::pingpong(p, kind, c.size, c.section_bytes / 4, mode, interleave)
+        raw::pingpong(p, kind, c.size, c.section_bytes / 4, mode, c.packed, interleave)
     };
     let (name, r, h, ratios) = match c.interleave {
         Some(block) => {
@@ -544,7 +551,8 @@ fn raw_pingpong(c: &Common) -> Result<(), String> {
     };
     let reference = latency(c, &mut rows, name, &r)?;
     let mode_name = format!("{mode:?}").to_lowercase();
-    let case = format!("raw {kind} {mode_name} {}", size_label(c));
+    let path = if c.packed { ", packed" } else { "" };
+    let case = format!("raw {kind} {mode_name} {}{path}", size_label(c));
     latency(c, &mut rows, &case, &h)?;
     let last = rows.len() - 1;
     rows[last] = rows[last].clone().against(&reference);

@@ -51,6 +51,9 @@ pub struct PeerArgs {
     /// Ring size for shared memory.
     #[arg(long, default_value_t = 1 << 22)]
     pub ring_bytes: usize,
+    /// Echo: answer with `pack` and `flush` instead of `send_now`.
+    #[arg(long)]
+    pub packed: bool,
     /// Echo, interleaved with the cross-process cache-line reference: the file of its two
     /// lines (see `--interleave` of pingpong).
     #[arg(long)]
@@ -144,12 +147,14 @@ pub fn run(args: &PeerArgs) -> Result<(), String> {
                 // a signal without one takes the plain path, as before sections were measured.
                 let answer = Signal::new(gsn::PING_CONF, s.receiver(), s.sender()).data(s.data());
                 let sections = [s.section(0).unwrap_or(&[])];
-                let _ = if s.section_count() > 0 {
-                    send.pack(from, &answer.sections(&sections))
+                let answer =
+                    if s.section_count() > 0 { answer.sections(&sections) } else { answer };
+                if args.packed {
+                    let _ = send.pack(from, &answer);
+                    send.flush();
                 } else {
-                    send.pack(from, &answer)
-                };
-                send.flush();
+                    let _ = send.send_now(from, &answer);
+                }
                 echoed += 1;
                 if let Some(lines) = lines.as_ref().filter(|_| echoed % args.block == 0) {
                     for _ in 0..args.block {

@@ -152,10 +152,14 @@ pub fn pingpong(
     data_words: usize,
     section_words: usize,
     mode: Mode,
+    packed: bool,
     interleave: Option<u64>,
 ) -> Result<(Histogram<u64>, Option<Interleaved>), String> {
     // Sleep mode sleeps at once (no spin), so each round trip pays the wakeups it measures.
     let mut extra = vec!["--spin-us".to_string(), "0".to_string()];
+    if packed {
+        extra.push("--packed".to_string());
+    }
     let lines_path =
         std::path::PathBuf::from(format!("/dev/shm/blockwire-bench-lines-{}", std::process::id()));
     let lines = match interleave {
@@ -191,13 +195,13 @@ pub fn pingpong(
     for i in 0..plan.warmup + plan.count {
         let start = Instant::now();
         let signal = Signal::new(gsn::PING_REQ, reference(1), reference(2)).data(&data);
-        let packed = if n > 0 {
-            send.pack(node(2), &signal.sections(&sections))
+        let signal = if n > 0 { signal.sections(&sections) } else { signal };
+        if packed {
+            send.pack(node(2), &signal).map_err(|e| e.to_string())?;
+            send.flush();
         } else {
-            send.pack(node(2), &signal)
-        };
-        packed.map_err(|e| e.to_string())?;
-        send.flush();
+            send.send_now(node(2), &signal).map_err(|e| e.to_string())?;
+        }
         let (mut answered, mut garbled) = (false, false);
         let mut polls = 0u32;
         while !answered {

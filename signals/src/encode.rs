@@ -74,6 +74,24 @@ impl<'a> Signal<'a> {
         self.signal_id = Some(id);
         self
     }
+
+    /// Words the signal takes packed with `options` (its limits are not checked here: a push
+    /// checks them), for a writer that places it before packing it.
+    #[inline]
+    pub fn wire_words(&self, options: WriteOptions) -> usize {
+        self.words_with(self.data.len(), options)
+    }
+
+    /// Packed words with `data_words` data words in place of the data's length.
+    #[inline]
+    fn words_with(&self, data_words: usize, options: WriteOptions) -> usize {
+        HEADER_WORDS
+            + self.signal_id.is_some() as usize
+            + data_words
+            + self.sections.len()
+            + self.sections.iter().map(|s| s.len()).sum::<usize>()
+            + options.checksum as usize
+    }
 }
 
 /// Why a signal was not packed. Nothing was written in every case.
@@ -172,19 +190,12 @@ impl<'a> BatchWriter<'a> {
             return Err(PackError::TooManySections { gsn, count: signal.sections.len() });
         }
         let max = self.limits.max_section_words();
-        let mut section_words = 0;
         for (section, s) in signal.sections.iter().enumerate() {
             if s.len() > max {
                 return Err(PackError::SectionTooLong { gsn, section, words: s.len(), max });
             }
-            section_words += s.len();
         }
-        let words = HEADER_WORDS
-            + signal.signal_id.is_some() as usize
-            + data_words
-            + signal.sections.len()
-            + section_words
-            + self.options.checksum as usize;
+        let words = signal.words_with(data_words, self.options);
         if words > self.limits.max_signal_words() {
             return Err(PackError::SignalTooLong {
                 gsn,

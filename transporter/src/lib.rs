@@ -35,7 +35,7 @@ pub mod tcp;
 use std::io;
 use std::os::fd::RawFd;
 
-use signals::{Malformed, SignalView};
+use signals::{Limits, Malformed, Signal, SignalView, WriteOptions};
 
 pub use counters::{CounterSnapshot, LinkCounters};
 pub use pages::{Page, PagePool, PageQueue, SendLevel};
@@ -150,6 +150,20 @@ pub trait LinkSender: Send {
         None
     }
 
+    /// Writes one signal straight into the transport, without a page, when nothing is queued
+    /// before it and no page taken in part is pending. `None`: nothing was written, because this
+    /// transport takes signals only in pages, it has no room for this one now, or the signal
+    /// breaks `limits`; the caller packs it instead (which says what is wrong with it).
+    fn send_signal(
+        &mut self,
+        signal: &Signal<'_>,
+        limits: Limits,
+        options: WriteOptions,
+    ) -> Option<Result<SendProgress, LinkError>> {
+        let _ = (signal, limits, options);
+        None
+    }
+
     /// Whether a page taken in part is still waiting to be finished.
     fn has_pending(&self) -> bool;
 
@@ -231,6 +245,21 @@ impl LinkSender for AnySender {
             AnySender::Shm(s) => s.send_page(page),
             #[cfg(feature = "rdma")]
             AnySender::Rdma(s) => s.send_page(page),
+        }
+    }
+
+    #[inline]
+    fn send_signal(
+        &mut self,
+        signal: &Signal<'_>,
+        limits: Limits,
+        options: WriteOptions,
+    ) -> Option<Result<SendProgress, LinkError>> {
+        match self {
+            AnySender::Tcp(s) => s.send_signal(signal, limits, options),
+            AnySender::Shm(s) => s.send_signal(signal, limits, options),
+            #[cfg(feature = "rdma")]
+            AnySender::Rdma(s) => s.send_signal(signal, limits, options),
         }
     }
 

@@ -185,21 +185,90 @@ impl SendBuffers {
         let inner = &*self.inner;
         for &slot in &self.configured {
             let Some(pq) = self.peers[slot].as_mut() else { continue };
-            // The common case, inline: no send thread and nothing queued before the open page,
-            // so the transport may take the page where it is (it stays the open page when
-            // written whole); with nothing packed there is nothing to do.
-            if inner.handoff.is_none() && pq.queue.is_empty() && !pq.sender_pending {
-                if !pq.open.as_ref().is_some_and(|p| !p.is_empty()) {
-                    continue;
-                }
-                if write_open(inner, slot, pq, &mut report) {
-                    continue;
-                }
-            }
-            flush_queue(inner, slot, pq, &mut report);
+            flush_peer(inner, slot, pq, &mut report);
         }
         report
     }
+
+    /// Sends `signal` to `peer` now: as [`SendBuffers::pack`] then a flush of that peer alone
+    /// (what is packed for other peers waits for the next flush). When nothing packed for
+    /// `peer` is waiting and its transport can, the signal is written straight into the
+    /// transport, without a page (shared memory encodes it in the ring record itself): the
+    /// path for a signal whose latency matters more than batching with the ones after it.
+    pub fn send_now(
+        &mut self,
+        peer: NodeId,
+        signal: &Signal<'_>,
+    ) -> Result<FlushReport, SendError> {
+        let inner = &*self.inner;
+        let slot = peer.get() as usize;
+        if let (None, Some(link), Some(Some(pq))) =
+            (inner.handoff.as_ref(), inner.link(peer), self.peers.get_mut(slot))
+        {
+            if pq.queue.is_empty()
+                && !pq.sender_pending
+                && pq.open.as_ref().map_or(true, Page::is_empty)
+                && link.pool.level() != SendLevel::Overload
+            {
+                if let Some(report) = write_signal(inner, peer, link, pq, signal) {
+                    return Ok(report);
+                }
+            }
+        }
+        self.pack(peer, signal)?;
+        let mut report = FlushReport::default();
+        if let Some(pq) = self.peers[slot].as_mut() {
+            flush_peer(&self.inner, slot, pq, &mut report);
+        }
+        Ok(report)
+    }
+}
+
+/// Writes `signal` straight into the transport of `peer`'s connection, when that connection is
+/// the one `pq` packs for and its transport takes signals so; `None`, having done nothing, when
+/// not (the caller packs it). A transport error fails the link and drops the signal (counted).
+#[inline]
+fn write_signal(
+    inner: &Inner,
+    peer: NodeId,
+    link: &Link,
+    pq: &mut PeerQueue,
+    signal: &Signal<'_>,
+) -> Option<FlushReport> {
+    let mut guard = inner.lock_sender(link);
+    let live = guard.as_mut().filter(|live| live.generation == pq.generation)?;
+    let result = live.sender.send_signal(signal, inner.config.limits, WriteOptions::default())?;
+    let generation = live.generation;
+    drop(guard);
+    let mut report = FlushReport::default();
+    match result {
+        Ok(progress) => {
+            report.peers = 1;
+            report.add(&progress);
+        }
+        Err(e) => {
+            LinkCounters::add(&link.counters.signals_dropped, 1);
+            report.dropped = 1;
+            write_failed(inner, peer, link, pq, &mut report, generation, e);
+        }
+    }
+    Some(report)
+}
+
+/// Flushes the peer in `slot`: the common case inline (no send thread and nothing queued before
+/// the open page, so the transport may take the page where it is; it stays the open page when
+/// written whole; with nothing packed there is nothing to do), the rest out of line.
+#[inline]
+fn flush_peer(inner: &Inner, slot: usize, pq: &mut PeerQueue, report: &mut FlushReport) {
+    if inner.handoff.is_none() && pq.queue.is_empty() && !pq.sender_pending {
+        if !pq.open.as_ref().is_some_and(|p| !p.is_empty()) {
+            return;
+        }
+        if write_open(inner, slot, pq, report) {
+            return;
+        }
+    }
+    flush_queue(inner, slot, pq, report);
 }
 
 /// Flushes the peer in `slot` through its page queue: a send thread's hand-off, a link that is

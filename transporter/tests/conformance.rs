@@ -198,6 +198,64 @@ pub fn back_pressure_when_the_peer_stops_reading(kind: TransportKind) {
     assert_eq!(send.level(node(1)), Some(SendLevel::Normal));
 }
 
+/// `send_now` mixed with packed signals: one ordered stream, nothing lost. It first fills the
+/// transport while nobody reads (a direct write then finds no room, and the signal is queued
+/// in pages behind it), then runs with the reader; a signal that breaks the limits is refused,
+/// naming the limit, and nothing of it is sent.
+pub fn send_now_keeps_order_with_packed_signals(kind: TransportKind) {
+    let mut two = Registry::start(config(2, true, vec![peer(1, unused(), kind)])).unwrap();
+    let addr = two.local_addr().unwrap();
+    let mut one = Registry::start(config(1, false, vec![peer(2, addr, kind)])).unwrap();
+    let mut side = one.take_receive_side().unwrap();
+    std::thread::spawn(move || {
+        side.run(Duration::ZERO, Duration::from_millis(20), &|| false, &mut |_, _| {})
+    });
+    wait_event(one.events(), Duration::from_secs(5), connected(2));
+    wait_event(two.events(), Duration::from_secs(5), connected(1));
+    let mut send = one.send_buffers();
+    let mut storage = StreamStorage::default();
+    // Nobody reads on node 2 yet: direct writes fill the transport, then queue, until overload.
+    let (mut seq, mut direct, mut blocked) = (0u64, 0u64, false);
+    let start = Instant::now();
+    loop {
+        let before = one.counters(node(2)).unwrap().signals_sent;
+        match storage.with_signal(seq, block(1), block(2), |s| send.send_now(node(2), s)) {
+            Ok(report) => {
+                blocked |= report.blocked;
+                if !blocked && one.counters(node(2)).unwrap().signals_sent == before + 1 {
+                    direct += 1;
+                }
+                seq += 1;
+            }
+            Err(SendError::Overloaded { .. }) => break,
+            Err(e) => panic!("signal {seq}: {e}"),
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "no back-pressure after {seq} signals");
+    }
+    assert!(blocked, "the transport never ran out of room in {seq} signals");
+    assert!(direct > 100, "only {direct} of {seq} signals went out at once");
+    let checker = StreamChecker::start(&mut two);
+    const COUNT: u64 = 100_000;
+    // Then with the reader: runs of direct and packed signals, and single ones of each.
+    send_stream_mixed(&one, &mut send, 1, 2, seq..COUNT, |n| n % 11 < 4 || n % 97 == 0);
+    checker.wait_for(COUNT, Duration::from_secs(120));
+    let too_long = [7u32; signals::MAX_DATA_WORDS + 1];
+    let e = send
+        .send_now(node(2), &Signal::new(gsn::PING_REQ, block(1), block(2)).data(&too_long))
+        .unwrap_err();
+    assert!(e.to_string().contains("data words"), "{e}");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(checker.received.load(Ordering::Relaxed), COUNT, "the refused signal arrived");
+    let sent = one.counters(node(2)).unwrap();
+    let got = two.counters(node(1)).unwrap();
+    assert_eq!((sent.signals_sent, got.signals_received), (COUNT, COUNT));
+    assert_eq!(sent.bytes_sent, got.bytes_received);
+    assert_eq!(sent.signals_dropped, 0);
+    assert_eq!(send.queued_bytes(node(2)), Some(0));
+    drop(checker);
+    assert_no_leftover_segments();
+}
+
 pub fn peer_killed_mid_stream_then_restarted(kind: TransportKind) {
     let mut two = Registry::start(config(2, true, vec![peer(1, unused(), kind)])).unwrap();
     let checker = StreamChecker::start(&mut two);
@@ -612,6 +670,13 @@ macro_rules! suite {
                     return;
                 }
                 super::upper_layer_close_fails_the_link_then_it_reconnects($kind)
+            }
+            #[test]
+            fn send_now_keeps_order_with_packed_signals() {
+                if super::skip($kind) {
+                    return;
+                }
+                super::send_now_keeps_order_with_packed_signals($kind)
             }
             #[test]
             fn handshake_refusals() {

@@ -45,7 +45,7 @@ use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
 
-use signals::{Limits, SignalView};
+use signals::{BatchWriter, Limits, Signal, SignalView, WriteOptions};
 
 use super::layout::Segment;
 use super::wake;
@@ -78,6 +78,16 @@ fn lap_flag(position: u64, size: u64) -> u32 {
     } else {
         0
     }
+}
+
+/// Room for a data record that does not fit whole where the producer stands: the record's
+/// offset, the bytes left in its lap, the bytes of the ring free for records, and the bytes of
+/// signals a record there can hold.
+struct Short {
+    offset: usize,
+    lap_rest: u64,
+    usable: u64,
+    room: usize,
 }
 
 /// What the two halves of one link tell each other in this process: how far our receiver has
@@ -167,11 +177,40 @@ impl ShmSender {
         }
     }
 
+    /// Where a data record with `bytes` bytes of signals goes now, as the position it starts at:
+    /// ours, or the next lap's start when the ring is empty and it fits before the consumer's
+    /// position there (see "Early laps" above). `Err` when it does not fit whole: what room
+    /// there is, for a caller that splits a page or pads out the lap.
+    #[inline]
+    fn place(&self, bytes: usize) -> Result<u64, Short> {
+        let size = self.size;
+        // The ring size is a power of two (checked at set-up): a mask, not a division.
+        let offset = (self.position & (size - 1)) as usize;
+        if offset != 0 && self.consumer_seen == self.position && HEAD_BYTES + bytes <= offset {
+            // An empty ring: start the next lap early. The zero word after the record is in
+            // space the consumer has left, or is the word at the consumer's position itself: our
+            // own position's word, zero (nothing is committed there). So a record as long as the
+            // last one lands on the same line as the last one did.
+            return Ok(self.position.wrapping_add(size - offset as u64));
+        }
+        let lap_rest = size - offset as u64;
+        // `consumer_seen <= position <= consumer_seen + size` (modulo 2^64; checked when read).
+        let free = self.consumer_seen.wrapping_add(size).wrapping_sub(self.position);
+        // A record also needs the word after it free, for the zero that marks the next position
+        // empty.
+        let usable = free.saturating_sub(RECORD_WORD_BYTES as u64);
+        let room = (lap_rest.min(usable) as usize).saturating_sub(HEAD_BYTES);
+        if bytes <= room {
+            Ok(self.position)
+        } else {
+            Err(Short { offset, lap_rest, usable, room })
+        }
+    }
+
     /// Copies whole signals of `page` into the ring as records; returns (bytes copied, ring
     /// full). Ring space taken by record words, acknowledgements and lap padding is added to
     /// `padding`. The consumer's position is read (once) only when the space known free is short.
     fn copy_page(&mut self, page: &mut Page, padding: &mut u64) -> (usize, bool) {
-        let size = self.size;
         let mut copied = 0;
         let mut refreshed = false;
         self.take_ack();
@@ -180,33 +219,13 @@ impl ShmSender {
             if bytes.is_empty() {
                 return (copied, false);
             }
-            // The ring size is a power of two (checked at set-up): a mask, not a division.
-            let mut offset = (self.position & (size - 1)) as usize;
-            let take = if offset != 0
-                && self.consumer_seen == self.position
-                && HEAD_BYTES + bytes.len() <= offset
-            {
-                // An empty ring: start the next lap early, the whole rest of the page as one
-                // record before the consumer's position there. The zero word after it is in
-                // space the consumer has left, or is the word at the consumer's position itself:
-                // our own position's word, zero (nothing is committed there). So a record as
-                // long as the last one lands on the same line as the last one did.
-                self.position = self.position.wrapping_add(size - offset as u64);
-                offset = 0;
-                bytes.len()
-            } else {
-                let lap_rest = size - offset as u64;
-                // `consumer_seen <= position <= consumer_seen + size` (modulo 2^64; checked
-                // when read).
-                let free = self.consumer_seen.wrapping_add(size).wrapping_sub(self.position);
-                // A record also needs the word after it free, for the zero that marks the next
-                // position empty.
-                let usable = free.saturating_sub(RECORD_WORD_BYTES as u64);
-                let room = (lap_rest.min(usable) as usize).saturating_sub(HEAD_BYTES);
-                if bytes.len() <= room {
-                    // The common case: the rest of the page is one record.
-                    bytes.len()
-                } else {
+            let (offset, take) = match self.place(bytes.len()) {
+                // The common case: the rest of the page is one record.
+                Ok(start) => {
+                    self.position = start;
+                    ((start & (self.size - 1)) as usize, bytes.len())
+                }
+                Err(Short { offset, lap_rest, usable, room }) => {
                     if !refreshed {
                         // The space seen free may be stale: read the consumer before splitting.
                         refreshed = true;
@@ -231,22 +250,18 @@ impl ShmSender {
                         }
                         return (copied, true);
                     }
-                    take
+                    (offset, take)
                 }
             };
             let whole = take == bytes.len();
-            // SYNC: ack (our receiver's release store). What we tell the peer we consumed.
-            let ack = self.acks.consumed.load(std::sync::atomic::Ordering::Acquire);
-            // SAFETY: `take <= room <= lap_rest - HEAD_BYTES` (or, starting a lap early, `HEAD_BYTES + take`
-            // is at most the consumer's offset, below the ring size), so the record's body lies
-            // in this lap of this ring, in free space (between the consumer's position and ours),
-            // which only this producer writes until it commits.
+            // SAFETY: `place` (or `unsent_within(room)`) found `HEAD_BYTES + take` bytes at
+            // `offset` in one lap of this ring, in free space (between the consumer's position
+            // and ours), which only this producer writes until it commits.
             unsafe {
-                let body = self.data.add(offset + RECORD_WORD_BYTES);
-                std::ptr::copy_nonoverlapping(ack.to_le_bytes().as_ptr(), body, ACK_BYTES);
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), body.add(ACK_BYTES), take);
+                let signals = self.data.add(offset + HEAD_BYTES);
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), signals, take);
             }
-            self.commit(offset, HEAD_BYTES + take, (ACK_BYTES + take) as u32);
+            self.commit_data(offset, take);
             *padding += HEAD_BYTES as u64;
             page.sent_bytes += take;
             copied += take;
@@ -254,6 +269,21 @@ impl ShmSender {
                 return (copied, false);
             }
         }
+    }
+
+    /// Commits the data record at `offset` whose `len` bytes of signals are written: writes our
+    /// acknowledgement in front of them, then commits.
+    #[inline]
+    fn commit_data(&mut self, offset: usize, len: usize) {
+        // SYNC: ack (our receiver's release store). What we tell the peer we consumed.
+        let ack = self.acks.consumed.load(std::sync::atomic::Ordering::Acquire);
+        // SAFETY: the caller placed the record, `HEAD_BYTES + len` bytes at `offset`, in free
+        // space of one lap of this ring.
+        unsafe {
+            let body = self.data.add(offset + RECORD_WORD_BYTES);
+            std::ptr::copy_nonoverlapping(ack.to_le_bytes().as_ptr(), body, ACK_BYTES);
+        }
+        self.commit(offset, HEAD_BYTES + len, (ACK_BYTES + len) as u32);
     }
 
     /// Reads the consumer's position. One that is ahead of ours or more than a ring behind is
@@ -330,6 +360,65 @@ impl LinkSender for ShmSender {
         let signals = if page.is_sent() { page.signals } else { 0 };
         let progress = SendProgress { bytes, signals, blocked };
         self.published(&progress, padding);
+        Some(Ok(progress))
+    }
+
+    fn send_signal(
+        &mut self,
+        signal: &Signal<'_>,
+        limits: Limits,
+        options: WriteOptions,
+    ) -> Option<Result<SendProgress, LinkError>> {
+        debug_assert!(self.pending.is_none(), "send_signal with a page pending");
+        if self.corrupt.is_some() {
+            return Some(Err(self.failed()));
+        }
+        let bytes = signal.wire_words(options) * 4;
+        self.take_ack();
+        let (mut padding, mut refreshed) = (0, false);
+        let start = loop {
+            match self.place(bytes) {
+                Ok(start) => break Some(start),
+                Err(Short { offset, lap_rest, usable, .. }) => {
+                    if lap_rest < (HEAD_BYTES + bytes) as u64 && usable >= lap_rest {
+                        // The lap's rest is too short and free: pad it out, as a page would.
+                        self.commit(offset, lap_rest as usize, PAD_FLAG | (lap_rest as u32 - 4));
+                        padding += lap_rest;
+                    } else if !refreshed {
+                        // The space seen free may be stale: read the consumer once.
+                        refreshed = true;
+                        self.refresh_consumer();
+                    } else {
+                        // No room now: the caller packs the signal and the page waits for room.
+                        break None;
+                    }
+                }
+            }
+        };
+        let Some(start) = start else {
+            self.published(&SendProgress::default(), padding);
+            return None;
+        };
+        let offset = (start & (self.size - 1)) as usize;
+        // SAFETY: `place` found `HEAD_BYTES + bytes` bytes at `offset` in one lap of this ring,
+        // in free space that only this producer writes until it commits; `offset` and the ring's
+        // start are 4-aligned, so the signal's words are.
+        let words = unsafe {
+            std::slice::from_raw_parts_mut(
+                self.data.add(offset + HEAD_BYTES).cast::<u32>(),
+                bytes / 4,
+            )
+        };
+        // The signal is packed in place. One that breaks the limits leaves nothing committed,
+        // and goes back to the caller to pack and refuse (a lap padded out for it is counted).
+        if BatchWriter::new(words, limits, options).push(signal).is_err() {
+            self.published(&SendProgress::default(), padding);
+            return None;
+        }
+        self.position = start;
+        self.commit_data(offset, bytes);
+        let progress = SendProgress { bytes, signals: 1, blocked: false };
+        self.published(&progress, padding + HEAD_BYTES as u64);
         Some(Ok(progress))
     }
 
@@ -692,6 +781,98 @@ mod tests {
         }
     }
 
+    impl End {
+        /// Writes signal `*next` (data word 0) with `words` data words and a section of
+        /// `section` words straight into the ring; true when it went (then `*next` moves on).
+        fn send_now(&mut self, words: usize, section: usize, next: &mut u32) -> bool {
+            let at = |b| BlockRef::new(NodeId::new(b).unwrap(), BlockNumber(200), BlockInstance(0));
+            let mut data: Vec<u32> = (0..words as u32).map(|w| w ^ *next).collect();
+            data[0] = *next;
+            let long: Vec<u32> = (0..section as u32).map(|w| w.wrapping_mul(7) ^ *next).collect();
+            let sections = [long.as_slice()];
+            let signal = Signal::new(gsn::PING_REQ, at(1), at(2))
+                .data(&data)
+                .sections(&sections[..usize::from(section > 0)]);
+            match self.tx.send_signal(&signal, Limits::default(), Default::default()) {
+                Some(progress) => {
+                    let progress = progress.unwrap();
+                    assert_eq!((progress.signals, progress.blocked), (1, false));
+                    assert_eq!(progress.bytes, signal.wire_words(Default::default()) * 4);
+                    *next += 1;
+                    true
+                }
+                None => false,
+            }
+        }
+
+        /// Polls until nothing more is committed, checking every word of signals sent by
+        /// [`End::send_now`] (numbered from `expect`); returns the signals received.
+        fn receive_checked(&mut self, expect: &mut u32) -> usize {
+            let mut got = 0;
+            loop {
+                let progress = self
+                    .rx
+                    .poll(&mut |s| {
+                        let n = *expect;
+                        assert_eq!(s.data()[0], n, "signals arrive in order");
+                        assert!(s.data()[1..]
+                            .iter()
+                            .enumerate()
+                            .all(|(w, &v)| v == (w as u32 + 1) ^ n));
+                        let long = s.section(0).unwrap_or(&[]);
+                        assert!(long
+                            .iter()
+                            .enumerate()
+                            .all(|(w, &v)| v == (w as u32).wrapping_mul(7) ^ n));
+                        *expect += 1;
+                    })
+                    .unwrap();
+                match progress.signals {
+                    0 => return got,
+                    n => got += n,
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn signals_written_straight_into_the_ring_arrive_whole_and_in_order() {
+        let ring = 16 << 10;
+        let mut p = pair(ring);
+        let (mut next, mut expect) = (0u32, 0u32);
+        // One at a time, of every data length and with sections of many lengths: records land
+        // anywhere in the lap, and each starts the next lap early (the ring is empty).
+        for round in 0..5_000u32 {
+            let section = if round % 3 == 0 { (round as usize * 37) % 1_500 } else { 0 };
+            assert!(p.end.send_now(1 + round as usize % 25, section, &mut next));
+            assert_eq!(p.end.receive_checked(&mut expect), 1);
+        }
+        // Nobody reads: the ring fills (laps padded out on the way), then a signal is refused
+        // whole (nothing committed), and goes once the consumer has read.
+        for _ in 0..20 {
+            let mut sent = 0;
+            while p.end.send_now(1 + (next as usize % 25), (next as usize % 4) * 40, &mut next) {
+                sent += 1;
+                assert!(sent < ring, "the ring never filled");
+            }
+            let used = p.end.tx.position - p.end.rx.position;
+            assert!(used > ring as u64 - 1_000, "refused with {used} of {ring} bytes used");
+            assert_eq!(p.end.receive_checked(&mut expect), sent);
+        }
+        // A signal that breaks the limits is refused, and nothing of it arrives.
+        let too_long = [0u32; signals::MAX_DATA_WORDS + 1];
+        let at = BlockRef::new(NodeId::new(1).unwrap(), BlockNumber(200), BlockInstance(0));
+        let bad = Signal::new(gsn::PING_REQ, at, at).data(&too_long);
+        assert!(p.end.tx.send_signal(&bad, Limits::default(), Default::default()).is_none());
+        assert_eq!(p.end.receive_checked(&mut expect), 0);
+        assert!(p.end.send_now(3, 0, &mut next));
+        assert_eq!(p.end.receive_checked(&mut expect), 1);
+        assert_eq!(expect, next);
+        let c = p.counters.snapshot();
+        assert_eq!((c.signals_sent, c.signals_received), (u64::from(next), u64::from(next)));
+        assert_eq!(c.bytes_sent, c.bytes_received);
+    }
+
     /// Both halves of ring 0 of one segment, in this thread.
     struct Pair {
         end: End,
@@ -818,6 +999,19 @@ mod tests {
             }
         }
         assert!(a.tx.position > 1_000 * ring as u64, "a left a lap early at every record");
+        assert_eq!((a_expect, b_expect), (2_000, 2_000));
+        // The same with signals written straight into the ring.
+        let (mut a_next, mut a_expect, mut b_next, mut b_expect) = (0, 0, 0, 0);
+        for round in 0..2_000 {
+            assert!(a.send_now(4, 0, &mut a_next));
+            assert_eq!(b.receive_checked(&mut b_expect), 1);
+            assert!(b.send_now(4, 0, &mut b_next));
+            assert_eq!(a.receive_checked(&mut a_expect), 1);
+            if round > 0 {
+                assert_eq!(a.tx.position % ring as u64, record, "a's record {round}");
+                assert_eq!(b.tx.position % ring as u64, record, "b's record {round}");
+            }
+        }
         assert_eq!((a_expect, b_expect), (2_000, 2_000));
     }
 }

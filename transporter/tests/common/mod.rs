@@ -173,18 +173,37 @@ pub fn send_stream_with(
     peer: u32,
     range: std::ops::Range<u64>,
 ) {
+    send_stream_mixed(registry, send, from_node, peer, range, |_| false)
+}
+
+/// As [`send_stream_with`], with the signals for which `now` says so sent by
+/// [`SendBuffers::send_now`] instead of packed.
+pub fn send_stream_mixed(
+    registry: &Registry,
+    send: &mut SendBuffers,
+    from_node: u32,
+    peer: u32,
+    range: std::ops::Range<u64>,
+    now: impl Fn(u64) -> bool,
+) {
     let mut storage = StreamStorage::default();
     let deadline = Instant::now() + Duration::from_secs(120);
     let mut seq = range.start;
     while seq < range.end {
-        match storage.with_signal(seq, block(from_node), block(peer), |s| send.pack(node(peer), s))
-        {
+        let sent = storage.with_signal(seq, block(from_node), block(peer), |s| {
+            if now(seq) {
+                send.send_now(node(peer), s).map(drop)
+            } else {
+                send.pack(node(peer), s)
+            }
+        });
+        match sent {
             Ok(()) => seq += 1,
             Err(SendError::Overloaded { .. }) => {
                 send.flush();
             }
             Err(e) => panic!(
-                "pack of signal {seq} failed: {e}; events: {:?}",
+                "signal {seq} failed: {e}; events: {:?}",
                 registry.events().try_iter().collect::<Vec<_>>()
             ),
         }
