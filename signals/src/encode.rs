@@ -160,6 +160,25 @@ impl<'a> BatchWriter<'a> {
         Ok(())
     }
 
+    /// Packs `signal` alone at the start of `words`, inline in the caller: for a writer that
+    /// placed the signal itself (`words` holds [`Signal::wire_words`] words) and writes it
+    /// straight where it is read from. Nothing is written when the signal breaks `limits` or
+    /// does not fit.
+    #[inline(always)]
+    pub fn write_one(
+        words: &mut [u32],
+        signal: &Signal<'_>,
+        limits: Limits,
+        options: WriteOptions,
+    ) -> Result<(), PackError> {
+        let mut writer = BatchWriter::new(words, limits, options);
+        let (start, total) = writer.reserve(signal, signal.data.len())?;
+        let data_at = writer.write_prefix(start, total, signal, signal.data.len());
+        writer.page[data_at..data_at + signal.data.len()].copy_from_slice(signal.data);
+        writer.finish(start, data_at + signal.data.len(), signal);
+        Ok(())
+    }
+
     /// Packs a typed signal whose data words are written in place by `fill`, starting zeroed.
     /// `envelope` gives the sender, receiver, priority, id and sections; its GSN and data are
     /// replaced by `T::GSN` and the struct.
@@ -252,7 +271,7 @@ impl<'a> BatchWriter<'a> {
 
     /// Writes section lengths, section words and the checksum after the data ending at `at`,
     /// then makes the signal part of the batch.
-    #[inline]
+    #[inline(always)]
     fn finish(&mut self, start: usize, mut at: usize, signal: &Signal<'_>) {
         for s in signal.sections {
             self.page[at] = s.len() as u32;

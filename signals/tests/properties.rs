@@ -123,6 +123,31 @@ proptest! {
     }
 
     #[test]
+    fn one_signal_written_in_place_is_the_packed_signal(s in owned(), checksum in any::<bool>()) {
+        let options = WriteOptions { checksum };
+        let packed = pack(std::slice::from_ref(&s), checksum);
+        let sections: Vec<&[u32]> = s.sections.iter().map(Vec::as_slice).collect();
+        let mut signal = Signal::new(
+            Gsn(s.gsn),
+            block(s.sender.0, s.sender.1, s.sender.2),
+            block(s.receiver.0, s.receiver.1, s.receiver.2),
+        )
+        .data(&s.data)
+        .sections(&sections)
+        .priority(if s.priority_a { Priority::A } else { Priority::B });
+        signal.signal_id = s.signal_id;
+        prop_assert_eq!(signal.wire_words(options), packed.len());
+        let mut words = vec![0u32; packed.len()];
+        prop_assert_eq!(BatchWriter::write_one(&mut words, &signal, limits(), options), Ok(()));
+        prop_assert_eq!(&words, &packed);
+        // One word short: refused, nothing written.
+        let mut short = vec![0u32; packed.len() - 1];
+        let refused = BatchWriter::write_one(&mut short, &signal, limits(), options);
+        prop_assert!(matches!(refused, Err(signals::PackError::DoesNotFit { .. })), "{:?}", refused);
+        prop_assert!(short.iter().all(|&w| w == 0));
+    }
+
+    #[test]
     fn stream_pieces_say_exactly_what_is_missing(
         signals in proptest::collection::vec(owned(), 1..6),
         cut in any::<prop::sample::Index>(),

@@ -411,7 +411,7 @@ impl LinkSender for ShmSender {
         };
         // The signal is packed in place. One that breaks the limits leaves nothing committed,
         // and goes back to the caller to pack and refuse (a lap padded out for it is counted).
-        if BatchWriter::new(words, limits, options).push(signal).is_err() {
+        if BatchWriter::write_one(words, signal, limits, options).is_err() {
             self.published(&SendProgress::default(), padding);
             return None;
         }
