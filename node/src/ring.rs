@@ -152,15 +152,6 @@ pub fn ring(
     (writer, reader)
 }
 
-/// The words `signal` takes on the wire (no checksum in job buffers).
-fn wire_words(signal: &Signal<'_>) -> usize {
-    HEADER_WORDS
-        + signal.signal_id.is_some() as usize
-        + signal.data.len()
-        + signal.sections.len()
-        + signal.sections.iter().map(|s| s.len()).sum::<usize>()
-}
-
 /// Where the next signal goes (see [`RingWriter::place`]).
 #[derive(Clone, Copy, Debug)]
 enum Place {
@@ -288,7 +279,8 @@ impl RingWriter {
     /// Packs one signal (visible to the consumer after [`RingWriter::flush`]).
     #[inline]
     pub fn push(&mut self, signal: &Signal<'_>) -> Result<(), LaneError> {
-        let need = wire_words(signal);
+        // No checksum in job buffers.
+        let need = signal.wire_words(WriteOptions::default());
         let max = self.limits.max_signal_words();
         if need > max {
             return Err(PackError::SignalTooLong { gsn: signal.gsn, words: need, max }.into());
@@ -297,9 +289,7 @@ impl RingWriter {
         let start = RingWriter::start(place);
         // SAFETY: `place` found `start..start + need` free, owned by the producer, uncommitted.
         let region = unsafe { self.shared.slice_mut(start, need) };
-        let mut writer = BatchWriter::new(region, self.limits, WriteOptions::default());
-        writer.push(signal)?;
-        debug_assert_eq!(writer.words().len(), need);
+        BatchWriter::write_one(region, signal, self.limits, WriteOptions::default())?;
         self.taken(place, need);
         Ok(())
     }
