@@ -101,6 +101,24 @@ pub fn assert_no_leftover_segments() {
     }
 }
 
+/// `registry`'s counters for the link to `peer`, once `done` holds of them (at most 10 s): a
+/// thread counts what it wrote or delivered just after, so a test that saw the signals arrive
+/// can read a counter a moment before it is up to date.
+pub fn counters_when(
+    registry: &Registry,
+    peer: u32,
+    done: impl Fn(&transporter::CounterSnapshot) -> bool,
+) -> transporter::CounterSnapshot {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let c = registry.counters(node(peer)).expect("a configured link");
+        if done(&c) || Instant::now() > deadline {
+            return c;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 /// A receive thread that checks a numbered stream (restarting at 0 after a reconnect) and counts.
 pub struct StreamChecker {
     pub received: Arc<AtomicU64>,
