@@ -142,17 +142,18 @@ pub trait LinkSender: Send {
     fn send(&mut self, queue: &mut PageQueue) -> Result<SendProgress, LinkError>;
 
     /// Writes what the transport takes now of `page`, in place, when nothing is queued before
-    /// it and no page taken in part is pending (a flush of one open page then moves no page).
-    /// What is left stays in `page` (its `sent_bytes` say where) for the caller to queue.
-    /// `None`: this transport takes pages only through [`LinkSender::send`].
+    /// it (a flush of one open page then moves no page). What is left stays in `page` (its
+    /// `sent_bytes` say where) for the caller to queue. `None`, having written nothing: this
+    /// transport takes pages only through [`LinkSender::send`], or a page taken in part (by
+    /// any sending thread's flush) is pending and must be finished first, through the queue.
     fn send_page(&mut self, page: &mut Page) -> Option<Result<SendProgress, LinkError>> {
         let _ = page;
         None
     }
 
     /// Writes one signal straight into the transport, without a page, when nothing is queued
-    /// before it and no page taken in part is pending. `None`: nothing was written, because this
-    /// transport takes signals only in pages, it has no room for this one now, or the signal
+    /// before it. `None`: nothing was written, because this transport takes signals only in
+    /// pages, a page taken in part is pending, it has no room for this one now, or the signal
     /// breaks `limits`; the caller packs it instead (which says what is wrong with it).
     fn send_signal(
         &mut self,

@@ -257,6 +257,84 @@ pub fn send_now_keeps_order_with_packed_signals(kind: TransportKind) {
     assert_no_leftover_segments();
 }
 
+/// Two sending threads' buffers on one link while nobody reads: the first leaves part of a page
+/// in the link's sender; the second's flushes and direct sends go behind it, through the queue.
+/// Once the reader runs, every signal arrives, each sender's in its order.
+pub fn two_senders_on_one_full_link_lose_nothing(kind: TransportKind) {
+    let mut two = Registry::start(config(2, true, vec![peer(1, unused(), kind)])).unwrap();
+    let addr = two.local_addr().unwrap();
+    let mut one = Registry::start(config(1, false, vec![peer(2, addr, kind)])).unwrap();
+    let mut side = one.take_receive_side().unwrap();
+    std::thread::spawn(move || {
+        side.run(Duration::ZERO, Duration::from_millis(20), &|| false, &mut |_, _| {})
+    });
+    wait_event(one.events(), Duration::from_secs(5), connected(2));
+    wait_event(two.events(), Duration::from_secs(5), connected(1));
+    let (mut a, mut b) = (one.send_buffers(), one.send_buffers());
+    let signal = |who: u32, seq: u32, words: &mut [u32; 3]| {
+        *words = [who, seq, seq ^ 0x5a5a];
+    };
+    let mut words = [0u32; 3];
+    let mut sent = [0u32; 2];
+    // The first fills the link, flushing as it goes, and flushes a few times more once the
+    // link takes less than offered (through its queue: the link keeps part of a page).
+    let start = Instant::now();
+    let mut blocked = 0;
+    while blocked < 4 {
+        for _ in 0..64 {
+            signal(0, sent[0], &mut words);
+            a.pack(node(2), &Signal::new(gsn::PING_REQ, block(1), block(2)).data(&words)).unwrap();
+            sent[0] += 1;
+        }
+        blocked += usize::from(a.flush().blocked);
+        assert!(start.elapsed() < Duration::from_secs(30), "the link never filled");
+    }
+    // The second sends while the first's page is part-written: direct and packed.
+    for i in 0..200 {
+        signal(1, sent[1], &mut words);
+        let s = Signal::new(gsn::PING_REQ, block(1), block(2)).data(&words);
+        let r = if i % 2 == 0 { b.send_now(node(2), &s).map(drop) } else { b.pack(node(2), &s) };
+        match r {
+            Ok(()) => sent[1] += 1,
+            Err(SendError::Overloaded { .. }) => break,
+            Err(e) => panic!("{e}"),
+        }
+        b.flush();
+    }
+    let got = Arc::new(Mutex::new(Vec::new()));
+    let g = got.clone();
+    let mut side = two.take_receive_side().unwrap();
+    std::thread::spawn(move || {
+        side.run(Duration::from_micros(50), Duration::from_millis(20), &|| false, &mut |_, s| {
+            g.lock().unwrap().push(s.data().to_vec());
+        })
+    });
+    while a.has_unsent() || b.has_unsent() {
+        a.flush();
+        b.flush();
+        assert!(start.elapsed() < Duration::from_secs(60), "flush stalled");
+    }
+    let total = (sent[0] + sent[1]) as usize;
+    while got.lock().unwrap().len() < total {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{} of {total}",
+            got.lock().unwrap().len()
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let mut next = [0u32; 2];
+    for d in got.lock().unwrap().iter() {
+        let who = d[0] as usize;
+        assert!(who < 2 && d[1] == next[who] && d[2] == d[1] ^ 0x5a5a, "{d:?} after {next:?}");
+        next[who] += 1;
+    }
+    assert_eq!(next, sent);
+    assert!(sent[1] > 0);
+    assert_eq!(one.counters(node(2)).unwrap().signals_dropped, 0);
+    assert_no_leftover_segments();
+}
+
 pub fn peer_killed_mid_stream_then_restarted(kind: TransportKind) {
     let mut two = Registry::start(config(2, true, vec![peer(1, unused(), kind)])).unwrap();
     let checker = StreamChecker::start(&mut two);
@@ -678,6 +756,13 @@ macro_rules! suite {
                     return;
                 }
                 super::send_now_keeps_order_with_packed_signals($kind)
+            }
+            #[test]
+            fn two_senders_on_one_full_link_lose_nothing() {
+                if super::skip($kind) {
+                    return;
+                }
+                super::two_senders_on_one_full_link_lose_nothing($kind)
             }
             #[test]
             fn handshake_refusals() {

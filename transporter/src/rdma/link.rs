@@ -682,7 +682,10 @@ impl LinkSender for RdmaSender {
     }
 
     fn send_page(&mut self, page: &mut Page) -> Option<Result<SendProgress, LinkError>> {
-        debug_assert!(self.pending.is_none(), "send_page with a page pending");
+        if self.pending.is_some() {
+            // Part of a page (another sending thread's) comes first: through the queue.
+            return None;
+        }
         Some(self.send_from(Pages::One(page)))
     }
 
