@@ -153,6 +153,12 @@ impl<'a> BatchWriter<'a> {
     /// Packs one whole signal, or nothing.
     #[inline]
     pub fn push(&mut self, signal: &Signal<'_>) -> Result<(), PackError> {
+        self.push_inline(signal)
+    }
+
+    /// [`BatchWriter::push`], always inline.
+    #[inline(always)]
+    fn push_inline(&mut self, signal: &Signal<'_>) -> Result<(), PackError> {
         let (start, total) = self.reserve(signal, signal.data.len())?;
         let data_at = self.write_prefix(start, total, signal, signal.data.len());
         self.page[data_at..data_at + signal.data.len()].copy_from_slice(signal.data);
@@ -171,12 +177,7 @@ impl<'a> BatchWriter<'a> {
         limits: Limits,
         options: WriteOptions,
     ) -> Result<(), PackError> {
-        let mut writer = BatchWriter::new(words, limits, options);
-        let (start, total) = writer.reserve(signal, signal.data.len())?;
-        let data_at = writer.write_prefix(start, total, signal, signal.data.len());
-        writer.page[data_at..data_at + signal.data.len()].copy_from_slice(signal.data);
-        writer.finish(start, data_at + signal.data.len(), signal);
-        Ok(())
+        BatchWriter::new(words, limits, options).push_inline(signal)
     }
 
     /// Packs a typed signal whose data words are written in place by `fill`, starting zeroed.
