@@ -48,22 +48,34 @@ fn owned() -> impl Strategy<Value = Owned> {
         })
 }
 
+impl Owned {
+    /// Its sections, borrowed, for [`Owned::signal`].
+    fn section_slices(&self) -> Vec<&[u32]> {
+        self.sections.iter().map(Vec::as_slice).collect()
+    }
+
+    /// The signal to pack, with `sections` from [`Owned::section_slices`].
+    fn signal<'a>(&'a self, sections: &'a [&'a [u32]]) -> Signal<'a> {
+        let mut signal = Signal::new(
+            Gsn(self.gsn),
+            block(self.sender.0, self.sender.1, self.sender.2),
+            block(self.receiver.0, self.receiver.1, self.receiver.2),
+        )
+        .data(&self.data)
+        .sections(sections)
+        .priority(if self.priority_a { Priority::A } else { Priority::B });
+        signal.signal_id = self.signal_id;
+        signal
+    }
+}
+
 /// Packs `signals` into one batch of words.
 fn pack(signals: &[Owned], checksum: bool) -> Vec<u32> {
     let mut page = vec![0u32; signals.len() * 600];
     let mut w = BatchWriter::new(&mut page, limits(), WriteOptions { checksum });
     for s in signals {
-        let sections: Vec<&[u32]> = s.sections.iter().map(Vec::as_slice).collect();
-        let mut signal = Signal::new(
-            Gsn(s.gsn),
-            block(s.sender.0, s.sender.1, s.sender.2),
-            block(s.receiver.0, s.receiver.1, s.receiver.2),
-        )
-        .data(&s.data)
-        .sections(&sections)
-        .priority(if s.priority_a { Priority::A } else { Priority::B });
-        signal.signal_id = s.signal_id;
-        w.push(&signal).expect("within limits and page");
+        let sections = s.section_slices();
+        w.push(&s.signal(&sections)).expect("within limits and page");
     }
     assert_eq!(w.signal_count(), signals.len());
     w.words().to_vec()
@@ -126,16 +138,8 @@ proptest! {
     fn one_signal_written_in_place_is_the_packed_signal(s in owned(), checksum in any::<bool>()) {
         let options = WriteOptions { checksum };
         let packed = pack(std::slice::from_ref(&s), checksum);
-        let sections: Vec<&[u32]> = s.sections.iter().map(Vec::as_slice).collect();
-        let mut signal = Signal::new(
-            Gsn(s.gsn),
-            block(s.sender.0, s.sender.1, s.sender.2),
-            block(s.receiver.0, s.receiver.1, s.receiver.2),
-        )
-        .data(&s.data)
-        .sections(&sections)
-        .priority(if s.priority_a { Priority::A } else { Priority::B });
-        signal.signal_id = s.signal_id;
+        let sections = s.section_slices();
+        let signal = s.signal(&sections);
         prop_assert_eq!(signal.wire_words(options), packed.len());
         let mut words = vec![0u32; packed.len()];
         prop_assert_eq!(BatchWriter::write_one(&mut words, &signal, limits(), options), Ok(()));

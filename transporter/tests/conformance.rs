@@ -199,12 +199,10 @@ pub fn back_pressure_when_the_peer_stops_reading(kind: TransportKind) {
     assert_eq!(send.level(node(1)), Some(SendLevel::Normal));
 }
 
-/// `send_now` mixed with packed signals: one ordered stream, nothing lost. It first fills the
-/// transport while nobody reads (a direct write then finds no room, and the signal is queued
-/// in pages behind it), then runs with the reader; a signal that breaks the limits is refused,
-/// naming the limit, and nothing of it is sent.
-pub fn send_now_keeps_order_with_packed_signals(kind: TransportKind) {
-    let mut two = Registry::start(config(2, true, vec![peer(1, unused(), kind)])).unwrap();
+/// Two connected nodes, 1 (connects) and 2 (accepts), whose node 2 reads nothing yet: its
+/// receive side is still in the registry, for the test to take once the link is full.
+fn unread_pair(kind: TransportKind) -> (Registry, Registry) {
+    let two = Registry::start(config(2, true, vec![peer(1, unused(), kind)])).unwrap();
     let addr = two.local_addr().unwrap();
     let mut one = Registry::start(config(1, false, vec![peer(2, addr, kind)])).unwrap();
     let mut side = one.take_receive_side().unwrap();
@@ -213,6 +211,15 @@ pub fn send_now_keeps_order_with_packed_signals(kind: TransportKind) {
     });
     wait_event(one.events(), Duration::from_secs(5), connected(2));
     wait_event(two.events(), Duration::from_secs(5), connected(1));
+    (one, two)
+}
+
+/// `send_now` mixed with packed signals: one ordered stream, nothing lost. It first fills the
+/// transport while nobody reads (a direct write then finds no room, and the signal is queued
+/// in pages behind it), then runs with the reader; a signal that breaks the limits is refused,
+/// naming the limit, and nothing of it is sent.
+pub fn send_now_keeps_order_with_packed_signals(kind: TransportKind) {
+    let (one, mut two) = unread_pair(kind);
     let mut send = one.send_buffers();
     let mut storage = StreamStorage::default();
     // Nobody reads on node 2 yet: direct writes fill the transport, then queue, until overload.
@@ -261,15 +268,7 @@ pub fn send_now_keeps_order_with_packed_signals(kind: TransportKind) {
 /// in the link's sender; the second's flushes and direct sends go behind it, through the queue.
 /// Once the reader runs, every signal arrives, each sender's in its order.
 pub fn two_senders_on_one_full_link_lose_nothing(kind: TransportKind) {
-    let mut two = Registry::start(config(2, true, vec![peer(1, unused(), kind)])).unwrap();
-    let addr = two.local_addr().unwrap();
-    let mut one = Registry::start(config(1, false, vec![peer(2, addr, kind)])).unwrap();
-    let mut side = one.take_receive_side().unwrap();
-    std::thread::spawn(move || {
-        side.run(Duration::ZERO, Duration::from_millis(20), &|| false, &mut |_, _| {})
-    });
-    wait_event(one.events(), Duration::from_secs(5), connected(2));
-    wait_event(two.events(), Duration::from_secs(5), connected(1));
+    let (one, mut two) = unread_pair(kind);
     let (mut a, mut b) = (one.send_buffers(), one.send_buffers());
     let signal = |who: u32, seq: u32, words: &mut [u32; 3]| {
         *words = [who, seq, seq ^ 0x5a5a];
