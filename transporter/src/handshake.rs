@@ -28,6 +28,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::TcpStream;
+use std::time::Instant;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -129,6 +130,10 @@ pub enum HandshakeError {
     /// The accepting side could not prove it knows the secret.
     #[error("peer's proof of the cluster secret is wrong")]
     BadServerProof,
+    /// With a cluster secret here, the other side accepted without the challenge in which it
+    /// proves it knows the secret.
+    #[error("node {peer} accepted without proving it knows the cluster secret")]
+    UnprovenAccept { peer: u32 },
     /// The socket failed or timed out.
     #[error("handshake {op} failed: {source}")]
     Io { op: &'static str, source: io::Error },
@@ -222,6 +227,56 @@ fn io_err(op: &'static str) -> impl FnOnce(io::Error) -> HandshakeError {
     move |source| HandshakeError::Io { op, source }
 }
 
+/// Reads one whole message into `buf`. The socket's read timeout is the budget for the whole
+/// message, not for each read: a peer that trickles a byte at a time cannot hold a handshake
+/// (and its slot) open for longer than that.
+fn read_message(
+    stream: &mut TcpStream,
+    buf: &mut [u8],
+    op: &'static str,
+) -> Result<(), HandshakeError> {
+    let budget = stream.read_timeout().map_err(io_err(op))?;
+    let deadline = budget.map(|b| Instant::now() + b);
+    let mut filled = 0;
+    while filled < buf.len() {
+        if let Some(deadline) = deadline {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(HandshakeError::Io {
+                    op,
+                    source: io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!(
+                            "{filled} of {} bytes arrived within {:?}",
+                            buf.len(),
+                            budget.unwrap_or_default()
+                        ),
+                    ),
+                });
+            }
+            stream.set_read_timeout(Some(left)).map_err(io_err(op))?;
+        }
+        match stream.read(&mut buf[filled..]) {
+            Ok(0) => {
+                return Err(HandshakeError::Io {
+                    op,
+                    source: io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        format!("the peer closed after {filled} of {} bytes", buf.len()),
+                    ),
+                })
+            }
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(HandshakeError::Io { op, source: e }),
+        }
+    }
+    if deadline.is_some() {
+        stream.set_read_timeout(budget).map_err(io_err(op))?;
+    }
+    Ok(())
+}
+
 fn proof(secret: &[u8], label: &[u8], hello: &[u8], reply: &[u8]) -> Hmac<Sha256> {
     // HMAC accepts keys of any length, so this cannot fail.
     let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(secret)
@@ -252,7 +307,7 @@ pub fn connect(
     let hello_bytes = hello.encode();
     stream.write_all(&hello_bytes).map_err(io_err("send hello"))?;
     let mut reply = [0u8; REPLY_BYTES];
-    stream.read_exact(&mut reply).map_err(io_err("read reply"))?;
+    read_message(stream, &mut reply, "read reply")?;
     if reply[0..4] != MAGIC {
         return Err(HandshakeError::BadMessage {
             what: "reply magic",
@@ -260,7 +315,23 @@ pub fn connect(
         });
     }
     let peer = hello.to as u32;
-    match reply[6] {
+    let status = reply[6];
+    if status == STATUS_ACCEPTED || status == STATUS_CHALLENGE {
+        let version = u16::from_le_bytes([reply[4], reply[5]]);
+        if version != PROTOCOL_VERSION {
+            return Err(HandshakeError::BadMessage {
+                what: "reply version",
+                value: version as u64,
+            });
+        }
+        let peer_secret = reply[7] & FLAG_SECRET != 0;
+        if peer_secret != secret.is_some() || reply[7] & !FLAG_SECRET != 0 {
+            return Err(HandshakeError::BadMessage { what: "reply flags", value: reply[7] as u64 });
+        }
+    }
+    match status {
+        // With a secret, acceptance comes only after the challenge, with the peer's proof.
+        STATUS_ACCEPTED if secret.is_some() => Err(HandshakeError::UnprovenAccept { peer }),
         STATUS_ACCEPTED => Ok(()),
         STATUS_CHALLENGE => {
             let Some(secret) = secret else {
@@ -273,12 +344,12 @@ pub fn connect(
                 proof(secret, b"blockwire-connect", &hello_bytes, &reply).finalize().into_bytes();
             stream.write_all(&answer).map_err(io_err("send proof"))?;
             let mut status = [0u8; 1];
-            stream.read_exact(&mut status).map_err(io_err("read verdict"))?;
+            read_message(stream, &mut status, "read verdict")?;
             if status[0] != STATUS_ACCEPTED {
                 return Err(refused(peer, status[0]));
             }
             let mut server_proof = [0u8; PROOF_BYTES];
-            stream.read_exact(&mut server_proof).map_err(io_err("read peer proof"))?;
+            read_message(stream, &mut server_proof, "read peer proof")?;
             proof(secret, b"blockwire-accept", &hello_bytes, &reply)
                 .verify_slice(&server_proof)
                 .map_err(|_| HandshakeError::BadServerProof)
@@ -315,7 +386,7 @@ pub fn accept(
     claim: impl FnOnce(&Hello) -> Result<(), Refusal>,
 ) -> Result<Hello, HandshakeError> {
     let mut hello_bytes = [0u8; HELLO_BYTES];
-    stream.read_exact(&mut hello_bytes).map_err(io_err("read hello"))?;
+    read_message(stream, &mut hello_bytes, "read hello")?;
     let challenge = nonce();
     let has_secret = params.secret.is_some();
     let refuse = |stream: &mut TcpStream, peer: u8, reason: Refusal| {
@@ -351,7 +422,7 @@ pub fn accept(
     let reply = reply_bytes(STATUS_CHALLENGE, true, &challenge);
     stream.write_all(&reply).map_err(io_err("send challenge"))?;
     let mut answer = [0u8; PROOF_BYTES];
-    stream.read_exact(&mut answer).map_err(io_err("read proof"))?;
+    read_message(stream, &mut answer, "read proof")?;
     if proof(secret, b"blockwire-connect", &hello_bytes, &reply).verify_slice(&answer).is_err() {
         let _ = stream.write_all(&[Refusal::BadSecret.code()]);
         return Err(HandshakeError::RefusedPeer {
@@ -384,13 +455,13 @@ pub fn exchange_setup(stream: &mut TcpStream, mine: &[u8]) -> Result<Vec<u8>, Ha
     stream.write_all(&(mine.len() as u32).to_le_bytes()).map_err(io_err("send setup length"))?;
     stream.write_all(mine).map_err(io_err("send setup"))?;
     let mut len = [0u8; 4];
-    stream.read_exact(&mut len).map_err(io_err("read setup length"))?;
+    read_message(stream, &mut len, "read setup length")?;
     let len = u32::from_le_bytes(len) as usize;
     if len > MAX_SETUP_BYTES {
         return Err(HandshakeError::BadMessage { what: "setup length", value: len as u64 });
     }
     let mut theirs = vec![0u8; len];
-    stream.read_exact(&mut theirs).map_err(io_err("read setup"))?;
+    read_message(stream, &mut theirs, "read setup")?;
     Ok(theirs)
 }
 
