@@ -672,17 +672,11 @@ pub fn shm_unsealed_segment_refused_at_setup(_kind: TransportKind) {
     let rogue = std::thread::spawn(move || {
         let mut s = TcpStream::connect(addr).unwrap();
         // A well-formed set-up message, then a memfd of the right size that is not sealed.
-        let socket_name = format!("blockwire-fd-rogue-{}", std::process::id());
+        let nonce = 0x7e57_0000_0000_0000 | u64::from(std::process::id());
+        let socket_name = format!("blockwire-fd-{nonce:016x}");
         let unix_addr = UnixAddr::from_abstract_name(socket_name.as_bytes()).unwrap();
         let unix = UnixListener::bind_addr(&unix_addr).unwrap();
-        let mut message = b"BWSHMSET".to_vec();
-        message.extend_from_slice(&shm::layout::LAYOUT_VERSION.to_le_bytes());
-        message.extend_from_slice(&ring.to_le_bytes());
-        message.extend_from_slice(&7u64.to_le_bytes());
-        for name in ["blockwire-7-1-2-rogue", socket_name.as_str()] {
-            message.extend_from_slice(&(name.len() as u16).to_le_bytes());
-            message.extend_from_slice(name.as_bytes());
-        }
+        let message = rogue_setup(ring, nonce, &socket_name);
         handshake::exchange_setup(&mut s, &message).unwrap();
         let (conn, _) = unix.accept().unwrap();
         // SAFETY: a NUL-terminated name and flags; the result is checked and then owned.
@@ -701,6 +695,33 @@ pub fn shm_unsealed_segment_refused_at_setup(_kind: TransportKind) {
     assert!(e.contains("seals is 0x0, expected at least 0x7"), "{e}");
     let told = rogue.join().unwrap();
     assert!(told.contains("seals"), "the creator was told {told:?}");
+
+    // A set-up naming a socket other than the one for its nonce: the opener does not connect
+    // to it (it could be any process's socket).
+    let rogue = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let message = rogue_setup(ring, 7, "blockwire-fd-somebody-else");
+        handshake::exchange_setup(&mut s, &message).unwrap();
+    });
+    let (mut s, _) = listener.accept().unwrap();
+    let e = shm::setup::open(&mut s, node(2), node(1), ring as usize, Duration::from_secs(5))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("socket name \"blockwire-fd-somebody-else\" is not"), "{e}");
+    rogue.join().unwrap();
+}
+
+/// A creator's set-up message: layout version, ring size, nonce, segment and socket names.
+fn rogue_setup(ring: u32, nonce: u64, socket_name: &str) -> Vec<u8> {
+    let mut message = b"BWSHMSET".to_vec();
+    message.extend_from_slice(&shm::layout::LAYOUT_VERSION.to_le_bytes());
+    message.extend_from_slice(&ring.to_le_bytes());
+    message.extend_from_slice(&nonce.to_le_bytes());
+    for name in ["blockwire-7-1-2-rogue", socket_name] {
+        message.extend_from_slice(&(name.len() as u16).to_le_bytes());
+        message.extend_from_slice(name.as_bytes());
+    }
+    message
 }
 
 macro_rules! suite {

@@ -195,6 +195,12 @@ fn swap_fds(stream: &UnixStream, own: &EventFd) -> Result<EventFd, ShmSetupError
     Ok(EventFd::from_owned(theirs))
 }
 
+/// The abstract Unix socket over which the creator of the segment with `nonce` passes
+/// descriptors.
+fn fd_socket_name(nonce: u64) -> String {
+    format!("blockwire-fd-{nonce:016x}")
+}
+
 /// The connecting side: creates the segment and sets the link up.
 pub fn create(
     stream: &mut TcpStream,
@@ -207,7 +213,7 @@ pub fn create(
     let nonce = random_u64();
     let name = format!("blockwire-{cluster_id}-{me}-{peer}-{nonce:016x}");
     let (segment, file) = Segment::create(&name, ring_bytes, nonce, me.get(), peer.get())?;
-    let socket_name = format!("blockwire-fd-{nonce:016x}");
+    let socket_name = fd_socket_name(nonce);
     let addr =
         UnixAddr::from_abstract_name(socket_name.as_bytes()).map_err(ShmSetupError::FdPassing)?;
     let listener = UnixListener::bind_addr(&addr).map_err(ShmSetupError::FdPassing)?;
@@ -245,6 +251,14 @@ pub fn open(
     let nonce = r.u64("nonce")?;
     let name = r.text("segment name")?;
     let socket_name = r.text("socket name")?;
+    // The socket is the creator's, named from the segment's nonce: a name that is anything else
+    // would have this side connect to some other process's socket.
+    if socket_name != fd_socket_name(nonce) {
+        return Err(ShmSetupError::BadSetup(format!(
+            "socket name {socket_name:?} is not {:?}, the name for nonce {nonce:016x}",
+            fd_socket_name(nonce)
+        )));
+    }
     let expected = SegmentHeader {
         magic: MAGIC,
         layout_version: LAYOUT_VERSION,
