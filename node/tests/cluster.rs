@@ -346,6 +346,28 @@ fn stats_without_an_api_node_says_what_to_add() {
 }
 
 #[test]
+fn stats_refuses_an_out_of_range_timeout_or_node_id() {
+    let text = cluster_text(47, "tcp", [free_port(), free_port(), free_port()]);
+    let path = write_config(&text, "stats-args");
+    let config = path.to_str().unwrap();
+    // A timeout past the clock's range (it used to overflow and panic) and a node id that used
+    // to be truncated to 32 bits (4294967396 read as 100, an API node of the file).
+    for (args, says) in [
+        (["--timeout-s", "18446744073709551615"], "--timeout-s"),
+        (["--as", "4294967396"], "--as 4294967396 is not an API node"),
+    ] {
+        let out = datanode(&["stats", "--config", config, "--node-id", "1", args[0], args[1]])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
 fn link_events_reach_the_registry_owner() {
     // The events channel of a node's registry reports the peer's arrival and departure.
     let text = cluster_text(47, "tcp", [free_port(), free_port(), free_port()]);

@@ -64,8 +64,8 @@ enum Command {
         /// The API node id to join as (default: the first API node linked to the data node).
         #[arg(long = "as")]
         as_node: Option<u64>,
-        /// How long to wait for the link and the answer, in seconds.
-        #[arg(long, default_value_t = 10)]
+        /// How long to wait for the link and the answer, in seconds (1 to 86400).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=86_400))]
         timeout_s: u64,
     },
 }
@@ -238,7 +238,9 @@ fn stats(
     let config = Config::load(path)?;
     let target = config.data_node(node_id)?.id;
     let me = match as_node {
-        Some(id) => NodeId::new(id as u32)
+        Some(id) => u32::try_from(id)
+            .ok()
+            .and_then(NodeId::new)
             .filter(|n| config.node(*n).is_some_and(|c| c.kind == NodeKind::Api))
             .ok_or_else(|| DatanodeError::Stats(format!("--as {id} is not an API node of the cluster file")))?,
         None => config
