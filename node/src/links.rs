@@ -26,6 +26,12 @@ use crate::stats::{LinkCounters, LinkStatsSource};
 /// Send-buffer page size: one page must hold the largest signal.
 const MIN_PAGE_BYTES: usize = 64 * 1024;
 
+/// The send-buffer page of a node with these signal limits: 64 KiB, or the largest signal
+/// rounded up to a power of two.
+pub(crate) fn send_page_bytes(limits: &signals::Limits) -> usize {
+    MIN_PAGE_BYTES.max((limits.max_signal_words() * 4).next_power_of_two())
+}
+
 fn invalid(key: String, value: impl ToString, allowed: &str) -> ConfigError {
     ConfigError::Invalid { key, value: value.to_string(), allowed: allowed.to_string() }
 }
@@ -114,7 +120,7 @@ pub fn registry_config(config: &Config, me: NodeId) -> Result<RegistryConfig, Co
     registry.send_thread = config.threads.send > 0;
     registry.rdma_device = config.node(me).and_then(|n| n.rdma_device.clone());
     registry.limits = config.limits.signal;
-    registry.page_bytes = MIN_PAGE_BYTES.max(signal_bytes.next_power_of_two());
+    registry.page_bytes = send_page_bytes(&config.limits.signal);
     registry.receive_buffer_bytes = registry.receive_buffer_bytes.max(2 * signal_bytes);
     Ok(registry)
 }

@@ -36,6 +36,7 @@ secret = "0123456789abcdef"
 [[links]]
 nodes = [1, 3]
 transport = "tcp"
+secret = "0123456789abcdef"
 
 [threads]
 count = 2
@@ -157,6 +158,49 @@ fn link_ring_bytes_not_power_of_two() {
 #[test]
 fn link_spin_time_too_long() {
     refuses("spin_time_us = 20", "spin_time_us = 2000000", "links[0].spin_time_us");
+}
+
+#[test]
+fn link_secret_on_some_links_of_a_node_only() {
+    refuses(
+        "transport = \"tcp\"\nsecret = \"0123456789abcdef\"",
+        "transport = \"tcp\"",
+        "links[1].secret",
+    );
+}
+
+#[test]
+fn link_secrets_differ_on_one_node() {
+    refuses(
+        "transport = \"tcp\"\nsecret = \"0123456789abcdef\"",
+        "transport = \"tcp\"\nsecret = \"fedcba9876543210\"",
+        "links[1].secret",
+    );
+}
+
+#[test]
+fn shm_ring_smaller_than_two_largest_signals() {
+    // 4096 bytes is a valid ring size in itself, but not for 8192-word signals.
+    refuses("ring_bytes = 1048576", "ring_bytes = 4096", "links[0].ring_bytes");
+}
+
+#[test]
+fn send_buffer_smaller_than_two_pages() {
+    // 64 KiB is in range in itself, but a page is 64 KiB, and a link needs two.
+    refuses("send_buffer_bytes = 4194304", "send_buffer_bytes = 65536", "limits.send_buffer_bytes");
+}
+
+#[test]
+fn buffers_larger_than_the_machine() {
+    // 4096 pages of 2^20 words: 16 GiB for each of the twelve job buffers.
+    let text = BASE.replacen("job_buffer_pages = 8", "job_buffer_pages = 4096", 1).replacen(
+        "job_buffer_page_words = 8192",
+        "job_buffer_page_words = 1048576",
+        1,
+    );
+    let err = parse(&text).expect_err("192 GiB of job buffers");
+    assert_eq!(err.key(), Some("limits.job_buffer_pages"), "{err}");
+    assert!(err.to_string().contains("12 job buffers of 17179869184 bytes"), "{err}");
 }
 
 #[test]

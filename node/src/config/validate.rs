@@ -50,7 +50,132 @@ pub fn validate(raw: &RawCluster) -> Result<Config, ConfigError> {
     let threads = threads(&raw.threads)?;
     let blocks = block_placements(&raw.blocks, threads.count)?;
     let limits = limits(&raw.limits)?;
+    same_secret_per_node(&links)?;
+    links_fit_signals(&links, &limits)?;
+    buffers_fit_memory(&nodes, &links, &threads, &limits)?;
     Ok(Config { cluster_id, nodes, links, threads, blocks, limits })
+}
+
+/// A node uses one cluster secret on all its links (the handshake has one per node): every link
+/// of a node carries the same secret, or none does. A secret on some links only would have the
+/// node offer it on the others too, where the peer refuses it.
+fn same_secret_per_node(links: &[LinkConfig]) -> Result<(), ConfigError> {
+    for (i, l) in links.iter().enumerate() {
+        let earlier = links[..i]
+            .iter()
+            .enumerate()
+            .find(|(_, e)| e.nodes.iter().any(|n| l.nodes.contains(n)) && e.secret != l.secret);
+        if let Some((j, e)) = earlier {
+            let shared =
+                e.nodes.iter().find(|n| l.nodes.contains(n)).copied().unwrap_or(e.nodes[0]);
+            let value = if l.secret.is_some() { "(a secret, hidden)" } else { "(none)" };
+            return Err(bad(
+                format!("links[{i}].secret"),
+                value,
+                format!(
+                    "the same secret as links[{j}] ({}): node {shared} is on both, and every \
+                     link of a node carries the same cluster secret, or none does",
+                    if e.secret.is_some() { "a secret" } else { "none" }
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Sizes the transports need for the largest signal, checked here so the error names the
+/// file's keys (the transporter checks them again, by its own names).
+fn links_fit_signals(links: &[LinkConfig], limits: &LimitsConfig) -> Result<(), ConfigError> {
+    let signal_bytes = limits.signal.max_signal_words() * 4;
+    let page = crate::links::send_page_bytes(&limits.signal);
+    if limits.send_buffer_bytes < 2 * page {
+        return Err(bad(
+            "limits.send_buffer_bytes",
+            limits.send_buffer_bytes,
+            format!(
+                "at least two send pages, {} bytes, with max_signal_words = {} (a page is 64 KiB \
+                 or the largest signal, rounded up to a power of two)",
+                2 * page,
+                limits.signal.max_signal_words()
+            ),
+        ));
+    }
+    for (i, l) in links.iter().enumerate() {
+        let allowed = match l.transport {
+            Transport::Shm => transporter::shm::layout::check_ring_bytes(
+                l.ring_bytes,
+                signal_bytes,
+            )
+            .err()
+            .map(|e| format!("{e}, with max_signal_words = {}", limits.signal.max_signal_words())),
+            #[cfg(feature = "rdma")]
+            Transport::Rdma => {
+                let min = transporter::rdma::setup::min_ring_bytes(&limits.signal);
+                (l.ring_bytes < min).then(|| {
+                    format!(
+                        "a power of two from {min} (four largest signals, with max_signal_words \
+                         = {})",
+                        limits.signal.max_signal_words()
+                    )
+                })
+            }
+            _ => None,
+        };
+        if let Some(allowed) = allowed {
+            return Err(bad(format!("links[{i}].ring_bytes"), l.ring_bytes, allowed));
+        }
+    }
+    Ok(())
+}
+
+/// Job buffers (two lanes from every block or receive thread to every block thread) and send
+/// buffers (one per link) are allocated whole at start: together they must fit in half of this
+/// machine's memory, so a node fails here, by name, not later by the allocator or the OOM killer.
+fn buffers_fit_memory(
+    nodes: &[NodeConfig],
+    links: &[LinkConfig],
+    threads: &ThreadsConfig,
+    limits: &LimitsConfig,
+) -> Result<(), ConfigError> {
+    let ring_words = (limits.job_buffer_pages as u128 * limits.job_buffer_page_words as u128)
+        .max(2 * limits.signal.max_signal_words() as u128 + 2)
+        .next_power_of_two();
+    let lanes = 2 * (threads.count + threads.receive) as u128 * threads.count as u128;
+    let job_bytes = lanes * ring_words * 4;
+    let most_links = nodes
+        .iter()
+        .map(|n| links.iter().filter(|l| l.nodes.contains(&n.id)).count())
+        .max()
+        .unwrap_or(0) as u128;
+    let send_bytes = most_links * limits.send_buffer_bytes as u128;
+    let Some(memory) = machine_memory() else { return Ok(()) };
+    if job_bytes + send_bytes > memory / 2 {
+        return Err(bad(
+            "limits.job_buffer_pages",
+            limits.job_buffer_pages,
+            format!(
+                "buffers that fit in half of this machine's {memory} bytes of memory: \
+                 {lanes} job buffers of {} bytes (threads.count = {}, threads.receive = {}, \
+                 job_buffer_page_words = {}) and {most_links} send buffers of {} bytes come to \
+                 {} bytes",
+                ring_words * 4,
+                threads.count,
+                threads.receive,
+                limits.job_buffer_page_words,
+                limits.send_buffer_bytes,
+                job_bytes + send_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// This machine's physical memory in bytes, if the system says.
+fn machine_memory() -> Option<u128> {
+    // SAFETY: sysconf takes an integer name and returns an integer; no memory is passed.
+    let (pages, page) =
+        unsafe { (libc::sysconf(libc::_SC_PHYS_PAGES), libc::sysconf(libc::_SC_PAGESIZE)) };
+    (pages > 0 && page > 0).then(|| pages as u128 * page as u128)
 }
 
 fn nodes(raw: &[RawNode]) -> Result<Vec<NodeConfig>, ConfigError> {
