@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use signals::{Priority, Signal, SignalView};
+use signals::{NodeId, Priority, Signal, SignalView};
 
 use crate::jobbuf::JobWriter;
 use crate::lane::LaneError;
@@ -49,6 +49,18 @@ impl InboundRouter {
     #[inline]
     pub fn route(&mut self, view: &SignalView<'_>) -> Result<(), RouteError> {
         forward(&self.routing, &mut self.a, &mut self.b, view)
+    }
+
+    /// [`InboundRouter::route`] for a signal that came on the link from node `peer`: a signal
+    /// naming a sender on any other node is refused, so a peer cannot have a block answer a
+    /// third node in its name.
+    #[inline]
+    pub fn route_from(&mut self, peer: NodeId, view: &SignalView<'_>) -> Result<(), RouteError> {
+        let sender = view.sender();
+        if sender.node != peer {
+            return Err(RouteError::WrongSender { peer, sender });
+        }
+        self.route(view)
     }
 
     /// Packs and queues a signal built locally (tests, API front ends, the data-node binary).

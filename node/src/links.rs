@@ -195,7 +195,7 @@ pub fn receive_loop(
         let spinning = last_signal.elapsed() < spin_time;
         let timeout = if spinning { Duration::ZERO } else { Duration::from_millis(20) };
         let signals = side.poll(Some(timeout), &mut |from, view: SignalView<'_>| loop {
-            match router.route(&view) {
+            match router.route_from(from, &view) {
                 Ok(()) => break,
                 Err(RouteError::Full { thread }) if !stopper.is_stopping() => {
                     router.wait_for_room(thread, Duration::from_millis(10));

@@ -39,6 +39,10 @@ pub enum RouteError {
     /// No block with that number and instance runs on this node.
     #[error("no block {receiver} on this node")]
     UnknownBlock { receiver: BlockRef },
+    /// The signal names a sender on another node than the one whose link it came on (its
+    /// answers would go to that other node).
+    #[error("signal from {sender} arrived on the link from node {peer}")]
+    WrongSender { peer: NodeId, sender: BlockRef },
     /// The owning thread's job buffer from this receive path is full: stop reading, retry later.
     #[error("job buffer to thread {thread} is full")]
     Full { thread: usize },

@@ -20,7 +20,7 @@ use node::blocks::{self, ping::Echo};
 use node::config::Config;
 use node::links::{receive_loop, registry_config, RegistryRemote, RegistryStats};
 use node::{NodeBuilder, Tuning};
-use signals::{BlockInstance, BlockRef, NodeId};
+use signals::{gsn, BlockInstance, BlockRef, NodeId, Signal};
 use transporter::{LinkEvent, Registry};
 
 fn free_port() -> u16 {
@@ -365,6 +365,48 @@ fn stats_refuses_an_out_of_range_timeout_or_node_id() {
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
     let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn a_peer_cannot_have_a_block_answer_a_third_node_in_its_name() {
+    // Node 2 runs the echo block. API node 100 sends it a ping that names a block of node 1 as
+    // its sender: node 2 must not answer node 1, which asked nothing.
+    let text = cluster_text(48, "tcp", [free_port(), free_port(), free_port()]);
+    let config = Config::parse(&text, Path::new("test.toml")).unwrap();
+    let (two, _two_registry) = start_node(&config, 2, |b| {
+        b.place(0, blocks::PING, inst(0), Box::new(Echo::new())).unwrap();
+    });
+    let mut one = Registry::start(registry_config(&config, node(1)).unwrap()).unwrap();
+    let mut spoofer = Registry::start(registry_config(&config, node(100)).unwrap()).unwrap();
+    wait_connected(&one, 2);
+    wait_connected(&spoofer, 2);
+    let echo = BlockRef::new(node(2), blocks::PING, BlockInstance(0));
+    let victim = BlockRef::new(node(1), PINGER, BlockInstance(0));
+    let me = BlockRef::new(node(100), PINGER, BlockInstance(0));
+    let mut send = spoofer.send_buffers();
+    send.pack(node(2), &Signal::new(gsn::PING_REQ, victim, echo).data(&[1])).unwrap();
+    // Then a ping in its own name, on the same link: once its answer is back, node 2 has
+    // dealt with the one before it.
+    send.pack(node(2), &Signal::new(gsn::PING_REQ, me, echo).data(&[2])).unwrap();
+    send.flush();
+    let mut side = spoofer.take_receive_side().unwrap();
+    let mut answers = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while answers.is_empty() {
+        assert!(Instant::now() < deadline, "no answer to the ping in the sender's own name");
+        side.poll(Some(Duration::from_millis(20)), &mut |_, s| answers.push(s.data().to_vec()));
+    }
+    assert_eq!(answers, vec![vec![2]]);
+    // Node 1 gets nothing (an answer would have been sent before the one above, on its own
+    // link; give it a moment to arrive all the same).
+    let mut one_side = one.take_receive_side().unwrap();
+    let mut unasked = Vec::new();
+    let until = Instant::now() + Duration::from_millis(500);
+    while Instant::now() < until {
+        one_side.poll(Some(Duration::from_millis(20)), &mut |_, s| unasked.push(s.data().to_vec()));
+    }
+    assert!(unasked.is_empty(), "node 1 was answered in its name: {unasked:?}");
+    two.stop().unwrap();
 }
 
 #[test]
