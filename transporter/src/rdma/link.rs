@@ -709,8 +709,29 @@ enum Mode {
     Plain,
     /// The mode word is cleared and the READ of the sender's posted word is in flight.
     Clearing,
-    /// The READ showed the sender posted up to this ring position: take it, then sleep.
-    Draining(u64),
+    /// The READ showed the sender posted up to this ring position (at the instant given): take
+    /// it, then sleep.
+    Draining(u64, Instant),
+}
+
+/// How long the frames a peer said it posted may take to land once its posted word was read,
+/// before the link is failed: a peer that announces more than it writes would otherwise keep
+/// the receive thread from ever sleeping.
+const DRAIN_PATIENCE: Duration = Duration::from_secs(5);
+
+/// Whether the receiver, at `position` in its ring, has taken everything the peer said it
+/// posted (up to `posted`, read at `since`); an error once [`DRAIN_PATIENCE`] has passed
+/// without that.
+fn drained(position: u64, posted: u64, since: Instant, now: Instant) -> Result<bool, LinkError> {
+    if position >= posted {
+        return Ok(true);
+    }
+    if now.saturating_duration_since(since) > DRAIN_PATIENCE {
+        return Err(LinkError::Corrupt(format!(
+            "peer said it posted up to ring position {posted}, but only {position} arrived within {DRAIN_PATIENCE:?}"
+        )));
+    }
+    Ok(false)
 }
 
 /// The receiving half.
@@ -1123,13 +1144,13 @@ impl LinkReceiver for RdmaReceiver {
                     }
                     drop(st);
                     self.mode = match self.posted()? {
-                        Some(posted) => Mode::Draining(posted),
+                        Some(posted) => Mode::Draining(posted, Instant::now()),
                         // Caught mid-placement: clear and READ again (the same guarantee).
                         None => Mode::Plain,
                     };
                 }
-                Mode::Draining(posted) => {
-                    if self.position < posted {
+                Mode::Draining(posted, since) => {
+                    if !drained(self.position, posted, since, Instant::now())? {
                         // Plain writes posted before the sender saw the cleared bit: they land.
                         return Ok(false);
                     }
@@ -1144,5 +1165,26 @@ impl LinkReceiver for RdmaReceiver {
         }
         self.slept = true;
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_posted_word_that_runs_ahead_of_the_frames_fails_the_link_after_the_patience() {
+        let since = Instant::now();
+        // Everything announced has arrived (or more: frames posted after the READ).
+        assert!(drained(4096, 4096, since, since).unwrap());
+        assert!(drained(8192, 4096, since, since + 2 * DRAIN_PATIENCE).unwrap());
+        // Still landing: wait, however many times the receiver looks, within the patience.
+        assert!(!drained(0, 4096, since, since + DRAIN_PATIENCE / 2).unwrap());
+        assert!(!drained(0, 4096, since, since + DRAIN_PATIENCE).unwrap());
+        // A peer that announced what it never writes: the link fails, saying so.
+        let e = drained(1024, 4096, since, since + DRAIN_PATIENCE + Duration::from_millis(1))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("posted up to ring position 4096, but only 1024 arrived"), "{e}");
     }
 }
