@@ -78,7 +78,7 @@ impl InboundRouter {
             Priority::B => &mut self.b[thread],
         };
         lane.push(signal).map_err(|e| match e {
-            LaneError::Full { .. } => RouteError::Full { thread },
+            LaneError::Full { .. } => RouteError::Full { thread, priority: signal.priority },
             LaneError::Pack(p) => RouteError::Pack(p),
         })
     }
@@ -90,11 +90,15 @@ impl InboundRouter {
         }
     }
 
-    /// Flushes, then waits (spin-free: announce, re-check, sleep) until the B lane to `thread`
-    /// has room again or `timeout` passes. Returns whether there is room.
-    pub fn wait_for_room(&mut self, thread: usize, timeout: Duration) -> bool {
+    /// Flushes, then waits (spin-free: announce, re-check, sleep) until the lane of `priority`
+    /// to `thread` has room again or `timeout` passes. Returns whether there is room.
+    pub fn wait_for_room(&mut self, thread: usize, priority: Priority, timeout: Duration) -> bool {
         self.flush();
-        let Some(lane) = self.b.get_mut(thread) else { return false };
+        let lanes = match priority {
+            Priority::A => &mut self.a,
+            Priority::B => &mut self.b,
+        };
+        let Some(lane) = lanes.get_mut(thread) else { return false };
         if lane.has_reserve() {
             return true;
         }

@@ -197,8 +197,8 @@ pub fn receive_loop(
         let signals = side.poll(Some(timeout), &mut |from, view: SignalView<'_>| loop {
             match router.route_from(from, &view) {
                 Ok(()) => break,
-                Err(RouteError::Full { thread }) if !stopper.is_stopping() => {
-                    router.wait_for_room(thread, Duration::from_millis(10));
+                Err(RouteError::Full { thread, priority }) if !stopper.is_stopping() => {
+                    router.wait_for_room(thread, priority, Duration::from_millis(10));
                 }
                 Err(e) => {
                     dropped += 1;

@@ -101,12 +101,13 @@ pub(crate) fn forward(
         Some(at) => at.thread as usize,
         None => return Err(RouteError::UnknownBlock { receiver }),
     };
-    let lane = match view.priority() {
+    let priority = view.priority();
+    let lane = match priority {
         Priority::A => &mut a[thread],
         Priority::B => &mut b[thread],
     };
     lane.push_wire(view.wire_words()).map_err(|e| match e {
-        LaneError::Full { .. } => RouteError::Full { thread },
+        LaneError::Full { .. } => RouteError::Full { thread, priority },
         LaneError::Pack(p) => RouteError::Pack(p),
     })
 }

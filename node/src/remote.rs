@@ -11,7 +11,7 @@
 //! The real implementation comes from the transporter crate's registry; [`NoRemote`] is the
 //! stand-in for a node without links.
 
-use signals::{BlockRef, NodeId, PackError, Signal, SignalView};
+use signals::{BlockRef, NodeId, PackError, Priority, Signal, SignalView};
 
 /// Why a signal could not be sent to another node.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -43,9 +43,10 @@ pub enum RouteError {
     /// answers would go to that other node).
     #[error("signal from {sender} arrived on the link from node {peer}")]
     WrongSender { peer: NodeId, sender: BlockRef },
-    /// The owning thread's job buffer from this receive path is full: stop reading, retry later.
-    #[error("job buffer to thread {thread} is full")]
-    Full { thread: usize },
+    /// The owning thread's job buffer (of this priority) from this receive path is full: stop
+    /// reading, retry later.
+    #[error("priority {priority:?} job buffer to thread {thread} is full")]
+    Full { thread: usize, priority: Priority },
     /// A signal injected locally is invalid.
     #[error(transparent)]
     Pack(#[from] PackError),

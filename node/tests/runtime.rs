@@ -64,6 +64,53 @@ fn priority_a_runs_before_b() {
     node.stop().unwrap();
 }
 
+/// A block whose every item waits for a go-ahead (or for the sender of go-aheads to go): its
+/// thread takes nothing more meanwhile.
+#[derive(Debug)]
+struct Stall {
+    go: mpsc::Receiver<()>,
+}
+
+impl node::Block for Stall {
+    fn execute(&mut self, s: &SignalView<'_>, _ctx: &mut node::Context<'_>) {
+        if s.gsn() == ITEM {
+            let _ = self.go.recv_timeout(WAIT);
+        }
+    }
+}
+
+/// A receive path whose priority-A lane is full waits for room in that lane, not in the B lane
+/// (which has room: with it, the waiting returned at once and the receive thread spun).
+#[test]
+fn a_full_a_lane_is_waited_for_itself() {
+    let (go_tx, go) = mpsc::channel();
+    let mut b = builder(1, Tuning::default()).receive_paths(1);
+    let stall = b.place(0, PROBE, inst(0), Box::new(Stall { go })).unwrap();
+    let mut node = b.start().unwrap();
+    let mut router = node.take_inbound(0).unwrap();
+    let item = [7u32];
+    let a = Signal::new(ITEM, stall, stall).data(&item).priority(Priority::A);
+    let mut sent = 0u32;
+    loop {
+        match router.send(&a) {
+            Ok(()) => sent += 1,
+            Err(RouteError::Full { thread: 0, priority: Priority::A }) => break,
+            Err(e) => panic!("{e}"),
+        }
+        router.flush();
+        assert!(sent < 1_000_000, "the A lane never filled");
+    }
+    // The B lane has room, the A lane none while the block stalls.
+    assert!(!router.wait_for_room(0, Priority::A, std::time::Duration::from_millis(100)));
+    assert!(router.wait_for_room(0, Priority::B, std::time::Duration::from_millis(100)));
+    // Let the block run: room comes back in the A lane.
+    drop(go_tx);
+    assert!(router.wait_for_room(0, Priority::A, WAIT));
+    router.send(&a).unwrap();
+    router.flush();
+    node.stop().unwrap();
+}
+
 /// A block that sets timers at start and forwards each firing to a probe-like channel.
 #[derive(Debug)]
 struct Timed {
