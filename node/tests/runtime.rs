@@ -326,6 +326,39 @@ fn statistics_block_reports_thread_counters() {
     node.stop().unwrap();
 }
 
+/// With sections as long as the largest signal allows, the three of them together are still
+/// kept within one signal: the answer arrives (with fewer entries), instead of being refused as
+/// too long and never sent.
+#[test]
+fn statistics_answer_fits_one_signal_with_the_longest_sections() {
+    let (tx, rx) = mpsc::channel();
+    let section_max = 128 - signals::limits::OVERHEAD_WORDS_MAX as u64;
+    let limits = signals::Limits::new(section_max, 128).unwrap();
+    let tuning = Tuning { limits, ..Tuning::default() };
+    // Eight threads of 12 words and twenty links of 15: each section alone fills up to its
+    // limit, and the two together are more than a signal.
+    let mut b = builder(8, tuning).receive_paths(1);
+    let stats_ref =
+        b.place(0, blocks::STATS, inst(0), Box::new(Statistics::new(b.stats(), limits))).unwrap();
+    let probe = b.place(1, PROBE, inst(0), Box::new(Probe { tx })).unwrap();
+    let links: Vec<_> = (0..20).map(|i| fake_link(10 + i, u64::from(i))).collect();
+    assert!(b.stats().set_link_source(Arc::new(FakeLinks(links.clone()))));
+    let mut node = b.start().unwrap();
+    let mut router = node.take_inbound(0).unwrap();
+    router.send(&Signal::new(gsn::STATS_REQ, probe, stats_ref).data(&[5])).unwrap();
+    router.flush();
+    let report = rx.recv_timeout(WAIT).expect("the statistics answer").report.unwrap();
+    assert_eq!(report.request, 5);
+    // Entries are kept in order, as many as fit.
+    assert!(!report.threads.is_empty() && !report.links.is_empty(), "{report:?}");
+    assert_eq!(report.links[..], links[..report.links.len()]);
+    // Header, 4 data words, 3 section lengths, a signal id and a checksum at most, and the
+    // sections: within the 128 words of a signal.
+    let sections = report.threads.len() * 12 + report.links.len() * 15;
+    assert!(signals::HEADER_BYTES / 4 + 9 + sections <= 128, "{sections} words of sections");
+    node.stop().unwrap();
+}
+
 /// What the recording sink saw.
 #[derive(Debug, Default)]
 struct Recorded {

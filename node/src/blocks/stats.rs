@@ -17,7 +17,7 @@
 
 use std::sync::Arc;
 
-use signals::{gsn, BlockRef, Limits, NodeId, SignalView};
+use signals::{gsn, BlockInstance, BlockRef, Limits, NodeId, Signal, SignalView, WriteOptions};
 
 use crate::block::{Block, Context};
 use crate::stats::{LinkCounters, NodeStats, ThreadSnapshot};
@@ -32,6 +32,9 @@ pub struct Statistics {
     node_stats: Arc<NodeStats>,
     sections: [Vec<u32>; 3],
     capacity: usize,
+    /// Words the three sections may take together: the largest signal less the answer's header,
+    /// data and section lengths (and a signal id and checksum, were they used).
+    budget: usize,
 }
 
 fn push_u64(out: &mut Vec<u32>, v: u64) {
@@ -53,19 +56,36 @@ impl Statistics {
             Vec::with_capacity(capacity),
             Vec::with_capacity(capacity),
         ];
-        Statistics { node_stats, sections, capacity }
+        let empty: [&[u32]; 3] = [&[], &[], &[]];
+        let here = BlockRef::new(NodeId::MIN, super::STATS, BlockInstance(0));
+        let overhead = Signal::new(gsn::STATS_CONF, here, here)
+            .data(&[0; 4])
+            .sections(&empty)
+            .signal_id(0)
+            .wire_words(WriteOptions { checksum: true });
+        let budget = limits.max_signal_words().saturating_sub(overhead);
+        Statistics { node_stats, sections, capacity, budget }
     }
 
     /// Fills the three sections; returns (threads, links, named) entry counts.
     fn fill(&mut self) -> [u32; 3] {
         let cap = self.capacity;
+        // What is left of the answer's room for all three sections.
+        let mut room = self.budget;
+        let mut fits = |section: &Vec<u32>, words: usize| {
+            let fit = section.len() + words <= cap && words <= room;
+            if fit {
+                room -= words;
+            }
+            fit
+        };
         let [threads, links, named] = &mut self.sections;
         threads.clear();
         links.clear();
         named.clear();
         let mut counts = [0u32; 3];
         for t in self.node_stats.threads() {
-            if threads.len() + THREAD_WORDS > cap {
+            if !fits(threads, THREAD_WORDS) {
                 break;
             }
             let s = t.snapshot();
@@ -77,7 +97,7 @@ impl Statistics {
             counts[0] += 1;
         }
         self.node_stats.for_each_link(&mut |l: LinkCounters| {
-            if links.len() + LINK_WORDS <= cap {
+            if fits(links, LINK_WORDS) {
                 links.push(l.peer.map_or(0, |p| p.get() as u32));
                 for v in l.values() {
                     push_u64(links, v);
@@ -88,7 +108,7 @@ impl Statistics {
         for t in 0..self.node_stats.threads().len() {
             if let Some(n) = self.node_stats.named(t) {
                 n.for_each(|owner, _name, value| {
-                    if named.len() + NAMED_WORDS <= cap {
+                    if fits(named, NAMED_WORDS) {
                         named.push(owner.to_word());
                         push_u64(named, value);
                         counts[2] += 1;
