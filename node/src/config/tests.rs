@@ -161,6 +161,15 @@ fn link_spin_time_too_long() {
 }
 
 #[test]
+fn link_between_two_api_nodes() {
+    let text = BASE.replacen("id = 2\nkind = \"data\"", "id = 2\nkind = \"api\"", 1);
+    let text = text.replacen("nodes = [1, 3]", "nodes = [2, 3]", 1);
+    let err = parse(&text).expect_err("a link between two API nodes");
+    assert_eq!(err.key(), Some("links[1].nodes"), "{err}");
+    assert!(err.to_string().contains("at least one data node"), "{err}");
+}
+
+#[test]
 fn link_secret_on_some_links_of_a_node_only() {
     refuses(
         "transport = \"tcp\"\nsecret = \"0123456789abcdef\"",

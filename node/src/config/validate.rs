@@ -260,6 +260,14 @@ fn link(i: usize, l: &RawLink, nodes: &[NodeConfig]) -> Result<LinkConfig, Confi
         },
         _ => return Err(bad(key("nodes"), format!("{:?}", l.nodes), "two different node ids")),
     };
+    if a.kind == NodeKind::Api && b.kind == NodeKind::Api {
+        // An API node only connects (to data nodes); nobody would listen for this link.
+        return Err(bad(
+            key("nodes"),
+            format!("{:?}", l.nodes),
+            "at least one data node (an API node connects to data nodes; two API nodes have no link)",
+        ));
+    }
     let transport = match l.transport.as_str() {
         "local" => Transport::Local,
         "tcp" => Transport::Tcp,
