@@ -302,6 +302,29 @@ fn a_peer_whose_nic_stops_acknowledging_fails_the_link() {
 }
 
 #[test]
+fn ring_sizes_that_differ_are_refused_at_setup() {
+    if skip(RDMA) {
+        return;
+    }
+    // Node 5 has 256 KiB rings; a peer that asks for 128 KiB is refused on both sides, by name.
+    let (five, stop, receiver) = listening_node_spinning(5, 3, RDMA, Duration::ZERO);
+    let mut s = std::net::TcpStream::connect(five.local_addr().unwrap()).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    transporter::handshake::connect(&mut s, &Hello::new(7, node(3), node(5), RDMA, false), None)
+        .unwrap();
+    let device = verbs::Device::open(None).unwrap();
+    let params = transporter::rdma::RdmaParams::new(device, 128 << 10, Limits::default());
+    let e = transporter::rdma::setup::establish(&mut s, &params).unwrap_err().to_string();
+    assert!(e.contains("ring size: ours 131072 bytes, the peer's 262144"), "{e}");
+    // Node 5 refused it too (its set-up failed the same way): the link never came up.
+    drop(s);
+    std::thread::sleep(Duration::from_millis(300));
+    assert_ne!(five.state(node(3)), Some(transporter::LinkState::Connected));
+    stop.store(true, Ordering::Relaxed);
+    receiver.join().unwrap();
+}
+
+#[test]
 fn one_way_stream_gets_credits_back_without_reverse_traffic() {
     if skip(RDMA) {
         return;

@@ -222,6 +222,14 @@ pub fn establish(stream: &mut TcpStream, p: &RdmaParams) -> Result<RdmaLink, Rdm
     };
     let theirs = handshake::exchange_setup(stream, &mine.encode())?;
     let peer = SetupMessage::decode(&theirs, min_ring)?;
+    // Both ends of a link are configured with one ring size (as for shared memory); the peer's
+    // says how much staging memory we register and pin here, so it is not left to the peer.
+    if peer.ring_bytes as usize != p.ring_bytes {
+        return Err(RdmaSetupError::Mismatch(format!(
+            "ring size: ours {} bytes, the peer's {} (both ends of a link use the same)",
+            p.ring_bytes, peer.ring_bytes
+        )));
+    }
     let staging = p.device.register(peer.ring_bytes as usize + CREDIT_LINE, false)?;
     // The peer's first credit: its whole ring and receive queue. It writes this word only after
     // taking data from us, and we send none before the set-up ends.
