@@ -13,7 +13,7 @@ use std::sync::Arc;
 use signals::{BatchWriter, NodeId, PackError, Signal, WriteOptions};
 
 use crate::counters::LinkCounters;
-use crate::pages::{Page, PageQueue, SendLevel};
+use crate::pages::{Page, PagePool, PageQueue, SendLevel};
 use crate::registry::{Inner, Link, LinkState};
 use crate::LinkSender;
 
@@ -70,12 +70,7 @@ pub(crate) fn peer_queues(inner: &Inner) -> Vec<Option<PeerQueue>> {
     (0..=255u32)
         .map(|n| {
             let link = NodeId::new(n).and_then(|id| inner.link(id))?;
-            Some(PeerQueue {
-                queue: PageQueue::with_capacity(link.pool.pages()),
-                open: None,
-                generation: 0,
-                sender_pending: false,
-            })
+            Some(PeerQueue::new(link.pool.pages()))
         })
         .collect()
 }
@@ -109,12 +104,16 @@ impl SendBuffers {
         let Some(pq) = self.peers[peer.get() as usize].as_mut() else {
             return Err(SendError::UnknownPeer(peer));
         };
+        // The generation first, then the state: a link that reconnects in between raises its
+        // generation before it says Connected, so a signal is packed for the connection that was
+        // up when it was accepted (an older one's pages are dropped and counted at the write),
+        // never for one whose Connected has not been seen yet.
+        let generation = link.generation.load(Ordering::Acquire);
         if link.state() != LinkState::Connected {
             return Err(SendError::NotConnected(peer));
         }
-        let generation = link.generation.load(Ordering::Acquire);
         if pq.generation != generation {
-            let dropped = discard(pq, link);
+            let dropped = discard(pq, &link.pool);
             LinkCounters::add(&link.counters.signals_dropped, dropped as u64);
             pq.generation = generation;
         }
@@ -461,21 +460,34 @@ fn settle(
 #[cold]
 #[inline(never)]
 fn drop_packed(pq: &mut PeerQueue, link: &Link, report: &mut FlushReport) {
-    let dropped = discard(pq, link);
+    let dropped = discard(pq, &link.pool);
     LinkCounters::add(&link.counters.signals_dropped, dropped as u64);
     report.dropped += dropped;
 }
 
-/// Drops everything queued for `link`: returns the signals dropped.
-pub(crate) fn discard(pq: &mut PeerQueue, link: &Link) -> usize {
+/// Drops everything queued for a link whose pages come from `pool`: returns the signals
+/// dropped.
+pub(crate) fn discard(pq: &mut PeerQueue, pool: &PagePool) -> usize {
     pq.sender_pending = false;
-    let mut dropped = pq.queue.discard(&link.pool);
+    let mut dropped = pq.queue.discard(pool);
     if let Some(open) = pq.open.take() {
         // An open page was never counted as queued.
         dropped += open.signals;
-        link.pool.give(open);
+        pool.give(open);
     }
     dropped
+}
+
+impl PeerQueue {
+    /// An empty queue for a link whose pool has `pages` pages.
+    pub(crate) fn new(pages: usize) -> PeerQueue {
+        PeerQueue {
+            queue: PageQueue::with_capacity(pages),
+            open: None,
+            generation: 0,
+            sender_pending: false,
+        }
+    }
 }
 
 /// Dropping send buffers drops (and counts) what was packed and never flushed.
@@ -484,7 +496,7 @@ impl Drop for SendBuffers {
         for slot in 1..self.peers.len() {
             let Some(peer) = NodeId::new(slot as u32) else { continue };
             if let (Some(pq), Some(link)) = (self.peers[slot].as_mut(), self.inner.link(peer)) {
-                let dropped = discard(pq, link);
+                let dropped = discard(pq, &link.pool);
                 LinkCounters::add(&link.counters.signals_dropped, dropped as u64);
             }
         }

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use signals::NodeId;
 
 use crate::counters::LinkCounters;
-use crate::pages::Page;
+use crate::pages::{Page, PagePool};
 use crate::poller::EventFd;
 use crate::registry::Inner;
 use crate::send_buffers::{discard, write_peer, FlushReport, PeerQueue};
@@ -128,13 +128,11 @@ impl SendThread {
             };
             handoff.take(slot, &mut self.taken);
             for (generation, page) in self.taken.drain(..) {
-                if generation != pq.generation {
-                    let dropped = discard(pq, link);
+                let dropped = adopt(pq, &link.pool, generation, page);
+                if dropped > 0 {
                     LinkCounters::add(&link.counters.signals_dropped, dropped as u64);
                     report.dropped += dropped;
-                    pq.generation = generation;
                 }
-                pq.queue.push(page);
             }
             if pq.queue.is_empty() && !pq.sender_pending {
                 continue;
@@ -181,6 +179,33 @@ impl SendThread {
     }
 }
 
+/// Queues a page handed over for connection `generation` of the peer whose pages come from
+/// `pool`. Connections only get newer: a page packed for an older one than the queue's (a
+/// thread that packed before a reconnect and flushed after another thread's pages for the new
+/// connection) is dropped alone; a page for a newer one drops what the queue holds for the old.
+/// Returns the signals dropped.
+fn adopt(pq: &mut PeerQueue, pool: &PagePool, generation: u64, page: Page) -> usize {
+    match generation.cmp(&pq.generation) {
+        std::cmp::Ordering::Less => {
+            let signals = page.signals;
+            // Handed pages count as queued on the link until written or dropped.
+            pool.sub_queued(page.unsent().len());
+            pool.give(page);
+            signals
+        }
+        std::cmp::Ordering::Greater => {
+            let dropped = discard(pq, pool);
+            pq.generation = generation;
+            pq.queue.push(page);
+            dropped
+        }
+        std::cmp::Ordering::Equal => {
+            pq.queue.push(page);
+            0
+        }
+    }
+}
+
 /// Dropping the send thread drops (and counts) what it was handed and never wrote.
 impl Drop for SendThread {
     fn drop(&mut self) {
@@ -193,9 +218,45 @@ impl Drop for SendThread {
                 for (_, page) in self.taken.drain(..) {
                     pq.queue.push(page);
                 }
-                let dropped = discard(pq, link);
+                let dropped = discard(pq, &link.pool);
                 LinkCounters::add(&link.counters.signals_dropped, dropped as u64);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page from `pool` holding `signals` signals in `words` words, counted as queued (as a
+    /// handed-over page is).
+    fn handed(pool: &PagePool, signals: usize, words: usize) -> Page {
+        let mut page = pool.take().unwrap();
+        page.words_mut()[..words].fill(7);
+        page.len_words = words;
+        page.signals = signals;
+        pool.add_queued(words * 4);
+        page
+    }
+
+    #[test]
+    fn a_page_for_an_older_connection_is_dropped_alone() {
+        let pool = PagePool::new(8, 256);
+        let mut pq = PeerQueue::new(pool.pages());
+        // Connection 2's pages arrive first (another thread flushed after the reconnect).
+        assert_eq!(adopt(&mut pq, &pool, 2, handed(&pool, 3, 30)), 0);
+        assert_eq!(adopt(&mut pq, &pool, 2, handed(&pool, 4, 40)), 0);
+        // Then a thread that packed for connection 1 before it failed flushes: its page alone
+        // goes; connection 2's pages stay queued, for connection 2.
+        assert_eq!(adopt(&mut pq, &pool, 1, handed(&pool, 5, 50)), 5);
+        assert_eq!(pq.generation, 2);
+        assert_eq!(pq.queue.front().map(|p| p.signals), Some(3));
+        assert_eq!(pool.queued_bytes(), 70 * 4, "the dropped page's bytes are no longer queued");
+        // A newer connection's page drops what was queued for the older one.
+        assert_eq!(adopt(&mut pq, &pool, 3, handed(&pool, 6, 60)), 7);
+        assert_eq!(pq.generation, 3);
+        assert_eq!(pq.queue.front().map(|p| p.signals), Some(6));
+        assert_eq!(pool.queued_bytes(), 60 * 4);
     }
 }
