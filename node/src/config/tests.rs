@@ -200,6 +200,17 @@ fn send_buffer_smaller_than_two_pages() {
 }
 
 #[test]
+fn send_buffer_without_a_page_for_every_block_thread() {
+    // Two block threads and 64 KiB pages: 4 pages at least; 3 pages pass the two-page minimum.
+    let text = BASE.replacen("send_buffer_bytes = 4194304", "send_buffer_bytes = 196608", 1);
+    let err = parse(&text).expect_err("three pages for two threads");
+    assert_eq!(err.key(), Some("limits.send_buffer_bytes"), "{err}");
+    assert!(err.to_string().contains("for each of the 2 block threads"), "{err}");
+    let four = BASE.replacen("send_buffer_bytes = 4194304", "send_buffer_bytes = 262144", 1);
+    parse(&four).unwrap();
+}
+
+#[test]
 fn buffers_larger_than_the_machine() {
     // 4096 pages of 2^20 words: 16 GiB for each of the twelve job buffers.
     let text = BASE.replacen("job_buffer_pages = 8", "job_buffer_pages = 4096", 1).replacen(

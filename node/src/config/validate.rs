@@ -52,6 +52,7 @@ pub fn validate(raw: &RawCluster) -> Result<Config, ConfigError> {
     let limits = limits(&raw.limits)?;
     same_secret_per_node(&links)?;
     links_fit_signals(&links, &limits)?;
+    send_pages_for_every_thread(&threads, &limits)?;
     buffers_fit_memory(&nodes, &links, &threads, &limits)?;
     Ok(Config { cluster_id, nodes, links, threads, blocks, limits })
 }
@@ -124,6 +125,30 @@ fn links_fit_signals(links: &[LinkConfig], limits: &LimitsConfig) -> Result<(), 
         if let Some(allowed) = allowed {
             return Err(bad(format!("links[{i}].ring_bytes"), l.ring_bytes, allowed));
         }
+    }
+    Ok(())
+}
+
+/// Every block thread keeps one send page per peer it sends to (its open page, reused from
+/// round to round), so a link's pool needs a page for each block thread and two more for what is
+/// queued; with fewer, the threads that came last would find none and be refused as overloaded
+/// with nothing queued.
+fn send_pages_for_every_thread(
+    threads: &ThreadsConfig,
+    limits: &LimitsConfig,
+) -> Result<(), ConfigError> {
+    let page = crate::links::send_page_bytes(&limits.signal);
+    let need = (threads.count + 2) * page;
+    if limits.send_buffer_bytes < need {
+        return Err(bad(
+            "limits.send_buffer_bytes",
+            limits.send_buffer_bytes,
+            format!(
+                "at least {need} bytes: a {page}-byte send page for each of the {} block threads \
+                 and two more",
+                threads.count
+            ),
+        ));
     }
     Ok(())
 }
