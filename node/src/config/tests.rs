@@ -67,12 +67,17 @@ fn parse(text: &str) -> Result<Config, ConfigError> {
 /// Replaces the first `from` in the base file with `to`, and expects an error naming `key`.
 fn refuses(from: &str, to: &str, key: &str) {
     assert!(BASE.contains(from), "test bug: {from:?} not in the base file");
-    let text = BASE.replacen(from, to, 1);
-    let err = parse(&text).expect_err("the changed file must be refused");
+    refuses_file(&BASE.replacen(from, to, 1), key, "allowed");
+}
+
+/// Expects `text` refused with an error naming `key` and saying `says` (and what is allowed).
+fn refuses_file(text: &str, key: &str, says: &str) {
+    let err = parse(text).expect_err("the changed file must be refused");
     assert_eq!(err.key(), Some(key), "{err}");
     let message = err.to_string();
     assert!(message.contains(&format!("`{key}`")), "message does not name the key: {message}");
     assert!(message.contains("allowed"), "message does not say what is allowed: {message}");
+    assert!(message.contains(says), "message does not say {says:?}: {message}");
 }
 
 #[test]
@@ -164,9 +169,7 @@ fn link_spin_time_too_long() {
 fn link_between_two_api_nodes() {
     let text = BASE.replacen("id = 2\nkind = \"data\"", "id = 2\nkind = \"api\"", 1);
     let text = text.replacen("nodes = [1, 3]", "nodes = [2, 3]", 1);
-    let err = parse(&text).expect_err("a link between two API nodes");
-    assert_eq!(err.key(), Some("links[1].nodes"), "{err}");
-    assert!(err.to_string().contains("at least one data node"), "{err}");
+    refuses_file(&text, "links[1].nodes", "at least one data node");
 }
 
 #[test]
@@ -203,9 +206,7 @@ fn send_buffer_smaller_than_two_pages() {
 fn send_buffer_without_a_page_for_every_block_thread() {
     // Two block threads and 64 KiB pages: 4 pages at least; 3 pages pass the two-page minimum.
     let text = BASE.replacen("send_buffer_bytes = 4194304", "send_buffer_bytes = 196608", 1);
-    let err = parse(&text).expect_err("three pages for two threads");
-    assert_eq!(err.key(), Some("limits.send_buffer_bytes"), "{err}");
-    assert!(err.to_string().contains("for each of the 2 block threads"), "{err}");
+    refuses_file(&text, "limits.send_buffer_bytes", "for each of the 2 block threads");
     let four = BASE.replacen("send_buffer_bytes = 4194304", "send_buffer_bytes = 262144", 1);
     parse(&four).unwrap();
 }
@@ -218,9 +219,7 @@ fn buffers_larger_than_the_machine() {
         "job_buffer_page_words = 1048576",
         1,
     );
-    let err = parse(&text).expect_err("192 GiB of job buffers");
-    assert_eq!(err.key(), Some("limits.job_buffer_pages"), "{err}");
-    assert!(err.to_string().contains("12 job buffers of 17179869184 bytes"), "{err}");
+    refuses_file(&text, "limits.job_buffer_pages", "12 job buffers of 17179869184 bytes");
 }
 
 #[test]
