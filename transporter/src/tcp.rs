@@ -43,6 +43,9 @@ pub fn split(
             stream,
             counters: counters.clone(),
             pending: UnsentPage::new(pool, counters.clone()),
+            failed: None,
+            #[cfg(test)]
+            fail_at_writev: None,
         },
         TcpReceiver {
             stream: reader,
@@ -62,6 +65,12 @@ pub struct TcpSender {
     counters: Arc<LinkCounters>,
     /// A page written in part; finished before anything else.
     pending: UnsentPage,
+    /// A write failed after others of the same call had written: that call reported what they
+    /// wrote (so it is counted sent, and no longer queued), and the next call fails the link.
+    failed: Option<LinkError>,
+    /// Tests: the writev call (counted down from this) that fails as if the peer had reset.
+    #[cfg(test)]
+    fail_at_writev: Option<u32>,
 }
 
 impl TcpSender {
@@ -106,6 +115,9 @@ impl TcpSender {
 
 impl LinkSender for TcpSender {
     fn send(&mut self, queue: &mut PageQueue) -> Result<SendProgress, LinkError> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         let mut progress = SendProgress::default();
         loop {
             let mut iov = [libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; MAX_IOVECS];
@@ -131,6 +143,20 @@ impl LinkSender for TcpSender {
             let rc = unsafe {
                 libc::writev(self.stream.as_raw_fd(), iov.as_ptr(), count as libc::c_int)
             };
+            #[cfg(test)]
+            let rc = match self.fail_at_writev {
+                Some(n) if n <= 1 => {
+                    self.fail_at_writev = None;
+                    // SAFETY: sets this thread's errno, as a failing writev would.
+                    unsafe { *libc::__errno_location() = libc::EPIPE };
+                    -1
+                }
+                Some(n) => {
+                    self.fail_at_writev = Some(n - 1);
+                    rc
+                }
+                None => rc,
+            };
             if rc < 0 {
                 let e = io::Error::last_os_error();
                 match e.kind() {
@@ -139,7 +165,17 @@ impl LinkSender for TcpSender {
                         return Ok(progress);
                     }
                     io::ErrorKind::Interrupted => continue,
-                    _ => return Err(LinkError::Io { op: "writev", source: e }),
+                    _ => {
+                        let e = LinkError::Io { op: "writev", source: e };
+                        if progress.bytes == 0 {
+                            return Err(e);
+                        }
+                        // Earlier writes of this call went out: report them (the caller
+                        // stops counting their bytes as queued) and fail at the next call.
+                        self.failed = Some(e);
+                        progress.blocked = true;
+                        return Ok(progress);
+                    }
                 }
             }
             let written = rc as usize;
@@ -260,5 +296,41 @@ impl LinkReceiver for TcpReceiver {
     fn arm(&mut self) -> Result<bool, LinkError> {
         // Level-triggered epoll on the socket reports data that arrived before the sleep.
         Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+
+    #[test]
+    fn a_write_that_fails_after_another_reports_what_went_and_fails_the_next_call() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let near = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (_far, _) = listener.accept().unwrap();
+        let pool = Arc::new(PagePool::new(80, 256));
+        let counters = Arc::new(LinkCounters::default());
+        let (mut tx, _rx) =
+            split(near, pool.clone(), counters.clone(), Limits::default(), 1 << 16).unwrap();
+        // More pages than one writev takes: the call writes twice.
+        let mut queue = PageQueue::with_capacity(80);
+        for i in 0..70u32 {
+            let mut page = pool.take().unwrap();
+            page.words_mut()[..16].fill(i);
+            page.len_words = 16;
+            page.signals = 1;
+            queue.push(page);
+        }
+        tx.fail_at_writev = Some(2);
+        let progress = tx.send(&mut queue).unwrap();
+        assert_eq!((progress.bytes, progress.signals), (MAX_IOVECS * 64, MAX_IOVECS));
+        assert!(progress.blocked, "the rest is still queued");
+        assert_eq!(queue.len(), 70 - MAX_IOVECS);
+        assert_eq!(counters.snapshot().signals_sent, MAX_IOVECS as u64);
+        // The error comes with the next call, which writes nothing.
+        let e = tx.send(&mut queue).unwrap_err().to_string();
+        assert!(e.contains("writev"), "{e}");
+        assert_eq!(queue.len(), 70 - MAX_IOVECS);
     }
 }
