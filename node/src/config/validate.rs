@@ -175,9 +175,15 @@ fn buffers_fit_memory(
     let send_bytes = most_links * limits.send_buffer_bytes as u128;
     let Some(memory) = machine_memory() else { return Ok(()) };
     if job_bytes + send_bytes > memory / 2 {
+        // The key of the larger share.
+        let (key, value) = if job_bytes >= send_bytes {
+            ("limits.job_buffer_pages", limits.job_buffer_pages)
+        } else {
+            ("limits.send_buffer_bytes", limits.send_buffer_bytes)
+        };
         return Err(bad(
-            "limits.job_buffer_pages",
-            limits.job_buffer_pages,
+            key,
+            value,
             format!(
                 "buffers that fit in half of this machine's {memory} bytes of memory: \
                  {lanes} job buffers of {} bytes (threads.count = {}, threads.receive = {}, \
