@@ -92,3 +92,28 @@ fn unknown_node_id_exits_non_zero() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`--node-id` = 5"));
 }
+
+#[test]
+fn a_node_without_links_still_owns_its_address() {
+    // One data node, no links, on a port of its own: a second copy of it must not start.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = std::env::temp_dir().join(format!("blockwire-one-node-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("one.toml");
+    let text = std::fs::read_to_string(example("one-node.toml"))
+        .unwrap()
+        .replace("port = 11860", &format!("port = {port}"));
+    std::fs::write(&path, text).unwrap();
+    let mut first = spawn(&path, "1");
+    let _rest = wait_running(&mut first);
+    let second = Command::new(env!("CARGO_BIN_EXE_blockwire-datanode"))
+        .args(["--config", path.to_str().unwrap(), "--node-id", "1"])
+        .output()
+        .unwrap();
+    signal(&first, libc::SIGTERM);
+    assert_eq!(wait_exit(&mut first).code(), Some(0));
+    let _ = std::fs::remove_dir_all(&dir);
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{err}");
+    assert!(err.contains(&format!("cannot listen on 127.0.0.1:{port}")), "{err}");
+}

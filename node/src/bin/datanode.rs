@@ -136,51 +136,40 @@ fn run(path: &std::path::Path, node_id: u64) -> Result<(), DatanodeError> {
     let mut builder = data_node_builder(&config, node_id)?;
     let me = builder.node();
     let links = config.links_of(me).count();
-    let mut wiring = None;
-    let mut send_thread = None;
-    if links > 0 {
-        let mut registry = Registry::start(registry_config(&config, me)?)?;
-        let side = registry
-            .take_receive_side()
-            .ok_or(DatanodeError::Stats("receive side taken".into()))?;
-        send_thread = registry.take_send_thread();
-        let registry = Arc::new(registry);
-        builder.stats().set_link_source(Arc::new(RegistryStats::new(registry.clone())));
-        if config.threads.receive == 0 {
-            tracing::info!(
-                "threads.receive = 0 but the node has links: receiving on one receive thread"
-            );
-        }
-        builder = builder
-            .remote(Box::new(RegistryRemote::new(registry.clone())))
-            .receive_paths(config.threads.receive.max(1));
-        wiring = Some((registry, side));
+    // A data node listens on its address even with no links: it owns that address (a second
+    // copy of the node fails at start, naming it), and a peer that dials it is refused by name.
+    let mut registry = Registry::start(registry_config(&config, me)?)?;
+    let side =
+        registry.take_receive_side().ok_or(DatanodeError::Stats("receive side taken".into()))?;
+    let send_thread = registry.take_send_thread();
+    let registry = Arc::new(registry);
+    builder.stats().set_link_source(Arc::new(RegistryStats::new(registry.clone())));
+    if config.threads.receive == 0 && links > 0 {
+        tracing::info!(
+            "threads.receive = 0 but the node has links: receiving on one receive thread"
+        );
     }
+    builder = builder
+        .remote(Box::new(RegistryRemote::new(registry.clone())))
+        .receive_paths(config.threads.receive.max(1));
     let mut node = builder.start()?;
     let stop_events = Arc::new(AtomicBool::new(false));
     let stop_send = Arc::new(AtomicBool::new(false));
     let mut send_handle = None;
-    let mut events_thread = None;
-    let mut registry = None;
-    if let Some((r, side)) = wiring {
-        let spin = receive_spin_time(&config, me);
-        node.spawn_receive_thread(0, None, move |router, stopper| {
-            receive_loop(side, router, stopper, spin)
-        })?;
-        events_thread = Some(log_events(&r, stop_events.clone()));
-        if let Some(mut t) = send_thread.take() {
-            // threads.send = 1: block threads hand their pages over; this thread writes them.
-            let stop = stop_send.clone();
-            let spin = Duration::from_micros(config.threads.spin_time_us);
-            let handle = std::thread::Builder::new()
-                .name("send-0".into())
-                .spawn(move || {
-                    t.run(spin, Duration::from_millis(50), &|| stop.load(Ordering::Relaxed))
-                })
-                .map_err(DatanodeError::SendThread)?;
-            send_handle = Some(handle);
-        }
-        registry = Some(r);
+    let spin = receive_spin_time(&config, me);
+    node.spawn_receive_thread(0, None, move |router, stopper| {
+        receive_loop(side, router, stopper, spin)
+    })?;
+    let events_thread = log_events(&registry, stop_events.clone());
+    if let Some(mut t) = send_thread {
+        // threads.send = 1: block threads hand their pages over; this thread writes them.
+        let stop = stop_send.clone();
+        let spin = Duration::from_micros(config.threads.spin_time_us);
+        let handle = std::thread::Builder::new()
+            .name("send-0".into())
+            .spawn(move || t.run(spin, Duration::from_millis(50), &|| stop.load(Ordering::Relaxed)))
+            .map_err(DatanodeError::SendThread)?;
+        send_handle = Some(handle);
     }
     tracing::info!(
         cluster = config.cluster_id,
@@ -188,7 +177,7 @@ fn run(path: &std::path::Path, node_id: u64) -> Result<(), DatanodeError> {
         threads = config.threads.count,
         blocks = config.blocks.len(),
         links,
-        listen = ?registry.as_ref().and_then(|r| r.local_addr()),
+        listen = ?registry.local_addr(),
         "data node running"
     );
     let signal = signals.forever().next();
@@ -201,9 +190,7 @@ fn run(path: &std::path::Path, node_id: u64) -> Result<(), DatanodeError> {
         let _ = t.join();
     }
     stop_events.store(true, Ordering::Relaxed);
-    if let Some(t) = events_thread {
-        let _ = t.join();
-    }
+    let _ = events_thread.join();
     for (i, t) in stats.threads().iter().enumerate() {
         let s = t.snapshot();
         tracing::info!(
@@ -215,11 +202,9 @@ fn run(path: &std::path::Path, node_id: u64) -> Result<(), DatanodeError> {
             "block thread counters"
         );
     }
-    if let Some(r) = &registry {
-        for peer in r.peers() {
-            if let Some(c) = r.counters(peer) {
-                tracing::info!(peer = %peer, signals_sent = c.signals_sent, signals_received = c.signals_received, bytes_sent = c.bytes_sent, failures = c.failures, dropped = c.signals_dropped, "link counters");
-            }
+    for peer in registry.peers() {
+        if let Some(c) = registry.counters(peer) {
+            tracing::info!(peer = %peer, signals_sent = c.signals_sent, signals_received = c.signals_received, bytes_sent = c.bytes_sent, failures = c.failures, dropped = c.signals_dropped, "link counters");
         }
     }
     drop(stats);
