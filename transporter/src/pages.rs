@@ -78,6 +78,22 @@ impl Page {
         (take, if bytes.len() >= 2 { signal_at(0) } else { 0 })
     }
 
+    /// The signals written whole (a signal the write cut counts as not written).
+    pub fn written_signals(&self) -> usize {
+        let bytes: &[u8] = bytemuck::cast_slice(self.packed());
+        let (mut at, mut whole) = (0, 0);
+        // Our own page: whole signals, each starting with its u16 length in words.
+        while whole < self.signals && at + 2 <= bytes.len() {
+            let signal = u16::from_le_bytes([bytes[at], bytes[at + 1]]) as usize * 4;
+            if signal == 0 || at + signal > self.sent_bytes {
+                break;
+            }
+            at += signal;
+            whole += 1;
+        }
+        whole
+    }
+
     /// Whether nothing is packed.
     #[inline]
     pub fn is_empty(&self) -> bool {
@@ -184,20 +200,6 @@ impl PagePool {
         self.overload_bytes
     }
 
-    /// Drops a sender's part-written page (its link is closing): uncounts its unsent bytes,
-    /// returns it to the pool, and returns the signals dropped with it.
-    pub fn drop_pending(&self, pending: &mut Option<Page>) -> usize {
-        match pending.take() {
-            Some(page) => {
-                self.sub_queued(page.unsent().len());
-                let signals = page.signals;
-                self.give(page);
-                signals
-            }
-            None => 0,
-        }
-    }
-
     /// The current level.
     pub fn level(&self) -> SendLevel {
         let queued = self.queued_bytes();
@@ -213,8 +215,8 @@ impl PagePool {
 
 /// A link sender's page written in part (the transport took less than all of it), finished
 /// before anything else. It dereferences to the slot, `Option<Page>`. When the sender goes (its
-/// link closed), the page returns to its pool, its unsent bytes leave the link's queued count
-/// and its signals count as dropped on the link.
+/// link closed), the page returns to its pool, its unsent bytes leave the link's queued count,
+/// the signals it wrote whole count as sent and the rest as dropped on the link.
 #[derive(Debug)]
 pub struct UnsentPage {
     page: Option<Page>,
@@ -228,9 +230,16 @@ impl UnsentPage {
         UnsentPage { page: None, pool, counters }
     }
 
-    /// Drops the page now (its link is closing); returns the signals dropped with it.
+    /// Drops the page now (its link is closing): counts the signals it wrote whole as sent, and
+    /// returns the signals dropped with it.
     pub fn discard(&mut self) -> usize {
-        self.pool.drop_pending(&mut self.page)
+        let Some(page) = self.page.take() else { return 0 };
+        let written = page.written_signals();
+        LinkCounters::add(&self.counters.signals_sent, written as u64);
+        let dropped = page.signals - written;
+        self.pool.sub_queued(page.unsent().len());
+        self.pool.give(page);
+        dropped
     }
 }
 
@@ -362,6 +371,40 @@ impl PageQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_page_cut_mid_write_counts_its_whole_signals_sent_and_the_rest_dropped() {
+        use signals::{gsn, BatchWriter, BlockInstance, BlockNumber, BlockRef, NodeId, Signal};
+        let pool = Arc::new(PagePool::new(4, 256));
+        let counters = Arc::new(LinkCounters::default());
+        let mut page = pool.take().unwrap();
+        let me = BlockRef::new(NodeId::MIN, BlockNumber(1), BlockInstance(0));
+        let mut w = BatchWriter::new(page.words_mut(), Default::default(), Default::default());
+        let mut ends = Vec::new();
+        for words in [1usize, 2, 3] {
+            let data = vec![9u32; words];
+            w.push(&Signal::new(gsn::PING_REQ, me, me).data(&data)).unwrap();
+            ends.push(w.len_bytes());
+        }
+        page.len_words = w.len_bytes() / 4;
+        page.signals = 3;
+        pool.add_queued(page.len_words * 4);
+        // Nothing written, all of it, or every signal boundary: the whole signals before it.
+        for (sent, whole) in [(0, 0), (ends[0], 1), (ends[1], 2), (ends[2], 3)] {
+            page.sent_bytes = sent;
+            assert_eq!(page.written_signals(), whole, "{sent} bytes written");
+        }
+        // The write went past the first signal and cut the second.
+        page.sent_bytes = ends[0] + 4;
+        assert_eq!(page.written_signals(), 1);
+        let unsent = page.unsent().len();
+        let mut slot = UnsentPage::new(pool.clone(), counters.clone());
+        *slot = Some(page);
+        assert_eq!(slot.discard(), 2);
+        assert_eq!(counters.snapshot().signals_sent, 1);
+        // Its unsent bytes left the queued count (what was written, the writer took off).
+        assert_eq!(pool.queued_bytes(), ends[2] - unsent);
+    }
 
     #[test]
     fn pool_hands_out_every_page_once_and_levels_follow_the_budget() {
