@@ -198,7 +198,7 @@ fn shm_ring_smaller_than_two_largest_signals() {
 
 #[test]
 fn send_buffer_smaller_than_two_pages() {
-    // 64 KiB is in range in itself, but a page is 64 KiB, and a link needs two.
+    // 64 KiB is in range in itself, but a page is 64 KiB, and a link needs more than one.
     refuses("send_buffer_bytes = 4194304", "send_buffer_bytes = 65536", "limits.send_buffer_bytes");
 }
 

@@ -84,23 +84,11 @@ fn same_secret_per_node(links: &[LinkConfig]) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Sizes the transports need for the largest signal, checked here so the error names the
-/// file's keys (the transporter checks them again, by its own names).
+/// Ring sizes the transports need for the largest signal, checked here so the error names the
+/// file's keys (the transporter checks them again, by its own names). The send buffer's size is
+/// checked with the thread count ([`send_pages_for_every_thread`]), which asks for more.
 fn links_fit_signals(links: &[LinkConfig], limits: &LimitsConfig) -> Result<(), ConfigError> {
     let signal_bytes = limits.signal.max_signal_words() * 4;
-    let page = crate::links::send_page_bytes(&limits.signal);
-    if limits.send_buffer_bytes < 2 * page {
-        return Err(bad(
-            "limits.send_buffer_bytes",
-            limits.send_buffer_bytes,
-            format!(
-                "at least two send pages, {} bytes, with max_signal_words = {} (a page is 64 KiB \
-                 or the largest signal, rounded up to a power of two)",
-                2 * page,
-                limits.signal.max_signal_words()
-            ),
-        ));
-    }
     for (i, l) in links.iter().enumerate() {
         let allowed = match l.transport {
             Transport::Shm => transporter::shm::layout::check_ring_bytes(
@@ -145,8 +133,10 @@ fn send_pages_for_every_thread(
             limits.send_buffer_bytes,
             format!(
                 "at least {need} bytes: a {page}-byte send page for each of the {} block threads \
-                 and two more",
-                threads.count
+                 and two more (a page is 64 KiB or the largest signal, {} words, rounded up to a \
+                 power of two)",
+                threads.count,
+                limits.signal.max_signal_words()
             ),
         ));
     }
