@@ -41,6 +41,6 @@ pub mod waitset;
 pub use block::{Block, Context, InitContext, SendError};
 pub use clock::{Clock, ManualClock, MonotonicClock};
 pub use inbound::InboundRouter;
-pub use remote::{NoRemote, RemoteError, RemoteFactory, RemoteSink, RouteError};
+pub use remote::{Flushed, NoRemote, RemoteError, RemoteFactory, RemoteSink, RouteError};
 pub use runtime::{NodeBuilder, RunningNode, StartError, Stopper, Tuning};
 pub use stats::{CounterId, LinkCounters, LinkStatsSource, NodeStats};

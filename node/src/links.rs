@@ -19,7 +19,7 @@ use transporter::{
 
 use crate::config::{Config, ConfigError, NodeKind, Transport};
 use crate::inbound::InboundRouter;
-use crate::remote::{RemoteError, RemoteFactory, RemoteSink, RouteError};
+use crate::remote::{Flushed, RemoteError, RemoteFactory, RemoteSink, RouteError};
 use crate::runtime::Stopper;
 use crate::stats::{LinkCounters, LinkStatsSource};
 
@@ -169,8 +169,13 @@ impl RemoteSink for RegistrySink {
         })
     }
 
-    fn flush(&mut self) -> usize {
-        self.send.flush().peers
+    fn flush(&mut self) -> Flushed {
+        let report = self.send.flush();
+        Flushed {
+            peers: report.peers,
+            moved: report.bytes > 0 || report.dropped > 0,
+            blocked: report.blocked,
+        }
     }
 
     fn has_unsent(&self) -> bool {

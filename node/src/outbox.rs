@@ -12,7 +12,7 @@ use signals::{Priority, Signal, SignalView};
 use crate::block::SendError;
 use crate::jobbuf::JobWriter;
 use crate::lane::LaneError;
-use crate::remote::{RemoteSink, RouteError};
+use crate::remote::{Flushed, RemoteSink, RouteError};
 use crate::routing::Routing;
 
 /// The outbound side of one block thread.
@@ -58,11 +58,11 @@ impl Outbox {
     }
 
     /// End of round: publishes every job buffer written to and flushes the remote sink.
-    pub fn flush(&mut self) {
+    pub fn flush(&mut self) -> Flushed {
         for lane in self.a.iter_mut().chain(self.b.iter_mut()) {
             lane.flush();
         }
-        self.remote.flush();
+        self.remote.flush()
     }
 
     /// Threads whose priority-B lane from here has no spare page (bit `t` for thread `t`).

@@ -58,8 +58,8 @@ pub trait RemoteSink: Send + std::fmt::Debug {
     fn pack(&mut self, peer: NodeId, signal: &Signal<'_>) -> Result<(), RemoteError>;
 
     /// End of round: hands every non-empty send buffer to its transporter (one hand-off per
-    /// peer). Returns the number of peers handed a batch.
-    fn flush(&mut self) -> usize;
+    /// peer), and says what that did.
+    fn flush(&mut self) -> Flushed;
 
     /// Receives in the block thread itself (single-thread nodes, or transports polled by their
     /// block thread): routes each received signal with `route`; returns how many were routed.
@@ -75,10 +75,24 @@ pub trait RemoteSink: Send + std::fmt::Debug {
     }
 
     /// Whether packed signals are still waiting to be written (a transport took only part of a
-    /// flush): the thread keeps running rounds, which flush again, instead of sleeping on them.
+    /// flush): the thread runs rounds again, which flush again, instead of sleeping on them;
+    /// while flushes move nothing, it retries on a back-off and may sleep between tries.
     fn has_unsent(&self) -> bool {
         false
     }
+}
+
+/// What one [`RemoteSink::flush`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Flushed {
+    /// Peers whose transporter was handed a batch.
+    pub peers: usize,
+    /// Whether anything moved: bytes written, or signals dropped with a failed link.
+    pub moved: bool,
+    /// Whether some peer took less than it was offered, so signals still wait. Blocked without
+    /// having moved anything means every peer with waiting signals is stalled (its socket,
+    /// ring or send queue is full), and flushing again at once would only spin.
+    pub blocked: bool,
 }
 
 /// Makes the [`RemoteSink`] of each block thread at start.
@@ -95,8 +109,8 @@ impl RemoteSink for NoRemote {
     fn pack(&mut self, peer: NodeId, _signal: &Signal<'_>) -> Result<(), RemoteError> {
         Err(RemoteError::UnknownPeer { peer })
     }
-    fn flush(&mut self) -> usize {
-        0
+    fn flush(&mut self) -> Flushed {
+        Flushed::default()
     }
 }
 

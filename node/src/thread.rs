@@ -22,12 +22,14 @@ use std::time::{Duration, Instant};
 use signals::{
     gsn, BatchWalker, BatchWriter, BlockRef, Limits, Priority, Signal, SignalView, WriteOptions,
 };
+use transporter::StallBackoff;
 
 use crate::block::{Block, Context};
 use crate::clock::Clock;
 use crate::jobbuf::JobReader;
 use crate::outbox::Outbox;
 use crate::parker::Parker;
+use crate::remote::Flushed;
 use crate::stats::{NamedCounters, NodeStats};
 use crate::sync::Flag;
 use crate::timers::Timers;
@@ -124,6 +126,8 @@ pub(crate) struct BlockThread {
     sleeps: u64,
     wakeups: u64,
     congested_rounds: u64,
+    /// Paces flushes while every peer with waiting signals is stalled.
+    stall: StallBackoff,
 }
 
 impl BlockThread {
@@ -153,6 +157,7 @@ impl BlockThread {
             sleeps: 0,
             wakeups: 0,
             congested_rounds: 0,
+            stall: StallBackoff::default(),
         }
     }
 
@@ -204,13 +209,27 @@ impl BlockThread {
         ran += self.poll_remote();
         // Signals first, then room: both are one store (and one fence, if anything moved) per
         // buffer per round, and the signals are what a waiting thread needs next.
-        self.exec.out.flush();
+        let flushed = self.exec.out.flush();
+        self.note_flush(flushed);
         for lane in self.inbound_a.iter_mut().chain(self.inbound_b.iter_mut()) {
             lane.release();
         }
         self.rounds += 1;
         self.publish();
         ran
+    }
+
+    /// Keeps the back-off of a stalled peer (see [`StallBackoff`]).
+    #[inline]
+    fn note_flush(&mut self, flushed: Flushed) {
+        self.stall.note(flushed.moved, flushed.blocked, Instant::now);
+    }
+
+    /// Whether signals wait for a peer and a flush may move them now: at once unless the last
+    /// flush found the peers stalled, then when the back-off's retry is due.
+    fn unsent_due(&self) -> bool {
+        self.exec.out.remote.has_unsent()
+            && (!self.stall.is_stalled() || self.stall.due(Instant::now()))
     }
 
     /// Runs every waiting priority-A signal.
@@ -300,7 +319,7 @@ impl BlockThread {
         }
         self.exec.timers.next_due_ns().is_some_and(|due| due <= self.exec.clock.now_ns())
             || self.exec.out.remote.has_input()
-            || self.exec.out.remote.has_unsent()
+            || self.unsent_due()
     }
 
     /// Spins, then sleeps until woken, a timer is due, or `SLEEP_MAX` passes.
@@ -343,14 +362,18 @@ impl BlockThread {
         self.publish();
     }
 
-    /// Until the next timer is due, at most `SLEEP_MAX`.
+    /// Until the next timer is due or a stalled flush is retried, at most `SLEEP_MAX`.
     fn sleep_timeout(&self) -> Duration {
-        match self.exec.timers.next_due_ns() {
+        let timer = match self.exec.timers.next_due_ns() {
             Some(due) => {
                 let now = self.exec.clock.now_ns();
                 Duration::from_nanos(due.saturating_sub(now)).min(SLEEP_MAX)
             }
             None => SLEEP_MAX,
+        };
+        match self.stall.until_retry(Instant::now()) {
+            Some(retry) => timer.min(retry),
+            None => timer,
         }
     }
 

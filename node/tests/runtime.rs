@@ -3,12 +3,13 @@
 
 mod common;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 
 use common::*;
 use node::blocks::{self, ping::Echo, stats::Statistics};
-use node::{ManualClock, RemoteError, RemoteFactory, RemoteSink, RouteError, Tuning};
+use node::{Flushed, ManualClock, RemoteError, RemoteFactory, RemoteSink, RouteError, Tuning};
 use signals::{
     gsn, BatchWalker, BatchWriter, BlockRef, NodeId, Priority, Signal, SignalView, WriteOptions,
 };
@@ -380,13 +381,13 @@ impl RemoteSink for RecordingSink {
         self.log.lock().unwrap().packed.push((peer, signal.gsn.0, signal.data.to_vec()));
         Ok(())
     }
-    fn flush(&mut self) -> usize {
+    fn flush(&mut self) -> Flushed {
         let mut log = self.log.lock().unwrap();
         let pending = log.packed.len() > log.flushes;
         if pending {
             log.flushes += 1;
         }
-        pending as usize
+        Flushed { peers: pending as usize, moved: pending, blocked: false }
     }
     fn poll(&mut self, route: &mut dyn FnMut(&SignalView<'_>) -> Result<(), RouteError>) -> usize {
         let batch = std::mem::take(&mut self.log.lock().unwrap().inbound);
@@ -448,6 +449,92 @@ fn remote_seam_packs_outbound_and_routes_inbound() {
     // No doorbell here: a sleeping thread checks its sink's `has_input` at least every 100 ms.
     let seen = rx.recv_timeout(WAIT).unwrap();
     assert_eq!((seen.gsn, seen.sender, seen.data), (gsn::PING_CONF, remote, vec![5, 6]));
+    node.stop().unwrap();
+}
+
+/// A peer that takes nothing until `open` is set: what a full socket or ring looks like to a
+/// block thread's sink.
+#[derive(Debug, Default)]
+struct Stalled {
+    open: AtomicBool,
+    waiting: AtomicU64,
+    written: AtomicU64,
+    flushes: AtomicU64,
+}
+
+#[derive(Debug)]
+struct StalledSink(Arc<Stalled>);
+
+impl RemoteSink for StalledSink {
+    fn pack(&mut self, _peer: NodeId, _signal: &Signal<'_>) -> Result<(), RemoteError> {
+        self.0.waiting.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+    fn flush(&mut self) -> Flushed {
+        let s = &self.0;
+        s.flushes.fetch_add(1, Ordering::Relaxed);
+        let waiting = s.waiting.load(Ordering::Relaxed);
+        if waiting == 0 {
+            return Flushed::default();
+        }
+        if !s.open.load(Ordering::Relaxed) {
+            return Flushed { peers: 1, moved: false, blocked: true };
+        }
+        s.waiting.store(0, Ordering::Relaxed);
+        s.written.fetch_add(waiting, Ordering::Relaxed);
+        Flushed { peers: 1, moved: true, blocked: false }
+    }
+    fn has_unsent(&self) -> bool {
+        self.0.waiting.load(Ordering::Relaxed) > 0
+    }
+}
+
+#[derive(Debug)]
+struct StalledFactory(Arc<Stalled>);
+
+impl RemoteFactory for StalledFactory {
+    fn sink(&self, _thread: usize) -> Box<dyn RemoteSink> {
+        Box::new(StalledSink(self.0.clone()))
+    }
+}
+
+/// A block thread whose only work is a signal a stalled peer will not take does not spin on
+/// it: it retries on a back-off and sleeps between tries (a handful of flushes a millisecond at
+/// most, not one per round), and the signal goes out as soon as the peer takes it again.
+#[test]
+fn a_stalled_peer_does_not_keep_the_thread_spinning() {
+    let stalled = Arc::new(Stalled::default());
+    let mut b = builder(1, Tuning::default()).remote(Box::new(StalledFactory(stalled.clone())));
+    let remote = BlockRef::new(NodeId::new(2).unwrap(), blocks::PING, inst(0));
+    let pinger = Pinger {
+        targets: vec![remote],
+        rounds: 1,
+        done_count: 0,
+        done: mpsc::channel().0,
+        answered: None,
+    };
+    b.place(0, PINGER, inst(0), Box::new(pinger)).unwrap();
+    let node = b.start().unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while stalled.flushes.load(Ordering::Relaxed) < 20 {
+        assert!(std::time::Instant::now() < deadline, "the thread stopped flushing");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(stalled.waiting.load(Ordering::Relaxed), 1, "the ping waits for the peer");
+    let thread = || node.stats().threads()[0].snapshot();
+    let (flushes, before) = (stalled.flushes.load(Ordering::Relaxed), thread());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (flushes, after) = (stalled.flushes.load(Ordering::Relaxed) - flushes, thread());
+    // One retry a millisecond once the back-off is at its cap: about 300 here. A thread that
+    // spun on the unsent signal would flush once a round, millions of times.
+    assert!(flushes < 3000, "{flushes} flushes in 300 ms behind a stalled peer");
+    assert!(after.sleeps - before.sleeps >= 20, "slept {} times", after.sleeps - before.sleeps);
+    stalled.open.store(true, Ordering::Relaxed);
+    while stalled.written.load(Ordering::Relaxed) == 0 {
+        assert!(std::time::Instant::now() < deadline, "the ping never went out");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    assert_eq!(stalled.waiting.load(Ordering::Relaxed), 0);
     node.stop().unwrap();
 }
 

@@ -17,6 +17,7 @@
 //! The [`registry`] owns the links: handshakes ([`handshake`]), the per-link state machine,
 //! failure events and reconnects.
 
+pub mod backoff;
 pub mod counters;
 pub mod handshake;
 pub mod pages;
@@ -37,6 +38,7 @@ use std::os::fd::RawFd;
 
 use signals::{Limits, Malformed, Signal, SignalView, WriteOptions};
 
+pub use backoff::StallBackoff;
 pub use counters::{CounterSnapshot, LinkCounters};
 pub use pages::{Page, PagePool, PageQueue, SendLevel};
 pub use receive::ReceiveSide;

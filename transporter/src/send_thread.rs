@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use signals::NodeId;
 
+use crate::backoff::StallBackoff;
 use crate::counters::LinkCounters;
 use crate::pages::{Page, PagePool};
 use crate::poller::EventFd;
@@ -148,15 +149,29 @@ impl SendThread {
     pub fn run(&mut self, spin: Duration, max_sleep: Duration, stop: &dyn Fn() -> bool) {
         let Some(handoff) = self.inner.handoff.clone() else { return };
         let mut idle_since = Instant::now();
+        let mut stall = StallBackoff::default();
         while !stop() {
             // SYNC: handoff-publish (acquire side).
             let seen = handoff.published.load(Ordering::Acquire);
             let report = self.pass();
-            if report.peers > 0 || report.blocked {
-                if report.blocked && report.bytes == 0 {
-                    // A full ring or socket: give the receiver a moment.
-                    std::thread::yield_now();
+            stall.note(report.bytes > 0 || report.dropped > 0, report.blocked, Instant::now);
+            if let Some(wait) = stall.until_retry(Instant::now()) {
+                // Every peer with pages is stalled (a full ring, socket or credit window):
+                // sleep until the retry is due, or until a block thread hands pages over
+                // (they may be for a peer that is not stalled).
+                if !wait.is_zero()
+                    && wake::prepare_sleep(&handoff.sleeping, || {
+                        handoff.published.load(Ordering::Acquire) != seen
+                    })
+                {
+                    self.sleeps += 1;
+                    handoff.wake.wait(wait.min(max_sleep));
+                    wake::woke(&handoff.sleeping);
                 }
+                idle_since = Instant::now();
+                continue;
+            }
+            if report.peers > 0 || report.blocked {
                 idle_since = Instant::now();
                 continue;
             }

@@ -11,8 +11,11 @@ use std::time::Duration;
 use common::*;
 use transporter::{Registry, TransportKind};
 
-/// Runs `registry`'s send thread until the returned flag is set.
-fn spawn_send_thread(registry: &mut Registry) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+/// Runs `registry`'s send thread until the returned flag is set; the thread's handle gives it
+/// back.
+fn spawn_send_thread(
+    registry: &mut Registry,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<transporter::SendThread>) {
     let mut thread = registry.take_send_thread().expect("a send thread is configured");
     assert!(registry.take_send_thread().is_none(), "the send thread is handed out once");
     let stop = Arc::new(AtomicBool::new(false));
@@ -20,7 +23,8 @@ fn spawn_send_thread(registry: &mut Registry) -> (Arc<AtomicBool>, std::thread::
     let handle = std::thread::spawn(move || {
         thread.run(Duration::from_micros(50), Duration::from_millis(20), &|| {
             s.load(Ordering::Relaxed)
-        })
+        });
+        thread
     });
     (stop, handle)
 }
@@ -77,4 +81,44 @@ fn pages_wait_for_the_send_thread() {
     stop.store(true, Ordering::Relaxed);
     handle.join().unwrap();
     assert_eq!(one.counters(node(2)).unwrap().signals_sent, 1000);
+}
+
+/// A send thread whose only peer stopped reading (its socket full) does not spin on it: it
+/// sleeps between retries on a back-off, and everything goes out, in order, once the peer
+/// reads again.
+#[test]
+fn a_send_thread_behind_a_peer_that_stopped_reading_sleeps_between_retries() {
+    let kind = TransportKind::Tcp;
+    let mut two = Registry::start(config(2, true, vec![peer(1, unused(), kind)])).unwrap();
+    let addr = two.local_addr().expect("listening");
+    let mut c1 = config(1, false, vec![peer(2, addr, kind)]);
+    c1.send_thread = true;
+    // Far more than the loopback socket buffers of both ends hold.
+    c1.peers[0].send_buffer_bytes = 256 << 20;
+    let mut one = Registry::start(c1).unwrap();
+    wait_event(one.events(), Duration::from_secs(5), connected(2));
+    wait_event(two.events(), Duration::from_secs(5), connected(1));
+    let (stop, handle) = spawn_send_thread(&mut one);
+    // Node 2 reads nothing yet: pack a stream the sockets cannot hold and hand it over.
+    let count = 200_000u64;
+    let mut send = one.send_buffers();
+    let mut storage = transporter::stream::StreamStorage::default();
+    for seq in 0..count {
+        storage.with_signal(seq, block(1), block(2), |s| send.pack(node(2), s)).unwrap();
+        if seq % 4096 == 0 {
+            send.flush();
+        }
+    }
+    send.flush();
+    std::thread::sleep(Duration::from_millis(300));
+    let sent = one.counters(node(2)).unwrap().signals_sent;
+    assert!(sent < count, "the sockets took all {count} signals: nothing stalled");
+    let checker = StreamChecker::start(&mut two);
+    checker.wait_for(count, Duration::from_secs(120));
+    stop.store(true, Ordering::Relaxed);
+    let thread = handle.join().unwrap();
+    // About one sleep a millisecond while stalled; a thread spinning on the full socket
+    // would not sleep at all until the stream was through.
+    assert!(thread.sleeps >= 50, "the send thread slept {} times", thread.sleeps);
+    assert_eq!(one.counters(node(2)).unwrap().signals_dropped, 0);
 }
