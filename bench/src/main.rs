@@ -19,6 +19,7 @@ mod raw;
 mod report;
 mod stack;
 mod summary;
+mod topology;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -134,8 +135,9 @@ struct Common {
     /// Spin time before sleeping, in microseconds (stream, idle; full-stack sleep mode).
     #[arg(long, default_value_t = 50)]
     spin_us: u64,
-    /// CPUs for the two ends, e.g. 0,1 (default 0,1; full stack between two processes: not
-    /// pinned unless given).
+    /// CPUs for the two ends, e.g. 0,1 (default: the first two allowed CPUs on separate cores,
+    /// as the kernel's topology shows them; full stack between two processes: not pinned
+    /// unless given).
     #[arg(long, value_delimiter = ',', num_args = 2)]
     cpus: Option<Vec<usize>>,
     /// Full stack over tcp or shm: a cluster file with data nodes 1 and 2 linked by the
@@ -259,7 +261,11 @@ fn plan(c: &Common) -> Result<Plan, String> {
             c.section_bytes
         ));
     }
-    Ok(Plan { count: c.count, warmup: c.warmup, cpus: cpus(c)?.unwrap_or((0, 1)) })
+    Ok(Plan {
+        count: c.count,
+        warmup: c.warmup,
+        cpus: cpus(c)?.unwrap_or_else(topology::default_cpus),
+    })
 }
 
 fn mode(c: &Common) -> Mode {
@@ -509,7 +515,9 @@ fn run_limit(c: &Common) -> Result<(), String> {
             .map_err(|e| e.to_string())?;
         latency(c, &mut rows, &format!("limit bare tcp {mode:?}").to_lowercase(), &h)?;
     }
-    let run = serde_json::json!({ "command": "limit", "label": "limit" });
+    let run = serde_json::json!({
+        "command": "limit", "label": "limit", "placement": topology::placement(p.cpus),
+    });
     emit(c, &run, &rows, &[])
 }
 
@@ -559,7 +567,7 @@ fn raw_pingpong(c: &Common) -> Result<(), String> {
     let run = serde_json::json!({
         "command": "pingpong", "stack": "raw", "transport": kind.to_string(),
         "label": format!("{kind} bare transporter"),
-        "mode": format!("{mode:?}").to_lowercase(),
+        "mode": format!("{mode:?}").to_lowercase(), "placement": topology::placement(p.cpus),
     });
     emit(c, &run, &rows, &[])?;
     print_rounds(c, &case, name, &ratios);
@@ -603,7 +611,7 @@ fn raw_stream(c: &Common, batch: usize) -> Result<(), String> {
         "command": "stream", "stack": "raw", "transport": kind.to_string(),
         "label": format!("{kind} bare transporter"), "batch": batch,
         "mode": format!("spin {}us then sleep", c.spin_us),
-        "cpu_cores": [r.cpu_cores.0, r.cpu_cores.1],
+        "cpu_cores": [r.cpu_cores.0, r.cpu_cores.1], "placement": topology::placement(p.cpus),
     });
     emit(c, &run, &[], &[bare_row, row])
 }
@@ -726,7 +734,7 @@ fn stack_pingpong(c: &Common) -> Result<(), String> {
     let run = serde_json::json!({
         "command": "pingpong", "stack": "full", "transport": sp.transport,
         "label": format!("{} ({how})", sp.transport), "mode": how, "peer": notes.peer,
-        "cpu_cores": [notes.cpu_cores.0, notes.cpu_cores.1],
+        "cpu_cores": [notes.cpu_cores.0, notes.cpu_cores.1], "placement": stack_placement(&sp),
     });
     if !c.json {
         println!("{}", run_note(&notes));
@@ -734,6 +742,15 @@ fn stack_pingpong(c: &Common) -> Result<(), String> {
     emit(c, &run, &rows, &[])?;
     print_rounds(c, &case, name, &ratios);
     Ok(())
+}
+
+/// Where a full-stack run pinned its two ends: local always pins (its two block threads); two
+/// processes only with --cpus.
+fn stack_placement(sp: &stack::StackPlan) -> Option<serde_json::Value> {
+    if sp.transport == Transport::Local.name() {
+        return Some(topology::placement(sp.cpus.unwrap_or_else(topology::default_cpus)));
+    }
+    sp.cpus.map(topology::placement)
 }
 
 fn run_note(notes: &stack::RunNotes) -> String {
@@ -766,6 +783,7 @@ fn stack_stream(c: &Common, batch: usize) -> Result<(), String> {
         "label": format!("{} ({how})", sp.transport),
         "mode": how, "batch": batch, "peer": r.notes.peer,
         "cpu_cores": [r.notes.cpu_cores.0, r.notes.cpu_cores.1],
+        "placement": stack_placement(&sp),
         "receiver_sleeps_per_1000": r.sleeps_per_1000, "back_pressure_refusals": r.refusals,
     });
     if !c.json {
@@ -812,6 +830,14 @@ fn emit(
         let doc = serde_json::json!({ "run": run, "latency": latency_rows, "rates": rate_rows });
         println!("{}", serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())?);
         return Ok(());
+    }
+    if let Some(placement) = run.get("placement").filter(|p| p.is_object()) {
+        println!(
+            "cpus {} and {}: {}, as the kernel's topology shows them",
+            placement["cpus"][0],
+            placement["cpus"][1],
+            placement["relation"].as_str().unwrap_or("topology unknown")
+        );
     }
     if !latency_rows.is_empty() {
         report::print_latency(latency_rows);

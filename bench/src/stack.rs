@@ -420,7 +420,7 @@ fn run_local<T>(
     };
     let tuning = Tuning { spin_time_us, ..Tuning::default() };
     let mut b = NodeBuilder::new(NodeId::MIN, 2, tuning).map_err(|e| e.to_string())?;
-    let (a, c) = plan.cpus.unwrap_or((0, 1));
+    let (a, c) = plan.cpus.unwrap_or_else(crate::topology::default_cpus);
     b.pin(0, a);
     b.pin(1, c);
     let echo = b
