@@ -125,6 +125,10 @@ pub struct SendProgress {
     pub signals: usize,
     /// The transport took less than was offered (socket buffer or ring full): try again later.
     pub blocked: bool,
+    /// Signals the transport took whole but lost (a post that failed after they were copied):
+    /// their bytes are in `bytes` (they left the queue), they count as dropped on the link, not
+    /// as sent, and the error comes from the next call.
+    pub dropped: usize,
 }
 
 /// What one `poll` call did.

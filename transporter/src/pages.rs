@@ -243,6 +243,18 @@ impl UnsentPage {
     }
 }
 
+impl UnsentPage {
+    /// Drops the page now, its link closing after the transport lost what it took of the page
+    /// (a post that failed): every signal on it counts as dropped. Returns them.
+    pub fn discard_lost(&mut self) -> usize {
+        let Some(page) = self.page.take() else { return 0 };
+        self.pool.sub_queued(page.unsent().len());
+        let dropped = page.signals;
+        self.pool.give(page);
+        dropped
+    }
+}
+
 /// Hands a sender's pages to `copy` in order (the page it kept written in part, in `pending`,
 /// then the queue's) until one is not written whole: `copy` writes what the transport takes of
 /// a page and returns (bytes written, transport full). Pages written whole go to the queue's

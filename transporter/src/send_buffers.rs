@@ -61,6 +61,7 @@ impl FlushReport {
     fn add(&mut self, progress: &crate::SendProgress) {
         self.bytes += progress.bytes;
         self.signals += progress.signals;
+        self.dropped += progress.dropped;
         self.blocked |= progress.blocked;
     }
 }

@@ -1,7 +1,7 @@
 //! RDMA-only cases, beside the conformance suite (which runs over RDMA too): untrusted frames,
 //! credit and posted words, a frame taken only when whole, a queue pair in error, credits on a
-//! one-way stream, receive requests re-posted under a burst of wakeups, and the clear error
-//! where there is no device.
+//! one-way stream, receive requests re-posted under a burst of wakeups, signals lost by a post
+//! that fails counted as dropped, and the clear error where there is no device.
 //!
 //! They need a verbs device: `scripts/test.sh` runs them inside `scripts/rxe-vm.sh` (soft-RoCE);
 //! on a host without one they say skipped, except the no-device case, which runs there.
@@ -14,11 +14,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use signals::{gsn, Limits, Signal};
+use signals::{gsn, BatchWriter, Limits, Signal, WriteOptions};
 use transporter::handshake::Hello;
 use transporter::rdma::{Credit, FrameHead};
 use transporter::{
-    LinkCounters, LinkEvent, LinkReceiver, PagePool, Registry, RegistryError, TransportKind,
+    LinkCounters, LinkEvent, LinkReceiver, LinkSender, PagePool, PageQueue, Registry,
+    RegistryError, TransportKind,
 };
 
 const RDMA: TransportKind = TransportKind::Rdma;
@@ -267,6 +268,40 @@ fn queue_pair_error_fails_the_link_then_it_reconnects() {
     wait_event(five.events(), Duration::from_secs(5), connected(3));
     assert_eq!(five.counters(node(3)).unwrap().connects, 2);
     assert_eq!(five.counters(node(3)).unwrap().failures, 1);
+    stop.store(true, Ordering::Relaxed);
+    receiver.join().unwrap();
+}
+
+/// A post that fails after the sender copied its pages into staging: those signals left the
+/// queue and will never arrive. The call counts them as dropped (not sent), their bytes leave
+/// the queue, and the next call fails the link with the post's error.
+#[test]
+fn signals_of_a_post_that_fails_count_as_dropped() {
+    if skip(RDMA) {
+        return;
+    }
+    let (_five, stop, receiver, socket, link) = five_and_raw_peer();
+    let counters = Arc::new(LinkCounters::default());
+    let pool = Arc::new(PagePool::new(4, 1 << 14));
+    let (mut tx, _rx) =
+        transporter::rdma::split(link, socket, pool.clone(), counters.clone(), Limits::default())
+            .unwrap();
+    let mut page = pool.take().unwrap();
+    let mut w = BatchWriter::new(page.words_mut(), Limits::default(), WriteOptions::default());
+    for i in 0..3u32 {
+        w.push(&Signal::new(gsn::PING_REQ, block(3), block(5)).data(&[i])).unwrap();
+    }
+    let bytes = w.len_bytes();
+    (page.len_words, page.signals) = (bytes / 4, 3);
+    let mut queue = PageQueue::with_capacity(4);
+    queue.push(page);
+    tx.refuse_posts();
+    let progress = tx.send(&mut queue).unwrap();
+    assert_eq!((progress.bytes, progress.signals, progress.dropped), (bytes, 0, 3));
+    let c = counters.snapshot();
+    assert_eq!((c.signals_sent, c.signals_dropped, c.bytes_sent), (0, 3, 0));
+    let e = tx.send(&mut queue).unwrap_err().to_string();
+    assert!(e.contains("post refused"), "{e}");
     stop.store(true, Ordering::Relaxed);
     receiver.join().unwrap();
 }

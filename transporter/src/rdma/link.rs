@@ -83,6 +83,8 @@ struct PostState {
     read_pending: bool,
     /// Where send completions are polled into (kept, so a reap zeroes nothing).
     wcs: [Wc; 16],
+    /// Every post fails (set by [`RdmaSender::refuse_posts`], for fault tests).
+    refuse_posts: bool,
 }
 
 /// Longest a signalled request may wait for its completion. The NIC retries an
@@ -242,6 +244,9 @@ impl Shared {
         } else {
             st.unsignaled += n;
         }
+        if st.refuse_posts {
+            return Err(LinkError::Rdma("post refused (fault test)".into()));
+        }
         // SAFETY: every local span is in the staging region (registered, alive as long as the
         // endpoint, since both are in `self.link`), or inline.
         unsafe { self.link.endpoint.post_writes(writes) }.map_err(|e| rdma_err("post", e))?;
@@ -277,6 +282,7 @@ pub(crate) fn split(
             progress_at: Instant::now(),
             read_pending: false,
             wcs: [Wc::default(); 16],
+            refuse_posts: false,
         }),
         link,
         counters: counters.clone(),
@@ -290,6 +296,8 @@ pub(crate) fn split(
         pending: UnsentPage::new(pool, counters.clone()),
         chain: Box::new(Chain::new()),
         writes: Box::new([Write::default(); MAX_CHAIN]),
+        failed: None,
+        lost: false,
     };
     let receiver = RdmaReceiver {
         shared,
@@ -326,6 +334,10 @@ pub struct RdmaSender {
     /// (under an emulated CPU a per-call memset of these was a visible part of a round trip).
     chain: Box<Chain>,
     writes: Box<[Write; MAX_CHAIN]>,
+    /// A post failed after its pages were copied: the call counted them as dropped, and the
+    /// next one returns this error. What stays pending was lost with it.
+    failed: Option<LinkError>,
+    lost: bool,
 }
 
 /// Where the sender is in the peer's ring (its own state, apart from what it shares with the
@@ -586,7 +598,15 @@ enum Pages<'a> {
 }
 
 impl RdmaSender {
+    /// Makes every later post of this link fail, as a device error would. For fault tests.
+    pub fn refuse_posts(&self) {
+        self.shared.lock().refuse_posts = true;
+    }
+
     fn send_from(&mut self, mut pages: Pages<'_>) -> Result<SendProgress, LinkError> {
+        if let Some(e) = self.failed.take() {
+            return Err(e);
+        }
         let shared = &*self.shared;
         let mut st = shared.lock();
         // Completions come one per SIGNAL_EVERY requests; look for them only when one is due
@@ -667,7 +687,16 @@ impl RdmaSender {
                 writes[n - 1].flags |= WRITE_IMM;
                 self.cur.writes += 1;
             }
-            shared.post(&mut st, &mut writes[..n])?;
+            if let Err(e) = shared.post(&mut st, &mut writes[..n]) {
+                // The pages copied are gone from the queue and will never arrive: count
+                // them as dropped here (their bytes leave the queued count with `bytes`),
+                // and fail the link at the next call.
+                progress.dropped = std::mem::take(&mut progress.signals);
+                LinkCounters::add(&self.counters.signals_dropped, progress.dropped as u64);
+                self.failed = Some(e);
+                self.lost = true;
+                return Ok(progress);
+            }
             LinkCounters::add_owned(&self.counters.batches_sent, chain.len as u64);
             LinkCounters::add_owned(&self.counters.bytes_sent, progress.bytes as u64);
             LinkCounters::add_owned(&self.counters.signals_sent, progress.signals as u64);
@@ -694,6 +723,9 @@ impl LinkSender for RdmaSender {
     }
 
     fn discard_pending(&mut self) -> usize {
+        if self.lost {
+            return self.pending.discard_lost();
+        }
         self.pending.discard()
     }
 }

@@ -345,7 +345,7 @@ impl LinkSender for ShmSender {
         let (bytes, signals, blocked) =
             feed(&mut kept, queue, |page| self.copy_page(page, &mut padding));
         *self.pending = kept;
-        let progress = SendProgress { bytes, signals, blocked };
+        let progress = SendProgress { bytes, signals, blocked, dropped: 0 };
         self.published(&progress, padding);
         Ok(progress)
     }
@@ -361,7 +361,7 @@ impl LinkSender for ShmSender {
         let mut padding = 0;
         let (bytes, blocked) = self.copy_page(page, &mut padding);
         let signals = if page.is_sent() { page.signals } else { 0 };
-        let progress = SendProgress { bytes, signals, blocked };
+        let progress = SendProgress { bytes, signals, blocked, dropped: 0 };
         self.published(&progress, padding);
         Some(Ok(progress))
     }
@@ -422,7 +422,7 @@ impl LinkSender for ShmSender {
         }
         self.position = start;
         self.commit_data(offset, bytes);
-        let progress = SendProgress { bytes, signals: 1, blocked: false };
+        let progress = SendProgress { bytes, signals: 1, blocked: false, dropped: 0 };
         self.published(&progress, padding + HEAD_BYTES as u64);
         Some(Ok(progress))
     }
