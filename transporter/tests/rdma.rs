@@ -1,7 +1,8 @@
 //! RDMA-only cases, beside the conformance suite (which runs over RDMA too): untrusted frames,
 //! credit and posted words, a frame taken only when whole, a queue pair in error, credits on a
-//! one-way stream, receive requests re-posted under a burst of wakeups, signals lost by a post
-//! that fails counted as dropped, and the clear error where there is no device.
+//! one-way stream, receive requests re-posted under a burst of wakeups, a credit owed while the
+//! send queue is full, signals lost by a post that fails counted as dropped, and the clear
+//! error where there is no device.
 //!
 //! They need a verbs device: `scripts/test.sh` runs them inside `scripts/rxe-vm.sh` (soft-RoCE);
 //! on a host without one they say skipped, except the no-device case, which runs there.
@@ -19,7 +20,7 @@ use transporter::handshake::Hello;
 use transporter::rdma::{Credit, FrameHead};
 use transporter::{
     LinkCounters, LinkEvent, LinkReceiver, LinkSender, PagePool, PageQueue, Registry,
-    RegistryError, TransportKind,
+    RegistryError, SendBuffers, SendError, TransportKind,
 };
 
 const RDMA: TransportKind = TransportKind::Rdma;
@@ -268,6 +269,66 @@ fn queue_pair_error_fails_the_link_then_it_reconnects() {
     wait_event(five.events(), Duration::from_secs(5), connected(3));
     assert_eq!(five.counters(node(3)).unwrap().connects, 2);
     assert_eq!(five.counters(node(3)).unwrap().failures, 1);
+    stop.store(true, Ordering::Relaxed);
+    receiver.join().unwrap();
+}
+
+/// Packs numbered signals from `next` up to `total` for node 3, at most 64 at a time (fewer if
+/// the send buffer is full), and flushes.
+fn pack_some(send: &mut SendBuffers, next: &mut u32, total: u32) {
+    for _ in 0..64 {
+        if *next == total {
+            break;
+        }
+        let data = [*next];
+        match send.pack(node(3), &Signal::new(gsn::PING_REQ, block(5), block(3)).data(&data)) {
+            Ok(()) => *next += 1,
+            Err(SendError::Overloaded { .. }) => break,
+            Err(e) => panic!("signal {next}: {e}"),
+        }
+    }
+    send.flush();
+}
+
+/// A receiver whose credit is due while its send queue has no room owes it instead of holding
+/// the post lock until room comes (it gave up, failing the link, after a million tries): the
+/// sender stalls on credits meanwhile, and once the queue has room the next poll sends the
+/// credit and the stream goes on, whole and in order.
+#[test]
+fn a_credit_due_while_the_send_queue_is_full_goes_out_when_room_comes() {
+    if skip(RDMA) {
+        return;
+    }
+    let (five, stop, receiver, socket, link) = five_and_raw_peer();
+    let counters = Arc::new(LinkCounters::default());
+    let pool = Arc::new(PagePool::new(4, 1 << 14));
+    let (_tx, mut rx) =
+        transporter::rdma::split(link, socket, pool, counters.clone(), Limits::default()).unwrap();
+    rx.hold_send_queue(true);
+    // Far more than one ring (256 KiB) or receive queue holds.
+    let total = 60_000u32;
+    let (mut send, mut next, mut got) = (five.send_buffers(), 0u32, Vec::new());
+    let start = Instant::now();
+    let mut last_signal = Instant::now();
+    while last_signal.elapsed() < Duration::from_millis(500) {
+        pack_some(&mut send, &mut next, total);
+        if rx.poll(&mut |s| got.push(s.data()[0])).unwrap().signals > 0 {
+            last_signal = Instant::now();
+        }
+        assert!(got.len() < total as usize, "all {total} arrived with no credit sent");
+        assert!(start.elapsed() < Duration::from_secs(60), "no stall on credits");
+    }
+    assert_eq!(counters.snapshot().credit_messages, 0);
+    assert!(!rx.arm().unwrap(), "a receiver that owes a credit must not sleep");
+    rx.hold_send_queue(false);
+    let start = Instant::now();
+    while got.len() < total as usize {
+        pack_some(&mut send, &mut next, total);
+        rx.poll(&mut |s| got.push(s.data()[0])).unwrap();
+        assert!(start.elapsed() < Duration::from_secs(60), "{} of {total} arrived", got.len());
+    }
+    assert_eq!(got, (0..total).collect::<Vec<_>>());
+    assert!(counters.snapshot().credit_messages > 0);
     stop.store(true, Ordering::Relaxed);
     receiver.join().unwrap();
 }

@@ -85,6 +85,8 @@ struct PostState {
     wcs: [Wc; 16],
     /// Every post fails (set by [`RdmaSender::refuse_posts`], for fault tests).
     refuse_posts: bool,
+    /// The send queue counts as full (set by [`RdmaReceiver::hold_send_queue`], for tests).
+    held: bool,
 }
 
 /// Longest a signalled request may wait for its completion. The NIC retries an
@@ -183,6 +185,9 @@ impl Shared {
 
     /// Whether `n` more work requests fit, keeping `reserve` slots free; reaps when short.
     fn room(&self, st: &mut PostState, n: u32, reserve: u32) -> Result<bool, LinkError> {
+        if st.held {
+            return Ok(false);
+        }
         if st.outstanding + n + reserve > st.depth {
             self.reap(st)?;
         }
@@ -283,6 +288,7 @@ pub(crate) fn split(
             read_pending: false,
             wcs: [Wc::default(); 16],
             refuse_posts: false,
+            held: false,
         }),
         link,
         counters: counters.clone(),
@@ -316,6 +322,7 @@ pub(crate) fn split(
         mode: Mode::Immediate,
         slept: false,
         torn_reads: 0,
+        credit_owed: false,
     };
     Ok((sender, receiver))
 }
@@ -797,6 +804,9 @@ pub struct RdmaReceiver {
     slept: bool,
     /// READs of the posted word in a row whose check did not match.
     torn_reads: u32,
+    /// A credit-only write was due when the send queue had no room: the next poll tries again
+    /// (and the receiver does not sleep while it is owed).
+    credit_owed: bool,
 }
 
 /// A whole frame found in the ring.
@@ -807,6 +817,12 @@ struct Found {
 }
 
 impl RdmaReceiver {
+    /// Makes the send queue count as full while `held` (credit and mode writes find no room),
+    /// as a queue pair whose completions lag would. For tests.
+    pub fn hold_send_queue(&self, held: bool) {
+        self.shared.lock().held = held;
+    }
+
     /// Moves the queue pair to the error state, as a fatal device error would: every posted
     /// request completes flushed and the link fails at a following poll. For fault tests.
     pub fn force_queue_pair_error(&self) -> Result<(), LinkError> {
@@ -970,21 +986,24 @@ impl RdmaReceiver {
         };
         // The hint lags the real value, so "not due" by the hint is "not due": no lock needed.
         if !due(self.shared.credit_sent_hint.load(Ordering::Relaxed)) {
-            return Ok(());
-        }
-        let mut st = self.shared.lock();
-        if !due(st.credit_sent) {
+            self.credit_owed = false;
             return Ok(());
         }
         let shared = self.shared.clone();
-        let mut spins = 0u32;
-        while !shared.room(&mut st, 1, 0)? {
-            spins += 1;
-            if spins > 1_000_000 {
-                return Err(LinkError::Rdma("send queue stays full: no completions".into()));
-            }
-            std::hint::spin_loop();
+        let mut st = shared.lock();
+        if !due(st.credit_sent) {
+            self.credit_owed = false;
+            return Ok(());
         }
+        // A full send queue empties as the NIC completes what is posted: owe the credit and
+        // try again at the next poll, instead of holding the post lock (and every sending
+        // thread) while waiting here. A queue pair that never completes fails the link by the
+        // sender's acknowledgement timeout or an error completion.
+        if !shared.room(&mut st, 1, 0)? {
+            self.credit_owed = true;
+            return Ok(());
+        }
+        self.credit_owed = false;
         let mut w = [shared.credit_write(word)];
         shared.post(&mut st, &mut w)?;
         st.credit_sent = word;
@@ -1098,7 +1117,7 @@ impl RdmaReceiver {
             }
             self.slept = false;
         }
-        if frames > 0 || cqes > 0 {
+        if frames > 0 || cqes > 0 || self.credit_owed {
             self.give_back()?;
         }
         Ok(progress)
@@ -1120,7 +1139,7 @@ impl LinkReceiver for RdmaReceiver {
     fn poll(&mut self, deliver: &mut dyn FnMut(SignalView<'_>)) -> Result<PollProgress, LinkError> {
         self.polls = self.polls.wrapping_add(1);
         // A spinning receiver mostly finds nothing: two loads say so, with no call or set-up.
-        if self.polls % CQ_EVERY != 0 && !self.frame_may_be_there() {
+        if self.polls % CQ_EVERY != 0 && !self.frame_may_be_there() && !self.credit_owed {
             return Ok(PollProgress::default());
         }
         self.poll_frames(deliver)
@@ -1146,6 +1165,14 @@ impl LinkReceiver for RdmaReceiver {
     }
 
     fn arm(&mut self) -> Result<bool, LinkError> {
+        if self.credit_owed {
+            self.give_back()?;
+            if self.credit_owed {
+                // The peer may be waiting for it: no sleep until it is sent.
+                std::thread::yield_now();
+                return Ok(false);
+            }
+        }
         if self.drain_cq()? > 0 {
             // An immediate landed: its frame is there to take.
             self.give_back()?;
