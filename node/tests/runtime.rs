@@ -412,14 +412,8 @@ impl RemoteFactory for Recording {
     }
 }
 
-/// Signals to other nodes go through the remote sink; what the sink receives is routed to the
-/// local block it names.
-#[test]
-fn remote_seam_packs_outbound_and_routes_inbound() {
-    let log = Arc::new(Mutex::new(Recorded::default()));
-    let (tx, rx) = mpsc::channel();
-    let mut b = builder(2, Tuning::default()).remote(Box::new(Recording(log.clone())));
-    let probe = b.place(1, PROBE, inst(0), Box::new(Probe { tx })).unwrap();
+/// Places on thread 0 a pinger that pings node 2's echo block once at start; returns that block.
+fn ping_node_two(b: &mut node::NodeBuilder) -> BlockRef {
     let remote = BlockRef::new(NodeId::new(2).unwrap(), blocks::PING, inst(0));
     let pinger = Pinger {
         targets: vec![remote],
@@ -429,6 +423,18 @@ fn remote_seam_packs_outbound_and_routes_inbound() {
         answered: None,
     };
     b.place(0, PINGER, inst(0), Box::new(pinger)).unwrap();
+    remote
+}
+
+/// Signals to other nodes go through the remote sink; what the sink receives is routed to the
+/// local block it names.
+#[test]
+fn remote_seam_packs_outbound_and_routes_inbound() {
+    let log = Arc::new(Mutex::new(Recorded::default()));
+    let (tx, rx) = mpsc::channel();
+    let mut b = builder(2, Tuning::default()).remote(Box::new(Recording(log.clone())));
+    let probe = b.place(1, PROBE, inst(0), Box::new(Probe { tx })).unwrap();
+    let remote = ping_node_two(&mut b);
     let node = b.start().unwrap();
     // The pinger's PING_REQ to node 2 reaches the sink; the sink's inbound batch for the local
     // probe is routed to thread 1.
@@ -505,15 +511,7 @@ impl RemoteFactory for StalledFactory {
 fn a_stalled_peer_does_not_keep_the_thread_spinning() {
     let stalled = Arc::new(Stalled::default());
     let mut b = builder(1, Tuning::default()).remote(Box::new(StalledFactory(stalled.clone())));
-    let remote = BlockRef::new(NodeId::new(2).unwrap(), blocks::PING, inst(0));
-    let pinger = Pinger {
-        targets: vec![remote],
-        rounds: 1,
-        done_count: 0,
-        done: mpsc::channel().0,
-        answered: None,
-    };
-    b.place(0, PINGER, inst(0), Box::new(pinger)).unwrap();
+    ping_node_two(&mut b);
     let node = b.start().unwrap();
     let deadline = std::time::Instant::now() + WAIT;
     while stalled.flushes.load(Ordering::Relaxed) < 20 {

@@ -64,6 +64,24 @@ fn raw_rdma(five: &Registry) -> (std::net::TcpStream, transporter::rdma::RdmaLin
     (s, link)
 }
 
+/// Our own sending and receiving halves over the raw peer's queue pair, with their counters
+/// and page pool.
+struct Halves {
+    counters: Arc<LinkCounters>,
+    pool: Arc<PagePool>,
+    tx: transporter::rdma::RdmaSender,
+    rx: transporter::rdma::RdmaReceiver,
+}
+
+fn own_halves(socket: std::net::TcpStream, link: transporter::rdma::RdmaLink) -> Halves {
+    let counters = Arc::new(LinkCounters::default());
+    let pool = Arc::new(PagePool::new(4, 1 << 14));
+    let (tx, rx) =
+        transporter::rdma::split(link, socket, pool.clone(), counters.clone(), Limits::default())
+            .unwrap();
+    Halves { counters, pool, tx, rx }
+}
+
 fn failure_reason(five: &Registry, timeout: Duration) -> String {
     let (event, _) = wait_event(five.events(), timeout, failed(3));
     let LinkEvent::Failed { reason, .. } = event else { unreachable!() };
@@ -226,11 +244,8 @@ fn queue_pair_error_fails_the_link_then_it_reconnects() {
     }
     let (five, stop, receiver, socket, link) = five_and_raw_peer();
     // The test's end of the link runs our own receiving half over its queue pair.
-    let counters = Arc::new(LinkCounters::default());
-    let pool = Arc::new(PagePool::new(4, 1 << 14));
     let handle = socket.try_clone().unwrap();
-    let (_tx, mut rx) =
-        transporter::rdma::split(link, socket, pool, counters, Limits::default()).unwrap();
+    let Halves { mut rx, .. } = own_halves(socket, link);
     let mut send = five.send_buffers();
     for i in 0..10 {
         send.pack(node(3), &Signal::new(gsn::PING_REQ, block(5), block(3)).data(&[i])).unwrap();
@@ -300,10 +315,7 @@ fn a_credit_due_while_the_send_queue_is_full_goes_out_when_room_comes() {
         return;
     }
     let (five, stop, receiver, socket, link) = five_and_raw_peer();
-    let counters = Arc::new(LinkCounters::default());
-    let pool = Arc::new(PagePool::new(4, 1 << 14));
-    let (_tx, mut rx) =
-        transporter::rdma::split(link, socket, pool, counters.clone(), Limits::default()).unwrap();
+    let Halves { counters, mut rx, .. } = own_halves(socket, link);
     rx.hold_send_queue(true);
     // Far more than one ring (256 KiB) or receive queue holds.
     let total = 60_000u32;
@@ -342,11 +354,7 @@ fn signals_of_a_post_that_fails_count_as_dropped() {
         return;
     }
     let (_five, stop, receiver, socket, link) = five_and_raw_peer();
-    let counters = Arc::new(LinkCounters::default());
-    let pool = Arc::new(PagePool::new(4, 1 << 14));
-    let (mut tx, _rx) =
-        transporter::rdma::split(link, socket, pool.clone(), counters.clone(), Limits::default())
-            .unwrap();
+    let Halves { counters, pool, mut tx, .. } = own_halves(socket, link);
     let mut page = pool.take().unwrap();
     let mut w = BatchWriter::new(page.words_mut(), Limits::default(), WriteOptions::default());
     for i in 0..3u32 {
