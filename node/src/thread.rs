@@ -324,25 +324,30 @@ impl BlockThread {
 
     /// Spins, then sleeps until woken, a timer is due, or `SLEEP_MAX` passes.
     fn idle(&mut self) {
-        let spin_until = Instant::now() + self.tuning.spin_time;
+        let now = Instant::now();
+        let spin_until = now + self.tuning.spin_time;
         let mut polls = 0u32;
-        while !self.tuning.spin_time.is_zero() {
-            if self.has_work() || self.stop.is_set() {
-                return;
-            }
-            // One pause per poll (a pause is ~100 cycles on recent x86: more would add that
-            // to every hand-off), and the clock only every 64 polls.
-            polls = polls.wrapping_add(1);
-            if polls % 64 == 0 {
-                if Instant::now() >= spin_until {
-                    break;
+        // A stalled peer's retry due too soon to sleep for is polled through, spin time or not.
+        if !self.tuning.spin_time.is_zero() || self.stall.retry_soon(now) {
+            loop {
+                if self.has_work() || self.stop.is_set() {
+                    return;
                 }
-                // Let another runnable thread of this CPU have it: where threads outnumber
-                // CPUs, the thread with the next hop's work runs now, not at the end of our
-                // time slice. On a CPU of our own this returns at once.
-                std::thread::yield_now();
+                // One pause per poll (a pause is ~100 cycles on recent x86: more would add that
+                // to every hand-off), and the clock only every 64 polls.
+                polls = polls.wrapping_add(1);
+                if polls % 64 == 0 {
+                    let now = Instant::now();
+                    if now >= spin_until && !self.stall.retry_soon(now) {
+                        break;
+                    }
+                    // Let another runnable thread of this CPU have it: where threads outnumber
+                    // CPUs, the thread with the next hop's work runs now, not at the end of our
+                    // time slice. On a CPU of our own this returns at once.
+                    std::thread::yield_now();
+                }
+                core::hint::spin_loop();
             }
-            core::hint::spin_loop();
         }
         self.parker.announce();
         if self.has_work() || self.stop.is_set() {

@@ -6,8 +6,11 @@
 //! retry [`StallBackoff::MIN`] after the stall, each retry that also moves nothing doubling the
 //! wait up to [`StallBackoff::MAX`]; any progress, or a flush that was not blocked, ends it.
 //! A peer that reads slower than we write frees room within the first wait, so a stream loses
-//! little; a peer that stopped reading costs one flush attempt per `MAX`. Between retries the
-//! caller may sleep (a block thread in its epoll set, a send thread on its hand-off).
+//! little; a peer that stopped reading costs one flush attempt per `MAX`. The caller polls
+//! through waits under [`StallBackoff::SPIN_BELOW`] (the first five: about 0.6 ms in all) and
+//! sleeps through longer ones (a block thread in its epoll set, a send thread on its hand-off;
+//! those sleeps last at least a millisecond). The back-off is per writer, not per peer: while
+//! another peer's flushes move data, a stalled one is tried with them.
 
 use std::time::{Duration, Instant};
 
@@ -23,6 +26,8 @@ impl StallBackoff {
     pub const MIN: Duration = Duration::from_micros(20);
     /// The longest wait between two retries.
     pub const MAX: Duration = Duration::from_millis(1);
+    /// Waits shorter than this are polled through, not slept (see [`StallBackoff::retry_soon`]).
+    pub const SPIN_BELOW: Duration = Duration::from_micros(500);
 
     /// Notes what a flush did at `now`. Flushes made before the retry was due (a busy caller
     /// flushes every round anyway) leave the wait as it is.
@@ -55,6 +60,13 @@ impl StallBackoff {
     pub fn until_retry(&self, now: Instant) -> Option<Duration> {
         self.stall.map(|(retry, _)| retry.saturating_duration_since(now))
     }
+
+    /// Whether the retry is due within [`StallBackoff::SPIN_BELOW`] of `now`: too soon to
+    /// sleep for (a kernel sleep lasts at least a millisecond here), so the caller keeps
+    /// polling, yielding the CPU now and then, until it comes.
+    pub fn retry_soon(&self, now: Instant) -> bool {
+        self.until_retry(now).is_some_and(|wait| wait < Self::SPIN_BELOW)
+    }
 }
 
 #[cfg(test)]
@@ -82,6 +94,8 @@ mod tests {
             assert_eq!(b.until_retry(now), Some(wait));
         }
         assert_eq!(wait, StallBackoff::MAX);
+        assert!(!b.retry_soon(now), "a wait at the cap is slept, not polled through");
+        assert!(b.retry_soon(now + StallBackoff::MAX - StallBackoff::SPIN_BELOW / 2));
         b.note(true, true, || now);
         assert!(!b.is_stalled() && b.due(now) && b.until_retry(now).is_none());
         b.note(false, true, || now);

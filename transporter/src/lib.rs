@@ -171,7 +171,8 @@ pub trait LinkSender: Send {
         None
     }
 
-    /// Whether a page taken in part is still waiting to be finished.
+    /// Whether the next call has something to finish first: a page taken in part, or an
+    /// error met after the last call's progress (reported by the next call).
     fn has_pending(&self) -> bool;
 
     /// Drops whatever is unsent (the link is closing): returns the signals dropped.

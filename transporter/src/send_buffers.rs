@@ -328,7 +328,11 @@ fn write_open(inner: &Inner, slot: usize, pq: &mut PeerQueue, report: &mut Flush
     };
     match live.sender.send_page(open) {
         None => return false,
-        Some(Ok(progress)) => report.add(&progress),
+        Some(Ok(progress)) => {
+            report.add(&progress);
+            // A sender that failed after this progress reports it at the next call.
+            pq.sender_pending = live.sender.has_pending();
+        }
         Some(Err(e)) => {
             let generation = live.generation;
             drop(guard);

@@ -101,6 +101,8 @@ pub struct SendThread {
     taken: VecDeque<(u64, Page)>,
     /// Sleeps taken and wakeups received, for statistics.
     pub sleeps: u64,
+    /// Passes over the links made by [`SendThread::run`] (each tries every peer with pages).
+    pub passes: u64,
 }
 
 impl std::fmt::Debug for SendThread {
@@ -114,7 +116,7 @@ impl SendThread {
         let peers = crate::send_buffers::peer_queues(&inner);
         let configured =
             peers.iter().enumerate().filter(|(_, p)| p.is_some()).map(|(slot, _)| slot).collect();
-        SendThread { inner, peers, configured, taken: VecDeque::new(), sleeps: 0 }
+        SendThread { inner, peers, configured, taken: VecDeque::new(), sleeps: 0, passes: 0 }
     }
 
     /// One pass: takes handed pages and writes every peer's queue. Returns what was written
@@ -154,16 +156,23 @@ impl SendThread {
             // SYNC: handoff-publish (acquire side).
             let seen = handoff.published.load(Ordering::Acquire);
             let report = self.pass();
+            self.passes += 1;
             stall.note(report.bytes > 0 || report.dropped > 0, report.blocked, Instant::now);
-            if let Some(wait) = stall.until_retry(Instant::now()) {
+            let now = Instant::now();
+            if let Some(wait) = stall.until_retry(now) {
                 // Every peer with pages is stalled (a full ring, socket or credit window):
-                // sleep until the retry is due, or until a block thread hands pages over
-                // (they may be for a peer that is not stalled).
-                if !wait.is_zero()
-                    && wake::prepare_sleep(&handoff.sleeping, || {
-                        handoff.published.load(Ordering::Acquire) != seen
-                    })
-                {
+                // poll until a retry due soon, or sleep until a later one is due or a block
+                // thread hands pages over (they may be for a peer that is not stalled).
+                if stall.retry_soon(now) {
+                    while !stall.due(Instant::now())
+                        && handoff.published.load(Ordering::Acquire) == seen
+                        && !stop()
+                    {
+                        std::thread::yield_now();
+                    }
+                } else if wake::prepare_sleep(&handoff.sleeping, || {
+                    handoff.published.load(Ordering::Acquire) != seen
+                }) {
                     self.sleeps += 1;
                     handoff.wake.wait(wait.min(max_sleep));
                     wake::woke(&handoff.sleeping);

@@ -193,7 +193,7 @@ impl LinkSender for TcpSender {
     }
 
     fn has_pending(&self) -> bool {
-        self.pending.is_some()
+        self.pending.is_some() || self.failed.is_some()
     }
 
     fn discard_pending(&mut self) -> usize {
@@ -328,7 +328,9 @@ mod tests {
         assert!(progress.blocked, "the rest is still queued");
         assert_eq!(queue.len(), 70 - MAX_IOVECS);
         assert_eq!(counters.snapshot().signals_sent, MAX_IOVECS as u64);
-        // The error comes with the next call, which writes nothing.
+        // The error comes with the next call, which writes nothing; the sender says it has
+        // something for that call even when nothing else is queued.
+        assert!(tx.has_pending(), "the error waits for the next call");
         let e = tx.send(&mut queue).unwrap_err().to_string();
         assert!(e.contains("writev"), "{e}");
         assert_eq!(queue.len(), 70 - MAX_IOVECS);

@@ -369,6 +369,9 @@ fn signals_of_a_post_that_fails_count_as_dropped() {
     assert_eq!((progress.bytes, progress.signals, progress.dropped), (bytes, 0, 3));
     let c = counters.snapshot();
     assert_eq!((c.signals_sent, c.signals_dropped, c.bytes_sent), (0, 3, 0));
+    // Nothing is left queued, yet the sender has something for the next call (the error), so
+    // its send buffers call again and the link fails.
+    assert!(queue.is_empty() && tx.has_pending());
     let e = tx.send(&mut queue).unwrap_err().to_string();
     assert!(e.contains("post refused"), "{e}");
     stop.store(true, Ordering::Relaxed);

@@ -16,8 +16,15 @@ use transporter::{Registry, TransportKind};
 fn spawn_send_thread(
     registry: &mut Registry,
 ) -> (Arc<AtomicBool>, std::thread::JoinHandle<transporter::SendThread>) {
-    let mut thread = registry.take_send_thread().expect("a send thread is configured");
+    let thread = registry.take_send_thread().expect("a send thread is configured");
     assert!(registry.take_send_thread().is_none(), "the send thread is handed out once");
+    run_send_thread(thread)
+}
+
+/// Runs `thread` until the returned flag is set; the handle gives it back.
+fn run_send_thread(
+    mut thread: transporter::SendThread,
+) -> (Arc<AtomicBool>, std::thread::JoinHandle<transporter::SendThread>) {
     let stop = Arc::new(AtomicBool::new(false));
     let s = stop.clone();
     let handle = std::thread::spawn(move || {
@@ -110,15 +117,26 @@ fn a_send_thread_behind_a_peer_that_stopped_reading_sleeps_between_retries() {
         }
     }
     send.flush();
+    // Let the sockets fill, then count the passes the thread makes over 300 ms of stall.
+    std::thread::sleep(Duration::from_millis(200));
+    stop.store(true, Ordering::Relaxed);
+    let thread = handle.join().unwrap();
+    let (passes, sleeps) = (thread.passes, thread.sleeps);
+    let (stop, handle) = run_send_thread(thread);
     std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let thread = handle.join().unwrap();
+    let (passes, sleeps) = (thread.passes - passes, thread.sleeps - sleeps);
     let sent = one.counters(node(2)).unwrap().signals_sent;
     assert!(sent < count, "the sockets took all {count} signals: nothing stalled");
+    // About one try a millisecond once the back-off is at its cap, each after a sleep; a
+    // thread spinning on the full socket makes hundreds of thousands.
+    assert!(passes < 3000, "{passes} passes in 300 ms behind a stalled peer");
+    assert!(sleeps >= 50, "the send thread slept {sleeps} times in 300 ms");
+    let (stop, handle) = run_send_thread(thread);
     let checker = StreamChecker::start(&mut two);
     checker.wait_for(count, Duration::from_secs(120));
     stop.store(true, Ordering::Relaxed);
-    let thread = handle.join().unwrap();
-    // About one sleep a millisecond while stalled; a thread spinning on the full socket
-    // would not sleep at all until the stream was through.
-    assert!(thread.sleeps >= 50, "the send thread slept {} times", thread.sleeps);
+    handle.join().unwrap();
     assert_eq!(one.counters(node(2)).unwrap().signals_dropped, 0);
 }

@@ -597,6 +597,18 @@ fn note_blocked(
     progress
 }
 
+/// Fails when signalled requests are outstanding and no send completion came for
+/// `ACK_TIMEOUT`: the peer's NIC stopped acknowledging (soft-RoCE then reports nothing at all).
+fn acks_overdue(st: &PostState) -> Result<(), LinkError> {
+    if st.signaled > 0 && st.progress_at.elapsed() > ACK_TIMEOUT {
+        return Err(LinkError::Rdma(format!(
+            "no send completion for {ACK_TIMEOUT:?} with {} requests outstanding: the peer's NIC stopped acknowledging",
+            st.outstanding
+        )));
+    }
+    Ok(())
+}
+
 /// Where a send's pages come from: the link's queue (after a page pending from the last
 /// send), or one page written in place.
 enum Pages<'a> {
@@ -620,15 +632,8 @@ impl RdmaSender {
         // (an error completes every request, so a failure is still seen). A pending signalled
         // request means at least SIGNAL_EVERY are outstanding, so the silence check below sees
         // every one; it reads the clock only when no completion came.
-        if st.outstanding >= SIGNAL_EVERY
-            && shared.reap(&mut st)? == 0
-            && st.signaled > 0
-            && st.progress_at.elapsed() > ACK_TIMEOUT
-        {
-            return Err(LinkError::Rdma(format!(
-                "no send completion for {ACK_TIMEOUT:?} with {} requests outstanding: the peer's NIC stopped acknowledging",
-                st.outstanding
-            )));
+        if st.outstanding >= SIGNAL_EVERY && shared.reap(&mut st)? == 0 {
+            acks_overdue(&st)?;
         }
         let mut progress = SendProgress::default();
         if let Pages::Queue(queue) = &pages {
@@ -726,7 +731,7 @@ impl LinkSender for RdmaSender {
     }
 
     fn has_pending(&self) -> bool {
-        self.pending.is_some()
+        self.pending.is_some() || self.failed.is_some()
     }
 
     fn discard_pending(&mut self) -> usize {
@@ -997,9 +1002,10 @@ impl RdmaReceiver {
         }
         // A full send queue empties as the NIC completes what is posted: owe the credit and
         // try again at the next poll, instead of holding the post lock (and every sending
-        // thread) while waiting here. A queue pair that never completes fails the link by the
-        // sender's acknowledgement timeout or an error completion.
+        // thread) while waiting here. A queue that never completes fails the link: by an
+        // error completion, or here, as on the sending side, once acknowledgements are overdue.
         if !shared.room(&mut st, 1, 0)? {
+            acks_overdue(&st)?;
             self.credit_owed = true;
             return Ok(());
         }
