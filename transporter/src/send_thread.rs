@@ -158,7 +158,8 @@ impl SendThread {
             let report = self.pass();
             self.passes += 1;
             stall.note(report.bytes > 0 || report.dropped > 0, report.blocked, Instant::now);
-            let now = Instant::now();
+            // The clock only while stalled: most passes pay nothing for the back-off.
+            let now = if stall.is_stalled() { Instant::now() } else { idle_since };
             if let Some(wait) = stall.until_retry(now) {
                 // Every peer with pages is stalled (a full ring, socket or credit window):
                 // poll until a retry due soon, or sleep until a later one is due or a block
