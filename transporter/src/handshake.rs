@@ -268,6 +268,11 @@ fn read_message(
             }
             Ok(n) => filled += n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // The socket's timeout (what is left of the budget) ran out: the loop's check says
+            // so, naming how much arrived (the socket says only "would block").
+            Err(e)
+                if deadline.is_some()
+                    && matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {}
             Err(e) => return Err(HandshakeError::Io { op, source: e }),
         }
     }

@@ -82,7 +82,9 @@ fn a_peer_that_trickles_its_hello_is_cut_off_at_the_timeout() {
         }
     });
     let (mut s, _) = listener.accept().unwrap();
-    s.set_read_timeout(Some(Duration::from_millis(800))).unwrap();
+    // Half-way between two bytes, so the budget runs out while a read waits (the socket's
+    // own timeout fires, not the check between reads).
+    s.set_read_timeout(Some(Duration::from_millis(850))).unwrap();
     let params = AcceptParams { cluster_id: 7, me: node(2), secret: None };
     let result = handshake::accept(&mut s, &params, |_| Ok(()), |_| Ok(()));
     let when = sent.load(Ordering::SeqCst);
