@@ -228,8 +228,7 @@ impl BlockThread {
     /// Whether signals wait for a peer and a flush may move them now: at once unless the last
     /// flush found the peers stalled, then when the back-off's retry is due.
     fn unsent_due(&self) -> bool {
-        self.exec.out.remote.has_unsent()
-            && (!self.stall.is_stalled() || self.stall.due(Instant::now()))
+        self.exec.out.remote.has_unsent() && self.stall.due(Instant::now)
     }
 
     /// Runs every waiting priority-A signal.

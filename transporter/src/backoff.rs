@@ -51,9 +51,10 @@ impl StallBackoff {
         self.stall.is_some()
     }
 
-    /// Whether a flush may move something now: always, unless stalled and the retry is not due.
-    pub fn due(&self, now: Instant) -> bool {
-        self.stall.map_or(true, |(retry, _)| now >= retry)
+    /// Whether a flush may move something now: always, unless stalled and the retry is not due
+    /// (the clock, `now`, is read only while stalled).
+    pub fn due(&self, now: impl FnOnce() -> Instant) -> bool {
+        self.stall.map_or(true, |(retry, _)| now() >= retry)
     }
 
     /// How long from `now` until the retry is due (`None` when not stalled).
@@ -77,10 +78,10 @@ mod tests {
     fn doubles_per_stalled_retry_up_to_the_cap_and_progress_ends_it() {
         let t0 = Instant::now();
         let mut b = StallBackoff::default();
-        assert!(b.due(t0) && !b.is_stalled());
+        assert!(b.due(|| t0) && !b.is_stalled());
         b.note(false, true, || t0);
         assert_eq!(b.until_retry(t0), Some(StallBackoff::MIN));
-        assert!(!b.due(t0));
+        assert!(!b.due(|| t0));
         // A flush of a busy round before the retry is due does not stretch the wait.
         b.note(false, true, || t0 + StallBackoff::MIN / 2);
         assert_eq!(b.until_retry(t0), Some(StallBackoff::MIN));
@@ -88,7 +89,7 @@ mod tests {
         let mut wait = StallBackoff::MIN;
         for _ in 0..12 {
             now += wait;
-            assert!(b.due(now));
+            assert!(b.due(|| now));
             b.note(false, true, || now);
             wait = (wait * 2).min(StallBackoff::MAX);
             assert_eq!(b.until_retry(now), Some(wait));
@@ -97,7 +98,7 @@ mod tests {
         assert!(!b.retry_soon(now), "a wait at the cap is slept, not polled through");
         assert!(b.retry_soon(now + StallBackoff::MAX - StallBackoff::SPIN_BELOW / 2));
         b.note(true, true, || now);
-        assert!(!b.is_stalled() && b.due(now) && b.until_retry(now).is_none());
+        assert!(!b.is_stalled() && b.due(|| now) && b.until_retry(now).is_none());
         b.note(false, true, || now);
         b.note(false, false, || now);
         assert!(!b.is_stalled(), "a flush that was not blocked ends the stall");

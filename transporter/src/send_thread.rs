@@ -158,14 +158,15 @@ impl SendThread {
             let report = self.pass();
             self.passes += 1;
             stall.note(report.bytes > 0 || report.dropped > 0, report.blocked, Instant::now);
-            // The clock only while stalled: most passes pay nothing for the back-off.
-            let now = if stall.is_stalled() { Instant::now() } else { idle_since };
-            if let Some(wait) = stall.until_retry(now) {
+            if stall.is_stalled() {
+                // The clock only while stalled: most passes pay nothing for the back-off.
+                let now = Instant::now();
+                let wait = stall.until_retry(now).unwrap_or_default();
                 // Every peer with pages is stalled (a full ring, socket or credit window):
                 // poll until a retry due soon, or sleep until a later one is due or a block
                 // thread hands pages over (they may be for a peer that is not stalled).
                 if stall.retry_soon(now) {
-                    while !stall.due(Instant::now())
+                    while !stall.due(Instant::now)
                         && handoff.published.load(Ordering::Acquire) == seen
                         && !stop()
                     {
