@@ -282,9 +282,9 @@ impl BlockThread {
         if self.exec.timers.is_empty() {
             return 0;
         }
-        let now = self.exec.clock.now_ns();
+        let (now, mark) = (self.exec.clock.now_ns(), self.exec.timers.mark());
         let mut ran = 0;
-        while let Some(timer) = self.exec.timers.pop_due(now) {
+        while let Some(timer) = self.exec.timers.pop_due(now, mark) {
             let signal = Signal::new(timer.gsn, timer.block, timer.block).data(timer.data());
             self.exec.dispatch_owned(&signal, self.tuning.limits);
             ran += 1;

@@ -105,10 +105,23 @@ impl Timers {
         self.heap.peek().map(|t| t.due_ns)
     }
 
-    /// Removes and returns the earliest timer if it is due at `now_ns`.
+    /// A mark for [`Timers::pop_due`]: the timers set from now on come after it.
     #[inline]
-    pub fn pop_due(&mut self, now_ns: u64) -> Option<Timer> {
-        if self.heap.peek()?.due_ns <= now_ns {
+    pub fn mark(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Removes and returns the earliest timer if it is due at `now_ns` and was set before
+    /// `mark` (from [`Timers::mark`]). A timer set while due timers fire (a continuation step
+    /// of 0 delay, on a clock that has not moved) waits for the next round, so a chain of such
+    /// steps cannot hold a round forever: the round's other work runs between steps.
+    #[inline]
+    pub fn pop_due(&mut self, now_ns: u64, mark: u64) -> Option<Timer> {
+        // A timer set after the mark is due no earlier than the round's `now_ns`, and one due
+        // then is ordered after every older timer due then too: stopping at it skips none of
+        // the older due timers.
+        let next = self.heap.peek()?;
+        if next.due_ns <= now_ns && next.seq < mark {
             self.heap.pop()
         } else {
             None
@@ -143,14 +156,27 @@ mod tests {
         t.set(10, me(), gsn::CONTINUE, &[1]).unwrap();
         t.set(20, me(), gsn::CONTINUE, &[2]).unwrap();
         t.set(20, me(), gsn::CONTINUE, &[22]).unwrap();
-        assert!(t.pop_due(9).is_none());
-        assert_eq!(t.pop_due(10).unwrap().data(), &[1]);
-        assert!(t.pop_due(19).is_none());
-        assert_eq!(t.pop_due(25).unwrap().data(), &[2]);
-        assert_eq!(t.pop_due(25).unwrap().data(), &[22]);
+        let all = t.mark();
+        assert!(t.pop_due(9, all).is_none());
+        assert_eq!(t.pop_due(10, all).unwrap().data(), &[1]);
+        assert!(t.pop_due(19, all).is_none());
+        assert_eq!(t.pop_due(25, all).unwrap().data(), &[2]);
+        assert_eq!(t.pop_due(25, all).unwrap().data(), &[22]);
         assert_eq!(t.next_due_ns(), Some(30));
-        assert_eq!(t.pop_due(u64::MAX).unwrap().data(), &[3]);
+        assert_eq!(t.pop_due(u64::MAX, all).unwrap().data(), &[3]);
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_timer_set_after_the_mark_waits_even_when_due() {
+        let mut t = Timers::with_capacity(8);
+        t.set(5, me(), gsn::CONTINUE, &[1]).unwrap();
+        let mark = t.mark();
+        // Set while the round fires, due at the round's own instant.
+        t.set(5, me(), gsn::CONTINUE, &[2]).unwrap();
+        assert_eq!(t.pop_due(5, mark).unwrap().data(), &[1]);
+        assert!(t.pop_due(5, mark).is_none());
+        assert_eq!(t.pop_due(5, t.mark()).unwrap().data(), &[2]);
     }
 
     #[test]

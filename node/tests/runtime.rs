@@ -161,6 +161,47 @@ fn timers_fire_in_order_and_not_early() {
     node.stop().unwrap();
 }
 
+/// A block that breaks its work into `steps` continuation steps of 0 delay, and reports the
+/// last.
+#[derive(Debug)]
+struct Chain {
+    steps: u32,
+    done: mpsc::Sender<u32>,
+}
+
+impl node::Block for Chain {
+    fn execute(&mut self, s: &SignalView<'_>, ctx: &mut node::Context<'_>) {
+        let step = match s.gsn() {
+            gsn::START_ORD => 0,
+            gsn::CONTINUE => s.data()[0] + 1,
+            _ => return,
+        };
+        if step == self.steps {
+            let _ = self.done.send(step);
+        } else {
+            ctx.send_delayed(0, gsn::CONTINUE, &[step]).unwrap();
+        }
+    }
+}
+
+/// Continuation steps of 0 delay run one per round, on a clock that never moves: a step set
+/// while the round's timers fire waits for the next round instead of holding this one.
+#[test]
+fn zero_delay_continuation_steps_run_one_per_round() {
+    let clock = ManualClock::new();
+    let (tx, rx) = mpsc::channel();
+    let steps = 2_000;
+    let mut b = builder(1, Tuning::default()).clock(Arc::new(clock.clone()));
+    b.place(0, TIMED, inst(0), Box::new(Chain { steps, done: tx })).unwrap();
+    let node = b.start().unwrap();
+    assert_eq!(rx.recv_timeout(WAIT).unwrap(), steps);
+    let stats = node.stats().clone();
+    node.stop().unwrap();
+    // Read after the stop, which publishes the last round.
+    let rounds = stats.threads()[0].snapshot().rounds;
+    assert!(rounds >= u64::from(steps), "{steps} steps ran in {rounds} rounds");
+}
+
 /// Two threads flood one receiver through job buffers of two 128-word pages: senders see
 /// back-pressure, nothing deadlocks, nothing is lost or reordered, and no queue grows.
 #[test]
