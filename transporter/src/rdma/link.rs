@@ -84,8 +84,10 @@ struct PostState {
     /// Where send completions are polled into (kept, so a reap zeroes nothing).
     wcs: [Wc; 16],
     /// Every post fails (set by [`RdmaSender::refuse_posts`], for fault tests).
+    #[cfg(feature = "fault-injection")]
     refuse_posts: bool,
     /// The send queue counts as full (set by [`RdmaReceiver::hold_send_queue`], for tests).
+    #[cfg(feature = "fault-injection")]
     held: bool,
 }
 
@@ -185,6 +187,7 @@ impl Shared {
 
     /// Whether `n` more work requests fit, keeping `reserve` slots free; reaps when short.
     fn room(&self, st: &mut PostState, n: u32, reserve: u32) -> Result<bool, LinkError> {
+        #[cfg(feature = "fault-injection")]
         if st.held {
             return Ok(false);
         }
@@ -249,6 +252,7 @@ impl Shared {
         } else {
             st.unsignaled += n;
         }
+        #[cfg(feature = "fault-injection")]
         if st.refuse_posts {
             return Err(LinkError::Rdma("post refused (fault test)".into()));
         }
@@ -287,7 +291,9 @@ pub(crate) fn split(
             progress_at: Instant::now(),
             read_pending: false,
             wcs: [Wc::default(); 16],
+            #[cfg(feature = "fault-injection")]
             refuse_posts: false,
+            #[cfg(feature = "fault-injection")]
             held: false,
         }),
         link,
@@ -617,7 +623,9 @@ enum Pages<'a> {
 }
 
 impl RdmaSender {
-    /// Makes every later post of this link fail, as a device error would. For fault tests.
+    /// Makes every later post of this link fail, as a device error would. For fault tests
+    /// (feature `fault-injection`).
+    #[cfg(feature = "fault-injection")]
     pub fn refuse_posts(&self) {
         self.shared.lock().refuse_posts = true;
     }
@@ -823,7 +831,8 @@ struct Found {
 
 impl RdmaReceiver {
     /// Makes the send queue count as full while `held` (credit and mode writes find no room),
-    /// as a queue pair whose completions lag would. For tests.
+    /// as a queue pair whose completions lag would. For tests (feature `fault-injection`).
+    #[cfg(feature = "fault-injection")]
     pub fn hold_send_queue(&self, held: bool) {
         self.shared.lock().held = held;
     }
