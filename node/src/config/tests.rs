@@ -357,3 +357,37 @@ fn shipped_examples_load() {
 fn nodes_rdma_device_must_be_a_device_name() {
     refuses("id = 1\n", "id = 1\nrdma_device = \"bad name\"\n", "nodes[0].rdma_device");
 }
+
+/// `buffers_fit` of `config` on a machine of `memory` bytes.
+fn fits(memory: u128, config: &Config) -> Result<(), ConfigError> {
+    validate::buffers_fit(memory, &config.nodes, &config.links, &config.threads, &config.limits)
+}
+
+#[test]
+fn buffers_count_the_receive_thread_that_receive_0_still_starts() {
+    // Node 1: lanes of 256 KiB, 4 MiB send buffers on two links, and the 1 MiB shm ring's 3 MiB
+    // and a page. With one receive thread (what runs with `receive = 0`): 12 lanes, 3 MiB, and
+    // 14 MiB and a page in all, over half of 27 MiB; counting no receive thread, 8 lanes would
+    // have fitted.
+    let config = parse(&BASE.replacen("receive = 1", "receive = 0", 1)).unwrap();
+    let mib = 1u128 << 20;
+    let err = fits(27 * mib, &config).expect_err("a receive thread's lanes were not counted");
+    assert_eq!(err.key(), Some("limits.send_buffer_bytes"), "{err}");
+    let message = err.to_string();
+    assert!(message.contains("12 job buffers of 262144 bytes"), "{message}");
+    assert!(message.contains("1 receive thread"), "{message}");
+    fits(29 * mib, &config).unwrap();
+}
+
+#[test]
+fn link_rings_count_against_memory() {
+    // A 1 GiB shared-memory ring: a 2 GiB segment and a 1 GiB copy buffer, past half of 4 GiB.
+    let mut config = parse(BASE).unwrap();
+    config.links[0].ring_bytes = 1 << 30;
+    let err = fits(4 << 30, &config).expect_err("the link's rings were not counted");
+    assert_eq!(err.key(), Some("links[0].ring_bytes"), "{err}");
+    assert!(err.to_string().contains("bytes of link rings"), "{err}");
+    // The same ring over TCP takes no ring memory.
+    config.links[0].transport = Transport::Tcp;
+    fits(4 << 30, &config).unwrap();
+}

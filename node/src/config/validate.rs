@@ -143,10 +143,38 @@ fn send_pages_for_every_thread(
     Ok(())
 }
 
-/// Job buffers (two lanes from every block or receive thread to every block thread) and send
-/// buffers (one per link) are allocated whole at start: together they must fit in half of this
-/// machine's memory, so a node fails here, by name, not later by the allocator or the OOM killer.
+/// Job buffers (two lanes from every block or receive thread to every block thread), send
+/// buffers (one per link) and link rings are allocated whole at start or at link set-up: for
+/// every node, together they must fit in half of this machine's memory, so a node fails here,
+/// by name, not later by the allocator or the OOM killer.
 fn buffers_fit_memory(
+    nodes: &[NodeConfig],
+    links: &[LinkConfig],
+    threads: &ThreadsConfig,
+    limits: &LimitsConfig,
+) -> Result<(), ConfigError> {
+    match machine_memory() {
+        Some(memory) => buffers_fit(memory, nodes, links, threads, limits),
+        None => Ok(()),
+    }
+}
+
+/// Bytes a link's rings take at each end: shared memory maps a segment of both rings (and a
+/// page of control lines) and keeps a ring-sized copy buffer; RDMA registers its own ring and
+/// a staging copy of the peer's, and keeps a ring-sized copy buffer. TCP and local links keep
+/// no ring.
+fn ring_memory(l: &LinkConfig) -> u128 {
+    let ring = l.ring_bytes as u128;
+    match l.transport {
+        Transport::Shm => 3 * ring + 4096,
+        Transport::Rdma => 3 * ring,
+        Transport::Tcp | Transport::Local => 0,
+    }
+}
+
+/// [`buffers_fit_memory`] for a machine of `memory` bytes.
+pub(super) fn buffers_fit(
+    memory: u128,
     nodes: &[NodeConfig],
     links: &[LinkConfig],
     threads: &ThreadsConfig,
@@ -155,36 +183,46 @@ fn buffers_fit_memory(
     let ring_words = (limits.job_buffer_pages as u128 * limits.job_buffer_page_words as u128)
         .max(2 * limits.signal.max_signal_words() as u128 + 2)
         .next_power_of_two();
-    let lanes = 2 * (threads.count + threads.receive) as u128 * threads.count as u128;
+    // A node receives on one receive thread even when `threads.receive` is 0 (the data-node
+    // binary starts one for its links), and that thread has its lanes too.
+    let receive = threads.receive.max(1);
+    let lanes = 2 * (threads.count + receive) as u128 * threads.count as u128;
     let job_bytes = lanes * ring_words * 4;
-    let most_links = nodes
-        .iter()
-        .map(|n| links.iter().filter(|l| l.nodes.contains(&n.id)).count())
-        .max()
-        .unwrap_or(0) as u128;
-    let send_bytes = most_links * limits.send_buffer_bytes as u128;
-    let Some(memory) = machine_memory() else { return Ok(()) };
-    if job_bytes + send_bytes > memory / 2 {
-        // The key of the larger share.
-        let (key, value) = if job_bytes >= send_bytes {
-            ("limits.job_buffer_pages", limits.job_buffer_pages)
-        } else {
-            ("limits.send_buffer_bytes", limits.send_buffer_bytes)
+    for n in nodes {
+        let mine: Vec<(usize, &LinkConfig)> =
+            links.iter().enumerate().filter(|(_, l)| l.nodes.contains(&n.id)).collect();
+        let send_bytes = mine.len() as u128 * limits.send_buffer_bytes as u128;
+        let ring_bytes: u128 = mine.iter().map(|(_, l)| ring_memory(l)).sum();
+        let total = job_bytes + send_bytes + ring_bytes;
+        if total <= memory / 2 {
+            continue;
+        }
+        // The key of the largest share (for the rings, the node's largest ring).
+        let largest_ring = mine.iter().max_by_key(|(_, l)| ring_memory(l));
+        let (key, value) = match largest_ring {
+            Some((i, l)) if ring_bytes > job_bytes && ring_bytes > send_bytes => {
+                (format!("links[{i}].ring_bytes"), l.ring_bytes.to_string())
+            }
+            _ if job_bytes >= send_bytes => {
+                ("limits.job_buffer_pages".to_string(), limits.job_buffer_pages.to_string())
+            }
+            _ => ("limits.send_buffer_bytes".to_string(), limits.send_buffer_bytes.to_string()),
         };
         return Err(bad(
             key,
             value,
             format!(
-                "buffers that fit in half of this machine's {memory} bytes of memory: \
-                 {lanes} job buffers of {} bytes (threads.count = {}, threads.receive = {}, \
-                 job_buffer_page_words = {}) and {most_links} send buffers of {} bytes come to \
-                 {} bytes",
+                "buffers that fit in half of this machine's {memory} bytes of memory: node {} \
+                 has {lanes} job buffers of {} bytes (threads.count = {}, {receive} receive \
+                 thread, job_buffer_page_words = {}), {} send buffers of {} bytes and {} bytes \
+                 of link rings, {total} bytes in all",
+                n.id,
                 ring_words * 4,
                 threads.count,
-                threads.receive,
                 limits.job_buffer_page_words,
+                mine.len(),
                 limits.send_buffer_bytes,
-                job_bytes + send_bytes
+                ring_bytes,
             ),
         ));
     }
