@@ -270,6 +270,19 @@ fn two_process_stats(config: &str, ask: &str, timeout_s: &str) -> String {
     let out = datanode(&["stats", "--config", config, "--node-id", ask, "--timeout-s", timeout_s])
         .output()
         .unwrap();
+    // Again, into a pipe whose reader is gone before the report is written (as `| head -0`):
+    // the report ends there, with no panic and exit 0.
+    let mut closed =
+        datanode(&["stats", "--config", config, "--node-id", ask, "--timeout-s", timeout_s])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+    drop(closed.stdout.take());
+    let closed = closed.wait_with_output().unwrap();
+    let closed_err = String::from_utf8_lossy(&closed.stderr);
+    assert!(closed.status.success(), "stats into a closed pipe: {closed_err}");
+    assert!(!closed_err.contains("panicked"), "{closed_err}");
     for child in &nodes {
         // SAFETY: kill with a child's pid and a valid signal number has no memory effects.
         assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGTERM) }, 0);
@@ -385,6 +398,40 @@ fn stats_refuses_an_out_of_range_timeout_or_node_id() {
         assert!(err.contains(says), "{args:?}: {err}");
         assert!(!err.contains("panicked"), "{args:?}: {err}");
     }
+    let _ = std::fs::remove_file(&path);
+}
+
+#[test]
+fn stats_names_why_it_got_no_link() {
+    let text = cluster_text(51, "tcp", [free_port(), free_port(), free_port()]);
+    // API node 100 with no link to node 2: refused before any attempt.
+    let unlinked = text.replace("[[links]]\nnodes = [2, 100]\ntransport = \"tcp\"\n", "");
+    assert_ne!(unlinked, text, "test bug: the link to remove is not in the file");
+    let path = write_config(&unlinked, "stats-unlinked");
+    let out = datanode(&["stats", "--config", path.to_str().unwrap(), "--node-id", "2"])
+        .args(["--as", "100", "--timeout-s", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--as 100: the cluster file has no link between node 100 and node 2"),
+        "{err}"
+    );
+    let _ = std::fs::remove_file(&path);
+    // Node 1 is not running: the timeout says what the last attempt met.
+    let path = write_config(&text, "stats-down");
+    let out = datanode(&["stats", "--config", path.to_str().unwrap(), "--node-id", "1"])
+        .args(["--timeout-s", "1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("did not accept a link within 1s (last attempt: connecting to 127.0.0.1:"),
+        "{err}"
+    );
+    assert!(err.contains("refused"), "{err}");
     let _ = std::fs::remove_file(&path);
 }
 

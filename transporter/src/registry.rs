@@ -189,6 +189,8 @@ pub(crate) struct LiveSender {
 struct Retry {
     next_attempt: Instant,
     backoff: Duration,
+    /// Why the last attempt to bring the link up failed (cleared when it comes up).
+    last_error: Option<String>,
 }
 
 /// One peer's link.
@@ -372,7 +374,7 @@ impl Inner {
             Ok(parts) => parts,
             Err(e) => {
                 warn!(peer = %peer, error = %e, "link set-up failed");
-                self.retry_later(link);
+                self.retry_later(link, format!("link set-up failed: {e}"));
                 return;
             }
         };
@@ -386,7 +388,11 @@ impl Inner {
         let generation = link.generation.fetch_add(1, Ordering::AcqRel) + 1;
         *Inner::lock(&link.shutdown) = Some(handle);
         *Inner::lock(&link.sender) = Some(LiveSender { generation, sender });
-        Inner::lock(&link.retry).backoff = self.config.backoff_min;
+        {
+            let mut retry = Inner::lock(&link.retry);
+            retry.backoff = self.config.backoff_min;
+            retry.last_error = None;
+        }
         LinkCounters::add(&link.counters.connects, 1);
         info!(peer = %peer, transport = %link.config.transport, "link up");
         {
@@ -402,8 +408,9 @@ impl Inner {
         self.receive_wake.notify();
     }
 
-    fn retry_later(&self, link: &Link) {
+    fn retry_later(&self, link: &Link, why: String) {
         let mut retry = Inner::lock(&link.retry);
+        retry.last_error = Some(why);
         retry.next_attempt = Instant::now() + retry.backoff;
         retry.backoff = (retry.backoff * 2).min(self.config.backoff_max);
         drop(retry);
@@ -434,7 +441,7 @@ impl Inner {
             Ok(stream) => self.install(link, stream, true),
             Err(e) => {
                 debug!(peer = %peer, addr = %link.config.addr, error = %e, "connect failed; will retry");
-                self.retry_later(link);
+                self.retry_later(link, format!("connecting to {}: {e}", link.config.addr));
             }
         }
     }
@@ -488,7 +495,7 @@ impl Inner {
                 // A handshake that failed after claiming its link (the last write failed) must
                 // give the link back, or every later hello would be refused as a duplicate.
                 if let Some(link) = claimed {
-                    self.retry_later(link);
+                    self.retry_later(link, format!("accepting from {from}: {e}"));
                 }
                 match e {
                     HandshakeError::RefusedPeer { .. } => {
@@ -642,6 +649,7 @@ impl Registry {
                 retry: Mutex::new(Retry {
                     next_attempt: Instant::now(),
                     backoff: config.backoff_min,
+                    last_error: None,
                 }),
                 event_order: Mutex::new(()),
                 pool: Arc::new(PagePool::new(pages, config.page_bytes / 4)),
@@ -729,6 +737,12 @@ impl Registry {
         self.inner.link(peer).map(Link::state)
     }
 
+    /// Why the last attempt to bring the link to `peer` up failed, while it has not come up
+    /// since: a refused connection, a handshake the peer refused (and why), a failed set-up.
+    pub fn last_error(&self, peer: NodeId) -> Option<String> {
+        self.inner.link(peer).and_then(|l| Inner::lock(&l.retry).last_error.clone())
+    }
+
     /// The counters of the link to `peer`.
     pub fn counters(&self, peer: NodeId) -> Option<CounterSnapshot> {
         self.inner.link(peer).map(|l| l.counters.snapshot())
@@ -807,8 +821,8 @@ fn manage(inner: Arc<Inner>, listener: Option<TcpListener>) {
                         worker.connect(link);
                     }
                 });
-            if spawned.is_err() {
-                inner.retry_later(link);
+            if let Err(e) = spawned {
+                inner.retry_later(link, format!("cannot start a connect thread: {e}"));
             }
         }
     }

@@ -17,6 +17,7 @@
 //!    wait for a signal; stop and join. Shared-memory segments are anonymous (memfd) and never
 //!    have a file name, so a stop (or a crash) leaves none behind.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -227,7 +228,14 @@ fn stats(
             .ok()
             .and_then(NodeId::new)
             .filter(|n| config.node(*n).is_some_and(|c| c.kind == NodeKind::Api))
-            .ok_or_else(|| DatanodeError::Stats(format!("--as {id} is not an API node of the cluster file")))?,
+            .ok_or_else(|| DatanodeError::Stats(format!("--as {id} is not an API node of the cluster file")))
+            .and_then(|me| {
+                if config.links_of(me).any(|l| l.nodes.contains(&target)) {
+                    Ok(me)
+                } else {
+                    Err(DatanodeError::Stats(format!("--as {id}: the cluster file has no link between node {id} and node {target}")))
+                }
+            })?,
         None => config
             .links_of(target)
             .flat_map(|l| l.nodes)
@@ -239,18 +247,21 @@ fn stats(
     links.send_thread = false;
     let mut registry = Registry::start(links)?;
     let deadline = Instant::now() + timeout;
+    // The reason the last attempt failed is what a user needs: a node not running, a refused
+    // secret, another client already connected as this API node.
+    let no_link = |registry: &Registry| {
+        let why =
+            registry.last_error(target).map_or(String::new(), |e| format!(" (last attempt: {e})"));
+        DatanodeError::Stats(format!("node {target} did not accept a link within {timeout:?}{why}"))
+    };
     loop {
-        let left = deadline.checked_duration_since(Instant::now()).ok_or_else(|| {
-            DatanodeError::Stats(format!("node {target} did not accept a link within {timeout:?}"))
-        })?;
+        let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+            return Err(no_link(&registry));
+        };
         match registry.events().recv_timeout(left) {
             Ok(LinkEvent::Connected { peer, .. }) if peer == target => break,
             Ok(_) => continue,
-            Err(_) => {
-                return Err(DatanodeError::Stats(format!(
-                    "node {target} did not accept a link within {timeout:?}"
-                )))
-            }
+            Err(_) => return Err(no_link(&registry)),
         }
     }
     let mut side =
@@ -277,23 +288,32 @@ fn stats(
     let report = report
         .unwrap_or_else(|| unreachable!("loop ends with a report"))
         .map_err(DatanodeError::Stats)?;
-    print_report(target, &report);
-    Ok(())
+    // A reader that goes away early (`| head`) ends the output, not the process with a panic.
+    match print_report(&mut std::io::stdout().lock(), target, &report) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(DatanodeError::Stats(format!("writing the report: {e}")))
+        }
+        _ => Ok(()),
+    }
 }
 
-fn print_report(node: NodeId, report: &StatsReport) {
-    println!("node {node}");
-    println!(
+/// Writes the report to `out`.
+fn print_report(out: &mut impl Write, node: NodeId, report: &StatsReport) -> std::io::Result<()> {
+    writeln!(out, "node {node}")?;
+    writeln!(
+        out,
         "{:<8} {:>14} {:>12} {:>10} {:>10}",
         "thread", "signals_run", "rounds", "sleeps", "wakeups"
-    );
+    )?;
     for (i, t) in report.threads.iter().enumerate() {
-        println!(
+        writeln!(
+            out,
             "{i:<8} {:>14} {:>12} {:>10} {:>10}",
             t.signals_run, t.rounds, t.sleeps, t.wakeups
-        );
+        )?;
     }
-    println!(
+    writeln!(
+        out,
         "{:<8} {:>14} {:>14} {:>10} {:>12} {:>18} {:>12} {:>10}",
         "link",
         "signals_sent",
@@ -303,15 +323,17 @@ fn print_report(node: NodeId, report: &StatsReport) {
         "send_buffer_hwm_B",
         "recv_sleeps",
         "cq_events"
-    );
+    )?;
     for l in &report.links {
         let peer = l.peer.map_or("-".to_string(), |p| p.to_string());
         let [signals, bytes, batches, wakeups, high_water, sleeps, cq_events] = l.values();
-        println!(
+        writeln!(
+            out,
             "{peer:<8} {signals:>14} {bytes:>14} {batches:>10} {wakeups:>12} {high_water:>18} {sleeps:>12} {cq_events:>10}"
-        );
+        )?;
     }
     for (owner, value) in &report.named {
-        println!("counter {owner} = {value}");
+        writeln!(out, "counter {owner} = {value}")?;
     }
+    Ok(())
 }
