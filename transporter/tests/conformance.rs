@@ -711,6 +711,59 @@ pub fn shm_unsealed_segment_refused_at_setup(_kind: TransportKind) {
     rogue.join().unwrap();
 }
 
+/// Shared memory: an opener that cannot connect to the creator's descriptor socket says why,
+/// and the creator fails with that reason at once; an opener that goes silent has the creator
+/// fail at its timeout naming the socket it waited on.
+pub fn shm_opener_failures_reach_the_creator(_kind: TransportKind) {
+    use std::net::TcpListener;
+    let ring = 64u32 << 10;
+    let listener = TcpListener::bind(loopback()).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // A creator whose socket does not exist: the real opener cannot connect, and tells it so.
+    let rogue = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        let nonce = 0x7e57_1000_0000_0000 | u64::from(std::process::id());
+        let message = rogue_setup(ring, nonce, &format!("blockwire-fd-{nonce:016x}"));
+        handshake::exchange_setup(&mut s, &message).unwrap();
+        let told = handshake::exchange_setup(&mut s, b"waiting").unwrap();
+        String::from_utf8(told).unwrap()
+    });
+    let (mut s, _) = listener.accept().unwrap();
+    let e = shm::setup::open(&mut s, node(2), node(1), ring as usize, Duration::from_secs(5))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("connecting to descriptor socket @blockwire-fd-"), "{e}");
+    let told = rogue.join().unwrap();
+    assert!(told.contains("connecting to descriptor socket"), "the creator was told {told:?}");
+
+    // The real creator: an opener that says why it failed before connecting.
+    let creator = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        shm::setup::create(&mut s, 7, node(1), node(2), ring as usize, Duration::from_secs(30))
+    });
+    let (mut s, _) = listener.accept().unwrap();
+    let mut common = b"BWSHMSET".to_vec();
+    common.extend_from_slice(&shm::layout::LAYOUT_VERSION.to_le_bytes());
+    common.extend_from_slice(&ring.to_le_bytes());
+    handshake::exchange_setup(&mut s, &common).unwrap();
+    let _ = handshake::exchange_setup(&mut s, b"opener: no route to the descriptor socket");
+    let e = creator.join().unwrap().unwrap_err().to_string();
+    assert!(e.contains("peer could not map the segment: opener: no route"), "{e}");
+
+    // An opener that goes silent after the first exchange.
+    let creator = std::thread::spawn(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        shm::setup::create(&mut s, 7, node(1), node(2), ring as usize, Duration::from_millis(300))
+    });
+    let (mut s, _) = listener.accept().unwrap();
+    handshake::exchange_setup(&mut s, &common).unwrap();
+    let e = creator.join().unwrap().unwrap_err().to_string();
+    assert!(e.contains("the peer did not connect to descriptor socket @blockwire-fd-"), "{e}");
+    assert!(e.contains("within 300ms"), "{e}");
+    drop(s);
+    assert_no_leftover_segments();
+}
+
 /// A creator's set-up message: layout version, ring size, nonce, segment and socket names.
 fn rogue_setup(ring: u32, nonce: u64, socket_name: &str) -> Vec<u8> {
     let mut message = b"BWSHMSET".to_vec();
@@ -814,6 +867,7 @@ extra!(
     shm_garbage_records_and_indices_close_the_link,
     wrap_with_every_signal_size,
     shm_mismatch_refused_at_setup,
-    shm_unsealed_segment_refused_at_setup
+    shm_unsealed_segment_refused_at_setup,
+    shm_opener_failures_reach_the_creator
 );
 extra!(rdma_only_cases, TransportKind::Rdma, wrap_with_every_signal_size);

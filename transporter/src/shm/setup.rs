@@ -52,8 +52,9 @@ pub enum ShmSetupError {
     /// The peer could not map the segment.
     #[error("peer could not map the segment: {0}")]
     PeerFailed(String),
-    /// Passing the wakeup descriptors failed.
-    #[error("passing eventfds: {0}")]
+    /// Passing descriptors (the segment's, then the wakeup eventfds) over the local socket
+    /// failed.
+    #[error("passing descriptors over the local socket: {0}")]
     FdPassing(std::io::Error),
 }
 
@@ -156,19 +157,48 @@ fn random_u64() -> u64 {
     u64::from_le_bytes(b)
 }
 
-fn accept_with_timeout(listener: &UnixListener, timeout: Duration) -> std::io::Result<UnixStream> {
-    listener.set_nonblocking(true)?;
+/// Waits up to `timeout` for the opener to connect to the descriptor socket `listener` (named
+/// `name`), watching the handshake socket too: an opener that cannot map the segment, or
+/// cannot connect at all, says why there instead, and that comes back as
+/// [`ShmSetupError::PeerFailed`] at once.
+fn accept_opener(
+    listener: &UnixListener,
+    name: &str,
+    stream: &mut TcpStream,
+    timeout: Duration,
+) -> Result<UnixStream, ShmSetupError> {
     let deadline = Instant::now() + timeout;
     loop {
-        match listener.accept() {
-            Ok((s, _)) => {
-                s.set_nonblocking(false)?;
-                return Ok(s);
+        let left = deadline.saturating_duration_since(Instant::now());
+        let mut fds = [
+            libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+            libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLIN, revents: 0 },
+        ];
+        // Whole milliseconds, rounded up, so a wait never ends early and spins.
+        let ms = left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+        // SAFETY: `fds` is a live array of two pollfds; its length is passed with it.
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == ErrorKind::Interrupted {
+                continue;
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(1));
-            }
-            Err(e) => return Err(e),
+            return Err(ShmSetupError::FdPassing(e));
+        }
+        if fds[0].revents != 0 {
+            let (s, _) = listener.accept().map_err(ShmSetupError::FdPassing)?;
+            return Ok(s);
+        }
+        if fds[1].revents != 0 {
+            // The opener's reason (or its hang-up, which the exchange reports).
+            let reason = exchange_setup(stream, b"no descriptor connection")?;
+            return Err(ShmSetupError::PeerFailed(String::from_utf8_lossy(&reason).into_owned()));
+        }
+        if left.is_zero() {
+            return Err(ShmSetupError::FdPassing(std::io::Error::new(
+                ErrorKind::TimedOut,
+                format!("the peer did not connect to descriptor socket @{name} within {timeout:?}"),
+            )));
         }
     }
 }
@@ -223,7 +253,7 @@ pub fn create(
     put_bytes(&mut mine, socket_name.as_bytes());
     let theirs = exchange_setup(stream, &mine)?;
     check_common(&mut Reader(&theirs), ring_bytes)?;
-    let unix = accept_with_timeout(&listener, timeout).map_err(ShmSetupError::FdPassing)?;
+    let unix = accept_opener(&listener, &socket_name, stream, timeout)?;
     check_fd_peer(&unix, timeout)?;
     send_fd(&unix, file.as_raw_fd()).map_err(ShmSetupError::FdPassing)?;
     // Our descriptor is no longer needed: the mapping keeps the memory.
@@ -270,11 +300,19 @@ pub fn open(
     };
     let addr =
         UnixAddr::from_abstract_name(socket_name.as_bytes()).map_err(ShmSetupError::FdPassing)?;
-    let unix = UnixStream::connect_addr(&addr).map_err(ShmSetupError::FdPassing)?;
-    let mapped = check_fd_peer(&unix, timeout)
-        .and_then(|()| recv_fd(&unix).map_err(ShmSetupError::FdPassing))
-        .and_then(|fd| Ok(Segment::open(File::from(fd), &name, &expected)?));
-    let segment = match mapped {
+    let mapped = UnixStream::connect_addr(&addr)
+        .map_err(|e| {
+            ShmSetupError::FdPassing(std::io::Error::new(
+                e.kind(),
+                format!("connecting to descriptor socket @{socket_name}: {e}"),
+            ))
+        })
+        .and_then(|unix| {
+            check_fd_peer(&unix, timeout)?;
+            let fd = recv_fd(&unix).map_err(ShmSetupError::FdPassing)?;
+            Ok((Segment::open(File::from(fd), &name, &expected)?, unix))
+        });
+    let (segment, unix) = match mapped {
         Ok(s) => s,
         Err(e) => {
             // Tell the creator why, so it fails at once instead of timing out.
