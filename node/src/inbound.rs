@@ -12,6 +12,7 @@ use std::time::Duration;
 
 use signals::{NodeId, Priority, Signal, SignalView};
 
+use crate::congestion::Waits;
 use crate::jobbuf::JobWriter;
 use crate::lane::LaneError;
 use crate::outbox::forward;
@@ -27,6 +28,8 @@ pub struct InboundRouter {
     a: Vec<JobWriter>,
     b: Vec<JobWriter>,
     parker: Arc<Parker>,
+    /// Where this path says which thread it waits on, and its producer index there.
+    waits: (Arc<Waits>, usize),
 }
 
 impl InboundRouter {
@@ -36,8 +39,9 @@ impl InboundRouter {
         a: Vec<JobWriter>,
         b: Vec<JobWriter>,
         parker: Arc<Parker>,
+        waits: (Arc<Waits>, usize),
     ) -> InboundRouter {
-        InboundRouter { path, routing, a, b, parker }
+        InboundRouter { path, routing, a, b, parker, waits }
     }
 
     /// Which receive path this is.
@@ -91,7 +95,9 @@ impl InboundRouter {
     }
 
     /// Flushes, then waits (spin-free: announce, re-check, sleep) until the lane of `priority`
-    /// to `thread` has room again or `timeout` passes. Returns whether there is room.
+    /// to `thread` has room again or `timeout` passes. Returns whether there is room. While it
+    /// waits on a B lane, the thread knows (see [`crate::congestion`]) and drains that lane
+    /// even when it is congested itself.
     pub fn wait_for_room(&mut self, thread: usize, priority: Priority, timeout: Duration) -> bool {
         self.flush();
         let lanes = match priority {
@@ -102,14 +108,18 @@ impl InboundRouter {
         if lane.has_reserve() {
             return true;
         }
-        self.parker.announce();
-        if lane.has_reserve() {
-            self.parker.retract();
-            return true;
+        let (waits, producer) = (&self.waits.0, self.waits.1);
+        if priority == Priority::B && thread < 64 {
+            waits.publish(producer, 1 << thread);
         }
-        let _ = self.parker.wait(Some(timeout));
+        self.parker.announce();
+        let room = lane.has_reserve() || {
+            let _ = self.parker.wait(Some(timeout));
+            lane.has_reserve()
+        };
         self.parker.retract();
-        lane.has_reserve()
+        waits.publish(producer, 0);
+        room
     }
 
     /// This path's parker: its epoll set is where a receive thread sleeps (add sockets there);

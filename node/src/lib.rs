@@ -21,6 +21,7 @@ pub mod block;
 pub mod blocks;
 pub mod clock;
 pub mod config;
+mod congestion;
 pub mod inbound;
 pub mod jobbuf;
 pub mod lane;

@@ -15,6 +15,7 @@ use signals::{BlockInstance, BlockNumber, BlockRef, Limits, NodeId};
 
 use crate::block::{Block, InitContext};
 use crate::clock::{Clock, MonotonicClock};
+use crate::congestion::Waits;
 use crate::inbound::InboundRouter;
 use crate::jobbuf::{job_buffer, JobReader, JobWriter};
 use crate::lane::LaneShape;
@@ -203,6 +204,7 @@ impl NodeBuilder {
             limits: self.tuning.limits,
         };
         let mut lanes = Lanes::new(shape, &all_parkers, &block_parkers);
+        let waits = Waits::new(all_parkers.len());
         let stop = Arc::new(Flag::new());
         let tuning = ThreadTuning {
             spin_time: Duration::from_micros(self.tuning.spin_time_us),
@@ -231,12 +233,22 @@ impl NodeBuilder {
                 tuning,
                 stats,
                 plan.cpu,
+                waits.clone(),
             ));
         }
         let inbound = (0..self.receive_paths)
             .map(|i| {
                 let (a, b) = lanes.take_out(threads + i);
-                Some(InboundRouter::new(i, routing.clone(), a, b, path_parkers[i].clone()))
+                let parker = path_parkers[i].clone();
+                let producer = threads + i;
+                Some(InboundRouter::new(
+                    i,
+                    routing.clone(),
+                    a,
+                    b,
+                    parker,
+                    (waits.clone(), producer),
+                ))
             })
             .collect();
         let mut node = RunningNode {

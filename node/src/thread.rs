@@ -10,11 +10,12 @@
 //! spin, sleep), rewritten from the description only.
 //!
 //! Back-pressure: before each B signal the thread checks its outbound B lanes. While a lane to
-//! thread `t` lacks room for one largest signal (congested), the thread runs B signals only from lanes whose
-//! producer is a congested target (that includes its own lane to itself): running those is
-//! what frees the room it waits for, so two threads congested on each other keep draining each
-//! other instead of deadlocking. A handler always finds room for at least one largest signal
-//! per job buffer; past that a send returns `JobBufferFull`.
+//! thread `t` lacks room for one largest signal (congested), the thread runs B signals only
+//! from lanes whose producer is a congested target (that includes its own lane to itself) or
+//! itself waits on this thread (see [`crate::congestion`]): running those is what frees the
+//! room someone waits for, so threads congested on each other, two or round a longer cycle,
+//! keep draining each other instead of deadlocking. A handler always finds room for at least
+//! one largest signal per job buffer; past that a send returns `JobBufferFull`.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,6 +27,7 @@ use transporter::StallBackoff;
 
 use crate::block::{Block, Context};
 use crate::clock::Clock;
+use crate::congestion::Waits;
 use crate::jobbuf::JobReader;
 use crate::outbox::Outbox;
 use crate::parker::Parker;
@@ -128,6 +130,9 @@ pub(crate) struct BlockThread {
     congested_rounds: u64,
     /// Paces flushes while every peer with waiting signals is stalled.
     stall: StallBackoff,
+    /// Every producer's congestion, this thread's included (published when it changes).
+    waits: Arc<Waits>,
+    published_mask: u64,
 }
 
 impl BlockThread {
@@ -142,6 +147,7 @@ impl BlockThread {
         tuning: ThreadTuning,
         stats: Arc<NodeStats>,
         cpu: Option<usize>,
+        waits: Arc<Waits>,
     ) -> BlockThread {
         BlockThread {
             exec,
@@ -158,6 +164,8 @@ impl BlockThread {
             wakeups: 0,
             congested_rounds: 0,
             stall: StallBackoff::default(),
+            waits,
+            published_mask: 0,
         }
     }
 
@@ -198,7 +206,7 @@ impl BlockThread {
     /// One round; returns how many signals ran.
     pub(crate) fn round(&mut self) -> usize {
         let mut ran = self.run_a();
-        if self.exec.out.congestion_mask() != 0 {
+        if self.congestion() != 0 {
             self.congested_rounds += 1;
         }
         for producer in 0..self.inbound_b.len() {
@@ -249,10 +257,25 @@ impl BlockThread {
         ran
     }
 
-    /// Whether B signals from `producer` may run under congestion `mask`.
+    /// This thread's congestion mask (see [`Outbox::congestion_mask`]), published for the
+    /// threads it waits on when it changes.
+    #[inline]
+    fn congestion(&mut self) -> u64 {
+        let mask = self.exec.out.congestion_mask();
+        if mask != self.published_mask {
+            self.published_mask = mask;
+            self.waits.publish(self.exec.index, mask);
+        }
+        mask
+    }
+
+    /// Whether B signals from `producer` may run under congestion `mask`: with none, all do;
+    /// congested, those of a congested target's lane and of a producer that waits on us.
     #[inline]
     fn may_run(&self, producer: usize, mask: u64) -> bool {
-        mask == 0 || (producer < self.block_threads && mask & (1 << producer) != 0)
+        mask == 0
+            || (producer < self.block_threads && mask & (1 << producer) != 0)
+            || self.waits.waits_on(producer, self.exec.index)
     }
 
     /// Runs up to the per-round quota of B signals from one producer's lane.
@@ -263,7 +286,7 @@ impl BlockThread {
             if !self.inbound_b[producer].has_signal() {
                 break;
             }
-            let mask = self.exec.out.congestion_mask();
+            let mask = self.congestion();
             if !self.may_run(producer, mask) {
                 break;
             }
@@ -306,7 +329,7 @@ impl BlockThread {
             return true;
         }
         if self.inbound_b.iter().any(JobReader::has_signal) {
-            let mask = self.exec.out.congestion_mask();
+            let mask = self.congestion();
             let b = self
                 .inbound_b
                 .iter()

@@ -265,6 +265,144 @@ fn two_threads_flooding_each_other_do_not_deadlock() {
     node.stop().unwrap();
 }
 
+/// A thread congested on another (whose block is stalled) still drains a receive path that
+/// waits on it: before, it ran B signals only from its congested target's lane, and the
+/// receive thread waited for as long as the other thread stalled.
+#[test]
+fn a_congested_thread_drains_a_receive_path_that_waits_on_it() {
+    let (go_tx, go) = mpsc::channel();
+    let (tx, rx) = mpsc::channel();
+    let mut b = builder(2, tiny_tuning()).receive_paths(1);
+    let stall = b.place(1, PROBE, inst(1), Box::new(Stall { go })).unwrap();
+    b.place(
+        0,
+        FLOOD,
+        inst(0),
+        Box::new(Flood { to: stall, count: 1_000_000, sent: 0, full_seen: 0 }),
+    )
+    .unwrap();
+    let probe = b.place(0, PROBE, inst(0), Box::new(Probe { tx })).unwrap();
+    let mut node = b.start().unwrap();
+    let stats = node.stats().clone();
+    let deadline = std::time::Instant::now() + WAIT;
+    while stats.threads()[0].snapshot().congested_rounds == 0 {
+        assert!(std::time::Instant::now() < deadline, "thread 0 never became congested");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    let mut router = node.take_inbound(0).unwrap();
+    let mut sent = 0u32;
+    loop {
+        match router.send(&Signal::new(ITEM, probe, probe).data(&[sent])) {
+            Ok(()) => sent += 1,
+            Err(RouteError::Full { thread: 0, priority: Priority::B }) => break,
+            Err(e) => panic!("{e}"),
+        }
+        router.flush();
+    }
+    // As a receive thread does: wait again until there is room (one wait may end at a first,
+    // partial release).
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut drained = false;
+    while !drained && std::time::Instant::now() < until {
+        drained = router.wait_for_room(0, Priority::B, std::time::Duration::from_millis(10));
+    }
+    // Let the stalled block go before any assertion, so a failure does not hang the stop.
+    drop(go_tx);
+    assert!(drained, "thread 0 did not drain the receive path's lane while congested on thread 1");
+    for i in 0..sent {
+        assert_eq!(rx.recv_timeout(WAIT).unwrap().data, [i]);
+    }
+    node.stop().unwrap();
+}
+
+/// Forwards ITEMs round a ring of relays: each starts `count` items of its own with `hops`
+/// hops to go, passes on every item with hops left (keeping what a full job buffer refused, in
+/// order, for a later step), and reports when `count` items have ended here.
+#[derive(Debug)]
+struct Relay {
+    next: BlockRef,
+    count: u32,
+    hops: u32,
+    backlog: std::collections::VecDeque<[u32; 2]>,
+    continuing: bool,
+    ended: u32,
+    done: mpsc::Sender<u32>,
+}
+
+impl Relay {
+    fn drain(&mut self, ctx: &mut node::Context<'_>) {
+        while let Some(item) = self.backlog.front() {
+            match ctx.send(&ctx.signal(ITEM, self.next).data(item)) {
+                Ok(()) => {
+                    self.backlog.pop_front();
+                }
+                Err(node::SendError::JobBufferFull { .. }) => {
+                    if !self.continuing {
+                        self.continuing = true;
+                        ctx.continue_later(&[]).unwrap();
+                    }
+                    return;
+                }
+                Err(e) => panic!("relay send: {e}"),
+            }
+        }
+    }
+}
+
+impl node::Block for Relay {
+    fn execute(&mut self, s: &SignalView<'_>, ctx: &mut node::Context<'_>) {
+        match s.gsn() {
+            gsn::START_ORD => self.backlog.extend((0..self.count).map(|seq| [seq, self.hops])),
+            gsn::CONTINUE => self.continuing = false,
+            ITEM => {
+                let [seq, hops] = [s.data()[0], s.data()[1]];
+                if hops == 0 {
+                    self.ended += 1;
+                    if self.ended == self.count {
+                        let _ = self.done.send(self.ended);
+                    }
+                } else {
+                    self.backlog.push_back([seq, hops - 1]);
+                }
+            }
+            other => panic!("relay got {other}"),
+        }
+        self.drain(ctx);
+    }
+}
+
+/// Three threads forward B signals round a ring (0 to 1 to 2 to 0) through tiny job buffers,
+/// all three congested at once: each must still drain the lane of the thread that waits on it,
+/// or the ring deadlocks (two threads congested on each other is the case the direct rule
+/// covers; a cycle of three is not).
+#[test]
+fn three_threads_forwarding_round_a_ring_do_not_deadlock() {
+    let (done_tx, done_rx) = mpsc::channel();
+    let mut b = builder(3, tiny_tuning());
+    let count = 3_000;
+    let relay = |t: u8| BlockRef::new(node1(), SINK, inst(t));
+    for t in 0..3u8 {
+        let relay_block = Relay {
+            next: relay((t + 1) % 3),
+            count,
+            hops: 5,
+            backlog: Default::default(),
+            continuing: false,
+            ended: 0,
+            done: done_tx.clone(),
+        };
+        b.place(t as usize, SINK, inst(t), Box::new(relay_block)).unwrap();
+    }
+    let node = b.start().unwrap();
+    for _ in 0..3 {
+        assert_eq!(done_rx.recv_timeout(WAIT).expect("the ring deadlocked"), count);
+    }
+    let stats = node.stats().clone();
+    node.stop().unwrap();
+    let congested: u64 = stats.threads().iter().map(|t| t.snapshot().congested_rounds).sum();
+    assert!(congested > 0, "the lanes never filled: the test did not reach congestion");
+}
+
 /// Three threads: pingers on two threads ping echo blocks on all three, alternating targets.
 #[test]
 fn three_thread_ping_pong_routes_among_blocks() {
