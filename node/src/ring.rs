@@ -20,8 +20,9 @@
 //!   older lap's bytes) and then release-stores the length: nothing is visible before a flush;
 //! - the producer owns `[tail, head + capacity)` and always keeps one word of it free (the
 //!   word after its last segment); the consumer owns `[head, committed end)`;
-//! - `capacity >= 2 * limits.max_signal_words() + 2`, so any valid signal fits, padding and
-//!   commit words included.
+//! - `capacity >= 2 * limits.max_signal_words() + 4`, so any valid signal fits, padding and
+//!   commit words included, and the reserve that says "room for one" (2 * max + 3 words free:
+//!   a signal that wraps takes the rest of the lap, a commit word and itself) always can.
 //!
 //! `// SYNC: ring-commit` — the producer's release store of a commit word after writing the
 //! segment (and the zero after it), and the consumer's acquire load before reading them.
@@ -110,7 +111,7 @@ impl Shared {
 }
 
 /// Makes a ring of at least `min_words` words (rounded up to a power of two, and to
-/// `2 * limits.max_signal_words() + 2`): the producer end for the sending thread, the consumer
+/// `2 * limits.max_signal_words() + 4`): the producer end for the sending thread, the consumer
 /// end for the receiving one, with the two threads' parkers.
 pub fn ring(
     min_words: usize,
@@ -119,16 +120,18 @@ pub fn ring(
     consumer: Arc<Parker>,
 ) -> (RingWriter, RingReader) {
     // A power of two: positions in the ring are a mask of the word counts, not a division.
-    let capacity = min_words.max(2 * limits.max_signal_words() + 2).next_power_of_two();
+    let capacity = min_words.max(2 * limits.max_signal_words() + 4).next_power_of_two();
     let shared = Arc::new(Shared {
         words: (0..capacity).map(|_| UnsafeCell::new(0)).collect(),
         #[cfg(loom)]
         commits: (0..capacity).map(|_| AtomicU32::new(0)).collect(),
         head: CachePadded::new(AtomicU64::new(0)),
     });
-    // A handler finds room for one largest signal, padding and commit words included when the
-    // ring allows.
-    let reserve_words = (2 * limits.max_signal_words() as u64 + 3).min(capacity as u64 / 2);
+    // A handler finds room for one largest signal, padding and commit words included, wherever
+    // the tail stands (a wrap takes up to `max` words of padding, a commit word and the
+    // signal). Capped at half the ring, this once said "room" where a wrapping signal found
+    // none, and a receive path waiting for room spun.
+    let reserve_words = 2 * limits.max_signal_words() as u64 + 3;
     let writer = RingWriter {
         shared: shared.clone(),
         capacity: capacity as u64,
@@ -518,6 +521,50 @@ mod tests {
         assert!(rd.release());
         assert!(w.has_reserve());
         w.push(&sig).unwrap();
+    }
+
+    #[test]
+    fn a_lane_with_reserve_takes_a_largest_signal_at_every_offset() {
+        // Capacity 128 for signals of up to 40 words: a largest signal that wraps needs up to
+        // 81 words, more than half the ring.
+        let limits = Limits::new(6, 40).unwrap();
+        let parkers = (Arc::new(Parker::new().unwrap()), Arc::new(Parker::new().unwrap()));
+        let (mut w, mut rd) = ring(64, limits, parkers.0, parkers.1);
+        assert_eq!(w.capacity, 128);
+        // The longest signal of data words and three 6-word sections within 40 words.
+        let (data, section) = ([9u32; signals::MAX_DATA_WORDS], [3u32; 6]);
+        let sections: [&[u32]; 3] = [&section, &section, &section];
+        let words = |d: usize| {
+            let signal =
+                Signal::new(gsn::PING_REQ, r(1), r(2)).data(&data[..d]).sections(&sections);
+            signal.wire_words(WriteOptions::default())
+        };
+        let d = (0..=data.len()).rev().find(|&d| words(d) <= 40).unwrap();
+        let largest = Signal::new(gsn::PING_REQ, r(1), r(2)).data(&data[..d]).sections(&sections);
+        assert!(largest.wire_words(WriteOptions::default()) >= 36);
+        let small = Signal::new(gsn::PING_REQ, r(1), r(2)).data(&[1]);
+        let mut taken = 0;
+        for step in 0..3000usize {
+            // Move the tail round the ring, then leave some signals unread.
+            for _ in 0..step % 7 {
+                w.push(&small).unwrap();
+            }
+            w.flush();
+            drain(&mut rd);
+            for _ in 0..step % 13 {
+                if w.push(&small).is_err() {
+                    break;
+                }
+            }
+            w.flush();
+            if w.has_reserve() {
+                w.push(&largest).unwrap_or_else(|e| panic!("step {step}: reserve but {e}"));
+                w.flush();
+                taken += 1;
+            }
+            drain(&mut rd);
+        }
+        assert!(taken > 1000, "{taken}");
     }
 
     #[test]

@@ -181,7 +181,7 @@ pub(super) fn buffers_fit(
     limits: &LimitsConfig,
 ) -> Result<(), ConfigError> {
     let ring_words = (limits.job_buffer_pages as u128 * limits.job_buffer_page_words as u128)
-        .max(2 * limits.signal.max_signal_words() as u128 + 2)
+        .max(2 * limits.signal.max_signal_words() as u128 + 4)
         .next_power_of_two();
     // A node receives on one receive thread even when `threads.receive` is 0 (the data-node
     // binary starts one for its links), and that thread has its lanes too.
