@@ -253,14 +253,20 @@ impl NodeBuilder {
             .collect();
         let mut node = RunningNode {
             handles: Vec::with_capacity(threads + self.receive_paths),
-            stopper: Stopper { stop, parkers: all_parkers.clone() },
+            stopper: Stopper {
+                stop,
+                parkers: all_parkers.clone(),
+                stopping: Arc::new((std::sync::Mutex::new(false), std::sync::Condvar::new())),
+            },
             parkers: block_parkers,
             stats: self.stats,
             inbound,
         };
         for (t, body) in bodies.into_iter().enumerate() {
-            let spawned =
-                std::thread::Builder::new().name(format!("block-{t}")).spawn(move || body.run());
+            let stopper = node.stopper.clone();
+            let spawned = std::thread::Builder::new()
+                .name(format!("block-{t}"))
+                .spawn(move || stopper.run_guarded(t, || body.run()));
             match spawned {
                 Ok(h) => node.handles.push((t, h)),
                 Err(source) => return Err(StartError::Spawn { thread: t, source }),
@@ -356,6 +362,8 @@ pub struct ThreadPanicked {
 pub struct Stopper {
     stop: Arc<Flag>,
     parkers: Vec<Arc<Parker>>,
+    /// Set (and waiters told) once the node is stopping, for [`Stopper::wait`].
+    stopping: Arc<(std::sync::Mutex<bool>, std::sync::Condvar)>,
 }
 
 impl Stopper {
@@ -369,6 +377,43 @@ impl Stopper {
         self.stop.set();
         for p in &self.parkers {
             p.wake();
+        }
+        let (lock, told) = &*self.stopping;
+        *lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = true;
+        told.notify_all();
+    }
+
+    /// Waits until the node is stopping (told to, or because one of its threads panicked), at
+    /// most `timeout` (`None`: for as long as it takes). Returns whether it is.
+    pub fn wait(&self, timeout: Option<Duration>) -> bool {
+        let (lock, told) = &*self.stopping;
+        let guard = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let guard = match timeout {
+            Some(t) => {
+                told.wait_timeout_while(guard, t, |stopping| !*stopping)
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .0
+            }
+            None => told
+                .wait_while(guard, |stopping| !*stopping)
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        };
+        *guard
+    }
+
+    /// Runs `body` as thread `thread` of the node: a panic in it (a block's bug) stops the whole
+    /// node at once, logged, instead of leaving the other threads to fill the dead thread's job
+    /// buffers and stall behind them; the panic still reaches [`RunningNode::stop`].
+    fn run_guarded(&self, thread: usize, body: impl FnOnce()) {
+        if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(thread, panic = %what, "thread panicked: stopping the node");
+            self.stop();
+            std::panic::resume_unwind(panic);
         }
     }
 }
@@ -416,6 +461,7 @@ impl RunningNode {
     ) -> Result<(), StartError> {
         let router = self.take_inbound(path).ok_or(StartError::NoReceivePath { path })?;
         let stopper = self.stopper.clone();
+        let thread = self.parkers.len() + path;
         let spawned =
             std::thread::Builder::new().name(format!("receive-{path}")).spawn(move || {
                 if let Some(cpu) = cpu {
@@ -423,9 +469,9 @@ impl RunningNode {
                         tracing::warn!(path, cpu, "could not pin receive thread");
                     }
                 }
-                body(router, stopper)
+                let guard = stopper.clone();
+                guard.run_guarded(thread, || body(router, stopper))
             });
-        let thread = self.parkers.len() + path;
         let handle = spawned.map_err(|source| StartError::Spawn { thread, source })?;
         self.handles.push((thread, handle));
         Ok(())

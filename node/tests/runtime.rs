@@ -265,6 +265,40 @@ fn two_threads_flooding_each_other_do_not_deadlock() {
     node.stop().unwrap();
 }
 
+/// Panics on its first ITEM (a block with a bug).
+#[derive(Debug)]
+struct Bomb;
+
+impl node::Block for Bomb {
+    fn execute(&mut self, s: &SignalView<'_>, _ctx: &mut node::Context<'_>) {
+        if s.gsn() == ITEM {
+            panic!("bomb block went off");
+        }
+    }
+}
+
+/// A block that panics stops its node at once (every thread told, the panic reported at the
+/// stop): before, its thread died alone and the rest ran on, filling its job buffers.
+#[test]
+fn a_panicking_block_stops_the_node() {
+    let (tx, rx) = mpsc::channel();
+    let mut b = builder(2, Tuning::default()).receive_paths(1);
+    let bomb = b.place(0, PROBE, inst(0), Box::new(Bomb)).unwrap();
+    let probe = b.place(1, PROBE, inst(1), Box::new(Probe { tx })).unwrap();
+    let mut node = b.start().unwrap();
+    let stopper = node.stopper();
+    let mut router = node.take_inbound(0).unwrap();
+    // Thread 1 serves until then.
+    router.send(&Signal::new(ITEM, probe, probe).data(&[1])).unwrap();
+    router.flush();
+    assert_eq!(rx.recv_timeout(WAIT).unwrap().data, [1]);
+    assert!(!stopper.is_stopping());
+    router.send(&Signal::new(ITEM, bomb, bomb).data(&[2])).unwrap();
+    router.flush();
+    assert!(stopper.wait(Some(WAIT)), "the node ran on after a block panicked");
+    assert_eq!(node.stop(), Err(node::runtime::ThreadPanicked { thread: 0 }));
+}
+
 /// A thread congested on another (whose block is stalled) still drains a receive path that
 /// waits on it: before, it ran B signals only from its congested target's lane, and the
 /// receive thread waited for as long as the other thread stalled.

@@ -181,10 +181,21 @@ fn run(path: &std::path::Path, node_id: u64) -> Result<(), DatanodeError> {
         listen = ?registry.local_addr(),
         "data node running"
     );
+    // A node that stops by itself (a thread panicked) ends the wait for a signal too.
+    let (stopper, signal_handle) = (node.stopper(), signals.handle());
+    let watcher = std::thread::spawn(move || {
+        stopper.wait(None);
+        signal_handle.close();
+    });
     let signal = signals.forever().next();
-    tracing::info!(signal = ?signal, "stopping");
+    match signal {
+        Some(signal) => tracing::info!(signal, "stopping"),
+        None => tracing::error!("a thread of the node failed: stopping"),
+    }
     let stats = node.stats().clone();
-    node.stop()?;
+    // Joined here; a panic is reported after the rest is shut down.
+    let stopped = node.stop();
+    let _ = watcher.join();
     // The block threads are joined: the send thread writes what they handed over, then stops.
     stop_send.store(true, Ordering::Relaxed);
     if let Some(t) = send_handle {
@@ -210,6 +221,7 @@ fn run(path: &std::path::Path, node_id: u64) -> Result<(), DatanodeError> {
     }
     drop(stats);
     drop(registry);
+    stopped?;
     tracing::info!("data node stopped");
     Ok(())
 }
