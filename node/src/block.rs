@@ -123,8 +123,8 @@ impl Context<'_> {
     }
 
     /// Sends `gsn` with `data` to this block after `delay_ns` (never earlier), and never in the
-    /// round that set it: a long job broken into steps of 0 delay (as NDB's CONTINUEB) runs a
-    /// step per round, with the thread's other work between them.
+    /// pass over due timers that set it: a long job broken into steps of 0 delay (as NDB's
+    /// CONTINUEB) runs a step per round, with the thread's other work between them.
     pub fn send_delayed(&mut self, delay_ns: u64, gsn: Gsn, data: &[u32]) -> Result<(), SendError> {
         let due = self.clock.now_ns().saturating_add(delay_ns);
         let result = self.timers.set(due, self.me, gsn, data).map_err(SendError::from);

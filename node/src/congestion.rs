@@ -10,7 +10,9 @@
 //! also drains the lane of every producer that waits on it, which breaks any cycle: the
 //! waiting producer gets room, runs, and drains the lane before it. The masks are hints, read
 //! and written relaxed: a stale bit runs a lane one round early or late, and every round
-//! publishes afresh.
+//! publishes afresh. A producer that starts waiting on a thread also wakes it (the wakeup's
+//! fence orders the mask before the thread's re-check), since the thread may sleep with the
+//! producer's lane unread.
 
 use std::sync::Arc;
 

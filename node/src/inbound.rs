@@ -99,18 +99,28 @@ impl InboundRouter {
     /// waits on a B lane, the thread knows (see [`crate::congestion`]) and drains that lane
     /// even when it is congested itself.
     pub fn wait_for_room(&mut self, thread: usize, priority: Priority, timeout: Duration) -> bool {
+        let (waits, producer) = (self.waits.0.clone(), self.waits.1);
+        let wait_on_b = priority == Priority::B && thread < 64;
+        if wait_on_b {
+            // Before the flush, which wakes the thread when it publishes anything.
+            waits.publish(producer, 1 << thread);
+        }
         self.flush();
         let lanes = match priority {
             Priority::A => &mut self.a,
             Priority::B => &mut self.b,
         };
-        let Some(lane) = lanes.get_mut(thread) else { return false };
+        let Some(lane) = lanes.get_mut(thread) else {
+            waits.publish(producer, 0);
+            return false;
+        };
         if lane.has_reserve() {
+            waits.publish(producer, 0);
             return true;
         }
-        let (waits, producer) = (&self.waits.0, self.waits.1);
-        if priority == Priority::B && thread < 64 {
-            waits.publish(producer, 1 << thread);
+        if wait_on_b {
+            // The thread may sleep with this lane unread (congested, it ran nothing from it).
+            lane.wake_consumer();
         }
         self.parker.announce();
         let room = lane.has_reserve() || {

@@ -65,6 +65,13 @@ impl Outbox {
         self.remote.flush()
     }
 
+    /// Wakes thread `t` if it sleeps.
+    pub(crate) fn wake(&self, t: usize) {
+        if let Some(lane) = self.b.get(t) {
+            lane.wake_consumer();
+        }
+    }
+
     /// Threads whose priority-B lane from here has no spare page (bit `t` for thread `t`).
     /// Reclaims pages returned meanwhile, so calling it again sees room that came back.
     #[inline]

@@ -340,6 +340,13 @@ impl RingWriter {
         true
     }
 
+    /// Wakes the consumer if it sleeps (for news other than signals: see
+    /// [`crate::congestion`]).
+    #[inline]
+    pub fn wake_consumer(&self) {
+        self.consumer.wake();
+    }
+
     /// Whether a handler may run that sends here: room for one largest signal (with padding)
     /// is left. A ring without it is congested.
     #[inline]

@@ -404,7 +404,7 @@ impl Stopper {
     /// Runs `body` as thread `thread` of the node: a panic in it (a block's bug) stops the whole
     /// node at once, logged, instead of leaving the other threads to fill the dead thread's job
     /// buffers and stall behind them; the panic still reaches [`RunningNode::stop`].
-    fn run_guarded(&self, thread: usize, body: impl FnOnce()) {
+    pub fn run_guarded(&self, thread: usize, body: impl FnOnce()) {
         if let Err(panic) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(body)) {
             let what = panic
                 .downcast_ref::<&str>()

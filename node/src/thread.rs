@@ -215,6 +215,8 @@ impl BlockThread {
         }
         ran += self.fire_timers();
         ran += self.poll_remote();
+        // Published before the flush: the last sends of the round may have congested a lane.
+        self.congestion();
         // Signals first, then room: both are one store (and one fence, if anything moved) per
         // buffer per round, and the signals are what a waiting thread needs next.
         let flushed = self.exec.out.flush();
@@ -258,13 +260,20 @@ impl BlockThread {
     }
 
     /// This thread's congestion mask (see [`Outbox::congestion_mask`]), published for the
-    /// threads it waits on when it changes.
+    /// threads it waits on when it changes; a thread newly waited on is woken, since it may
+    /// sleep with our lane unread (it ran nothing from it while congested itself).
     #[inline]
     fn congestion(&mut self) -> u64 {
         let mask = self.exec.out.congestion_mask();
         if mask != self.published_mask {
+            let new = mask & !self.published_mask;
             self.published_mask = mask;
             self.waits.publish(self.exec.index, mask);
+            for t in 0..self.block_threads.min(64) {
+                if new & (1 << t) != 0 {
+                    self.exec.out.wake(t);
+                }
+            }
         }
         mask
     }

@@ -166,11 +166,17 @@ fn run(path: &std::path::Path, node_id: u64) -> Result<(), DatanodeError> {
         // threads.send = 1: block threads hand their pages over; this thread writes them.
         let stop = stop_send.clone();
         let spin = Duration::from_micros(config.threads.spin_time_us);
+        // Numbered after the block and receive threads; a panic in it stops the node as theirs do.
+        let (guard, number) = (node.stopper(), config.threads.count + 1);
         let handle = std::thread::Builder::new()
             .name("send-0".into())
-            .spawn(move || t.run(spin, Duration::from_millis(50), &|| stop.load(Ordering::Relaxed)))
+            .spawn(move || {
+                guard.run_guarded(number, || {
+                    t.run(spin, Duration::from_millis(50), &|| stop.load(Ordering::Relaxed))
+                })
+            })
             .map_err(DatanodeError::SendThread)?;
-        send_handle = Some(handle);
+        send_handle = Some((number, handle));
     }
     tracing::info!(
         cluster = config.cluster_id,
@@ -198,9 +204,11 @@ fn run(path: &std::path::Path, node_id: u64) -> Result<(), DatanodeError> {
     let _ = watcher.join();
     // The block threads are joined: the send thread writes what they handed over, then stops.
     stop_send.store(true, Ordering::Relaxed);
-    if let Some(t) = send_handle {
-        let _ = t.join();
-    }
+    // A send thread that panicked fails the run as a block thread's panic does.
+    let stopped = match send_handle.map(|(thread, t)| (thread, t.join())) {
+        Some((thread, Err(_))) => stopped.and(Err(ThreadPanicked { thread })),
+        _ => stopped,
+    };
     stop_events.store(true, Ordering::Relaxed);
     let _ = events_thread.join();
     for (i, t) in stats.threads().iter().enumerate() {
