@@ -206,9 +206,6 @@ impl BlockThread {
     /// One round; returns how many signals ran.
     pub(crate) fn round(&mut self) -> usize {
         let mut ran = self.run_a();
-        if self.congestion() != 0 {
-            self.congested_rounds += 1;
-        }
         for producer in 0..self.inbound_b.len() {
             ran += self.run_b(producer);
             ran += self.run_a();
@@ -216,7 +213,9 @@ impl BlockThread {
         ran += self.fire_timers();
         ran += self.poll_remote();
         // Published before the flush: the last sends of the round may have congested a lane.
-        self.congestion();
+        if self.congestion() != 0 {
+            self.congested_rounds += 1;
+        }
         // Signals first, then room: both are one store (and one fence, if anything moved) per
         // buffer per round, and the signals are what a waiting thread needs next.
         let flushed = self.exec.out.flush();

@@ -8,6 +8,12 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Duration;
 
+/// `timeout` in whole milliseconds for poll(2) and epoll_wait(2), rounded up: a wait shorter
+/// than a millisecond sleeps one, never returns at once (and a caller never spins on it).
+pub(crate) fn wait_ms(timeout: Duration) -> libc::c_int {
+    timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as libc::c_int
+}
+
 /// An epoll instance.
 #[derive(Debug)]
 pub struct Epoll {
@@ -53,9 +59,7 @@ impl Epoll {
     pub fn wait(&self, tokens: &mut Vec<u64>, timeout: Option<Duration>) -> io::Result<()> {
         tokens.clear();
         let mut events = [libc::epoll_event { events: 0, u64: 0 }; 32];
-        // Rounded up: a wait shorter than a millisecond sleeps one, never returns at once.
-        let timeout_ms =
-            timeout.map_or(-1, |t| t.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32);
+        let timeout_ms = timeout.map_or(-1, wait_ms);
         // SAFETY: `events` is a writable array of 32 epoll_event.
         let n = unsafe {
             libc::epoll_wait(
@@ -123,8 +127,7 @@ impl EventFd {
     /// clears the counter; returns the count read (0 on timeout).
     pub fn wait(&self, timeout: Duration) -> u64 {
         let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
-        // Rounded up: a wait shorter than a millisecond sleeps one, never returns at once.
-        let ms = timeout.as_micros().div_ceil(1000).min(i32::MAX as u128) as libc::c_int;
+        let ms = wait_ms(timeout);
         // SAFETY: one valid pollfd for the call's duration. EINTR or a timeout just return.
         unsafe { libc::poll(&mut pfd, 1, ms) };
         self.drain()

@@ -174,8 +174,7 @@ fn accept_opener(
             libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 },
             libc::pollfd { fd: stream.as_raw_fd(), events: libc::POLLIN, revents: 0 },
         ];
-        // Whole milliseconds, rounded up, so a wait never ends early and spins.
-        let ms = left.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+        let ms = crate::poller::wait_ms(left);
         // SAFETY: `fds` is a live array of two pollfds; its length is passed with it.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, ms) };
         if n < 0 {
