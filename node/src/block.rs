@@ -7,17 +7,25 @@
 //! that send it a signal after a delay (NDB's CONTINUEB with a delay), learns its reference and
 //! node, reads the clock, and bumps the named counters it registered in [`Block::init`].
 //!
+//! Handlers read typed payloads with [`Context::typed`] (and [`Context::typed_head`]), which
+//! count and log a signal whose data does not fit its declared struct as a drop; a signal a block
+//! does not handle goes to [`Context::unhandled`], the same counted, logged drop. Neither panics.
+//!
 //! Invariant: a handler runs on its block's thread only, to completion, never re-entered; a
 //! send never blocks (back-pressure shows as an error, and the runtime avoids running handlers
 //! while a job buffer is congested, see `thread.rs`).
 
-use signals::{gsn, BlockRef, Gsn, NodeId, PackError, Signal, SignalView};
+use std::os::fd::RawFd;
+
+use signals::{gsn, BlockRef, Gsn, NodeId, PackError, Signal, SignalData, SignalView};
 
 use crate::clock::Clock;
+use crate::io::IoSet;
+use crate::lifecycle::{BlockLife, Lifecycle};
 use crate::outbox::Outbox;
 use crate::remote::RemoteError;
 use crate::stats::{CounterId, NamedCounters};
-use crate::timers::{TimerError, Timers};
+use crate::timers::{TimerError, TimerId, Timers};
 
 /// A block: what the runtime runs.
 pub trait Block: Send + std::fmt::Debug {
@@ -56,6 +64,7 @@ pub enum SendError {
 pub struct InitContext<'a> {
     pub(crate) me: BlockRef,
     pub(crate) counters: &'a mut NamedCounters,
+    pub(crate) node_events: &'a mut Vec<BlockRef>,
 }
 
 impl InitContext<'_> {
@@ -73,17 +82,38 @@ impl InitContext<'_> {
     pub fn counter(&mut self, name: &'static str) -> CounterId {
         self.counters.register(self.me, name)
     }
+
+    /// Subscribes this block to node events: `NODE_CONNECTED` when a link comes up and
+    /// `NODE_FAILREP` (with the reason) when one fails, as priority-A signals, in the order the
+    /// transporter registry saw them.
+    pub fn subscribe_node_events(&mut self) {
+        if !self.node_events.contains(&self.me) {
+            self.node_events.push(self.me);
+        }
+    }
+}
+
+/// What a thread keeps for its handlers besides the outbox: timers, watched descriptors,
+/// failure and drop counts, and the node's lifecycle.
+#[derive(Debug)]
+pub(crate) struct ThreadLocal {
+    pub(crate) timers: Timers,
+    pub(crate) io: IoSet,
+    pub(crate) failures: u64,
+    pub(crate) dropped: u64,
+    pub(crate) lifecycle: std::sync::Arc<Lifecycle>,
 }
 
 /// What a running handler may do.
 #[derive(Debug)]
 pub struct Context<'t> {
     pub(crate) me: BlockRef,
+    pub(crate) slot: usize,
     pub(crate) out: &'t mut Outbox,
-    pub(crate) timers: &'t mut Timers,
+    pub(crate) local: &'t mut ThreadLocal,
+    pub(crate) life: &'t mut BlockLife,
     pub(crate) counters: &'t NamedCounters,
     pub(crate) clock: &'t dyn Clock,
-    pub(crate) failures: &'t mut u64,
 }
 
 impl Context<'_> {
@@ -117,21 +147,140 @@ impl Context<'_> {
         let signal = Signal { sender: self.me, ..*signal };
         let result = self.out.send(&signal);
         if result.is_err() {
-            *self.failures += 1;
+            self.local.failures += 1;
         }
         result
     }
 
     /// Sends `gsn` with `data` to this block after `delay_ns` (never earlier), and never in the
     /// pass over due timers that set it: a long job broken into steps of 0 delay (as NDB's
-    /// CONTINUEB) runs a step per round, with the thread's other work between them.
-    pub fn send_delayed(&mut self, delay_ns: u64, gsn: Gsn, data: &[u32]) -> Result<(), SendError> {
+    /// CONTINUEB) runs a step per round, with the thread's other work between them. The id
+    /// cancels it ([`Context::cancel_timer`]).
+    pub fn send_delayed(
+        &mut self,
+        delay_ns: u64,
+        gsn: Gsn,
+        data: &[u32],
+    ) -> Result<TimerId, SendError> {
+        self.send_delayed_with_section(delay_ns, gsn, data, &[])
+    }
+
+    /// [`Context::send_delayed`] with a long section 0 of up to
+    /// [`TIMER_SECTION_WORDS`](crate::timers::TIMER_SECTION_WORDS) words.
+    pub fn send_delayed_with_section(
+        &mut self,
+        delay_ns: u64,
+        gsn: Gsn,
+        data: &[u32],
+        section: &[u32],
+    ) -> Result<TimerId, SendError> {
         let due = self.clock.now_ns().saturating_add(delay_ns);
-        let result = self.timers.set(due, self.me, gsn, data).map_err(SendError::from);
+        let result = self
+            .local
+            .timers
+            .set_with_section(due, self.me, gsn, data, section)
+            .map_err(SendError::from);
         if result.is_err() {
-            *self.failures += 1;
+            self.local.failures += 1;
         }
         result
+    }
+
+    /// Cancels a timer this thread set: it will not fire. Returns whether it was pending.
+    pub fn cancel_timer(&mut self, id: TimerId) -> bool {
+        self.local.timers.cancel(id)
+    }
+
+    /// The signal's data as its declared struct, or `None` after counting and logging a drop
+    /// (wrong signal, or data whose length does not fit the struct).
+    #[inline]
+    pub fn typed<'s, T: SignalData>(&mut self, signal: &SignalView<'s>) -> Option<&'s T> {
+        match signal.typed::<T>() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.drop_signal(signal, &e);
+                None
+            }
+        }
+    }
+
+    /// The signal's leading data words as its declared struct and the words after it, or `None`
+    /// after counting and logging a drop.
+    #[inline]
+    pub fn typed_head<'s, T: SignalData>(
+        &mut self,
+        signal: &SignalView<'s>,
+    ) -> Option<(&'s T, &'s [u32])> {
+        match signal.typed_head::<T>() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.drop_signal(signal, &e);
+                None
+            }
+        }
+    }
+
+    /// A signal this block does not handle: counted as dropped and logged.
+    pub fn unhandled(&mut self, signal: &SignalView<'_>) {
+        self.drop_signal(signal, &"the block does not handle it");
+    }
+
+    #[cold]
+    fn drop_signal(&mut self, signal: &SignalView<'_>, why: &dyn std::fmt::Display) {
+        self.local.dropped += 1;
+        tracing::warn!(
+            block = %self.me,
+            gsn = %signal.gsn(),
+            sender = %signal.sender(),
+            data_words = signal.data().len(),
+            reason = %why,
+            dropped = self.local.dropped,
+            "signal dropped"
+        );
+    }
+
+    /// Defers the answer to the `START_ORD` being handled: this block is done with the phase
+    /// when it calls [`Context::start_done`], not when the handler returns.
+    pub fn defer_start(&mut self) {
+        debug_assert!(self.life.phase_ordered > self.life.phase_done, "no START_ORD open");
+        self.life.deferred = true;
+    }
+
+    /// Finishes a deferred start phase (see [`Context::defer_start`]). Does nothing if no
+    /// phase is open.
+    pub fn start_done(&mut self) {
+        if self.life.phase_ordered > self.life.phase_done && !self.life.stop_ordered {
+            self.life.deferred = false;
+            self.life.phase_done = self.life.phase_ordered;
+            self.local.lifecycle.block_done(self.life.phase_done);
+        }
+    }
+
+    /// Defers the answer to `STOP_REQ`: the node waits (up to its grace time) until this block
+    /// calls [`Context::stop_done`].
+    pub fn defer_stop(&mut self) {
+        self.life.deferred = true;
+    }
+
+    /// Finishes a deferred stop. Does nothing if no stop is open.
+    pub fn stop_done(&mut self) {
+        if self.life.stop_ordered && !self.life.stop_done {
+            self.life.deferred = false;
+            self.life.stop_done = true;
+            self.local.lifecycle.block_stopped();
+        }
+    }
+
+    /// Adds `fd` to this thread's wait set: while it is readable (level-triggered), the block
+    /// receives `IO_READY` with `token` once per round of its thread, and a sleeping thread
+    /// wakes for it. The block keeps `fd` open until [`Context::unwatch_fd`].
+    pub fn watch_fd(&mut self, fd: RawFd, token: u32) -> std::io::Result<()> {
+        self.local.io.watch(fd, self.slot, token)
+    }
+
+    /// Removes `fd` from this thread's wait set.
+    pub fn unwatch_fd(&mut self, fd: RawFd) -> std::io::Result<()> {
+        self.local.io.unwatch(fd)
     }
 
     /// Continues long work in a later step: `CONTINUE` with `data` to this block, behind what is

@@ -11,14 +11,21 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use signals::{BlockInstance, BlockNumber, BlockRef, Limits, NodeId};
+use signals::gsn::{NodeConnected, NodeFailRep};
+use signals::{
+    gsn, BlockInstance, BlockNumber, BlockRef, Limits, NodeId, Priority, Protocol, ProtocolClash,
+    ProtocolSet, Signal, SignalData,
+};
+use transporter::{LinkEvent, TransportKind};
 
-use crate::block::{Block, InitContext};
+use crate::block::{Block, InitContext, ThreadLocal};
 use crate::clock::{Clock, MonotonicClock};
 use crate::congestion::Waits;
 use crate::inbound::InboundRouter;
+use crate::io::IoSet;
 use crate::jobbuf::{job_buffer, JobReader, JobWriter};
 use crate::lane::LaneShape;
+use crate::lifecycle::{BlockLife, Lifecycle};
 use crate::outbox::Outbox;
 use crate::parker::Parker;
 use crate::remote::{NoRemote, RemoteFactory};
@@ -87,6 +94,17 @@ pub enum StartError {
     /// A thread could not be spawned.
     #[error("could not spawn block thread {thread}: {source}")]
     Spawn { thread: usize, source: io::Error },
+    /// Two protocols declare the same signal number or name.
+    #[error("protocols clash: {0}")]
+    Protocol(#[from] ProtocolClash),
+}
+
+/// How long an ordered stop waits for the blocks by default.
+pub const STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// The block reference the runtime sends node events from (block number 0 is no block's).
+pub fn runtime_ref(node: NodeId) -> BlockRef {
+    BlockRef::new(node, BlockNumber(0), BlockInstance(0))
 }
 
 /// One block thread's plan.
@@ -106,6 +124,9 @@ pub struct NodeBuilder {
     clock: Arc<dyn Clock>,
     remote: Box<dyn RemoteFactory>,
     stats: Arc<NodeStats>,
+    protocols: ProtocolSet,
+    last_phase: u32,
+    stop_grace: Duration,
 }
 
 impl NodeBuilder {
@@ -131,7 +152,32 @@ impl NodeBuilder {
             clock: Arc::new(MonotonicClock::new()),
             remote: Box::new(NoRemote),
             stats: Arc::new(NodeStats::new(node, threads)),
+            protocols: ProtocolSet::with_system(),
+            last_phase: 1,
+            stop_grace: STOP_GRACE,
         })
+    }
+
+    /// Registers a protocol the node's blocks speak; a signal number or name another registered
+    /// protocol declares is refused, naming both.
+    pub fn protocol(&mut self, protocol: &'static Protocol) -> Result<(), StartError> {
+        Ok(self.protocols.register(protocol)?)
+    }
+
+    /// The protocols registered.
+    pub fn protocols(&self) -> &ProtocolSet {
+        &self.protocols
+    }
+
+    /// Runs start phases `1..=last` (at least 1): every block gets `START_ORD` of each, a phase
+    /// starting once every block is done with the one before.
+    pub fn start_phases(&mut self, last: u32) {
+        self.last_phase = self.last_phase.max(last);
+    }
+
+    /// How long [`RunningNode::stop`] waits for the blocks to finish their `STOP_REQ`.
+    pub fn stop_grace(&mut self, grace: Duration) {
+        self.stop_grace = grace;
     }
 
     /// The node's counters (for a statistics block, before it is placed).
@@ -194,8 +240,12 @@ impl NodeBuilder {
     pub fn start(mut self) -> Result<RunningNode, StartError> {
         let threads = self.threads.len();
         let routing = Arc::new(self.routing()?);
+        let block_count = self.threads.iter().map(|t| t.blocks.len()).sum();
+        let lifecycle = Lifecycle::new(block_count, self.last_phase);
         let block_parkers = parkers(threads)?;
-        let path_parkers = parkers(self.receive_paths)?;
+        // One more path than asked: the control path node events and tests inject through.
+        let path_parkers = parkers(self.receive_paths + 1)?;
+        lifecycle.set_parkers(block_parkers.clone());
         let all_parkers: Vec<Arc<Parker>> =
             block_parkers.iter().chain(&path_parkers).cloned().collect();
         let shape = LaneShape {
@@ -213,13 +263,23 @@ impl NodeBuilder {
         };
         let plans = std::mem::take(&mut self.threads);
         let mut bodies = Vec::with_capacity(threads);
+        let mut subscribers = Vec::new();
         for (t, plan) in plans.into_iter().enumerate() {
             let (out_a, out_b) = lanes.take_out(t);
             let (in_a, in_b) = lanes.take_in(t);
+            let local = ThreadLocal {
+                timers: Timers::with_capacity(self.tuning.timers_per_thread),
+                io: IoSet::new(block_parkers[t].clone()),
+                failures: 0,
+                dropped: 0,
+                lifecycle: lifecycle.clone(),
+            };
             let exec = self.exec(
                 t,
                 plan.blocks,
                 Outbox::new(routing.clone(), out_a, out_b, self.remote.sink(t)),
+                local,
+                &mut subscribers,
             );
             let parker = block_parkers[t].clone();
             let stats = self.stats.clone();
@@ -236,7 +296,7 @@ impl NodeBuilder {
                 waits.clone(),
             ));
         }
-        let inbound = (0..self.receive_paths)
+        let mut inbound: Vec<Option<InboundRouter>> = (0..=self.receive_paths)
             .map(|i| {
                 let (a, b) = lanes.take_out(threads + i);
                 let parker = path_parkers[i].clone();
@@ -251,8 +311,14 @@ impl NodeBuilder {
                 ))
             })
             .collect();
+        let control = inbound.pop().flatten();
         let mut node = RunningNode {
             handles: Vec::with_capacity(threads + self.receive_paths),
+            control: std::sync::Mutex::new(control),
+            subscribers,
+            lifecycle,
+            stop_grace: self.stop_grace,
+            protocols: self.protocols,
             stopper: Stopper {
                 stop,
                 parkers: all_parkers.clone(),
@@ -277,22 +343,27 @@ impl NodeBuilder {
 
     /// Initialises thread `t`'s blocks (registering their counters) and bundles what its
     /// handlers may touch.
-    fn exec(&self, t: usize, mut blocks: Vec<(BlockRef, Box<dyn Block>)>, out: Outbox) -> Exec {
-        let mut named = NamedCounters::default();
-        for (me, block) in blocks.iter_mut() {
-            block.init(&mut InitContext { me: *me, counters: &mut named });
-        }
-        let named = Arc::new(named);
+    fn exec(
+        &self,
+        t: usize,
+        mut blocks: Vec<(BlockRef, Box<dyn Block>)>,
+        out: Outbox,
+        local: ThreadLocal,
+        subscribers: &mut Vec<BlockRef>,
+    ) -> Exec {
+        let named = init_blocks(&mut blocks, subscribers);
         self.stats.set_named(t, named.clone());
         Exec {
             index: t,
+            lives: vec![BlockLife::default(); blocks.len()],
             blocks,
             out,
-            timers: Timers::with_capacity(self.tuning.timers_per_thread),
+            local,
             named,
             clock: self.clock.clone(),
             signals_run: 0,
-            failures: 0,
+            phase_ordered: 0,
+            stop_ordered: false,
         }
     }
 
@@ -307,6 +378,60 @@ impl NodeBuilder {
         }
         Ok(routing)
     }
+}
+
+/// Runs each block's init hook; returns the named counters they registered (and adds the
+/// node-event subscribers to `subscribers`).
+pub(crate) fn init_blocks(
+    blocks: &mut [(BlockRef, Box<dyn Block>)],
+    subscribers: &mut Vec<BlockRef>,
+) -> Arc<NamedCounters> {
+    let mut named = NamedCounters::default();
+    for (me, block) in blocks.iter_mut() {
+        block.init(&mut InitContext { me: *me, counters: &mut named, node_events: subscribers });
+    }
+    Arc::new(named)
+}
+
+/// The node-event signal for `event`: its GSN and data, with the reason section in `reason`.
+pub(crate) fn node_event_signal(
+    event: &LinkEvent,
+    reason: &mut Vec<u32>,
+) -> (signals::Gsn, [u32; 2]) {
+    match event {
+        LinkEvent::Connected { peer, transport } => {
+            let transport = match transport {
+                TransportKind::Tcp => 1,
+                TransportKind::Shm => 2,
+                TransportKind::Rdma => 3,
+            };
+            let data = NodeConnected { node: u32::from(peer.get()), transport };
+            let words = data.as_words();
+            (gsn::NODE_CONNECTED, [words[0], words[1]])
+        }
+        LinkEvent::Failed { peer, reason: why } => {
+            let text = why.to_string();
+            reason.clear();
+            for chunk in text.as_bytes().chunks(4) {
+                let mut word = [0u8; 4];
+                word[..chunk.len()].copy_from_slice(chunk);
+                reason.push(u32::from_le_bytes(word));
+            }
+            let data = NodeFailRep { node: u32::from(peer.get()), reason_bytes: text.len() as u32 };
+            let words = data.as_words();
+            (gsn::NODE_FAILREP, [words[0], words[1]])
+        }
+    }
+}
+
+/// The reason text of a `NODE_FAILREP` (section 0, `reason_bytes` long).
+pub fn failrep_reason(signal: &signals::SignalView<'_>) -> String {
+    let (Ok(rep), Some(section)) = (signal.typed::<NodeFailRep>(), signal.section(0)) else {
+        return String::new();
+    };
+    let bytes: Vec<u8> = section.iter().flat_map(|w| w.to_le_bytes()).collect();
+    let len = (rep.reason_bytes as usize).min(bytes.len());
+    String::from_utf8_lossy(&bytes[..len]).into_owned()
 }
 
 fn parkers(n: usize) -> Result<Vec<Arc<Parker>>, StartError> {
@@ -422,6 +547,12 @@ impl Stopper {
 #[derive(Debug)]
 pub struct RunningNode {
     handles: Vec<(usize, JoinHandle<()>)>,
+    /// The path node events (and [`RunningNode::inject`]) come in on.
+    control: std::sync::Mutex<Option<InboundRouter>>,
+    subscribers: Vec<BlockRef>,
+    lifecycle: Arc<Lifecycle>,
+    stop_grace: Duration,
+    protocols: ProtocolSet,
     stopper: Stopper,
     parkers: Vec<Arc<Parker>>,
     stats: Arc<NodeStats>,
@@ -477,12 +608,91 @@ impl RunningNode {
         Ok(())
     }
 
-    /// Stops every thread and joins them; reports the first thread that panicked.
+    /// Waits until every block has run every start phase, at most `timeout`; returns whether
+    /// the node has started.
+    pub fn wait_started(&self, timeout: Duration) -> bool {
+        self.lifecycle.wait_started(timeout)
+    }
+
+    /// The protocols the node registered.
+    pub fn protocols(&self) -> &ProtocolSet {
+        &self.protocols
+    }
+
+    /// The blocks subscribed to node events.
+    pub fn node_event_subscribers(&self) -> &[BlockRef] {
+        &self.subscribers
+    }
+
+    /// Delivers a link event to every subscribed block as a priority-A signal
+    /// (`NODE_CONNECTED`, or `NODE_FAILREP` with the reason), in the order of the calls. Waits
+    /// for room while a job buffer is full, at most `timeout`; returns how many blocks got it.
+    pub fn node_event(&self, event: &LinkEvent, timeout: Duration) -> usize {
+        let mut reason = Vec::new();
+        let from = runtime_ref(self.lifecycle_node());
+        let mut delivered = 0;
+        for &to in &self.subscribers {
+            let (gsn, data) = node_event_signal(event, &mut reason);
+            let sections: [&[u32]; 1] = [&reason];
+            let sections: &[&[u32]] =
+                if gsn == signals::gsn::NODE_FAILREP { &sections } else { &[] };
+            let signal =
+                Signal::new(gsn, from, to).priority(Priority::A).data(&data).sections(sections);
+            if self.inject(&signal, timeout).is_ok() {
+                delivered += 1;
+            } else {
+                tracing::warn!(to = %to, gsn = %gsn, "node event not delivered");
+            }
+        }
+        delivered
+    }
+
+    fn lifecycle_node(&self) -> NodeId {
+        self.stats.node()
+    }
+
+    /// Sends `signal` to a block of this node from outside its threads (through the control
+    /// path), waiting for room while its job buffer is full, at most `timeout`.
+    pub fn inject(
+        &self,
+        signal: &Signal<'_>,
+        timeout: Duration,
+    ) -> Result<(), crate::remote::RouteError> {
+        let mut guard = self.control.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(router) = guard.as_mut() else {
+            unreachable!("the control path is made at start and never taken");
+        };
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match router.send(signal) {
+                Ok(()) => {
+                    router.flush();
+                    return Ok(());
+                }
+                Err(crate::remote::RouteError::Full { thread, priority })
+                    if std::time::Instant::now() < deadline && !self.stopper.is_stopping() =>
+                {
+                    router.wait_for_room(thread, priority, Duration::from_millis(10));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Stops in order: every block gets `STOP_REQ` and finishes or aborts its work (the node
+    /// waits for them at most its stop grace), then every thread stops and is joined; reports
+    /// the first thread that panicked.
     pub fn stop(mut self) -> Result<(), ThreadPanicked> {
         self.stop_and_join()
     }
 
     fn stop_and_join(&mut self) -> Result<(), ThreadPanicked> {
+        if !self.stopper.is_stopping() && !self.handles.is_empty() {
+            self.lifecycle.request_stop(self.stop_grace);
+            if !self.lifecycle.wait_stopped(self.stop_grace) {
+                tracing::warn!(grace = ?self.stop_grace, "blocks did not finish their STOP_REQ in time: stopping the threads");
+            }
+        }
         self.stopper.stop();
         let mut result = Ok(());
         for (thread, h) in self.handles.drain(..) {

@@ -29,6 +29,8 @@ pub struct ThreadCounters {
     pub congested_rounds: Counter,
     /// Sends that failed (job buffer full, unknown block or peer, timer table full).
     pub send_failures: Counter,
+    /// Signals a block dropped: not handled, or data whose length does not fit the protocol.
+    pub signals_dropped: Counter,
 }
 
 /// A snapshot of [`ThreadCounters`].
@@ -46,6 +48,8 @@ pub struct ThreadSnapshot {
     pub congested_rounds: u64,
     /// See [`ThreadCounters::send_failures`].
     pub send_failures: u64,
+    /// See [`ThreadCounters::signals_dropped`].
+    pub signals_dropped: u64,
 }
 
 impl ThreadCounters {
@@ -58,6 +62,7 @@ impl ThreadCounters {
             wakeups: self.wakeups.get(),
             congested_rounds: self.congested_rounds.get(),
             send_failures: self.send_failures.get(),
+            signals_dropped: self.signals_dropped.get(),
         }
     }
 }

@@ -20,28 +20,32 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use signals::gsn::{IoReady, StartOrd, StopReq};
 use signals::{
-    gsn, BatchWalker, BatchWriter, BlockRef, Limits, Priority, Signal, SignalView, WriteOptions,
+    gsn, BatchWalker, BatchWriter, BlockRef, Limits, Priority, Signal, SignalData, SignalView,
+    WriteOptions,
 };
 use transporter::StallBackoff;
 
-use crate::block::{Block, Context};
+use crate::block::{Block, Context, ThreadLocal};
 use crate::clock::Clock;
 use crate::congestion::Waits;
+use crate::io::Ready;
 use crate::jobbuf::JobReader;
+use crate::lifecycle::BlockLife;
 use crate::outbox::Outbox;
 use crate::parker::Parker;
 use crate::remote::Flushed;
 use crate::stats::{NamedCounters, NodeStats};
 use crate::sync::Flag;
-use crate::timers::Timers;
 
 /// The longest a thread sleeps without a reason to wake (so a test clock moved by hand, or a
 /// lost descriptor event, costs at most this much delay).
 const SLEEP_MAX: Duration = Duration::from_millis(100);
 
-/// Room for one timer signal or start order packed as a batch of one.
-const SCRATCH_WORDS: usize = 64;
+/// Room for one timer signal (short part and long section), start order or readiness packed
+/// as a batch of one.
+const SCRATCH_WORDS: usize = 128;
 
 /// Per-thread knobs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,18 +63,22 @@ pub struct ThreadTuning {
 pub(crate) struct Exec {
     pub(crate) index: usize,
     pub(crate) blocks: Vec<(BlockRef, Box<dyn Block>)>,
+    pub(crate) lives: Vec<BlockLife>,
     pub(crate) out: Outbox,
-    pub(crate) timers: Timers,
+    pub(crate) local: ThreadLocal,
     pub(crate) named: Arc<NamedCounters>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) signals_run: u64,
-    pub(crate) failures: u64,
+    /// The last start phase this thread ordered its blocks to run.
+    pub(crate) phase_ordered: u32,
+    /// `STOP_REQ` was sent to this thread's blocks.
+    pub(crate) stop_ordered: bool,
 }
 
 impl Exec {
     /// Runs one signal in the block it names, which must live on this thread.
     #[inline]
-    fn dispatch(&mut self, view: &SignalView<'_>) {
+    pub(crate) fn dispatch(&mut self, view: &SignalView<'_>) {
         let at = self.out.routing.locate_ref(view.receiver());
         let slot = match at {
             Some(at) if at.thread as usize == self.index => at.slot as usize,
@@ -83,21 +91,28 @@ impl Exec {
                 self.index
             ),
         };
+        self.dispatch_to(slot, view);
+    }
+
+    /// Runs one signal in the block of `slot`.
+    #[inline]
+    fn dispatch_to(&mut self, slot: usize, view: &SignalView<'_>) {
         let (me, block) = &mut self.blocks[slot];
         let mut ctx = Context {
             me: *me,
+            slot,
             out: &mut self.out,
-            timers: &mut self.timers,
+            local: &mut self.local,
+            life: &mut self.lives[slot],
             counters: &self.named,
             clock: &*self.clock,
-            failures: &mut self.failures,
         };
         block.execute(view, &mut ctx);
         self.signals_run += 1;
     }
 
-    /// Packs `signal` as a batch of one and runs it (timers, start orders).
-    fn dispatch_owned(&mut self, signal: &Signal<'_>, limits: Limits) {
+    /// Packs `signal` as a batch of one and runs it (timers, start orders, I/O readiness).
+    pub(crate) fn dispatch_owned(&mut self, signal: &Signal<'_>, limits: Limits) {
         let mut scratch = [0u32; SCRATCH_WORDS];
         let mut writer = BatchWriter::new(&mut scratch, limits, WriteOptions::default());
         if let Err(e) = writer.push(signal) {
@@ -108,6 +123,99 @@ impl Exec {
             Ok(Some(view)) => self.dispatch(&view),
             other => unreachable!("a signal just packed walks back: {other:?}"),
         }
+    }
+
+    /// Whether a start phase or the stop waits to be ordered to this thread's blocks.
+    #[inline]
+    pub(crate) fn lifecycle_due(&self) -> bool {
+        let life = &self.local.lifecycle;
+        let phase = life.phase();
+        (phase <= life.last_phase() && self.phase_ordered < phase)
+            || (!self.stop_ordered && life.stop_requested())
+    }
+
+    /// Orders the start phase in force (`START_ORD`) to every block of this thread that has not
+    /// had it, and `STOP_REQ` once a stop is asked. Returns how many signals ran.
+    pub(crate) fn run_lifecycle(&mut self, limits: Limits) -> usize {
+        if !self.lifecycle_due() {
+            return 0;
+        }
+        let life = self.local.lifecycle.clone();
+        let (phase, last_phase) = (life.phase(), life.last_phase());
+        let mut ran = 0;
+        if phase <= last_phase && self.phase_ordered < phase && !self.stop_ordered {
+            self.phase_ordered = phase;
+            let order = StartOrd { phase, last_phase };
+            for slot in 0..self.blocks.len() {
+                let me = self.blocks[slot].0;
+                let l = &mut self.lives[slot];
+                (l.phase_ordered, l.deferred) = (phase, false);
+                let start = Signal::new(gsn::START_ORD, me, me)
+                    .priority(Priority::A)
+                    .data(order.as_words());
+                self.dispatch_owned(&start, limits);
+                let l = &mut self.lives[slot];
+                if !l.deferred && l.phase_done < phase && !l.stop_ordered {
+                    l.phase_done = phase;
+                    life.block_done(phase);
+                }
+                ran += 1;
+            }
+        }
+        if !self.stop_ordered && life.stop_requested() {
+            self.stop_ordered = true;
+            let order = StopReq { grace_ms: life.grace_ms() };
+            for slot in 0..self.blocks.len() {
+                let me = self.blocks[slot].0;
+                let l = &mut self.lives[slot];
+                (l.stop_ordered, l.deferred) = (true, false);
+                let stop =
+                    Signal::new(gsn::STOP_REQ, me, me).priority(Priority::A).data(order.as_words());
+                self.dispatch_owned(&stop, limits);
+                let l = &mut self.lives[slot];
+                if !l.deferred && !l.stop_done {
+                    l.stop_done = true;
+                    life.block_stopped();
+                }
+                ran += 1;
+            }
+        }
+        ran
+    }
+
+    /// Runs `IO_READY` in the blocks whose watched descriptors are ready.
+    pub(crate) fn run_io(&mut self, limits: Limits) -> usize {
+        if self.local.io.is_empty() {
+            return 0;
+        }
+        let mut ready: Ready = [(0, 0); 16];
+        let n = self.local.io.ready(&mut ready);
+        for &(slot, token) in &ready[..n] {
+            let Some(&(me, _)) = self.blocks.get(slot) else { continue };
+            let data = IoReady { token };
+            let signal = Signal::new(gsn::IO_READY, me, me).data(data.as_words());
+            self.dispatch_owned(&signal, limits);
+        }
+        n
+    }
+
+    /// Runs every timer that is due.
+    pub(crate) fn fire_timers(&mut self, limits: Limits) -> usize {
+        if self.local.timers.is_empty() {
+            return 0;
+        }
+        let (now, mark) = (self.clock.now_ns(), self.local.timers.mark());
+        let mut ran = 0;
+        while let Some(timer) = self.local.timers.pop_due(now, mark) {
+            let section = [timer.section()];
+            let sections: &[&[u32]] = if timer.section().is_empty() { &[] } else { &section };
+            let signal = Signal::new(timer.gsn, timer.block, timer.block)
+                .data(timer.data())
+                .sections(sections);
+            self.dispatch_owned(&signal, limits);
+            ran += 1;
+        }
+        ran
     }
 }
 
@@ -181,7 +289,8 @@ impl BlockThread {
             blocks = self.exec.blocks.len(),
             "block thread started"
         );
-        self.start_blocks();
+        self.exec.run_lifecycle(self.tuning.limits);
+        self.exec.out.flush();
         self.publish();
         while !self.stop.is_set() {
             if self.round() == 0 {
@@ -193,16 +302,6 @@ impl BlockThread {
         tracing::debug!(thread = self.exec.index, rounds = self.rounds, "block thread stopped");
     }
 
-    /// Sends `START_ORD` (priority A) to every block of this thread, in placement order.
-    fn start_blocks(&mut self) {
-        for slot in 0..self.exec.blocks.len() {
-            let me = self.exec.blocks[slot].0;
-            let start = Signal::new(gsn::START_ORD, me, me).priority(Priority::A);
-            self.exec.dispatch_owned(&start, self.tuning.limits);
-        }
-        self.exec.out.flush();
-    }
-
     /// One round; returns how many signals ran.
     pub(crate) fn round(&mut self) -> usize {
         let mut ran = self.run_a();
@@ -210,7 +309,9 @@ impl BlockThread {
             ran += self.run_b(producer);
             ran += self.run_a();
         }
-        ran += self.fire_timers();
+        ran += self.exec.fire_timers(self.tuning.limits);
+        ran += self.exec.run_io(self.tuning.limits);
+        ran += self.exec.run_lifecycle(self.tuning.limits);
         ran += self.poll_remote();
         // Published before the flush: the last sends of the round may have congested a lane.
         if self.congestion() != 0 {
@@ -308,21 +409,6 @@ impl BlockThread {
         ran
     }
 
-    /// Runs every timer that is due.
-    fn fire_timers(&mut self) -> usize {
-        if self.exec.timers.is_empty() {
-            return 0;
-        }
-        let (now, mark) = (self.exec.clock.now_ns(), self.exec.timers.mark());
-        let mut ran = 0;
-        while let Some(timer) = self.exec.timers.pop_due(now, mark) {
-            let signal = Signal::new(timer.gsn, timer.block, timer.block).data(timer.data());
-            self.exec.dispatch_owned(&signal, self.tuning.limits);
-            ran += 1;
-        }
-        ran
-    }
-
     /// Lets the remote sink receive; what it receives is forwarded through this thread's own
     /// lanes (it is their only producer, so every lane stays single-producer).
     fn poll_remote(&mut self) -> usize {
@@ -347,7 +433,9 @@ impl BlockThread {
                 return true;
             }
         }
-        self.exec.timers.next_due_ns().is_some_and(|due| due <= self.exec.clock.now_ns())
+        let now = self.exec.clock.now_ns();
+        self.exec.local.timers.next_due_ns().is_some_and(|due| due <= now)
+            || self.exec.lifecycle_due()
             || self.exec.out.remote.has_input()
             || self.unsent_due()
     }
@@ -385,7 +473,8 @@ impl BlockThread {
             return;
         }
         self.sleeps += 1;
-        match self.parker.wait(Some(self.sleep_timeout())) {
+        let timeout = self.sleep_timeout();
+        match self.parker.wait(Some(timeout)) {
             Ok(outcome) if outcome.rung => self.wakeups += 1,
             Ok(_) => {}
             Err(e) => {
@@ -398,8 +487,8 @@ impl BlockThread {
     }
 
     /// Until the next timer is due or a stalled flush is retried, at most `SLEEP_MAX`.
-    fn sleep_timeout(&self) -> Duration {
-        let timer = match self.exec.timers.next_due_ns() {
+    fn sleep_timeout(&mut self) -> Duration {
+        let timer = match self.exec.local.timers.next_due_ns() {
             Some(due) => {
                 let now = self.exec.clock.now_ns();
                 Duration::from_nanos(due.saturating_sub(now)).min(SLEEP_MAX)
@@ -420,6 +509,7 @@ impl BlockThread {
         c.sleeps.publish(self.sleeps);
         c.wakeups.publish(self.wakeups);
         c.congested_rounds.publish(self.congested_rounds);
-        c.send_failures.publish(self.exec.failures);
+        c.send_failures.publish(self.exec.local.failures);
+        c.signals_dropped.publish(self.exec.local.dropped);
     }
 }

@@ -122,6 +122,38 @@ impl WaitSet {
     }
 }
 
+impl WaitSet {
+    /// Without blocking, the tokens of the descriptors ready now (the doorbell's excepted: a
+    /// ring seen here is drained and reported as `rung`), at most `tokens.len()` of them.
+    pub fn ready_now(&self, tokens: &mut [u64]) -> io::Result<(usize, bool)> {
+        let mut events = [libc::epoll_event { events: 0, u64: 0 }; MAX_EVENTS];
+        let max = tokens.len().min(MAX_EVENTS) as i32;
+        if max == 0 {
+            return Ok((0, false));
+        }
+        // SAFETY: `events` is a live array of at least `max` entries the kernel may write to.
+        let n = unsafe { libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), max, 0) };
+        if n < 0 {
+            let err = io::Error::last_os_error();
+            return if err.kind() == io::ErrorKind::Interrupted {
+                Ok((0, false))
+            } else {
+                Err(err)
+            };
+        }
+        let (mut found, mut rung) = (0, false);
+        for event in &events[..n as usize] {
+            if event.u64 == DOORBELL_TOKEN {
+                rung |= self.doorbell.drain() > 0;
+            } else {
+                tokens[found] = event.u64;
+                found += 1;
+            }
+        }
+        Ok((found, rung))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -399,6 +399,7 @@ impl node::Block for Relay {
                     self.backlog.push_back([seq, hops - 1]);
                 }
             }
+            gsn::STOP_REQ => {}
             other => panic!("relay got {other}"),
         }
         self.drain(ctx);

@@ -2,7 +2,8 @@
 //! threads, and no allocation when packing or walking a batch.
 //!
 //! - [`ids`]: node ids, block numbers and instances, block references, GSNs, priority.
-//! - [`gsn`]: the catalogue of signal numbers and their names.
+//! - [`gsn`]: the system protocol (the runtime's signals and the system blocks').
+//! - [`protocol`]: [`protocol!`] declares a protocol anywhere; [`ProtocolSet`] checks them.
 //! - [`header`]: the fixed wire header, drawn as a ruler and checked at compile time.
 //! - [`encode`]: [`BatchWriter`] packs whole signals into a caller's send-buffer page.
 //! - [`walk`]: [`BatchWalker`] yields zero-copy [`SignalView`]s from a received batch, telling an
@@ -22,6 +23,7 @@ pub mod gsn;
 pub mod header;
 pub mod ids;
 pub mod limits;
+pub mod protocol;
 pub mod typed;
 pub mod walk;
 
@@ -29,5 +31,6 @@ pub use encode::{BatchWriter, PackError, Signal, WriteOptions};
 pub use header::{WireHeader, HEADER_BYTES, MAX_DATA_WORDS, MAX_SECTIONS};
 pub use ids::{BlockInstance, BlockNumber, BlockRef, Gsn, InvalidNodeId, NodeId, Priority};
 pub use limits::{Limits, LimitsError};
+pub use protocol::{Payload, Protocol, ProtocolClash, ProtocolSet, SignalSpec};
 pub use typed::{SignalData, TypedError};
 pub use walk::{BatchWalker, Malformed, MisalignedBatch, SignalView, WalkError};

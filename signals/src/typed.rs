@@ -39,8 +39,8 @@ pub trait SignalData: Pod {
 /// use signals::{gsn, signal_data};
 /// #[repr(C)]
 /// #[derive(Clone, Copy, Debug, bytemuck::Pod, bytemuck::Zeroable)]
-/// pub struct PingReq { pub sequence: u32, pub sent_ns_low: u32, pub sent_ns_high: u32 }
-/// signal_data!(PingReq => gsn::PING_REQ);
+/// pub struct MyPing { pub sequence: u32, pub sent_ns_low: u32, pub sent_ns_high: u32 }
+/// signal_data!(MyPing => signals::Gsn(1200));
 /// ```
 #[macro_export]
 macro_rules! signal_data {

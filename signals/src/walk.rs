@@ -206,6 +206,25 @@ impl<'a> SignalView<'a> {
     }
 }
 
+impl<'a> SignalView<'a> {
+    /// The first data words as the struct of their signal, borrowed in place, and the words
+    /// after it (for a signal declared `=> Type, ..`: a struct followed by more words).
+    pub fn typed_head<T: SignalData>(&self) -> Result<(&'a T, &'a [u32]), TypedError> {
+        if self.gsn() != T::GSN {
+            return Err(TypedError::WrongGsn { expected: T::GSN, found: self.gsn() });
+        }
+        let data = self.data();
+        let short = TypedError::WrongLength { gsn: T::GSN, expected: T::WORDS, found: data.len() };
+        if data.len() < T::WORDS {
+            return Err(short);
+        }
+        let (head, rest) = data.split_at(T::WORDS);
+        // Cannot fail: the length matches and words are 4-aligned like every SignalData.
+        let head = bytemuck::try_from_bytes(bytemuck::cast_slice(head)).map_err(|_| short)?;
+        Ok((head, rest))
+    }
+}
+
 /// Walks the signals of one batch.
 #[derive(Debug)]
 pub struct BatchWalker<'a> {

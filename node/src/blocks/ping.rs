@@ -2,9 +2,15 @@
 //! data words and long sections at the same priority. Benchmarks and tests use it to measure and
 //! check delivery; it keeps a count of pings answered.
 //!
-//! Invariant: one `PING_CONF` per `PING_REQ` that could be sent; a failed answer is counted by
-//! the runtime (send failures) and the block stays usable.
+//! It is also the smallest example of a block: dispatch is a `match` on the GSN; the request is
+//! read as its declared struct ([`PingReq`], a head followed by any words) through
+//! [`Context::typed_head`], which counts and logs a request too short for it as a drop; every
+//! other signal goes to [`Context::unhandled`].
+//!
+//! Invariant: one `PING_CONF` per well-formed `PING_REQ` that could be sent; a failed answer is
+//! counted by the runtime (send failures) and the block stays usable.
 
+use signals::gsn::PingReq;
 use signals::{gsn, SignalView, MAX_SECTIONS};
 
 use crate::block::{Block, Context, InitContext};
@@ -23,6 +29,8 @@ impl Echo {
     }
 
     fn answer(&mut self, req: &SignalView<'_>, ctx: &mut Context<'_>) {
+        // The head is the sequence word; the answer echoes it and the words after it as sent.
+        let Some((_head, _rest)) = ctx.typed_head::<PingReq>(req) else { return };
         let mut sections: [&[u32]; MAX_SECTIONS] = [&[]; MAX_SECTIONS];
         let mut n = 0;
         for s in req.sections().take(MAX_SECTIONS) {
@@ -50,8 +58,8 @@ impl Block for Echo {
     fn execute(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         match signal.gsn() {
             gsn::PING_REQ => self.answer(signal, ctx),
-            gsn::START_ORD => {}
-            other => tracing::debug!(block = %ctx.me(), gsn = %other, "echo block ignores signal"),
+            gsn::START_ORD | gsn::STOP_REQ => {}
+            _ => ctx.unhandled(signal),
         }
     }
 }

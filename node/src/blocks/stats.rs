@@ -4,8 +4,8 @@
 //! `STATS_CONF` layout (every u64 as two words, low then high):
 //! ```text
 //! data:      [request word 0 (echoed, 0 if none), threads, links, named counters]
-//! section 0: per thread  [signals_run, rounds, sleeps, wakeups, congested_rounds, send_failures]
-//!            (12 words each)
+//! section 0: per thread  [signals_run, rounds, sleeps, wakeups, congested_rounds, send_failures,
+//!            signals_dropped] (14 words each)
 //! section 1: per link    [peer node id, signals, bytes, batches, wakeups_sent,
 //!            send_buffer_high_water_bytes, receiver_sleeps, cq_events] (15 words each), as the
 //!            transporter layer reports
@@ -17,12 +17,16 @@
 
 use std::sync::Arc;
 
-use signals::{gsn, BlockInstance, BlockRef, Limits, NodeId, Signal, SignalView, WriteOptions};
+use signals::gsn::{StatsConf, StatsReq};
+use signals::{
+    gsn, BlockInstance, BlockRef, Limits, NodeId, Signal, SignalData, SignalView, TypedError,
+    WriteOptions,
+};
 
 use crate::block::{Block, Context};
 use crate::stats::{LinkCounters, NodeStats, ThreadSnapshot};
 
-const THREAD_WORDS: usize = 12;
+const THREAD_WORDS: usize = 14;
 const LINK_WORDS: usize = 1 + 2 * LinkCounters::COUNT;
 const NAMED_WORDS: usize = 3;
 
@@ -89,9 +93,15 @@ impl Statistics {
                 break;
             }
             let s = t.snapshot();
-            for v in
-                [s.signals_run, s.rounds, s.sleeps, s.wakeups, s.congested_rounds, s.send_failures]
-            {
+            for v in [
+                s.signals_run,
+                s.rounds,
+                s.sleeps,
+                s.wakeups,
+                s.congested_rounds,
+                s.send_failures,
+                s.signals_dropped,
+            ] {
                 push_u64(threads, v);
             }
             counts[0] += 1;
@@ -120,12 +130,13 @@ impl Statistics {
     }
 
     fn answer(&mut self, req: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let Some(&StatsReq { request }) = ctx.typed::<StatsReq>(req) else { return };
         let [threads, links, named] = self.fill();
-        let request = req.data().first().copied().unwrap_or(0);
-        let data = [request, threads, links, named];
+        let data = StatsConf { request, threads, links, named };
         let [s0, s1, s2] = &self.sections;
         let sections: [&[u32]; 3] = [s0, s1, s2];
-        let conf = ctx.signal(gsn::STATS_CONF, req.sender()).data(&data).sections(&sections);
+        let conf =
+            ctx.signal(gsn::STATS_CONF, req.sender()).data(data.as_words()).sections(&sections);
         if let Err(e) = ctx.send(&conf) {
             tracing::warn!(to = %req.sender(), error = %e, "could not answer STATS_REQ");
         }
@@ -136,10 +147,8 @@ impl Block for Statistics {
     fn execute(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         match signal.gsn() {
             gsn::STATS_REQ => self.answer(signal, ctx),
-            gsn::START_ORD => {}
-            other => {
-                tracing::debug!(block = %ctx.me(), gsn = %other, "statistics block ignores signal")
-            }
+            gsn::START_ORD | gsn::STOP_REQ => {}
+            _ => ctx.unhandled(signal),
         }
     }
 }
@@ -165,12 +174,11 @@ pub struct BadStatsConf(pub &'static str);
 impl StatsReport {
     /// Reads a `STATS_CONF`.
     pub fn decode(view: &SignalView<'_>) -> Result<StatsReport, BadStatsConf> {
-        if view.gsn() != gsn::STATS_CONF {
-            return Err(BadStatsConf("not a STATS_CONF"));
-        }
-        let &[request, threads, links, named] = view.data() else {
-            return Err(BadStatsConf("expected 4 data words"));
-        };
+        let &StatsConf { request, threads, links, named } =
+            view.typed::<StatsConf>().map_err(|e| match e {
+                TypedError::WrongGsn { .. } => BadStatsConf("not a STATS_CONF"),
+                TypedError::WrongLength { .. } => BadStatsConf("expected 4 data words"),
+            })?;
         let s = |i| view.section(i).unwrap_or(&[]);
         let (s0, s1, s2) = (s(0), s(1), s(2));
         if s0.len() != threads as usize * THREAD_WORDS
@@ -188,6 +196,7 @@ impl StatsReport {
                 wakeups: read_u64(w, 6),
                 congested_rounds: read_u64(w, 8),
                 send_failures: read_u64(w, 10),
+                signals_dropped: read_u64(w, 12),
             })
             .collect();
         let links = s1

@@ -101,6 +101,7 @@ impl Block for Flood {
     fn execute(&mut self, s: &SignalView<'_>, ctx: &mut Context<'_>) {
         match s.gsn() {
             gsn::START_ORD | gsn::CONTINUE => self.go(ctx),
+            gsn::STOP_REQ => {}
             other => panic!("flood got {other}"),
         }
     }
@@ -182,6 +183,7 @@ impl Block for Pinger {
                     self.ping(ctx);
                 }
             }
+            gsn::STOP_REQ => {}
             other => panic!("pinger got {other}"),
         }
     }
