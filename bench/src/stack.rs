@@ -20,14 +20,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant};
 
-use node::assemble::data_node_builder;
 use node::blocks::stats::{Statistics, StatsReport};
 use node::blocks::{self, ping::Echo};
 use node::config::Config;
-use node::links::{
-    receive_loop, receive_spin_time, registry_config, RegistryRemote, RegistryStats,
-};
-use node::{NodeBuilder, RunningNode, Tuning};
+use node::{DataNode, Kinds, NodeBuilder, Tuning};
 use signals::{BlockInstance, BlockRef, NodeId};
 use transporter::{LinkState, Registry};
 
@@ -249,47 +245,35 @@ impl Drop for PeerProcess {
     }
 }
 
-/// Starts node `me` of `config` in this process, as the data-node binary does, with `place`
-/// adding blocks, once the link to `peer` is up; returns it and its registry. Block threads and
-/// the receive thread are pinned to `cpu` when given.
+/// Starts node `me` of `config` in this process, as the data-node binary does ([`DataNode`]),
+/// with `place` adding blocks, once the link to `peer` is up. Block threads and the receive
+/// thread are pinned to `cpu` when given; block threads write their own send buffers.
 pub fn start_linked_node(
     config: &Config,
     me: u32,
     peer: u32,
     cpu: Option<usize>,
     place: impl FnOnce(&mut NodeBuilder) -> Result<(), String>,
-) -> Result<(RunningNode, Arc<Registry>), String> {
-    let mut builder = data_node_builder(config, u64::from(me)).map_err(|e| e.to_string())?;
-    let mut rc = registry_config(config, node(me)).map_err(|e| e.to_string())?;
-    if rc.send_thread {
+) -> Result<DataNode, String> {
+    let mut builder =
+        DataNode::builder(config, u64::from(me), &Kinds::system()).map_err(|e| e.to_string())?;
+    if config.threads.send > 0 {
         // The measured node's block threads write their own send buffers.
         eprintln!(
             "blockwire-bench: note: node {me} runs without a send thread (threads.send ignored)"
         );
-        rc.send_thread = false;
     }
-    let mut registry = Registry::start(rc).map_err(|e| e.to_string())?;
-    let side = registry.take_receive_side().ok_or("receive side taken")?;
-    let registry = Arc::new(registry);
-    builder.stats().set_link_source(Arc::new(RegistryStats::new(registry.clone())));
     if let Some(cpu) = cpu {
         for t in 0..config.threads.count {
-            builder.pin(t, cpu);
+            builder.node().pin(t, cpu);
         }
     }
-    builder = builder
-        .remote(Box::new(RegistryRemote::new(registry.clone())))
-        .receive_paths(config.threads.receive.max(1));
-    place(&mut builder)?;
-    wait_connected(&registry, node(peer))?;
-    let mut running = builder.start().map_err(|e| e.to_string())?;
-    let spin = receive_spin_time(config, node(me));
-    running
-        .spawn_receive_thread(0, cpu, move |router, stopper| {
-            receive_loop(side, router, stopper, spin)
-        })
-        .map_err(|e| e.to_string())?;
-    Ok((running, registry))
+    place(builder.node())?;
+    builder
+        .without_send_thread()
+        .receive_cpu(cpu)
+        .start_after(|registry| wait_connected(registry, node(peer)))
+        .map_err(|e| e.to_string())
 }
 
 /// Waits until the link to `peer` is up (the driver starts at once when the node does).
@@ -315,7 +299,7 @@ fn wait_connected(registry: &Registry, peer: NodeId) -> Result<(), String> {
 pub fn node_peer(config: &Path, node_id: u32) -> Result<(), String> {
     let config = Config::load(config).map_err(|e| e.to_string())?;
     let peer = if node_id == 1 { 2 } else { 1 };
-    let (running, _registry) = start_linked_node(&config, node_id, peer, None, |_| Ok(()))?;
+    let running = start_linked_node(&config, node_id, peer, None, |_| Ok(()))?;
     let mut sink = Vec::new();
     let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
     running.stop().map_err(|e| e.to_string())
@@ -365,7 +349,8 @@ fn run_with<T>(
     let (echo, stats) = echo_of(&config)?;
     let mut peer = PeerProcess::start(plan, &path)?;
     let cpu = plan.cpus.map(|c| c.0);
-    let (running, registry) = start_linked_node(&config, 2, 1, cpu, |b| place(b, echo, stats))?;
+    let running = start_linked_node(&config, 2, 1, cpu, |b| place(b, echo, stats))?;
+    let registry = running.registry().clone();
     // CPU is counted from the start of the node (the driver's first round), not the set-up.
     let (cpu0, peer_cpu0) = (own_cpu_time(), procstat::process_cpu(peer.pid()));
     let t0 = Instant::now();

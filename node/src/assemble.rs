@@ -1,13 +1,14 @@
 //! From a validated cluster file to a [`NodeBuilder`] for one data node: thread count and
-//! pinning, receive paths, tuning, and the system blocks placed where `[[blocks]]` says.
+//! pinning, receive paths, tuning, and the blocks placed where `[[blocks]]` says, made by their
+//! kinds.
 //!
 //! This is the one place the data-node binary (and tests) turn configuration into a runtime;
 //! the transporter wiring adds its remote factory and receive paths to the builder returned.
 
 use signals::NodeId;
 
-use crate::blocks;
 use crate::config::{Config, ConfigError};
+use crate::kinds::{BlockEnv, Kinds, Settings};
 use crate::runtime::{NodeBuilder, StartError};
 
 /// Why a node could not be assembled from its configuration.
@@ -21,8 +22,14 @@ pub enum AssembleError {
     Start(#[from] StartError),
 }
 
-/// A builder for data node `node_id` of `config`, with its system blocks placed.
-pub fn data_node_builder(config: &Config, node_id: u64) -> Result<NodeBuilder, AssembleError> {
+/// A builder for data node `node_id` of `config`, with its blocks placed where `[[blocks]]`
+/// says, made by their kinds in `kinds`, whose protocols are registered (and checked) and
+/// whose start phases the node runs.
+pub fn data_node_builder(
+    config: &Config,
+    node_id: u64,
+    kinds: &Kinds,
+) -> Result<NodeBuilder, AssembleError> {
     let me = config.data_node(node_id)?;
     let mut builder = NodeBuilder::new(me.id, config.threads.count, config.tuning())?
         .receive_paths(config.threads.receive);
@@ -32,15 +39,26 @@ pub fn data_node_builder(config: &Config, node_id: u64) -> Result<NodeBuilder, A
         }
     }
     let stats = builder.stats();
-    for (i, placement) in config.blocks.iter().enumerate() {
-        let block =
-            blocks::make(&placement.kind, &stats, config.limits.signal).ok_or_else(|| {
-                ConfigError::Invalid {
-                    key: format!("blocks[{i}].kind"),
-                    value: format!("{:?}", placement.kind),
-                    allowed: "a system block kind".into(),
-                }
-            })?;
+    for placement in &config.blocks {
+        let kind = kinds.get(&placement.kind).ok_or_else(|| ConfigError::Invalid {
+            key: format!("blocks[{}].kind", placement.entry),
+            value: format!("{:?}", placement.kind),
+            allowed: format!("one of {:?}", kinds.names()),
+        })?;
+        for protocol in kind.protocols() {
+            builder.protocol(protocol)?;
+        }
+        builder.start_phases(kind.start_phases());
+        let env = BlockEnv {
+            node: me.id,
+            instance: placement.instance,
+            stats: stats.clone(),
+            limits: config.limits.signal,
+        };
+        let mut settings =
+            Settings::new(&placement.settings.0, format!("blocks[{}]", placement.entry));
+        let block = kind.make(&mut settings, &env)?;
+        settings.finish()?;
         builder.place(placement.thread, placement.number, placement.instance, block)?;
     }
     Ok(builder)

@@ -314,8 +314,12 @@ impl NodeBuilder {
         let control = inbound.pop().flatten();
         let mut node = RunningNode {
             handles: Vec::with_capacity(threads + self.receive_paths),
-            control: std::sync::Mutex::new(control),
-            subscribers,
+            injector: Injector {
+                control: Arc::new(std::sync::Mutex::new(control)),
+                subscribers: subscribers.into(),
+                node: self.node,
+                stop: stop.clone(),
+            },
             lifecycle,
             stop_grace: self.stop_grace,
             protocols: self.protocols,
@@ -543,13 +547,75 @@ impl Stopper {
     }
 }
 
+/// Sends signals into a running node from outside its threads, through its control path (one
+/// producer: calls from several handles take turns on a lock). Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Injector {
+    control: Arc<std::sync::Mutex<Option<InboundRouter>>>,
+    subscribers: Arc<[BlockRef]>,
+    node: NodeId,
+    stop: Arc<Flag>,
+}
+
+impl Injector {
+    /// Delivers a link event to every subscribed block as a priority-A signal
+    /// (`NODE_CONNECTED`, or `NODE_FAILREP` with the reason), in the order of the calls. Waits
+    /// for room while a job buffer is full, at most `timeout`; returns how many blocks got it.
+    pub fn node_event(&self, event: &LinkEvent, timeout: Duration) -> usize {
+        let mut reason = Vec::new();
+        let from = runtime_ref(self.node);
+        let mut delivered = 0;
+        for &to in self.subscribers.iter() {
+            let (gsn, data) = node_event_signal(event, &mut reason);
+            let with_reason: [&[u32]; 1] = [&reason];
+            let sections: &[&[u32]] = if gsn == gsn::NODE_FAILREP { &with_reason } else { &[] };
+            let signal =
+                Signal::new(gsn, from, to).priority(Priority::A).data(&data).sections(sections);
+            match self.inject(&signal, timeout) {
+                Ok(()) => delivered += 1,
+                Err(e) => {
+                    tracing::warn!(to = %to, gsn = %gsn, error = %e, "node event not delivered")
+                }
+            }
+        }
+        delivered
+    }
+
+    /// Sends `signal` to a block of this node, waiting for room while its job buffer is full,
+    /// at most `timeout`.
+    pub fn inject(
+        &self,
+        signal: &Signal<'_>,
+        timeout: Duration,
+    ) -> Result<(), crate::remote::RouteError> {
+        let mut guard = self.control.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let Some(router) = guard.as_mut() else {
+            unreachable!("the control path is made at start and never taken");
+        };
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match router.send(signal) {
+                Ok(()) => {
+                    router.flush();
+                    return Ok(());
+                }
+                Err(crate::remote::RouteError::Full { thread, priority })
+                    if std::time::Instant::now() < deadline && !self.stop.is_set() =>
+                {
+                    router.wait_for_room(thread, priority, Duration::from_millis(10));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
 /// A started node.
 #[derive(Debug)]
 pub struct RunningNode {
     handles: Vec<(usize, JoinHandle<()>)>,
     /// The path node events (and [`RunningNode::inject`]) come in on.
-    control: std::sync::Mutex<Option<InboundRouter>>,
-    subscribers: Vec<BlockRef>,
+    injector: Injector,
     lifecycle: Arc<Lifecycle>,
     stop_grace: Duration,
     protocols: ProtocolSet,
@@ -621,62 +687,26 @@ impl RunningNode {
 
     /// The blocks subscribed to node events.
     pub fn node_event_subscribers(&self) -> &[BlockRef] {
-        &self.subscribers
+        &self.injector.subscribers
     }
 
-    /// Delivers a link event to every subscribed block as a priority-A signal
-    /// (`NODE_CONNECTED`, or `NODE_FAILREP` with the reason), in the order of the calls. Waits
-    /// for room while a job buffer is full, at most `timeout`; returns how many blocks got it.
+    /// See [`Injector::node_event`].
     pub fn node_event(&self, event: &LinkEvent, timeout: Duration) -> usize {
-        let mut reason = Vec::new();
-        let from = runtime_ref(self.lifecycle_node());
-        let mut delivered = 0;
-        for &to in &self.subscribers {
-            let (gsn, data) = node_event_signal(event, &mut reason);
-            let sections: [&[u32]; 1] = [&reason];
-            let sections: &[&[u32]] =
-                if gsn == signals::gsn::NODE_FAILREP { &sections } else { &[] };
-            let signal =
-                Signal::new(gsn, from, to).priority(Priority::A).data(&data).sections(sections);
-            if self.inject(&signal, timeout).is_ok() {
-                delivered += 1;
-            } else {
-                tracing::warn!(to = %to, gsn = %gsn, "node event not delivered");
-            }
-        }
-        delivered
+        self.injector.node_event(event, timeout)
     }
 
-    fn lifecycle_node(&self) -> NodeId {
-        self.stats.node()
-    }
-
-    /// Sends `signal` to a block of this node from outside its threads (through the control
-    /// path), waiting for room while its job buffer is full, at most `timeout`.
+    /// See [`Injector::inject`].
     pub fn inject(
         &self,
         signal: &Signal<'_>,
         timeout: Duration,
     ) -> Result<(), crate::remote::RouteError> {
-        let mut guard = self.control.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Some(router) = guard.as_mut() else {
-            unreachable!("the control path is made at start and never taken");
-        };
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            match router.send(signal) {
-                Ok(()) => {
-                    router.flush();
-                    return Ok(());
-                }
-                Err(crate::remote::RouteError::Full { thread, priority })
-                    if std::time::Instant::now() < deadline && !self.stopper.is_stopping() =>
-                {
-                    router.wait_for_room(thread, priority, Duration::from_millis(10));
-                }
-                Err(e) => return Err(e),
-            }
-        }
+        self.injector.inject(signal, timeout)
+    }
+
+    /// A handle that injects signals and node events from another thread.
+    pub fn injector(&self) -> Injector {
+        self.injector.clone()
     }
 
     /// Stops in order: every block gets `STOP_REQ` and finishes or aborts its work (the node

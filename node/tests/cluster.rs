@@ -13,14 +13,14 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{mpsc, Arc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::{inst, wait_exit, Pinger, PINGER, WAIT};
-use node::blocks::{self, ping::Echo};
+use node::blocks;
 use node::config::Config;
-use node::links::{receive_loop, registry_config, RegistryRemote, RegistryStats};
-use node::{NodeBuilder, Tuning};
+use node::links::registry_config;
+use node::{DataNode, Kinds, NodeBuilder};
 use signals::{gsn, BlockInstance, BlockRef, NodeId, Signal};
 use transporter::{LinkEvent, Registry};
 
@@ -107,29 +107,12 @@ fn node(n: u32) -> NodeId {
     NodeId::new(n).unwrap()
 }
 
-/// Starts node `me` of `config` in this process with `place` putting its blocks; returns the
-/// running node and its registry.
-fn start_node(
-    config: &Config,
-    me: u32,
-    place: impl FnOnce(&mut NodeBuilder),
-) -> (node::RunningNode, Arc<Registry>) {
-    let mut registry = Registry::start(registry_config(config, node(me)).unwrap()).unwrap();
-    let side = registry.take_receive_side().unwrap();
-    let registry = Arc::new(registry);
-    let mut builder = NodeBuilder::new(node(me), 1, Tuning::default())
-        .unwrap()
-        .receive_paths(1)
-        .remote(Box::new(RegistryRemote::new(registry.clone())));
-    builder.stats().set_link_source(Arc::new(RegistryStats::new(registry.clone())));
-    place(&mut builder);
-    let mut running = builder.start().unwrap();
-    running
-        .spawn_receive_thread(0, None, move |router, stopper| {
-            receive_loop(side, router, stopper, Duration::from_micros(20))
-        })
-        .unwrap();
-    (running, registry)
+/// Starts node `me` of `config` in this process as the data-node binary does
+/// ([`DataNode`]), with `place` adding blocks; returns the running node and its registry.
+fn start_node(config: &Config, me: u32, place: impl FnOnce(&mut NodeBuilder)) -> DataNode {
+    let mut builder = DataNode::builder(config, u64::from(me), &Kinds::system()).unwrap();
+    place(builder.node());
+    builder.start().unwrap()
 }
 
 fn wait_connected(registry: &Registry, peer: u32) {
@@ -144,20 +127,12 @@ fn blocks_ping_across_nodes(transport: &str, cluster_id: u32) {
     let text = cluster_text(cluster_id, transport, [free_port(), free_port(), free_port()]);
     let config = Config::parse(&text, Path::new("test.toml")).unwrap();
     let echo_ref = BlockRef::new(node(2), blocks::PING, BlockInstance(0));
-    let (two, two_registry) = start_node(&config, 2, |b| {
-        b.place(0, blocks::PING, inst(0), Box::new(Echo::new())).unwrap();
-    });
+    // Node 2's echo block is placed by the cluster file.
+    let two = start_node(&config, 2, |_| {});
+    let two_registry = two.registry().clone();
     let (done_tx, done_rx) = mpsc::channel();
     // Node 1 starts its pinger only once the link is up: START_ORD comes at start.
-    let mut registry = Registry::start(registry_config(&config, node(1)).unwrap()).unwrap();
-    let side = registry.take_receive_side().unwrap();
-    let registry = Arc::new(registry);
-    wait_connected(&registry, 2);
-    wait_connected(&two_registry, 1);
-    let mut builder = NodeBuilder::new(node(1), 1, Tuning::default())
-        .unwrap()
-        .receive_paths(1)
-        .remote(Box::new(RegistryRemote::new(registry.clone())));
+    let mut builder = DataNode::builder(&config, 1, &Kinds::system()).unwrap();
     let pinger = Pinger {
         targets: vec![echo_ref],
         rounds: 2000,
@@ -165,12 +140,15 @@ fn blocks_ping_across_nodes(transport: &str, cluster_id: u32) {
         done: done_tx,
         answered: None,
     };
-    builder.place(0, PINGER, inst(0), Box::new(pinger)).unwrap();
-    let mut one = builder.start().unwrap();
-    one.spawn_receive_thread(0, None, move |router, stopper| {
-        receive_loop(side, router, stopper, Duration::from_micros(20))
-    })
-    .unwrap();
+    builder.node().place(0, PINGER, inst(0), Box::new(pinger)).unwrap();
+    let one = builder
+        .start_after(|registry| {
+            wait_connected(registry, 2);
+            Ok(())
+        })
+        .unwrap();
+    wait_connected(&two_registry, 1);
+    let registry = one.registry().clone();
     let (_, rounds) = done_rx.recv_timeout(WAIT).expect("pinger finished");
     assert_eq!(rounds, 2000);
     // Counters are bumped after the write or the delivery that they count, so the last answer
@@ -441,9 +419,7 @@ fn a_peer_cannot_have_a_block_answer_a_third_node_in_its_name() {
     // its sender: node 2 must not answer node 1, which asked nothing.
     let text = cluster_text(48, "tcp", [free_port(), free_port(), free_port()]);
     let config = Config::parse(&text, Path::new("test.toml")).unwrap();
-    let (two, _two_registry) = start_node(&config, 2, |b| {
-        b.place(0, blocks::PING, inst(0), Box::new(Echo::new())).unwrap();
-    });
+    let two = start_node(&config, 2, |_| {});
     let mut one = Registry::start(registry_config(&config, node(1)).unwrap()).unwrap();
     let mut spoofer = Registry::start(registry_config(&config, node(100)).unwrap()).unwrap();
     wait_connected(&one, 2);

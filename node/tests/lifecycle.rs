@@ -93,7 +93,10 @@ fn start_phases_run_in_order_and_the_stop_waits_for_deferred_blocks() {
     let stopped: Vec<u32> = rx.try_iter().collect();
     // Both blocks got STOP_REQ, and the deferring one finished before the threads stopped.
     assert!(stopped.contains(&99) && stopped.contains(&199), "{stopped:?}");
-    assert!(stopped.contains(&98), "the deferred stop finished before the node stopped: {stopped:?}");
+    assert!(
+        stopped.contains(&98),
+        "the deferred stop finished before the node stopped: {stopped:?}"
+    );
 }
 
 #[test]

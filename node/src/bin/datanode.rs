@@ -7,31 +7,23 @@
 //! then stops every thread, joins them, and exits 0. Logs go to stderr through `tracing`
 //! (filter with `RUST_LOG`, default `info`).
 //!
-//! Start-up order, with the place the transporter registry goes:
-//! 1. install signal handlers (so a signal during start-up is not fatal);
-//! 2. load and validate the cluster file;
-//! 3. assemble the node (`node::assemble::data_node_builder`);
-//! 4. start the transporter registry for this node's links (a port in use fails here with
-//!    exit 2) and hand it to the builder as the block threads' remote sinks;
-//! 5. start the block threads and one receive thread that routes what the links deliver;
-//!    wait for a signal; stop and join. Shared-memory segments are anonymous (memfd) and never
-//!    have a file name, so a stop (or a crash) leaves none behind.
+//! Start-up: install signal handlers (so a signal during start-up is not fatal), load and
+//! validate the cluster file against the block kinds this binary links, then
+//! [`node::DataNode::start`] (assembly, links, threads; a port in use fails there with exit 2);
+//! wait for a signal; stop in order and join. Shared-memory segments are anonymous (memfd) and
+//! never have a file name, so a stop (or a crash) leaves none behind.
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
-use node::assemble::{data_node_builder, AssembleError};
 use node::blocks::stats::StatsReport;
 use node::config::{Config, ConfigError, NodeKind};
-use node::links::{
-    receive_loop, receive_spin_time, registry_config, RegistryRemote, RegistryStats,
-};
-use node::runtime::{StartError, ThreadPanicked};
+use node::links::registry_config;
+use node::runtime::ThreadPanicked;
+use node::{DataNode, DataNodeError, Kinds};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use signals::{gsn, BlockInstance, BlockNumber, BlockRef, NodeId, Signal};
@@ -77,19 +69,15 @@ enum DatanodeError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Assemble(#[from] AssembleError),
+    DataNode(#[from] DataNodeError),
     #[error("could not start the links: {0}")]
     Registry(#[from] RegistryError),
-    #[error("could not start the node: {0}")]
-    Start(#[from] StartError),
     #[error("could not install signal handlers: {0}")]
     Signals(std::io::Error),
     #[error(transparent)]
     Panicked(#[from] ThreadPanicked),
     #[error("stats: {0}")]
     Stats(String),
-    #[error("could not start the send thread: {0}")]
-    SendThread(std::io::Error),
 }
 
 fn main() -> ExitCode {
@@ -113,122 +101,25 @@ fn main() -> ExitCode {
     }
 }
 
-/// Logs link events until `stop` is set.
-fn log_events(registry: &Registry, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<()> {
-    let events = registry.events().clone();
-    std::thread::spawn(move || {
-        while !stop.load(Ordering::Relaxed) {
-            match events.recv_timeout(Duration::from_millis(100)) {
-                Ok(LinkEvent::Connected { peer, transport }) => {
-                    tracing::info!(peer = %peer, %transport, "link up")
-                }
-                Ok(LinkEvent::Failed { peer, reason }) => {
-                    tracing::warn!(peer = %peer, %reason, "node failure: link down")
-                }
-                Err(_) => {}
-            }
-        }
-    })
-}
-
 fn run(path: &std::path::Path, node_id: u64) -> Result<(), DatanodeError> {
     let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(DatanodeError::Signals)?;
-    let config = Config::load(path)?;
-    let mut builder = data_node_builder(&config, node_id)?;
-    let me = builder.node();
-    let links = config.links_of(me).count();
-    // A data node listens on its address even with no links: it owns that address (a second
-    // copy of the node fails at start, naming it), and a peer that dials it is refused by name.
-    let mut registry = Registry::start(registry_config(&config, me)?)?;
-    let side =
-        registry.take_receive_side().ok_or(DatanodeError::Stats("receive side taken".into()))?;
-    let send_thread = registry.take_send_thread();
-    let registry = Arc::new(registry);
-    builder.stats().set_link_source(Arc::new(RegistryStats::new(registry.clone())));
-    if config.threads.receive == 0 && links > 0 {
-        tracing::info!(
-            "threads.receive = 0 but the node has links: receiving on one receive thread"
-        );
-    }
-    builder = builder
-        .remote(Box::new(RegistryRemote::new(registry.clone())))
-        .receive_paths(config.threads.receive.max(1));
-    let mut node = builder.start()?;
-    let stop_events = Arc::new(AtomicBool::new(false));
-    let stop_send = Arc::new(AtomicBool::new(false));
-    let mut send_handle = None;
-    let spin = receive_spin_time(&config, me);
-    node.spawn_receive_thread(0, None, move |router, stopper| {
-        receive_loop(side, router, stopper, spin)
-    })?;
-    let events_thread = log_events(&registry, stop_events.clone());
-    if let Some(mut t) = send_thread {
-        // threads.send = 1: block threads hand their pages over; this thread writes them.
-        let stop = stop_send.clone();
-        let spin = Duration::from_micros(config.threads.spin_time_us);
-        // Numbered after the block and receive threads; a panic in it stops the node as theirs do.
-        let (guard, number) = (node.stopper(), config.threads.count + 1);
-        let handle = std::thread::Builder::new()
-            .name("send-0".into())
-            .spawn(move || {
-                guard.run_guarded(number, || {
-                    t.run(spin, Duration::from_millis(50), &|| stop.load(Ordering::Relaxed))
-                })
-            })
-            .map_err(DatanodeError::SendThread)?;
-        send_handle = Some((number, handle));
-    }
-    tracing::info!(
-        cluster = config.cluster_id,
-        node = %me,
-        threads = config.threads.count,
-        blocks = config.blocks.len(),
-        links,
-        listen = ?registry.local_addr(),
-        "data node running"
-    );
+    let kinds = Kinds::system();
+    let config = Config::load_with(path, &kinds)?;
+    let node = DataNode::start(&config, node_id, &kinds)?;
     // A node that stops by itself (a thread panicked) ends the wait for a signal too.
     let (stopper, signal_handle) = (node.stopper(), signals.handle());
     let watcher = std::thread::spawn(move || {
         stopper.wait(None);
         signal_handle.close();
     });
-    let signal = signals.forever().next();
-    match signal {
+    match signals.forever().next() {
         Some(signal) => tracing::info!(signal, "stopping"),
         None => tracing::error!("a thread of the node failed: stopping"),
     }
-    let stats = node.stats().clone();
-    // Joined here; a panic is reported after the rest is shut down.
+    // Ordered: every block gets STOP_REQ, then the threads are joined; a panic is reported
+    // after the rest is shut down.
     let stopped = node.stop();
     let _ = watcher.join();
-    // The block threads are joined: the send thread writes what they handed over, then stops.
-    stop_send.store(true, Ordering::Relaxed);
-    // A send thread that panicked fails the run as a block thread's panic does.
-    let stopped = match send_handle.map(|(thread, t)| (thread, t.join())) {
-        Some((thread, Err(_))) => stopped.and(Err(ThreadPanicked { thread })),
-        _ => stopped,
-    };
-    stop_events.store(true, Ordering::Relaxed);
-    let _ = events_thread.join();
-    for (i, t) in stats.threads().iter().enumerate() {
-        let s = t.snapshot();
-        tracing::info!(
-            thread = i,
-            signals_run = s.signals_run,
-            rounds = s.rounds,
-            sleeps = s.sleeps,
-            wakeups = s.wakeups,
-            "block thread counters"
-        );
-    }
-    for peer in registry.peers() {
-        if let Some(c) = registry.counters(peer) {
-            tracing::info!(peer = %peer, signals_sent = c.signals_sent, signals_received = c.signals_received, bytes_sent = c.bytes_sent, failures = c.failures, dropped = c.signals_dropped, "link counters");
-        }
-    }
-    drop(stats);
-    drop(registry);
     stopped?;
     tracing::info!("data node stopped");
     Ok(())

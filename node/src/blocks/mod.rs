@@ -1,4 +1,4 @@
-//! System blocks every node runs, and the catalogue the configuration names them by.
+//! System blocks every node may run, and their kinds (see [`crate::kinds`]).
 //!
 //! - [`ping`]: the echo block (answers `PING_REQ` with `PING_CONF`), for tests and benchmarks.
 //! - [`stats`]: the statistics block (answers `STATS_REQ` with the node's counters).
@@ -6,12 +6,11 @@
 //! Block numbers are part of the protocol (they travel in block references): never renumber,
 //! only add. Range 1..=99 is for system blocks.
 
-use std::sync::Arc;
-
-use signals::{BlockNumber, Limits};
+use signals::BlockNumber;
 
 use crate::block::Block;
-use crate::stats::NodeStats;
+use crate::config::ConfigError;
+use crate::kinds::{BlockEnv, BlockKind, Settings};
 
 pub mod ping;
 pub mod stats;
@@ -21,19 +20,44 @@ pub const PING: BlockNumber = BlockNumber(1);
 /// The statistics block's number.
 pub const STATS: BlockNumber = BlockNumber(2);
 
-/// Block kinds the configuration may name, with their numbers.
-pub const KINDS: &[(&str, BlockNumber)] = &[("ping", PING), ("stats", STATS)];
+/// The echo block's kind, `ping` (no settings).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EchoKind;
 
-/// The number of the block kind `kind`, if it is a system block.
-pub fn number_of(kind: &str) -> Option<BlockNumber> {
-    KINDS.iter().find(|(k, _)| *k == kind).map(|(_, n)| *n)
+impl BlockKind for EchoKind {
+    fn name(&self) -> &'static str {
+        "ping"
+    }
+    fn number(&self) -> BlockNumber {
+        PING
+    }
+    fn make(
+        &self,
+        settings: &mut Settings<'_>,
+        _env: &BlockEnv,
+    ) -> Result<Box<dyn Block>, ConfigError> {
+        settings.finish()?;
+        Ok(Box::new(ping::Echo::new()))
+    }
 }
 
-/// A new block of kind `kind`, if it is a system block.
-pub fn make(kind: &str, node_stats: &Arc<NodeStats>, limits: Limits) -> Option<Box<dyn Block>> {
-    match kind {
-        "ping" => Some(Box::new(ping::Echo::new())),
-        "stats" => Some(Box::new(stats::Statistics::new(node_stats.clone(), limits))),
-        _ => None,
+/// The statistics block's kind, `stats` (no settings).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StatsKind;
+
+impl BlockKind for StatsKind {
+    fn name(&self) -> &'static str {
+        "stats"
+    }
+    fn number(&self) -> BlockNumber {
+        STATS
+    }
+    fn make(
+        &self,
+        settings: &mut Settings<'_>,
+        env: &BlockEnv,
+    ) -> Result<Box<dyn Block>, ConfigError> {
+        settings.finish()?;
+        Ok(Box::new(stats::Statistics::new(env.stats.clone(), env.limits)))
     }
 }

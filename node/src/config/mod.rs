@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use signals::{BlockInstance, BlockNumber, Limits, NodeId};
 
+use crate::kinds::Kinds;
 use crate::runtime::Tuning;
 
 #[cfg(test)]
@@ -119,15 +120,25 @@ impl Default for RawThreads {
     }
 }
 
-/// `[[blocks]]`
+/// `[[blocks]]`: the placement keys, and the kind's own settings (every other key, checked by
+/// the kind: see [`crate::kinds::Settings`]).
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct RawBlock {
     pub kind: String,
+    /// One instance of this number (default 0)...
     #[serde(default)]
-    pub instance: u64,
+    pub instance: Option<u64>,
+    /// ...or instances `0..instances`.
     #[serde(default)]
-    pub thread: u64,
+    pub instances: Option<u64>,
+    /// The thread of every instance (default 0)...
+    #[serde(default)]
+    pub thread: Option<u64>,
+    /// ...or one thread per instance.
+    #[serde(default)]
+    pub threads: Option<Vec<u64>>,
+    #[serde(flatten)]
+    pub settings: toml::Table,
 }
 
 /// `[limits]`
@@ -253,14 +264,24 @@ pub struct ThreadsConfig {
     pub timers_per_thread: usize,
 }
 
-/// A validated block placement.
+/// A validated block placement (one instance).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BlockPlacement {
     pub kind: String,
     pub number: BlockNumber,
     pub instance: BlockInstance,
     pub thread: usize,
+    /// Which `[[blocks]]` entry placed it (errors name `blocks[entry]`).
+    pub entry: usize,
+    /// The entry's own settings, for its kind.
+    pub settings: BlockSettings,
 }
+
+/// A `[[blocks]]` entry's settings (compared as TOML values).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BlockSettings(pub toml::Table);
+
+impl Eq for BlockSettings {}
 
 /// Validated limits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -283,18 +304,30 @@ pub struct Config {
 }
 
 impl Config {
-    /// Reads and validates the cluster file at `path`.
+    /// Reads and validates the cluster file at `path`, knowing the system block kinds.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
-        Config::parse(&text, path)
+        Config::load_with(path, &Kinds::system())
     }
 
-    /// Parses and validates cluster-file text (`path` only names it in errors).
+    /// Reads and validates the cluster file at `path`, knowing the block kinds `kinds`.
+    pub fn load_with(path: &Path, kinds: &Kinds) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        Config::parse_with(&text, path, kinds)
+    }
+
+    /// Parses and validates cluster-file text (`path` only names it in errors), knowing the
+    /// system block kinds.
     pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigError> {
+        Config::parse_with(text, path, &Kinds::system())
+    }
+
+    /// Parses and validates cluster-file text, knowing the block kinds `kinds`: each
+    /// `[[blocks]]` entry names one of them, and its settings are checked by that kind.
+    pub fn parse_with(text: &str, path: &Path, kinds: &Kinds) -> Result<Config, ConfigError> {
         let raw: RawCluster = toml::from_str(text)
             .map_err(|e| ConfigError::Parse { path: path.to_owned(), message: e.to_string() })?;
-        validate::validate(&raw)
+        validate::validate(&raw, kinds)
     }
 
     /// The node `id`, if it is in the file.

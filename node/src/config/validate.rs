@@ -7,11 +7,13 @@ use std::collections::HashSet;
 use signals::{BlockInstance, Limits, LimitsError, NodeId};
 
 use super::{
-    BlockPlacement, Config, ConfigError, LimitsConfig, LinkConfig, NodeConfig, NodeKind, RawBlock,
-    RawCluster, RawLimits, RawLink, RawNode, RawThreads, ThreadsConfig, Transport,
+    BlockPlacement, BlockSettings, Config, ConfigError, LimitsConfig, LinkConfig, NodeConfig,
+    NodeKind, RawBlock, RawCluster, RawLimits, RawLink, RawNode, RawThreads, ThreadsConfig,
+    Transport,
 };
-use crate::blocks;
+use crate::kinds::{BlockEnv, Kinds, Settings};
 use crate::runtime::MAX_BLOCK_THREADS;
+use crate::stats::NodeStats;
 
 /// Longest spin any thread or link may be configured to (1 s).
 const SPIN_TIME_US_MAX: u64 = 1_000_000;
@@ -37,7 +39,7 @@ fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<u64, ConfigErro
 }
 
 /// Validates the whole file.
-pub fn validate(raw: &RawCluster) -> Result<Config, ConfigError> {
+pub fn validate(raw: &RawCluster, kinds: &Kinds) -> Result<Config, ConfigError> {
     let cluster_id = in_range("cluster_id", raw.cluster_id, 1, u32::MAX as u64)? as u32;
     let nodes = nodes(&raw.nodes)?;
     let links = raw
@@ -48,7 +50,7 @@ pub fn validate(raw: &RawCluster) -> Result<Config, ConfigError> {
         .collect::<Result<Vec<_>, _>>()?;
     unique_links(&links)?;
     let threads = threads(&raw.threads)?;
-    let blocks = block_placements(&raw.blocks, threads.count)?;
+    let blocks = block_placements(&raw.blocks, threads.count, kinds)?;
     let limits = limits(&raw.limits)?;
     same_secret_per_node(&links)?;
     links_fit_signals(&links, &limits)?;
@@ -427,32 +429,95 @@ fn threads(t: &RawThreads) -> Result<ThreadsConfig, ConfigError> {
     })
 }
 
-fn block_placements(raw: &[RawBlock], threads: usize) -> Result<Vec<BlockPlacement>, ConfigError> {
+fn block_placements(
+    raw: &[RawBlock],
+    threads: usize,
+    kinds: &Kinds,
+) -> Result<Vec<BlockPlacement>, ConfigError> {
     let mut out: Vec<BlockPlacement> = Vec::with_capacity(raw.len());
     for (i, b) in raw.iter().enumerate() {
-        let kinds: Vec<&str> = blocks::KINDS.iter().map(|(k, _)| *k).collect();
-        let number = blocks::number_of(&b.kind).ok_or_else(|| {
-            bad(format!("blocks[{i}].kind"), format!("{:?}", b.kind), format!("one of {kinds:?}"))
+        let kind = kinds.get(&b.kind).ok_or_else(|| {
+            bad(
+                format!("blocks[{i}].kind"),
+                format!("{:?}", b.kind),
+                format!("one of {:?}", kinds.names()),
+            )
         })?;
-        let instance = in_range(&format!("blocks[{i}].instance"), b.instance, 0, 255)? as u8;
-        let thread =
-            in_range(&format!("blocks[{i}].thread"), b.thread, 0, threads as u64 - 1)? as usize;
-        if let Some(j) = out.iter().position(|o| o.number == number && o.instance.0 == instance) {
-            return Err(bad(
-                format!("blocks[{i}].instance"),
-                instance,
-                format!(
-                    "an instance not already placed (blocks[{j}] is {} instance {instance})",
-                    b.kind
-                ),
-            ));
+        let number = kind.number();
+        let (first, count) = match (b.instance, b.instances) {
+            (Some(_), Some(n)) => {
+                return Err(bad(
+                    format!("blocks[{i}].instances"),
+                    n,
+                    "either instance or instances, not both",
+                ))
+            }
+            (Some(instance), None) => {
+                (in_range(&format!("blocks[{i}].instance"), instance, 0, 255)?, 1)
+            }
+            (None, Some(n)) => (0, in_range(&format!("blocks[{i}].instances"), n, 1, 256)?),
+            (None, None) => (0, 1),
+        };
+        let on = |t: u64, key: String| in_range(&key, t, 0, threads as u64 - 1).map(|t| t as usize);
+        let thread_of: Vec<usize> = match (&b.thread, &b.threads) {
+            (Some(_), Some(_)) => {
+                return Err(bad(
+                    format!("blocks[{i}].threads"),
+                    "[..]",
+                    "either thread or threads, not both",
+                ))
+            }
+            (_, Some(list)) => {
+                if list.len() as u64 != count {
+                    return Err(bad(
+                        format!("blocks[{i}].threads"),
+                        format!("{list:?}"),
+                        format!("one thread per instance ({count})"),
+                    ));
+                }
+                list.iter()
+                    .enumerate()
+                    .map(|(j, t)| on(*t, format!("blocks[{i}].threads[{j}]")))
+                    .collect::<Result<_, _>>()?
+            }
+            (thread, None) => {
+                let t = on(thread.unwrap_or(0), format!("blocks[{i}].thread"))?;
+                vec![t; count as usize]
+            }
+        };
+        for (n, thread) in thread_of.into_iter().enumerate() {
+            let instance = (first + n as u64) as u8;
+            if let Some(j) = out.iter().position(|o| o.number == number && o.instance.0 == instance)
+            {
+                let key = if b.instances.is_some() { "instances" } else { "instance" };
+                return Err(bad(
+                    format!("blocks[{i}].{key}"),
+                    instance,
+                    format!(
+                        "an instance not already placed (blocks[{}] is {} instance {instance})",
+                        out[j].entry, b.kind
+                    ),
+                ));
+            }
+            out.push(BlockPlacement {
+                kind: b.kind.clone(),
+                number,
+                instance: BlockInstance(instance),
+                thread,
+                entry: i,
+                settings: BlockSettings(b.settings.clone()),
+            });
         }
-        out.push(BlockPlacement {
-            kind: b.kind.clone(),
-            number,
-            instance: BlockInstance(instance),
-            thread,
-        });
+        // The kind checks its own settings, on an instance made and dropped here.
+        let env = BlockEnv {
+            node: NodeId::MIN,
+            instance: BlockInstance(first as u8),
+            stats: std::sync::Arc::new(NodeStats::new(NodeId::MIN, threads)),
+            limits: Limits::default(),
+        };
+        let mut settings = Settings::new(&b.settings, format!("blocks[{i}]"));
+        drop(kind.make(&mut settings, &env)?);
+        settings.finish()?;
     }
     Ok(out)
 }
