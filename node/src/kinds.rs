@@ -141,13 +141,14 @@ impl Kinds {
 pub struct Settings<'a> {
     table: &'a toml::Table,
     prefix: String,
-    read: Vec<&'a str>,
+    /// Every setting a getter asked for, present or not.
+    asked: Vec<String>,
 }
 
 impl<'a> Settings<'a> {
     /// The settings of `table`, named `prefix` (`blocks[2]`) in errors.
     pub fn new(table: &'a toml::Table, prefix: impl Into<String>) -> Settings<'a> {
-        Settings { table, prefix: prefix.into(), read: Vec::new() }
+        Settings { table, prefix: prefix.into(), asked: Vec::new() }
     }
 
     fn key(&self, name: &str) -> String {
@@ -163,9 +164,10 @@ impl<'a> Settings<'a> {
     }
 
     fn take(&mut self, name: &str) -> Option<&'a toml::Value> {
-        let (key, value) = self.table.get_key_value(name)?;
-        self.read.push(key.as_str());
-        Some(value)
+        if !self.asked.iter().any(|a| a == name) {
+            self.asked.push(name.to_string());
+        }
+        self.table.get(name)
     }
 
     /// An integer in `min..=max`, `default` when absent.
@@ -237,7 +239,7 @@ impl<'a> Settings<'a> {
     /// Refuses any key no getter read, naming it.
     pub fn finish(&self) -> Result<(), ConfigError> {
         let mut unread: Vec<&String> =
-            self.table.keys().filter(|k| !self.read.contains(&k.as_str())).collect();
+            self.table.keys().filter(|k| !self.asked.iter().any(|a| a == *k)).collect();
         unread.sort();
         match unread.first() {
             None => Ok(()),
@@ -246,7 +248,7 @@ impl<'a> Settings<'a> {
                 value: self.table[k.as_str()].to_string(),
                 allowed: format!(
                     "no such setting for this block kind (its settings: {})",
-                    if self.read.is_empty() { "none".to_string() } else { self.read.join(", ") }
+                    if self.asked.is_empty() { "none".to_string() } else { self.asked.join(", ") }
                 ),
             }),
         }

@@ -12,41 +12,16 @@ use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{inst, wait_exit, Pinger, PINGER, WAIT};
+use common::{free_port, inst, wait_exit, Pinger, PINGER, WAIT};
 use node::blocks;
 use node::config::Config;
 use node::links::registry_config;
 use node::{DataNode, Kinds, NodeBuilder};
 use signals::{gsn, BlockInstance, BlockRef, NodeId, Signal};
 use transporter::{LinkEvent, Registry};
-
-/// A port free now, below the kernel's ephemeral range. A port the kernel hands out for
-/// binding to port 0 comes from that range, and so do the local ports of outgoing connections
-/// (this test's own nodes connecting, or tests running beside it): one of those could take it
-/// between this pick and the node's bind, which then fails with "address in use".
-fn free_port() -> u16 {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
-        .unwrap_or(32768)
-        .clamp(10_001, 65_535);
-    let span = low - 10_000;
-    // Different in each test process, so two of them side by side rarely try the same port.
-    let seed = std::process::id().wrapping_mul(2_654_435_761);
-    for _ in 0..10_000 {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        let port = (10_000 + seed.wrapping_add(n.wrapping_mul(40_503)) % span) as u16;
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
-    panic!("no free port from 10000 to {low}")
-}
 
 /// A cluster file: data nodes 1 and 2 linked by `transport`, API node 100 linked to both.
 fn cluster_text(cluster_id: u32, transport: &str, ports: [u16; 3]) -> String {
