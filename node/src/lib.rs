@@ -13,7 +13,9 @@
 //!   [`inbound`]: [`InboundRouter`], where receive paths hand signals in.
 //! - [`timers`], [`clock`], [`routing`], [`outbox`], [`stats`], [`sync`].
 //! - [`config`]: the TOML cluster file, validated.
-//! - [`blocks`]: system blocks (ping/echo, statistics).
+//! - [`blocks`]: system blocks (ping/echo, statistics); [`kinds`]: block kinds from any crate.
+//! - [`datanode`]: [`DataNode::start`], a whole data node from its cluster file.
+//! - [`lifecycle`]: start phases and the ordered stop; [`harness`]: blocks run without threads.
 #![deny(unsafe_op_in_unsafe_fn)]
 
 pub mod assemble;
@@ -23,6 +25,7 @@ pub mod clock;
 pub mod config;
 mod congestion;
 pub mod datanode;
+pub mod harness;
 pub mod inbound;
 mod io;
 pub mod jobbuf;

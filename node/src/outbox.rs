@@ -22,6 +22,8 @@ pub struct Outbox {
     a: Vec<JobWriter>,
     b: Vec<JobWriter>,
     pub(crate) remote: Box<dyn RemoteSink>,
+    /// Every signal goes to the remote sink, local ones too (the harness sees all, in order).
+    pub(crate) capture_all: bool,
 }
 
 impl Outbox {
@@ -33,14 +35,14 @@ impl Outbox {
     ) -> Outbox {
         assert_eq!(a.len(), b.len());
         assert!(b.len() <= 64, "congestion masks are 64 bits");
-        Outbox { routing, a, b, remote }
+        Outbox { routing, a, b, remote, capture_all: false }
     }
 
     /// Routes one signal: a job buffer for this node, the remote sink for another.
     #[inline]
     pub fn send(&mut self, signal: &Signal<'_>) -> Result<(), SendError> {
         let receiver = signal.receiver;
-        if receiver.node != self.routing.node() {
+        if receiver.node != self.routing.node() || self.capture_all {
             return Ok(self.remote.pack(receiver.node, signal)?);
         }
         let thread = match self.routing.locate(receiver.block, receiver.instance) {
@@ -87,7 +89,7 @@ impl Outbox {
 
     /// Lets the remote sink receive, forwarding each signal through this outbox's lanes.
     pub(crate) fn poll_remote(&mut self) -> usize {
-        let Outbox { routing, a, b, remote } = self;
+        let Outbox { routing, a, b, remote, .. } = self;
         remote.poll(&mut |view| forward(routing, a, b, view))
     }
 }
