@@ -7,7 +7,8 @@
 //!    kinds (`crate::assemble::data_node_builder`), protocols registered and checked;
 //! 2. start the transporter registry for this node's links (it listens on the node's address even
 //!    with no links, so a second copy of the node fails here, naming the address);
-//! 3. start the block threads, the receive thread that routes what the links deliver, the send
+//! 3. start the block threads (with `threads.receive = 0`, block thread 0 receives from every
+//!    link in its own rounds; with 1, a receive thread routes what the links deliver), the send
 //!    thread when `threads.send = 1`, and the event thread that hands each link event to the
 //!    blocks that subscribed (`NODE_CONNECTED`, `NODE_FAILREP`) in the order the registry saw them.
 //!
@@ -102,20 +103,25 @@ impl DataNodeBuilder {
         let send_thread = registry.take_send_thread();
         let registry = Arc::new(registry);
         builder.stats().set_link_source(Arc::new(RegistryStats::new(registry.clone())));
-        if config.threads.receive == 0 && link_count > 0 {
-            tracing::info!(
-                "threads.receive = 0 but the node has links: receiving on one receive thread"
-            );
-        }
-        let builder = builder
+        let mut builder = builder
             .remote(Box::new(RegistryRemote::new(registry.clone())))
-            .receive_paths(config.threads.receive.max(1));
+            .receive_paths(config.threads.receive);
+        // threads.receive = 0: block thread 0 receives from every link in its own rounds.
+        let side = match config.threads.receive {
+            0 => {
+                builder.receive_in_thread(0, Box::new(side))?;
+                None
+            }
+            _ => Some(side),
+        };
         ready(&registry).map_err(DataNodeError::Hook)?;
         let mut node = builder.start()?;
-        let spin = receive_spin_time(&config, me);
-        node.spawn_receive_thread(0, receive_cpu, move |router, stopper| {
-            receive_loop(side, router, stopper, spin)
-        })?;
+        if let Some(side) = side {
+            let spin = receive_spin_time(&config, me);
+            node.spawn_receive_thread(0, receive_cpu, move |router, stopper| {
+                receive_loop(side, router, stopper, spin)
+            })?;
+        }
         let stop_threads = Arc::new(AtomicBool::new(false));
         let events = spawn_events(&registry, node.injector(), stop_threads.clone())?;
         let mut send = None;

@@ -13,6 +13,9 @@ use std::sync::Arc;
 
 use crate::parker::Parker;
 
+/// The token of a block thread's own receive side in its epoll set.
+pub(crate) const RECEIVE_TOKEN: u64 = u64::MAX - 1;
+
 /// How many ready descriptors one round takes at most (the rest wait for the next round).
 const READY_PER_ROUND: usize = 16;
 
@@ -27,6 +30,11 @@ pub(crate) struct IoSet {
 impl IoSet {
     pub(crate) fn new(parker: Arc<Parker>) -> IoSet {
         IoSet { parker, watched: Vec::new() }
+    }
+
+    /// Puts the thread's own receive side in its epoll set.
+    pub(crate) fn add_receive(&mut self, fd: RawFd) -> std::io::Result<()> {
+        self.parker.waitset().add_fd(fd, RECEIVE_TOKEN)
     }
 
     /// Whether any descriptor is watched.
@@ -69,10 +77,13 @@ impl IoSet {
         let mut keys = [0u64; READY_PER_ROUND];
         match self.parker.waitset().ready_now(&mut keys) {
             Ok((n, _)) => {
-                for (o, key) in out.iter_mut().zip(&keys[..n]) {
-                    *o = ((key >> 32) as usize, *key as u32);
+                let mut found = 0;
+                // The thread's own receive side reports with its token: the round polls it.
+                for key in keys[..n].iter().filter(|k| **k != RECEIVE_TOKEN) {
+                    out[found] = ((key >> 32) as usize, *key as u32);
+                    found += 1;
                 }
-                n
+                found
             }
             Err(e) => {
                 tracing::error!(error = %e, "epoll_wait on the watched descriptors failed");

@@ -19,7 +19,7 @@ use transporter::{
 
 use crate::config::{Config, ConfigError, NodeKind, Transport};
 use crate::inbound::InboundRouter;
-use crate::remote::{Flushed, RemoteError, RemoteFactory, RemoteSink, RouteError};
+use crate::remote::{Flushed, LocalReceive, RemoteError, RemoteFactory, RemoteSink, RouteError};
 use crate::runtime::Stopper;
 use crate::stats::{LinkCounters, LinkStatsSource};
 
@@ -224,6 +224,26 @@ pub fn receive_loop(
             }
             std::hint::spin_loop();
         }
+    }
+}
+
+impl LocalReceive for ReceiveSide {
+    #[inline]
+    fn poll(&mut self, woken: bool, deliver: &mut dyn FnMut(NodeId, &SignalView<'_>)) -> usize {
+        let mut each = |peer, view: SignalView<'_>| deliver(peer, &view);
+        if woken {
+            self.poll_woken(&mut each)
+        } else {
+            ReceiveSide::poll(self, Some(Duration::ZERO), &mut each)
+        }
+    }
+
+    fn prepare_sleep(&mut self) -> bool {
+        ReceiveSide::prepare_sleep(self)
+    }
+
+    fn wait_fd(&self) -> std::os::fd::RawFd {
+        ReceiveSide::wait_fd(self)
     }
 }
 

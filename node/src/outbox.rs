@@ -87,6 +87,21 @@ impl Outbox {
         mask
     }
 
+    /// Forwards a received signal to the lane towards its block's thread.
+    #[inline]
+    pub(crate) fn forward(&mut self, view: &SignalView<'_>) -> Result<(), RouteError> {
+        forward(&self.routing, &mut self.a, &mut self.b, view)
+    }
+
+    /// Whether the lane of `priority` to thread `t` has room for a largest signal again.
+    pub(crate) fn has_room(&mut self, t: usize, priority: Priority) -> bool {
+        let lanes = match priority {
+            Priority::A => &mut self.a,
+            Priority::B => &mut self.b,
+        };
+        lanes.get_mut(t).is_some_and(JobWriter::has_reserve)
+    }
+
     /// Lets the remote sink receive, forwarding each signal through this outbox's lanes.
     pub(crate) fn poll_remote(&mut self) -> usize {
         let Outbox { routing, a, b, remote, .. } = self;

@@ -119,3 +119,18 @@ impl RemoteFactory for NoRemote {
         Box::new(NoRemote)
     }
 }
+
+/// A receive side a block thread owns (`threads.receive = 0`): polled in the thread's round and
+/// while it spins, and slept on in the thread's epoll set, so one thread receives, runs and
+/// sends. Signals for blocks of that thread run in place, with no job-buffer hop.
+pub trait LocalReceive: Send + std::fmt::Debug {
+    /// Polls every link once without blocking (after a sleep, `woken`: also the epoll set, for
+    /// new links and hang-ups) and hands each signal to `deliver` with the node it came from.
+    fn poll(&mut self, woken: bool, deliver: &mut dyn FnMut(NodeId, &SignalView<'_>)) -> usize;
+
+    /// Arms every link before the thread sleeps; false when one has input already.
+    fn prepare_sleep(&mut self) -> bool;
+
+    /// The descriptor that is readable when a link has input (added to the thread's epoll set).
+    fn wait_fd(&self) -> std::os::fd::RawFd;
+}

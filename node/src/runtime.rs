@@ -28,7 +28,7 @@ use crate::lane::LaneShape;
 use crate::lifecycle::{BlockLife, Lifecycle};
 use crate::outbox::Outbox;
 use crate::parker::Parker;
-use crate::remote::{NoRemote, RemoteFactory};
+use crate::remote::{LocalReceive, NoRemote, RemoteFactory};
 use crate::routing::{DuplicateBlock, Location, Routing};
 use crate::stats::{NamedCounters, NodeStats};
 use crate::sync::Flag;
@@ -112,6 +112,7 @@ pub fn runtime_ref(node: NodeId) -> BlockRef {
 struct ThreadPlan {
     cpu: Option<usize>,
     blocks: Vec<(BlockRef, Box<dyn Block>)>,
+    receive: Option<Box<dyn LocalReceive>>,
 }
 
 /// Places blocks on threads, then starts the node.
@@ -208,6 +209,26 @@ impl NodeBuilder {
         self
     }
 
+    /// Has block thread `thread` receive from `receive` itself, in its rounds, sleeping on it
+    /// in its own epoll set (`threads.receive = 0`): no receive thread, and signals for its own
+    /// blocks run with no job-buffer hop.
+    pub fn receive_in_thread(
+        &mut self,
+        thread: usize,
+        receive: Box<dyn LocalReceive>,
+    ) -> Result<(), StartError> {
+        let threads = self.threads.len();
+        match self.threads.get_mut(thread) {
+            Some(t) => {
+                t.receive = Some(receive);
+                Ok(())
+            }
+            None => {
+                Err(StartError::NoSuchThread { block: runtime_ref(self.node), thread, threads })
+            }
+        }
+    }
+
     /// Pins block thread `thread` to CPU `cpu`.
     pub fn pin(&mut self, thread: usize, cpu: usize) {
         if let Some(t) = self.threads.get_mut(thread) {
@@ -283,7 +304,8 @@ impl NodeBuilder {
             );
             let parker = block_parkers[t].clone();
             let stats = self.stats.clone();
-            bodies.push(BlockThread::new(
+            let receive = plan.receive;
+            let mut body = BlockThread::new(
                 exec,
                 in_a,
                 in_b,
@@ -294,7 +316,11 @@ impl NodeBuilder {
                 stats,
                 plan.cpu,
                 waits.clone(),
-            ));
+            );
+            if let Some(receive) = receive {
+                body.receive_here(receive).map_err(StartError::WaitSet)?;
+            }
+            bodies.push(body);
         }
         let mut inbound: Vec<Option<InboundRouter>> = (0..=self.receive_paths)
             .map(|i| {

@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 
 use signals::gsn::{IoReady, StartOrd, StopReq};
 use signals::{
-    gsn, BatchWalker, BatchWriter, BlockRef, Limits, Priority, Signal, SignalData, SignalView,
-    WriteOptions,
+    gsn, BatchWalker, BatchWriter, BlockRef, Limits, NodeId, Priority, Signal, SignalData,
+    SignalView, WriteOptions,
 };
 use transporter::StallBackoff;
 
@@ -35,7 +35,7 @@ use crate::jobbuf::JobReader;
 use crate::lifecycle::BlockLife;
 use crate::outbox::Outbox;
 use crate::parker::Parker;
-use crate::remote::Flushed;
+use crate::remote::{Flushed, LocalReceive, RouteError};
 use crate::stats::{NamedCounters, NodeStats};
 use crate::sync::Flag;
 
@@ -96,7 +96,7 @@ impl Exec {
 
     /// Runs one signal in the block of `slot`.
     #[inline]
-    fn dispatch_to(&mut self, slot: usize, view: &SignalView<'_>) {
+    pub(crate) fn dispatch_to(&mut self, slot: usize, view: &SignalView<'_>) {
         let (me, block) = &mut self.blocks[slot];
         let mut ctx = Context {
             me: *me,
@@ -241,6 +241,12 @@ pub(crate) struct BlockThread {
     /// Every producer's congestion, this thread's included (published when it changes).
     waits: Arc<Waits>,
     published_mask: u64,
+    /// The links this thread receives from itself (`threads.receive = 0`).
+    receive: Option<Box<dyn LocalReceive>>,
+    /// The thread slept on its receive side: the next poll looks at its epoll set too.
+    receive_woken: bool,
+    /// Received signals dropped (no such block, a sender not on the link's node).
+    received_dropped: u64,
 }
 
 impl BlockThread {
@@ -274,7 +280,18 @@ impl BlockThread {
             stall: StallBackoff::default(),
             waits,
             published_mask: 0,
+            receive: None,
+            receive_woken: false,
+            received_dropped: 0,
         }
+    }
+
+    /// Makes this thread receive from `receive` itself (its descriptor joins the thread's
+    /// epoll set).
+    pub(crate) fn receive_here(&mut self, receive: Box<dyn LocalReceive>) -> std::io::Result<()> {
+        self.exec.local.io.add_receive(receive.wait_fd())?;
+        self.receive = Some(receive);
+        Ok(())
     }
 
     /// The thread's body: pin, start the blocks, run rounds until stopped.
@@ -304,7 +321,8 @@ impl BlockThread {
 
     /// One round; returns how many signals ran.
     pub(crate) fn round(&mut self) -> usize {
-        let mut ran = self.run_a();
+        let mut ran = self.poll_receive();
+        ran += self.run_a();
         for producer in 0..self.inbound_b.len() {
             ran += self.run_b(producer);
             ran += self.run_a();
@@ -409,6 +427,50 @@ impl BlockThread {
         ran
     }
 
+    /// Receives from this thread's own links: a signal for a block of this thread runs at once,
+    /// in place; one for another thread goes to that thread's lane (waiting for room while it
+    /// is full, as a receive thread does, with the wait published so the thread drains us).
+    fn poll_receive(&mut self) -> usize {
+        let Some(receive) = self.receive.as_mut() else { return 0 };
+        let woken = std::mem::take(&mut self.receive_woken);
+        let BlockThread { exec, parker, waits, stop, received_dropped, published_mask, .. } = self;
+        let mut deliver = |peer: NodeId, view: &SignalView<'_>| {
+            let receiver = view.receiver();
+            let why = if view.sender().node != peer {
+                RouteError::WrongSender { peer, sender: view.sender() }
+            } else if receiver.node != exec.out.routing.node() {
+                RouteError::WrongNode { node: exec.out.routing.node(), receiver }
+            } else {
+                match exec.out.routing.locate(receiver.block, receiver.instance) {
+                    Some(at) if at.thread as usize == exec.index => {
+                        exec.dispatch_to(at.slot as usize, view);
+                        return;
+                    }
+                    Some(_) => loop {
+                        match exec.out.forward(view) {
+                            Ok(()) => return,
+                            Err(RouteError::Full { thread, priority }) if !stop.is_set() => {
+                                wait_for_room(
+                                    exec,
+                                    parker,
+                                    waits,
+                                    *published_mask,
+                                    thread,
+                                    priority,
+                                )
+                            }
+                            Err(e) => break e,
+                        }
+                    },
+                    None => RouteError::UnknownBlock { receiver },
+                }
+            };
+            *received_dropped += 1;
+            tracing::warn!(peer = %peer, gsn = %view.gsn(), error = %why, dropped = *received_dropped, "received signal dropped");
+        };
+        receive.poll(woken, &mut deliver)
+    }
+
     /// Lets the remote sink receive; what it receives is forwarded through this thread's own
     /// lanes (it is their only producer, so every lane stays single-producer).
     fn poll_remote(&mut self) -> usize {
@@ -448,7 +510,7 @@ impl BlockThread {
         // A stalled peer's retry due too soon to sleep for is polled through, spin time or not.
         if !self.tuning.spin_time.is_zero() || self.stall.retry_soon(now) {
             loop {
-                if self.has_work() || self.stop.is_set() {
+                if self.has_work() || self.stop.is_set() || self.poll_receive() > 0 {
                     return;
                 }
                 // One pause per poll (a pause is ~100 cycles on recent x86: more would add that
@@ -471,6 +533,15 @@ impl BlockThread {
         if self.has_work() || self.stop.is_set() {
             self.parker.retract();
             return;
+        }
+        // Links with input already cancel the sleep (and arming them is what has their next
+        // input wake this thread).
+        if let Some(receive) = self.receive.as_mut() {
+            self.receive_woken = true;
+            if !receive.prepare_sleep() {
+                self.parker.retract();
+                return;
+            }
         }
         self.sleeps += 1;
         let timeout = self.sleep_timeout();
@@ -511,5 +582,32 @@ impl BlockThread {
         c.congested_rounds.publish(self.congested_rounds);
         c.send_failures.publish(self.exec.local.failures);
         c.signals_dropped.publish(self.exec.local.dropped);
+    }
+}
+
+/// A thread that receives for other threads waits for room in the lane of `priority` to
+/// `thread`: it publishes the wait (so that thread drains our lane even when congested itself),
+/// publishes what it queued, wakes the thread, and sleeps on its own parker at most 10 ms.
+fn wait_for_room(
+    exec: &mut Exec,
+    parker: &Parker,
+    waits: &Waits,
+    published_mask: u64,
+    thread: usize,
+    priority: Priority,
+) {
+    let on_b = priority == Priority::B && thread < 64;
+    if on_b {
+        waits.publish(exec.index, published_mask | 1 << thread);
+    }
+    exec.out.flush();
+    exec.out.wake(thread);
+    parker.announce();
+    if !exec.out.has_room(thread, priority) {
+        let _ = parker.wait(Some(Duration::from_millis(10)));
+    }
+    parker.retract();
+    if on_b {
+        waits.publish(exec.index, published_mask);
     }
 }

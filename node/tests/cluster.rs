@@ -98,8 +98,26 @@ fn wait_connected(registry: &Registry, peer: u32) {
     }
 }
 
-fn blocks_ping_across_nodes(transport: &str, cluster_id: u32) {
+/// How the nodes of a ping test receive.
+#[derive(Clone, Copy, Debug)]
+enum Receiving {
+    /// One block thread and a receive thread.
+    Thread,
+    /// One block thread that receives, runs and sends (NDB's single-threaded data node).
+    SingleThread,
+    /// Two block threads, the echo block on the second: thread 0 receives and forwards to it.
+    ForwardingThread,
+}
+
+fn blocks_ping_across_nodes(transport: &str, cluster_id: u32, receiving: Receiving) {
     let text = cluster_text(cluster_id, transport, [free_port(), free_port(), free_port()]);
+    let text = match receiving {
+        Receiving::Thread => text,
+        Receiving::SingleThread => text.replace("receive = 1", "receive = 0"),
+        Receiving::ForwardingThread => text
+            .replace("count = 1\nreceive = 1", "count = 2\nreceive = 0")
+            .replace("kind = \"ping\"", "kind = \"ping\"\nthread = 1"),
+    };
     let config = Config::parse(&text, Path::new("test.toml")).unwrap();
     let echo_ref = BlockRef::new(node(2), blocks::PING, BlockInstance(0));
     // Node 2's echo block is placed by the cluster file.
@@ -153,12 +171,32 @@ fn blocks_ping_across_nodes(transport: &str, cluster_id: u32) {
 
 #[test]
 fn blocks_ping_across_nodes_over_tcp() {
-    blocks_ping_across_nodes("tcp", 41);
+    blocks_ping_across_nodes("tcp", 41, Receiving::Thread);
 }
 
 #[test]
 fn blocks_ping_across_nodes_over_shared_memory() {
-    blocks_ping_across_nodes("shm", 42);
+    blocks_ping_across_nodes("shm", 42, Receiving::Thread);
+}
+
+#[test]
+fn single_thread_nodes_ping_over_tcp() {
+    blocks_ping_across_nodes("tcp", 53, Receiving::SingleThread);
+}
+
+#[test]
+fn single_thread_nodes_ping_over_shared_memory() {
+    blocks_ping_across_nodes("shm", 54, Receiving::SingleThread);
+}
+
+#[test]
+fn a_block_thread_that_receives_forwards_to_another_over_tcp() {
+    blocks_ping_across_nodes("tcp", 55, Receiving::ForwardingThread);
+}
+
+#[test]
+fn a_block_thread_that_receives_forwards_to_another_over_shared_memory() {
+    blocks_ping_across_nodes("shm", 56, Receiving::ForwardingThread);
 }
 
 /// Whether this machine has an RDMA device, found as the registry finds it. Inside the rxe rig
@@ -183,7 +221,14 @@ fn rdma_device_here() -> bool {
 #[test]
 fn blocks_ping_across_nodes_over_rdma() {
     if rdma_device_here() {
-        blocks_ping_across_nodes("rdma", 47);
+        blocks_ping_across_nodes("rdma", 47, Receiving::Thread);
+    }
+}
+
+#[test]
+fn single_thread_nodes_ping_over_rdma() {
+    if rdma_device_here() {
+        blocks_ping_across_nodes("rdma", 57, Receiving::SingleThread);
     }
 }
 
@@ -274,9 +319,17 @@ fn segment_files(cluster_id: u32) -> Vec<String> {
 fn two_process_cluster_answers_stats_and_stops_cleanly() {
     // The last case runs a send thread in each node (threads.send = 1): block threads hand
     // their pages over and it writes them.
-    for (transport, cluster_id, send) in [("tcp", 43u32, 0), ("shm", 44, 0), ("tcp", 50, 1)] {
+    // The last two run single-thread nodes (threads.receive = 0).
+    let cases = [
+        ("tcp", 43u32, 0, 1),
+        ("shm", 44, 0, 1),
+        ("tcp", 50, 1, 1),
+        ("shm", 58, 0, 0),
+        ("tcp", 59, 1, 0),
+    ];
+    for (transport, cluster_id, send, receive) in cases {
         let text = cluster_text(cluster_id, transport, [free_port(), free_port(), free_port()])
-            .replace("receive = 1", &format!("receive = 1\nsend = {send}"));
+            .replace("receive = 1", &format!("receive = {receive}\nsend = {send}"));
         let path = write_config(&text, &format!("{transport}-{send}"));
         let config = path.to_str().unwrap();
         let stdout = two_process_stats(config, "1", "20");

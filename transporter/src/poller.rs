@@ -21,6 +21,12 @@ pub struct Epoll {
 }
 
 impl Epoll {
+    /// The set's own descriptor: readable while any descriptor in it is (an epoll set can sit
+    /// in another thread's epoll set).
+    pub fn raw_fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
     /// A new, empty set.
     pub fn new() -> io::Result<Epoll> {
         // SAFETY: plain syscall with a valid flag; the result is checked before use.

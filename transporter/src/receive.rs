@@ -254,6 +254,33 @@ impl ReceiveSide {
         all
     }
 
+    /// The epoll set's descriptor: readable when a link has input (or a new link came up).
+    /// A thread that receives in its own round puts it in its own epoll set, so it sleeps on
+    /// every link and its other work at once.
+    pub fn wait_fd(&self) -> std::os::fd::RawFd {
+        self.epoll.raw_fd()
+    }
+
+    /// Before the owning thread sleeps on [`ReceiveSide::wait_fd`]: arms every link (a link
+    /// with data already cancels the sleep: false) and counts a sleep on each.
+    pub fn prepare_sleep(&mut self) -> bool {
+        if !self.arm_all() {
+            return false;
+        }
+        for live in self.links.iter().flatten() {
+            if let Some(link) = self.inner.link(live.peer) {
+                LinkCounters::add(&link.counters.sleeps, 1);
+            }
+        }
+        true
+    }
+
+    /// Polls every link and the epoll set (new links, hang-ups) once without blocking: the
+    /// pass after a sleep on [`ReceiveSide::wait_fd`].
+    pub fn poll_woken(&mut self, deliver: &mut dyn FnMut(NodeId, SignalView<'_>)) -> usize {
+        self.poll_epoll(Some(Duration::ZERO), deliver)
+    }
+
     /// Receives until `stop` returns true: polls without blocking while signals arrived within
     /// `spin_time`, then sleeps (at most `max_sleep` at a time, so `stop` is checked).
     pub fn run(
