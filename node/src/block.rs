@@ -104,6 +104,23 @@ pub(crate) struct ThreadLocal {
     pub(crate) lifecycle: std::sync::Arc<Lifecycle>,
 }
 
+impl ThreadLocal {
+    /// A thread's state: `timers` timer slots, descriptors watched through `parker`'s epoll set.
+    pub(crate) fn new(
+        timers: usize,
+        parker: std::sync::Arc<crate::parker::Parker>,
+        lifecycle: std::sync::Arc<Lifecycle>,
+    ) -> ThreadLocal {
+        ThreadLocal {
+            timers: Timers::with_capacity(timers),
+            io: IoSet::new(parker),
+            failures: 0,
+            dropped: 0,
+            lifecycle,
+        }
+    }
+}
+
 /// What a running handler may do.
 #[derive(Debug)]
 pub struct Context<'t> {

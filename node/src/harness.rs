@@ -21,7 +21,6 @@ use signals::{BlockInstance, BlockNumber, BlockRef, Gsn, Limits, NodeId, Signal,
 
 use crate::block::{Block, ThreadLocal};
 use crate::clock::{Clock, ManualClock};
-use crate::io::IoSet;
 use crate::jobbuf::{job_buffer, JobReader};
 use crate::lane::LaneShape;
 use crate::lifecycle::{BlockLife, Lifecycle};
@@ -199,13 +198,7 @@ impl Harness {
             let (wa, ra) = job_buffer(shape, parker.clone(), parker.clone());
             let (wb, rb) = job_buffer(shape, parker.clone(), parker.clone());
             let lifecycle = Lifecycle::new(plan.blocks.len(), plan.last_phase);
-            let local = ThreadLocal {
-                timers: crate::timers::Timers::with_capacity(self.tuning.timers_per_thread),
-                io: IoSet::new(parker),
-                failures: 0,
-                dropped: 0,
-                lifecycle,
-            };
+            let local = ThreadLocal::new(self.tuning.timers_per_thread, parker, lifecycle);
             let mut blocks = plan.blocks;
             let named = init_blocks(&mut blocks, &mut Vec::new());
             let mut out = Outbox::new(

@@ -22,7 +22,6 @@ use crate::block::{Block, InitContext, ThreadLocal};
 use crate::clock::{Clock, MonotonicClock};
 use crate::congestion::Waits;
 use crate::inbound::InboundRouter;
-use crate::io::IoSet;
 use crate::jobbuf::{job_buffer, JobReader, JobWriter};
 use crate::lane::LaneShape;
 use crate::lifecycle::{BlockLife, Lifecycle};
@@ -33,7 +32,6 @@ use crate::routing::{DuplicateBlock, Location, Routing};
 use crate::stats::{NamedCounters, NodeStats};
 use crate::sync::Flag;
 use crate::thread::{BlockThread, Exec, ThreadTuning};
-use crate::timers::Timers;
 
 /// The most block threads a node runs (congestion masks are 64 bits).
 pub const MAX_BLOCK_THREADS: usize = 64;
@@ -288,13 +286,11 @@ impl NodeBuilder {
         for (t, plan) in plans.into_iter().enumerate() {
             let (out_a, out_b) = lanes.take_out(t);
             let (in_a, in_b) = lanes.take_in(t);
-            let local = ThreadLocal {
-                timers: Timers::with_capacity(self.tuning.timers_per_thread),
-                io: IoSet::new(block_parkers[t].clone()),
-                failures: 0,
-                dropped: 0,
-                lifecycle: lifecycle.clone(),
-            };
+            let local = ThreadLocal::new(
+                self.tuning.timers_per_thread,
+                block_parkers[t].clone(),
+                lifecycle.clone(),
+            );
             let exec = self.exec(
                 t,
                 plan.blocks,

@@ -213,14 +213,14 @@ fn print_report(out: &mut impl Write, node: NodeId, report: &StatsReport) -> std
     writeln!(out, "node {node}")?;
     writeln!(
         out,
-        "{:<8} {:>14} {:>12} {:>10} {:>10}",
-        "thread", "signals_run", "rounds", "sleeps", "wakeups"
+        "{:<8} {:>14} {:>12} {:>10} {:>10} {:>10}",
+        "thread", "signals_run", "rounds", "sleeps", "wakeups", "dropped"
     )?;
     for (i, t) in report.threads.iter().enumerate() {
         writeln!(
             out,
-            "{i:<8} {:>14} {:>12} {:>10} {:>10}",
-            t.signals_run, t.rounds, t.sleeps, t.wakeups
+            "{i:<8} {:>14} {:>12} {:>10} {:>10} {:>10}",
+            t.signals_run, t.rounds, t.sleeps, t.wakeups, t.signals_dropped
         )?;
     }
     writeln!(
