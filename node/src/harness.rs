@@ -23,7 +23,7 @@ use crate::block::{Block, ThreadLocal};
 use crate::clock::{Clock, ManualClock};
 use crate::jobbuf::{job_buffer, JobReader};
 use crate::lane::LaneShape;
-use crate::lifecycle::{BlockLife, Lifecycle};
+use crate::lifecycle::Lifecycle;
 use crate::outbox::Outbox;
 use crate::parker::Parker;
 use crate::remote::{Flushed, RemoteError, RemoteSink};
@@ -209,18 +209,7 @@ impl Harness {
             );
             // Every send, local ones too, is captured in send order.
             out.capture_all = true;
-            let exec = Exec {
-                index: 0,
-                lives: vec![BlockLife::default(); blocks.len()],
-                blocks,
-                out,
-                local,
-                named,
-                clock: self.clock.clone(),
-                signals_run: 0,
-                phase_ordered: 0,
-                stop_ordered: false,
-            };
+            let exec = Exec::new(0, blocks, out, local, named, self.clock.clone());
             self.nodes.push(HarnessNode { exec, inbound: [ra, rb] });
         }
         self.settle();

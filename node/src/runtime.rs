@@ -24,7 +24,7 @@ use crate::congestion::Waits;
 use crate::inbound::InboundRouter;
 use crate::jobbuf::{job_buffer, JobReader, JobWriter};
 use crate::lane::LaneShape;
-use crate::lifecycle::{BlockLife, Lifecycle};
+use crate::lifecycle::Lifecycle;
 use crate::outbox::Outbox;
 use crate::parker::Parker;
 use crate::remote::{LocalReceive, NoRemote, RemoteFactory};
@@ -379,18 +379,7 @@ impl NodeBuilder {
     ) -> Exec {
         let named = init_blocks(&mut blocks, subscribers);
         self.stats.set_named(t, named.clone());
-        Exec {
-            index: t,
-            lives: vec![BlockLife::default(); blocks.len()],
-            blocks,
-            out,
-            local,
-            named,
-            clock: self.clock.clone(),
-            signals_run: 0,
-            phase_ordered: 0,
-            stop_ordered: false,
-        }
+        Exec::new(t, blocks, out, local, named, self.clock.clone())
     }
 
     /// The routing table of the placed blocks.

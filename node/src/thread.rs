@@ -76,6 +76,29 @@ pub(crate) struct Exec {
 }
 
 impl Exec {
+    /// Thread `index`'s blocks (initialised, with their `named` counters) and what they use.
+    pub(crate) fn new(
+        index: usize,
+        blocks: Vec<(BlockRef, Box<dyn Block>)>,
+        out: Outbox,
+        local: ThreadLocal,
+        named: Arc<NamedCounters>,
+        clock: Arc<dyn Clock>,
+    ) -> Exec {
+        Exec {
+            index,
+            lives: vec![BlockLife::default(); blocks.len()],
+            blocks,
+            out,
+            local,
+            named,
+            clock,
+            signals_run: 0,
+            phase_ordered: 0,
+            stop_ordered: false,
+        }
+    }
+
     /// Runs one signal in the block it names, which must live on this thread.
     #[inline]
     pub(crate) fn dispatch(&mut self, view: &SignalView<'_>) {
