@@ -21,6 +21,7 @@
 pub mod assemble;
 pub mod block;
 pub mod blocks;
+pub mod cli;
 pub mod clock;
 pub mod config;
 mod congestion;

@@ -299,7 +299,7 @@ fn write_config(text: &str, name: &str) -> PathBuf {
 }
 
 fn datanode(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_blockwire-datanode"));
+    let mut c = Command::new(env!("CARGO_BIN_EXE_blockwire-node"));
     c.args(args).env("RUST_LOG", "info");
     c
 }

@@ -14,7 +14,7 @@ fn example(name: &str) -> PathBuf {
 }
 
 fn spawn(config: &std::path::Path, node_id: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_blockwire-datanode"))
+    Command::new(env!("CARGO_BIN_EXE_blockwire-node"))
         .args(["--config", config.to_str().unwrap(), "--node-id", node_id])
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
@@ -73,7 +73,7 @@ fn bad_config_exits_non_zero_naming_the_key() {
         .unwrap()
         .replace("count = 1", "count = 0");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_blockwire-datanode"))
+    let out = Command::new(env!("CARGO_BIN_EXE_blockwire-node"))
         .args(["--config", path.to_str().unwrap(), "--node-id", "1"])
         .output()
         .unwrap();
@@ -85,7 +85,7 @@ fn bad_config_exits_non_zero_naming_the_key() {
 
 #[test]
 fn unknown_node_id_exits_non_zero() {
-    let out = Command::new(env!("CARGO_BIN_EXE_blockwire-datanode"))
+    let out = Command::new(env!("CARGO_BIN_EXE_blockwire-node"))
         .args(["--config", example("one-node.toml").to_str().unwrap(), "--node-id", "5"])
         .output()
         .unwrap();
@@ -106,7 +106,7 @@ fn a_node_without_links_still_owns_its_address() {
     std::fs::write(&path, text).unwrap();
     let mut first = spawn(&path, "1");
     let _rest = wait_running(&mut first);
-    let second = Command::new(env!("CARGO_BIN_EXE_blockwire-datanode"))
+    let second = Command::new(env!("CARGO_BIN_EXE_blockwire-node"))
         .args(["--config", path.to_str().unwrap(), "--node-id", "1"])
         .output()
         .unwrap();

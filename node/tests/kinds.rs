@@ -256,7 +256,7 @@ kind = "ping"
     let watcher = Watcher { seen: Arc::new(Mutex::new(tx)) };
     builder.node().place(0, PROBE, inst(0), Box::new(watcher)).unwrap();
     let one = builder.start().unwrap();
-    let mut peer = Command::new(env!("CARGO_BIN_EXE_blockwire-datanode"))
+    let mut peer = Command::new(env!("CARGO_BIN_EXE_blockwire-node"))
         .args(["--config", path.to_str().unwrap(), "--node-id", "2"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())

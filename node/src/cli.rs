@@ -1,5 +1,9 @@
-//! `blockwire-datanode --config FILE --node-id N`: runs one data node of a cluster file.
-//! `blockwire-datanode stats --config FILE --node-id N [--as M]`: prints a running node's
+//! The data-node command line, shared by every binary that runs a data node (the runtime's
+//! `blockwire-node` with the system blocks, the engine's `blockwire-datanode` with the engine
+//! blocks too): each passes how it loads a cluster file and which block kinds it links.
+//!
+//! `NAME --config FILE --node-id N`: runs one data node of a cluster file.
+//! `NAME stats --config FILE --node-id N [--as M]`: prints a running node's
 //! counters, joining the cluster as API node M (by default the first API node linked to N).
 //!
 //! Loads and validates the whole cluster file (a bad value exits 2 with a message naming the
@@ -9,7 +13,7 @@
 //!
 //! Start-up: install signal handlers (so a signal during start-up is not fatal), load and
 //! validate the cluster file against the block kinds this binary links, then
-//! [`node::DataNode::start`] (assembly, links, threads; a port in use fails there with exit 2);
+//! [`crate::DataNode::start`] (assembly, links, threads; a port in use fails there with exit 2);
 //! wait for a signal; stop in order and join. Shared-memory segments are anonymous (memfd) and
 //! never have a file name, so a stop (or a crash) leaves none behind.
 
@@ -18,12 +22,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Parser, Subcommand};
-use node::blocks::stats::StatsReport;
-use node::config::{Config, ConfigError, NodeKind};
-use node::links::registry_config;
-use node::runtime::ThreadPanicked;
-use node::{DataNode, DataNodeError, Kinds};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use crate::blocks::stats::StatsReport;
+use crate::config::{Config, ConfigError, NodeKind};
+use crate::links::registry_config;
+use crate::runtime::ThreadPanicked;
+use crate::{DataNode, DataNodeError, Kinds};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 use signals::{gsn, BlockInstance, BlockNumber, BlockRef, NodeId, Signal};
@@ -32,7 +36,7 @@ use transporter::{LinkEvent, Registry, RegistryError};
 
 /// Runs one data node of a blockwire cluster.
 #[derive(Debug, Parser)]
-#[command(name = "blockwire-datanode", version, subcommand_negates_reqs = true)]
+#[command(version, subcommand_negates_reqs = true)]
 struct Args {
     /// The cluster file (TOML).
     #[arg(long, required = true)]
@@ -80,31 +84,44 @@ enum DatanodeError {
     Stats(String),
 }
 
-fn main() -> ExitCode {
+/// How a binary reads a cluster file: the validated file and the block kinds it links.
+pub type Loader<'a> = &'a dyn Fn(&std::path::Path) -> Result<(Config, Kinds), ConfigError>;
+
+/// The system blocks' loader (the runtime alone).
+pub fn system_loader(path: &std::path::Path) -> Result<(Config, Kinds), ConfigError> {
+    let kinds = Kinds::system();
+    Ok((Config::load_with(path, &kinds)?, kinds))
+}
+
+/// The whole command line of a data-node binary called `name`; returns its exit code.
+pub fn main(name: &'static str, load: Loader<'_>) -> ExitCode {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-    let args = Args::parse();
+    let matches = Args::command().name(name).get_matches();
+    let args = match Args::from_arg_matches(&matches) {
+        Ok(args) => args,
+        Err(e) => e.exit(),
+    };
     let result = match (&args.command, &args.config, args.node_id) {
         (Some(Command::Stats { config, node_id, as_node, timeout_s }), _, _) => {
-            stats(config, *node_id, *as_node, Duration::from_secs(*timeout_s))
+            stats(config, *node_id, *as_node, Duration::from_secs(*timeout_s), load)
         }
-        (None, Some(config), Some(node_id)) => run(config, node_id),
+        (None, Some(config), Some(node_id)) => run(config, node_id, load),
         _ => Err(DatanodeError::Stats("--config and --node-id are required".into())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "blockwire-datanode failed");
-            eprintln!("blockwire-datanode: {e}");
+            tracing::error!(error = %e, "{name} failed");
+            eprintln!("{name}: {e}");
             ExitCode::from(2)
         }
     }
 }
 
-fn run(path: &std::path::Path, node_id: u64) -> Result<(), DatanodeError> {
+fn run(path: &std::path::Path, node_id: u64, load: Loader<'_>) -> Result<(), DatanodeError> {
     let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(DatanodeError::Signals)?;
-    let kinds = Kinds::system();
-    let config = Config::load_with(path, &kinds)?;
+    let (config, kinds) = load(path)?;
     let node = DataNode::start(&config, node_id, &kinds)?;
     // A node that stops by itself (a thread panicked) ends the wait for a signal too.
     let (stopper, signal_handle) = (node.stopper(), signals.handle());
@@ -131,8 +148,9 @@ fn stats(
     node_id: u64,
     as_node: Option<u64>,
     timeout: Duration,
+    load: Loader<'_>,
 ) -> Result<(), DatanodeError> {
-    let config = Config::load(path)?;
+    let (config, _) = load(path)?;
     let target = config.data_node(node_id)?.id;
     let me = match as_node {
         Some(id) => u32::try_from(id)
@@ -179,7 +197,7 @@ fn stats(
         registry.take_receive_side().ok_or(DatanodeError::Stats("receive side taken".into()))?;
     let mut send = registry.send_buffers();
     let from = BlockRef::new(me, BlockNumber(900), BlockInstance(0));
-    let to = BlockRef::new(target, node::blocks::STATS, BlockInstance(0));
+    let to = BlockRef::new(target, crate::blocks::STATS, BlockInstance(0));
     send.pack(target, &Signal::new(gsn::STATS_REQ, from, to).data(&[1]))
         .map_err(|e| DatanodeError::Stats(e.to_string()))?;
     send.flush();

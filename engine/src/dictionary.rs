@@ -1,0 +1,399 @@
+//! The dictionary block (NDB's DBDICT): tables. Every data node runs one; the master (the
+//! lowest-id data node this one is linked to, itself included) runs each schema change in two
+//! phases on every data node, so all agree on table ids and versions:
+//! ```text
+//! client --DICT_CREATE_REQ / DICT_DROP_REQ--> any dictionary --(forwarded)--> master
+//! master --DICT_PREPARE_REQ--> every data node's dictionary (checks, reserves; a drop stops new operations)
+//!        <--DICT_PREPARE_CONF / REF--
+//! master --DICT_COMMIT_REQ(install = no refusal)--> every dictionary (installs or abandons)
+//!        <--DICT_COMMIT_CONF--
+//! master --DICT_CONF / DICT_REF--> client
+//! ```
+//! One change runs at a time (another is refused with `SchemaBusy`, a temporary error). A
+//! change needs every data node linked: one that is not is named in a `NotConnected` refusal.
+//! Definitions are checked by every dictionary ([`crate::schema::TableDef::validate`]); a
+//! refusal names the table and column. `DICT_LIST_REQ` answers with every installed table.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use node::block::{Block, Context, InitContext};
+use signals::gsn::{NodeConnected, NodeFailRep};
+use signals::{gsn, BlockInstance, BlockRef, NodeId, SignalData, SignalView};
+
+use crate::catalog::Catalog;
+use crate::error::ErrorCode;
+use crate::layout::{DictionarySettings, Layout};
+use crate::protocol::*;
+use crate::row::{bytes_to_words, words_to_bytes};
+use crate::schema::{Table, TableDef};
+use crate::{Engine, STORAGE};
+
+type Refusal = (ErrorCode, String);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Prepare,
+    Commit,
+}
+
+/// A change the master runs.
+#[derive(Debug)]
+struct Change {
+    id: u32,
+    kind: u32,
+    table: Table,
+    requester: BlockRef,
+    request: u32,
+    phase: Phase,
+    waiting: BTreeSet<NodeId>,
+    refused: Option<Refusal>,
+}
+
+/// The dictionary block.
+#[derive(Debug)]
+pub struct Dictionary {
+    engine: Arc<Engine>,
+    settings: DictionarySettings,
+    layout: Option<Arc<Layout>>,
+    catalog: Option<Arc<Catalog>>,
+    connected: BTreeSet<NodeId>,
+    change: Option<Change>,
+    prepared: HashMap<u32, (u32, Table)>,
+    changes: u32,
+}
+
+impl Dictionary {
+    /// The dictionary of `engine`.
+    pub fn new(engine: Arc<Engine>, settings: DictionarySettings) -> Dictionary {
+        Dictionary {
+            engine,
+            settings,
+            layout: None,
+            catalog: None,
+            connected: BTreeSet::new(),
+            change: None,
+            prepared: HashMap::new(),
+            changes: 0,
+        }
+    }
+
+    fn start(&mut self, ctx: &mut Context<'_>) {
+        let layout = self.engine.layout();
+        assert!(layout.is_some(), "Engine::configure must run before a data node starts");
+        self.layout = layout;
+        self.catalog = Some(self.engine.catalog(ctx.node_id()));
+    }
+
+    /// The master as this node sees it.
+    fn master(&self, me: NodeId) -> NodeId {
+        self.connected.iter().copied().chain([me]).min().unwrap_or(me)
+    }
+
+    fn data_nodes(&self) -> Vec<NodeId> {
+        self.layout.as_ref().map(|l| l.data_nodes.clone()).unwrap_or_default()
+    }
+
+    fn send_ref(&self, ctx: &mut Context<'_>, to: BlockRef, request: u32, (error, message): Refusal) {
+        let r = DictRef { request, error: error as u32 };
+        let words = bytes_to_words(message.as_bytes());
+        let _ = ctx.send(&ctx.signal(DICT_REF, to).data(r.as_words()).sections(&[&words]));
+    }
+
+    /// A create or drop from a client (or forwarded by another dictionary).
+    fn on_request(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let (request, requester) = match signal.gsn() {
+            DICT_CREATE_REQ => match ctx.typed::<DictCreateReq>(signal) {
+                Some(r) => (r.request, r.requester),
+                None => return,
+            },
+            _ => match ctx.typed::<DictDropReq>(signal) {
+                Some(r) => (r.request, r.requester),
+                None => return,
+            },
+        };
+        let requester = BlockRef::from_word(requester).unwrap_or(signal.sender());
+        let master = self.master(ctx.node_id());
+        if master != ctx.node_id() {
+            let words = [request, requester.to_word()];
+            let sections: Vec<&[u32]> = signal.sections().take(1).collect();
+            let to = Layout::dictionary_of(master);
+            let _ = ctx.send(&ctx.signal(signal.gsn(), to).data(&words).sections(&sections));
+            return;
+        }
+        let body = signal.section(0).and_then(words_to_bytes).unwrap_or_default();
+        let planned = if signal.gsn() == DICT_CREATE_REQ {
+            self.plan_create(&body).map(|t| (CHANGE_CREATE, t))
+        } else {
+            self.plan_drop(&body).map(|t| (CHANGE_DROP, t))
+        };
+        match planned.and_then(|(kind, table)| self.check_cluster(ctx.node_id()).map(|()| (kind, table))) {
+            Ok((kind, table)) => self.prepare(kind, table, requester, request, ctx),
+            Err(refusal) => self.send_ref(ctx, requester, request, refusal),
+        }
+    }
+
+    fn check_cluster(&self, me: NodeId) -> Result<(), Refusal> {
+        if self.change.is_some() {
+            return Err((ErrorCode::SchemaBusy, "another schema change is running: retry".into()));
+        }
+        let missing: Vec<String> = self
+            .data_nodes()
+            .into_iter()
+            .filter(|n| *n != me && !self.connected.contains(n))
+            .map(|n| n.to_string())
+            .collect();
+        if !missing.is_empty() {
+            return Err((
+                ErrorCode::NotConnected,
+                format!("data node(s) {} not linked to the master: a schema change needs every data node", missing.join(", ")),
+            ));
+        }
+        Ok(())
+    }
+
+    fn plan_create(&self, body: &[u8]) -> Result<Table, Refusal> {
+        let def: TableDef = serde_json::from_slice(body)
+            .map_err(|e| (ErrorCode::BadSchema, format!("table definition: {e}")))?;
+        let partitions = def.validate(&self.settings.limits).map_err(|e| (ErrorCode::BadSchema, e.to_string()))?;
+        let catalog = self.catalog.as_ref().ok_or((ErrorCode::NotConnected, "dictionary not started".into()))?;
+        if catalog.len() >= self.settings.limits.max_tables as usize {
+            return Err((
+                ErrorCode::TooManyTables,
+                format!("the cluster holds {} tables, the limit (max_tables)", self.settings.limits.max_tables),
+            ));
+        }
+        if catalog.by_name(&def.name).is_some() {
+            return Err((ErrorCode::TableExists, format!("table {:?} exists", def.name)));
+        }
+        let (id, version) = catalog.next_identity();
+        let table = Table::new(id, version, def, partitions);
+        let json_bytes = serde_json::to_vec(&table).map(|v| v.len()).unwrap_or(usize::MAX);
+        let section_bytes = self.layout.as_ref().map_or(0, |l| l.max_section_bytes);
+        if json_bytes > section_bytes {
+            return Err((
+                ErrorCode::BadSchema,
+                format!("table {:?}: its definition takes {json_bytes} bytes, over a long section ({section_bytes})", table.name()),
+            ));
+        }
+        Ok(table)
+    }
+
+    fn plan_drop(&self, body: &[u8]) -> Result<Table, Refusal> {
+        let name = String::from_utf8_lossy(body);
+        let catalog = self.catalog.as_ref().ok_or((ErrorCode::NotConnected, "dictionary not started".into()))?;
+        catalog
+            .by_name(&name)
+            .map(|t| (*t).clone())
+            .ok_or_else(|| (ErrorCode::NoSuchTable, format!("no table {name:?}")))
+    }
+
+    fn prepare(&mut self, kind: u32, table: Table, requester: BlockRef, request: u32, ctx: &mut Context<'_>) {
+        self.changes += 1;
+        let id = (u32::from(ctx.node_id().get()) << 24) | (self.changes & 0x00ff_ffff);
+        let json = serde_json::to_vec(&table).unwrap_or_default();
+        let words = bytes_to_words(&json);
+        let req = DictPrepareReq { change: id, kind, table: table.id, version: table.version };
+        let nodes = self.data_nodes();
+        for node in &nodes {
+            let to = Layout::dictionary_of(*node);
+            let _ = ctx.send(&ctx.signal(DICT_PREPARE_REQ, to).data(req.as_words()).sections(&[&words]));
+        }
+        tracing::info!(table = table.name(), kind, change = id, "schema change: prepare");
+        self.change = Some(Change {
+            id,
+            kind,
+            table,
+            requester,
+            request,
+            phase: Phase::Prepare,
+            waiting: nodes.into_iter().collect(),
+            refused: None,
+        });
+    }
+
+    /// Phase one on this node: check and reserve.
+    fn on_prepare(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let Some(req) = ctx.typed::<DictPrepareReq>(signal).copied() else { return };
+        let me = u32::from(ctx.node_id().get());
+        let result = self.check_prepare(&req, signal);
+        match result {
+            Ok(table) => {
+                self.prepared.insert(req.change, (req.kind, table));
+                let conf = DictPrepareConf { change: req.change, node: me };
+                let _ = ctx.send(&ctx.signal(DICT_PREPARE_CONF, signal.sender()).data(conf.as_words()));
+            }
+            Err((error, message)) => {
+                let r = DictPrepareRef { change: req.change, node: me, error: error as u32 };
+                let words = bytes_to_words(message.as_bytes());
+                let _ = ctx.send(&ctx.signal(DICT_PREPARE_REF, signal.sender()).data(r.as_words()).sections(&[&words]));
+            }
+        }
+    }
+
+    fn check_prepare(&self, req: &DictPrepareReq, signal: &SignalView<'_>) -> Result<Table, Refusal> {
+        let catalog = self.catalog.as_ref().ok_or((ErrorCode::NotConnected, "dictionary not started".into()))?;
+        let body = signal.section(0).and_then(words_to_bytes).unwrap_or_default();
+        let table: Table = serde_json::from_slice(&body)
+            .map_err(|e| (ErrorCode::BadSchema, format!("table from the master: {e}")))?;
+        if table.id != req.table || table.version != req.version {
+            return Err((ErrorCode::Protocol, "the table does not match the request".into()));
+        }
+        match req.kind {
+            CHANGE_CREATE => {
+                let partitions =
+                    table.def.validate(&self.settings.limits).map_err(|e| (ErrorCode::BadSchema, e.to_string()))?;
+                if partitions != table.partitions {
+                    return Err((ErrorCode::BadSchema, "partition counts differ between dictionaries".into()));
+                }
+                catalog.can_install(&table)?;
+                Ok(Table::new(table.id, table.version, table.def, partitions))
+            }
+            CHANGE_DROP => {
+                catalog.get(table.id, table.version)?;
+                catalog.set_dropping(table.id, true);
+                Ok(table)
+            }
+            k => Err((ErrorCode::Protocol, format!("unknown change kind {k}"))),
+        }
+    }
+
+    fn on_prepare_answer(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let words = signal.data();
+        let (Some(&change), Some(&node)) = (words.first(), words.get(1)) else { return ctx.unhandled(signal) };
+        let refusal = (signal.gsn() == DICT_PREPARE_REF).then(|| {
+            let code = words.get(2).and_then(|c| ErrorCode::from_u32(*c)).unwrap_or(ErrorCode::Protocol);
+            let message = signal.section(0).and_then(words_to_bytes).unwrap_or_default();
+            (code, format!("data node {node}: {}", String::from_utf8_lossy(&message)))
+        });
+        self.answered(change, node, refusal, Phase::Prepare, ctx);
+    }
+
+    /// A participant answered (or failed): on the last answer, the next phase.
+    fn answered(&mut self, change: u32, node: u32, refusal: Option<Refusal>, phase: Phase, ctx: &mut Context<'_>) {
+        let Some(c) = self.change.as_mut().filter(|c| c.id == change && c.phase == phase) else {
+            tracing::warn!(change, node, "answer for no running schema change: dropped");
+            return;
+        };
+        if let Some(node) = NodeId::new(node) {
+            c.waiting.remove(&node);
+        }
+        if let Some(r) = refusal {
+            c.refused.get_or_insert(r);
+        }
+        if !c.waiting.is_empty() {
+            return;
+        }
+        match c.phase {
+            Phase::Prepare => {
+                c.phase = Phase::Commit;
+                let install = u32::from(c.refused.is_none());
+                let req = DictCommitReq { change, install };
+                let nodes = self.data_nodes();
+                let connected: Vec<NodeId> =
+                    nodes.into_iter().filter(|n| *n == ctx.node_id() || self.connected.contains(n)).collect();
+                if let Some(c) = self.change.as_mut() {
+                    c.waiting = connected.iter().copied().collect();
+                }
+                for node in connected {
+                    let _ = ctx.send(&ctx.signal(DICT_COMMIT_REQ, Layout::dictionary_of(node)).data(req.as_words()));
+                }
+            }
+            Phase::Commit => {
+                let Some(c) = self.change.take() else { return };
+                match c.refused {
+                    Some(r) => self.send_ref(ctx, c.requester, c.request, r),
+                    None => {
+                        let conf = DictConf { request: c.request, table: c.table.id, version: c.table.version };
+                        let _ = ctx.send(&ctx.signal(DICT_CONF, c.requester).data(conf.as_words()));
+                        tracing::info!(table = c.table.name(), kind = c.kind, "schema change committed on every data node");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Phase two on this node: install or abandon.
+    fn on_commit(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let Some(req) = ctx.typed::<DictCommitReq>(signal).copied() else { return };
+        if let (Some((kind, table)), Some(catalog)) = (self.prepared.remove(&req.change), self.catalog.clone()) {
+            match (kind, req.install != 0) {
+                (CHANGE_CREATE, true) => catalog.install(table),
+                (CHANGE_DROP, true) => {
+                    catalog.remove(table.id);
+                    let instances = self.layout.as_ref().map_or(0, |l| l.storage_instances);
+                    let ord = DropTableOrd { table: table.id, version: table.version };
+                    for i in 0..instances {
+                        let to = BlockRef::new(ctx.node_id(), STORAGE, BlockInstance(i));
+                        let _ = ctx.send(&ctx.signal(DROP_TABLE_ORD, to).data(ord.as_words()));
+                    }
+                }
+                (CHANGE_DROP, false) => catalog.set_dropping(table.id, false),
+                _ => {}
+            }
+        }
+        let conf = DictCommitConf { change: req.change, node: u32::from(ctx.node_id().get()) };
+        let _ = ctx.send(&ctx.signal(DICT_COMMIT_CONF, signal.sender()).data(conf.as_words()));
+    }
+
+    fn on_list(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let Some(req) = ctx.typed::<DictListReq>(signal).copied() else { return };
+        let tables = self.catalog.as_ref().map(|c| c.all()).unwrap_or_default();
+        let conf = DictListConf { request: req.request, count: tables.len() as u32 };
+        if tables.is_empty() {
+            let _ = ctx.send(&ctx.signal(DICT_LIST_CONF, signal.sender()).data(conf.as_words()));
+        }
+        for t in tables {
+            let words = bytes_to_words(&serde_json::to_vec(&*t).unwrap_or_default());
+            let _ = ctx.send(&ctx.signal(DICT_LIST_CONF, signal.sender()).data(conf.as_words()).sections(&[&words]));
+        }
+    }
+
+    fn on_node_event(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let is_data = |n: NodeId| self.layout.as_ref().is_some_and(|l| l.is_data_node(n));
+        if signal.gsn() == gsn::NODE_CONNECTED {
+            if let Some(node) = ctx.typed::<NodeConnected>(signal).and_then(|c| NodeId::new(c.node)) {
+                if is_data(node) {
+                    self.connected.insert(node);
+                }
+            }
+            return;
+        }
+        let Some(node) = ctx.typed_head::<NodeFailRep>(signal).and_then(|(r, _)| NodeId::new(r.node)) else { return };
+        self.connected.remove(&node);
+        let phase = self.change.as_ref().filter(|c| c.waiting.contains(&node)).map(|c| (c.id, c.phase));
+        if let Some((change, phase)) = phase {
+            let refusal = (ErrorCode::NotConnected, format!("data node {node} failed during the schema change"));
+            self.answered(change, u32::from(node.get()), Some(refusal), phase, ctx);
+        }
+    }
+}
+
+impl Block for Dictionary {
+    fn init(&mut self, init: &mut InitContext<'_>) {
+        init.subscribe_node_events();
+    }
+
+    fn execute(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        match signal.gsn() {
+            DICT_CREATE_REQ | DICT_DROP_REQ => self.on_request(signal, ctx),
+            DICT_PREPARE_REQ => self.on_prepare(signal, ctx),
+            DICT_PREPARE_CONF | DICT_PREPARE_REF => self.on_prepare_answer(signal, ctx),
+            DICT_COMMIT_REQ => self.on_commit(signal, ctx),
+            DICT_COMMIT_CONF => {
+                if let Some(c) = ctx.typed::<DictCommitConf>(signal).copied() {
+                    self.answered(c.change, c.node, None, Phase::Commit, ctx);
+                }
+            }
+            DICT_LIST_REQ => self.on_list(signal, ctx),
+            gsn::NODE_CONNECTED | gsn::NODE_FAILREP => self.on_node_event(signal, ctx),
+            gsn::START_ORD => {
+                if ctx.typed::<signals::gsn::StartOrd>(signal).is_some_and(|s| s.phase == 1) {
+                    self.start(ctx);
+                }
+            }
+            gsn::STOP_REQ => {}
+            _ => ctx.unhandled(signal),
+        }
+    }
+}

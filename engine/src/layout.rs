@@ -1,0 +1,278 @@
+//! The cluster's engine layout, read from the cluster file the same way by every data node and
+//! every client: the data nodes in id order, node groups of `replicas` of them, how many
+//! storage and coordinator instances each data node runs, the settings of each engine block
+//! kind, and the partition map (NDB's DBDIH distribution: which node group and which replica of
+//! it holds each partition of a table).
+//!
+//! The partition map is one versioned structure: partition `p` of a table belongs to node group
+//! `p % groups`; within the group the primary is member `(p / groups) % replicas` (so primaries
+//! alternate), the backup the next member; on a node the partition lives in storage instance
+//! `(p / groups) % storage_instances`. Version 1 is the map a cluster starts with; the
+//! membership work changes it at run time (a backup promoted) and raises the version.
+
+use std::sync::Arc;
+
+use node::config::{Config, ConfigError, NodeKind};
+use node::kinds::Settings;
+use signals::{BlockInstance, BlockRef, NodeId};
+
+use crate::schema::SchemaLimits;
+use crate::{COORDINATOR, DICTIONARY, STORAGE};
+
+/// The dictionary's settings (`[[blocks]] kind = "dictionary"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DictionarySettings {
+    /// Replicas of each partition: 1 or 2.
+    pub replicas: usize,
+    /// Table limits.
+    pub limits: SchemaLimits,
+}
+
+impl DictionarySettings {
+    /// Reads the settings, naming the key of any bad one.
+    pub fn read(s: &mut Settings<'_>) -> Result<DictionarySettings, ConfigError> {
+        let d = SchemaLimits::default();
+        Ok(DictionarySettings {
+            replicas: s.u64("replicas", 2, 1, 2)? as usize,
+            limits: SchemaLimits {
+                max_tables: s.u64("max_tables", u64::from(d.max_tables), 1, 65_535)? as u32,
+                max_columns: s.u64("max_columns", u64::from(d.max_columns), 1, 1024)? as u32,
+                max_row_bytes: s.bytes("max_row_bytes", u64::from(d.max_row_bytes), 16, 1 << 20)? as u32,
+                max_key_bytes: s.bytes("max_key_bytes", u64::from(d.max_key_bytes), 4, 4096)? as u32,
+                max_partitions: s.u64("max_partitions", u64::from(d.max_partitions), 1, 65_535)? as u32,
+                default_partitions: s.u64("default_partitions", u64::from(d.default_partitions), 1, 65_535)?
+                    as u32,
+            },
+        })
+    }
+}
+
+/// The storage block's settings (`[[blocks]] kind = "storage"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StorageSettings {
+    /// Bytes of rows (keys, images and per-row overhead) an instance may hold.
+    pub memory_bytes: u64,
+    /// Operation records of an instance (operations in flight on it).
+    pub max_operations: u32,
+}
+
+impl StorageSettings {
+    /// Reads the settings, naming the key of any bad one.
+    pub fn read(s: &mut Settings<'_>) -> Result<StorageSettings, ConfigError> {
+        Ok(StorageSettings {
+            memory_bytes: s.bytes("memory_bytes", 256 << 20, 1 << 16, 1 << 40)?,
+            max_operations: s.u64("max_operations", 65_536, 16, 1 << 24)? as u32,
+        })
+    }
+}
+
+/// The coordinator's settings (`[[blocks]] kind = "coordinator"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoordinatorSettings {
+    /// Transaction records of an instance.
+    pub max_transactions: u32,
+    /// Operations one transaction may hold.
+    pub max_operations_per_transaction: u32,
+    /// A lock wait (an operation unanswered) longer than this aborts the transaction.
+    pub transaction_deadlock_timeout_ms: u64,
+    /// An open transaction idle longer than this is aborted (0: never).
+    pub transaction_inactive_timeout_ms: u64,
+}
+
+impl CoordinatorSettings {
+    /// Reads the settings, naming the key of any bad one.
+    pub fn read(s: &mut Settings<'_>) -> Result<CoordinatorSettings, ConfigError> {
+        Ok(CoordinatorSettings {
+            max_transactions: s.u64("max_transactions", 16_384, 1, 1 << 22)? as u32,
+            max_operations_per_transaction: s.u64("max_operations_per_transaction", 65_536, 1, 1 << 22)?
+                as u32,
+            transaction_deadlock_timeout_ms: s.u64("transaction_deadlock_timeout_ms", 1200, 10, 3_600_000)?,
+            transaction_inactive_timeout_ms: s.u64("transaction_inactive_timeout_ms", 10_000, 0, 86_400_000)?,
+        })
+    }
+}
+
+/// The two (or one) replicas of a partition: storage blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Replicas {
+    /// The primary's storage block.
+    pub primary: BlockRef,
+    /// The backup's, with two replicas.
+    pub backup: Option<BlockRef>,
+}
+
+/// The engine layout of a cluster file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Layout {
+    /// Data nodes, in id order.
+    pub data_nodes: Vec<NodeId>,
+    /// Node groups: `replicas` data nodes each, in id order.
+    pub node_groups: Vec<Vec<NodeId>>,
+    /// The dictionary's settings.
+    pub dictionary: DictionarySettings,
+    /// Storage instances on each data node.
+    pub storage_instances: u8,
+    /// Coordinator instances on each data node.
+    pub coordinator_instances: u8,
+    /// The storage blocks' settings (the first entry's).
+    pub storage: StorageSettings,
+    /// The coordinators' settings (the first entry's).
+    pub coordinator: CoordinatorSettings,
+    /// The partition map's version.
+    pub map_version: u32,
+    /// The largest long section, in bytes (rows and keys must fit).
+    pub max_section_bytes: usize,
+}
+
+fn invalid(key: String, value: impl ToString, allowed: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid { key, value: value.to_string(), allowed: allowed.into() }
+}
+
+impl Layout {
+    /// Reads the layout from a validated cluster file (placed with the engine's kinds).
+    pub fn from_config(config: &Config) -> Result<Layout, ConfigError> {
+        let mut data_nodes: Vec<NodeId> =
+            config.nodes.iter().filter(|n| n.kind == NodeKind::Data).map(|n| n.id).collect();
+        data_nodes.sort();
+        let of = |name: &'static str| config.blocks.iter().filter(move |b| b.kind == name);
+        let entry = |name: &'static str| {
+            of(name).next().ok_or_else(|| {
+                invalid("blocks".into(), format!("no {name} block"), format!("a [[blocks]] entry of kind \"{name}\""))
+            })
+        };
+        let dict_entry = entry("dictionary")?;
+        let mut s = Settings::new(&dict_entry.settings.0, format!("blocks[{}]", dict_entry.entry));
+        let dictionary = DictionarySettings::read(&mut s)?;
+        let storage_entry = entry("storage")?;
+        let storage = StorageSettings::read(&mut Settings::new(
+            &storage_entry.settings.0,
+            format!("blocks[{}]", storage_entry.entry),
+        ))?;
+        let coordinator_entry = entry("coordinator")?;
+        let coordinator = CoordinatorSettings::read(&mut Settings::new(
+            &coordinator_entry.settings.0,
+            format!("blocks[{}]", coordinator_entry.entry),
+        ))?;
+        let count = |name: &'static str| -> Result<u8, ConfigError> {
+            let mut instances: Vec<u8> = of(name).map(|b| b.instance.0).collect();
+            instances.sort();
+            if instances.iter().enumerate().any(|(i, n)| usize::from(*n) != i) {
+                return Err(invalid(
+                    "blocks".into(),
+                    format!("{name} instances {instances:?}"),
+                    "instances 0, 1, ... without gaps",
+                ));
+            }
+            Ok(instances.len() as u8)
+        };
+        if of("dictionary").count() != 1 || dict_entry.instance != BlockInstance(0) {
+            return Err(invalid(
+                format!("blocks[{}]", dict_entry.entry),
+                "dictionary",
+                "exactly one dictionary block, instance 0",
+            ));
+        }
+        let replicas = dictionary.replicas;
+        if data_nodes.is_empty() || data_nodes.len() % replicas != 0 {
+            return Err(invalid(
+                format!("blocks[{}].replicas", dict_entry.entry),
+                replicas,
+                format!("a divisor of the number of data nodes ({})", data_nodes.len()),
+            ));
+        }
+        let max_section_bytes = config.limits.signal.max_section_words() * 4 - 4;
+        if dictionary.limits.max_row_bytes as usize > max_section_bytes {
+            return Err(invalid(
+                format!("blocks[{}].max_row_bytes", dict_entry.entry),
+                dictionary.limits.max_row_bytes,
+                format!("at most limits.max_section_words * 4 - 4 = {max_section_bytes}"),
+            ));
+        }
+        let node_groups = data_nodes.chunks(replicas).map(<[NodeId]>::to_vec).collect();
+        Ok(Layout {
+            data_nodes,
+            node_groups,
+            dictionary,
+            storage_instances: count("storage")?,
+            coordinator_instances: count("coordinator")?,
+            storage,
+            coordinator,
+            map_version: 1,
+            max_section_bytes,
+        })
+    }
+
+    /// The replicas of partition `partition`.
+    pub fn replicas(&self, partition: u32) -> Replicas {
+        let groups = self.node_groups.len().max(1) as u32;
+        let group = &self.node_groups[(partition % groups) as usize];
+        let turn = (partition / groups) as usize;
+        let instance = BlockInstance((turn % usize::from(self.storage_instances.max(1))) as u8);
+        let at = |i: usize| BlockRef::new(group[i % group.len()], STORAGE, instance);
+        Replicas {
+            primary: at(turn % group.len()),
+            backup: (group.len() > 1).then(|| at(turn % group.len() + 1)),
+        }
+    }
+
+    /// Whether `node` is a data node.
+    pub fn is_data_node(&self, node: NodeId) -> bool {
+        self.data_nodes.contains(&node)
+    }
+
+    /// The dictionary block of `node`.
+    pub fn dictionary_of(node: NodeId) -> BlockRef {
+        BlockRef::new(node, DICTIONARY, BlockInstance(0))
+    }
+
+    /// Coordinator `instance` of `node`.
+    pub fn coordinator_of(&self, node: NodeId, instance: u64) -> BlockRef {
+        let n = u64::from(self.coordinator_instances.max(1));
+        BlockRef::new(node, COORDINATOR, BlockInstance((instance % n) as u8))
+    }
+}
+
+/// A shared, replaceable layout handle.
+pub type SharedLayout = Arc<Layout>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout(nodes: &[u32], replicas: usize, instances: u8) -> Layout {
+        let data_nodes: Vec<NodeId> = nodes.iter().filter_map(|n| NodeId::new(*n)).collect();
+        Layout {
+            node_groups: data_nodes.chunks(replicas).map(<[NodeId]>::to_vec).collect(),
+            data_nodes,
+            dictionary: DictionarySettings { replicas, limits: SchemaLimits::default() },
+            storage_instances: instances,
+            coordinator_instances: 1,
+            storage: StorageSettings { memory_bytes: 1 << 20, max_operations: 16 },
+            coordinator: CoordinatorSettings {
+                max_transactions: 1,
+                max_operations_per_transaction: 1,
+                transaction_deadlock_timeout_ms: 1200,
+                transaction_inactive_timeout_ms: 0,
+            },
+            map_version: 1,
+            max_section_bytes: 8188,
+        }
+    }
+
+    #[test]
+    fn primaries_alternate_within_a_group_and_groups_share_partitions() {
+        let l = layout(&[1, 2, 3, 4], 2, 2);
+        let n = |r: BlockRef| r.node.get();
+        // Partition 0: group 0 (1, 2), primary 1; 1: group 1 (3, 4), primary 3;
+        // 2: group 0, primary 2; 3: group 1, primary 4.
+        let seen: Vec<(u8, u8)> =
+            (0..4).map(|p| l.replicas(p)).map(|r| (n(r.primary), n(r.backup.unwrap()))).collect();
+        assert_eq!(seen, vec![(1, 2), (3, 4), (2, 1), (4, 3)]);
+        assert_eq!(l.replicas(0).primary.instance, BlockInstance(0));
+        assert_eq!(l.replicas(2).primary.instance, BlockInstance(1));
+        assert_eq!(l.replicas(4).primary.instance, BlockInstance(0));
+        let one = layout(&[1, 2], 1, 1);
+        assert_eq!(one.replicas(1).backup, None);
+        assert_eq!(n(one.replicas(1).primary), 2);
+    }
+}

@@ -1,0 +1,91 @@
+//! blockwire's database engine, built as blocks on the node runtime in the NDB / RonDB data-node
+//! design:
+//! - [`dictionary`] (NDB's DBDICT): tables; the master runs each change in two phases on every
+//!   data node;
+//! - [`storage`] (NDB's DBLQH + DBACC + DBTUP): rows in memory, the hash index on the primary
+//!   key, row locks and operation records;
+//! - [`coordinator`] (NDB's DBTC): transactions over any partitions by the linear two-phase
+//!   commit.
+//!
+//! [`protocol`] declares the signals the blocks and the client speak; [`schema`] and [`row`] the
+//! table definitions and the byte forms of keys, attributes and rows; [`layout`] the node
+//! groups and the partition map every data node and client derives from the cluster file.
+//!
+//! One [`Engine`] per process holds what the blocks of a node share: the layout (set once the
+//! cluster file is read) and, per data node, the catalog of installed tables.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
+
+use node::config::{Config, ConfigError};
+use node::kinds::Kinds;
+use signals::{BlockNumber, NodeId};
+
+pub mod catalog;
+pub mod coordinator;
+pub mod dictionary;
+pub mod error;
+pub mod kinds;
+pub mod layout;
+pub mod locks;
+pub mod protocol;
+pub mod row;
+pub mod schema;
+pub mod storage;
+
+pub use catalog::Catalog;
+pub use error::ErrorCode;
+pub use layout::Layout;
+
+/// The dictionary block's number.
+pub const DICTIONARY: BlockNumber = BlockNumber(200);
+/// The storage block's number.
+pub const STORAGE: BlockNumber = BlockNumber(201);
+/// The coordinator block's number.
+pub const COORDINATOR: BlockNumber = BlockNumber(202);
+/// The block number an API node's session sends from (and receives at).
+pub const API_SESSION: BlockNumber = BlockNumber(900);
+
+/// What the engine blocks of one process share.
+#[derive(Debug, Default)]
+pub struct Engine {
+    layout: OnceLock<Arc<Layout>>,
+    catalogs: Mutex<HashMap<NodeId, Arc<Catalog>>>,
+}
+
+impl Engine {
+    /// A new engine, without its layout yet.
+    pub fn new() -> Arc<Engine> {
+        Arc::new(Engine::default())
+    }
+
+    /// The system block kinds and the engine's (dictionary, storage, coordinator).
+    pub fn kinds(self: &Arc<Engine>) -> Kinds {
+        kinds::engine_kinds(self)
+    }
+
+    /// Reads the layout from the cluster file (validated with [`Engine::kinds`]). Call once,
+    /// before starting a data node.
+    pub fn configure(&self, config: &Config) -> Result<Arc<Layout>, ConfigError> {
+        let layout = Arc::new(Layout::from_config(config)?);
+        Ok(self.layout.get_or_init(|| layout).clone())
+    }
+
+    /// The layout, once configured.
+    pub fn layout(&self) -> Option<Arc<Layout>> {
+        self.layout.get().cloned()
+    }
+
+    /// The catalog of data node `node` in this process.
+    pub fn catalog(&self, node: NodeId) -> Arc<Catalog> {
+        let mut catalogs = self.catalogs.lock().unwrap_or_else(PoisonError::into_inner);
+        catalogs.entry(node).or_insert_with(|| Arc::new(Catalog { tables: RwLock::default() })).clone()
+    }
+}
+
+/// Loads a cluster file with the engine's kinds and configures `engine` from it.
+pub fn load_config(engine: &Arc<Engine>, path: &std::path::Path) -> Result<(Config, Arc<Layout>), ConfigError> {
+    let config = Config::load_with(path, &engine.kinds())?;
+    let layout = engine.configure(&config)?;
+    Ok((config, layout))
+}

@@ -1,0 +1,304 @@
+//! The engine's signals, declared once for the data node and the client: client <->
+//! coordinator (key operations and execute), coordinator <-> storage (the linear two-phase
+//! commit), client <-> dictionary and dictionary <-> dictionary (schema changes in two phases),
+//! and the replica checksum. Each request is answered by one confirm or one refuse carrying an
+//! [`ErrorCode`](crate::ErrorCode) (NDB's REQ / CONF / REF).
+//!
+//! Every payload is a `#[repr(C)]` struct of 32-bit words; keys, attribute lists, rows and
+//! messages travel in long sections as a byte length word and the padded bytes
+//! ([`crate::row::bytes_to_words`]). A transaction id is 64 bits in two words (`tx_low`,
+//! `tx_high`); a block reference is its packed word ([`signals::BlockRef::to_word`]).
+//!
+//! ```text
+//! key operation, two replicas (NDB's linear commit):
+//!   client --TC_KEYREQ..--> coordinator --LQH_KEYREQ--> primary --LQH_KEYREQ--> backup
+//!   client --TC_EXECREQ--->      ^                                                 |
+//!                                +-------------------LQH_KEYCONF-------------------+
+//!   commit:   coordinator --COMMIT_REQ--> backup --COMMIT_REQ--> primary --COMMIT_CONF--> coordinator
+//!   complete: the same chain with COMPLETE_REQ / COMPLETE_CONF (locks released)
+//!   abort:    coordinator --ABORT_REQ--> primary --ABORT_REQ--> backup (when it was passed on)
+//!             --ABORT_CONF--> coordinator (from the last replica that held the operation)
+//! ```
+//! GSNs 200..=299.
+
+use bytemuck::{Pod, Zeroable};
+
+/// Splits a 64-bit id into its two words.
+pub const fn split(id: u64) -> (u32, u32) {
+    (id as u32, (id >> 32) as u32)
+}
+
+/// Joins two words into a 64-bit id.
+pub const fn join(low: u32, high: u32) -> u64 {
+    (low as u64) | ((high as u64) << 32)
+}
+
+/// An operation's kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum OpKind {
+    /// Read the row.
+    Read = 1,
+    /// Insert a new row (DuplicateKey when it exists).
+    Insert = 2,
+    /// Update named columns of an existing row (NotFound when it does not exist).
+    Update = 3,
+    /// Insert or replace the row.
+    Write = 4,
+    /// Delete an existing row (NotFound when it does not exist).
+    Delete = 5,
+}
+
+impl OpKind {
+    /// The kind for a wire number.
+    pub fn from_u32(n: u32) -> Option<OpKind> {
+        Some(match n {
+            1 => OpKind::Read,
+            2 => OpKind::Insert,
+            3 => OpKind::Update,
+            4 => OpKind::Write,
+            5 => OpKind::Delete,
+            _ => return None,
+        })
+    }
+
+    /// Whether it changes the row.
+    pub fn writes(self) -> bool {
+        self != OpKind::Read
+    }
+}
+
+/// How a read locks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum LockMode {
+    /// The latest committed value, no lock (writes always lock exclusively).
+    CommittedRead = 0,
+    /// A shared lock held to the end of the transaction.
+    Shared = 1,
+    /// An exclusive lock held to the end of the transaction.
+    Exclusive = 2,
+}
+
+impl LockMode {
+    /// The mode for a wire number.
+    pub fn from_u32(n: u32) -> Option<LockMode> {
+        Some(match n {
+            0 => LockMode::CommittedRead,
+            1 => LockMode::Shared,
+            2 => LockMode::Exclusive,
+            _ => return None,
+        })
+    }
+}
+
+/// What an execute asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u32)]
+pub enum Exec {
+    /// Run the batch; the transaction stays open with its locks.
+    NoCommit = 1,
+    /// Run the batch and commit.
+    Commit = 2,
+    /// Undo everything and end the transaction.
+    Rollback = 3,
+}
+
+impl Exec {
+    /// The value for a wire number.
+    pub fn from_u32(n: u32) -> Option<Exec> {
+        Some(match n {
+            1 => Exec::NoCommit,
+            2 => Exec::Commit,
+            3 => Exec::Rollback,
+            _ => return None,
+        })
+    }
+}
+
+/// `TC_EXECCONF.outcome`: the batch ran; the transaction is open.
+pub const OUTCOME_EXECUTED: u32 = 1;
+/// `TC_EXECCONF.outcome`: committed (on every replica, in memory).
+pub const OUTCOME_COMMITTED: u32 = 2;
+/// `TC_EXECCONF.outcome`: rolled back as asked.
+pub const OUTCOME_ROLLED_BACK: u32 = 3;
+
+/// `LQH_KEYREQ.flags`: this replica is the last of the chain (answers the coordinator).
+pub const LQH_LAST_REPLICA: u32 = 1;
+
+macro_rules! payloads {
+    ($( $(#[$doc:meta])* $name:ident { $( $(#[$fdoc:meta])* $field:ident ),* $(,)? } )*) => {
+        $(
+            $(#[$doc])*
+            #[repr(C)]
+            #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Pod, Zeroable)]
+            pub struct $name { $( $(#[$fdoc])* pub $field: u32, )* }
+        )*
+    };
+}
+
+payloads! {
+    /// `TC_KEYREQ` (client -> coordinator): one operation; section 0 the key, section 1 the
+    /// attribute list (insert, update, write).
+    TcKeyReq {
+        tx_low, tx_high,
+        /// The operation's number in the transaction, from 0, in sending order.
+        op_no,
+        table, table_version,
+        /// [`OpKind`].
+        operation,
+        /// [`LockMode`] (reads).
+        lock,
+        /// The partition map version the client used.
+        map_version,
+    }
+    /// `TC_EXECREQ` (client -> coordinator): ends a batch of `operations` `TC_KEYREQ`s.
+    TcExecReq {
+        tx_low, tx_high,
+        /// [`Exec`].
+        exec,
+        /// How many operations this batch sent.
+        operations,
+    }
+    /// `TC_KEYCONF` (coordinator -> client): a read's result; section 0 the row image when found.
+    TcKeyConf { tx_low, tx_high, op_no, found }
+    /// `TC_EXECCONF` (coordinator -> client): the batch is done.
+    TcExecConf { tx_low, tx_high, outcome }
+    /// `TC_EXECREF` (coordinator -> client): the transaction is aborted; section 0 the message.
+    TcExecRef {
+        tx_low, tx_high,
+        /// [`ErrorCode`](crate::ErrorCode).
+        error,
+        /// The failing operation, or `u32::MAX`.
+        op_no,
+        /// 1 when the commit may or may not have happened.
+        outcome_unknown,
+    }
+    /// `LQH_KEYREQ` (coordinator -> primary -> backup): one operation on one replica.
+    LqhKeyReq {
+        tx_low, tx_high, tc_ref, tc_slot, tc_op,
+        table, table_version, partition, operation, lock,
+        /// [`LQH_LAST_REPLICA`].
+        flags,
+        /// The storage block of the next replica (0: none).
+        next_ref,
+        /// Filled by the primary when it passes the request on.
+        primary_ref, primary_op,
+    }
+    /// `LQH_KEYCONF` (last replica -> coordinator): prepared on every replica of the chain;
+    /// section 0 the row for a read that found one.
+    LqhKeyConf { tx_low, tx_high, tc_slot, tc_op, primary_ref, primary_op, backup_ref, backup_op, found }
+    /// `LQH_KEYREF` (a replica -> coordinator): refused; section 0 the message.
+    LqhKeyRef { tx_low, tx_high, tc_slot, tc_op, error, primary_ref, primary_op }
+    /// `COMMIT_REQ` (coordinator -> last replica -> ... -> primary).
+    CommitReq { tx_low, tx_high, tc_ref, tc_slot, tc_op, op, next_ref, next_op }
+    /// `COMMIT_CONF` (primary -> coordinator).
+    CommitConf { tx_low, tx_high, tc_slot, tc_op }
+    /// `COMPLETE_REQ`: as `COMMIT_REQ`; releases the locks.
+    CompleteReq { tx_low, tx_high, tc_ref, tc_slot, tc_op, op, next_ref, next_op }
+    /// `COMPLETE_CONF`.
+    CompleteConf { tx_low, tx_high, tc_slot, tc_op }
+    /// `ABORT_REQ` (coordinator -> primary -> backup), found by the coordinator's ids.
+    AbortReq { tx_low, tx_high, tc_ref, tc_slot, tc_op }
+    /// `ABORT_CONF` (the last replica that held the operation -> coordinator).
+    AbortConf { tx_low, tx_high, tc_slot, tc_op }
+    /// `CHECKSUM_REQ` (anyone -> storage): the rows of one partition of a table.
+    ChecksumReq { request, table, partition }
+    /// `CHECKSUM_CONF`: row count and an order-independent checksum of (key, row) pairs.
+    ChecksumConf { request, table, partition, held, rows, checksum_low, checksum_high }
+    /// `DICT_CREATE_REQ` (client -> dictionary -> master): section 0 the definition as JSON.
+    DictCreateReq { request, requester }
+    /// `DICT_DROP_REQ` (client -> dictionary -> master): section 0 the table's name.
+    DictDropReq { request, requester }
+    /// `DICT_LIST_REQ` (client -> dictionary): every table.
+    DictListReq { request }
+    /// `DICT_LIST_CONF`: section 0 the tables as JSON.
+    DictListConf { request, count }
+    /// `DICT_CONF` (master -> requester): the change is committed on every data node.
+    DictConf { request, table, version }
+    /// `DICT_REF` (dictionary -> requester): refused; section 0 the message.
+    DictRef { request, error }
+    /// `DICT_PREPARE_REQ` (master -> every data node's dictionary); section 0 the table as JSON.
+    DictPrepareReq { change, kind, table, version }
+    /// `DICT_PREPARE_CONF`.
+    DictPrepareConf { change, node }
+    /// `DICT_PREPARE_REF`; section 0 the message.
+    DictPrepareRef { change, node, error }
+    /// `DICT_COMMIT_REQ` (master -> every prepared dictionary): install (1) or abandon (0).
+    DictCommitReq { change, install }
+    /// `DICT_COMMIT_CONF`.
+    DictCommitConf { change, node }
+    /// `DROP_TABLE_ORD` (dictionary -> its node's storage instances): free a dropped table.
+    DropTableOrd { table, version }
+    /// `TC_TIMER` (coordinator -> itself): check timeouts.
+    TcTimer { generation }
+}
+
+/// `DICT_PREPARE_REQ.kind`: create.
+pub const CHANGE_CREATE: u32 = 1;
+/// `DICT_PREPARE_REQ.kind`: drop.
+pub const CHANGE_DROP: u32 = 2;
+
+signals::protocol! {
+    /// The engine's signals (GSN 200..=299).
+    pub protocol ENGINE = "engine" {
+        /// An operation of a transaction.
+        TC_KEYREQ = 200 => TcKeyReq;
+        /// Ends a batch: execute, commit or roll back.
+        TC_EXECREQ = 201 => TcExecReq;
+        /// A read's row.
+        TC_KEYCONF = 202 => TcKeyConf;
+        /// A batch is done.
+        TC_EXECCONF = 203 => TcExecConf;
+        /// The transaction is aborted.
+        TC_EXECREF = 204 => TcExecRef;
+        /// One operation on one replica.
+        LQH_KEYREQ = 210 => LqhKeyReq;
+        /// Prepared on the chain.
+        LQH_KEYCONF = 211 => LqhKeyConf;
+        /// Refused by a replica.
+        LQH_KEYREF = 212 => LqhKeyRef;
+        /// Commit along the chain.
+        COMMIT_REQ = 213 => CommitReq;
+        /// Committed on the chain.
+        COMMIT_CONF = 214 => CommitConf;
+        /// Complete (release locks) along the chain.
+        COMPLETE_REQ = 215 => CompleteReq;
+        /// Completed on the chain.
+        COMPLETE_CONF = 216 => CompleteConf;
+        /// Abort along the chain.
+        ABORT_REQ = 217 => AbortReq;
+        /// Aborted on the chain.
+        ABORT_CONF = 218 => AbortConf;
+        /// A partition's checksum.
+        CHECKSUM_REQ = 219 => ChecksumReq;
+        /// The checksum.
+        CHECKSUM_CONF = 220 => ChecksumConf;
+        /// Create a table.
+        DICT_CREATE_REQ = 230 => DictCreateReq;
+        /// Drop a table.
+        DICT_DROP_REQ = 231 => DictDropReq;
+        /// List the tables.
+        DICT_LIST_REQ = 232 => DictListReq;
+        /// The tables.
+        DICT_LIST_CONF = 233 => DictListConf;
+        /// A schema change is done.
+        DICT_CONF = 234 => DictConf;
+        /// A schema change was refused.
+        DICT_REF = 235 => DictRef;
+        /// Phase one of a schema change.
+        DICT_PREPARE_REQ = 236 => DictPrepareReq;
+        /// Prepared.
+        DICT_PREPARE_CONF = 237 => DictPrepareConf;
+        /// Refused.
+        DICT_PREPARE_REF = 238 => DictPrepareRef;
+        /// Phase two of a schema change.
+        DICT_COMMIT_REQ = 239 => DictCommitReq;
+        /// Installed.
+        DICT_COMMIT_CONF = 240 => DictCommitConf;
+        /// Free a dropped table's rows.
+        DROP_TABLE_ORD = 241 => DropTableOrd;
+        /// The coordinator's timeout check.
+        TC_TIMER = 242 => TcTimer;
+    }
+}

@@ -1,0 +1,752 @@
+//! The storage block (NDB's DBLQH + DBACC + DBTUP in one): the partitions of tables this
+//! instance holds, in memory; a hash index on the primary key; row locks
+//! ([`crate::locks`]); and an operation record per (transaction, row) holding what commit and
+//! abort need. It is one replica of the linear two-phase commit: a primary executes an
+//! operation and passes it to the backup; the last replica answers the coordinator; commit and
+//! complete come back along the chain (see [`crate::protocol`]).
+//!
+//! Row state: `committed` is what committed reads see; `working` is the image of the one
+//! transaction holding the row exclusively (its reads see it); commit of an operation makes its
+//! after-image committed, abort drops `working`; complete releases the locks. A row that never
+//! committed (an aborted insert) goes when nobody holds or waits for it.
+//!
+//! Every request is checked (table and version, partition, key, values against the schema);
+//! a refusal is an `LQH_KEYREF` naming what was wrong; a commit, complete or abort for an
+//! operation this instance does not hold is a counted, logged drop. Memory is accounted per
+//! row (key, images and a fixed overhead) against `memory_bytes`: full is `OutOfMemory`.
+//! Records come from a pool of `max_operations`: full is `Overload`.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use node::block::{Block, Context, InitContext};
+use node::stats::CounterId;
+use signals::{gsn, BlockRef, SignalData, SignalView};
+
+use crate::catalog::Catalog;
+use crate::error::ErrorCode;
+use crate::layout::{Layout, StorageSettings};
+use crate::locks::{Lock, Mode, TxKey};
+use crate::protocol::*;
+use crate::row::{self, Value};
+use crate::schema::Table;
+use crate::Engine;
+
+/// Bytes a row costs beyond its key and images (entry, index slot, lock).
+pub const ROW_OVERHEAD_BYTES: u64 = 96;
+
+#[derive(Debug)]
+struct RowEntry {
+    key: Box<[u8]>,
+    committed: Option<Vec<u8>>,
+    /// The image of the transaction holding the row exclusively (`None` inside: deleted).
+    working: Option<(TxKey, Option<Vec<u8>>)>,
+    lock: Lock,
+}
+
+impl RowEntry {
+    fn cost(&self) -> u64 {
+        let image = |i: &Option<Vec<u8>>| i.as_ref().map_or(0, Vec::len) as u64;
+        ROW_OVERHEAD_BYTES
+            + self.key.len() as u64
+            + image(&self.committed)
+            + self.working.as_ref().map_or(0, |(_, w)| image(w))
+    }
+
+    /// What `tx` sees: its own working image, else the committed one.
+    fn image_for(&self, tx: TxKey) -> Option<&Vec<u8>> {
+        match &self.working {
+            Some((owner, image)) if *owner == tx => image.as_ref(),
+            _ => self.committed.as_ref(),
+        }
+    }
+}
+
+/// One partition of one table on this instance.
+#[derive(Debug, Default)]
+struct Fragment {
+    index: HashMap<Box<[u8]>, u32>,
+    rows: Vec<Option<RowEntry>>,
+    free: Vec<u32>,
+}
+
+impl Fragment {
+    fn row(&mut self, at: u32) -> Option<&mut RowEntry> {
+        self.rows.get_mut(at as usize).and_then(Option::as_mut)
+    }
+
+    fn insert(&mut self, entry: RowEntry) -> u32 {
+        let key = entry.key.clone();
+        let at = match self.free.pop() {
+            Some(at) => {
+                self.rows[at as usize] = Some(entry);
+                at
+            }
+            None => {
+                self.rows.push(Some(entry));
+                (self.rows.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, at);
+        at
+    }
+
+    /// Removes the row when nothing refers to it any more; returns the bytes freed.
+    fn reap(&mut self, at: u32) -> u64 {
+        let Some(entry) = self.rows.get(at as usize).and_then(Option::as_ref) else { return 0 };
+        if entry.committed.is_some() || entry.working.is_some() || !entry.lock.is_free() {
+            return 0;
+        }
+        let cost = entry.cost();
+        if let Some(entry) = self.rows[at as usize].take() {
+            self.index.remove(&entry.key);
+        }
+        self.free.push(at);
+        cost
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OpState {
+    /// Queued for the row's lock.
+    Waiting,
+    /// Executed here (and passed on, when there is a next replica).
+    Prepared,
+    /// Its after-image is committed; the lock is held until complete.
+    Committed,
+}
+
+#[derive(Debug)]
+struct OpRecord {
+    state: OpState,
+    tx: TxKey,
+    req: LqhKeyReq,
+    table: Arc<Table>,
+    row: u32,
+    kind: OpKind,
+    /// The values of an insert, update or write (checked).
+    attrs: Vec<(usize, Value)>,
+    /// Sections to pass on to the next replica.
+    key_words: Vec<u32>,
+    attr_words: Vec<u32>,
+    forwarded: bool,
+    after: Option<Vec<u8>>,
+}
+
+/// Pool of operation records: handle = index | generation << 24.
+#[derive(Debug, Default)]
+struct OpPool {
+    slots: Vec<(u8, Option<OpRecord>)>,
+    free: Vec<u32>,
+    capacity: usize,
+}
+
+impl OpPool {
+    fn alloc(&mut self, rec: OpRecord) -> Option<u32> {
+        let index = match self.free.pop() {
+            Some(i) => i,
+            None if self.slots.len() < self.capacity => {
+                self.slots.push((0, None));
+                (self.slots.len() - 1) as u32
+            }
+            None => return None,
+        };
+        let slot = &mut self.slots[index as usize];
+        slot.0 = slot.0.wrapping_add(1);
+        slot.1 = Some(rec);
+        Some(index | (u32::from(slot.0) << 24))
+    }
+
+    fn get(&mut self, handle: u32) -> Option<&mut OpRecord> {
+        let (gen, rec) = self.slots.get_mut((handle & 0x00ff_ffff) as usize)?;
+        if u32::from(*gen) != handle >> 24 {
+            return None;
+        }
+        rec.as_mut()
+    }
+
+    fn free(&mut self, handle: u32) -> Option<OpRecord> {
+        let index = handle & 0x00ff_ffff;
+        let (gen, rec) = self.slots.get_mut(index as usize)?;
+        if u32::from(*gen) != handle >> 24 {
+            return None;
+        }
+        let rec = rec.take()?;
+        self.free.push(index);
+        Some(rec)
+    }
+
+    fn in_use(&self) -> usize {
+        self.slots.len() - self.free.len()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    operations: Option<CounterId>,
+    lock_waits: Option<CounterId>,
+    refused: Option<CounterId>,
+    stale: Option<CounterId>,
+}
+
+/// Why an operation could not run: a code and a message naming what was wrong.
+type Refusal = (ErrorCode, String);
+
+/// The storage block.
+#[derive(Debug)]
+pub struct Storage {
+    engine: Arc<Engine>,
+    settings: StorageSettings,
+    layout: Option<Arc<Layout>>,
+    catalog: Option<Arc<Catalog>>,
+    fragments: HashMap<(u32, u32), Fragment>,
+    ops: OpPool,
+    by_tc: HashMap<(u32, u32, u32), u32>,
+    memory_used: u64,
+    /// Operations granted a lock by a release, to execute before the handler returns.
+    ready: Vec<u32>,
+    counters: Counters,
+}
+
+impl Storage {
+    /// A storage instance of `engine` with `settings`.
+    pub fn new(engine: Arc<Engine>, settings: StorageSettings) -> Storage {
+        Storage {
+            engine,
+            settings,
+            layout: None,
+            catalog: None,
+            fragments: HashMap::new(),
+            ops: OpPool::default(),
+            by_tc: HashMap::new(),
+            memory_used: 0,
+            ready: Vec::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    fn start(&mut self, ctx: &mut Context<'_>) {
+        let layout = self.engine.layout();
+        assert!(layout.is_some(), "Engine::configure must run before a data node starts");
+        self.layout = layout;
+        self.catalog = Some(self.engine.catalog(ctx.node_id()));
+        self.ops.capacity = self.settings.max_operations as usize;
+        self.ops.slots.reserve(self.ops.capacity.min(1 << 16));
+    }
+
+    fn bump(&self, ctx: &Context<'_>, counter: Option<CounterId>) {
+        if let Some(c) = counter {
+            ctx.bump(c, 1);
+        }
+    }
+
+    /// Reads and checks an `LQH_KEYREQ`, then runs it.
+    fn on_key_req(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let Some(req) = ctx.typed::<LqhKeyReq>(signal).copied() else { return };
+        self.bump(ctx, self.counters.operations);
+        let key_words = signal.section(0).unwrap_or(&[]);
+        let attr_words = signal.section(1).unwrap_or(&[]);
+        match self.check(&req, key_words, attr_words, ctx) {
+            Ok((table, kind, mode, key, attrs)) => {
+                let committed_read = kind == OpKind::Read && mode.is_none();
+                if committed_read {
+                    self.committed_read(&req, &table, &key, ctx);
+                } else {
+                    let mode = mode.unwrap_or(Mode::Exclusive);
+                    let forward = (req.next_ref != 0).then(|| (key_words.to_vec(), attr_words.to_vec()));
+                    if let Err(refusal) = self.begin(req, table, kind, mode, key, attrs, forward, ctx) {
+                        self.refuse(&req, refusal, ctx);
+                    }
+                }
+            }
+            Err(refusal) => self.refuse(&req, refusal, ctx),
+        }
+        self.run_ready(ctx);
+    }
+
+    /// The checks of a request: table, partition, kind, lock, key and values.
+    #[allow(clippy::type_complexity)]
+    fn check(
+        &self,
+        req: &LqhKeyReq,
+        key_words: &[u32],
+        attr_words: &[u32],
+        ctx: &Context<'_>,
+    ) -> Result<(Arc<Table>, OpKind, Option<Mode>, Vec<u8>, Vec<(usize, Value)>), Refusal> {
+        let (Some(catalog), Some(layout)) = (&self.catalog, &self.layout) else {
+            return Err((ErrorCode::NotConnected, "storage is not started".into()));
+        };
+        let table = catalog.get(req.table, req.table_version)?;
+        let kind = OpKind::from_u32(req.operation)
+            .ok_or_else(|| (ErrorCode::Protocol, format!("unknown operation {}", req.operation)))?;
+        let mode = match (kind, LockMode::from_u32(req.lock)) {
+            (OpKind::Read, Some(LockMode::CommittedRead)) => None,
+            (OpKind::Read, Some(LockMode::Shared)) => Some(Mode::Shared),
+            (_, Some(_)) => Some(Mode::Exclusive),
+            (_, None) => return Err((ErrorCode::Protocol, format!("unknown lock mode {}", req.lock))),
+        };
+        let bad_key = |e: row::ValueError| (ErrorCode::BadKey, format!("table {:?}: {e}", table.name()));
+        let key = row::words_to_bytes(key_words)
+            .ok_or_else(|| (ErrorCode::BadKey, format!("table {:?}: malformed key section", table.name())))?;
+        let prefix = row::check_key(&table, &key).map_err(bad_key)?;
+        let partition = row::partition_of(&table, &key, prefix);
+        let replicas = layout.replicas(partition);
+        let mine = ctx.me();
+        let holds = replicas.primary == mine || replicas.backup == Some(mine);
+        if partition != req.partition || !holds {
+            return Err((
+                ErrorCode::WrongPartition,
+                format!("table {:?}: the key is in partition {partition}, not held by {mine}", table.name()),
+            ));
+        }
+        let attrs = if matches!(kind, OpKind::Insert | OpKind::Update | OpKind::Write) {
+            let bytes = row::words_to_bytes(attr_words).ok_or_else(|| {
+                (ErrorCode::BadValue, format!("table {:?}: malformed attribute section", table.name()))
+            })?;
+            let attrs = row::decode_attributes(&table, &bytes)
+                .map_err(|e| (ErrorCode::BadValue, format!("table {:?}: {e}", table.name())))?;
+            if let Some((i, _)) = attrs.iter().find(|(i, _)| table.is_key_column(*i)) {
+                return Err((
+                    ErrorCode::BadValue,
+                    format!(
+                        "table {:?}: column {:?} is in the primary key: give it in the key, not as a value",
+                        table.name(),
+                        table.def.columns[*i].name
+                    ),
+                ));
+            }
+            attrs
+        } else {
+            Vec::new()
+        };
+        Ok((table, kind, mode, key, attrs))
+    }
+
+    /// A read without a lock: the committed image, answered at once.
+    fn committed_read(&mut self, req: &LqhKeyReq, table: &Table, key: &[u8], ctx: &mut Context<'_>) {
+        let image = self
+            .fragments
+            .get(&(table.id, req.partition))
+            .and_then(|f| f.index.get(key).and_then(|at| f.rows.get(*at as usize)))
+            .and_then(|r| r.as_ref())
+            .and_then(|r| r.committed.clone());
+        let conf = LqhKeyConf {
+            tx_low: req.tx_low,
+            tx_high: req.tx_high,
+            tc_slot: req.tc_slot,
+            tc_op: req.tc_op,
+            found: u32::from(image.is_some()),
+            ..LqhKeyConf::default()
+        };
+        let words = image.map(|i| row::bytes_to_words(&i));
+        self.send_to_word(ctx, req.tc_ref, LQH_KEYCONF, conf.as_words(), words.as_deref());
+    }
+
+    fn send_to_word(&self, ctx: &mut Context<'_>, to: u32, gsn: signals::Gsn, data: &[u32], section: Option<&[u32]>) {
+        let Some(to) = BlockRef::from_word(to) else {
+            tracing::warn!(%gsn, "no block to answer (reference 0): dropped");
+            return;
+        };
+        let sections: [&[u32]; 1] = [section.unwrap_or(&[])];
+        let signal = ctx.signal(gsn, to).data(data).sections(if section.is_some() { &sections } else { &[] });
+        let _ = ctx.send(&signal);
+    }
+
+    fn refuse(&self, req: &LqhKeyReq, (error, message): Refusal, ctx: &mut Context<'_>) {
+        self.bump(ctx, self.counters.refused);
+        let r = LqhKeyRef {
+            tx_low: req.tx_low,
+            tx_high: req.tx_high,
+            tc_slot: req.tc_slot,
+            tc_op: req.tc_op,
+            error: error as u32,
+            primary_ref: req.primary_ref,
+            primary_op: req.primary_op,
+        };
+        let words = row::bytes_to_words(message.as_bytes());
+        self.send_to_word(ctx, req.tc_ref, LQH_KEYREF, r.as_words(), Some(&words));
+    }
+
+    /// Makes the operation record, finds or makes the row, and locks it (or queues).
+    #[allow(clippy::too_many_arguments)]
+    fn begin(
+        &mut self,
+        req: LqhKeyReq,
+        table: Arc<Table>,
+        kind: OpKind,
+        mode: Mode,
+        key: Vec<u8>,
+        attrs: Vec<(usize, Value)>,
+        forward: Option<(Vec<u32>, Vec<u32>)>,
+        ctx: &mut Context<'_>,
+    ) -> Result<(), Refusal> {
+        let tc_key = (req.tc_ref, req.tc_slot, req.tc_op);
+        if self.by_tc.contains_key(&tc_key) {
+            return Err((ErrorCode::Protocol, format!("operation {} of the transaction is already here", req.tc_op)));
+        }
+        let fragment = self.fragments.entry((table.id, req.partition)).or_default();
+        let at = match fragment.index.get(key.as_slice()) {
+            Some(at) => *at,
+            None if kind == OpKind::Insert || kind == OpKind::Write => {
+                let cost = ROW_OVERHEAD_BYTES + key.len() as u64;
+                if self.memory_used + cost > self.settings.memory_bytes {
+                    return Err(out_of_memory(&self.settings));
+                }
+                self.memory_used += cost;
+                let key: Box<[u8]> = key.into_boxed_slice();
+                fragment.insert(RowEntry { key, committed: None, working: None, lock: Lock::default() })
+            }
+            None if kind == OpKind::Read => {
+                // Nothing to lock: answer "not found" as a committed read would.
+                self.committed_read(&req, &table, &key, ctx);
+                return Ok(());
+            }
+            None => return Err(not_found(&table)),
+        };
+        let tx: TxKey = (req.tc_ref, join(req.tx_low, req.tx_high));
+        let (key_words, attr_words) = forward.unwrap_or_default();
+        let rec = OpRecord {
+            state: OpState::Waiting,
+            tx,
+            req,
+            table,
+            row: at,
+            kind,
+            attrs,
+            key_words,
+            attr_words,
+            forwarded: false,
+            after: None,
+        };
+        let Some(handle) = self.ops.alloc(rec) else {
+            self.reap(req.table, req.partition, at);
+            return Err((ErrorCode::Overload, format!("all {} operation records are in use", self.ops.capacity)));
+        };
+        self.by_tc.insert(tc_key, handle);
+        let granted = self
+            .fragments
+            .get_mut(&(req.table, req.partition))
+            .and_then(|f| f.row(at))
+            .is_some_and(|r| r.lock.acquire(handle, tx, mode));
+        if granted {
+            self.execute(handle, ctx);
+        } else {
+            self.bump(ctx, self.counters.lock_waits);
+        }
+        Ok(())
+    }
+
+    fn reap(&mut self, table: u32, partition: u32, at: u32) {
+        if let Some(f) = self.fragments.get_mut(&(table, partition)) {
+            self.memory_used -= f.reap(at).min(self.memory_used);
+        }
+    }
+
+    /// Runs operations whose locks were granted by a release.
+    fn run_ready(&mut self, ctx: &mut Context<'_>) {
+        while let Some(handle) = self.ready.pop() {
+            self.execute(handle, ctx);
+        }
+    }
+
+    /// Runs a locked operation on its row, then passes it on or answers.
+    fn execute(&mut self, handle: u32, ctx: &mut Context<'_>) {
+        match self.apply(handle) {
+            Ok(read_image) => self.prepared(handle, read_image, ctx),
+            Err(refusal) => {
+                if let Some(rec) = self.release_op(handle, true) {
+                    self.refuse(&rec.req, refusal, ctx);
+                }
+            }
+        }
+    }
+
+    /// The operation's effect on the row's working image; a read's image to return.
+    fn apply(&mut self, handle: u32) -> Result<Option<Vec<u8>>, Refusal> {
+        let limit = self.settings.memory_bytes;
+        let used = self.memory_used;
+        let Some(rec) = self.ops.get(handle) else { return Ok(None) };
+        rec.state = OpState::Prepared;
+        let (tx, kind, at) = (rec.tx, rec.kind, rec.row);
+        let key = (rec.req.table, rec.req.partition);
+        let table = rec.table.clone();
+        let attrs = std::mem::take(&mut rec.attrs);
+        let Some(entry) = self.fragments.get_mut(&key).and_then(|f| f.row(at)) else {
+            return Err((ErrorCode::NoSuchTable, format!("table {:?} was dropped", table.name())));
+        };
+        let current = entry.image_for(tx).cloned();
+        let after = match kind {
+            OpKind::Read => return Ok(current),
+            OpKind::Insert if current.is_some() => return Err(duplicate(&table, &entry.key)),
+            OpKind::Update | OpKind::Delete if current.is_none() => return Err(not_found(&table)),
+            OpKind::Delete => None,
+            OpKind::Insert | OpKind::Write => Some(build_row(&table, &entry.key, None, &attrs)?),
+            OpKind::Update => Some(build_row(&table, &entry.key, current.as_deref(), &attrs)?),
+        };
+        let old = entry.cost();
+        let previous = entry.working.replace((tx, after.clone()));
+        let new = entry.cost();
+        if new > old && used + (new - old) > limit {
+            entry.working = previous;
+            return Err(out_of_memory(&self.settings));
+        }
+        self.memory_used = (used + new).saturating_sub(old);
+        if let Some(rec) = self.ops.get(handle) {
+            rec.after = after;
+        }
+        Ok(None)
+    }
+
+    /// Passes a prepared operation to the next replica, or answers the coordinator.
+    fn prepared(&mut self, handle: u32, read_image: Option<Vec<u8>>, ctx: &mut Context<'_>) {
+        let me = ctx.me().to_word();
+        let Some(rec) = self.ops.get(handle) else { return };
+        let req = rec.req;
+        if req.next_ref != 0 && rec.kind.writes() {
+            rec.forwarded = true;
+            let next = LqhKeyReq {
+                next_ref: 0,
+                flags: LQH_LAST_REPLICA,
+                primary_ref: me,
+                primary_op: handle,
+                ..req
+            };
+            let (k, a) = (std::mem::take(&mut rec.key_words), std::mem::take(&mut rec.attr_words));
+            if let Some(to) = BlockRef::from_word(req.next_ref) {
+                let _ = ctx.send(&ctx.signal(LQH_KEYREQ, to).data(next.as_words()).sections(&[&k, &a]));
+            }
+            return;
+        }
+        let (primary_ref, primary_op, backup_ref, backup_op) = if req.primary_ref != 0 {
+            (req.primary_ref, req.primary_op, me, handle)
+        } else {
+            (me, handle, 0, 0)
+        };
+        let conf = LqhKeyConf {
+            tx_low: req.tx_low,
+            tx_high: req.tx_high,
+            tc_slot: req.tc_slot,
+            tc_op: req.tc_op,
+            primary_ref,
+            primary_op,
+            backup_ref,
+            backup_op,
+            found: u32::from(read_image.is_some()),
+        };
+        let words = read_image.map(|i| row::bytes_to_words(&i));
+        self.send_to_word(ctx, req.tc_ref, LQH_KEYCONF, conf.as_words(), words.as_deref());
+    }
+
+    /// Frees an operation: its lock hold (or its place in the queue) goes, and with `abort`
+    /// its working image; the row goes when nothing refers to it.
+    fn release_op(&mut self, handle: u32, abort: bool) -> Option<OpRecord> {
+        let rec = self.ops.free(handle)?;
+        self.by_tc.remove(&(rec.req.tc_ref, rec.req.tc_slot, rec.req.tc_op));
+        let key = (rec.req.table, rec.req.partition);
+        if let Some(entry) = self.fragments.get_mut(&key).and_then(|f| f.row(rec.row)) {
+            let before = entry.cost();
+            if rec.state == OpState::Waiting {
+                entry.lock.cancel(handle);
+            } else {
+                if abort && entry.working.as_ref().is_some_and(|(t, _)| *t == rec.tx) {
+                    entry.working = None;
+                }
+                entry.lock.release(rec.tx, false);
+                if !entry.lock.held_by(rec.tx) && entry.working.as_ref().is_some_and(|(t, _)| *t == rec.tx) {
+                    entry.working = None;
+                }
+            }
+            let after = entry.cost();
+            self.memory_used = (self.memory_used + after).saturating_sub(before);
+            while let Some(next) = entry.lock.grant_next() {
+                self.ready.push(next);
+            }
+            self.reap(key.0, key.1, rec.row);
+        }
+        Some(rec)
+    }
+
+    fn on_commit(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let Some(req) = ctx.typed::<CommitReq>(signal).copied() else { return };
+        let tx = join(req.tx_low, req.tx_high);
+        let Some(rec) = self.ops.get(req.op).filter(|r| r.tx == (req.tc_ref, tx) && r.state != OpState::Waiting) else {
+            self.stale(ctx, "COMMIT_REQ", tx, req.op);
+            return;
+        };
+        if rec.state == OpState::Prepared && rec.kind.writes() {
+            rec.state = OpState::Committed;
+            let (key, at, after) = ((rec.req.table, rec.req.partition), rec.row, rec.after.clone());
+            if let Some(entry) = self.fragments.get_mut(&key).and_then(|f| f.row(at)) {
+                let before = entry.cost();
+                entry.committed = after;
+                let now = entry.cost();
+                self.memory_used = (self.memory_used + now).saturating_sub(before);
+            }
+        }
+        rec.state = OpState::Committed;
+        if req.next_ref != 0 {
+            let next = CommitReq { op: req.next_op, next_ref: 0, next_op: 0, ..req };
+            self.send_to_word(ctx, req.next_ref, COMMIT_REQ, next.as_words(), None);
+        } else {
+            let conf = CommitConf { tx_low: req.tx_low, tx_high: req.tx_high, tc_slot: req.tc_slot, tc_op: req.tc_op };
+            self.send_to_word(ctx, req.tc_ref, COMMIT_CONF, conf.as_words(), None);
+        }
+    }
+
+    fn on_complete(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let Some(req) = ctx.typed::<CompleteReq>(signal).copied() else { return };
+        let tx = join(req.tx_low, req.tx_high);
+        if !self.ops.get(req.op).is_some_and(|r| r.tx == (req.tc_ref, tx) && r.state == OpState::Committed) {
+            self.stale(ctx, "COMPLETE_REQ", tx, req.op);
+            return;
+        }
+        self.release_op(req.op, false);
+        if req.next_ref != 0 {
+            let next = CompleteReq { op: req.next_op, next_ref: 0, next_op: 0, ..req };
+            self.send_to_word(ctx, req.next_ref, COMPLETE_REQ, next.as_words(), None);
+        } else {
+            let conf = CompleteConf { tx_low: req.tx_low, tx_high: req.tx_high, tc_slot: req.tc_slot, tc_op: req.tc_op };
+            self.send_to_word(ctx, req.tc_ref, COMPLETE_CONF, conf.as_words(), None);
+        }
+        self.run_ready(ctx);
+    }
+
+    /// Aborts the operation the coordinator's ids name (if this replica holds it), passes the
+    /// abort on when this replica passed the operation on, else confirms.
+    fn on_abort(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let Some(req) = ctx.typed::<AbortReq>(signal).copied() else { return };
+        let tx = join(req.tx_low, req.tx_high);
+        let handle = self.by_tc.get(&(req.tc_ref, req.tc_slot, req.tc_op)).copied();
+        let mut forward = None;
+        if let Some(handle) = handle {
+            match self.ops.get(handle) {
+                Some(rec) if rec.tx == (req.tc_ref, tx) && rec.state != OpState::Committed => {
+                    if rec.forwarded {
+                        forward = Some(rec.req.next_ref);
+                    }
+                    self.release_op(handle, true);
+                }
+                _ => self.stale(ctx, "ABORT_REQ", tx, handle),
+            }
+        }
+        match forward {
+            Some(next) => self.send_to_word(ctx, next, ABORT_REQ, req.as_words(), None),
+            None => {
+                let conf = AbortConf { tx_low: req.tx_low, tx_high: req.tx_high, tc_slot: req.tc_slot, tc_op: req.tc_op };
+                self.send_to_word(ctx, req.tc_ref, ABORT_CONF, conf.as_words(), None);
+            }
+        }
+        self.run_ready(ctx);
+    }
+
+    fn stale(&self, ctx: &Context<'_>, what: &str, tx: u64, op: u32) {
+        self.bump(ctx, self.counters.stale);
+        tracing::warn!(what, tx, op, "no such operation here (stale or forged): dropped");
+    }
+
+    fn on_checksum(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let Some(req) = ctx.typed::<ChecksumReq>(signal).copied() else { return };
+        let (mut rows, mut sum) = (0u32, 0u64);
+        let fragment = self.fragments.get(&(req.table, req.partition));
+        for entry in fragment.into_iter().flat_map(|f| f.rows.iter().flatten()) {
+            if let Some(image) = &entry.committed {
+                rows += 1;
+                let mut bytes = entry.key.to_vec();
+                bytes.extend_from_slice(image);
+                sum = sum.wrapping_add(row::fnv1a(&bytes));
+            }
+        }
+        let held = self
+            .layout
+            .as_ref()
+            .map(|l| l.replicas(req.partition))
+            .is_some_and(|r| r.primary == ctx.me() || r.backup == Some(ctx.me()));
+        let (checksum_low, checksum_high) = split(sum);
+        let conf = ChecksumConf {
+            request: req.request,
+            table: req.table,
+            partition: req.partition,
+            held: u32::from(held),
+            rows,
+            checksum_low,
+            checksum_high,
+        };
+        let _ = ctx.send(&ctx.signal(CHECKSUM_CONF, signal.sender()).data(conf.as_words()));
+    }
+
+    fn on_drop(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let Some(ord) = ctx.typed::<DropTableOrd>(signal).copied() else { return };
+        let keys: Vec<_> = self.fragments.keys().filter(|(t, _)| *t == ord.table).copied().collect();
+        for key in keys {
+            if let Some(f) = self.fragments.remove(&key) {
+                let freed: u64 = f.rows.iter().flatten().map(RowEntry::cost).sum();
+                self.memory_used = self.memory_used.saturating_sub(freed);
+            }
+        }
+        tracing::info!(table = ord.table, in_use = self.ops.in_use(), "table dropped from storage");
+    }
+}
+
+fn out_of_memory(settings: &StorageSettings) -> Refusal {
+    (ErrorCode::OutOfMemory, format!("storage memory is full ({} bytes, memory_bytes)", settings.memory_bytes))
+}
+
+fn not_found(table: &Table) -> Refusal {
+    (ErrorCode::NotFound, format!("table {:?}: no row with that key", table.name()))
+}
+
+fn duplicate(table: &Table, key: &[u8]) -> Refusal {
+    let shown = row::decode_key(table, key)
+        .map(|v| v.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default();
+    (ErrorCode::DuplicateKey, format!("table {:?}: a row with key ({shown}) exists", table.name()))
+}
+
+/// A full row from the key, an earlier image (update) and the given values; a NOT NULL column
+/// with no value is refused by name.
+fn build_row(table: &Table, key: &[u8], base: Option<&[u8]>, attrs: &[(usize, Value)]) -> Result<Vec<u8>, Refusal> {
+    let bad = |e: row::ValueError| (ErrorCode::BadValue, format!("table {:?}: {e}", table.name()));
+    let mut values = match base {
+        Some(image) => row::decode_row(table, image).map_err(bad)?,
+        None => vec![Value::Null; table.def.columns.len()],
+    };
+    for (k, v) in table.key_columns.iter().zip(row::decode_key(table, key).map_err(bad)?) {
+        values[usize::from(*k)] = v;
+    }
+    for (i, v) in attrs {
+        values[*i] = v.clone();
+    }
+    if let Some(c) = table.def.columns.iter().zip(&values).find(|(c, v)| !c.nullable && **v == Value::Null) {
+        return Err(bad(row::ValueError::Missing { column: c.0.name.clone() }));
+    }
+    row::encode_row(table, &values).map_err(bad)
+}
+
+impl Block for Storage {
+    fn init(&mut self, init: &mut InitContext<'_>) {
+        self.counters = Counters {
+            operations: Some(init.counter("operations")),
+            lock_waits: Some(init.counter("lock_waits")),
+            refused: Some(init.counter("operations_refused")),
+            stale: Some(init.counter("stale_signals")),
+        };
+    }
+
+    fn execute(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        match signal.gsn() {
+            LQH_KEYREQ => self.on_key_req(signal, ctx),
+            COMMIT_REQ => self.on_commit(signal, ctx),
+            COMPLETE_REQ => self.on_complete(signal, ctx),
+            ABORT_REQ => self.on_abort(signal, ctx),
+            CHECKSUM_REQ => self.on_checksum(signal, ctx),
+            DROP_TABLE_ORD => self.on_drop(signal, ctx),
+            gsn::START_ORD => {
+                if ctx.typed::<signals::gsn::StartOrd>(signal).is_some_and(|s| s.phase == 1) {
+                    self.start(ctx);
+                }
+            }
+            gsn::STOP_REQ => {}
+            _ => ctx.unhandled(signal),
+        }
+    }
+}
