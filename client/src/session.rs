@@ -585,7 +585,7 @@ impl Session<'_> {
     }
 
     fn dictionary_call(&mut self, gsn: signals::Gsn, body: &[u8], what: &str) -> Result<()> {
-        let mut attempt = 0;
+        let (started, mut attempt) = (Instant::now(), 0u64);
         loop {
             let request = self.request_id();
             let words = row::bytes_to_words(body);
@@ -596,9 +596,13 @@ impl Session<'_> {
             self.pack(to, &signal)?;
             self.wait_until(what, |i| i.dictionary.contains_key(&request))?;
             match self.inbox.dictionary.remove(&request) {
-                Some(DictAnswer::Refused(ErrorCode::SchemaBusy, _)) if attempt < 50 => {
+                // Another change running, or a data node's links still coming up: retry
+                // within the session's timeout.
+                Some(DictAnswer::Refused(ErrorCode::SchemaBusy | ErrorCode::NotConnected, _))
+                    if started.elapsed() < self.options.timeout =>
+                {
                     attempt += 1;
-                    std::thread::sleep(Duration::from_millis(20));
+                    std::thread::sleep(Duration::from_millis(20.min(5 * attempt)));
                 }
                 Some(DictAnswer::Refused(code, message)) => return Err(Error::from_code(code, message, false)),
                 _ => return Ok(()),
@@ -746,6 +750,13 @@ impl Session<'_> {
             }
         }
         std::mem::take(&mut self.inbox.done)
+    }
+
+    /// Stops waiting for a transaction in flight (its answer, if one comes, is dropped and
+    /// counted); its outcome stays unknown to this session.
+    pub fn abandon(&mut self, tx: &mut Transaction) {
+        self.inbox.in_flight.remove(&tx.id);
+        tx.state = TxState::Aborted;
     }
 
     /// Transactions sent and not finished.

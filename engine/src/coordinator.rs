@@ -38,6 +38,7 @@ use crate::error::ErrorCode;
 use crate::layout::{CoordinatorSettings, Layout};
 use crate::protocol::*;
 use crate::row;
+use crate::resend::Resend;
 use crate::Engine;
 
 /// How often timeouts are checked, at most.
@@ -126,6 +127,7 @@ struct Counters {
 #[derive(Debug)]
 pub struct Coordinator {
     engine: Arc<Engine>,
+    out: Resend,
     settings: CoordinatorSettings,
     layout: Option<Arc<Layout>>,
     catalog: Option<Arc<Catalog>>,
@@ -140,6 +142,7 @@ impl Coordinator {
     pub fn new(engine: Arc<Engine>, settings: CoordinatorSettings) -> Coordinator {
         Coordinator {
             engine,
+            out: Resend::default(),
             settings,
             layout: None,
             catalog: None,
@@ -165,8 +168,8 @@ impl Coordinator {
         }
     }
 
-    fn tx_mut(&mut self, slot: u32, id: u64) -> Option<&mut Tx> {
-        self.slots.get_mut(slot as usize).and_then(Option::as_mut).filter(|t| t.id == id)
+    fn tx_in(slots: &mut [Option<Tx>], slot: u32, id: u64) -> Option<&mut Tx> {
+        slots.get_mut(slot as usize).and_then(Option::as_mut).filter(|t| t.id == id)
     }
 
     /// The transaction `id` of `client`, made when new.
@@ -222,7 +225,7 @@ impl Coordinator {
         let now = ctx.now_ns();
         let slot = match self.find_or_open(client, id, now) {
             Ok(slot) => slot,
-            Err(f) => return reply_ref(ctx, client, id, &f),
+            Err(f) => return reply_ref(&mut self.out, ctx, client, id, &f),
         };
         let max_ops = self.settings.max_operations_per_transaction as usize;
         let Some(tx) = self.slots[slot as usize].as_mut() else { return };
@@ -341,7 +344,7 @@ impl Coordinator {
         tx.outstanding += 1;
         tx.read_backup |= read_backup;
         let sections: Vec<&[u32]> = signal.sections().take(2).collect();
-        if ctx.send(&ctx.signal(LQH_KEYREQ, to).data(lqh.as_words()).sections(&sections)).is_err() {
+        if !self.out.send(ctx, LQH_KEYREQ, to, lqh.as_words(), &sections) {
             let tx = self.slots[slot as usize].as_mut();
             if let Some(tx) = tx {
                 tx.outstanding -= 1;
@@ -364,14 +367,14 @@ impl Coordinator {
         let now = ctx.now_ns();
         let slot = match self.find_or_open(client, id, now) {
             Ok(slot) => slot,
-            Err(f) => return reply_ref(ctx, client, id, &f),
+            Err(f) => return reply_ref(&mut self.out, ctx, client, id, &f),
         };
         let Some(tx) = self.slots[slot as usize].as_mut() else { return };
         tx.last_activity_ns = now;
         match tx.state {
             TxState::Aborted => {
                 let f = tx.failure.clone().unwrap_or_else(|| failure(ErrorCode::Aborted, u32::MAX, String::new()));
-                reply_ref(ctx, client, id, &f);
+                reply_ref(&mut self.out, ctx, client, id, &f);
                 self.free_tx(slot);
                 return;
             }
@@ -420,7 +423,7 @@ impl Coordinator {
                 tx.exec = None;
                 tx.client_waiting = false;
                 let conf = TcExecConf { tx_low: tx.id as u32, tx_high: (tx.id >> 32) as u32, outcome: OUTCOME_EXECUTED };
-                let _ = ctx.send(&ctx.signal(TC_EXECCONF, tx.client).data(conf.as_words()));
+                self.out.send(ctx, TC_EXECCONF, tx.client, conf.as_words(), &[]);
             }
             Exec::Commit => self.commit(slot, ctx),
             Exec::Rollback => {
@@ -447,7 +450,7 @@ impl Coordinator {
             };
             let req = CommitReq { tx_low, tx_high, tc_ref: me, tc_slot: slot, tc_op: i as u32, op: first_op, next_ref: next, next_op };
             if let Some(to) = BlockRef::from_word(first) {
-                if ctx.send(&ctx.signal(COMMIT_REQ, to).data(req.as_words())).is_ok() {
+                if self.out.send(ctx, COMMIT_REQ, to, req.as_words(), &[]) {
                     sent += 1;
                 }
             }
@@ -464,7 +467,7 @@ impl Coordinator {
         let me = ctx.me().to_word();
         let Some(tx) = self.slots[slot as usize].as_mut() else { return };
         if !tx.read_backup {
-            reply_committed(ctx, tx);
+            reply_committed(&mut self.out, ctx, tx);
         }
         tx.state = TxState::Completing;
         let (tx_low, tx_high) = split(tx.id);
@@ -480,7 +483,7 @@ impl Coordinator {
             };
             let req = CompleteReq { tx_low, tx_high, tc_ref: me, tc_slot: slot, tc_op: i as u32, op: first_op, next_ref: next, next_op };
             if let Some(to) = BlockRef::from_word(first) {
-                if ctx.send(&ctx.signal(COMPLETE_REQ, to).data(req.as_words())).is_ok() {
+                if self.out.send(ctx, COMPLETE_REQ, to, req.as_words(), &[]) {
                     sent += 1;
                 }
             }
@@ -488,7 +491,7 @@ impl Coordinator {
         tx.pending = sent;
         if sent == 0 {
             if !tx.replied {
-                reply_committed(ctx, tx);
+                reply_committed(&mut self.out, ctx, tx);
             }
             self.free_tx(slot);
         }
@@ -510,7 +513,7 @@ impl Coordinator {
                 continue;
             }
             let req = AbortReq { tx_low, tx_high, tc_ref: me, tc_slot: slot, tc_op: i as u32 };
-            if ctx.send(&ctx.signal(ABORT_REQ, op.primary).data(req.as_words())).is_ok() {
+            if self.out.send(ctx, ABORT_REQ, op.primary, req.as_words(), &[]) {
                 sent += 1;
             }
         }
@@ -531,9 +534,9 @@ impl Coordinator {
         if f.rollback {
             let (tx_low, tx_high) = split(tx.id);
             let conf = TcExecConf { tx_low, tx_high, outcome: OUTCOME_ROLLED_BACK };
-            let _ = ctx.send(&ctx.signal(TC_EXECCONF, tx.client).data(conf.as_words()));
+            self.out.send(ctx, TC_EXECCONF, tx.client, conf.as_words(), &[]);
         } else {
-            reply_ref(ctx, tx.client, tx.id, &f);
+            reply_ref(&mut self.out, ctx, tx.client, tx.id, &f);
         }
         self.free_tx(slot);
     }
@@ -541,7 +544,7 @@ impl Coordinator {
     fn on_lqh_conf(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         let Some(conf) = ctx.typed::<LqhKeyConf>(signal).copied() else { return };
         let id = join(conf.tx_low, conf.tx_high);
-        let Some(tx) = self.tx_mut(conf.tc_slot, id) else { return self.stale(ctx, "LQH_KEYCONF", id) };
+        let Some(tx) = Self::tx_in(&mut self.slots, conf.tc_slot, id) else { return self.stale(ctx, "LQH_KEYCONF", id) };
         let Some(op) = tx.ops.get_mut(conf.tc_op as usize).filter(|o| o.state == OpState::Sent) else {
             return self.stale(ctx, "LQH_KEYCONF", id);
         };
@@ -558,7 +561,7 @@ impl Coordinator {
             let (tx_low, tx_high) = split(id);
             let keyconf = TcKeyConf { tx_low, tx_high, op_no, found: conf.found };
             let section: Vec<&[u32]> = signal.section(0).into_iter().collect();
-            let _ = ctx.send(&ctx.signal(TC_KEYCONF, tx.client).data(keyconf.as_words()).sections(&section));
+            self.out.send(ctx, TC_KEYCONF, tx.client, keyconf.as_words(), &section);
         }
         tx.outstanding -= 1;
         self.check_batch(conf.tc_slot, ctx);
@@ -567,7 +570,7 @@ impl Coordinator {
     fn on_lqh_ref(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         let Some(r) = ctx.typed::<LqhKeyRef>(signal).copied() else { return };
         let id = join(r.tx_low, r.tx_high);
-        let Some(tx) = self.tx_mut(r.tc_slot, id) else { return self.stale(ctx, "LQH_KEYREF", id) };
+        let Some(tx) = Self::tx_in(&mut self.slots, r.tc_slot, id) else { return self.stale(ctx, "LQH_KEYREF", id) };
         let Some(op) = tx.ops.get_mut(r.tc_op as usize).filter(|o| o.state == OpState::Sent) else {
             return self.stale(ctx, "LQH_KEYREF", id);
         };
@@ -599,7 +602,7 @@ impl Coordinator {
             COMPLETE_CONF => TxState::Completing,
             _ => TxState::Aborting,
         };
-        let Some(tx) = self.tx_mut(slot, id).filter(|t| t.state == expected && t.pending > 0) else {
+        let Some(tx) = Self::tx_in(&mut self.slots, slot, id).filter(|t| t.state == expected && t.pending > 0) else {
             return self.stale(ctx, "phase confirm", id);
         };
         tx.pending -= 1;
@@ -610,7 +613,7 @@ impl Coordinator {
             TxState::Committing => self.committed(slot, ctx),
             TxState::Completing => {
                 if !tx.replied {
-                    reply_committed(ctx, tx);
+                    reply_committed(&mut self.out, ctx, tx);
                 }
                 self.free_tx(slot);
             }
@@ -697,18 +700,18 @@ fn failure(code: ErrorCode, op_no: u32, message: String) -> Failure {
     Failure { code, op_no, message, rollback: false }
 }
 
-fn reply_committed(ctx: &mut Context<'_>, tx: &mut Tx) {
+fn reply_committed(out: &mut Resend, ctx: &mut Context<'_>, tx: &mut Tx) {
     tx.replied = true;
     let (tx_low, tx_high) = split(tx.id);
     let conf = TcExecConf { tx_low, tx_high, outcome: OUTCOME_COMMITTED };
-    let _ = ctx.send(&ctx.signal(TC_EXECCONF, tx.client).data(conf.as_words()));
+    out.send(ctx, TC_EXECCONF, tx.client, conf.as_words(), &[]);
 }
 
-fn reply_ref(ctx: &mut Context<'_>, client: BlockRef, id: u64, f: &Failure) {
+fn reply_ref(out: &mut Resend, ctx: &mut Context<'_>, client: BlockRef, id: u64, f: &Failure) {
     let (tx_low, tx_high) = split(id);
     let r = TcExecRef { tx_low, tx_high, error: f.code as u32, op_no: f.op_no, outcome_unknown: 0 };
     let words = row::bytes_to_words(f.message.as_bytes());
-    let _ = ctx.send(&ctx.signal(TC_EXECREF, client).data(r.as_words()).sections(&[&words]));
+    out.send(ctx, TC_EXECREF, client, r.as_words(), &[&words]);
 }
 
 impl Block for Coordinator {
@@ -730,6 +733,7 @@ impl Block for Coordinator {
             LQH_KEYREF => self.on_lqh_ref(signal, ctx),
             COMMIT_CONF | COMPLETE_CONF | ABORT_CONF => self.on_phase_conf(signal, ctx),
             TC_TIMER => self.on_timer(ctx),
+            RESEND => self.out.on_timer(ctx),
             gsn::NODE_FAILREP => self.on_node_failure(signal, ctx),
             gsn::NODE_CONNECTED => {}
             gsn::START_ORD => {

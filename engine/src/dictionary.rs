@@ -27,6 +27,7 @@ use crate::layout::{DictionarySettings, Layout};
 use crate::protocol::*;
 use crate::row::{bytes_to_words, words_to_bytes};
 use crate::schema::{Table, TableDef};
+use crate::resend::Resend;
 use crate::{Engine, STORAGE};
 
 type Refusal = (ErrorCode, String);
@@ -54,6 +55,7 @@ struct Change {
 #[derive(Debug)]
 pub struct Dictionary {
     engine: Arc<Engine>,
+    out: Resend,
     settings: DictionarySettings,
     layout: Option<Arc<Layout>>,
     catalog: Option<Arc<Catalog>>,
@@ -68,6 +70,7 @@ impl Dictionary {
     pub fn new(engine: Arc<Engine>, settings: DictionarySettings) -> Dictionary {
         Dictionary {
             engine,
+            out: Resend::default(),
             settings,
             layout: None,
             catalog: None,
@@ -94,10 +97,10 @@ impl Dictionary {
         self.layout.as_ref().map(|l| l.data_nodes.clone()).unwrap_or_default()
     }
 
-    fn send_ref(&self, ctx: &mut Context<'_>, to: BlockRef, request: u32, (error, message): Refusal) {
+    fn send_ref(&mut self, ctx: &mut Context<'_>, to: BlockRef, request: u32, (error, message): Refusal) {
         let r = DictRef { request, error: error as u32 };
         let words = bytes_to_words(message.as_bytes());
-        let _ = ctx.send(&ctx.signal(DICT_REF, to).data(r.as_words()).sections(&[&words]));
+        self.out.send(ctx, DICT_REF, to, r.as_words(), &[&words]);
     }
 
     /// A create or drop from a client (or forwarded by another dictionary).
@@ -118,7 +121,7 @@ impl Dictionary {
             let words = [request, requester.to_word()];
             let sections: Vec<&[u32]> = signal.sections().take(1).collect();
             let to = Layout::dictionary_of(master);
-            let _ = ctx.send(&ctx.signal(signal.gsn(), to).data(&words).sections(&sections));
+            self.out.send(ctx, signal.gsn(), to, &words, &sections);
             return;
         }
         let body = signal.section(0).and_then(words_to_bytes).unwrap_or_default();
@@ -197,7 +200,7 @@ impl Dictionary {
         let nodes = self.data_nodes();
         for node in &nodes {
             let to = Layout::dictionary_of(*node);
-            let _ = ctx.send(&ctx.signal(DICT_PREPARE_REQ, to).data(req.as_words()).sections(&[&words]));
+            self.out.send(ctx, DICT_PREPARE_REQ, to, req.as_words(), &[&words]);
         }
         tracing::info!(table = table.name(), kind, change = id, "schema change: prepare");
         self.change = Some(Change {
@@ -221,12 +224,12 @@ impl Dictionary {
             Ok(table) => {
                 self.prepared.insert(req.change, (req.kind, table));
                 let conf = DictPrepareConf { change: req.change, node: me };
-                let _ = ctx.send(&ctx.signal(DICT_PREPARE_CONF, signal.sender()).data(conf.as_words()));
+                self.out.send(ctx, DICT_PREPARE_CONF, signal.sender(), conf.as_words(), &[]);
             }
             Err((error, message)) => {
                 let r = DictPrepareRef { change: req.change, node: me, error: error as u32 };
                 let words = bytes_to_words(message.as_bytes());
-                let _ = ctx.send(&ctx.signal(DICT_PREPARE_REF, signal.sender()).data(r.as_words()).sections(&[&words]));
+                self.out.send(ctx, DICT_PREPARE_REF, signal.sender(), r.as_words(), &[&words]);
             }
         }
     }
@@ -296,7 +299,7 @@ impl Dictionary {
                     c.waiting = connected.iter().copied().collect();
                 }
                 for node in connected {
-                    let _ = ctx.send(&ctx.signal(DICT_COMMIT_REQ, Layout::dictionary_of(node)).data(req.as_words()));
+                    self.out.send(ctx, DICT_COMMIT_REQ, Layout::dictionary_of(node), req.as_words(), &[]);
                 }
             }
             Phase::Commit => {
@@ -305,7 +308,7 @@ impl Dictionary {
                     Some(r) => self.send_ref(ctx, c.requester, c.request, r),
                     None => {
                         let conf = DictConf { request: c.request, table: c.table.id, version: c.table.version };
-                        let _ = ctx.send(&ctx.signal(DICT_CONF, c.requester).data(conf.as_words()));
+                        self.out.send(ctx, DICT_CONF, c.requester, conf.as_words(), &[]);
                         tracing::info!(table = c.table.name(), kind = c.kind, "schema change committed on every data node");
                     }
                 }
@@ -325,7 +328,7 @@ impl Dictionary {
                     let ord = DropTableOrd { table: table.id, version: table.version };
                     for i in 0..instances {
                         let to = BlockRef::new(ctx.node_id(), STORAGE, BlockInstance(i));
-                        let _ = ctx.send(&ctx.signal(DROP_TABLE_ORD, to).data(ord.as_words()));
+                        self.out.send(ctx, DROP_TABLE_ORD, to, ord.as_words(), &[]);
                     }
                 }
                 (CHANGE_DROP, false) => catalog.set_dropping(table.id, false),
@@ -333,7 +336,7 @@ impl Dictionary {
             }
         }
         let conf = DictCommitConf { change: req.change, node: u32::from(ctx.node_id().get()) };
-        let _ = ctx.send(&ctx.signal(DICT_COMMIT_CONF, signal.sender()).data(conf.as_words()));
+        self.out.send(ctx, DICT_COMMIT_CONF, signal.sender(), conf.as_words(), &[]);
     }
 
     fn on_list(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
@@ -341,11 +344,11 @@ impl Dictionary {
         let tables = self.catalog.as_ref().map(|c| c.all()).unwrap_or_default();
         let conf = DictListConf { request: req.request, count: tables.len() as u32 };
         if tables.is_empty() {
-            let _ = ctx.send(&ctx.signal(DICT_LIST_CONF, signal.sender()).data(conf.as_words()));
+            self.out.send(ctx, DICT_LIST_CONF, signal.sender(), conf.as_words(), &[]);
         }
         for t in tables {
             let words = bytes_to_words(&serde_json::to_vec(&*t).unwrap_or_default());
-            let _ = ctx.send(&ctx.signal(DICT_LIST_CONF, signal.sender()).data(conf.as_words()).sections(&[&words]));
+            self.out.send(ctx, DICT_LIST_CONF, signal.sender(), conf.as_words(), &[&words]);
         }
     }
 
@@ -392,6 +395,7 @@ impl Block for Dictionary {
                     self.start(ctx);
                 }
             }
+            RESEND => self.out.on_timer(ctx),
             gsn::STOP_REQ => {}
             _ => ctx.unhandled(signal),
         }

@@ -29,6 +29,7 @@ pub mod kinds;
 pub mod layout;
 pub mod locks;
 pub mod protocol;
+pub mod resend;
 pub mod row;
 pub mod schema;
 pub mod storage;

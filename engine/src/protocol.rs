@@ -300,5 +300,7 @@ signals::protocol! {
         DROP_TABLE_ORD = 241 => DropTableOrd;
         /// The coordinator's timeout check.
         TC_TIMER = 242 => TcTimer;
+        /// A block's retry of sends delayed by back-pressure.
+        RESEND = 243;
     }
 }

@@ -30,6 +30,7 @@ use crate::locks::{Lock, Mode, TxKey};
 use crate::protocol::*;
 use crate::row::{self, Value};
 use crate::schema::Table;
+use crate::resend::Resend;
 use crate::Engine;
 
 /// Bytes a row costs beyond its key and images (entry, index slot, lock).
@@ -196,6 +197,7 @@ type Refusal = (ErrorCode, String);
 #[derive(Debug)]
 pub struct Storage {
     engine: Arc<Engine>,
+    out: Resend,
     settings: StorageSettings,
     layout: Option<Arc<Layout>>,
     catalog: Option<Arc<Catalog>>,
@@ -213,6 +215,7 @@ impl Storage {
     pub fn new(engine: Arc<Engine>, settings: StorageSettings) -> Storage {
         Storage {
             engine,
+            out: Resend::default(),
             settings,
             layout: None,
             catalog: None,
@@ -342,17 +345,17 @@ impl Storage {
         self.send_to_word(ctx, req.tc_ref, LQH_KEYCONF, conf.as_words(), words.as_deref());
     }
 
-    fn send_to_word(&self, ctx: &mut Context<'_>, to: u32, gsn: signals::Gsn, data: &[u32], section: Option<&[u32]>) {
+    fn send_to_word(&mut self, ctx: &mut Context<'_>, to: u32, gsn: signals::Gsn, data: &[u32], section: Option<&[u32]>) {
         let Some(to) = BlockRef::from_word(to) else {
             tracing::warn!(%gsn, "no block to answer (reference 0): dropped");
             return;
         };
         let sections: [&[u32]; 1] = [section.unwrap_or(&[])];
         let signal = ctx.signal(gsn, to).data(data).sections(if section.is_some() { &sections } else { &[] });
-        let _ = ctx.send(&signal);
+        self.out.send_signal(ctx, &signal);
     }
 
-    fn refuse(&self, req: &LqhKeyReq, (error, message): Refusal, ctx: &mut Context<'_>) {
+    fn refuse(&mut self, req: &LqhKeyReq, (error, message): Refusal, ctx: &mut Context<'_>) {
         self.bump(ctx, self.counters.refused);
         let r = LqhKeyRef {
             tx_low: req.tx_low,
@@ -513,7 +516,7 @@ impl Storage {
             };
             let (k, a) = (std::mem::take(&mut rec.key_words), std::mem::take(&mut rec.attr_words));
             if let Some(to) = BlockRef::from_word(req.next_ref) {
-                let _ = ctx.send(&ctx.signal(LQH_KEYREQ, to).data(next.as_words()).sections(&[&k, &a]));
+                self.out.send(ctx, LQH_KEYREQ, to, next.as_words(), &[&k, &a]);
             }
             return;
         }
@@ -671,7 +674,7 @@ impl Storage {
             checksum_low,
             checksum_high,
         };
-        let _ = ctx.send(&ctx.signal(CHECKSUM_CONF, signal.sender()).data(conf.as_words()));
+        self.out.send(ctx, CHECKSUM_CONF, signal.sender(), conf.as_words(), &[]);
     }
 
     fn on_drop(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
@@ -745,6 +748,7 @@ impl Block for Storage {
                     self.start(ctx);
                 }
             }
+            RESEND => self.out.on_timer(ctx),
             gsn::STOP_REQ => {}
             _ => ctx.unhandled(signal),
         }

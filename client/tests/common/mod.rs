@@ -34,6 +34,7 @@ pub struct Shape {
     pub replicas: u32,
     pub storage_instances: u32,
     pub coordinator: &'static str,
+    pub storage: &'static str,
     pub threads: u32,
 }
 
@@ -41,11 +42,12 @@ impl Default for Shape {
     fn default() -> Shape {
         Shape {
             data_nodes: 2,
-            api_nodes: 4,
+            api_nodes: 6,
             transport: "tcp",
             replicas: 2,
             storage_instances: 2,
             coordinator: "",
+            storage: "",
             threads: 1,
         }
     }
@@ -71,13 +73,25 @@ pub fn cluster_file(shape: &Shape) -> String {
     let storage_threads: Vec<String> =
         (0..shape.storage_instances).map(|i| threads[i as usize % threads.len()].clone()).collect();
     s += &format!(
-        "[[blocks]]\nkind = \"storage\"\ninstances = {}\nthreads = [{}]\n",
+        "[[blocks]]\nkind = \"storage\"\ninstances = {}\nthreads = [{}]\n{}\n",
         shape.storage_instances,
-        storage_threads.join(", ")
+        storage_threads.join(", "),
+        shape.storage
     );
     s += &format!("[[blocks]]\nkind = \"coordinator\"\n{}\n", shape.coordinator);
     s += "[[blocks]]\nkind = \"stats\"\n";
     s
+}
+
+/// Joins the cluster of the file at `path` as API node `100 + index`.
+pub fn connect_to(path: &Path, index: u32) -> Cluster {
+    let options = ConnectOptions {
+        api_node: Some(u64::from(100 + index)),
+        connect_timeout: Duration::from_secs(20),
+        timeout: Duration::from_secs(20),
+        ..ConnectOptions::default()
+    };
+    Cluster::connect(path, options).unwrap()
 }
 
 /// A running cluster of data-node processes.
@@ -130,13 +144,7 @@ impl TestCluster {
 
     /// Joins as API node `100 + index`.
     pub fn connect(&self, index: u32) -> Cluster {
-        let options = ConnectOptions {
-            api_node: Some(u64::from(100 + index)),
-            connect_timeout: Duration::from_secs(20),
-            timeout: Duration::from_secs(20),
-            ..ConnectOptions::default()
-        };
-        Cluster::connect(&self.path, options).unwrap()
+        connect_to(&self.path, index)
     }
 
     /// Whether every data node still runs.
