@@ -69,5 +69,6 @@ if [[ "${BLOCKWIRE_TEST_SKIP_RDMA:-0}" != 1 ]]; then
     cargo test -p blockwire-transporter --test conformance -- rdma
     cargo test -p blockwire-transporter --test send_thread -- rdma
     cargo test -p blockwire-node --test cluster -- rdma
+    cargo test -p blockwire-client --test transactions -- rdma
     unset CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUNNER
 fi

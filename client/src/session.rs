@@ -71,6 +71,9 @@ impl Cluster {
     pub fn connect(path: &Path, options: ConnectOptions) -> Result<Cluster> {
         let engine = Engine::new();
         let (config, layout) = engine::load_config(&engine, path).map_err(|e| Error::Connect(e.to_string()))?;
+        let layout = layout.ok_or_else(|| {
+            Error::Connect(format!("{} places no engine blocks (dictionary, storage, coordinator)", path.display()))
+        })?;
         let candidates = api_candidates(&config, &layout, options.api_node)?;
         let mut last = String::new();
         for (i, me) in candidates.iter().enumerate() {
@@ -411,6 +414,7 @@ struct Inbox {
     dictionary: HashMap<u32, DictAnswer>,
     list: HashMap<u32, (u32, Vec<Table>)>,
     checksums: HashMap<u32, ChecksumConf>,
+    pongs: Vec<u32>,
     dropped: u64,
 }
 
@@ -475,6 +479,10 @@ impl Inbox {
                     self.checksums.insert(c.request, *c);
                 }
             }
+            signals::gsn::PING_CONF => match view.typed_head::<signals::gsn::PingConf>() {
+                Ok((conf, _)) => self.pongs.push(conf.sequence),
+                Err(_) => self.drop_one(),
+            },
             _ => self.drop_one(),
         }
     }
@@ -780,6 +788,20 @@ impl Session<'_> {
         let at = self.inbox.done.iter().position(|c| c.tx == id).unwrap_or_default();
         let completion = self.inbox.done.swap_remove(at);
         tx.absorb(completion)
+    }
+
+    /// One round trip to data node `node`'s echo block (`ping`, which the cluster file must
+    /// place): the bare transport and runtime cost, beside which the engine's operations are
+    /// measured.
+    pub fn ping(&mut self, node: NodeId) -> Result<Duration> {
+        let sequence = self.request_id();
+        let to = BlockRef::new(node, node::blocks::PING, BlockInstance(0));
+        let started = Instant::now();
+        let req = signals::gsn::PingReq { sequence };
+        self.pack(to, &Signal::new(signals::gsn::PING_REQ, self.me, to).data(req.as_words()))?;
+        self.wait_until("ping", |i| i.pongs.contains(&sequence))?;
+        self.inbox.pongs.retain(|s| *s != sequence);
+        Ok(started.elapsed())
     }
 
     /// The checksum and row count of `partition` of `table` on each of its replicas, primary

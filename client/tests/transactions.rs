@@ -77,6 +77,10 @@ fn audit(s: &mut Session<'_>, t: &Arc<client::Table>) -> Option<i64> {
 }
 
 fn bank(cluster: &TestCluster, clients: u32) {
+    bank_with(cluster, clients, env_count("BLOCKWIRE_BANK_TRANSFERS", 150));
+}
+
+fn bank_with(cluster: &TestCluster, clients: u32, transfers: usize) {
     let mut api = cluster.connect(0);
     let mut s = api.session().unwrap();
     let t = s.create_table(&accounts_def(8)).unwrap();
@@ -86,7 +90,6 @@ fn bank(cluster: &TestCluster, clients: u32) {
     }
     s.execute(&mut tx, Exec::Commit).unwrap();
     let expected = ACCOUNTS * START_BALANCE;
-    let transfers = env_count("BLOCKWIRE_BANK_TRANSFERS", 150);
     let done = Arc::new(AtomicBool::new(false));
     let retries = Arc::new(AtomicU64::new(0));
     let barrier = Arc::new(Barrier::new(clients as usize + 1));
@@ -153,6 +156,17 @@ fn bank_transfers_keep_the_total_on_two_node_groups_over_shm() {
     };
     let cluster = TestCluster::start("bank-shm", shape);
     bank(&cluster, 3);
+}
+
+#[test]
+fn bank_transfers_keep_the_total_over_rdma() {
+    if !common::rdma_device_here() {
+        return;
+    }
+    let shape = Shape { transport: "rdma", coordinator: "transaction_deadlock_timeout_ms = 2000", ..Shape::default() };
+    let cluster = TestCluster::start("bank-rdma", shape);
+    // The rig's CPU is emulated: fewer transfers.
+    bank_with(&cluster, 2, env_count("BLOCKWIRE_BANK_TRANSFERS", 40));
 }
 
 fn kv_def() -> TableDef {

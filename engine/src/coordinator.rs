@@ -726,6 +726,17 @@ impl Block for Coordinator {
     }
 
     fn execute(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        // Answers of the commit protocol come from storage blocks (data nodes); timers from
+        // this block.
+        let internal = matches!(
+            signal.gsn(),
+            LQH_KEYCONF | LQH_KEYREF | COMMIT_CONF | COMPLETE_CONF | ABORT_CONF | TC_TIMER | RESEND
+        );
+        let from_data_node = self.layout.as_ref().is_some_and(|l| l.is_data_node(signal.sender().node));
+        if internal && !from_data_node {
+            tracing::warn!(gsn = %signal.gsn(), sender = %signal.sender(), "engine-internal signal from a node that is not a data node: dropped");
+            return ctx.unhandled(signal);
+        }
         match signal.gsn() {
             TC_KEYREQ => self.on_key_req(signal, ctx),
             TC_EXECREQ => self.on_exec_req(signal, ctx),

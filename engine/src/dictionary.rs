@@ -115,7 +115,9 @@ impl Dictionary {
                 None => return,
             },
         };
-        let requester = BlockRef::from_word(requester).unwrap_or(signal.sender());
+        // Only a dictionary forwards on someone's behalf; an API node is answered itself.
+        let forwarded = self.layout.as_ref().is_some_and(|l| l.is_data_node(signal.sender().node));
+        let requester = BlockRef::from_word(requester).filter(|_| forwarded).unwrap_or(signal.sender());
         let master = self.master(ctx.node_id());
         if master != ctx.node_id() {
             let words = [request, requester.to_word()];
@@ -378,6 +380,15 @@ impl Block for Dictionary {
     }
 
     fn execute(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        // The two phases run between dictionaries (data nodes) only.
+        let internal = matches!(
+            signal.gsn(),
+            DICT_PREPARE_REQ | DICT_PREPARE_CONF | DICT_PREPARE_REF | DICT_COMMIT_REQ | DICT_COMMIT_CONF | RESEND
+        );
+        if internal && !self.layout.as_ref().is_some_and(|l| l.is_data_node(signal.sender().node)) {
+            tracing::warn!(gsn = %signal.gsn(), sender = %signal.sender(), "schema-change signal from a node that is not a data node: dropped");
+            return ctx.unhandled(signal);
+        }
         match signal.gsn() {
             DICT_CREATE_REQ | DICT_DROP_REQ => self.on_request(signal, ctx),
             DICT_PREPARE_REQ => self.on_prepare(signal, ctx),

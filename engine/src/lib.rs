@@ -84,9 +84,19 @@ impl Engine {
     }
 }
 
-/// Loads a cluster file with the engine's kinds and configures `engine` from it.
-pub fn load_config(engine: &Arc<Engine>, path: &std::path::Path) -> Result<(Config, Arc<Layout>), ConfigError> {
+/// Whether the cluster file places any engine block (a file with only system blocks runs the
+/// runtime alone).
+pub fn places_engine_blocks(config: &Config) -> bool {
+    config.blocks.iter().any(|b| matches!(b.kind.as_str(), "dictionary" | "storage" | "coordinator"))
+}
+
+/// Loads a cluster file with the engine's kinds and, when it places engine blocks, configures
+/// `engine` from it (the layout is `None` otherwise).
+pub fn load_config(
+    engine: &Arc<Engine>,
+    path: &std::path::Path,
+) -> Result<(Config, Option<Arc<Layout>>), ConfigError> {
     let config = Config::load_with(path, &engine.kinds())?;
-    let layout = engine.configure(&config)?;
+    let layout = if places_engine_blocks(&config) { Some(engine.configure(&config)?) } else { None };
     Ok((config, layout))
 }

@@ -390,7 +390,10 @@ impl Storage {
         let fragment = self.fragments.entry((table.id, req.partition)).or_default();
         let at = match fragment.index.get(key.as_slice()) {
             Some(at) => *at,
-            None if kind == OpKind::Insert || kind == OpKind::Write => {
+            // An insert, a write, and a locking read of an absent key make the row's entry
+            // (no image yet) to lock the key itself: a transaction that read "absent" under a
+            // lock keeps it absent until it completes (no lost update by a concurrent insert).
+            None if matches!(kind, OpKind::Insert | OpKind::Write | OpKind::Read) => {
                 let cost = ROW_OVERHEAD_BYTES + key.len() as u64;
                 if self.memory_used + cost > self.settings.memory_bytes {
                     return Err(out_of_memory(&self.settings));
@@ -398,11 +401,6 @@ impl Storage {
                 self.memory_used += cost;
                 let key: Box<[u8]> = key.into_boxed_slice();
                 fragment.insert(RowEntry { key, committed: None, working: None, lock: Lock::default() })
-            }
-            None if kind == OpKind::Read => {
-                // Nothing to lock: answer "not found" as a committed read would.
-                self.committed_read(&req, &table, &key, ctx);
-                return Ok(());
             }
             None => return Err(not_found(&table)),
         };
@@ -736,6 +734,12 @@ impl Block for Storage {
     }
 
     fn execute(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        // The commit protocol's signals come from coordinators and storage blocks: data nodes.
+        let internal = matches!(signal.gsn(), LQH_KEYREQ | COMMIT_REQ | COMPLETE_REQ | ABORT_REQ | DROP_TABLE_ORD);
+        if internal && !self.layout.as_ref().is_some_and(|l| l.is_data_node(signal.sender().node)) {
+            tracing::warn!(gsn = %signal.gsn(), sender = %signal.sender(), "engine-internal signal from a node that is not a data node: dropped");
+            return ctx.unhandled(signal);
+        }
         match signal.gsn() {
             LQH_KEYREQ => self.on_key_req(signal, ctx),
             COMMIT_REQ => self.on_commit(signal, ctx),

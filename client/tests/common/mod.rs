@@ -6,7 +6,9 @@
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
+use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use client::{Cluster, ConnectOptions};
@@ -58,9 +60,11 @@ pub fn cluster_file(shape: &Shape) -> String {
     let mut s = String::from("cluster_id = 7\n");
     let data: Vec<u32> = (1..=shape.data_nodes).collect();
     let api: Vec<u32> = (100..100 + shape.api_nodes).collect();
+    let mut ports = HashSet::new();
     for id in data.iter().chain(&api) {
         let kind = if *id < 100 { "data" } else { "api" };
-        s += &format!("[[nodes]]\nid = {id}\nkind = \"{kind}\"\nhost = \"127.0.0.1\"\nport = {}\n", free_port());
+        let port = std::iter::repeat_with(free_port).find(|p| ports.insert(*p)).unwrap_or_default();
+        s += &format!("[[nodes]]\nid = {id}\nkind = \"{kind}\"\nhost = \"127.0.0.1\"\nport = {port}\n");
     }
     for (i, a) in data.iter().enumerate() {
         for b in data[i + 1..].iter().chain(&api) {
@@ -100,24 +104,95 @@ pub struct TestCluster {
     pub path: PathBuf,
     pub shape: Shape,
     pub nodes: Vec<(u32, Child)>,
+    /// (node, peer) pairs whose link a node logged as up.
+    pub links_up: Arc<Mutex<HashSet<(u32, u32)>>>,
+}
+
+/// A log line without its colour codes.
+fn plain(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The peer of a "link up" line.
+fn link_up_peer(line: &str) -> Option<u32> {
+    let line = plain(line);
+    if !line.contains("link up") {
+        return None;
+    }
+    let at = line.find("peer=")? + 5;
+    line[at..].split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
 }
 
 impl TestCluster {
-    /// Writes the cluster file for `shape` and starts every data node.
+    /// Writes the cluster file for `shape` and starts every data node. A port another test
+    /// took between choosing it and binding it means a new file with new ports (three tries).
     pub fn start(name: &str, shape: Shape) -> TestCluster {
         let dir = std::env::temp_dir().join(format!("blockwire-client-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("cluster.toml");
-        std::fs::write(&path, cluster_file(&shape)).unwrap();
-        let mut cluster = TestCluster { dir, path, shape: shape.clone(), nodes: Vec::new() };
-        for id in 1..=shape.data_nodes {
-            cluster.start_node(id);
+        let links_up = Arc::new(Mutex::new(HashSet::new()));
+        let mut cluster = TestCluster { dir, path, shape: shape.clone(), nodes: Vec::new(), links_up };
+        for attempt in 1..=3 {
+            std::fs::write(&cluster.path, cluster_file(&shape)).unwrap();
+            let started = (1..=shape.data_nodes).try_for_each(|id| cluster.try_start_node(id));
+            match started {
+                Ok(()) => {
+                    cluster.wait_linked();
+                    return cluster;
+                }
+                Err(log) if attempt < 3 && log.contains("in use") => {
+                    for (_, mut child) in cluster.nodes.drain(..) {
+                        let _ = child.kill();
+                        let _ = child.wait();
+                    }
+                }
+                Err(log) => panic!("a data node did not start:\n{log}"),
+            }
         }
-        cluster
+        unreachable!("the loop returns or panics")
+    }
+
+    /// Waits until every data node logged its link to every other data node as up.
+    pub fn wait_linked(&self) {
+        let n = self.shape.data_nodes;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let up = self.links_up.lock().unwrap();
+            let missing: Vec<(u32, u32)> = (1..=n)
+                .flat_map(|a| (1..=n).filter(move |b| *b != a).map(move |b| (a, b)))
+                .filter(|pair| !up.contains(pair))
+                .collect();
+            drop(up);
+            if missing.is_empty() {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "data-node links not up within 30 s: {missing:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Starts data node `id` and waits until it runs.
     pub fn start_node(&mut self, id: u32) {
+        if let Err(log) = self.try_start_node(id) {
+            panic!("data node {id} did not start:\n{log}");
+        }
+    }
+
+    /// Starts data node `id`; its log when it does not come up.
+    fn try_start_node(&mut self, id: u32) -> Result<(), String> {
         let mut child = Command::new(datanode_binary())
             .args(["--config", self.path.to_str().unwrap(), "--node-id", &id.to_string()])
             .env("RUST_LOG", "warn,node=info,engine=info")
@@ -126,20 +201,42 @@ impl TestCluster {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
+        let links_up = self.links_up.clone();
         std::thread::spawn(move || {
+            let mut log = String::new();
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(peer) = link_up_peer(&line) {
+                    links_up.lock().unwrap().insert((id, peer));
+                }
                 if !sent && line.contains("data node running") {
-                    let _ = tx.send(());
+                    let _ = tx.send(Ok(()));
                     sent = true;
+                }
+                if !sent {
+                    log.push_str(&line);
+                    log.push('\n');
                 }
                 if std::env::var_os("BLOCKWIRE_TEST_NODE_LOG").is_some() || line.contains("panicked") {
                     eprintln!("[node {id}] {line}");
                 }
             }
+            if !sent {
+                let _ = tx.send(Err(log));
+            }
         });
-        rx.recv_timeout(Duration::from_secs(30)).expect("data node did not start");
-        self.nodes.push((id, child));
+        let result = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|e| Err(format!("no start within 30 s: {e}")));
+        match result {
+            Ok(()) => {
+                self.nodes.push((id, child));
+                Ok(())
+            }
+            Err(log) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(log)
+            }
+        }
     }
 
     /// Joins as API node `100 + index`.
@@ -178,4 +275,14 @@ pub fn accounts_def(partitions: u32) -> client::TableDef {
         partitions: Some(partitions),
         read_backup: false,
     }
+}
+
+/// Whether this machine has an RDMA device (in the rxe rig, `RXE_VM=1`, it must).
+pub fn rdma_device_here() -> bool {
+    let found = std::fs::read_dir("/sys/class/infiniband").map(|d| d.count() > 0).unwrap_or(false);
+    if !found {
+        assert!(std::env::var("RXE_VM").map_or(true, |v| v != "1"), "in the rxe rig without an RDMA device");
+        eprintln!("skipped: no RDMA device here (the rxe rig runs this test)");
+    }
+    found
 }
