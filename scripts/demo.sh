@@ -82,6 +82,33 @@ for pid in "${pids[@]}"; do
 done
 pids=()
 
+# --- 3b. the database engine: two data nodes, a table, rows loaded with the CLI -----------------
+blockwire="$target/blockwire"
+engine_config=examples/config/engine-two-node.toml
+rows=${BLOCKWIRE_DEMO_ROWS:-100000}
+say "starting a two-data-node engine cluster from $engine_config"
+for id in 1 2; do
+    RUST_LOG=info "$datanode" --config "$engine_config" --node-id "$id" 2>"$out/engine-node-$id.log" &
+    pids+=($!)
+done
+bw() { "$blockwire" --config "$engine_config" --as 100 "$@"; }
+say "blockwire create-table examples/tables/accounts.toml"
+bw create-table examples/tables/accounts.toml | sed 's/^/  /'
+{
+    echo "id,balance,owner"
+    seq 1 "$rows" | awk '{ printf "%d,%d,owner-%d\n", $1, 1000 + $1 % 997, $1 % 113 }'
+} >"$out/accounts.csv"
+say "blockwire load accounts ($rows rows of CSV, batches of 256)"
+bw load accounts "$out/accounts.csv" | sed 's/^/  /'
+say "blockwire get accounts 4242"
+bw get accounts 4242 | sed 's/^/  /'
+bw describe accounts | sed 's/^/  /'
+for pid in "${pids[@]}"; do
+    kill -TERM "$pid"
+    wait "$pid" || { say "data node $pid did not stop cleanly"; exit 1; }
+done
+pids=()
+
 # --- 4. measurements ---------------------------------------------------------------------------
 run() { # run NAME ARGS... : one bench run, its JSON kept for the table
     local name=$1
@@ -183,5 +210,8 @@ echo
 "$bench" report --runs "$out/runs" --hgrm-dir "$out/hgrm" --svg "$plot" \
     --title "blockwire round trips on $(nproc) CPUs: full stack, bare transporter and limits"
 [[ -n "$rdma_note" ]] && echo "$rdma_note"
+echo
+say "blockwire-bench kv: the engine on two data-node processes and one API-node driver"
+"$bench" kv --transport tcp --transport shm --ops "$count" --warmup "$warmup"
 echo
 say "plot: $plot; runs: $out/runs; distributions: $out/hgrm; $((SECONDS - started)) s after the build"

@@ -7,10 +7,14 @@
 //! JSON. `pingpong` and `stream` measure the full stack (a driver block in this process's node,
 //! the peer's echo block in a `blockwire-datanode` process or, for `local`, on another block
 //! thread: [`stack`]); `--raw` measures the bare transporter (registry, send buffers,
-//! transport) without the block runtime ([`raw`]). `report` joins the JSON of a set of runs into
-//! one comparison table ([`summary`]) and draws their `.hgrm` files into one SVG ([`plot`]).
+//! transport) without the block runtime ([`raw`]). `kv` measures the engine's key-value
+//! operations through the client library beside their ideal (round trips by design times the
+//! bare round trip) and one client thread's throughput ([`kv`]). `report` joins the JSON of a
+//! set of runs into one comparison table ([`summary`]) and draws their `.hgrm` files into one
+//! SVG ([`plot`]).
 
 mod driver;
+mod kv;
 mod limit;
 mod peer;
 mod plot;
@@ -67,6 +71,11 @@ enum Command {
     /// The comparison table of a set of runs (their --json output) and the latency plot of
     /// their .hgrm files.
     Report(ReportArgs),
+    /// The engine's key-value operations (committed read, insert, update; one and 16 per
+    /// transaction) through the client library against two data nodes with two replicas, each
+    /// latency beside its ideal (round trips by design times the bare round trip), and the
+    /// throughput of one client thread.
+    Kv(kv::KvArgs),
     /// Lists the transports this build measures, one per line.
     Transports,
     /// The other end of a two-process run (started by the other subcommands).
@@ -79,6 +88,14 @@ enum Command {
         config: PathBuf,
         #[arg(long)]
         node_id: u32,
+    },
+    /// A data node with the engine's blocks, run by `kv` when no blockwire-datanode is at hand.
+    #[command(hide = true)]
+    KvNode {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        node_id: u64,
     },
     /// The other end of the cross-process cache-line ping-pong.
     #[command(hide = true)]
@@ -230,11 +247,13 @@ pub fn pin(cpu: usize) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // kv follows the engine's command lines (blockwire, blockwire-datanode): errors exit 2.
+    let failed = if matches!(cli.command, Command::Kv(_) | Command::KvNode { .. }) { 2 } else { 1 };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("blockwire-bench: {e}");
-            ExitCode::from(1)
+            ExitCode::from(failed)
         }
     }
 }
@@ -479,6 +498,8 @@ fn run(cli: Cli) -> Result<(), String> {
         }
         Command::Idle { common: c, seconds } => run_idle(&c, seconds),
         Command::Report(args) => run_report(&args),
+        Command::Kv(args) => kv::run(&args),
+        Command::KvNode { config, node_id } => kv::engine_node(&config, node_id),
         Command::Transports => {
             for t in TRANSPORTS {
                 println!("{}", t.name());

@@ -367,3 +367,77 @@ fn limit_measures_every_physical_reference() {
         check_latency_row(row, 300);
     }
 }
+
+/// The numbers after `case` on its line of `out` (a trailing `x` dropped), up to the first word
+/// that is not one.
+fn numbers_after(out: &str, case: &str) -> Vec<f64> {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with(case))
+        .unwrap_or_else(|| panic!("no row {case:?} in:\n{out}"));
+    line[case.len()..]
+        .split_whitespace()
+        .map_while(|w| w.trim_end_matches('x').parse::<f64>().ok())
+        .collect()
+}
+
+#[test]
+fn kv_measures_engine_operations_beside_their_ideal_and_their_throughput() {
+    // A copy of the binary with no blockwire-datanode beside it runs its own engine data nodes
+    // (kv-node): the data nodes are built from the same engine as the client then.
+    let alone = temp_dir("kv");
+    let exe = alone.join("blockwire-bench");
+    std::fs::copy(env!("CARGO_BIN_EXE_blockwire-bench"), &exe).unwrap();
+    let out = Command::new(&exe)
+        .args(["kv", "--transport", "tcp", "--ops", "300", "--warmup", "50"])
+        .args(["--throughput-seconds", "0.2"])
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&alone).unwrap();
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}\n{stdout}");
+    assert!(stdout.contains("kv-node"), "{stdout}");
+    assert!(stdout.contains("committed read p50 within 2.5x its ideal"), "{stdout}");
+    assert!(stdout.contains("two-replica update p50 within 3x its ideal"), "{stdout}");
+    // count, p50 p90 p99 p99.9 p99.99 max, ideal RTs, ideal p50, ratio.
+    let ping = numbers_after(&stdout, "tcp bare round trip (ping)");
+    assert_eq!(ping.len(), 10, "{stdout}");
+    let bare_p50 = ping[1];
+    for (op, rts) in [("read", 1.0), ("insert", 3.0), ("update", 3.0)] {
+        for size in ["1 op", "batch of 16"] {
+            let row = numbers_after(&stdout, &format!("tcp {op}, {size}"));
+            assert_eq!(row.len(), 10, "{op}, {size}: {row:?}\n{stdout}");
+            assert_eq!(row[0], 300.0, "{row:?}");
+            assert!(row[1] > 0.0 && row[1..7].windows(2).all(|w| w[0] <= w[1]), "{row:?}");
+            assert_eq!(row[7], rts, "ideal round trips of {op}: {row:?}");
+            assert!((row[8] - rts * bare_p50).abs() < 0.02, "ideal p50 {row:?}, bare {bare_p50}");
+            let ratio = row[9];
+            assert!(ratio > 0.0 && (ratio - row[1] / row[8]).abs() < 0.01, "ratio: {row:?}");
+        }
+    }
+    for op in ["read", "update"] {
+        for n in [1, 16, 256] {
+            let row = numbers_after(&stdout, &format!("tcp {op}, {n} in flight"));
+            // ops/s and transactions/s: 16 operations per transaction.
+            assert_eq!(row.len(), 2, "{op}, {n}: {row:?}\n{stdout}");
+            assert!(row[1] > 0.0 && (row[0] - 16.0 * row[1]).abs() <= 16.0, "{row:?}");
+        }
+    }
+}
+
+#[test]
+fn kv_errors_exit_2_with_a_message() {
+    for (args, message) in [
+        (&["kv", "--transport", "local"][..], "tcp, shm or rdma"),
+        (&["kv", "--ops", "0"], "--ops must be at least 1"),
+        (&["kv", "--throughput-seconds", "0"], "--throughput-seconds 0"),
+        (&["kv", "--datanode", "/nonexistent/blockwire-datanode"], "/nonexistent"),
+        (&["kv", "--cpus", "0"], "--cpus takes two or three CPU numbers"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_blockwire-bench")).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+}

@@ -273,9 +273,16 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
-/// The partition of a checked key whose partition-key prefix is `prefix` bytes.
+/// The partition of a checked key whose partition-key prefix is `prefix` bytes: FNV-1a of the
+/// prefix, mixed (the splitmix64 finaliser) so that every bit of the key reaches the low bits
+/// the modulo keeps (FNV-1a's low bits depend only on the keys' low bits: without the mix,
+/// keys of one parity would share a node).
 pub fn partition_of(table: &Table, key: &[u8], prefix: usize) -> u32 {
-    (fnv1a(&key[..prefix.min(key.len())]) % u64::from(table.partitions.max(1))) as u32
+    let mut h = fnv1a(&key[..prefix.min(key.len())]);
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 31;
+    (h % u64::from(table.partitions.max(1))) as u32
 }
 
 /// An attribute list: `(column index, value)` pairs.
@@ -518,6 +525,17 @@ mod tests {
         assert!(e.to_string().contains("\"i\""), "{e}");
         let e = encode_key(&t, &[Value::I32(1)]).unwrap_err();
         assert!(e.to_string().contains("2 key columns (a, b)"), "{e}");
+    }
+
+    #[test]
+    fn keys_spread_over_partitions_and_both_parities() {
+        let t = table();
+        let mut seen = [0u32; 8];
+        for i in 0..8000i32 {
+            let key = encode_key(&t, &[Value::I32(i * 7919), Value::Text(String::new())]).unwrap();
+            seen[partition_of(&t, &key, 4) as usize] += 1;
+        }
+        assert!(seen.iter().all(|n| (800..1200).contains(n)), "{seen:?}");
     }
 
     #[test]
