@@ -154,10 +154,9 @@ impl Coordinator {
     }
 
     fn start(&mut self, ctx: &mut Context<'_>) {
-        let layout = self.engine.layout();
-        assert!(layout.is_some(), "Engine::configure must run before a data node starts");
-        self.layout = layout;
-        self.catalog = Some(self.engine.catalog(ctx.node_id()));
+        let (layout, catalog) = self.engine.attach(ctx.node_id());
+        self.layout = Some(layout);
+        self.catalog = Some(catalog);
         self.slots.reserve(self.settings.max_transactions.min(1 << 16) as usize);
         let _ = ctx.send_delayed(TIMER_PERIOD_NS, TC_TIMER, TcTimer::default().as_words());
     }
@@ -434,67 +433,59 @@ impl Coordinator {
     }
 
     fn commit(&mut self, slot: u32, ctx: &mut Context<'_>) {
-        let me = ctx.me().to_word();
         let Some(tx) = self.slots[slot as usize].as_mut() else { return };
         tx.state = TxState::Committing;
+        if self.send_along_chains(slot, COMMIT_REQ, ctx) == 0 {
+            self.committed(slot, ctx);
+        }
+    }
+
+    /// Sends `gsn` (`COMMIT_REQ` or `COMPLETE_REQ`: one layout) for every operation of the
+    /// transaction that holds storage records, to its last replica first (the backup, which
+    /// passes it to the primary); records how many answers to wait for and returns it.
+    fn send_along_chains(&mut self, slot: u32, gsn: signals::Gsn, ctx: &mut Context<'_>) -> u32 {
+        const _: () = assert!(std::mem::size_of::<CommitReq>() == std::mem::size_of::<CompleteReq>());
+        let me = ctx.me().to_word();
+        let Some(tx) = self.slots[slot as usize].as_mut() else { return 0 };
         let (tx_low, tx_high) = split(tx.id);
         let mut sent = 0;
         for (i, op) in tx.ops.iter().enumerate() {
             if !op.locked || op.primary_ref == 0 {
                 continue;
             }
-            let (first, first_op, next, next_op) = if op.backup_ref != 0 {
+            let (first, first_op, next_ref, next_op) = if op.backup_ref != 0 {
                 (op.backup_ref, op.backup_op, op.primary_ref, op.primary_op)
             } else {
                 (op.primary_ref, op.primary_op, 0, 0)
             };
-            let req = CommitReq { tx_low, tx_high, tc_ref: me, tc_slot: slot, tc_op: i as u32, op: first_op, next_ref: next, next_op };
+            let req = CommitReq { tx_low, tx_high, tc_ref: me, tc_slot: slot, tc_op: i as u32, op: first_op, next_ref, next_op };
             if let Some(to) = BlockRef::from_word(first) {
-                if self.out.send(ctx, COMMIT_REQ, to, req.as_words(), &[]) {
+                if self.out.send(ctx, gsn, to, req.as_words(), &[]) {
                     sent += 1;
                 }
             }
         }
         tx.pending = sent;
-        if sent == 0 {
-            self.committed(slot, ctx);
-        }
+        sent
     }
 
     /// Every chain committed: answer (unless read-backup waits for complete), then complete.
     fn committed(&mut self, slot: u32, ctx: &mut Context<'_>) {
         self.bump(ctx, self.counters.committed);
-        let me = ctx.me().to_word();
         let Some(tx) = self.slots[slot as usize].as_mut() else { return };
         if !tx.read_backup {
             reply_committed(&mut self.out, ctx, tx);
         }
         tx.state = TxState::Completing;
-        let (tx_low, tx_high) = split(tx.id);
-        let mut sent = 0;
-        for (i, op) in tx.ops.iter().enumerate() {
-            if !op.locked || op.primary_ref == 0 {
-                continue;
-            }
-            let (first, first_op, next, next_op) = if op.backup_ref != 0 {
-                (op.backup_ref, op.backup_op, op.primary_ref, op.primary_op)
-            } else {
-                (op.primary_ref, op.primary_op, 0, 0)
-            };
-            let req = CompleteReq { tx_low, tx_high, tc_ref: me, tc_slot: slot, tc_op: i as u32, op: first_op, next_ref: next, next_op };
-            if let Some(to) = BlockRef::from_word(first) {
-                if self.out.send(ctx, COMPLETE_REQ, to, req.as_words(), &[]) {
-                    sent += 1;
-                }
-            }
+        if self.send_along_chains(slot, COMPLETE_REQ, ctx) > 0 {
+            return;
         }
-        tx.pending = sent;
-        if sent == 0 {
+        if let Some(tx) = self.slots[slot as usize].as_mut() {
             if !tx.replied {
                 reply_committed(&mut self.out, ctx, tx);
             }
-            self.free_tx(slot);
         }
+        self.free_tx(slot);
     }
 
     /// Aborts every operation that may hold a record, then answers.
@@ -748,7 +739,7 @@ impl Block for Coordinator {
             gsn::NODE_FAILREP => self.on_node_failure(signal, ctx),
             gsn::NODE_CONNECTED => {}
             gsn::START_ORD => {
-                if ctx.typed::<signals::gsn::StartOrd>(signal).is_some_and(|s| s.phase == 1) {
+                if crate::is_first_phase(ctx, signal) {
                     self.start(ctx);
                 }
             }

@@ -82,10 +82,9 @@ impl Dictionary {
     }
 
     fn start(&mut self, ctx: &mut Context<'_>) {
-        let layout = self.engine.layout();
-        assert!(layout.is_some(), "Engine::configure must run before a data node starts");
-        self.layout = layout;
-        self.catalog = Some(self.engine.catalog(ctx.node_id()));
+        let (layout, catalog) = self.engine.attach(ctx.node_id());
+        self.layout = Some(layout);
+        self.catalog = Some(catalog);
     }
 
     /// The master as this node sees it.
@@ -402,7 +401,7 @@ impl Block for Dictionary {
             DICT_LIST_REQ => self.on_list(signal, ctx),
             gsn::NODE_CONNECTED | gsn::NODE_FAILREP => self.on_node_event(signal, ctx),
             gsn::START_ORD => {
-                if ctx.typed::<signals::gsn::StartOrd>(signal).is_some_and(|s| s.phase == 1) {
+                if crate::is_first_phase(ctx, signal) {
                     self.start(ctx);
                 }
             }

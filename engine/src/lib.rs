@@ -77,11 +77,25 @@ impl Engine {
         self.layout.get().cloned()
     }
 
+    /// What a block of data node `node` needs at its first start phase: the layout and the
+    /// node's catalog.
+    pub fn attach(&self, node: NodeId) -> (Arc<Layout>, Arc<Catalog>) {
+        let Some(layout) = self.layout() else {
+            unreachable!("Engine::configure must run before a data node with engine blocks starts")
+        };
+        (layout, self.catalog(node))
+    }
+
     /// The catalog of data node `node` in this process.
     pub fn catalog(&self, node: NodeId) -> Arc<Catalog> {
         let mut catalogs = self.catalogs.lock().unwrap_or_else(PoisonError::into_inner);
         catalogs.entry(node).or_insert_with(|| Arc::new(Catalog { tables: RwLock::default() })).clone()
     }
+}
+
+/// Whether `signal` is the `START_ORD` of phase 1 (when the engine blocks attach).
+pub(crate) fn is_first_phase(ctx: &mut node::block::Context<'_>, signal: &signals::SignalView<'_>) -> bool {
+    ctx.typed::<signals::gsn::StartOrd>(signal).is_some_and(|s| s.phase == 1)
 }
 
 /// Whether the cluster file places any engine block (a file with only system blocks runs the

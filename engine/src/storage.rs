@@ -229,10 +229,9 @@ impl Storage {
     }
 
     fn start(&mut self, ctx: &mut Context<'_>) {
-        let layout = self.engine.layout();
-        assert!(layout.is_some(), "Engine::configure must run before a data node starts");
-        self.layout = layout;
-        self.catalog = Some(self.engine.catalog(ctx.node_id()));
+        let (layout, catalog) = self.engine.attach(ctx.node_id());
+        self.layout = Some(layout);
+        self.catalog = Some(catalog);
         self.ops.capacity = self.settings.max_operations as usize;
         self.ops.slots.reserve(self.ops.capacity.min(1 << 16));
     }
@@ -748,7 +747,7 @@ impl Block for Storage {
             CHECKSUM_REQ => self.on_checksum(signal, ctx),
             DROP_TABLE_ORD => self.on_drop(signal, ctx),
             gsn::START_ORD => {
-                if ctx.typed::<signals::gsn::StartOrd>(signal).is_some_and(|s| s.phase == 1) {
+                if crate::is_first_phase(ctx, signal) {
                     self.start(ctx);
                 }
             }
