@@ -783,6 +783,7 @@ fn kv_def() -> TableDef {
         partition_key: None,
         partitions: Some(PARTITIONS),
         read_backup: false,
+        indexes: Vec::new(),
     }
 }
 

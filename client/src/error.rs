@@ -52,7 +52,7 @@ impl Error {
             NoSuchTable | SchemaVersion | BadSchema | TableExists | TooManyTables => Error::Schema { code, message },
             Overload | OutOfMemory | SchemaBusy | NotConnected => Error::Overload { code, message },
             ErrorCode::NodeFailure => Error::NodeFailure { outcome_unknown, message },
-            BadValue | BadKey | WrongPartition | Protocol => Error::Invalid { code: Some(code), message },
+            BadValue | BadKey | WrongPartition | Protocol | BadProgram | TooManyGroups | Overflow => Error::Invalid { code: Some(code), message },
             ErrorCode::Aborted => Error::Aborted(message),
         }
     }

@@ -24,4 +24,9 @@ pub use engine::protocol::{Exec, LockMode};
 pub use engine::row::Value;
 pub use engine::schema::{Column, ColumnType, Table, TableDef};
 pub use error::{Error, Result};
-pub use session::{Cluster, Completion, ConnectOptions, OpId, Outcome, Row, Session, Transaction, TxState};
+pub use engine::index::{Range, RangeEnd};
+pub use engine::program::compile::{col, lit, Expr};
+pub use engine::program::AggFn;
+pub use session::{
+    Cluster, Completion, ConnectOptions, OpId, Outcome, Row, Scan, ScanRequest, ScanStats, Session, Transaction, TxState,
+};

@@ -180,6 +180,7 @@ fn kv_def() -> TableDef {
         partition_key: None,
         partitions: Some(4),
         read_backup: false,
+        indexes: Vec::new(),
     }
 }
 

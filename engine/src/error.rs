@@ -44,6 +44,12 @@ pub enum ErrorCode {
     TooManyTables = 18,
     /// A partition this node does not hold.
     WrongPartition = 19,
+    /// A scan's pushed-down program or ranges were refused (the message names the instruction).
+    BadProgram = 20,
+    /// An aggregate has more groups than `scan_max_groups`.
+    TooManyGroups = 21,
+    /// Integer arithmetic of a pushed-down program overflowed.
+    Overflow = 22,
 }
 
 impl ErrorCode {
@@ -70,6 +76,9 @@ impl ErrorCode {
             17 => Aborted,
             18 => TooManyTables,
             19 => WrongPartition,
+            20 => BadProgram,
+            21 => TooManyGroups,
+            22 => Overflow,
             _ => return None,
         })
     }
@@ -110,6 +119,9 @@ impl ErrorCode {
             Aborted => "transaction aborted",
             TooManyTables => "too many tables",
             WrongPartition => "wrong partition",
+            BadProgram => "bad scan program",
+            TooManyGroups => "too many groups",
+            Overflow => "arithmetic overflow",
         }
     }
 }
@@ -133,6 +145,6 @@ mod tests {
                 seen += 1;
             }
         }
-        assert_eq!(seen, 19);
+        assert_eq!(seen, 22);
     }
 }

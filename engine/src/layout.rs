@@ -42,6 +42,7 @@ impl DictionarySettings {
                 max_partitions: s.u64("max_partitions", u64::from(d.max_partitions), 1, 65_535)? as u32,
                 default_partitions: s.u64("default_partitions", u64::from(d.default_partitions), 1, 65_535)?
                     as u32,
+                max_indexes: s.u64("max_indexes", u64::from(d.max_indexes), 0, 64)? as u32,
             },
         })
     }
@@ -54,6 +55,10 @@ pub struct StorageSettings {
     pub memory_bytes: u64,
     /// Operation records of an instance (operations in flight on it).
     pub max_operations: u32,
+    /// Scan records of an instance (partition scans open on it).
+    pub max_scans: u32,
+    /// Groups one partition's aggregate may hold (one more is `TooManyGroups`).
+    pub scan_max_groups: u32,
 }
 
 impl StorageSettings {
@@ -62,6 +67,8 @@ impl StorageSettings {
         Ok(StorageSettings {
             memory_bytes: s.bytes("memory_bytes", 256 << 20, 1 << 16, 1 << 40)?,
             max_operations: s.u64("max_operations", 65_536, 16, 1 << 24)? as u32,
+            max_scans: s.u64("max_scans", 256, 1, 1 << 16)? as u32,
+            scan_max_groups: s.u64("scan_max_groups", 65_536, 1, 1 << 24)? as u32,
         })
     }
 }
@@ -77,6 +84,12 @@ pub struct CoordinatorSettings {
     pub transaction_deadlock_timeout_ms: u64,
     /// An open transaction idle longer than this is aborted (0: never).
     pub transaction_inactive_timeout_ms: u64,
+    /// Scan records of an instance (scans open through it).
+    pub max_scans: u32,
+    /// A scan whose client has not asked for its next batch for this long is closed (0: never).
+    pub scan_inactive_timeout_ms: u64,
+    /// Groups a merged aggregate may hold (one more is `TooManyGroups`); also sent to storage.
+    pub scan_max_groups: u32,
 }
 
 impl CoordinatorSettings {
@@ -88,6 +101,9 @@ impl CoordinatorSettings {
                 as u32,
             transaction_deadlock_timeout_ms: s.u64("transaction_deadlock_timeout_ms", 1200, 10, 3_600_000)?,
             transaction_inactive_timeout_ms: s.u64("transaction_inactive_timeout_ms", 10_000, 0, 86_400_000)?,
+            max_scans: s.u64("max_scans", 1024, 1, 1 << 20)? as u32,
+            scan_inactive_timeout_ms: s.u64("scan_inactive_timeout_ms", 10_000, 0, 86_400_000)?,
+            scan_max_groups: s.u64("scan_max_groups", 65_536, 1, 1 << 24)? as u32,
         })
     }
 }
@@ -247,12 +263,15 @@ mod tests {
             dictionary: DictionarySettings { replicas, limits: SchemaLimits::default() },
             storage_instances: instances,
             coordinator_instances: 1,
-            storage: StorageSettings { memory_bytes: 1 << 20, max_operations: 16 },
+            storage: StorageSettings { memory_bytes: 1 << 20, max_operations: 16, max_scans: 1, scan_max_groups: 1 },
             coordinator: CoordinatorSettings {
                 max_transactions: 1,
                 max_operations_per_transaction: 1,
                 transaction_deadlock_timeout_ms: 1200,
                 transaction_inactive_timeout_ms: 0,
+                max_scans: 1,
+                scan_inactive_timeout_ms: 0,
+                scan_max_groups: 1,
             },
             map_version: 1,
             max_section_bytes: 8188,

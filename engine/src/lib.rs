@@ -27,10 +27,14 @@ pub mod dictionary;
 pub mod error;
 pub mod kinds;
 pub mod layout;
+pub mod index;
 pub mod locks;
+pub mod program;
+pub mod pool;
 pub mod protocol;
 pub mod resend;
 pub mod row;
+pub mod scan;
 pub mod schema;
 pub mod storage;
 

@@ -18,6 +18,15 @@
 //!   complete: the same chain with COMPLETE_REQ / COMPLETE_CONF (locks released)
 //!   abort:    coordinator --ABORT_REQ--> primary --ABORT_REQ--> backup (when it was passed on)
 //!             --ABORT_CONF--> coordinator (from the last replica that held the operation)
+//!
+//! scan (NDB's SCAN_TABREQ / SCAN_FRAGREQ), every chosen partition in parallel:
+//!   client --SCAN_TABREQ--> coordinator --SCAN_FRAGREQ--> storage (one per partition)
+//!   storage --SCAN_FRAGCONF (a batch)--> coordinator --SCAN_TABCONF--> client
+//!   client --SCAN_NEXTREQ (fragment)--> coordinator --SCAN_FRAG_NEXTREQ--> storage ... until done
+//!   aggregates: each storage sends its partial groups when its partition is done; the
+//!   coordinator merges them and sends the result (fragment u32::MAX), then SCAN_DONE.
+//!   Flow control: a partition has at most one batch between storage and the client; it runs
+//!   on only when the client asks.
 //! ```
 //! GSNs 200..=299.
 
@@ -232,7 +241,58 @@ payloads! {
     DropTableOrd { table, version }
     /// `TC_TIMER` (coordinator -> itself): check timeouts.
     TcTimer { generation }
+    /// `SCAN_TABREQ` (client -> coordinator): open a scan; section 0 the scan
+    /// ([`crate::scan::ScanSpec`] bytes).
+    ScanTabReq {
+        /// The client's id for the scan (unique among its open scans).
+        scan_id,
+        table, table_version,
+        /// Most rows in one batch of one partition.
+        batch_rows,
+        /// Most bytes of rows in one batch (capped by the section size).
+        batch_bytes,
+        /// Most rows one partition returns (0: no limit).
+        limit,
+        /// The partition map version the client used.
+        map_version,
+    }
+    /// `SCAN_TABCONF` (coordinator -> client): a batch of rows of one partition (or of the
+    /// merged aggregate); section 0 the rows as value tuples.
+    ScanTabConf {
+        scan_id,
+        /// The partition scan's number in this scan (`u32::MAX`: the merged aggregate).
+        fragment,
+        rows,
+        /// [`SCAN_FRAGMENT_DONE`] | [`SCAN_DONE`].
+        flags,
+        /// Partitions the scan runs on (pruning shows here).
+        partitions,
+        /// Rows the storage blocks examined for this batch.
+        examined,
+    }
+    /// `SCAN_TABREF` (coordinator -> client): the scan ended with an error; section 0 the message.
+    ScanTabRef { scan_id, error }
+    /// `SCAN_NEXTREQ` (client -> coordinator): the next batch of a partition scan, or close
+    /// the whole scan.
+    ScanNextReq { scan_id, fragment, close }
+    /// `SCAN_FRAGREQ` (coordinator -> storage): scan one partition; section 0 the scan.
+    ScanFragReq { scan_slot, fragment, table, table_version, partition, batch_rows, batch_bytes, limit, max_groups }
+    /// `SCAN_FRAGCONF` (storage -> coordinator): a batch (or the partial aggregate); section 0
+    /// the rows as value tuples or the encoded groups.
+    ScanFragConf { scan_slot, fragment, storage_scan, rows, done, examined }
+    /// `SCAN_FRAGREF` (storage -> coordinator): the partition scan failed and is closed;
+    /// section 0 the message.
+    ScanFragRef { scan_slot, fragment, error }
+    /// `SCAN_FRAG_NEXTREQ` (coordinator -> storage): the next batch, or close.
+    ScanFragNextReq { storage_scan, scan_slot, fragment, close }
+    /// `SCAN_CONTINUE` (storage -> itself): run the next step of a scan.
+    ScanContinue { storage_scan }
 }
+
+/// `SCAN_TABCONF.flags`: the partition scan has no more rows.
+pub const SCAN_FRAGMENT_DONE: u32 = 1;
+/// `SCAN_TABCONF.flags`: the whole scan is done (the last signal of the scan).
+pub const SCAN_DONE: u32 = 2;
 
 /// `DICT_PREPARE_REQ.kind`: create.
 pub const CHANGE_CREATE: u32 = 1;
@@ -302,5 +362,23 @@ signals::protocol! {
         TC_TIMER = 242 => TcTimer;
         /// A block's retry of sends delayed by back-pressure.
         RESEND = 243;
+        /// Open a scan.
+        SCAN_TABREQ = 250 => ScanTabReq;
+        /// A batch of a scan.
+        SCAN_TABCONF = 251 => ScanTabConf;
+        /// A scan failed.
+        SCAN_TABREF = 252 => ScanTabRef;
+        /// The next batch, or close.
+        SCAN_NEXTREQ = 253 => ScanNextReq;
+        /// Scan one partition.
+        SCAN_FRAGREQ = 254 => ScanFragReq;
+        /// A partition's batch.
+        SCAN_FRAGCONF = 255 => ScanFragConf;
+        /// A partition scan failed.
+        SCAN_FRAGREF = 256 => ScanFragRef;
+        /// A partition's next batch, or close.
+        SCAN_FRAG_NEXTREQ = 257 => ScanFragNextReq;
+        /// The next step of a partition scan.
+        SCAN_CONTINUE = 258 => ScanContinue;
     }
 }

@@ -437,6 +437,7 @@ mod tests {
             partition_key: Some(vec!["a".into()]),
             partitions: Some(8),
             read_backup: false,
+            indexes: Vec::new(),
         };
         Table::new(1, 1, def, 8)
     }

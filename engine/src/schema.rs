@@ -153,6 +153,19 @@ pub struct TableDef {
     /// acknowledged after the complete phase).
     #[serde(default)]
     pub read_backup: bool,
+    /// Ordered indexes (NDB's DBTUX), each on a list of columns.
+    #[serde(default)]
+    pub indexes: Vec<IndexDef>,
+}
+
+/// An ordered index as its creator wrote it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexDef {
+    /// Its name, unique in the table.
+    pub name: String,
+    /// The columns it orders by, most significant first.
+    pub columns: Vec<String>,
 }
 
 /// Limits a definition is checked against (the dictionary's settings).
@@ -170,6 +183,13 @@ pub struct SchemaLimits {
     pub max_partitions: u32,
     /// Partitions of a table that does not say.
     pub default_partitions: u32,
+    /// Most ordered indexes on a table.
+    #[serde(default = "default_max_indexes")]
+    pub max_indexes: u32,
+}
+
+fn default_max_indexes() -> u32 {
+    16
 }
 
 impl Default for SchemaLimits {
@@ -181,6 +201,7 @@ impl Default for SchemaLimits {
             max_key_bytes: 1024,
             max_partitions: 1024,
             default_partitions: 8,
+            max_indexes: default_max_indexes(),
         }
     }
 }
@@ -282,7 +303,34 @@ impl TableDef {
             return Err(invalid("partitions must be at least 1".into()));
         }
         limit("the partition count", u64::from(partitions), u64::from(limits.max_partitions))?;
+        limit("the index count", self.indexes.len() as u64, u64::from(limits.max_indexes))?;
+        for (i, index) in self.indexes.iter().enumerate() {
+            self.validate_index(i, index)?;
+        }
         Ok(partitions)
+    }
+
+    fn validate_index(&self, i: usize, index: &IndexDef) -> Result<(), SchemaError> {
+        let invalid = |reason: String| SchemaError::Invalid {
+            table: self.name.clone(),
+            reason: format!("index {:?}: {reason}", index.name),
+        };
+        check_name(&index.name).map_err(invalid)?;
+        if self.indexes[..i].iter().any(|d| d.name == index.name) {
+            return Err(invalid("appears twice".into()));
+        }
+        if index.columns.is_empty() {
+            return Err(invalid("an index needs at least one column".into()));
+        }
+        for (j, name) in index.columns.iter().enumerate() {
+            if !self.columns.iter().any(|c| &c.name == name) {
+                return Err(invalid(format!("column {name:?} is not a column of the table")));
+            }
+            if index.columns[..j].contains(name) {
+                return Err(invalid(format!("column {name:?} appears twice")));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -301,6 +349,9 @@ pub struct Table {
     pub key_columns: Vec<u16>,
     /// How many leading key columns form the partition key.
     pub partition_key_columns: u16,
+    /// The column indexes of each ordered index, in index order (as `def.indexes`).
+    #[serde(default)]
+    pub index_columns: Vec<Vec<u16>>,
 }
 
 impl Table {
@@ -314,7 +365,23 @@ impl Table {
             .collect();
         let partition_key_columns =
             def.partition_key.as_ref().map_or(key_columns.len(), |p| p.len()) as u16;
-        Table { id, version, def, partitions, key_columns, partition_key_columns }
+        let index_columns = def
+            .indexes
+            .iter()
+            .map(|i| {
+                i.columns
+                    .iter()
+                    .filter_map(|n| def.columns.iter().position(|c| &c.name == n))
+                    .map(|c| c as u16)
+                    .collect()
+            })
+            .collect();
+        Table { id, version, def, partitions, key_columns, partition_key_columns, index_columns }
+    }
+
+    /// The number of the ordered index named `name`.
+    pub fn index_number(&self, name: &str) -> Option<usize> {
+        self.def.indexes.iter().position(|i| i.name == name)
     }
 
     /// The table's name.
@@ -354,6 +421,7 @@ mod tests {
             partition_key: None,
             partitions: Some(4),
             read_backup: false,
+            indexes: Vec::new(),
         }
     }
 

@@ -274,6 +274,7 @@ pub fn accounts_def(partitions: u32) -> client::TableDef {
         partition_key: None,
         partitions: Some(partitions),
         read_backup: false,
+        indexes: Vec::new(),
     }
 }
 

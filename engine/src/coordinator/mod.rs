@@ -21,6 +21,10 @@
 //! `Deadlock`; an open transaction idle longer than `transaction_inactive_timeout_ms` is
 //! aborted with `InactiveTimeout`. An API node's link failure aborts its transactions.
 //!
+//! Scans (NDB's DBTC scan records) are in [`scan`]: one scan record per client scan, one
+//! partition scan per partition it needs, batches passed on as the client asks for them, and
+//! aggregates merged here.
+//!
 //! Every client signal is checked: a transaction is known by (API node, id), so one API node
 //! cannot touch another's; unknown tables, bad keys, operations after commit and mismatched
 //! batch counts are typed refusals; stale signals from storage are counted drops.
@@ -38,8 +42,11 @@ use crate::error::ErrorCode;
 use crate::layout::{CoordinatorSettings, Layout};
 use crate::protocol::*;
 use crate::row;
+use crate::pool::Pool;
 use crate::resend::Resend;
 use crate::Engine;
+
+mod scan;
 
 /// How often timeouts are checked, at most.
 const TIMER_PERIOD_NS: u64 = 50_000_000;
@@ -121,6 +128,8 @@ struct Counters {
     aborted: Option<CounterId>,
     deadlocks: Option<CounterId>,
     stale: Option<CounterId>,
+    scans: Option<CounterId>,
+    scans_pruned: Option<CounterId>,
 }
 
 /// The coordinator block.
@@ -134,6 +143,8 @@ pub struct Coordinator {
     slots: Vec<Option<Tx>>,
     free: Vec<u32>,
     by_id: HashMap<(NodeId, u64), u32>,
+    scans: Pool<scan::Scan>,
+    scans_by_id: HashMap<(NodeId, u32), u32>,
     counters: Counters,
 }
 
@@ -149,6 +160,8 @@ impl Coordinator {
             slots: Vec::new(),
             free: Vec::new(),
             by_id: HashMap::new(),
+            scans: Pool::default(),
+            scans_by_id: HashMap::new(),
             counters: Counters::default(),
         }
     }
@@ -158,6 +171,7 @@ impl Coordinator {
         self.layout = Some(layout);
         self.catalog = Some(catalog);
         self.slots.reserve(self.settings.max_transactions.min(1 << 16) as usize);
+        self.scans.set_capacity(self.settings.max_scans as usize, 64);
         let _ = ctx.send_delayed(TIMER_PERIOD_NS, TC_TIMER, TcTimer::default().as_words());
     }
 
@@ -648,6 +662,7 @@ impl Coordinator {
                 _ => {}
             }
         }
+        self.expire_scans(now, ctx);
         for (slot, f) in expired {
             match self.slots[slot as usize].as_ref().map(|t| t.state) {
                 Some(TxState::Aborted) => self.free_tx(slot),
@@ -670,6 +685,7 @@ impl Coordinator {
             // Data-node failure handling (takeover, promotion) is the membership block's.
             return;
         }
+        self.close_scans_of(node, ctx);
         let slots: Vec<u32> = self.by_id.iter().filter(|((n, _), _)| *n == node).map(|(_, s)| *s).collect();
         for slot in slots {
             let Some(tx) = self.slots[slot as usize].as_mut() else { continue };
@@ -713,6 +729,8 @@ impl Block for Coordinator {
             aborted: Some(init.counter("transactions_aborted")),
             deadlocks: Some(init.counter("deadlock_timeouts")),
             stale: Some(init.counter("stale_signals")),
+            scans: Some(init.counter("scans")),
+            scans_pruned: Some(init.counter("scans_pruned")),
         };
     }
 
@@ -721,7 +739,15 @@ impl Block for Coordinator {
         // this block.
         let internal = matches!(
             signal.gsn(),
-            LQH_KEYCONF | LQH_KEYREF | COMMIT_CONF | COMPLETE_CONF | ABORT_CONF | TC_TIMER | RESEND
+            LQH_KEYCONF
+                | LQH_KEYREF
+                | COMMIT_CONF
+                | COMPLETE_CONF
+                | ABORT_CONF
+                | TC_TIMER
+                | RESEND
+                | SCAN_FRAGCONF
+                | SCAN_FRAGREF
         );
         let from_data_node = self.layout.as_ref().is_some_and(|l| l.is_data_node(signal.sender().node));
         if internal && !from_data_node {
@@ -734,6 +760,10 @@ impl Block for Coordinator {
             LQH_KEYCONF => self.on_lqh_conf(signal, ctx),
             LQH_KEYREF => self.on_lqh_ref(signal, ctx),
             COMMIT_CONF | COMPLETE_CONF | ABORT_CONF => self.on_phase_conf(signal, ctx),
+            SCAN_TABREQ => self.on_scan_tab_req(signal, ctx),
+            SCAN_NEXTREQ => self.on_scan_next(signal, ctx),
+            SCAN_FRAGCONF => self.on_scan_frag_conf(signal, ctx),
+            SCAN_FRAGREF => self.on_scan_frag_ref(signal, ctx),
             TC_TIMER => self.on_timer(ctx),
             RESEND => self.out.on_timer(ctx),
             gsn::NODE_FAILREP => self.on_node_failure(signal, ctx),

@@ -10,6 +10,10 @@
 //! nodes, or on the node holding its first key's primary when the caller gives a hint
 //! ([`Session::begin_hinted`]); all its batches go to that coordinator.
 //!
+//! Scans ([`Session::scan`] with a [`ScanRequest`]) run on every partition in parallel with
+//! the filter, projection and aggregates pushed down to the data nodes; rows come back as an
+//! iterator that asks for each partition's next batch as it consumes the last ([`scan`]).
+//!
 //! Ids: a transaction id is 64 bits, unique for this API node's lifetime (the session start
 //! time in ns plus a counter), so a reconnected API node does not reuse a past id.
 
@@ -30,6 +34,10 @@ use signals::{BlockInstance, BlockRef, NodeId, Signal, SignalData, SignalView};
 use transporter::{LinkEvent, ReceiveSide, Registry, SendBuffers, SendError};
 
 use crate::error::{Error, Result};
+
+mod scan;
+
+pub use scan::{Scan, ScanRequest, ScanStats};
 
 /// How to join.
 #[derive(Clone, Debug)]
@@ -125,6 +133,7 @@ impl Cluster {
             tables: HashMap::new(),
             next_tx: started << 8,
             next_request: 1,
+            next_scan: 0,
             round_robin: 0,
             _cluster: PhantomData,
         })
@@ -415,6 +424,7 @@ struct Inbox {
     list: HashMap<u32, (u32, Vec<Table>)>,
     checksums: HashMap<u32, ChecksumConf>,
     pongs: Vec<u32>,
+    scans: HashMap<u32, scan::ScanInbox>,
     dropped: u64,
 }
 
@@ -479,6 +489,7 @@ impl Inbox {
                     self.checksums.insert(c.request, *c);
                 }
             }
+            SCAN_TABCONF | SCAN_TABREF => self.on_scan_signal(&view),
             signals::gsn::PING_CONF => match view.typed_head::<signals::gsn::PingConf>() {
                 Ok((conf, _)) => self.pongs.push(conf.sequence),
                 Err(_) => self.drop_one(),
@@ -504,6 +515,7 @@ impl Inbox {
             let message = format!("link to data node {node} failed: {reason}");
             self.finish(tx, Err(Error::NodeFailure { outcome_unknown: commit, message }));
         }
+        self.scans_node_failed(node, reason);
     }
 }
 
@@ -520,6 +532,7 @@ pub struct Session<'c> {
     tables: HashMap<String, Arc<Table>>,
     next_tx: u64,
     next_request: u32,
+    next_scan: u32,
     round_robin: u64,
     _cluster: PhantomData<&'c Cluster>,
 }

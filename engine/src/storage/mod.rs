@@ -15,6 +15,10 @@
 //! operation this instance does not hold is a counted, logged drop. Memory is accounted per
 //! row (key, images and a fixed overhead) against `memory_bytes`: full is `OutOfMemory`.
 //! Records come from a pool of `max_operations`: full is `Overload`.
+//!
+//! The rows and indexes of one partition are a [`fragment`]; partition scans with the
+//! pushed-down program are in [`scan`] (scan records from a pool of `max_scans`). Ordered
+//! indexes change with the committed image, in the commit step.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,82 +34,15 @@ use crate::locks::{Lock, Mode, TxKey};
 use crate::protocol::*;
 use crate::row::{self, Value};
 use crate::schema::Table;
+use crate::pool::Pool;
 use crate::resend::Resend;
 use crate::Engine;
 
-/// Bytes a row costs beyond its key and images (entry, index slot, lock).
-pub const ROW_OVERHEAD_BYTES: u64 = 96;
+mod fragment;
+mod scan;
 
-#[derive(Debug)]
-struct RowEntry {
-    key: Box<[u8]>,
-    committed: Option<Vec<u8>>,
-    /// The image of the transaction holding the row exclusively (`None` inside: deleted).
-    working: Option<(TxKey, Option<Vec<u8>>)>,
-    lock: Lock,
-}
-
-impl RowEntry {
-    fn cost(&self) -> u64 {
-        let image = |i: &Option<Vec<u8>>| i.as_ref().map_or(0, Vec::len) as u64;
-        ROW_OVERHEAD_BYTES
-            + self.key.len() as u64
-            + image(&self.committed)
-            + self.working.as_ref().map_or(0, |(_, w)| image(w))
-    }
-
-    /// What `tx` sees: its own working image, else the committed one.
-    fn image_for(&self, tx: TxKey) -> Option<&Vec<u8>> {
-        match &self.working {
-            Some((owner, image)) if *owner == tx => image.as_ref(),
-            _ => self.committed.as_ref(),
-        }
-    }
-}
-
-/// One partition of one table on this instance.
-#[derive(Debug, Default)]
-struct Fragment {
-    index: HashMap<Box<[u8]>, u32>,
-    rows: Vec<Option<RowEntry>>,
-    free: Vec<u32>,
-}
-
-impl Fragment {
-    fn row(&mut self, at: u32) -> Option<&mut RowEntry> {
-        self.rows.get_mut(at as usize).and_then(Option::as_mut)
-    }
-
-    fn insert(&mut self, entry: RowEntry) -> u32 {
-        let key = entry.key.clone();
-        let at = match self.free.pop() {
-            Some(at) => {
-                self.rows[at as usize] = Some(entry);
-                at
-            }
-            None => {
-                self.rows.push(Some(entry));
-                (self.rows.len() - 1) as u32
-            }
-        };
-        self.index.insert(key, at);
-        at
-    }
-
-    /// Removes the row when nothing refers to it any more; returns the bytes freed.
-    fn reap(&mut self, at: u32) -> u64 {
-        let Some(entry) = self.rows.get(at as usize).and_then(Option::as_ref) else { return 0 };
-        if entry.committed.is_some() || entry.working.is_some() || !entry.lock.is_free() {
-            return 0;
-        }
-        let cost = entry.cost();
-        if let Some(entry) = self.rows[at as usize].take() {
-            self.index.remove(&entry.key);
-        }
-        self.free.push(at);
-        cost
-    }
-}
+pub use fragment::{INDEX_ENTRY_OVERHEAD_BYTES, ROW_OVERHEAD_BYTES};
+use fragment::{Fragment, RowEntry};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum OpState {
@@ -134,54 +71,6 @@ struct OpRecord {
     after: Option<Vec<u8>>,
 }
 
-/// Pool of operation records: handle = index | generation << 24.
-#[derive(Debug, Default)]
-struct OpPool {
-    slots: Vec<(u8, Option<OpRecord>)>,
-    free: Vec<u32>,
-    capacity: usize,
-}
-
-impl OpPool {
-    fn alloc(&mut self, rec: OpRecord) -> Option<u32> {
-        let index = match self.free.pop() {
-            Some(i) => i,
-            None if self.slots.len() < self.capacity => {
-                self.slots.push((0, None));
-                (self.slots.len() - 1) as u32
-            }
-            None => return None,
-        };
-        let slot = &mut self.slots[index as usize];
-        slot.0 = slot.0.wrapping_add(1);
-        slot.1 = Some(rec);
-        Some(index | (u32::from(slot.0) << 24))
-    }
-
-    fn get(&mut self, handle: u32) -> Option<&mut OpRecord> {
-        let (gen, rec) = self.slots.get_mut((handle & 0x00ff_ffff) as usize)?;
-        if u32::from(*gen) != handle >> 24 {
-            return None;
-        }
-        rec.as_mut()
-    }
-
-    fn free(&mut self, handle: u32) -> Option<OpRecord> {
-        let index = handle & 0x00ff_ffff;
-        let (gen, rec) = self.slots.get_mut(index as usize)?;
-        if u32::from(*gen) != handle >> 24 {
-            return None;
-        }
-        let rec = rec.take()?;
-        self.free.push(index);
-        Some(rec)
-    }
-
-    fn in_use(&self) -> usize {
-        self.slots.len() - self.free.len()
-    }
-}
-
 #[derive(Debug, Default)]
 struct Counters {
     operations: Option<CounterId>,
@@ -202,7 +91,8 @@ pub struct Storage {
     layout: Option<Arc<Layout>>,
     catalog: Option<Arc<Catalog>>,
     fragments: HashMap<(u32, u32), Fragment>,
-    ops: OpPool,
+    ops: Pool<OpRecord>,
+    scans: Pool<scan::ScanRecord>,
     by_tc: HashMap<(u32, u32, u32), u32>,
     memory_used: u64,
     /// Operations granted a lock by a release, to execute before the handler returns.
@@ -220,7 +110,8 @@ impl Storage {
             layout: None,
             catalog: None,
             fragments: HashMap::new(),
-            ops: OpPool::default(),
+            ops: Pool::default(),
+            scans: Pool::default(),
             by_tc: HashMap::new(),
             memory_used: 0,
             ready: Vec::new(),
@@ -232,8 +123,8 @@ impl Storage {
         let (layout, catalog) = self.engine.attach(ctx.node_id());
         self.layout = Some(layout);
         self.catalog = Some(catalog);
-        self.ops.capacity = self.settings.max_operations as usize;
-        self.ops.slots.reserve(self.ops.capacity.min(1 << 16));
+        self.ops.set_capacity(self.settings.max_operations as usize, 1 << 16);
+        self.scans.set_capacity(self.settings.max_scans as usize, 64);
     }
 
     fn bump(&self, ctx: &Context<'_>, counter: Option<CounterId>) {
@@ -386,7 +277,7 @@ impl Storage {
         if self.by_tc.contains_key(&tc_key) {
             return Err((ErrorCode::Protocol, format!("operation {} of the transaction is already here", req.tc_op)));
         }
-        let fragment = self.fragments.entry((table.id, req.partition)).or_default();
+        let fragment = self.fragments.entry((table.id, req.partition)).or_insert_with(|| Fragment::new(&table));
         let at = match fragment.index.get(key.as_slice()) {
             Some(at) => *at,
             // An insert, a write, and a locking read of an absent key make the row's entry
@@ -420,7 +311,7 @@ impl Storage {
         };
         let Some(handle) = self.ops.alloc(rec) else {
             self.reap(req.table, req.partition, at);
-            return Err((ErrorCode::Overload, format!("all {} operation records are in use", self.ops.capacity)));
+            return Err((ErrorCode::Overload, format!("all {} operation records are in use", self.ops.capacity())));
         };
         self.by_tc.insert(tc_key, handle);
         let granted = self
@@ -576,11 +467,10 @@ impl Storage {
         if rec.state == OpState::Prepared && rec.kind.writes() {
             rec.state = OpState::Committed;
             let (key, at, after) = ((rec.req.table, rec.req.partition), rec.row, rec.after.clone());
-            if let Some(entry) = self.fragments.get_mut(&key).and_then(|f| f.row(at)) {
-                let before = entry.cost();
-                entry.committed = after;
-                let now = entry.cost();
-                self.memory_used = (self.memory_used + now).saturating_sub(before);
+            let table = rec.table.clone();
+            if let Some(fragment) = self.fragments.get_mut(&key) {
+                let change = fragment.set_committed(&table, at, after);
+                self.memory_used = self.memory_used.saturating_add_signed(change);
             }
         }
         rec.state = OpState::Committed;
@@ -676,10 +566,12 @@ impl Storage {
 
     fn on_drop(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         let Some(ord) = ctx.typed::<DropTableOrd>(signal).copied() else { return };
+        self.close_scans_of(ord.table, ctx);
         let keys: Vec<_> = self.fragments.keys().filter(|(t, _)| *t == ord.table).copied().collect();
         for key in keys {
             if let Some(f) = self.fragments.remove(&key) {
-                let freed: u64 = f.rows.iter().flatten().map(RowEntry::cost).sum();
+                let entries = f.ordered.iter().flat_map(|t| t.keys()).map(|k| k.len() as u64 + INDEX_ENTRY_OVERHEAD_BYTES);
+                let freed: u64 = f.rows.iter().flatten().map(RowEntry::cost).sum::<u64>() + entries.sum::<u64>();
                 self.memory_used = self.memory_used.saturating_sub(freed);
             }
         }
@@ -734,7 +626,10 @@ impl Block for Storage {
 
     fn execute(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         // The commit protocol's signals come from coordinators and storage blocks: data nodes.
-        let internal = matches!(signal.gsn(), LQH_KEYREQ | COMMIT_REQ | COMPLETE_REQ | ABORT_REQ | DROP_TABLE_ORD);
+        let internal = matches!(
+            signal.gsn(),
+            LQH_KEYREQ | COMMIT_REQ | COMPLETE_REQ | ABORT_REQ | DROP_TABLE_ORD | SCAN_FRAGREQ | SCAN_FRAG_NEXTREQ
+        );
         if internal && !self.layout.as_ref().is_some_and(|l| l.is_data_node(signal.sender().node)) {
             tracing::warn!(gsn = %signal.gsn(), sender = %signal.sender(), "engine-internal signal from a node that is not a data node: dropped");
             return ctx.unhandled(signal);
@@ -746,6 +641,9 @@ impl Block for Storage {
             ABORT_REQ => self.on_abort(signal, ctx),
             CHECKSUM_REQ => self.on_checksum(signal, ctx),
             DROP_TABLE_ORD => self.on_drop(signal, ctx),
+            SCAN_FRAGREQ => self.on_scan_frag_req(signal, ctx),
+            SCAN_FRAG_NEXTREQ => self.on_scan_frag_next(signal, ctx),
+            SCAN_CONTINUE => self.on_scan_continue(signal, ctx),
             gsn::START_ORD => {
                 if crate::is_first_phase(ctx, signal) {
                     self.start(ctx);

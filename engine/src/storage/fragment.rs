@@ -1,0 +1,144 @@
+//! One partition of one table on a storage instance (NDB's fragment): its rows, the hash index
+//! on the primary key, and one ordered index per index of the table (NDB's DBTUX), kept in
+//! step with the committed images: an entry for every row with a committed image, keyed by
+//! [`crate::index::entry_key`], changed in the same step that changes the image.
+//!
+//! Row slots are stable: a row keeps its slot from insert until it is reaped. While a scan of
+//! the fragment is open, rows are not reaped (their slots and hash entries stay, so a key
+//! deleted and inserted again during the scan comes back to the same slot); they are reaped
+//! when the last scan closes. A full scan walks the slots in order, so it meets each key at
+//! most once.
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::index;
+use crate::locks::{Lock, TxKey};
+use crate::schema::Table;
+
+/// Bytes a row costs beyond its key and images (entry, index slot, lock).
+pub const ROW_OVERHEAD_BYTES: u64 = 96;
+
+/// Bytes an ordered-index entry costs beyond its key.
+pub const INDEX_ENTRY_OVERHEAD_BYTES: u64 = 48;
+
+#[derive(Debug)]
+pub(super) struct RowEntry {
+    pub key: Box<[u8]>,
+    pub committed: Option<Vec<u8>>,
+    /// The image of the transaction holding the row exclusively (`None` inside: deleted).
+    pub working: Option<(TxKey, Option<Vec<u8>>)>,
+    pub lock: Lock,
+}
+
+impl RowEntry {
+    pub fn cost(&self) -> u64 {
+        let image = |i: &Option<Vec<u8>>| i.as_ref().map_or(0, Vec::len) as u64;
+        ROW_OVERHEAD_BYTES
+            + self.key.len() as u64
+            + image(&self.committed)
+            + self.working.as_ref().map_or(0, |(_, w)| image(w))
+    }
+
+    /// What `tx` sees: its own working image, else the committed one.
+    pub fn image_for(&self, tx: TxKey) -> Option<&Vec<u8>> {
+        match &self.working {
+            Some((owner, image)) if *owner == tx => image.as_ref(),
+            _ => self.committed.as_ref(),
+        }
+    }
+}
+
+/// One partition of one table on this instance.
+#[derive(Debug, Default)]
+pub(super) struct Fragment {
+    pub index: HashMap<Box<[u8]>, u32>,
+    pub rows: Vec<Option<RowEntry>>,
+    free: Vec<u32>,
+    /// One ordered map per index of the table: entry key -> row slot.
+    pub ordered: Vec<BTreeMap<Box<[u8]>, u32>>,
+    /// Scans open on this fragment: while any is, rows are not reaped.
+    pub open_scans: u32,
+    deferred: Vec<u32>,
+}
+
+impl Fragment {
+    /// An empty fragment of `table`.
+    pub fn new(table: &Table) -> Fragment {
+        Fragment { ordered: vec![BTreeMap::new(); table.index_columns.len()], ..Fragment::default() }
+    }
+
+    pub fn row(&mut self, at: u32) -> Option<&mut RowEntry> {
+        self.rows.get_mut(at as usize).and_then(Option::as_mut)
+    }
+
+    pub fn insert(&mut self, entry: RowEntry) -> u32 {
+        let key = entry.key.clone();
+        let at = match self.free.pop() {
+            Some(at) => {
+                self.rows[at as usize] = Some(entry);
+                at
+            }
+            None => {
+                self.rows.push(Some(entry));
+                (self.rows.len() - 1) as u32
+            }
+        };
+        self.index.insert(key, at);
+        at
+    }
+
+    /// Makes `image` the committed image of the row at `at`, moving its ordered-index entries;
+    /// returns the change in bytes the row and its entries cost.
+    pub fn set_committed(&mut self, table: &Table, at: u32, image: Option<Vec<u8>>) -> i64 {
+        let Some(entry) = self.rows.get_mut(at as usize).and_then(Option::as_mut) else { return 0 };
+        let before = entry.cost() as i64;
+        let old = std::mem::replace(&mut entry.committed, image);
+        let mut change = entry.cost() as i64 - before;
+        let key = entry.key.clone();
+        let new = entry.committed.as_deref();
+        for (i, tree) in self.ordered.iter_mut().enumerate() {
+            // Images were checked against the table when written: a failure here is a bug.
+            if let Some(old) = old.as_deref() {
+                let k = index::entry_key(table, i, old, &key).expect("committed image decodes");
+                if tree.remove(k.as_slice()).is_some() {
+                    change -= (k.len() as u64 + INDEX_ENTRY_OVERHEAD_BYTES) as i64;
+                }
+            }
+            if let Some(new) = new {
+                let k = index::entry_key(table, i, new, &key).expect("committed image decodes");
+                change += (k.len() as u64 + INDEX_ENTRY_OVERHEAD_BYTES) as i64;
+                tree.insert(k.into_boxed_slice(), at);
+            }
+        }
+        change
+    }
+
+    /// Removes the row when nothing refers to it any more (deferred while a scan is open);
+    /// returns the bytes freed.
+    pub fn reap(&mut self, at: u32) -> u64 {
+        let Some(entry) = self.rows.get(at as usize).and_then(Option::as_ref) else { return 0 };
+        if entry.committed.is_some() || entry.working.is_some() || !entry.lock.is_free() {
+            return 0;
+        }
+        if self.open_scans > 0 {
+            self.deferred.push(at);
+            return 0;
+        }
+        let cost = entry.cost();
+        if let Some(entry) = self.rows[at as usize].take() {
+            self.index.remove(&entry.key);
+        }
+        self.free.push(at);
+        cost
+    }
+
+    /// A scan closed; when it was the last, reaps what waited for it. Returns the bytes freed.
+    pub fn scan_closed(&mut self) -> u64 {
+        self.open_scans = self.open_scans.saturating_sub(1);
+        if self.open_scans > 0 {
+            return 0;
+        }
+        let deferred = std::mem::take(&mut self.deferred);
+        deferred.into_iter().map(|at| self.reap(at)).sum()
+    }
+}

@@ -1,0 +1,428 @@
+//! Partition scans on the storage side (NDB's LQH scan with TUP / TUX): a scan record per
+//! `SCAN_FRAGREQ`, which walks one partition (its row slots in order, or an ordered index over
+//! its ranges), runs the pushed-down program on each committed image, and sends what the
+//! program returns in batches of at most `batch_rows` rows and `batch_bytes` bytes. After a
+//! batch it waits for `SCAN_FRAG_NEXTREQ` (flow control: one batch between this block and the
+//! client per partition). An aggregate scan sends nothing until its partition is done, then its
+//! partial groups.
+//!
+//! Fairness: a step examines at most [`STEP_ROWS`] rows, then the scan sends itself
+//! `SCAN_CONTINUE` and yields, so key operations and other scans run between steps.
+//!
+//! What a scan sees (read committed): each row's latest committed image at the moment the step
+//! reaches it; never an uncommitted image. A full scan meets each key at most once (slots are
+//! stable and not reaped while it is open, see `fragment`). An index scan resumes after the
+//! last entry it examined, so each entry is met at most once; a row whose indexed columns a
+//! commit moves ahead of the cursor during the scan may be met again at its new place.
+//!
+//! States: `Running` (a step is due: `SCAN_CONTINUE` in flight) -> `Waiting` (a batch is out)
+//! -> `Running` on `SCAN_FRAG_NEXTREQ`; the record is freed when the partition is done, on
+//! close, or on an error (answered with `SCAN_FRAGREF`).
+
+use std::ops::Bound;
+use std::sync::Arc;
+
+use node::block::Context;
+use signals::{BlockRef, SignalData, SignalView};
+
+use super::fragment::Fragment;
+use super::Storage;
+use crate::error::ErrorCode;
+use crate::index;
+use crate::program::{Groups, Outcome, Program, ProgramLimits, RunError, Verified};
+use crate::protocol::*;
+use crate::row;
+use crate::scan::ScanSpec;
+use crate::schema::Table;
+
+/// Rows a scan examines in one step before it yields.
+pub const STEP_ROWS: u32 = 16_384;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ScanState {
+    /// A step is due (`SCAN_CONTINUE` sent to this block).
+    Running,
+    /// A batch is out; waiting for `SCAN_FRAG_NEXTREQ`.
+    Waiting,
+}
+
+#[derive(Debug)]
+enum Cursor {
+    /// A full scan: the next row slot.
+    Slots { next: u32 },
+    /// An index scan: the ranges as entry-key bounds, sorted by start; the range in hand and
+    /// the last entry examined.
+    Index { index: usize, ranges: Vec<(Bound<Vec<u8>>, Bound<Vec<u8>>)>, range: usize, after: Option<Box<[u8]>> },
+}
+
+/// One open partition scan.
+#[derive(Debug)]
+pub(crate) struct ScanRecord {
+    state: ScanState,
+    coordinator: BlockRef,
+    scan_slot: u32,
+    fragment: u32,
+    table: Arc<Table>,
+    partition: u32,
+    program: Verified,
+    groups: Groups,
+    cursor: Cursor,
+    batch_rows: u32,
+    batch_bytes: usize,
+    /// Rows still to return (u64::MAX: no limit).
+    left: u64,
+    out: Vec<u8>,
+    rows: u32,
+    examined: u32,
+}
+
+type Refusal = (ErrorCode, String);
+
+/// What a step ended with.
+enum StepEnd {
+    /// The step budget is spent: continue later.
+    Yield,
+    /// A batch is full.
+    Batch,
+    /// The partition is done (or the limit reached).
+    Done,
+}
+
+impl Storage {
+    /// Opens a partition scan and runs its first step.
+    pub(super) fn on_scan_frag_req(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let Some(req) = ctx.typed::<ScanFragReq>(signal).copied() else { return };
+        let coordinator = signal.sender();
+        let spec_words = signal.section(0).unwrap_or(&[]);
+        match self.open_scan(&req, coordinator, spec_words, ctx) {
+            Ok(handle) => self.step(handle, ctx),
+            Err((error, message)) => self.scan_ref(ctx, coordinator, req.scan_slot, req.fragment, error, &message),
+        }
+    }
+
+    fn open_scan(&mut self, req: &ScanFragReq, coordinator: BlockRef, spec_words: &[u32], ctx: &Context<'_>) -> Result<u32, Refusal> {
+        let (Some(catalog), Some(layout)) = (&self.catalog, &self.layout) else {
+            return Err((ErrorCode::NotConnected, "storage is not started".into()));
+        };
+        let table = catalog.get(req.table, req.table_version)?;
+        let replicas = layout.replicas(req.partition);
+        if req.partition >= table.partitions || !(replicas.primary == ctx.me() || replicas.backup == Some(ctx.me())) {
+            return Err((ErrorCode::WrongPartition, format!("partition {} is not held by {}", req.partition, ctx.me())));
+        }
+        let bad = |m: String| (ErrorCode::BadProgram, m);
+        let bytes = row::words_to_bytes(spec_words).ok_or_else(|| bad("malformed scan section".into()))?;
+        let spec = ScanSpec::decode(&bytes).map_err(|e| bad(e.to_string()))?;
+        let limits = ProgramLimits {
+            max_groups: (req.max_groups.min(self.settings.scan_max_groups) as usize).max(1),
+            ..ProgramLimits::default()
+        };
+        let program = Program::decode(&spec.program, &limits)
+            .and_then(|p| p.verify(&table, &limits))
+            .map_err(|e| bad(format!("table {:?}: {e}", table.name())))?;
+        let cursor = match spec.index {
+            None => Cursor::Slots { next: 0 },
+            Some(i) => Cursor::Index { index: usize::from(i), ranges: index_ranges(&table, &spec)?, range: 0, after: None },
+        };
+        let groups = program.groups(limits.max_groups);
+        let record = ScanRecord {
+            state: ScanState::Running,
+            coordinator,
+            scan_slot: req.scan_slot,
+            fragment: req.fragment,
+            table: table.clone(),
+            partition: req.partition,
+            program,
+            groups,
+            cursor,
+            batch_rows: req.batch_rows.max(1),
+            batch_bytes: (req.batch_bytes as usize).clamp(64, layout.max_section_bytes),
+            left: if req.limit == 0 { u64::MAX } else { u64::from(req.limit) },
+            out: Vec::new(),
+            rows: 0,
+            examined: 0,
+        };
+        let handle = self.scans.alloc(record).ok_or_else(|| {
+            (ErrorCode::Overload, format!("all {} scan records are in use (max_scans)", self.scans.capacity()))
+        })?;
+        self.fragments.entry((table.id, req.partition)).or_insert_with(|| Fragment::new(&table)).open_scans += 1;
+        Ok(handle)
+    }
+
+    /// Runs one step of a scan and sends what it ended with.
+    fn step(&mut self, handle: u32, ctx: &mut Context<'_>) {
+        let Some(rec) = self.scans.get(handle) else { return };
+        let key = (rec.table.id, rec.partition);
+        let result = match self.fragments.get(&key) {
+            Some(fragment) => run_step(rec, fragment),
+            None => Err((ErrorCode::NoSuchTable, format!("table {:?} was dropped", rec.table.name()))),
+        };
+        match result {
+            Ok(StepEnd::Yield) => {
+                let me = ctx.me();
+                self.out.send(ctx, SCAN_CONTINUE, me, ScanContinue { storage_scan: handle }.as_words(), &[]);
+            }
+            Ok(StepEnd::Batch) => self.send_batch(handle, false, ctx),
+            Ok(StepEnd::Done) => self.send_batch(handle, true, ctx),
+            Err((error, message)) => {
+                if let Some(rec) = self.close_scan(handle) {
+                    self.scan_ref(ctx, rec.coordinator, rec.scan_slot, rec.fragment, error, &message);
+                }
+            }
+        }
+    }
+
+    /// Sends the batch in hand (the rows, or when done, an aggregate's groups); frees the
+    /// record when done.
+    fn send_batch(&mut self, handle: u32, done: bool, ctx: &mut Context<'_>) {
+        let max_bytes = self.layout.as_ref().map_or(4096, |l| l.max_section_bytes);
+        let Some(rec) = self.scans.get(handle) else { return };
+        let mut sections: Vec<(u32, Vec<u8>)> = Vec::new();
+        if rec.program.is_aggregate() {
+            if done {
+                sections = rec.groups.encode_chunks(max_bytes);
+            }
+        } else {
+            sections.push((rec.rows, std::mem::take(&mut rec.out)));
+        }
+        if sections.is_empty() {
+            sections.push((0, Vec::new()));
+        }
+        let (to, scan_slot, fragment, examined) = (rec.coordinator, rec.scan_slot, rec.fragment, rec.examined);
+        rec.rows = 0;
+        rec.examined = 0;
+        rec.state = ScanState::Waiting;
+        let last = sections.len() - 1;
+        for (i, (rows, bytes)) in sections.into_iter().enumerate() {
+            let conf = ScanFragConf {
+                scan_slot,
+                fragment,
+                storage_scan: handle,
+                rows,
+                done: u32::from(done && i == last),
+                examined: if i == last { examined } else { 0 },
+            };
+            let words = row::bytes_to_words(&bytes);
+            self.out.send(ctx, SCAN_FRAGCONF, to, conf.as_words(), &[&words]);
+        }
+        if done {
+            self.close_scan(handle);
+        }
+    }
+
+    /// Frees a scan record; the fragment reaps what waited for the scan.
+    fn close_scan(&mut self, handle: u32) -> Option<ScanRecord> {
+        let rec = self.scans.free(handle)?;
+        if let Some(f) = self.fragments.get_mut(&(rec.table.id, rec.partition)) {
+            let freed = f.scan_closed();
+            self.memory_used = self.memory_used.saturating_sub(freed);
+        }
+        Some(rec)
+    }
+
+    fn scan_ref(&mut self, ctx: &mut Context<'_>, to: BlockRef, scan_slot: u32, fragment: u32, error: ErrorCode, message: &str) {
+        let r = ScanFragRef { scan_slot, fragment, error: error as u32 };
+        let words = row::bytes_to_words(message.as_bytes());
+        self.out.send(ctx, SCAN_FRAGREF, to, r.as_words(), &[&words]);
+    }
+
+    /// The coordinator asks for the next batch, or closes.
+    pub(super) fn on_scan_frag_next(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let Some(req) = ctx.typed::<ScanFragNextReq>(signal).copied() else { return };
+        let from = signal.sender();
+        let known = self.scans.get(req.storage_scan).filter(|r| {
+            r.coordinator == from && r.scan_slot == req.scan_slot && r.fragment == req.fragment
+        });
+        let Some(rec) = known else {
+            return self.stale(ctx, "SCAN_FRAG_NEXTREQ", 0, req.storage_scan);
+        };
+        if req.close != 0 {
+            let (to, slot, fragment) = (rec.coordinator, rec.scan_slot, rec.fragment);
+            self.close_scan(req.storage_scan);
+            let conf = ScanFragConf { scan_slot: slot, fragment, storage_scan: req.storage_scan, rows: 0, done: 1, examined: 0 };
+            let words = row::bytes_to_words(&[]);
+            self.out.send(ctx, SCAN_FRAGCONF, to, conf.as_words(), &[&words]);
+            return;
+        }
+        if rec.state != ScanState::Waiting {
+            return self.stale(ctx, "SCAN_FRAG_NEXTREQ (no batch out)", 0, req.storage_scan);
+        }
+        rec.state = ScanState::Running;
+        self.step(req.storage_scan, ctx);
+    }
+
+    /// The next step of a running scan (from this block only).
+    pub(super) fn on_scan_continue(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        if signal.sender() != ctx.me() {
+            tracing::warn!(sender = %signal.sender(), "SCAN_CONTINUE from another block: dropped");
+            return ctx.unhandled(signal);
+        }
+        let Some(c) = ctx.typed::<ScanContinue>(signal).copied() else { return };
+        if self.scans.get(c.storage_scan).is_some_and(|r| r.state == ScanState::Running) {
+            self.step(c.storage_scan, ctx);
+        }
+    }
+
+    /// Closes every scan a dropped table had open (their coordinators hear `NoSuchTable`).
+    pub(super) fn close_scans_of(&mut self, table: u32, ctx: &mut Context<'_>) {
+        let handles: Vec<u32> = self.scans.iter_mut().filter(|(_, r)| r.table.id == table).map(|(h, _)| h).collect();
+        for handle in handles {
+            if let Some(rec) = self.close_scan(handle) {
+                let message = format!("table {:?} was dropped during the scan", rec.table.name());
+                self.scan_ref(ctx, rec.coordinator, rec.scan_slot, rec.fragment, ErrorCode::NoSuchTable, &message);
+            }
+        }
+    }
+}
+
+/// The ranges of an index scan as entry-key bounds, sorted by where they start.
+fn index_ranges(table: &Table, spec: &ScanSpec) -> Result<Vec<(Bound<Vec<u8>>, Bound<Vec<u8>>)>, Refusal> {
+    let i = usize::from(spec.index.unwrap_or(0));
+    if i >= table.index_columns.len() {
+        return Err((ErrorCode::BadProgram, format!("table {:?} has no index number {i}", table.name())));
+    }
+    let bad = |which: &str, n: usize, e: String| (ErrorCode::BadProgram, format!("range {n}, {which} end: {e}"));
+    let mut out = Vec::with_capacity(spec.ranges.len().max(1));
+    for (n, r) in spec.ranges.iter().enumerate() {
+        let low = index::encode_prefix(table, i, &r.low.values).map_err(|e| bad("low", n, e))?;
+        let high = index::encode_prefix(table, i, &r.high.values).map_err(|e| bad("high", n, e))?;
+        out.push(index::bounds(&low, r.low.inclusive, &high, r.high.inclusive));
+    }
+    if out.is_empty() {
+        out.push((Bound::Unbounded, Bound::Unbounded));
+    }
+    out.sort_by(|a, b| start_key(&a.0).cmp(&start_key(&b.0)));
+    Ok(out)
+}
+
+fn start_key(b: &Bound<Vec<u8>>) -> (&[u8], bool) {
+    match b {
+        Bound::Unbounded => (&[], false),
+        Bound::Included(k) => (k, false),
+        Bound::Excluded(k) => (k, true),
+    }
+}
+
+/// Runs the program on one committed image; `Ok(false)` when the row does not fit the batch
+/// (it is left for the next one).
+fn visit(rec: &mut ScanRecord, image: &[u8]) -> Result<bool, Refusal> {
+    let mark = rec.out.len();
+    let outcome = rec.program.apply(image, &mut rec.out, &mut rec.groups).map_err(|e| run_error(&rec.table, e))?;
+    if outcome == Outcome::Return {
+        if rec.out.len() > rec.batch_bytes && rec.rows > 0 {
+            rec.out.truncate(mark);
+            return Ok(false);
+        }
+        rec.rows += 1;
+        rec.left = rec.left.saturating_sub(1);
+    }
+    Ok(true)
+}
+
+fn run_error(table: &Table, e: RunError) -> Refusal {
+    let code = match e {
+        RunError::Overflow { .. } => ErrorCode::Overflow,
+        RunError::TooManyGroups { .. } => ErrorCode::TooManyGroups,
+        _ => ErrorCode::BadProgram,
+    };
+    (code, format!("table {:?}: {e}", table.name()))
+}
+
+fn batch_full(rec: &ScanRecord) -> bool {
+    rec.rows >= rec.batch_rows || rec.out.len() >= rec.batch_bytes
+}
+
+/// Examines rows until the step budget is spent, the batch is full or the partition is done.
+fn run_step(rec: &mut ScanRecord, fragment: &Fragment) -> Result<StepEnd, Refusal> {
+    let mut budget = STEP_ROWS;
+    match &mut rec.cursor {
+        Cursor::Slots { next } => {
+            let mut at = *next;
+            let result = loop {
+                if rec.left == 0 || at as usize >= fragment.rows.len() {
+                    break StepEnd::Done;
+                }
+                if budget == 0 {
+                    break StepEnd::Yield;
+                }
+                if batch_full(rec) {
+                    break StepEnd::Batch;
+                }
+                budget -= 1;
+                let image = fragment.rows[at as usize].as_ref().and_then(|r| r.committed.as_deref());
+                if let Some(image) = image {
+                    rec.examined += 1;
+                    if !visit(rec, image)? {
+                        break StepEnd::Batch;
+                    }
+                }
+                at += 1;
+            };
+            if let Cursor::Slots { next } = &mut rec.cursor {
+                *next = at;
+            }
+            Ok(result)
+        }
+        Cursor::Index { .. } => index_step(rec, fragment, budget),
+    }
+}
+
+fn index_step(rec: &mut ScanRecord, fragment: &Fragment, mut budget: u32) -> Result<StepEnd, Refusal> {
+    let Cursor::Index { index, ranges, range, after } = &mut rec.cursor else { unreachable!("an index cursor") };
+    let (index, mut r, mut last) = (*index, *range, after.take());
+    let ranges = std::mem::take(ranges);
+    let tree = &fragment.ordered[index];
+    let result = 'ranges: loop {
+        let Some((start, end)) = ranges.get(r) else { break StepEnd::Done };
+        let from = match &last {
+            Some(k) if !below_start(k, start) => Bound::Excluded(k.to_vec()),
+            _ => start.clone(),
+        };
+        for (k, at) in tree.range::<[u8], _>((as_slice(&from), Bound::Unbounded)) {
+            if !index::before_end(k, end) {
+                break;
+            }
+            if rec.left == 0 {
+                break 'ranges StepEnd::Done;
+            }
+            if budget == 0 {
+                break 'ranges StepEnd::Yield;
+            }
+            if rec.rows >= rec.batch_rows || rec.out.len() >= rec.batch_bytes {
+                break 'ranges StepEnd::Batch;
+            }
+            budget -= 1;
+            let image = fragment.rows.get(*at as usize).and_then(Option::as_ref).and_then(|e| e.committed.as_deref());
+            if let Some(image) = image {
+                rec.examined += 1;
+                if !visit(rec, image)? {
+                    break 'ranges StepEnd::Batch;
+                }
+            }
+            last = Some(k.clone());
+        }
+        r += 1;
+    };
+    if let Cursor::Index { ranges: slot, range, after, .. } = &mut rec.cursor {
+        *slot = ranges;
+        *range = r;
+        *after = last;
+    }
+    Ok(result)
+}
+
+/// Whether `key` lies before the range's start (so the range starts at its own bound).
+fn below_start(key: &[u8], start: &Bound<Vec<u8>>) -> bool {
+    match start {
+        Bound::Unbounded => false,
+        Bound::Included(s) => key < s.as_slice(),
+        Bound::Excluded(s) => key <= s.as_slice(),
+    }
+}
+
+fn as_slice(b: &Bound<Vec<u8>>) -> Bound<&[u8]> {
+    match b {
+        Bound::Unbounded => Bound::Unbounded,
+        Bound::Included(k) => Bound::Included(k.as_slice()),
+        Bound::Excluded(k) => Bound::Excluded(k.as_slice()),
+    }
+}
