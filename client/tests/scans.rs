@@ -529,3 +529,101 @@ fn group_limits_bad_requests_and_dropped_tables_are_typed_errors() {
     let e = s.scan(&ScanRequest::new(&t)).unwrap().collect::<Result<Vec<_>, _>>().unwrap_err();
     assert!(matches!(e, Error::Schema { .. }), "{e}");
 }
+
+/// Lock takeover: a scan takes exclusive locks for its transaction, which updates each row it
+/// returned from the value the scan read, while writers move money between the same rows.
+/// Were a lock not held from the scan to the commit, a transfer in between would be lost: the
+/// total must fall by exactly one per row the committed scanning transactions updated.
+#[test]
+fn locking_scans_hand_their_rows_to_the_transaction_against_concurrent_writers() {
+    let rounds = env_count("BLOCKWIRE_LOCKSCAN_ROUNDS", 8);
+    let cluster = TestCluster::start("scan-locks", Shape::default());
+    let mut api = cluster.connect(0);
+    let mut s = api.session().unwrap();
+    let t = s.create_table(&common::accounts_def(4)).unwrap();
+    let accounts = 40i64;
+    let mut tx = s.begin();
+    for id in 0..accounts {
+        tx.insert(&t, &[("id", Value::I64(id)), ("balance", Value::I64(1000))]).unwrap();
+    }
+    s.execute(&mut tx, Exec::Commit).unwrap();
+
+    let path = cluster.path.clone();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_writer = stop.clone();
+    let progress = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let progress_writer = progress.clone();
+    let writer = thread::spawn(move || {
+        let mut api = common::connect_to(&path, 1);
+        let mut s = api.session().unwrap();
+        let t = s.table("accounts").unwrap();
+        let mut rng = Rng(4242);
+        let (mut commits, deadline) = (0u64, Instant::now() + Duration::from_secs(60));
+        while !stop_writer.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+            let (a, b) = (rng.range(0, accounts - 1), rng.range(0, accounts - 1));
+            if a == b {
+                continue;
+            }
+            let amount = rng.range(1, 10);
+            let mut tx = s.begin();
+            let ra = tx.read(&t, &[Value::I64(a)], client::LockMode::Exclusive).unwrap();
+            let rb = tx.read(&t, &[Value::I64(b)], client::LockMode::Exclusive).unwrap();
+            if s.execute(&mut tx, Exec::NoCommit).is_err() {
+                continue;
+            }
+            let balance = |op| tx.row(op).and_then(|r| r.get("balance")).and_then(Value::as_i64).unwrap();
+            let (va, vb) = (balance(ra), balance(rb));
+            tx.update(&t, &[Value::I64(a)], &[("balance", Value::I64(va - amount))]).unwrap();
+            tx.update(&t, &[Value::I64(b)], &[("balance", Value::I64(vb + amount))]).unwrap();
+            if s.execute(&mut tx, Exec::Commit).is_ok() {
+                commits += 1;
+                progress_writer.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        commits
+    });
+    let started = Instant::now();
+    while progress.load(std::sync::atomic::Ordering::Relaxed) < 5 && started.elapsed() < Duration::from_secs(30) {
+        thread::sleep(Duration::from_millis(10));
+    }
+
+    let (mut decrements, mut committed_rounds, mut failed_rounds) = (0i64, 0, 0);
+    for round in 0..rounds {
+        let mut tx = s.begin();
+        let req = ScanRequest::new(&t).filter(Expr::Compare(CmpOp::Ge, b(c("id")), b(l(Value::I64(round as i64 % 3))))).batch_rows(6);
+        let mut updated = 0i64;
+        let outcome: Result<(), Error> = (|| {
+            let mut scan = s.scan_locked(&tx, &req, client::LockMode::Exclusive)?;
+            while let Some(row) = scan.next() {
+                let row = row?;
+                let (id, balance) = (row[0].clone(), row[1].as_i64().unwrap());
+                tx.update(&t, &[id], &[("balance", Value::I64(balance - 1))])?;
+                updated += 1;
+                if updated % 5 == 0 {
+                    scan.session().execute(&mut tx, Exec::NoCommit)?;
+                }
+            }
+            drop(scan);
+            s.execute(&mut tx, Exec::Commit)?;
+            Ok(())
+        })();
+        match outcome {
+            Ok(()) => {
+                committed_rounds += 1;
+                decrements += updated;
+            }
+            Err(e) => {
+                assert!(e.is_temporary() || matches!(e, Error::Aborted(_)), "round {round}: {e}");
+                failed_rounds += 1;
+                let _ = s.execute(&mut tx, Exec::Rollback);
+            }
+        }
+        thread::sleep(Duration::from_millis(30));
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let transfers = writer.join().unwrap();
+    let sum = ScanRequest::new(&t).aggregate("total", AggFn::Sum, Some(c("balance")));
+    let total = run(&mut s, &sum)[0][0].as_i64().unwrap();
+    assert!(committed_rounds > 0 && transfers > 0, "rounds {committed_rounds} (failed {failed_rounds}), transfers {transfers}");
+    assert_eq!(total, accounts * 1000 - decrements, "{committed_rounds} scanning transactions, {transfers} transfers");
+}

@@ -1,5 +1,6 @@
 //! A pool of records sized up front (operation records, scan records): a handle is the slot's
-//! index with an 8-bit generation in the top byte, so a stale or forged handle (a signal about
+//! index (24 bits) with a 7-bit generation above it, and the top bit always clear (free for
+//! callers to mark a kind of handle, as the lock queues mark scans), so a stale or forged handle (a signal about
 //! a record freed since) finds nothing instead of another record. Full is `None`: the caller
 //! answers with `Overload`, the pool never grows past its capacity.
 
@@ -18,6 +19,10 @@ impl<T> Default for Pool<T> {
 }
 
 const INDEX_MASK: u32 = 0x00ff_ffff;
+const GENERATION_MASK: u8 = 0x7f;
+
+/// The bit no pool handle has set.
+pub const SPARE_BIT: u32 = 1 << 31;
 
 impl<T> Pool<T> {
     /// Sets the capacity (at most 2^24 records) and reserves up to `reserve` slots.
@@ -42,7 +47,7 @@ impl<T> Pool<T> {
             None => return None,
         };
         let slot = &mut self.slots[index as usize];
-        slot.0 = slot.0.wrapping_add(1);
+        slot.0 = slot.0.wrapping_add(1) & GENERATION_MASK;
         slot.1 = Some(record);
         Some(index | (u32::from(slot.0) << 24))
     }
@@ -101,5 +106,10 @@ mod tests {
         assert_eq!(pool.get(b).copied(), Some("b"));
         assert_eq!(pool.in_use(), 2);
         assert_eq!(pool.free(0xdead_beef), None);
+        for _ in 0..300 {
+            let h = pool.alloc("d").unwrap();
+            assert_eq!(h & SPARE_BIT, 0);
+            pool.free(h);
+        }
     }
 }

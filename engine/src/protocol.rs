@@ -255,6 +255,11 @@ payloads! {
         limit,
         /// The partition map version the client used.
         map_version,
+        /// [`LockMode`]: committed read (no transaction), or shared / exclusive row locks held
+        /// by the transaction `tx_low`, `tx_high` until it ends (its key operations may then
+        /// update or delete the rows the scan returned: lock takeover).
+        lock,
+        tx_low, tx_high,
     }
     /// `SCAN_TABCONF` (coordinator -> client): a batch of rows of one partition (or of the
     /// merged aggregate); section 0 the rows as value tuples.
@@ -276,7 +281,11 @@ payloads! {
     /// the whole scan.
     ScanNextReq { scan_id, fragment, close }
     /// `SCAN_FRAGREQ` (coordinator -> storage): scan one partition; section 0 the scan.
-    ScanFragReq { scan_slot, fragment, table, table_version, partition, batch_rows, batch_bytes, limit, max_groups }
+    ScanFragReq {
+        scan_slot, fragment, table, table_version, partition, batch_rows, batch_bytes, limit, max_groups,
+        /// [`LockMode`], and the transaction that holds the locks.
+        lock, tx_low, tx_high,
+    }
     /// `SCAN_FRAGCONF` (storage -> coordinator): a batch (or the partial aggregate); section 0
     /// the rows as value tuples or the encoded groups.
     ScanFragConf { scan_slot, fragment, storage_scan, rows, done, examined }
@@ -287,6 +296,9 @@ payloads! {
     ScanFragNextReq { storage_scan, scan_slot, fragment, close }
     /// `SCAN_CONTINUE` (storage -> itself): run the next step of a scan.
     ScanContinue { storage_scan }
+    /// `SCAN_LOCK_RELEASE` (coordinator -> storage): the transaction ended; release the row
+    /// locks its scans took (and close its scans still open).
+    ScanLockRelease { tx_low, tx_high }
 }
 
 /// `SCAN_TABCONF.flags`: the partition scan has no more rows.
@@ -380,5 +392,7 @@ signals::protocol! {
         SCAN_FRAG_NEXTREQ = 257 => ScanFragNextReq;
         /// The next step of a partition scan.
         SCAN_CONTINUE = 258 => ScanContinue;
+        /// Release a transaction's scan locks.
+        SCAN_LOCK_RELEASE = 259 => ScanLockRelease;
     }
 }

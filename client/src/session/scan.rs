@@ -21,13 +21,14 @@ use engine::index::{self, Range};
 use engine::program::compile::{compile, Expr, Query};
 use engine::program::{tuple, AggFn};
 use engine::protocol::*;
+use engine::protocol::LockMode;
 use engine::row::{self, Value};
 use engine::scan::ScanSpec;
 use engine::schema::{ColumnType, Table};
 use engine::ErrorCode;
 use signals::{NodeId, Signal, SignalData, SignalView};
 
-use super::{message_of, Inbox, Session};
+use super::{message_of, Inbox, Session, Transaction};
 use crate::error::{Error, Result};
 
 /// What a scan asks for; build it, then run it with [`Session::scan`].
@@ -319,15 +320,37 @@ pub struct Scan<'s, 'c> {
 }
 
 impl<'c> Session<'c> {
-    /// Starts a scan on a coordinator chosen round-robin.
+    /// Starts a read-committed scan on a coordinator chosen round-robin.
     pub fn scan(&mut self, request: &ScanRequest) -> Result<Scan<'_, 'c>> {
-        let prepared = request.prepare()?;
         self.round_robin += 1;
         let nodes = &self.layout.data_nodes;
         let node = nodes[(self.round_robin as usize) % nodes.len()];
         let coordinator = self.layout.coordinator_of(node, self.round_robin / nodes.len() as u64);
+        self.start_scan(request, coordinator, LockMode::CommittedRead, 0)
+    }
+
+    /// Starts a scan that locks each row it returns for `tx` (shared or exclusive) until `tx`
+    /// ends, on `tx`'s coordinator: `tx`'s key operations may then update or delete those rows
+    /// while the scan runs (through [`Scan::session`]) or after it (lock takeover). `tx` must
+    /// be open (no batch in flight); ending `tx` closes the scan.
+    pub fn scan_locked(&mut self, tx: &Transaction, request: &ScanRequest, lock: LockMode) -> Result<Scan<'_, 'c>> {
+        if lock == LockMode::CommittedRead {
+            return Err(Error::invalid("scan_locked needs LockMode::Shared or LockMode::Exclusive (use scan for committed reads)"));
+        }
+        if tx.state != super::TxState::Open {
+            return Err(Error::invalid(format!("transaction {} is {:?}: a locking scan needs it open", tx.id, tx.state)));
+        }
+        if request.is_aggregate() {
+            return Err(Error::invalid("a locking scan returns the rows it locks: it cannot aggregate"));
+        }
+        self.start_scan(request, tx.coordinator, lock, tx.id)
+    }
+
+    fn start_scan(&mut self, request: &ScanRequest, coordinator: signals::BlockRef, lock: LockMode, tx: u64) -> Result<Scan<'_, 'c>> {
+        let prepared = request.prepare()?;
         self.next_scan = self.next_scan.wrapping_add(1);
         let id = self.next_scan;
+        let (tx_low, tx_high) = split(tx);
         let req = ScanTabReq {
             scan_id: id,
             table: request.table.id,
@@ -336,9 +359,13 @@ impl<'c> Session<'c> {
             batch_bytes: request.batch_bytes,
             limit: request.limit.map_or(0, |l| l.min(u64::from(u32::MAX)) as u32),
             map_version: self.layout.map_version,
+            lock: lock as u32,
+            tx_low,
+            tx_high,
         };
         let words = row::bytes_to_words(&prepared.spec.encode());
-        let inbox = ScanInbox { coordinator: node, batches: VecDeque::new(), error: None, partitions: 0, examined: 0 };
+        let inbox =
+            ScanInbox { coordinator: coordinator.node, batches: VecDeque::new(), error: None, partitions: 0, examined: 0 };
         self.inbox.scans.insert(id, inbox);
         let sections: [&[u32]; 1] = [&words];
         let signal = Signal::new(SCAN_TABREQ, self.me, coordinator).data(req.as_words()).sections(&sections);
@@ -363,7 +390,13 @@ impl<'c> Session<'c> {
     }
 }
 
-impl Scan<'_, '_> {
+impl<'c> Scan<'_, 'c> {
+    /// The session, for the scan's transaction's key operations while the scan runs (a
+    /// locking scan's rows are locked for that transaction).
+    pub fn session(&mut self) -> &mut Session<'c> {
+        self.session
+    }
+
     /// The names of the columns each row holds.
     pub fn columns(&self) -> &[String] {
         &self.prepared.columns

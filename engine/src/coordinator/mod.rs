@@ -120,6 +120,8 @@ struct Tx {
     replied: bool,
     last_activity_ns: u64,
     batch_started_ns: u64,
+    /// Storage blocks where a locking scan of this transaction ran (they hold its scan locks).
+    scan_storages: Vec<BlockRef>,
 }
 
 #[derive(Debug, Default)]
@@ -219,6 +221,7 @@ impl Coordinator {
             replied: false,
             last_activity_ns: now,
             batch_started_ns: now,
+            scan_storages: Vec::new(),
         });
         self.by_id.insert((client.node, id), slot);
         Ok(slot)
@@ -491,6 +494,7 @@ impl Coordinator {
             reply_committed(&mut self.out, ctx, tx);
         }
         tx.state = TxState::Completing;
+        self.release_scan_locks(slot, ctx);
         if self.send_along_chains(slot, COMPLETE_REQ, ctx) > 0 {
             return;
         }
@@ -507,6 +511,7 @@ impl Coordinator {
         if !f.rollback {
             self.bump(ctx, self.counters.aborted);
         }
+        self.release_scan_locks(slot, ctx);
         let me = ctx.me().to_word();
         let Some(tx) = self.slots[slot as usize].as_mut() else { return };
         tx.state = TxState::Aborting;

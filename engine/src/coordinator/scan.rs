@@ -41,6 +41,8 @@ struct FragScan {
     storage: BlockRef,
     storage_scan: u32,
     state: FragState,
+    /// When the batch being made was asked for.
+    asked_ns: u64,
 }
 
 /// One client scan.
@@ -52,6 +54,8 @@ pub(super) struct Scan {
     merger: Option<Merger>,
     batch_bytes: usize,
     last_client_ns: u64,
+    /// A locking scan's transaction.
+    tx: Option<u64>,
 }
 
 type Refusal = (ErrorCode, String);
@@ -87,17 +91,25 @@ impl Coordinator {
             .and_then(|p| p.verify(&table, &limits))
             .map_err(|e| bad(e.to_string()))?;
         let partitions = spec.partitions(&table);
+        let tx = self.scan_transaction(req, client, &partitions, &layout, ctx)?;
+        let now = ctx.now_ns();
         let batch_bytes = (req.batch_bytes as usize).clamp(64, layout.max_section_bytes);
         let scan = Scan {
             client,
             scan_id: req.scan_id,
             fragments: partitions
                 .iter()
-                .map(|p| FragScan { storage: layout.replicas(*p).primary, storage_scan: 0, state: FragState::Asked })
+                .map(|p| FragScan {
+                    storage: layout.replicas(*p).primary,
+                    storage_scan: 0,
+                    state: FragState::Asked,
+                    asked_ns: now,
+                })
                 .collect(),
             merger: program.is_aggregate().then(|| program.merger_with_limit(self.settings.scan_max_groups as usize)),
             batch_bytes,
-            last_client_ns: ctx.now_ns(),
+            last_client_ns: now,
+            tx,
         };
         let slot = self.scans.alloc(scan).ok_or_else(|| {
             (ErrorCode::Overload, format!("all {} scan records are in use (max_scans)", self.scans.capacity()))
@@ -118,6 +130,9 @@ impl Coordinator {
                 batch_bytes: batch_bytes as u32,
                 limit: req.limit,
                 max_groups: self.settings.scan_max_groups,
+                lock: req.lock,
+                tx_low: req.tx_low,
+                tx_high: req.tx_high,
             };
             let to = layout.replicas(*partition).primary;
             self.out.send(ctx, SCAN_FRAGREQ, to, frag.as_words(), &[words]);
@@ -281,7 +296,17 @@ impl Coordinator {
             return self.fail_scan(slot, ErrorCode::Protocol, &message, ctx);
         };
         frag.state = FragState::Asked;
+        frag.asked_ns = now;
         scan.last_client_ns = now;
+        if let Some(id) = scan.tx {
+            if let Some(&t) = self.by_id.get(&(client.node, id)) {
+                if let Some(tx) = self.slots[t as usize].as_mut() {
+                    tx.last_activity_ns = now;
+                }
+            }
+        }
+        let Some(scan) = self.scans.get(slot) else { return };
+        let Some(frag) = scan.fragments.get_mut(req.fragment as usize) else { return };
         let next = ScanFragNextReq { storage_scan: frag.storage_scan, scan_slot: slot, fragment: req.fragment, close: 0 };
         let to = frag.storage;
         self.out.send(ctx, SCAN_FRAG_NEXTREQ, to, next.as_words(), &[]);
@@ -289,6 +314,24 @@ impl Coordinator {
 
     /// Closes scans whose client has not asked for a batch within the inactive timeout.
     pub(super) fn expire_scans(&mut self, now: u64, ctx: &mut Context<'_>) {
+        let deadlock_ns = self.settings.transaction_deadlock_timeout_ms * 1_000_000;
+        let waited: Vec<u32> = self
+            .scans
+            .iter_mut()
+            .filter(|(_, s)| {
+                s.tx.is_some()
+                    && s.fragments.iter().any(|f| f.state == FragState::Asked && now.saturating_sub(f.asked_ns) > deadlock_ns)
+            })
+            .map(|(slot, _)| slot)
+            .collect();
+        for slot in waited {
+            let message = format!(
+                "a locking scan waited over {} ms (transaction_deadlock_timeout_ms) for a row lock: probably a deadlock",
+                self.settings.transaction_deadlock_timeout_ms
+            );
+            self.bump(ctx, self.counters.deadlocks);
+            self.fail_scan(slot, ErrorCode::Deadlock, &message, ctx);
+        }
         let timeout_ns = self.settings.scan_inactive_timeout_ms * 1_000_000;
         if timeout_ns == 0 {
             return;
@@ -316,6 +359,66 @@ impl Coordinator {
         let slots: Vec<u32> = self.scans_by_id.iter().filter(|((n, _), _)| *n == node).map(|(_, s)| *s).collect();
         for slot in slots {
             self.close_scan(slot, ctx);
+        }
+    }
+}
+
+impl Coordinator {
+    /// A locking scan's transaction (opened when new), which must be between batches; its
+    /// scan storages are noted so its end releases their locks. `None` for a committed read.
+    fn scan_transaction(
+        &mut self,
+        req: &ScanTabReq,
+        client: BlockRef,
+        partitions: &[u32],
+        layout: &crate::layout::Layout,
+        ctx: &mut Context<'_>,
+    ) -> Result<Option<u64>, Refusal> {
+        match LockMode::from_u32(req.lock) {
+            Some(LockMode::CommittedRead) => return Ok(None),
+            Some(_) => {}
+            None => return Err((ErrorCode::Protocol, format!("unknown lock mode {}", req.lock))),
+        }
+        let id = join(req.tx_low, req.tx_high);
+        let now = ctx.now_ns();
+        let slot = self.find_or_open(client, id, now).map_err(|f| (f.code, f.message))?;
+        let Some(tx) = self.slots[slot as usize].as_mut() else {
+            return Err((ErrorCode::Protocol, format!("transaction {id} is gone")));
+        };
+        if tx.state != super::TxState::Open {
+            return Err((ErrorCode::Protocol, format!("transaction {id} is {:?}: a locking scan needs it open between batches", tx.state)));
+        }
+        tx.last_activity_ns = now;
+        for p in partitions {
+            let storage = layout.replicas(*p).primary;
+            if !tx.scan_storages.contains(&storage) {
+                tx.scan_storages.push(storage);
+            }
+        }
+        Ok(Some(id))
+    }
+
+    /// The transaction in `slot` ends: its open locking scans close (the client hears
+    /// `Aborted`) and every storage block its scans ran on releases their locks.
+    pub(super) fn release_scan_locks(&mut self, slot: u32, ctx: &mut Context<'_>) {
+        let Some(tx) = self.slots[slot as usize].as_mut() else { return };
+        let (id, node) = (tx.id, tx.client.node);
+        let storages = std::mem::take(&mut tx.scan_storages);
+        if storages.is_empty() {
+            return;
+        }
+        let open: Vec<u32> = self
+            .scans
+            .iter_mut()
+            .filter(|(_, s)| s.tx == Some(id) && s.client.node == node)
+            .map(|(h, _)| h)
+            .collect();
+        for scan in open {
+            self.fail_scan(scan, ErrorCode::Aborted, "the scan's transaction ended before the scan", ctx);
+        }
+        let (tx_low, tx_high) = split(id);
+        for storage in storages {
+            self.out.send(ctx, SCAN_LOCK_RELEASE, storage, ScanLockRelease { tx_low, tx_high }.as_words(), &[]);
         }
     }
 }

@@ -93,6 +93,8 @@ pub struct Storage {
     fragments: HashMap<(u32, u32), Fragment>,
     ops: Pool<OpRecord>,
     scans: Pool<scan::ScanRecord>,
+    /// Row locks that locking scans returned, per transaction, until it ends.
+    scan_holds: HashMap<TxKey, Vec<(u32, u32, u32)>>,
     by_tc: HashMap<(u32, u32, u32), u32>,
     memory_used: u64,
     /// Operations granted a lock by a release, to execute before the handler returns.
@@ -112,6 +114,7 @@ impl Storage {
             fragments: HashMap::new(),
             ops: Pool::default(),
             scans: Pool::default(),
+            scan_holds: HashMap::new(),
             by_tc: HashMap::new(),
             memory_used: 0,
             ready: Vec::new(),
@@ -336,7 +339,11 @@ impl Storage {
     /// Runs operations whose locks were granted by a release.
     fn run_ready(&mut self, ctx: &mut Context<'_>) {
         while let Some(handle) = self.ready.pop() {
-            self.execute(handle, ctx);
+            if handle & scan::SCAN_WAITER != 0 {
+                self.scan_lock_granted(handle & !scan::SCAN_WAITER, ctx);
+            } else {
+                self.execute(handle, ctx);
+            }
         }
     }
 
@@ -628,7 +635,14 @@ impl Block for Storage {
         // The commit protocol's signals come from coordinators and storage blocks: data nodes.
         let internal = matches!(
             signal.gsn(),
-            LQH_KEYREQ | COMMIT_REQ | COMPLETE_REQ | ABORT_REQ | DROP_TABLE_ORD | SCAN_FRAGREQ | SCAN_FRAG_NEXTREQ
+            LQH_KEYREQ
+                | COMMIT_REQ
+                | COMPLETE_REQ
+                | ABORT_REQ
+                | DROP_TABLE_ORD
+                | SCAN_FRAGREQ
+                | SCAN_FRAG_NEXTREQ
+                | SCAN_LOCK_RELEASE
         );
         if internal && !self.layout.as_ref().is_some_and(|l| l.is_data_node(signal.sender().node)) {
             tracing::warn!(gsn = %signal.gsn(), sender = %signal.sender(), "engine-internal signal from a node that is not a data node: dropped");
@@ -644,6 +658,7 @@ impl Block for Storage {
             SCAN_FRAGREQ => self.on_scan_frag_req(signal, ctx),
             SCAN_FRAG_NEXTREQ => self.on_scan_frag_next(signal, ctx),
             SCAN_CONTINUE => self.on_scan_continue(signal, ctx),
+            SCAN_LOCK_RELEASE => self.on_scan_lock_release(signal, ctx),
             gsn::START_ORD => {
                 if crate::is_first_phase(ctx, signal) {
                     self.start(ctx);

@@ -15,8 +15,15 @@
 //! last entry it examined, so each entry is met at most once; a row whose indexed columns a
 //! commit moves ahead of the cursor during the scan may be met again at its new place.
 //!
+//! Locking scans (shared or exclusive, for a transaction): each row is locked for the
+//! transaction before it is read (a scan waits in the row's queue like an operation, state
+//! `LockWait`); a returned row keeps its lock until the transaction ends
+//! (`SCAN_LOCK_RELEASE` from the coordinator), so the transaction's key operations can update
+//! or delete it (NDB's lock takeover); a row not returned has its lock dropped at once. A
+//! locking scan reads the image its transaction sees (its own writes included).
+//!
 //! States: `Running` (a step is due: `SCAN_CONTINUE` in flight) -> `Waiting` (a batch is out)
-//! -> `Running` on `SCAN_FRAG_NEXTREQ`; the record is freed when the partition is done, on
+//! -> `Running` on `SCAN_FRAG_NEXTREQ`; `Running` -> `LockWait` -> `Running` on the grant; the record is freed when the partition is done, on
 //! close, or on an error (answered with `SCAN_FRAGREF`).
 
 use std::ops::Bound;
@@ -29,6 +36,7 @@ use super::fragment::Fragment;
 use super::Storage;
 use crate::error::ErrorCode;
 use crate::index;
+use crate::locks::{Mode, TxKey};
 use crate::program::{Groups, Outcome, Program, ProgramLimits, RunError, Verified};
 use crate::protocol::*;
 use crate::row;
@@ -44,7 +52,12 @@ enum ScanState {
     Running,
     /// A batch is out; waiting for `SCAN_FRAG_NEXTREQ`.
     Waiting,
+    /// Waiting in a row's lock queue (a locking scan); the grant runs the next step.
+    LockWait,
 }
+
+/// Marks a lock-queue entry as a waiting scan (its handle below), not an operation.
+pub(super) const SCAN_WAITER: u32 = crate::pool::SPARE_BIT;
 
 #[derive(Debug)]
 enum Cursor {
@@ -74,6 +87,12 @@ pub(crate) struct ScanRecord {
     out: Vec<u8>,
     rows: u32,
     examined: u32,
+    /// A locking scan: the mode and the transaction that holds the locks.
+    lock: Option<(Mode, TxKey)>,
+    /// The row whose lock was granted while the scan waited (held, not yet examined).
+    granted: Option<u32>,
+    /// Rows this scan locked and returned: their locks stay with the transaction.
+    held: Vec<u32>,
 }
 
 type Refusal = (ErrorCode, String);
@@ -86,6 +105,18 @@ enum StepEnd {
     Batch,
     /// The partition is done (or the limit reached).
     Done,
+    /// A locking scan waits for a row's lock.
+    LockWait,
+}
+
+/// What became of one row.
+enum Visit {
+    /// Examined (returned, folded, skipped); go on.
+    Next,
+    /// It does not fit the batch: the batch ends before it.
+    Full,
+    /// Its lock is held by another transaction: wait in its queue.
+    Wait,
 }
 
 impl Storage {
@@ -98,6 +129,7 @@ impl Storage {
             Ok(handle) => self.step(handle, ctx),
             Err((error, message)) => self.scan_ref(ctx, coordinator, req.scan_slot, req.fragment, error, &message),
         }
+        self.run_ready(ctx);
     }
 
     fn open_scan(&mut self, req: &ScanFragReq, coordinator: BlockRef, spec_words: &[u32], ctx: &Context<'_>) -> Result<u32, Refusal> {
@@ -124,6 +156,15 @@ impl Storage {
             Some(i) => Cursor::Index { index: usize::from(i), ranges: index_ranges(&table, &spec)?, range: 0, after: None },
         };
         let groups = program.groups(limits.max_groups);
+        let lock = match LockMode::from_u32(req.lock) {
+            Some(LockMode::CommittedRead) => None,
+            Some(LockMode::Shared) => Some((Mode::Shared, (coordinator.to_word(), join(req.tx_low, req.tx_high)))),
+            Some(LockMode::Exclusive) => Some((Mode::Exclusive, (coordinator.to_word(), join(req.tx_low, req.tx_high)))),
+            None => return Err((ErrorCode::Protocol, format!("unknown lock mode {}", req.lock))),
+        };
+        if lock.is_some() && program.is_aggregate() {
+            return Err(bad("a locking scan cannot aggregate (it returns the rows it locks)".into()));
+        }
         let record = ScanRecord {
             state: ScanState::Running,
             coordinator,
@@ -140,6 +181,9 @@ impl Storage {
             out: Vec::new(),
             rows: 0,
             examined: 0,
+            lock,
+            granted: None,
+            held: Vec::new(),
         };
         let handle = self.scans.alloc(record).ok_or_else(|| {
             (ErrorCode::Overload, format!("all {} scan records are in use (max_scans)", self.scans.capacity()))
@@ -152,14 +196,19 @@ impl Storage {
     fn step(&mut self, handle: u32, ctx: &mut Context<'_>) {
         let Some(rec) = self.scans.get(handle) else { return };
         let key = (rec.table.id, rec.partition);
-        let result = match self.fragments.get(&key) {
-            Some(fragment) => run_step(rec, fragment),
+        let result = match self.fragments.get_mut(&key) {
+            Some(fragment) => run_step(rec, handle, fragment, &mut self.ready),
             None => Err((ErrorCode::NoSuchTable, format!("table {:?} was dropped", rec.table.name()))),
         };
         match result {
             Ok(StepEnd::Yield) => {
                 let me = ctx.me();
                 self.out.send(ctx, SCAN_CONTINUE, me, ScanContinue { storage_scan: handle }.as_words(), &[]);
+            }
+            Ok(StepEnd::LockWait) => {
+                if let Some(rec) = self.scans.get(handle) {
+                    rec.state = ScanState::LockWait;
+                }
             }
             Ok(StepEnd::Batch) => self.send_batch(handle, false, ctx),
             Ok(StepEnd::Done) => self.send_batch(handle, true, ctx),
@@ -209,14 +258,60 @@ impl Storage {
         }
     }
 
-    /// Frees a scan record; the fragment reaps what waited for the scan.
+    /// Frees a scan record: a lock it waits for is given up (or, granted but not yet used,
+    /// released), the locks it returned stay with its transaction, and the fragment reaps what
+    /// waited for the scan.
     fn close_scan(&mut self, handle: u32) -> Option<ScanRecord> {
-        let rec = self.scans.free(handle)?;
+        let mut rec = self.scans.free(handle)?;
+        let fragment = self.fragments.get_mut(&(rec.table.id, rec.partition));
+        if let (Some(f), Some((_, tx))) = (fragment, rec.lock) {
+            if let Some(entry) = rec.granted.and_then(|at| f.row(at)) {
+                if !entry.lock.cancel(SCAN_WAITER | handle) {
+                    entry.lock.release(tx, false);
+                    while let Some(next) = entry.lock.grant_next() {
+                        self.ready.push(next);
+                    }
+                }
+            }
+            let holds = self.scan_holds.entry(tx).or_default();
+            holds.extend(rec.held.drain(..).map(|at| (rec.table.id, rec.partition, at)));
+        }
         if let Some(f) = self.fragments.get_mut(&(rec.table.id, rec.partition)) {
             let freed = f.scan_closed();
             self.memory_used = self.memory_used.saturating_sub(freed);
         }
         Some(rec)
+    }
+
+    /// A waiting locking scan got its row's lock: run its next step.
+    pub(super) fn scan_lock_granted(&mut self, handle: u32, ctx: &mut Context<'_>) {
+        let Some(rec) = self.scans.get(handle) else { return };
+        if rec.state == ScanState::LockWait {
+            rec.state = ScanState::Running;
+            self.step(handle, ctx);
+        }
+    }
+
+    /// A transaction ended: its open scans close and the row locks its scans kept go.
+    pub(super) fn on_scan_lock_release(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let Some(r) = ctx.typed::<ScanLockRelease>(signal).copied() else { return };
+        let tx: TxKey = (signal.sender().to_word(), join(r.tx_low, r.tx_high));
+        let open: Vec<u32> =
+            self.scans.iter_mut().filter(|(_, s)| s.lock.is_some_and(|(_, t)| t == tx)).map(|(h, _)| h).collect();
+        for handle in open {
+            self.close_scan(handle);
+        }
+        for (table, partition, at) in self.scan_holds.remove(&tx).unwrap_or_default() {
+            let Some(f) = self.fragments.get_mut(&(table, partition)) else { continue };
+            if let Some(entry) = f.row(at) {
+                entry.lock.release(tx, false);
+                while let Some(next) = entry.lock.grant_next() {
+                    self.ready.push(next);
+                }
+            }
+            self.reap(table, partition, at);
+        }
+        self.run_ready(ctx);
     }
 
     fn scan_ref(&mut self, ctx: &mut Context<'_>, to: BlockRef, scan_slot: u32, fragment: u32, error: ErrorCode, message: &str) {
@@ -241,6 +336,7 @@ impl Storage {
             let conf = ScanFragConf { scan_slot: slot, fragment, storage_scan: req.storage_scan, rows: 0, done: 1, examined: 0 };
             let words = row::bytes_to_words(&[]);
             self.out.send(ctx, SCAN_FRAGCONF, to, conf.as_words(), &[&words]);
+            self.run_ready(ctx);
             return;
         }
         if rec.state != ScanState::Waiting {
@@ -248,6 +344,7 @@ impl Storage {
         }
         rec.state = ScanState::Running;
         self.step(req.storage_scan, ctx);
+        self.run_ready(ctx);
     }
 
     /// The next step of a running scan (from this block only).
@@ -259,6 +356,7 @@ impl Storage {
         let Some(c) = ctx.typed::<ScanContinue>(signal).copied() else { return };
         if self.scans.get(c.storage_scan).is_some_and(|r| r.state == ScanState::Running) {
             self.step(c.storage_scan, ctx);
+            self.run_ready(ctx);
         }
     }
 
@@ -302,8 +400,8 @@ fn start_key(b: &Bound<Vec<u8>>) -> (&[u8], bool) {
     }
 }
 
-/// Runs the program on one committed image; `Ok(false)` when the row does not fit the batch
-/// (it is left for the next one).
+/// Runs the program on one image; `Ok(false)` when the row does not fit the batch (it is left
+/// for the next one).
 fn visit(rec: &mut ScanRecord, image: &[u8]) -> Result<bool, Refusal> {
     let mark = rec.out.len();
     let outcome = rec.program.apply(image, &mut rec.out, &mut rec.groups).map_err(|e| run_error(&rec.table, e))?;
@@ -316,6 +414,44 @@ fn visit(rec: &mut ScanRecord, image: &[u8]) -> Result<bool, Refusal> {
         rec.left = rec.left.saturating_sub(1);
     }
     Ok(true)
+}
+
+/// Visits the row in slot `at`: a read-committed scan reads its committed image; a locking
+/// scan first takes the row's lock for its transaction (or queues for it), reads the image the
+/// transaction sees, keeps the lock when the row is returned and drops it otherwise.
+fn visit_at(rec: &mut ScanRecord, handle: u32, fragment: &mut Fragment, at: u32, ready: &mut Vec<u32>) -> Result<Visit, Refusal> {
+    let Some(entry) = fragment.rows.get_mut(at as usize).and_then(Option::as_mut) else { return Ok(Visit::Next) };
+    let Some((mode, tx)) = rec.lock else {
+        let Some(image) = entry.committed.as_deref() else { return Ok(Visit::Next) };
+        rec.examined += 1;
+        return Ok(if visit(rec, image)? { Visit::Next } else { Visit::Full });
+    };
+    let own = entry.working.as_ref().is_some_and(|(t, _)| *t == tx);
+    if entry.committed.is_none() && !own {
+        return Ok(Visit::Next);
+    }
+    if rec.granted != Some(at) && !entry.lock.acquire(SCAN_WAITER | handle, tx, mode) {
+        rec.granted = Some(at);
+        return Ok(Visit::Wait);
+    }
+    rec.granted = None;
+    rec.examined += 1;
+    let rows_before = rec.rows;
+    let image = entry.image_for(tx).cloned();
+    let fits = match image.as_deref() {
+        Some(image) => visit(rec, image)?,
+        None => true,
+    };
+    if rec.rows > rows_before {
+        rec.held.push(at);
+    } else {
+        // Not returned (filtered out, deleted, or left for the next batch): the lock goes.
+        entry.lock.release(tx, false);
+        while let Some(next) = entry.lock.grant_next() {
+            ready.push(next);
+        }
+    }
+    Ok(if fits { Visit::Next } else { Visit::Full })
 }
 
 fn run_error(table: &Table, e: RunError) -> Refusal {
@@ -331,74 +467,62 @@ fn batch_full(rec: &ScanRecord) -> bool {
     rec.rows >= rec.batch_rows || rec.out.len() >= rec.batch_bytes
 }
 
-/// Examines rows until the step budget is spent, the batch is full or the partition is done.
-fn run_step(rec: &mut ScanRecord, fragment: &Fragment) -> Result<StepEnd, Refusal> {
+/// Examines rows until the step budget is spent, the batch is full, a lock must be waited for
+/// or the partition is done.
+fn run_step(rec: &mut ScanRecord, handle: u32, fragment: &mut Fragment, ready: &mut Vec<u32>) -> Result<StepEnd, Refusal> {
     let mut budget = STEP_ROWS;
-    match &mut rec.cursor {
-        Cursor::Slots { next } => {
-            let mut at = *next;
-            let result = loop {
-                if rec.left == 0 || at as usize >= fragment.rows.len() {
-                    break StepEnd::Done;
-                }
-                if budget == 0 {
-                    break StepEnd::Yield;
-                }
-                if batch_full(rec) {
-                    break StepEnd::Batch;
-                }
-                budget -= 1;
-                let image = fragment.rows[at as usize].as_ref().and_then(|r| r.committed.as_deref());
-                if let Some(image) = image {
-                    rec.examined += 1;
-                    if !visit(rec, image)? {
-                        break StepEnd::Batch;
-                    }
-                }
-                at += 1;
-            };
-            if let Cursor::Slots { next } = &mut rec.cursor {
-                *next = at;
-            }
-            Ok(result)
+    let Cursor::Slots { next } = rec.cursor else { return index_step(rec, handle, fragment, ready, budget) };
+    let mut at = next;
+    let result = loop {
+        if rec.left == 0 || at as usize >= fragment.rows.len() {
+            break StepEnd::Done;
         }
-        Cursor::Index { .. } => index_step(rec, fragment, budget),
-    }
+        if budget == 0 {
+            break StepEnd::Yield;
+        }
+        if batch_full(rec) {
+            break StepEnd::Batch;
+        }
+        budget -= 1;
+        match visit_at(rec, handle, fragment, at, ready)? {
+            Visit::Next => at += 1,
+            Visit::Full => break StepEnd::Batch,
+            Visit::Wait => break StepEnd::LockWait,
+        }
+    };
+    rec.cursor = Cursor::Slots { next: at };
+    Ok(result)
 }
 
-fn index_step(rec: &mut ScanRecord, fragment: &Fragment, mut budget: u32) -> Result<StepEnd, Refusal> {
+fn index_step(rec: &mut ScanRecord, handle: u32, fragment: &mut Fragment, ready: &mut Vec<u32>, mut budget: u32) -> Result<StepEnd, Refusal> {
     let Cursor::Index { index, ranges, range, after } = &mut rec.cursor else { unreachable!("an index cursor") };
     let (index, mut r, mut last) = (*index, *range, after.take());
     let ranges = std::mem::take(ranges);
-    let tree = &fragment.ordered[index];
     let result = 'ranges: loop {
         let Some((start, end)) = ranges.get(r) else { break StepEnd::Done };
-        let from = match &last {
-            Some(k) if !below_start(k, start) => Bound::Excluded(k.to_vec()),
-            _ => start.clone(),
-        };
-        for (k, at) in tree.range::<[u8], _>((as_slice(&from), Bound::Unbounded)) {
-            if !index::before_end(k, end) {
-                break;
-            }
+        loop {
+            let from = match &last {
+                Some(k) if !below_start(k, start) => Bound::Excluded(k.as_ref()),
+                _ => as_slice(start),
+            };
+            let next = fragment.ordered[index].range::<[u8], _>((from, Bound::Unbounded)).next();
+            let Some((k, at)) = next.filter(|(k, _)| index::before_end(k, end)) else { break };
+            let (k, at) = (k.clone(), *at);
             if rec.left == 0 {
                 break 'ranges StepEnd::Done;
             }
             if budget == 0 {
                 break 'ranges StepEnd::Yield;
             }
-            if rec.rows >= rec.batch_rows || rec.out.len() >= rec.batch_bytes {
+            if batch_full(rec) {
                 break 'ranges StepEnd::Batch;
             }
             budget -= 1;
-            let image = fragment.rows.get(*at as usize).and_then(Option::as_ref).and_then(|e| e.committed.as_deref());
-            if let Some(image) = image {
-                rec.examined += 1;
-                if !visit(rec, image)? {
-                    break 'ranges StepEnd::Batch;
-                }
+            match visit_at(rec, handle, fragment, at, ready)? {
+                Visit::Next => last = Some(k),
+                Visit::Full => break 'ranges StepEnd::Batch,
+                Visit::Wait => break 'ranges StepEnd::LockWait,
             }
-            last = Some(k.clone());
         }
         r += 1;
     };
