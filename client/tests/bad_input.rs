@@ -163,3 +163,99 @@ fn hostile_signals_get_typed_refusals_or_counted_drops_and_the_node_keeps_servin
     assert_eq!(tx.row(r).unwrap().get("balance"), Some(&Value::I64(11)));
     assert!(cluster.all_running());
 }
+
+/// Hostile scans from a raw API node: programs with registers or columns out of range, a
+/// backward jump, no terminator, a huge constant, a program over the size limit, a malformed
+/// scan section, an unknown index, and internal scan signals from an API node. Each gets a
+/// `SCAN_TABREF` naming what was wrong (or is dropped), and the node keeps scanning for others.
+#[test]
+fn hostile_scans_are_refused_by_name_and_the_node_keeps_scanning() {
+    use engine::program::{Constant, Instr, Output, Program, RegType};
+    use engine::scan::ScanSpec;
+
+    let mut cluster = TestCluster::start("bad-scans", Shape::default());
+    let mut api = cluster.connect(0);
+    let mut s = api.session().unwrap();
+    let t = s.create_table(&accounts_def(4)).unwrap();
+    let mut tx = s.begin();
+    for id in 0..50i64 {
+        tx.insert(&t, &[("id", Value::I64(id)), ("balance", Value::I64(id))]).unwrap();
+    }
+    s.execute(&mut tx, Exec::Commit).unwrap();
+
+    let mut raw = Raw::connect(&cluster, 105);
+    let tc = BlockRef::new(NodeId::new(1).unwrap(), COORDINATOR, BlockInstance(0));
+    let returns = |code: Vec<Instr>, registers: Vec<RegType>, constants: Vec<Constant>| Program {
+        registers,
+        constants,
+        code,
+        output: vec![Output::Column(0)],
+        ..Program::default()
+    };
+    let programs: Vec<(Vec<u8>, &str)> = vec![
+        (returns(vec![Instr::LoadColumn { dst: 40, column: 1 }, Instr::Return], vec![RegType::I64], vec![]).encode(), "register 40"),
+        (returns(vec![Instr::LoadColumn { dst: 0, column: 99 }, Instr::Return], vec![RegType::I64], vec![]).encode(), "column 99"),
+        (
+            returns(vec![Instr::Return, Instr::Jump { target: 0 }, Instr::Return], vec![], vec![]).encode(),
+            "instruction 1",
+        ),
+        (returns(vec![Instr::LoadColumn { dst: 0, column: 1 }], vec![RegType::I64], vec![]).encode(), "the last instruction must be"),
+        (
+            returns(
+                vec![Instr::LoadConst { dst: 0, constant: 0 }, Instr::Return],
+                vec![RegType::Text],
+                vec![Constant::Value(Value::Text("x".repeat(70_000)))],
+            )
+            .encode(),
+            "limit",
+        ),
+        (vec![0xff; 300], "malformed"),
+    ];
+    let mut expected = Vec::new();
+    for (i, (program, needle)) in programs.into_iter().enumerate() {
+        let spec = ScanSpec { index: None, ranges: vec![], program }.encode();
+        let words = engine::row::bytes_to_words(&spec);
+        if words.len() > 2048 {
+            // Over the cluster's section limit (max_section_words = 2048 here): the sending
+            // side refuses it before it leaves (the verifier's own byte limit is unit-tested).
+            let sections: [&[u32]; 1] = [&words];
+            let signal = Signal::new(SCAN_TABREQ, raw.me, tc).sections(&sections);
+            assert!(raw.send.pack(tc.node, &signal).is_err(), "a {}-word section was accepted", words.len());
+            continue;
+        }
+        let req = ScanTabReq { scan_id: i as u32 + 1, table: t.id, table_version: t.version, batch_rows: 10, batch_bytes: 4096, ..ScanTabReq::default() };
+        raw.send(tc, SCAN_TABREQ, req.as_words(), &[&words]);
+        expected.push((i as u32 + 1, needle));
+    }
+    // An unknown index, a spec that is not a spec, an unknown lock mode.
+    let good = Program { output: vec![Output::Column(0)], code: vec![Instr::Return], ..Program::default() }.encode();
+    let spec = ScanSpec { index: Some(7), ranges: vec![], program: good.clone() }.encode();
+    let req = |scan_id: u32| ScanTabReq { scan_id, table: t.id, table_version: t.version, batch_rows: 10, batch_bytes: 4096, ..ScanTabReq::default() };
+    raw.send(tc, SCAN_TABREQ, req(20).as_words(), &[&engine::row::bytes_to_words(&spec)]);
+    raw.send(tc, SCAN_TABREQ, req(21).as_words(), &[&[7, 1, 2]]);
+    let spec = ScanSpec { index: None, ranges: vec![], program: good }.encode();
+    raw.send(tc, SCAN_TABREQ, ScanTabReq { lock: 9, ..req(22) }.as_words(), &[&engine::row::bytes_to_words(&spec)]);
+    // Internal scan signals from an API node are dropped.
+    let storage = BlockRef::new(NodeId::new(1).unwrap(), STORAGE, BlockInstance(0));
+    raw.send(storage, SCAN_FRAGREQ, ScanFragReq::default().as_words(), &[&engine::row::bytes_to_words(&spec)]);
+    raw.send(storage, SCAN_LOCK_RELEASE, ScanLockRelease::default().as_words(), &[]);
+    raw.send(tc, SCAN_FRAGCONF, ScanFragConf::default().as_words(), &[]);
+
+    let answers = raw.collect(Duration::from_millis(1500));
+    let refusal = |id: u32| answers.iter().find(|(g, d, _)| *g == SCAN_TABREF && d[0] == id).cloned();
+    for (id, needle) in expected {
+        let (_, d, text) = refusal(id).unwrap_or_else(|| panic!("no refusal for scan {id}: {answers:?}"));
+        assert_eq!(ErrorCode::from_u32(d[1]), Some(ErrorCode::BadProgram), "scan {id}: {text}");
+        assert!(text.contains(needle), "scan {id}: {text:?} lacks {needle:?}");
+    }
+    assert!(refusal(20).is_some_and(|r| r.2.contains("index")), "{answers:?}");
+    assert!(refusal(21).is_some(), "{answers:?}");
+    assert!(refusal(22).is_some_and(|r| r.2.contains("lock mode 9")), "{answers:?}");
+    assert!(!answers.iter().any(|(g, _, _)| *g == SCAN_FRAGCONF || *g == SCAN_FRAGREF), "{answers:?}");
+    drop(raw);
+
+    // The node still scans for a well-behaved client.
+    let rows = s.scan(&client::ScanRequest::new(&t)).unwrap().collect::<Result<Vec<_>, _>>().unwrap();
+    assert_eq!(rows.len(), 50);
+    assert!(cluster.all_running());
+}
