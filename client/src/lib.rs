@@ -1,5 +1,6 @@
 //! blockwire's client library: an API node that joins a cluster from its cluster file and runs
-//! schema requests and transactions on the engine ([`session`]), its typed errors ([`error`]),
+//! schema requests, transactions and scans on the engine ([`session`]), its typed errors
+//! ([`error`]), expression text for scans ([`expr`]),
 //! and the checkers the tests use on recorded histories ([`check`]).
 //!
 //! ```no_run
@@ -18,11 +19,12 @@
 
 pub mod check;
 pub mod error;
+pub mod expr;
 pub mod session;
 
 pub use engine::protocol::{Exec, LockMode};
 pub use engine::row::Value;
-pub use engine::schema::{Column, ColumnType, Table, TableDef};
+pub use engine::schema::{Column, ColumnType, IndexDef, Table, TableDef};
 pub use error::{Error, Result};
 pub use engine::index::{Range, RangeEnd};
 pub use engine::program::compile::{col, lit, Expr};

@@ -9,6 +9,12 @@
 //!        <--DICT_COMMIT_CONF--
 //! master --DICT_CONF / DICT_REF--> client
 //! ```
+//! Adding an ordered index to a table (`DICT_ADD_INDEX_REQ`) runs the same two phases; the
+//! table keeps its id and version (its rows and keys do not change), and each dictionary, on
+//! commit, installs the new definition, has its node's storage instances build the index from
+//! the rows they hold while writes go on (`INDEX_BUILD_REQ` / `INDEX_BUILD_CONF`), and only
+//! then confirms the commit: the client hears `DICT_CONF` when the index is built everywhere.
+//!
 //! One change runs at a time (another is refused with `SchemaBusy`, a temporary error). A
 //! change needs every data node linked: one that is not is named in a `NotConnected` refusal.
 //! Definitions are checked by every dictionary ([`crate::schema::TableDef::validate`]); a
@@ -26,7 +32,7 @@ use crate::error::ErrorCode;
 use crate::layout::{DictionarySettings, Layout};
 use crate::protocol::*;
 use crate::row::{bytes_to_words, words_to_bytes};
-use crate::schema::{Table, TableDef};
+use crate::schema::{IndexDef, Table, TableDef};
 use crate::resend::Resend;
 use crate::{Engine, STORAGE};
 
@@ -63,6 +69,9 @@ pub struct Dictionary {
     change: Option<Change>,
     prepared: HashMap<u32, (u32, Table)>,
     changes: u32,
+    /// Index builds of committed changes: storage instances still building, and the master
+    /// to confirm to.
+    building: HashMap<u32, (BTreeSet<u32>, BlockRef)>,
 }
 
 impl Dictionary {
@@ -78,6 +87,7 @@ impl Dictionary {
             change: None,
             prepared: HashMap::new(),
             changes: 0,
+            building: HashMap::new(),
         }
     }
 
@@ -109,6 +119,10 @@ impl Dictionary {
                 Some(r) => (r.request, r.requester),
                 None => return,
             },
+            DICT_ADD_INDEX_REQ => match ctx.typed::<DictAddIndexReq>(signal) {
+                Some(r) => (r.request, r.requester),
+                None => return,
+            },
             _ => match ctx.typed::<DictDropReq>(signal) {
                 Some(r) => (r.request, r.requester),
                 None => return,
@@ -126,10 +140,10 @@ impl Dictionary {
             return;
         }
         let body = signal.section(0).and_then(words_to_bytes).unwrap_or_default();
-        let planned = if signal.gsn() == DICT_CREATE_REQ {
-            self.plan_create(&body).map(|t| (CHANGE_CREATE, t))
-        } else {
-            self.plan_drop(&body).map(|t| (CHANGE_DROP, t))
+        let planned = match signal.gsn() {
+            DICT_CREATE_REQ => self.plan_create(&body).map(|t| (CHANGE_CREATE, t)),
+            DICT_ADD_INDEX_REQ => self.plan_add_index(&body).map(|t| (CHANGE_ADD_INDEX, t)),
+            _ => self.plan_drop(&body).map(|t| (CHANGE_DROP, t)),
         };
         match planned.and_then(|(kind, table)| self.check_cluster(ctx.node_id()).map(|()| (kind, table))) {
             Ok((kind, table)) => self.prepare(kind, table, requester, request, ctx),
@@ -171,7 +185,11 @@ impl Dictionary {
             return Err((ErrorCode::TableExists, format!("table {:?} exists", def.name)));
         }
         let (id, version) = catalog.next_identity();
-        let table = Table::new(id, version, def, partitions);
+        self.fits_a_section(Table::new(id, version, def, partitions))
+    }
+
+    /// `table`, unless its definition is too large for a long section.
+    fn fits_a_section(&self, table: Table) -> Result<Table, Refusal> {
         let json_bytes = serde_json::to_vec(&table).map(|v| v.len()).unwrap_or(usize::MAX);
         let section_bytes = self.layout.as_ref().map_or(0, |l| l.max_section_bytes);
         if json_bytes > section_bytes {
@@ -181,6 +199,24 @@ impl Dictionary {
             ));
         }
         Ok(table)
+    }
+
+    /// The table with the requested index added (same id and version), checked as a whole.
+    fn plan_add_index(&self, body: &[u8]) -> Result<Table, Refusal> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct AddIndex {
+            table: String,
+            index: IndexDef,
+        }
+        let req: AddIndex =
+            serde_json::from_slice(body).map_err(|e| (ErrorCode::BadSchema, format!("index definition: {e}")))?;
+        let catalog = self.catalog.as_ref().ok_or((ErrorCode::NotConnected, "dictionary not started".into()))?;
+        let table = catalog.by_name(&req.table).ok_or_else(|| (ErrorCode::NoSuchTable, format!("no table {:?}", req.table)))?;
+        let mut def = table.def.clone();
+        def.indexes.push(req.index);
+        let partitions = def.validate(&self.settings.limits).map_err(|e| (ErrorCode::BadSchema, e.to_string()))?;
+        self.fits_a_section(Table::new(table.id, table.version, def, partitions))
     }
 
     fn plan_drop(&self, body: &[u8]) -> Result<Table, Refusal> {
@@ -258,6 +294,17 @@ impl Dictionary {
                 catalog.set_dropping(table.id, true);
                 Ok(table)
             }
+            CHANGE_ADD_INDEX => {
+                let current = catalog.get(table.id, table.version)?;
+                let partitions =
+                    table.def.validate(&self.settings.limits).map_err(|e| (ErrorCode::BadSchema, e.to_string()))?;
+                let mut before = table.def.clone();
+                before.indexes.pop();
+                if before != current.def || partitions != current.partitions {
+                    return Err((ErrorCode::SchemaVersion, format!("table {:?} changed during the change", table.name())));
+                }
+                Ok(Table::new(table.id, table.version, table.def, partitions))
+            }
             k => Err((ErrorCode::Protocol, format!("unknown change kind {k}"))),
         }
     }
@@ -317,12 +364,28 @@ impl Dictionary {
         }
     }
 
-    /// Phase two on this node: install or abandon.
+    /// Phase two on this node: install or abandon (an added index: build it, then confirm).
     fn on_commit(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         let Some(req) = ctx.typed::<DictCommitReq>(signal).copied() else { return };
         if let (Some((kind, table)), Some(catalog)) = (self.prepared.remove(&req.change), self.catalog.clone()) {
             match (kind, req.install != 0) {
                 (CHANGE_CREATE, true) => catalog.install(table),
+                (CHANGE_ADD_INDEX, true) => {
+                    let build = IndexBuildReq {
+                        change: req.change,
+                        table: table.id,
+                        version: table.version,
+                        index: table.def.indexes.len().saturating_sub(1) as u32,
+                    };
+                    catalog.install(table);
+                    let instances = self.layout.as_ref().map_or(0, |l| l.storage_instances);
+                    self.building.insert(req.change, ((0..u32::from(instances)).collect(), signal.sender()));
+                    for i in 0..instances {
+                        let to = BlockRef::new(ctx.node_id(), STORAGE, BlockInstance(i));
+                        self.out.send(ctx, INDEX_BUILD_REQ, to, build.as_words(), &[]);
+                    }
+                    return;
+                }
                 (CHANGE_DROP, true) => {
                     catalog.remove(table.id);
                     let instances = self.layout.as_ref().map_or(0, |l| l.storage_instances);
@@ -338,6 +401,20 @@ impl Dictionary {
         }
         let conf = DictCommitConf { change: req.change, node: u32::from(ctx.node_id().get()) };
         self.out.send(ctx, DICT_COMMIT_CONF, signal.sender(), conf.as_words(), &[]);
+    }
+
+    /// A storage instance built an index: when the last has, the commit is confirmed.
+    fn on_index_built(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let Some(conf) = ctx.typed::<IndexBuildConf>(signal).copied() else { return };
+        let Some((waiting, _)) = self.building.get_mut(&conf.change) else { return };
+        waiting.remove(&conf.instance);
+        if !waiting.is_empty() {
+            return;
+        }
+        if let Some((_, master)) = self.building.remove(&conf.change) {
+            let done = DictCommitConf { change: conf.change, node: u32::from(ctx.node_id().get()) };
+            self.out.send(ctx, DICT_COMMIT_CONF, master, done.as_words(), &[]);
+        }
     }
 
     fn on_list(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
@@ -382,14 +459,21 @@ impl Block for Dictionary {
         // The two phases run between dictionaries (data nodes) only.
         let internal = matches!(
             signal.gsn(),
-            DICT_PREPARE_REQ | DICT_PREPARE_CONF | DICT_PREPARE_REF | DICT_COMMIT_REQ | DICT_COMMIT_CONF | RESEND
+            DICT_PREPARE_REQ
+                | DICT_PREPARE_CONF
+                | DICT_PREPARE_REF
+                | DICT_COMMIT_REQ
+                | DICT_COMMIT_CONF
+                | INDEX_BUILD_CONF
+                | RESEND
         );
         if internal && !self.layout.as_ref().is_some_and(|l| l.is_data_node(signal.sender().node)) {
             tracing::warn!(gsn = %signal.gsn(), sender = %signal.sender(), "schema-change signal from a node that is not a data node: dropped");
             return ctx.unhandled(signal);
         }
         match signal.gsn() {
-            DICT_CREATE_REQ | DICT_DROP_REQ => self.on_request(signal, ctx),
+            DICT_CREATE_REQ | DICT_DROP_REQ | DICT_ADD_INDEX_REQ => self.on_request(signal, ctx),
+            INDEX_BUILD_CONF => self.on_index_built(signal, ctx),
             DICT_PREPARE_REQ => self.on_prepare(signal, ctx),
             DICT_PREPARE_CONF | DICT_PREPARE_REF => self.on_prepare_answer(signal, ctx),
             DICT_COMMIT_REQ => self.on_commit(signal, ctx),

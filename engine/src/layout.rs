@@ -59,6 +59,8 @@ pub struct StorageSettings {
     pub max_scans: u32,
     /// Groups one partition's aggregate may hold (one more is `TooManyGroups`).
     pub scan_max_groups: u32,
+    /// Row slots an index build examines per step, between which other signals run.
+    pub index_build_step_slots: u32,
 }
 
 impl StorageSettings {
@@ -69,6 +71,7 @@ impl StorageSettings {
             max_operations: s.u64("max_operations", 65_536, 16, 1 << 24)? as u32,
             max_scans: s.u64("max_scans", 256, 1, 1 << 16)? as u32,
             scan_max_groups: s.u64("scan_max_groups", 65_536, 1, 1 << 24)? as u32,
+            index_build_step_slots: s.u64("index_build_step_slots", 16_384, 1, 1 << 24)? as u32,
         })
     }
 }
@@ -263,7 +266,7 @@ mod tests {
             dictionary: DictionarySettings { replicas, limits: SchemaLimits::default() },
             storage_instances: instances,
             coordinator_instances: 1,
-            storage: StorageSettings { memory_bytes: 1 << 20, max_operations: 16, max_scans: 1, scan_max_groups: 1 },
+            storage: StorageSettings { memory_bytes: 1 << 20, max_operations: 16, max_scans: 1, scan_max_groups: 1, index_build_step_slots: 1 },
             coordinator: CoordinatorSettings {
                 max_transactions: 1,
                 max_operations_per_transaction: 1,

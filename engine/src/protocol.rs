@@ -219,6 +219,10 @@ payloads! {
     DictCreateReq { request, requester }
     /// `DICT_DROP_REQ` (client -> dictionary -> master): section 0 the table's name.
     DictDropReq { request, requester }
+    /// `DICT_ADD_INDEX_REQ` (client -> dictionary -> master): add an ordered index to a table
+    /// that may hold rows; section 0 `{"table": name, "index": {"name", "columns"}}` as JSON.
+    /// Answered (`DICT_CONF`) once the index is built on every data node.
+    DictAddIndexReq { request, requester }
     /// `DICT_LIST_REQ` (client -> dictionary): every table.
     DictListReq { request }
     /// `DICT_LIST_CONF`: section 0 the tables as JSON.
@@ -239,6 +243,13 @@ payloads! {
     DictCommitConf { change, node }
     /// `DROP_TABLE_ORD` (dictionary -> its node's storage instances): free a dropped table.
     DropTableOrd { table, version }
+    /// `INDEX_BUILD_REQ` (dictionary -> its node's storage instances): build index number
+    /// `index` of the table (installed with it) from the rows each holds, while writes go on.
+    IndexBuildReq { change, table, version, index }
+    /// `INDEX_BUILD_CONF` (storage -> dictionary): built on every partition this instance holds.
+    IndexBuildConf { change, instance }
+    /// `INDEX_BUILD_CONTINUE` (storage -> itself): the next step of a build.
+    IndexBuildContinue { build }
     /// `TC_TIMER` (coordinator -> itself): check timeouts.
     TcTimer { generation }
     /// `SCAN_TABREQ` (client -> coordinator): open a scan; section 0 the scan
@@ -310,6 +321,8 @@ pub const SCAN_DONE: u32 = 2;
 pub const CHANGE_CREATE: u32 = 1;
 /// `DICT_PREPARE_REQ.kind`: drop.
 pub const CHANGE_DROP: u32 = 2;
+/// `DICT_PREPARE_REQ.kind`: add an ordered index (the table keeps its id and version).
+pub const CHANGE_ADD_INDEX: u32 = 3;
 
 signals::protocol! {
     /// The engine's signals (GSN 200..=299).
@@ -394,5 +407,13 @@ signals::protocol! {
         SCAN_CONTINUE = 258 => ScanContinue;
         /// Release a transaction's scan locks.
         SCAN_LOCK_RELEASE = 259 => ScanLockRelease;
+        /// Add an ordered index.
+        DICT_ADD_INDEX_REQ = 244 => DictAddIndexReq;
+        /// Build an index on a storage instance.
+        INDEX_BUILD_REQ = 245 => IndexBuildReq;
+        /// Built.
+        INDEX_BUILD_CONF = 246 => IndexBuildConf;
+        /// The next step of a build.
+        INDEX_BUILD_CONTINUE = 247 => IndexBuildContinue;
     }
 }

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use engine::layout::Layout;
 use engine::protocol::*;
 use engine::row::{self, Value};
-use engine::schema::{Table, TableDef};
+use engine::schema::{IndexDef, Table, TableDef};
 use engine::{Engine, ErrorCode, API_SESSION, STORAGE};
 use node::config::{Config, NodeKind};
 use node::links::registry_config;
@@ -637,6 +637,16 @@ impl Session<'_> {
         self.dictionary_call(DICT_CREATE_REQ, &body, &format!("create table {:?}", def.name))?;
         self.refresh_tables()?;
         self.table(&def.name)
+    }
+
+    /// Adds an ordered index to table `table` (which may hold rows and take writes meanwhile);
+    /// returns when the index is built on every data node, with the table's new definition.
+    pub fn create_index(&mut self, table: &str, index: &IndexDef) -> Result<Arc<Table>> {
+        let body = serde_json::json!({ "table": table, "index": index });
+        let body = serde_json::to_vec(&body).map_err(|e| Error::invalid(e.to_string()))?;
+        self.dictionary_call(DICT_ADD_INDEX_REQ, &body, &format!("create index {:?} on {table:?}", index.name))?;
+        self.refresh_tables()?;
+        self.table(table)
     }
 
     /// Drops a table.

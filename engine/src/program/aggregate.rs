@@ -5,8 +5,10 @@
 //!
 //! A group's key is the group-by register values encoded as tagged tuple values (NULL is its
 //! own value, so NULLs form one group; f64 -0.0 is encoded as 0.0 and every NaN as one NaN so
-//! that equal values share a group). The key is built in a buffer the table reuses, and looked
-//! up by bytes: only a new group allocates.
+//! that equal values share a group). The key is built in a buffer the table reuses and looked
+//! up by bytes in a `KeyTable` (`key_table.rs`): only a new group allocates. Groups are
+//! numbered in the order they appear; each group's states sit at `group * aggregates` in one
+//! vector, and the wire form lists the groups in that order.
 //!
 //! Partial state per aggregate, and what finishing makes of it:
 //! COUNT: rows or non-NULL arguments -> i64;
@@ -32,10 +34,8 @@
 //! ```
 
 use std::cmp::Ordering;
-use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
-use std::hash::{BuildHasher, Hasher};
 
+use super::key_table::{Full, KeyTable};
 use super::run::{order, Slot};
 use super::tuple::{self, tag, write_variable};
 use super::{AggFn, RegType, RunError};
@@ -137,17 +137,17 @@ struct Overflow;
 
 impl Acc {
     /// Folds one argument (`None` for COUNT(*)).
-    fn fold(&mut self, arg: Option<Slot<'_>>) -> Result<(), Overflow> {
+    fn fold(&mut self, arg: Option<&Slot<'_>>) -> Result<(), Overflow> {
         let Some(value) = arg else {
             if let Acc::Count(count) = self {
                 *count = count.checked_add(1).ok_or(Overflow)?;
             }
             return Ok(());
         };
-        if value == Slot::Null {
+        if matches!(value, Slot::Null) {
             return Ok(());
         }
-        match (self, value) {
+        match (self, *value) {
             (Acc::Count(count), _) => *count = count.checked_add(1).ok_or(Overflow)?,
             (Acc::SumI64 { sum, count }, Slot::I64(v)) => {
                 *sum = sum.checked_add(v).ok_or(Overflow)?;
@@ -172,13 +172,18 @@ impl Acc {
             (Acc::Extreme { max, best, .. }, value) => {
                 let better = match best {
                     Best::Unset => !matches!(value, Slot::F64(v) if v.is_nan()),
-                    _ => order(value, best.slot()) == Some(if *max { Ordering::Greater } else { Ordering::Less }),
+                    _ => {
+                        order(&value, &best.slot())
+                            == Some(if *max { Ordering::Greater } else { Ordering::Less })
+                    }
                 };
                 if better {
                     best.set(value);
                 }
             }
-            (acc, value) => unreachable!("verified: the argument's type fits the aggregate ({acc:?}, {value:?})"),
+            (acc, value) => unreachable!(
+                "verified: the argument's type fits the aggregate ({acc:?}, {value:?})"
+            ),
         }
         Ok(())
     }
@@ -206,7 +211,9 @@ impl Acc {
                 *count = add(*count, *c)?;
             }
             (Acc::Extreme { best: Best::Unset, .. }, Acc::Extreme { best: Best::Unset, .. }) => {}
-            (this @ Acc::Extreme { .. }, Acc::Extreme { best, .. }) => this.fold(Some(best.slot()))?,
+            (this @ Acc::Extreme { .. }, Acc::Extreme { best, .. }) => {
+                this.fold(Some(&best.slot()))?
+            }
             (a, b) => unreachable!("the merger checks partial state kinds ({a:?}, {b:?})"),
         }
         Ok(())
@@ -246,7 +253,7 @@ impl Acc {
                 out.extend_from_slice(&sum.to_le_bytes());
                 out.extend_from_slice(&count.to_le_bytes());
             }
-            Acc::Extreme { ty, best, .. } => write_key(best.slot(), *ty, out),
+            Acc::Extreme { ty, best, .. } => write_key(&best.slot(), *ty, out),
         }
     }
 
@@ -297,8 +304,8 @@ fn value_slot(value: &Value, ty: RegType) -> Option<Slot<'_>> {
 }
 
 /// Appends a key value of type `ty` in its canonical tagged form.
-pub(super) fn write_key(value: Slot<'_>, ty: RegType, out: &mut Vec<u8>) {
-    match value {
+pub(super) fn write_key(value: &Slot<'_>, ty: RegType, out: &mut Vec<u8>) {
+    match *value {
         Slot::Null => out.push(tag::NULL),
         Slot::I64(v) => {
             out.push(tag::I64);
@@ -309,74 +316,19 @@ pub(super) fn write_key(value: Slot<'_>, ty: RegType, out: &mut Vec<u8>) {
             out.extend_from_slice(&v.to_le_bytes());
         }
         Slot::F64(v) => {
-            let canonical = if v == 0.0 { 0.0 } else if v.is_nan() { f64::NAN } else { v };
+            let canonical = if v == 0.0 {
+                0.0
+            } else if v.is_nan() {
+                f64::NAN
+            } else {
+                v
+            };
             out.push(tag::F64);
             out.extend_from_slice(&canonical.to_le_bytes());
         }
         Slot::Bool(v) => out.extend_from_slice(&[tag::BOOL, u8::from(v)]),
         Slot::Bytes(v) if ty == RegType::Text => write_variable(tag::TEXT, v, out),
         Slot::Bytes(v) => write_variable(tag::BYTES, v, out),
-    }
-}
-
-/// A hasher for group keys: a multiply-rotate mix over 8-byte words (in the manner of
-/// rustc's FxHash) with a per-table random seed and a final avalanche, much cheaper than
-/// SipHash on short keys. The seed keeps crafted keys from colliding on purpose.
-#[derive(Clone, Copy, Debug)]
-pub(super) struct KeyHash {
-    seed: u64,
-}
-
-impl KeyHash {
-    fn new() -> KeyHash {
-        KeyHash { seed: RandomState::new().hash_one(0x5eed_u64) }
-    }
-}
-
-impl BuildHasher for KeyHash {
-    type Hasher = KeyHasher;
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher { state: self.seed }
-    }
-}
-
-/// See [`KeyHash`].
-#[derive(Debug)]
-pub(super) struct KeyHasher {
-    state: u64,
-}
-
-const MIX: u64 = 0x9e37_79b9_7f4a_7c15;
-
-impl KeyHasher {
-    fn mix(&mut self, word: u64) {
-        self.state = (self.state.rotate_left(26) ^ word).wrapping_mul(MIX);
-    }
-}
-
-impl Hasher for KeyHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.mix(u64::from_le_bytes(word));
-        }
-        let rest = chunks.remainder();
-        let mut word = [0u8; 8];
-        word[..rest.len()].copy_from_slice(rest);
-        self.mix(u64::from_le_bytes(word) ^ ((rest.len() as u64) << 59));
-    }
-
-    fn write_usize(&mut self, value: usize) {
-        self.mix(value as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        let mut h = self.state;
-        h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        h ^ (h >> 31)
     }
 }
 
@@ -389,7 +341,7 @@ pub struct Groups {
     limit: usize,
     key_arity: u16,
     /// Group key bytes -> group number.
-    index: HashMap<Box<[u8]>, u32, KeyHash>,
+    table: KeyTable,
     /// Each group's aggregate states, `initial.len()` per group in group order.
     states: Vec<Acc>,
     initial: Vec<Acc>,
@@ -403,7 +355,7 @@ impl Groups {
             program,
             limit,
             key_arity: plan.keys.len() as u16,
-            index: HashMap::with_hasher(KeyHash::new()),
+            table: KeyTable::new(),
             states: Vec::new(),
             initial: plan.aggregates.iter().map(|a| a.initial.clone()).collect(),
             key: Vec::new(),
@@ -412,38 +364,40 @@ impl Groups {
 
     /// How many groups.
     pub fn len(&self) -> usize {
-        self.index.len()
+        self.table.len()
     }
 
     /// Whether there are no groups.
     pub fn is_empty(&self) -> bool {
-        self.index.is_empty()
+        self.table.len() == 0
     }
 
     /// Folds one row (its registers) into its group. `instruction` is the `aggregate`
     /// instruction, named when a sum overflows.
-    pub(super) fn fold(&mut self, program: u64, plan: &Plan, r: &[Slot<'_>], instruction: usize) -> Result<(), RunError> {
-        assert_eq!(self.program, program, "a program folds only into groups it made (Verified::groups)");
+    pub(super) fn fold(
+        &mut self,
+        program: u64,
+        plan: &Plan,
+        r: &[Slot<'_>],
+        instruction: usize,
+    ) -> Result<(), RunError> {
+        assert_eq!(
+            self.program, program,
+            "a program folds only into groups it made (Verified::groups)"
+        );
         self.key.clear();
         for &(slot, ty) in &plan.keys {
-            write_key(r[usize::from(slot)], ty, &mut self.key);
+            write_key(&r[usize::from(slot)], ty, &mut self.key);
         }
         let stride = self.initial.len();
-        let group = match self.index.get(self.key.as_slice()) {
-            Some(&group) => group as usize,
-            None => {
-                let group = self.index.len();
-                if group >= self.limit || group >= u32::MAX as usize {
-                    return Err(RunError::TooManyGroups { limit: self.limit });
-                }
-                self.index.insert(self.key.as_slice().into(), group as u32);
-                self.states.extend_from_slice(&self.initial);
-                group
-            }
-        };
+        let found = self.table.find_or_insert(&self.key, self.limit);
+        let (group, new) = found.map_err(|Full| RunError::TooManyGroups { limit: self.limit })?;
+        if new {
+            self.states.extend_from_slice(&self.initial);
+        }
         let states = &mut self.states[group * stride..(group + 1) * stride];
         for (acc, aggregate) in states.iter_mut().zip(&plan.aggregates) {
-            let arg = aggregate.arg.map(|slot| r[usize::from(slot)]);
+            let arg = aggregate.arg.map(|slot| &r[usize::from(slot)]);
             acc.fold(arg).map_err(|Overflow| RunError::Overflow { instruction })?;
         }
         Ok(())
@@ -467,11 +421,12 @@ impl Groups {
         let mut chunk = self.header(0);
         let mut count = 0u32;
         let mut group_bytes = Vec::new();
-        for (key, &group) in &self.index {
+        for group in 0..self.table.len() {
             group_bytes.clear();
-            group_bytes.extend_from_slice(key);
-            let group = group as usize;
-            self.states[group * stride..(group + 1) * stride].iter().for_each(|acc| acc.encode(&mut group_bytes));
+            group_bytes.extend_from_slice(self.table.key(group));
+            self.states[group * stride..(group + 1) * stride]
+                .iter()
+                .for_each(|acc| acc.encode(&mut group_bytes));
             if count > 0 && chunk.len() + group_bytes.len() > max_bytes {
                 chunk[..4].copy_from_slice(&count.to_le_bytes());
                 chunks.push((count, std::mem::replace(&mut chunk, self.header(0))));
@@ -505,7 +460,8 @@ pub struct Merger {
     limit: usize,
     /// Named by overflow errors.
     instruction: usize,
-    index: HashMap<Box<[u8]>, usize, KeyHash>,
+    /// Group key bytes -> group number.
+    table: KeyTable,
     /// Per group: its key values and its states.
     groups: Vec<(Vec<Value>, Vec<Acc>)>,
 }
@@ -519,7 +475,9 @@ struct PartialReader<'a> {
 impl<'a> PartialReader<'a> {
     fn take(&mut self, n: usize, what: &str) -> Result<&'a [u8], RunError> {
         let part = self.bytes.get(self.at..self.at.saturating_add(n));
-        let part = part.ok_or_else(|| RunError::BadPartial(format!("byte {}: ends inside the {what}", self.at)))?;
+        let part = part.ok_or_else(|| {
+            RunError::BadPartial(format!("byte {}: ends inside the {what}", self.at))
+        })?;
         self.at += n;
         Ok(part)
     }
@@ -530,8 +488,8 @@ impl<'a> PartialReader<'a> {
     }
 
     fn value(&mut self) -> Result<Value, RunError> {
-        let (value, next) =
-            tuple::read_value(self.bytes, self.at).map_err(|e| RunError::BadPartial(e.to_string()))?;
+        let (value, next) = tuple::read_value(self.bytes, self.at)
+            .map_err(|e| RunError::BadPartial(e.to_string()))?;
         self.at = next;
         Ok(value)
     }
@@ -541,7 +499,10 @@ impl<'a> PartialReader<'a> {
         let at = self.at;
         let kind = self.take(1, "state kind")?[0];
         if kind != expected.kind() {
-            return Err(RunError::BadPartial(format!("byte {at}: state kind {kind}, expected {}", expected.kind())));
+            return Err(RunError::BadPartial(format!(
+                "byte {at}: state kind {kind}, expected {}",
+                expected.kind()
+            )));
         }
         let negative = |count: i64| {
             if count < 0 {
@@ -552,14 +513,20 @@ impl<'a> PartialReader<'a> {
         };
         Ok(match expected {
             Acc::Count(_) => Acc::Count(negative(self.i64("count")?)?),
-            Acc::SumI64 { .. } => Acc::SumI64 { sum: self.i64("sum")?, count: negative(self.i64("count")?)? },
-            Acc::SumU64 { .. } => Acc::SumU64 { sum: self.i64("sum")? as u64, count: negative(self.i64("count")?)? },
-            Acc::SumF64 { .. } => {
-                Acc::SumF64 { sum: f64::from_bits(self.i64("sum")? as u64), count: negative(self.i64("count")?)? }
+            Acc::SumI64 { .. } => {
+                Acc::SumI64 { sum: self.i64("sum")?, count: negative(self.i64("count")?)? }
             }
-            Acc::AvgF64 { .. } => {
-                Acc::AvgF64 { sum: f64::from_bits(self.i64("sum")? as u64), count: negative(self.i64("count")?)? }
+            Acc::SumU64 { .. } => {
+                Acc::SumU64 { sum: self.i64("sum")? as u64, count: negative(self.i64("count")?)? }
             }
+            Acc::SumF64 { .. } => Acc::SumF64 {
+                sum: f64::from_bits(self.i64("sum")? as u64),
+                count: negative(self.i64("count")?)?,
+            },
+            Acc::AvgF64 { .. } => Acc::AvgF64 {
+                sum: f64::from_bits(self.i64("sum")? as u64),
+                count: negative(self.i64("count")?)?,
+            },
             Acc::AvgInt { .. } => {
                 let b = self.take(16, "sum")?;
                 let mut word = [0u8; 16];
@@ -569,7 +536,10 @@ impl<'a> PartialReader<'a> {
             Acc::Extreme { max, ty, .. } => {
                 let value = self.value()?;
                 let slot = value_slot(&value, *ty).ok_or_else(|| {
-                    RunError::BadPartial(format!("byte {at}: {} is not a {ty} MIN/MAX", value.type_name()))
+                    RunError::BadPartial(format!(
+                        "byte {at}: {} is not a {ty} MIN/MAX",
+                        value.type_name()
+                    ))
                 })?;
                 let mut best = Best::Unset;
                 best.set(slot);
@@ -586,14 +556,15 @@ impl Merger {
             initial: plan.aggregates.iter().map(|a| a.initial.clone()).collect(),
             limit,
             instruction,
-            index: HashMap::with_hasher(KeyHash::new()),
+            table: KeyTable::new(),
             groups: Vec::new(),
         }
     }
 
     /// Merges one partition's partial aggregates ([`Groups::encode`], or one piece of
     /// [`Groups::encode_chunks`]), which come from a peer: every byte is checked against the
-    /// program. Empty bytes merge nothing.
+    /// program. Empty bytes merge nothing. After an error the merger may hold part of
+    /// `encoded`: the scan fails as a whole.
     pub fn merge(&mut self, encoded: &[u8]) -> Result<(), RunError> {
         if encoded.is_empty() {
             return Ok(());
@@ -610,6 +581,12 @@ impl Merger {
                 self.initial.len()
             )));
         }
+        // Each key value takes at least its tag byte, each state its kind byte and 8 more.
+        let group_bytes = arity + 9 * aggregates;
+        if count > 0 && (group_bytes == 0 || count > (encoded.len() - 8) / group_bytes) {
+            let left = encoded.len() - 8;
+            return Err(RunError::BadPartial(format!("{count} groups cannot fit in {left} bytes")));
+        }
         let mut key = Vec::new();
         for _ in 0..count {
             key.clear();
@@ -618,16 +595,26 @@ impl Merger {
                 let at = r.at;
                 let value = r.value()?;
                 let slot = value_slot(&value, *ty).ok_or_else(|| {
-                    RunError::BadPartial(format!("byte {at}: key value {} is not {ty}", value.type_name()))
+                    RunError::BadPartial(format!(
+                        "byte {at}: key value {} is not {ty}",
+                        value.type_name()
+                    ))
                 })?;
-                write_key(slot, *ty, &mut key);
+                write_key(&slot, *ty, &mut key);
                 values.push(value);
             }
-            let states = self.initial.iter().map(|expected| r.state(expected)).collect::<Result<Vec<_>, _>>()?;
+            let states = self
+                .initial
+                .iter()
+                .map(|expected| r.state(expected))
+                .collect::<Result<Vec<_>, _>>()?;
             self.add(&key, values, states)?;
         }
         if r.at != encoded.len() {
-            return Err(RunError::BadPartial(format!("{} bytes after the last group", encoded.len() - r.at)));
+            return Err(RunError::BadPartial(format!(
+                "{} bytes after the last group",
+                encoded.len() - r.at
+            )));
         }
         Ok(())
     }
@@ -635,19 +622,14 @@ impl Merger {
     /// Adds one group's partial states to the group with the same key.
     fn add(&mut self, key: &[u8], values: Vec<Value>, states: Vec<Acc>) -> Result<(), RunError> {
         let overflow = |Overflow| RunError::Overflow { instruction: self.instruction };
-        match self.index.get(key) {
-            Some(&group) => {
+        let found = self.table.find_or_insert(key, self.limit);
+        match found.map_err(|Full| RunError::TooManyGroups { limit: self.limit })? {
+            (group, false) => {
                 for (acc, other) in self.groups[group].1.iter_mut().zip(&states) {
                     acc.merge(other).map_err(overflow)?;
                 }
             }
-            None => {
-                if self.groups.len() >= self.limit {
-                    return Err(RunError::TooManyGroups { limit: self.limit });
-                }
-                self.index.insert(key.into(), self.groups.len());
-                self.groups.push((values, states));
-            }
+            (_, true) => self.groups.push((values, states)),
         }
         Ok(())
     }

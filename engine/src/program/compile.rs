@@ -21,12 +21,15 @@
 //!   list is false, as in SQLite.
 //!
 //! Temporary registers are reused per type once their value is consumed; column, output,
-//! group-key and aggregate-argument registers are kept to the end.
+//! group-key and aggregate-argument registers are kept to the end. A column's register is a
+//! fresh one, written only by its load, so that the verifier can replace it by the column.
 
 use std::fmt;
 
 use super::verify::{column_register_type, parse_pattern};
-use super::{AggFn, Aggregate, ArithOp, CmpOp, Constant, Instr, Output, Program, ProgramLimits, RegType};
+use super::{
+    AggFn, Aggregate, ArithOp, CmpOp, Constant, Instr, Output, Program, ProgramLimits, RegType,
+};
 use crate::row::Value;
 use crate::schema::Table;
 
@@ -264,7 +267,9 @@ fn coerce(value: &Value, ty: RegType) -> Option<Value> {
         (Value::U64(_), RegType::U64) => value.clone(),
         (v, RegType::U64) => Value::U64(u64::try_from(v.as_i64()?).ok()?),
         (Value::F64(_), RegType::F64) => value.clone(),
-        (Value::U64(v), RegType::F64) => Value::F64(if *v <= EXACT_F64 as u64 { *v as f64 } else { return None }),
+        (Value::U64(v), RegType::F64) => {
+            Value::F64(if *v <= EXACT_F64 as u64 { *v as f64 } else { return None })
+        }
         (v, RegType::F64) => {
             let v = v.as_i64()?;
             if !(-EXACT_F64..=EXACT_F64).contains(&v) {
@@ -272,9 +277,9 @@ fn coerce(value: &Value, ty: RegType) -> Option<Value> {
             }
             Value::F64(v as f64)
         }
-        (Value::Bool(_), RegType::Bool) | (Value::Text(_), RegType::Text) | (Value::Bytes(_), RegType::Bytes) => {
-            value.clone()
-        }
+        (Value::Bool(_), RegType::Bool)
+        | (Value::Text(_), RegType::Text)
+        | (Value::Bytes(_), RegType::Bytes) => value.clone(),
         (Value::Text(t), RegType::Bytes) => Value::Bytes(t.as_bytes().to_vec()),
         _ => return None,
     })
@@ -286,7 +291,11 @@ pub fn compile(table: &Table, query: &Query) -> Result<Program, CompileError> {
 }
 
 /// Compiles `query` for `table` within `limits` (registers and instructions).
-pub fn compile_with(table: &Table, query: &Query, limits: &ProgramLimits) -> Result<Program, CompileError> {
+pub fn compile_with(
+    table: &Table,
+    query: &Query,
+    limits: &ProgramLimits,
+) -> Result<Program, CompileError> {
     let mut c = Compiler {
         table,
         limit: limits.max_registers.min(super::MAX_REGISTERS),
@@ -364,11 +373,12 @@ impl Compiler<'_> {
             self.emit(Instr::Return);
         }
         if let Some(at) = jump {
-            let target = u16::try_from(self.program.code.len()).map_err(|_| CompileError::TooLarge {
-                what: "instructions",
-                count: self.program.code.len() + 1,
-                limit: usize::from(u16::MAX),
-            })?;
+            let target =
+                u16::try_from(self.program.code.len()).map_err(|_| CompileError::TooLarge {
+                    what: "instructions",
+                    count: self.program.code.len() + 1,
+                    limit: usize::from(u16::MAX),
+                })?;
             let cond = match self.program.code[at] {
                 Instr::JumpIfNotTrue { cond, .. } => cond,
                 _ => unreachable!("instruction {at} is the filter's jump"),
@@ -388,7 +398,11 @@ impl Compiler<'_> {
         };
         let operand = self.expr(arg, None)?;
         if matches!(func, AggFn::Sum | AggFn::Avg) && !operand.ty.is_numeric() {
-            return Err(CompileError::Type(format!("{} needs a number, {}", func.name(), self.what(arg, operand.ty))));
+            return Err(CompileError::Type(format!(
+                "{} needs a number, {}",
+                func.name(),
+                self.what(arg, operand.ty)
+            )));
         }
         Ok(Aggregate { func, arg: Some(operand.register) })
     }
@@ -411,6 +425,12 @@ impl Compiler<'_> {
             operand.temporary = temporary;
             return Ok(operand);
         }
+        self.fresh(ty, temporary)
+    }
+
+    /// A register never used before (a column's: written once, so the verifier can make it
+    /// the column itself).
+    fn fresh(&mut self, ty: RegType, temporary: bool) -> Result<Operand, CompileError> {
         if self.program.registers.len() >= self.limit {
             return Err(CompileError::OutOfRegisters { limit: self.limit });
         }
@@ -436,7 +456,13 @@ impl Compiler<'_> {
         }
     }
 
-    fn want(&self, e: &Expr, operand: Operand, ty: RegType, context: &str) -> Result<(), CompileError> {
+    fn want(
+        &self,
+        e: &Expr,
+        operand: Operand,
+        ty: RegType,
+        context: &str,
+    ) -> Result<(), CompileError> {
         if operand.ty != ty {
             return Err(CompileError::Type(format!("{context}, {}", self.what(e, operand.ty))));
         }
@@ -482,7 +508,12 @@ impl Compiler<'_> {
                 self.release(a);
                 self.release(b);
                 let dst = self.allocate(RegType::Bool, true)?;
-                self.emit(Instr::Compare { op: *op, dst: dst.register, a: a.register, b: b.register });
+                self.emit(Instr::Compare {
+                    op: *op,
+                    dst: dst.register,
+                    a: a.register,
+                    b: b.register,
+                });
                 Ok(dst)
             }
             Expr::IsNull(a) | Expr::IsNotNull(a) => {
@@ -531,14 +562,19 @@ impl Compiler<'_> {
             return Ok(*operand);
         }
         let ty = column_register_type(self.table.def.columns[index].ty);
-        let operand = self.allocate(ty, false)?;
+        let operand = self.fresh(ty, false)?;
         self.emit(Instr::LoadColumn { dst: operand.register, column: index as u16 });
         self.columns.push((index, operand));
         Ok(operand)
     }
 
     /// Compiles both operands of a binary operator into one type (see the module comment).
-    fn pair(&mut self, whole: &Expr, a: &Expr, b: &Expr) -> Result<(Operand, Operand), CompileError> {
+    fn pair(
+        &mut self,
+        whole: &Expr,
+        a: &Expr,
+        b: &Expr,
+    ) -> Result<(Operand, Operand), CompileError> {
         // A literal takes its type from the other side, so that side is compiled first; of
         // two literals, a NULL takes the other's type.
         let b_first = match (a, b) {
@@ -561,13 +597,15 @@ impl Compiler<'_> {
         };
         match (x.ty, y.ty) {
             (tx, ty) if tx == ty => Ok((x, y)),
-            (RegType::I64 | RegType::U64, RegType::F64) => Ok((self.to_f64(x)?, y)),
-            (RegType::F64, RegType::I64 | RegType::U64) => Ok((x, self.to_f64(y)?)),
-            (RegType::I64, RegType::U64) | (RegType::U64, RegType::I64) => Err(CompileError::Type(format!(
-                "`{op}` cannot mix i64 and u64 exactly in `{whole}`: {} and {}",
-                self.what(a, x.ty),
-                self.what(b, y.ty)
-            ))),
+            (RegType::I64 | RegType::U64, RegType::F64) => Ok((self.convert_to_f64(x)?, y)),
+            (RegType::F64, RegType::I64 | RegType::U64) => Ok((x, self.convert_to_f64(y)?)),
+            (RegType::I64, RegType::U64) | (RegType::U64, RegType::I64) => {
+                Err(CompileError::Type(format!(
+                    "`{op}` cannot mix i64 and u64 exactly in `{whole}`: {} and {}",
+                    self.what(a, x.ty),
+                    self.what(b, y.ty)
+                )))
+            }
             _ => Err(CompileError::Type(format!(
                 "`{op}` needs operands of one type in `{whole}`: {} and {}",
                 self.what(a, x.ty),
@@ -576,17 +614,27 @@ impl Compiler<'_> {
         }
     }
 
-    fn to_f64(&mut self, a: Operand) -> Result<Operand, CompileError> {
+    fn convert_to_f64(&mut self, a: Operand) -> Result<Operand, CompileError> {
         self.release(a);
         let dst = self.allocate(RegType::F64, true)?;
         self.emit(Instr::ToF64 { dst: dst.register, a: a.register });
         Ok(dst)
     }
 
-    fn arith(&mut self, whole: &Expr, op: ArithOp, a: &Expr, b: &Expr) -> Result<Operand, CompileError> {
+    fn arith(
+        &mut self,
+        whole: &Expr,
+        op: ArithOp,
+        a: &Expr,
+        b: &Expr,
+    ) -> Result<Operand, CompileError> {
         let (x, y) = self.pair(whole, a, b)?;
         if !x.ty.is_numeric() {
-            return Err(CompileError::Type(format!("`{}` needs numbers, {}", op.symbol(), self.what(a, x.ty))));
+            return Err(CompileError::Type(format!(
+                "`{}` needs numbers, {}",
+                op.symbol(),
+                self.what(a, x.ty)
+            )));
         }
         if op == ArithOp::Mod && x.ty == RegType::F64 {
             return Err(CompileError::Type(format!("`%` needs integers, `{whole}` is f64")));
@@ -602,7 +650,10 @@ impl Compiler<'_> {
         parse_pattern(pattern).map_err(CompileError::Type)?;
         let operand = self.expr(a, Some(RegType::Text))?;
         if !matches!(operand.ty, RegType::Text | RegType::Bytes) {
-            return Err(CompileError::Type(format!("LIKE needs text, {}", self.what(a, operand.ty))));
+            return Err(CompileError::Type(format!(
+                "LIKE needs text, {}",
+                self.what(a, operand.ty)
+            )));
         }
         let constant = self.constant(Constant::Value(Value::Text(pattern.to_string())))?;
         self.release(operand);

@@ -123,7 +123,8 @@ pub enum ArithOp {
 }
 
 impl ArithOp {
-    const ALL: [ArithOp; 5] = [ArithOp::Add, ArithOp::Sub, ArithOp::Mul, ArithOp::Div, ArithOp::Mod];
+    const ALL: [ArithOp; 5] =
+        [ArithOp::Add, ArithOp::Sub, ArithOp::Mul, ArithOp::Div, ArithOp::Mod];
 
     /// The operator as SQL writes it.
     pub fn symbol(self) -> &'static str {
@@ -325,21 +326,29 @@ fn put_count<S: Sink>(count: usize, out: &mut S) {
 
 fn write_instr<S: Sink>(instr: &Instr, out: &mut S) {
     let [t0, t1] = match instr {
-        Instr::Jump { target } | Instr::JumpIfTrue { target, .. } | Instr::JumpIfNotTrue { target, .. } => {
-            target.to_le_bytes()
-        }
+        Instr::Jump { target }
+        | Instr::JumpIfTrue { target, .. }
+        | Instr::JumpIfNotTrue { target, .. } => target.to_le_bytes(),
         _ => [0, 0],
     };
     match *instr {
-        Instr::LoadColumn { dst, column } => out.put(&[0x01, dst, column.to_le_bytes()[0], column.to_le_bytes()[1]]),
-        Instr::LoadConst { dst, constant: c } => out.put(&[0x02, dst, c.to_le_bytes()[0], c.to_le_bytes()[1]]),
+        Instr::LoadColumn { dst, column } => {
+            out.put(&[0x01, dst, column.to_le_bytes()[0], column.to_le_bytes()[1]])
+        }
+        Instr::LoadConst { dst, constant: c } => {
+            out.put(&[0x02, dst, c.to_le_bytes()[0], c.to_le_bytes()[1]])
+        }
         Instr::Arith { op, dst, a, b } => out.put(&[0x03, op as u8, dst, a, b]),
         Instr::ToF64 { dst, a } => out.put(&[0x04, dst, a]),
         Instr::Compare { op, dst, a, b } => out.put(&[0x05, op as u8, dst, a, b]),
         Instr::IsNull { dst, a } => out.put(&[0x06, dst, a]),
         Instr::IsNotNull { dst, a } => out.put(&[0x07, dst, a]),
-        Instr::Like { dst, a, pattern: p } => out.put(&[0x08, dst, a, p.to_le_bytes()[0], p.to_le_bytes()[1]]),
-        Instr::In { dst, a, list: l } => out.put(&[0x09, dst, a, l.to_le_bytes()[0], l.to_le_bytes()[1]]),
+        Instr::Like { dst, a, pattern: p } => {
+            out.put(&[0x08, dst, a, p.to_le_bytes()[0], p.to_le_bytes()[1]])
+        }
+        Instr::In { dst, a, list: l } => {
+            out.put(&[0x09, dst, a, l.to_le_bytes()[0], l.to_le_bytes()[1]])
+        }
         Instr::And { dst, a, b } => out.put(&[0x0a, dst, a, b]),
         Instr::Or { dst, a, b } => out.put(&[0x0b, dst, a, b]),
         Instr::Not { dst, a } => out.put(&[0x0c, dst, a]),
@@ -418,7 +427,9 @@ impl Program {
         }
         let version = r.u8("version")?;
         if version != VERSION {
-            return Err(r.malformed(4, format!("format version {version} (this reader knows {VERSION})")));
+            return Err(
+                r.malformed(4, format!("format version {version} (this reader knows {VERSION})"))
+            );
         }
         let mut program = Program::default();
         let count = r.count("registers", 1, limits.max_registers.min(super::MAX_REGISTERS))?;
@@ -426,7 +437,8 @@ impl Program {
         for _ in 0..count {
             let at = r.at;
             let code = r.u8("register type")?;
-            let ty = RegType::from_code(code).ok_or_else(|| r.malformed(at, format!("{code} is not a register type")))?;
+            let ty = RegType::from_code(code)
+                .ok_or_else(|| r.malformed(at, format!("{code} is not a register type")))?;
             program.registers.push(ty);
         }
         let count = r.count("constants", 2, usize::MAX)?;
@@ -457,7 +469,9 @@ impl Program {
             program.aggregates.push(r.aggregate()?);
         }
         if r.at != bytes.len() {
-            return Err(r.malformed(r.at, format!("{} bytes after the program", bytes.len() - r.at)));
+            return Err(
+                r.malformed(r.at, format!("{} bytes after the program", bytes.len() - r.at))
+            );
         }
         Ok(program)
     }
@@ -494,7 +508,12 @@ impl<'a> Reader<'a> {
     }
 
     /// A u32 count of items taking at least `min_item_bytes` each, at most `limit`.
-    fn count(&mut self, what: &'static str, min_item_bytes: usize, limit: usize) -> Result<usize, ProgramError> {
+    fn count(
+        &mut self,
+        what: &'static str,
+        min_item_bytes: usize,
+        limit: usize,
+    ) -> Result<usize, ProgramError> {
         let at = self.at;
         let b = self.take(4, what)?;
         let count = u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize;
@@ -503,15 +522,17 @@ impl<'a> Reader<'a> {
         }
         let left = self.bytes.len() - self.at;
         if count > left / min_item_bytes.max(1) {
-            return Err(self.malformed(at, format!("{count} {what} cannot fit in the {left} bytes left")));
+            return Err(
+                self.malformed(at, format!("{count} {what} cannot fit in the {left} bytes left"))
+            );
         }
         Ok(count)
     }
 
     fn value(&mut self) -> Result<Value, ProgramError> {
         let at = self.at;
-        let (value, next) =
-            tuple::read_value(self.bytes, at).map_err(|e| self.malformed(at, format!("constant value: {e}")))?;
+        let (value, next) = tuple::read_value(self.bytes, at)
+            .map_err(|e| self.malformed(at, format!("constant value: {e}")))?;
         self.at = next;
         Ok(value)
     }
@@ -541,19 +562,27 @@ impl<'a> Reader<'a> {
             0x03 => {
                 let code = self.u8("operator")?;
                 let op = ArithOp::ALL.get(usize::from(code)).copied();
-                let op = op.ok_or_else(|| self.malformed(at + 1, format!("{code} is not an arithmetic operator")))?;
+                let op = op.ok_or_else(|| {
+                    self.malformed(at + 1, format!("{code} is not an arithmetic operator"))
+                })?;
                 Instr::Arith { op, dst: self.u8("dst")?, a: self.u8("a")?, b: self.u8("b")? }
             }
             0x04 => Instr::ToF64 { dst: self.u8("dst")?, a: self.u8("a")? },
             0x05 => {
                 let code = self.u8("operator")?;
                 let op = CmpOp::ALL.get(usize::from(code)).copied();
-                let op = op.ok_or_else(|| self.malformed(at + 1, format!("{code} is not a comparison operator")))?;
+                let op = op.ok_or_else(|| {
+                    self.malformed(at + 1, format!("{code} is not a comparison operator"))
+                })?;
                 Instr::Compare { op, dst: self.u8("dst")?, a: self.u8("a")?, b: self.u8("b")? }
             }
             0x06 => Instr::IsNull { dst: self.u8("dst")?, a: self.u8("a")? },
             0x07 => Instr::IsNotNull { dst: self.u8("dst")?, a: self.u8("a")? },
-            0x08 => Instr::Like { dst: self.u8("dst")?, a: self.u8("a")?, pattern: self.u16("pattern")? },
+            0x08 => Instr::Like {
+                dst: self.u8("dst")?,
+                a: self.u8("a")?,
+                pattern: self.u16("pattern")?,
+            },
             0x09 => Instr::In { dst: self.u8("dst")?, a: self.u8("a")?, list: self.u16("list")? },
             0x0a => Instr::And { dst: self.u8("dst")?, a: self.u8("a")?, b: self.u8("b")? },
             0x0b => Instr::Or { dst: self.u8("dst")?, a: self.u8("a")?, b: self.u8("b")? },
@@ -572,14 +601,20 @@ impl<'a> Reader<'a> {
         let at = self.at;
         let code = self.u8("aggregate function")?;
         let func = AggFn::ALL.get(usize::from(code)).copied();
-        let func = func.ok_or_else(|| self.malformed(at, format!("{code} is not an aggregate function")))?;
+        let func =
+            func.ok_or_else(|| self.malformed(at, format!("{code} is not an aggregate function")))?;
         let has_arg = self.u8("aggregate flag")?;
         let arg = self.u8("aggregate argument")?;
         let arg = match (has_arg, arg) {
             (0, 0) => None,
-            (0, arg) => return Err(self.malformed(at + 2, format!("aggregate without argument names register {arg}"))),
+            (0, arg) => {
+                return Err(self
+                    .malformed(at + 2, format!("aggregate without argument names register {arg}")))
+            }
             (1, arg) => Some(arg),
-            (flag, _) => return Err(self.malformed(at + 1, format!("aggregate flag {flag} is not 0 or 1"))),
+            (flag, _) => {
+                return Err(self.malformed(at + 1, format!("aggregate flag {flag} is not 0 or 1")))
+            }
         };
         Ok(Aggregate { func, arg })
     }

@@ -6,9 +6,11 @@
 //! - [`instr`]: the program's parts and its byte form (what travels with a scan request);
 //! - `verify.rs`: the checks a program from an untrusted peer must pass before it runs, and
 //!   its translation into the form the interpreter runs ([`Verified`]);
+//! - `alias.rs`: the verified program's optimisation (column registers become the column);
 //! - `run.rs`: the interpreter ([`Verified::apply`], one row image at a time);
 //! - [`aggregate`]: partial aggregates per partition ([`Groups`]), their wire form, and the
 //!   coordinator's [`Merger`] that combines partitions and finishes the results;
+//! - `key_table.rs`: the hash table from group keys to groups both of them use;
 //! - [`compile`]: expressions and queries, as client libraries and SQL write them, into programs;
 //! - [`tuple`]: the self-describing value tuples returned rows and group keys travel as.
 //!
@@ -18,8 +20,10 @@
 //! `code.len()` instructions and always reaches a terminator.
 
 pub mod aggregate;
+mod alias;
 pub mod compile;
 pub mod instr;
+mod key_table;
 mod run;
 pub mod tuple;
 mod verify;
@@ -48,7 +52,12 @@ pub struct ProgramLimits {
 
 impl Default for ProgramLimits {
     fn default() -> ProgramLimits {
-        ProgramLimits { max_bytes: 64 * 1024, max_registers: 32, max_instructions: 4096, max_groups: 65_536 }
+        ProgramLimits {
+            max_bytes: 64 * 1024,
+            max_registers: 32,
+            max_instructions: 4096,
+            max_groups: 65_536,
+        }
     }
 }
 

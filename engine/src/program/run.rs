@@ -1,8 +1,9 @@
 //! The interpreter: runs a [`Verified`] program on one row image.
 //!
-//! The register file is a stack array (16, 64 or 512 slots, chosen once at verification), reset
+//! The register file is a stack array (8 to 512 slots, the tier chosen by the program's size), reset
 //! to NULL per row: the program's registers first, then one "field" slot per column the
-//! program reads (`LoadColumn` becomes a copy from the field; `Output::Column` reads it). One
+//! program reads (`LoadColumn` becomes a copy from the field, or goes away when `alias.rs`
+//! makes the register the field itself; `Output::Column` reads the field). One
 //! walk over the row image per row fills the fields, stopping at the last column the program
 //! reads. Text and bytes values are slices borrowed from the image or the constants, so the
 //! filter path allocates nothing; returned tuples are appended to the caller's buffer.
@@ -112,22 +113,81 @@ pub(super) enum OutputKind {
 /// copy from the column's field slot, constants resolved to their tables.
 #[derive(Clone, Copy, Debug)]
 pub(super) enum Op {
-    Copy { dst: u16, src: u16 },
-    Const { dst: u16, datum: u32 },
-    ArithI64 { op: ArithOp, dst: u16, a: u16, b: u16 },
-    ArithU64 { op: ArithOp, dst: u16, a: u16, b: u16 },
-    ArithF64 { op: ArithOp, dst: u16, a: u16, b: u16 },
-    ToF64 { dst: u16, a: u16 },
-    Compare { op: CmpOp, dst: u16, a: u16, b: u16 },
-    IsNull { dst: u16, a: u16, negate: bool },
-    Like { dst: u16, a: u16, pattern: u32, text: bool },
-    In { dst: u16, a: u16, list: u32 },
-    And { dst: u16, a: u16, b: u16 },
-    Or { dst: u16, a: u16, b: u16 },
-    Not { dst: u16, a: u16 },
-    Jump { target: u32 },
+    Copy {
+        dst: u16,
+        src: u16,
+    },
+    Const {
+        dst: u16,
+        datum: u32,
+    },
+    ArithI64 {
+        op: ArithOp,
+        dst: u16,
+        a: u16,
+        b: u16,
+    },
+    ArithU64 {
+        op: ArithOp,
+        dst: u16,
+        a: u16,
+        b: u16,
+    },
+    ArithF64 {
+        op: ArithOp,
+        dst: u16,
+        a: u16,
+        b: u16,
+    },
+    ToF64 {
+        dst: u16,
+        a: u16,
+    },
+    Compare {
+        op: CmpOp,
+        dst: u16,
+        a: u16,
+        b: u16,
+    },
+    IsNull {
+        dst: u16,
+        a: u16,
+        negate: bool,
+    },
+    Like {
+        dst: u16,
+        a: u16,
+        pattern: u32,
+        text: bool,
+    },
+    In {
+        dst: u16,
+        a: u16,
+        list: u32,
+    },
+    And {
+        dst: u16,
+        a: u16,
+        b: u16,
+    },
+    Or {
+        dst: u16,
+        a: u16,
+        b: u16,
+    },
+    Not {
+        dst: u16,
+        a: u16,
+    },
+    Jump {
+        target: u32,
+    },
     /// Jumps when the condition's being true equals `when`.
-    JumpIf { cond: u16, target: u32, when: bool },
+    JumpIf {
+        cond: u16,
+        target: u32,
+        when: bool,
+    },
     Skip,
     Return,
     Aggregate,
@@ -139,6 +199,8 @@ pub struct Verified {
     /// Distinguishes programs, so that groups are never folded by another program.
     pub(super) id: u64,
     pub(super) ops: Vec<Op>,
+    /// Per op: the instruction it came from (named by overflow errors).
+    pub(super) origins: Vec<u32>,
     /// The walk: one step per column up to the last column read.
     pub(super) steps: Vec<Step>,
     pub(super) bitmap_bytes: usize,
@@ -156,7 +218,7 @@ pub struct Verified {
 
 /// The register-file sizes the interpreter is built for; the verifier refuses programs that
 /// need more than the largest.
-pub(super) const SLOT_TIERS: [usize; 3] = [16, 64, 512];
+pub(super) const SLOT_TIERS: [usize; 5] = [8, 16, 32, 64, 512];
 
 /// A new program id.
 pub(super) fn next_id() -> u64 {
@@ -198,11 +260,27 @@ impl Verified {
     /// Runs the program on one row image (`row::encode_row` format). On Return appends the
     /// output tuple to `out`; on Aggregate folds the row into `groups` (which must come from
     /// this program's [`Verified::groups`]).
-    pub fn apply(&self, image: &[u8], out: &mut Vec<u8>, groups: &mut Groups) -> Result<Outcome, RunError> {
+    pub fn apply(
+        &self,
+        image: &[u8],
+        out: &mut Vec<u8>,
+        groups: &mut Groups,
+    ) -> Result<Outcome, RunError> {
+        // A register file just large enough: resetting it is part of every row's cost.
         match self.slots {
-            n if n <= SLOT_TIERS[0] => self.apply_in(&mut [Slot::Null; SLOT_TIERS[0]], image, out, groups),
-            n if n <= SLOT_TIERS[1] => self.apply_in(&mut [Slot::Null; SLOT_TIERS[1]], image, out, groups),
-            _ => self.apply_in(&mut [Slot::Null; SLOT_TIERS[2]], image, out, groups),
+            n if n <= SLOT_TIERS[0] => {
+                self.apply_in(&mut [Slot::Null; SLOT_TIERS[0]], image, out, groups)
+            }
+            n if n <= SLOT_TIERS[1] => {
+                self.apply_in(&mut [Slot::Null; SLOT_TIERS[1]], image, out, groups)
+            }
+            n if n <= SLOT_TIERS[2] => {
+                self.apply_in(&mut [Slot::Null; SLOT_TIERS[2]], image, out, groups)
+            }
+            n if n <= SLOT_TIERS[3] => {
+                self.apply_in(&mut [Slot::Null; SLOT_TIERS[3]], image, out, groups)
+            }
+            _ => self.apply_in(&mut [Slot::Null; SLOT_TIERS[4]], image, out, groups),
         }
     }
 
@@ -223,7 +301,10 @@ impl Verified {
     fn walk<'a>(&self, image: &'a [u8], registers: &mut [Slot<'a>]) -> Result<(), RunError> {
         let bad = |what: &str, column: usize| RunError::BadRow(format!("column {column}: {what}"));
         let Some(bitmap) = image.get(..self.bitmap_bytes) else {
-            return Err(RunError::BadRow(format!("{} bytes cannot hold the null bitmap", image.len())));
+            return Err(RunError::BadRow(format!(
+                "{} bytes cannot hold the null bitmap",
+                image.len()
+            )));
         };
         let mut at = self.bitmap_bytes;
         for (column, step) in self.steps.iter().enumerate() {
@@ -233,21 +314,28 @@ impl Verified {
             let (body, next) = match step.width {
                 Width::Fixed(n) => (image.get(at..at + n), at + n),
                 Width::Variable => {
-                    let head = image.get(at..at + 4).ok_or_else(|| bad("length ends early", column))?;
+                    let head =
+                        image.get(at..at + 4).ok_or_else(|| bad("length ends early", column))?;
                     let length = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
                     (image.get(at + 4..at + 4 + length), at + 4 + length)
                 }
             };
             let body = body.ok_or_else(|| bad("ends early", column))?;
             if step.field != NO_FIELD {
-                registers[usize::from(step.field)] = read_field(step.kind, body).ok_or_else(|| bad("not a bool", column))?;
+                registers[usize::from(step.field)] =
+                    read_field(step.kind, body).ok_or_else(|| bad("not a bool", column))?;
             }
             at = next;
         }
         Ok(())
     }
 
-    fn run<'a>(&'a self, r: &mut [Slot<'a>], out: &mut Vec<u8>, groups: &mut Groups) -> Result<Outcome, RunError> {
+    fn run<'a>(
+        &'a self,
+        r: &mut [Slot<'a>],
+        out: &mut Vec<u8>,
+        groups: &mut Groups,
+    ) -> Result<Outcome, RunError> {
         let mut pc = 0usize;
         loop {
             let op = self.ops[pc];
@@ -255,45 +343,45 @@ impl Verified {
             pc += 1;
             match op {
                 Op::Copy { dst, src } => r[usize::from(dst)] = r[usize::from(src)],
-                Op::Const { dst, datum } => r[usize::from(dst)] = self.datums[datum as usize].slot(),
+                Op::Const { dst, datum } => {
+                    r[usize::from(dst)] = self.datums[datum as usize].slot()
+                }
                 Op::ArithI64 { op, dst, a, b } => {
-                    r[usize::from(dst)] = arith_i64(op, r[usize::from(a)], r[usize::from(b)])
-                        .ok_or(RunError::Overflow { instruction: index })?;
+                    r[usize::from(dst)] = arith_i64(op, &r[usize::from(a)], &r[usize::from(b)])
+                        .ok_or_else(|| self.overflow(index))?;
                 }
                 Op::ArithU64 { op, dst, a, b } => {
-                    r[usize::from(dst)] = arith_u64(op, r[usize::from(a)], r[usize::from(b)])
-                        .ok_or(RunError::Overflow { instruction: index })?;
+                    r[usize::from(dst)] = arith_u64(op, &r[usize::from(a)], &r[usize::from(b)])
+                        .ok_or_else(|| self.overflow(index))?;
                 }
                 Op::ArithF64 { op, dst, a, b } => {
-                    r[usize::from(dst)] = arith_f64(op, r[usize::from(a)], r[usize::from(b)]);
+                    r[usize::from(dst)] = arith_f64(op, &r[usize::from(a)], &r[usize::from(b)]);
                 }
-                Op::ToF64 { dst, a } => r[usize::from(dst)] = to_f64(r[usize::from(a)]),
+                Op::ToF64 { dst, a } => r[usize::from(dst)] = to_f64(&r[usize::from(a)]),
                 Op::Compare { op, dst, a, b } => {
-                    r[usize::from(dst)] = compare(op, r[usize::from(a)], r[usize::from(b)]);
+                    r[usize::from(dst)] = compare(op, &r[usize::from(a)], &r[usize::from(b)]);
                 }
                 Op::IsNull { dst, a, negate } => {
-                    r[usize::from(dst)] = Slot::Bool((r[usize::from(a)] == Slot::Null) != negate);
+                    r[usize::from(dst)] =
+                        Slot::Bool(matches!(r[usize::from(a)], Slot::Null) != negate);
                 }
                 Op::Like { dst, a, pattern, text } => {
-                    r[usize::from(dst)] = match r[usize::from(a)] {
-                        Slot::Bytes(v) => Slot::Bool(like(v, &self.patterns[pattern as usize], text)),
-                        _ => Slot::Null,
-                    };
+                    let pattern = &self.patterns[pattern as usize];
+                    r[usize::from(dst)] = like_slot(&r[usize::from(a)], pattern, text);
                 }
                 Op::In { dst, a, list } => {
-                    r[usize::from(dst)] = is_in(r[usize::from(a)], &self.lists[list as usize]);
+                    r[usize::from(dst)] = is_in(&r[usize::from(a)], &self.lists[list as usize]);
                 }
-                Op::And { dst, a, b } => r[usize::from(dst)] = and(r[usize::from(a)], r[usize::from(b)]),
-                Op::Or { dst, a, b } => r[usize::from(dst)] = or(r[usize::from(a)], r[usize::from(b)]),
-                Op::Not { dst, a } => {
-                    r[usize::from(dst)] = match r[usize::from(a)] {
-                        Slot::Bool(v) => Slot::Bool(!v),
-                        _ => Slot::Null,
-                    };
+                Op::And { dst, a, b } => {
+                    r[usize::from(dst)] = and(&r[usize::from(a)], &r[usize::from(b)])
                 }
+                Op::Or { dst, a, b } => {
+                    r[usize::from(dst)] = or(&r[usize::from(a)], &r[usize::from(b)])
+                }
+                Op::Not { dst, a } => r[usize::from(dst)] = not(&r[usize::from(a)]),
                 Op::Jump { target } => pc = target as usize,
                 Op::JumpIf { cond, target, when } => {
-                    if (r[usize::from(cond)] == Slot::Bool(true)) == when {
+                    if matches!(r[usize::from(cond)], Slot::Bool(true)) == when {
                         pc = target as usize;
                     }
                 }
@@ -303,11 +391,17 @@ impl Verified {
                     return Ok(Outcome::Return);
                 }
                 Op::Aggregate => {
-                    groups.fold(self.id, &self.plan, r, index)?;
+                    groups.fold(self.id, &self.plan, r, self.origins[index] as usize)?;
                     return Ok(Outcome::Aggregate);
                 }
             }
         }
+    }
+
+    /// The overflow error of op `index`, naming its instruction.
+    #[cold]
+    fn overflow(&self, index: usize) -> RunError {
+        RunError::Overflow { instruction: self.origins[index] as usize }
     }
 
     /// Appends the output tuple.
@@ -327,7 +421,9 @@ fn read_field(kind: FieldKind, body: &[u8]) -> Option<Slot<'_>> {
         word
     };
     Some(match kind {
-        FieldKind::I32 => Slot::I64(i64::from(i32::from_le_bytes([body[0], body[1], body[2], body[3]]))),
+        FieldKind::I32 => {
+            Slot::I64(i64::from(i32::from_le_bytes([body[0], body[1], body[2], body[3]])))
+        }
         FieldKind::I64 => Slot::I64(i64::from_le_bytes(eight(body))),
         FieldKind::U64 => Slot::U64(u64::from_le_bytes(eight(body))),
         FieldKind::F64 => Slot::F64(f64::from_le_bytes(eight(body))),
@@ -372,8 +468,10 @@ pub(super) fn write_output(value: Slot<'_>, kind: OutputKind, out: &mut Vec<u8>)
 }
 
 /// Integer arithmetic: `Some(Null)` for a NULL operand or a zero divisor, `None` on overflow.
-fn arith_i64(op: ArithOp, a: Slot<'_>, b: Slot<'_>) -> Option<Slot<'static>> {
-    let (Slot::I64(x), Slot::I64(y)) = (a, b) else {
+/// (Operands by reference: matching slots by value made the compiler copy them through the
+/// stack on every instruction.)
+fn arith_i64(op: ArithOp, a: &Slot<'_>, b: &Slot<'_>) -> Option<Slot<'static>> {
+    let (&Slot::I64(x), &Slot::I64(y)) = (a, b) else {
         return Some(Slot::Null);
     };
     let value = match op {
@@ -390,8 +488,8 @@ fn arith_i64(op: ArithOp, a: Slot<'_>, b: Slot<'_>) -> Option<Slot<'static>> {
 }
 
 /// Unsigned arithmetic, as [`arith_i64`].
-fn arith_u64(op: ArithOp, a: Slot<'_>, b: Slot<'_>) -> Option<Slot<'static>> {
-    let (Slot::U64(x), Slot::U64(y)) = (a, b) else {
+fn arith_u64(op: ArithOp, a: &Slot<'_>, b: &Slot<'_>) -> Option<Slot<'static>> {
+    let (&Slot::U64(x), &Slot::U64(y)) = (a, b) else {
         return Some(Slot::Null);
     };
     let value = match op {
@@ -407,8 +505,8 @@ fn arith_u64(op: ArithOp, a: Slot<'_>, b: Slot<'_>) -> Option<Slot<'static>> {
 
 /// Float arithmetic: NULL for a NULL operand or a zero divisor; IEEE otherwise (the verifier
 /// refuses `%` on floats; it would be the IEEE remainder here).
-fn arith_f64(op: ArithOp, a: Slot<'_>, b: Slot<'_>) -> Slot<'static> {
-    let (Slot::F64(x), Slot::F64(y)) = (a, b) else {
+fn arith_f64(op: ArithOp, a: &Slot<'_>, b: &Slot<'_>) -> Slot<'static> {
+    let (&Slot::F64(x), &Slot::F64(y)) = (a, b) else {
         return Slot::Null;
     };
     Slot::F64(match op {
@@ -421,8 +519,8 @@ fn arith_f64(op: ArithOp, a: Slot<'_>, b: Slot<'_>) -> Slot<'static> {
     })
 }
 
-fn to_f64(a: Slot<'_>) -> Slot<'static> {
-    match a {
+fn to_f64(a: &Slot<'_>) -> Slot<'static> {
+    match *a {
         Slot::I64(v) => Slot::F64(v as f64),
         Slot::U64(v) => Slot::F64(v as f64),
         _ => Slot::Null,
@@ -430,37 +528,46 @@ fn to_f64(a: Slot<'_>) -> Slot<'static> {
 }
 
 /// The order of two non-NULL slots of one type; `None` for NaN.
-pub(super) fn order(a: Slot<'_>, b: Slot<'_>) -> Option<Ordering> {
+pub(super) fn order(a: &Slot<'_>, b: &Slot<'_>) -> Option<Ordering> {
     match (a, b) {
-        (Slot::I64(x), Slot::I64(y)) => Some(x.cmp(&y)),
-        (Slot::U64(x), Slot::U64(y)) => Some(x.cmp(&y)),
-        (Slot::F64(x), Slot::F64(y)) => x.partial_cmp(&y),
-        (Slot::Bool(x), Slot::Bool(y)) => Some(x.cmp(&y)),
+        (Slot::I64(x), Slot::I64(y)) => Some(x.cmp(y)),
+        (Slot::U64(x), Slot::U64(y)) => Some(x.cmp(y)),
+        (Slot::F64(x), Slot::F64(y)) => x.partial_cmp(y),
+        (Slot::Bool(x), Slot::Bool(y)) => Some(x.cmp(y)),
         (Slot::Bytes(x), Slot::Bytes(y)) => Some(x.cmp(y)),
-        _ => unreachable!("verified: both operands have one type and neither is NULL ({a:?}, {b:?})"),
+        _ => {
+            unreachable!("verified: both operands have one type and neither is NULL ({a:?}, {b:?})")
+        }
     }
 }
 
-/// SQL comparison: NULL if either side is NULL; with NaN every comparison is false except `<>`.
-fn compare(op: CmpOp, a: Slot<'_>, b: Slot<'_>) -> Slot<'static> {
-    if a == Slot::Null || b == Slot::Null {
-        return Slot::Null;
+/// `x op y` by the type's own operators: for f64 these are IEEE's, so with NaN every
+/// comparison is false except `<>`.
+fn test<T: PartialOrd + ?Sized>(op: CmpOp, x: &T, y: &T) -> bool {
+    match op {
+        CmpOp::Eq => x == y,
+        CmpOp::Ne => x != y,
+        CmpOp::Lt => x < y,
+        CmpOp::Le => x <= y,
+        CmpOp::Gt => x > y,
+        CmpOp::Ge => x >= y,
     }
-    let Some(ordering) = order(a, b) else {
-        return Slot::Bool(op == CmpOp::Ne);
-    };
-    Slot::Bool(match op {
-        CmpOp::Eq => ordering == Ordering::Equal,
-        CmpOp::Ne => ordering != Ordering::Equal,
-        CmpOp::Lt => ordering == Ordering::Less,
-        CmpOp::Le => ordering != Ordering::Greater,
-        CmpOp::Gt => ordering == Ordering::Greater,
-        CmpOp::Ge => ordering != Ordering::Less,
+}
+
+/// SQL comparison: NULL if either side is NULL (the verifier makes both sides one type).
+fn compare(op: CmpOp, a: &Slot<'_>, b: &Slot<'_>) -> Slot<'static> {
+    Slot::Bool(match (a, b) {
+        (Slot::I64(x), Slot::I64(y)) => test(op, x, y),
+        (Slot::U64(x), Slot::U64(y)) => test(op, x, y),
+        (Slot::F64(x), Slot::F64(y)) => test(op, x, y),
+        (Slot::Bool(x), Slot::Bool(y)) => test(op, x, y),
+        (Slot::Bytes(x), Slot::Bytes(y)) => test(op, *x, *y),
+        _ => return Slot::Null,
     })
 }
 
 /// Three-valued AND: false wins, then NULL.
-fn and(a: Slot<'_>, b: Slot<'_>) -> Slot<'static> {
+fn and(a: &Slot<'_>, b: &Slot<'_>) -> Slot<'static> {
     match (a, b) {
         (Slot::Bool(false), _) | (_, Slot::Bool(false)) => Slot::Bool(false),
         (Slot::Bool(true), Slot::Bool(true)) => Slot::Bool(true),
@@ -469,7 +576,7 @@ fn and(a: Slot<'_>, b: Slot<'_>) -> Slot<'static> {
 }
 
 /// Three-valued OR: true wins, then NULL.
-fn or(a: Slot<'_>, b: Slot<'_>) -> Slot<'static> {
+fn or(a: &Slot<'_>, b: &Slot<'_>) -> Slot<'static> {
     match (a, b) {
         (Slot::Bool(true), _) | (_, Slot::Bool(true)) => Slot::Bool(true),
         (Slot::Bool(false), Slot::Bool(false)) => Slot::Bool(false),
@@ -477,12 +584,28 @@ fn or(a: Slot<'_>, b: Slot<'_>) -> Slot<'static> {
     }
 }
 
+/// Three-valued NOT.
+fn not(a: &Slot<'_>) -> Slot<'static> {
+    match *a {
+        Slot::Bool(v) => Slot::Bool(!v),
+        _ => Slot::Null,
+    }
+}
+
+/// `a LIKE pattern`: NULL for a NULL `a`.
+fn like_slot(a: &Slot<'_>, pattern: &[PatternItem], text: bool) -> Slot<'static> {
+    match *a {
+        Slot::Bytes(v) => Slot::Bool(like(v, pattern, text)),
+        _ => Slot::Null,
+    }
+}
+
 /// `a IN list`: NULL for a NULL `a`; the list holds no NULL.
-fn is_in(a: Slot<'_>, list: &[Datum]) -> Slot<'static> {
-    if a == Slot::Null {
+fn is_in(a: &Slot<'_>, list: &[Datum]) -> Slot<'static> {
+    if matches!(a, Slot::Null) {
         return Slot::Null;
     }
-    Slot::Bool(list.iter().any(|d| d.slot() == a))
+    Slot::Bool(list.iter().any(|d| d.slot() == *a))
 }
 
 /// The length of the UTF-8 character starting with `lead` (1 for a byte that cannot start one).

@@ -265,13 +265,25 @@ mod tests {
     #[test]
     fn malformed_tuples_name_the_problem() {
         assert_eq!(decode_tuples(&[9], 1), Err(TupleError::UnknownTag { at: 0, tag: 9 }));
-        assert_eq!(decode_tuples(&[tag::I64, 1, 2], 1), Err(TupleError::EndsEarly { at: 0, what: "i64" }));
+        assert_eq!(
+            decode_tuples(&[tag::I64, 1, 2], 1),
+            Err(TupleError::EndsEarly { at: 0, what: "i64" })
+        );
         assert_eq!(decode_tuples(&[tag::BOOL, 2], 1), Err(TupleError::BadBool { at: 0, byte: 2 }));
-        assert_eq!(decode_tuples(&[tag::TEXT, 1, 0, 0, 0, 0xff], 1), Err(TupleError::Utf8 { at: 0 }));
+        assert_eq!(
+            decode_tuples(&[tag::TEXT, 1, 0, 0, 0, 0xff], 1),
+            Err(TupleError::Utf8 { at: 0 })
+        );
         let huge = [tag::BYTES, 0xff, 0xff, 0xff, 0xff, 1];
         assert_eq!(decode_tuples(&huge, 1), Err(TupleError::EndsEarly { at: 0, what: "bytes" }));
-        assert_eq!(decode_tuples(&[tag::NULL, tag::NULL, tag::NULL], 2), Err(TupleError::Trailing { count: 1, arity: 2 }));
-        assert_eq!(decode_tuples(&[tag::NULL], 0), Err(TupleError::Trailing { count: 1, arity: 0 }));
+        assert_eq!(
+            decode_tuples(&[tag::NULL, tag::NULL, tag::NULL], 2),
+            Err(TupleError::Trailing { count: 1, arity: 2 })
+        );
+        assert_eq!(
+            decode_tuples(&[tag::NULL], 0),
+            Err(TupleError::Trailing { count: 1, arity: 0 })
+        );
         assert_eq!(decode_tuples(&[], 0), Ok(vec![]));
         let mut bytes = Vec::new();
         encode_value(&Value::Text("hé".into()), &mut bytes);

@@ -10,6 +10,7 @@
 //! most once.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use crate::index;
 use crate::locks::{Lock, TxKey};
@@ -49,8 +50,13 @@ impl RowEntry {
 }
 
 /// One partition of one table on this instance.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct Fragment {
+    /// The table as this fragment's indexes follow it (the latest definition installed).
+    pub table: Arc<Table>,
+    /// An index being built: its number and the next slot the builder adds (rows below it are
+    /// kept in step at commit; rows from it on are added by the builder when it gets there).
+    pub building: Option<(usize, u32)>,
     pub index: HashMap<Box<[u8]>, u32>,
     pub rows: Vec<Option<RowEntry>>,
     free: Vec<u32>,
@@ -63,8 +69,17 @@ pub(super) struct Fragment {
 
 impl Fragment {
     /// An empty fragment of `table`.
-    pub fn new(table: &Table) -> Fragment {
-        Fragment { ordered: vec![BTreeMap::new(); table.index_columns.len()], ..Fragment::default() }
+    pub fn new(table: &Arc<Table>) -> Fragment {
+        Fragment {
+            table: table.clone(),
+            building: None,
+            index: HashMap::new(),
+            rows: Vec::new(),
+            free: Vec::new(),
+            ordered: vec![BTreeMap::new(); table.index_columns.len()],
+            open_scans: 0,
+            deferred: Vec::new(),
+        }
     }
 
     pub fn row(&mut self, at: u32) -> Option<&mut RowEntry> {
@@ -89,7 +104,8 @@ impl Fragment {
 
     /// Makes `image` the committed image of the row at `at`, moving its ordered-index entries;
     /// returns the change in bytes the row and its entries cost.
-    pub fn set_committed(&mut self, table: &Table, at: u32, image: Option<Vec<u8>>) -> i64 {
+    pub fn set_committed(&mut self, at: u32, image: Option<Vec<u8>>) -> i64 {
+        let table = self.table.clone();
         let Some(entry) = self.rows.get_mut(at as usize).and_then(Option::as_mut) else { return 0 };
         let before = entry.cost() as i64;
         let old = std::mem::replace(&mut entry.committed, image);
@@ -97,15 +113,18 @@ impl Fragment {
         let key = entry.key.clone();
         let new = entry.committed.as_deref();
         for (i, tree) in self.ordered.iter_mut().enumerate() {
+            if matches!(self.building, Some((b, next)) if b == i && at >= next) {
+                continue;
+            }
             // Images were checked against the table when written: a failure here is a bug.
             if let Some(old) = old.as_deref() {
-                let k = index::entry_key(table, i, old, &key).expect("committed image decodes");
+                let k = index::entry_key(&table, i, old, &key).expect("committed image decodes");
                 if tree.remove(k.as_slice()).is_some() {
                     change -= (k.len() as u64 + INDEX_ENTRY_OVERHEAD_BYTES) as i64;
                 }
             }
             if let Some(new) = new {
-                let k = index::entry_key(table, i, new, &key).expect("committed image decodes");
+                let k = index::entry_key(&table, i, new, &key).expect("committed image decodes");
                 change += (k.len() as u64 + INDEX_ENTRY_OVERHEAD_BYTES) as i64;
                 tree.insert(k.into_boxed_slice(), at);
             }
@@ -130,6 +149,38 @@ impl Fragment {
         }
         self.free.push(at);
         cost
+    }
+
+    /// Starts building index `index` of `table` (the fragment's table gains it).
+    pub fn begin_build(&mut self, table: &Arc<Table>, index: usize) {
+        self.table = table.clone();
+        while self.ordered.len() <= index {
+            self.ordered.push(BTreeMap::new());
+        }
+        self.building = Some((index, 0));
+    }
+
+    /// Adds the entries of up to `budget` slots to the index being built; returns the bytes
+    /// the entries cost and whether the build is done.
+    pub fn build_step(&mut self, budget: u32) -> (u64, bool) {
+        let Some((index, next)) = self.building else { return (0, true) };
+        let end = (next as usize).saturating_add(budget as usize).min(self.rows.len());
+        let mut cost = 0;
+        for at in next as usize..end {
+            let Some(entry) = self.rows[at].as_ref() else { continue };
+            let Some(image) = entry.committed.as_deref() else { continue };
+            let k = index::entry_key(&self.table, index, image, &entry.key).expect("committed image decodes");
+            cost += k.len() as u64 + INDEX_ENTRY_OVERHEAD_BYTES;
+            self.ordered[index].insert(k.into_boxed_slice(), at as u32);
+        }
+        let done = end >= self.rows.len();
+        self.building = if done { None } else { Some((index, end as u32)) };
+        (cost, done)
+    }
+
+    /// Whether index `index` can serve scans here (it exists and is not being built).
+    pub fn index_ready(&self, index: usize) -> bool {
+        index < self.ordered.len() && !matches!(self.building, Some((b, _)) if b == index)
     }
 
     /// A scan closed; when it was the last, reaps what waited for it. Returns the bytes freed.

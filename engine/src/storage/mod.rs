@@ -38,6 +38,7 @@ use crate::pool::Pool;
 use crate::resend::Resend;
 use crate::Engine;
 
+mod build;
 mod fragment;
 mod scan;
 
@@ -93,6 +94,7 @@ pub struct Storage {
     fragments: HashMap<(u32, u32), Fragment>,
     ops: Pool<OpRecord>,
     scans: Pool<scan::ScanRecord>,
+    builds: Pool<build::IndexBuild>,
     /// Row locks that locking scans returned, per transaction, until it ends.
     scan_holds: HashMap<TxKey, Vec<(u32, u32, u32)>>,
     by_tc: HashMap<(u32, u32, u32), u32>,
@@ -114,6 +116,7 @@ impl Storage {
             fragments: HashMap::new(),
             ops: Pool::default(),
             scans: Pool::default(),
+            builds: Pool::default(),
             scan_holds: HashMap::new(),
             by_tc: HashMap::new(),
             memory_used: 0,
@@ -128,6 +131,7 @@ impl Storage {
         self.catalog = Some(catalog);
         self.ops.set_capacity(self.settings.max_operations as usize, 1 << 16);
         self.scans.set_capacity(self.settings.max_scans as usize, 64);
+        self.builds.set_capacity(64, 4);
     }
 
     fn bump(&self, ctx: &Context<'_>, counter: Option<CounterId>) {
@@ -474,9 +478,8 @@ impl Storage {
         if rec.state == OpState::Prepared && rec.kind.writes() {
             rec.state = OpState::Committed;
             let (key, at, after) = ((rec.req.table, rec.req.partition), rec.row, rec.after.clone());
-            let table = rec.table.clone();
             if let Some(fragment) = self.fragments.get_mut(&key) {
-                let change = fragment.set_committed(&table, at, after);
+                let change = fragment.set_committed(at, after);
                 self.memory_used = self.memory_used.saturating_add_signed(change);
             }
         }
@@ -643,6 +646,7 @@ impl Block for Storage {
                 | SCAN_FRAGREQ
                 | SCAN_FRAG_NEXTREQ
                 | SCAN_LOCK_RELEASE
+                | INDEX_BUILD_REQ
         );
         if internal && !self.layout.as_ref().is_some_and(|l| l.is_data_node(signal.sender().node)) {
             tracing::warn!(gsn = %signal.gsn(), sender = %signal.sender(), "engine-internal signal from a node that is not a data node: dropped");
@@ -659,6 +663,8 @@ impl Block for Storage {
             SCAN_FRAG_NEXTREQ => self.on_scan_frag_next(signal, ctx),
             SCAN_CONTINUE => self.on_scan_continue(signal, ctx),
             SCAN_LOCK_RELEASE => self.on_scan_lock_release(signal, ctx),
+            INDEX_BUILD_REQ => self.on_index_build_req(signal, ctx),
+            INDEX_BUILD_CONTINUE => self.on_index_build_continue(signal, ctx),
             gsn::START_ORD => {
                 if crate::is_first_phase(ctx, signal) {
                     self.start(ctx);

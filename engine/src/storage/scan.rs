@@ -155,6 +155,12 @@ impl Storage {
             None => Cursor::Slots { next: 0 },
             Some(i) => Cursor::Index { index: usize::from(i), ranges: index_ranges(&table, &spec)?, range: 0, after: None },
         };
+        if let (Some(i), Some(f)) = (spec.index, self.fragments.get(&(table.id, req.partition))) {
+            if !f.index_ready(usize::from(i)) {
+                let name = table.def.indexes.get(usize::from(i)).map_or("?", |x| x.name.as_str());
+                return Err((ErrorCode::SchemaBusy, format!("index {name:?} of table {:?} is being built: retry", table.name())));
+            }
+        }
         let groups = program.groups(limits.max_groups);
         let lock = match LockMode::from_u32(req.lock) {
             Some(LockMode::CommittedRead) => None,

@@ -6,10 +6,14 @@ use proptest::prelude::*;
 
 use super::*;
 
-use RegType::{Bytes as BYTES, F64 as F, I64 as I, Text as TEXT, U64 as U};
+use RegType::{Bytes as BYTES, Text as TEXT, F64 as F, I64 as I, U64 as U};
 
 /// `SELECT keys..., aggregates... GROUP BY keys` with each register loaded from a column.
-fn aggregating(loads: &[(RegType, u16)], group_by: Vec<u8>, aggregates: Vec<(AggFn, Option<u8>)>) -> Program {
+fn aggregating(
+    loads: &[(RegType, u16)],
+    group_by: Vec<u8>,
+    aggregates: Vec<(AggFn, Option<u8>)>,
+) -> Program {
     let mut code: Vec<Instr> = loads
         .iter()
         .enumerate()
@@ -79,7 +83,8 @@ fn no_rows_give_one_row_without_group_by_and_none_with() {
     expected.extend(vec![Value::Null; 12]);
     assert_eq!(result, vec![expected.clone()]);
     // Only NULL arguments: the same but COUNT(*) counts the rows.
-    let result = run(aggregating(&LOADS, vec![], every_aggregate()), &[null_row(1), null_row(2)]).unwrap();
+    let result =
+        run(aggregating(&LOADS, vec![], every_aggregate()), &[null_row(1), null_row(2)]).unwrap();
     expected[0] = Value::I64(2);
     assert_eq!(result, vec![expected]);
     let result = run(aggregating(&LOADS, vec![2], every_aggregate()), &[]).unwrap();
@@ -116,7 +121,10 @@ fn float_keys_group_zeroes_and_nans_together() {
     let counts: Vec<&Value> = result.iter().map(|r| &r[1]).collect();
     assert_eq!(counts.iter().filter(|c| ***c == Value::I64(2)).count(), 2, "{result:?}");
     // MAX passes NaN over: the NaN group's MAX is NULL.
-    assert!(result.iter().any(|r| matches!(r[0], Value::F64(k) if k.is_nan()) && r[2] == Value::Null), "{result:?}");
+    assert!(
+        result.iter().any(|r| matches!(r[0], Value::F64(k) if k.is_nan()) && r[2] == Value::Null),
+        "{result:?}"
+    );
 }
 
 #[test]
@@ -137,7 +145,8 @@ fn sums_that_overflow_are_errors() {
 fn the_group_limit_holds_in_partitions_and_in_the_merger() {
     let t = table();
     let program = aggregating(&LOADS, vec![0], vec![(AggFn::Count, None)]);
-    let verified = program.verify(&t, &ProgramLimits { max_groups: 4, ..ProgramLimits::default() }).unwrap();
+    let verified =
+        program.verify(&t, &ProgramLimits { max_groups: 4, ..ProgramLimits::default() }).unwrap();
     let mut groups = verified.groups(3);
     let mut out = Vec::new();
     for id in 1..=3 {
@@ -148,7 +157,10 @@ fn the_group_limit_holds_in_partitions_and_in_the_merger() {
     let image = encode_row(&t, &full_row(2)).unwrap();
     assert_eq!(verified.apply(&image, &mut out, &mut groups), Ok(Outcome::Aggregate));
     let image = encode_row(&t, &full_row(4)).unwrap();
-    assert_eq!(verified.apply(&image, &mut out, &mut groups), Err(RunError::TooManyGroups { limit: 3 }));
+    assert_eq!(
+        verified.apply(&image, &mut out, &mut groups),
+        Err(RunError::TooManyGroups { limit: 3 })
+    );
     assert_eq!(groups.len(), 3);
     let mut other = verified.groups(3);
     for id in 4..=5 {
@@ -189,15 +201,29 @@ fn partial_states_are_checked() {
         let e = merger.merge(&bytes[..cut]);
         assert!(cut == 0 || matches!(e, Err(RunError::BadPartial(_))), "cut at {cut}: {e:?}");
     }
+    // Four billion groups announced in a few bytes: refused before any is read.
+    let mut huge = bytes.clone();
+    huge[..4].copy_from_slice(&u32::MAX.to_le_bytes());
+    let e = verified.merger().merge(&huge).unwrap_err();
+    assert!(
+        matches!(&e, RunError::BadPartial(m) if m.contains("4294967295 groups cannot fit")),
+        "{e:?}"
+    );
     let mut extra = bytes.clone();
     extra.push(0);
-    assert!(matches!(merger.merge(&extra), Err(RunError::BadPartial(m)) if m.contains("after the last group")));
+    assert!(
+        matches!(merger.merge(&extra), Err(RunError::BadPartial(m)) if m.contains("after the last group"))
+    );
     // A partial of another shape (no keys, one aggregate).
-    let other = aggregating(&LOADS, vec![], vec![(AggFn::Count, None)]).verify(&t, &ProgramLimits::default()).unwrap();
+    let other = aggregating(&LOADS, vec![], vec![(AggFn::Count, None)])
+        .verify(&t, &ProgramLimits::default())
+        .unwrap();
     let e = verified.merger().merge(&other.groups(1).encode()).unwrap_err();
     assert_eq!(e, RunError::BadPartial("0 keys and 1 aggregates, the program has 1 and 14".into()));
     // A key of the wrong type: text where the key is i64.
-    let numbers = aggregating(&LOADS, vec![0], every_aggregate()).verify(&t, &ProgramLimits::default()).unwrap();
+    let numbers = aggregating(&LOADS, vec![0], every_aggregate())
+        .verify(&t, &ProgramLimits::default())
+        .unwrap();
     let e = numbers.merger().merge(&bytes).unwrap_err();
     assert!(matches!(&e, RunError::BadPartial(m) if m.contains("text is not i64")), "{e:?}");
     merger.merge(&bytes).unwrap();

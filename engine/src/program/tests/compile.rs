@@ -43,7 +43,11 @@ fn a_filter_jumps_to_the_final_skip() {
     let last = program.code.len() - 1;
     assert_eq!(program.code[last], Instr::Skip);
     assert_eq!(program.code[last - 1], Instr::Return);
-    assert!(program.code.contains(&Instr::JumpIfNotTrue { cond: 2, target: last as u16 }), "{:?}", program.code);
+    assert!(
+        program.code.contains(&Instr::JumpIfNotTrue { cond: 2, target: last as u16 }),
+        "{:?}",
+        program.code
+    );
     assert_eq!(program.output, vec![Output::Column(ID)]);
     let everything = compiled(&Query::default());
     assert_eq!(everything.code, vec![Instr::Return]);
@@ -80,9 +84,17 @@ fn literals_take_the_other_sides_type() {
     // Bytes against text.
     assert_eq!(ids(col("y").eq(lit(Value::Text("\u{3}\u{7f}".into())))), Vec::<i64>::new());
     let program = compiled(&filter(col("u").ge(i(105))));
-    assert!(program.constants.contains(&Constant::Value(Value::U64(105))), "{:?}", program.constants);
+    assert!(
+        program.constants.contains(&Constant::Value(Value::U64(105))),
+        "{:?}",
+        program.constants
+    );
     let program = compiled(&filter(col("b").eq(i(2))));
-    assert!(program.constants.contains(&Constant::Value(Value::F64(2.0))), "{:?}", program.constants);
+    assert!(
+        program.constants.contains(&Constant::Value(Value::F64(2.0))),
+        "{:?}",
+        program.constants
+    );
     let program = compiled(&filter(col("y").eq(lit(Value::Text("ab".into())))));
     assert!(program.constants.contains(&Constant::Value(Value::Bytes(b"ab".to_vec()))));
 }
@@ -119,10 +131,16 @@ fn in_lists_with_null_are_three_valued() {
 fn outputs_and_aggregates() {
     let query = Query {
         filter: Some(col("id").le(i(3))),
-        output: vec![col("c"), col("a").add(col("id")), col("b").mul(i(2)), lit(Value::Text("k".into()))],
+        output: vec![
+            col("c"),
+            col("a").add(col("id")),
+            col("b").mul(i(2)),
+            lit(Value::Text("k".into())),
+        ],
         ..Query::default()
     };
-    let rows = run(compiled(&query), &[full_row(1), full_row(3), full_row(5), null_row(2)]).unwrap();
+    let rows =
+        run(compiled(&query), &[full_row(1), full_row(3), full_row(5), null_row(2)]).unwrap();
     let k = Value::Text("k".into());
     assert_eq!(
         rows,
@@ -135,7 +153,11 @@ fn outputs_and_aggregates() {
     let query = Query {
         filter: Some(col("id").ne(i(2))),
         group_by: vec![col("t"), col("id").rem(i(3))],
-        aggregates: vec![(AggFn::Count, None), (AggFn::Sum, Some(col("a").mul(i(2)))), (AggFn::Max, Some(col("s")))],
+        aggregates: vec![
+            (AggFn::Count, None),
+            (AggFn::Sum, Some(col("a").mul(i(2)))),
+            (AggFn::Max, Some(col("s"))),
+        ],
         ..Query::default()
     };
     let program = compiled(&query);
@@ -143,9 +165,68 @@ fn outputs_and_aggregates() {
     let mut rows = run_split(program, &(1..=6).map(full_row).collect::<Vec<_>>(), 3).unwrap();
     rows.sort_by_key(|r| format!("{r:?}"));
     let row = |t: bool, k: i64, count: i64, sum: i64, max: &str| {
-        vec![Value::Bool(t), Value::I64(k), Value::I64(count), Value::I64(sum), Value::Text(max.into())]
+        vec![
+            Value::Bool(t),
+            Value::I64(k),
+            Value::I64(count),
+            Value::I64(sum),
+            Value::Text(max.into()),
+        ]
     };
-    assert_eq!(rows, vec![row(false, 0, 1, 60, "row 3"), row(false, 1, 1, 20, "row 1"), row(false, 2, 1, 100, "row 5"), row(true, 0, 1, 120, "row 6"), row(true, 1, 1, 80, "row 4")]);
+    assert_eq!(
+        rows,
+        vec![
+            row(false, 0, 1, 60, "row 3"),
+            row(false, 1, 1, 20, "row 1"),
+            row(false, 2, 1, 100, "row 5"),
+            row(true, 0, 1, 120, "row 6"),
+            row(true, 1, 1, 80, "row 4")
+        ]
+    );
+}
+
+#[test]
+fn column_registers_become_their_columns() {
+    let query = Query {
+        filter: Some(col("a").gt(i(10)).and(col("c").lt(i(50)))),
+        group_by: vec![col("s")],
+        aggregates: vec![
+            (AggFn::Count, None),
+            (AggFn::Sum, Some(col("a"))),
+            (AggFn::Max, Some(col("u"))),
+        ],
+        ..Query::default()
+    };
+    let program = compiled(&query);
+    let loads = program.code.iter().filter(|i| matches!(i, Instr::LoadColumn { .. })).count();
+    assert_eq!(loads, 4);
+    let t = table();
+    let plain = program.clone().verify_with(&t, &ProgramLimits::default(), false).unwrap();
+    let optimized = program.clone().verify_with(&t, &ProgramLimits::default(), true).unwrap();
+    assert_eq!(optimized.ops.len(), plain.ops.len() - loads);
+    assert!(optimized.ops.iter().all(|op| !matches!(op, crate::program::run::Op::Copy { .. })));
+    assert!(optimized.slots < plain.slots, "{} slots, {} before", optimized.slots, plain.slots);
+    // The walk stops at `u` (column 5); nothing after it is read.
+    assert_eq!(optimized.steps.len(), 6);
+    let rows: Vec<Vec<Value>> = (1..=6).map(full_row).collect();
+    let mut a = run_split(program.clone(), &rows, 2).unwrap();
+    a.sort_by_key(|r| format!("{r:?}"));
+    assert_eq!(a.len(), 5);
+    assert_eq!(
+        a[0],
+        vec![Value::Text("row 2".into()), Value::I64(1), Value::I64(20), Value::U64(102)]
+    );
+}
+
+#[test]
+fn overflow_names_the_instruction_after_loads_are_removed() {
+    let query = Query { output: vec![col("a").mul(col("id"))], ..Query::default() };
+    let program = compiled(&query);
+    let arith = program.code.iter().position(|i| matches!(i, Instr::Arith { .. })).unwrap();
+    assert_eq!(arith, 2);
+    let mut row = full_row(3);
+    row[A as usize] = Value::I64(i64::MAX);
+    assert_eq!(run(program, &[row]), Err(RunError::Overflow { instruction: 2 }));
 }
 
 #[test]
@@ -165,23 +246,36 @@ fn errors_name_what_is_wrong() {
     assert_eq!(error(&filter(col("nope").eq(i(1)))), "unknown column \"nope\" in table \"things\"");
     assert_eq!(error(&filter(col("a").like("x%"))), "LIKE needs text, column \"a\" is i64");
     assert_eq!(error(&filter(col("c").add(i(1)).like("x%"))), "LIKE needs text, `(c + 1)` is i64");
-    assert_eq!(error(&filter(col("s").like("x\\"))), "pattern \"x\\\\\" ends with a lone escape '\\'");
+    assert_eq!(
+        error(&filter(col("s").like("x\\"))),
+        "pattern \"x\\\\\" ends with a lone escape '\\'"
+    );
     let e = error(&filter(col("a").eq(col("u"))));
     assert_eq!(e, "`=` cannot mix i64 and u64 exactly in `(a = u)`: column \"a\" is i64 and column \"u\" is u64");
     assert!(error(&filter(col("u").gt(i(-1)))).contains("cannot mix i64 and u64"));
     let e = error(&filter(col("s").lt(i(3))));
     assert_eq!(e, "`<` needs operands of one type in `(s < 3)`: column \"s\" is varchar(40) and literal 3 is i64");
     assert_eq!(error(&filter(col("b").rem(i(2)).eq(i(0)))), "`%` needs integers, `(b % 2)` is f64");
-    assert_eq!(error(&filter(col("s").add(col("s")))), "`+` needs numbers, column \"s\" is varchar(40)");
+    assert_eq!(
+        error(&filter(col("s").add(col("s")))),
+        "`+` needs numbers, column \"s\" is varchar(40)"
+    );
     assert_eq!(error(&filter(col("a"))), "a filter needs bool, column \"a\" is i64");
-    assert_eq!(error(&filter(col("a").and(col("t")))), "AND, OR and NOT need bool, column \"a\" is i64");
+    assert_eq!(
+        error(&filter(col("a").and(col("t")))),
+        "AND, OR and NOT need bool, column \"a\" is i64"
+    );
     let e = error(&filter(col("a").in_list(vec![Value::Text("x".into())])));
     assert_eq!(e, "IN list value \"x\" (text) does not fit: column \"a\" is i64");
     let sum_text = Query { aggregates: vec![(AggFn::Sum, Some(col("s")))], ..Query::default() };
     assert_eq!(error(&sum_text), "SUM needs a number, column \"s\" is varchar(40)");
     let avg_star = Query { aggregates: vec![(AggFn::Avg, None)], ..Query::default() };
     assert_eq!(error(&avg_star), "AVG needs an argument");
-    let both = Query { output: vec![col("a")], aggregates: vec![(AggFn::Count, None)], ..Query::default() };
+    let both = Query {
+        output: vec![col("a")],
+        aggregates: vec![(AggFn::Count, None)],
+        ..Query::default()
+    };
     assert!(error(&both).contains("not both"));
     let keys_only = Query { group_by: vec![col("a")], ..Query::default() };
     assert_eq!(error(&keys_only), "GROUP BY needs at least one aggregate");
@@ -193,7 +287,9 @@ fn errors_name_what_is_wrong() {
     let e = compile(&table(), &filter(deep.gt(i(0)))).unwrap_err();
     assert_eq!(e, CompileError::OutOfRegisters { limit: 32 });
     let tight = ProgramLimits { max_registers: 4, ..ProgramLimits::default() };
-    let e = compile_with(&table(), &filter(col("a").add(col("id")).gt(col("c").mul(col("u")))), &tight).unwrap_err();
+    let e =
+        compile_with(&table(), &filter(col("a").add(col("id")).gt(col("c").mul(col("u")))), &tight)
+            .unwrap_err();
     assert_eq!(e, CompileError::OutOfRegisters { limit: 4 });
 }
 

@@ -15,7 +15,9 @@ fn seeds() -> Vec<Vec<u8>> {
     let queries = [
         Query::default(),
         Query {
-            filter: Some(col("a").gt(lit(Value::I64(3))).and(col("s").like("row%")).or(col("b").is_null())),
+            filter: Some(
+                col("a").gt(lit(Value::I64(3))).and(col("s").like("row%")).or(col("b").is_null()),
+            ),
             output: vec![col("id"), col("a").add(col("c")), col("b").mul(col("a"))],
             ..Query::default()
         },
@@ -57,6 +59,31 @@ fn exercise(bytes: &[u8]) {
         let tuples = decode_tuples(&out, verified.output_arity()).unwrap();
         assert!(tuples.len() <= 4);
     }
+}
+
+/// Everything a run shows: each row's outcome or error, the returned bytes, the merged
+/// aggregate rows (sorted).
+fn observe(
+    verified: &Verified,
+    rows: &[Vec<Value>],
+) -> (Vec<Result<Outcome, RunError>>, Vec<u8>, String) {
+    let t = table();
+    let mut groups = verified.groups(1000);
+    let mut out = Vec::new();
+    let outcomes = rows
+        .iter()
+        .map(|row| verified.apply(&encode_row(&t, row).unwrap(), &mut out, &mut groups))
+        .collect();
+    let mut merger = verified.merger();
+    let merged = match merger.merge(&groups.encode()) {
+        Ok(()) => {
+            let mut rows: Vec<String> = merger.finish().iter().map(|r| format!("{r:?}")).collect();
+            rows.sort();
+            rows.join("\n")
+        }
+        Err(e) => e.to_string(),
+    };
+    (outcomes, out, merged)
 }
 
 #[derive(Clone, Debug)]
@@ -125,14 +152,23 @@ fn instr() -> impl Strategy<Value = Instr> {
 
 /// Random programs over registers i64, i64, bool, bool, f64, text: many are refused, some verify.
 fn random_program() -> impl Strategy<Value = Program> {
-    let aggregate = (0usize..5, proptest::option::of(0u8..7))
-        .prop_map(|(f, arg)| Aggregate { func: [AggFn::Count, AggFn::Sum, AggFn::Min, AggFn::Max, AggFn::Avg][f], arg });
+    let aggregate = (0usize..5, proptest::option::of(0u8..7)).prop_map(|(f, arg)| Aggregate {
+        func: [AggFn::Count, AggFn::Sum, AggFn::Min, AggFn::Max, AggFn::Avg][f],
+        arg,
+    });
     (
         proptest::collection::vec(instr(), 0..8),
         prop_oneof![Just(Instr::Return), Just(Instr::Aggregate), Just(Instr::Skip)],
-        proptest::collection::vec((any::<bool>(), 0u16..10).prop_map(|(column, i)| {
-            if column { Output::Column(i) } else { Output::Register(i as u8) }
-        }), 0..3),
+        proptest::collection::vec(
+            (any::<bool>(), 0u16..10).prop_map(|(column, i)| {
+                if column {
+                    Output::Column(i)
+                } else {
+                    Output::Register(i as u8)
+                }
+            }),
+            0..3,
+        ),
         proptest::collection::vec(0u8..7, 0..2),
         proptest::collection::vec(aggregate, 0..3),
     )
@@ -163,8 +199,21 @@ fn typed_instr() -> impl Strategy<Value = Instr> {
     let int = || 0u8..2;
     let boolean = || 2u8..4;
     let any_register = || 0u8..7;
-    let arith = proptest::sample::select(vec![ArithOp::Add, ArithOp::Sub, ArithOp::Mul, ArithOp::Div, ArithOp::Mod]);
-    let cmp = proptest::sample::select(vec![CmpOp::Eq, CmpOp::Ne, CmpOp::Lt, CmpOp::Le, CmpOp::Gt, CmpOp::Ge]);
+    let arith = proptest::sample::select(vec![
+        ArithOp::Add,
+        ArithOp::Sub,
+        ArithOp::Mul,
+        ArithOp::Div,
+        ArithOp::Mod,
+    ]);
+    let cmp = proptest::sample::select(vec![
+        CmpOp::Eq,
+        CmpOp::Ne,
+        CmpOp::Lt,
+        CmpOp::Le,
+        CmpOp::Gt,
+        CmpOp::Ge,
+    ]);
     let same_type_pair = prop_oneof![
         (int(), int()),
         (boolean(), boolean()),
@@ -173,7 +222,8 @@ fn typed_instr() -> impl Strategy<Value = Instr> {
         Just((6u8, 6u8)),
     ];
     prop_oneof![
-        (int(), proptest::sample::select(vec![ID, A, C, TS])).prop_map(|(dst, column)| Instr::LoadColumn { dst, column }),
+        (int(), proptest::sample::select(vec![ID, A, C, TS]))
+            .prop_map(|(dst, column)| Instr::LoadColumn { dst, column }),
         boolean().prop_map(|dst| Instr::LoadColumn { dst, column: T }),
         Just(Instr::LoadColumn { dst: 4, column: B }),
         Just(Instr::LoadColumn { dst: 5, column: S }),
@@ -181,11 +231,21 @@ fn typed_instr() -> impl Strategy<Value = Instr> {
         int().prop_map(|dst| Instr::LoadConst { dst, constant: 0 }),
         boolean().prop_map(|dst| Instr::LoadConst { dst, constant: 3 }),
         Just(Instr::LoadConst { dst: 5, constant: 1 }),
-        (arith.clone(), int(), int(), int()).prop_map(|(op, dst, a, b)| Instr::Arith { op, dst, a, b }),
+        (arith.clone(), int(), int(), int()).prop_map(|(op, dst, a, b)| Instr::Arith {
+            op,
+            dst,
+            a,
+            b
+        }),
         arith.prop_map(|op| Instr::Arith { op, dst: 6, a: 6, b: 6 }),
         int().prop_map(|a| Instr::ToF64 { dst: 4, a }),
         Just(Instr::Arith { op: ArithOp::Div, dst: 4, a: 4, b: 4 }),
-        (cmp, boolean(), same_type_pair).prop_map(|(op, dst, (a, b))| Instr::Compare { op, dst, a, b }),
+        (cmp, boolean(), same_type_pair).prop_map(|(op, dst, (a, b))| Instr::Compare {
+            op,
+            dst,
+            a,
+            b
+        }),
         (boolean(), any_register()).prop_map(|(dst, a)| Instr::IsNull { dst, a }),
         (boolean(), any_register()).prop_map(|(dst, a)| Instr::IsNotNull { dst, a }),
         boolean().prop_map(|dst| Instr::Like { dst, a: 5, pattern: 1 }),
@@ -205,8 +265,10 @@ fn typed_program() -> impl Strategy<Value = Program> {
     let aggregate = prop_oneof![
         Just(Aggregate { func: AggFn::Count, arg: None }),
         (0u8..7).prop_map(|r| Aggregate { func: AggFn::Count, arg: Some(r) }),
-        proptest::sample::select(vec![0u8, 1, 4, 6]).prop_map(|r| Aggregate { func: AggFn::Sum, arg: Some(r) }),
-        proptest::sample::select(vec![0u8, 1, 4, 6]).prop_map(|r| Aggregate { func: AggFn::Avg, arg: Some(r) }),
+        proptest::sample::select(vec![0u8, 1, 4, 6])
+            .prop_map(|r| Aggregate { func: AggFn::Sum, arg: Some(r) }),
+        proptest::sample::select(vec![0u8, 1, 4, 6])
+            .prop_map(|r| Aggregate { func: AggFn::Avg, arg: Some(r) }),
         (0u8..7).prop_map(|r| Aggregate { func: AggFn::Min, arg: Some(r) }),
         (0u8..7).prop_map(|r| Aggregate { func: AggFn::Max, arg: Some(r) }),
     ];
@@ -221,7 +283,10 @@ fn typed_program() -> impl Strategy<Value = Program> {
             code.push(if aggregating { Instr::Aggregate } else { Instr::Return });
             let count = code.len();
             for (at, instr) in code.iter_mut().enumerate() {
-                if let Instr::Jump { target } | Instr::JumpIfTrue { target, .. } | Instr::JumpIfNotTrue { target, .. } = instr {
+                if let Instr::Jump { target }
+                | Instr::JumpIfTrue { target, .. }
+                | Instr::JumpIfNotTrue { target, .. } = instr
+                {
                     *target = (at + 1 + usize::from(*target) % (count - at - 1).max(1)) as u16;
                 }
             }
@@ -277,6 +342,21 @@ proptest! {
     fn typed_random_programs_run_without_panicking(program in typed_program()) {
         exercise(&program.encode());
     }
+
+    #[test]
+    fn the_optimisation_changes_no_result(program in typed_program(), ids in proptest::collection::vec(-4i64..8, 1..12)) {
+        let t = table();
+        let limits = ProgramLimits::default();
+        let (Ok(plain), Ok(optimized)) = (
+            program.clone().verify_with(&t, &limits, false),
+            program.verify_with(&t, &limits, true),
+        ) else {
+            return Ok(());
+        };
+        prop_assert!(optimized.ops.len() <= plain.ops.len() && optimized.slots <= plain.slots);
+        let rows: Vec<Vec<Value>> = ids.iter().map(|&id| if id % 3 == 0 { null_row(id) } else { full_row(id) }).collect();
+        prop_assert_eq!(observe(&plain, &rows), observe(&optimized, &rows));
+    }
 }
 
 #[test]
@@ -286,7 +366,9 @@ fn random_programs_get_past_the_verifier() {
     let mut runner = proptest::test_runner::TestRunner::deterministic();
     let t = table();
     let mut verified = |strategy: &dyn Fn(&mut proptest::test_runner::TestRunner) -> Program| {
-        (0..3000).filter(|_| strategy(&mut runner).verify(&t, &ProgramLimits::default()).is_ok()).count()
+        (0..3000)
+            .filter(|_| strategy(&mut runner).verify(&t, &ProgramLimits::default()).is_ok())
+            .count()
     };
     let untyped = verified(&|runner| random_program().new_tree(runner).unwrap().current());
     assert!(untyped > 30, "only {untyped} of 3000 random programs verified");
@@ -298,10 +380,19 @@ fn random_programs_get_past_the_verifier() {
 fn hostile_encodings_are_refused_with_reasons() {
     let limits = ProgramLimits::default();
     let decode = |bytes: &[u8]| Program::decode(bytes, &limits).unwrap_err().to_string();
-    assert_eq!(decode(b"XXXX\x01"), "malformed program at byte 0: does not start with the magic \"BWPG\"");
-    assert_eq!(decode(b"BWPG\x02"), "malformed program at byte 4: format version 2 (this reader knows 1)");
+    assert_eq!(
+        decode(b"XXXX\x01"),
+        "malformed program at byte 0: does not start with the magic \"BWPG\""
+    );
+    assert_eq!(
+        decode(b"BWPG\x02"),
+        "malformed program at byte 4: format version 2 (this reader knows 1)"
+    );
     assert_eq!(decode(b"BWPG\x01\x21\0\0\0"), "program has 33 registers (limit 32)");
-    assert_eq!(decode(b"BWPG\x01\x02\0\0\0\0"), "malformed program at byte 5: 2 registers cannot fit in the 1 bytes left");
+    assert_eq!(
+        decode(b"BWPG\x01\x02\0\0\0\0"),
+        "malformed program at byte 5: 2 registers cannot fit in the 1 bytes left"
+    );
     // A billion constants announced in a few bytes: refused before anything is reserved.
     let e = decode(b"BWPG\x01\0\0\0\0\0\xca\x9a\x3b\0\0");
     assert!(e.contains("1000000000 constants cannot fit"), "{e}");

@@ -5,7 +5,7 @@ use super::*;
 use crate::program::run::{like, PatternItem};
 use crate::program::verify::parse_pattern;
 
-use RegType::{Bool as BOOL, Bytes as BYTES, F64 as F, I64 as I, Text as TEXT, U64 as U};
+use RegType::{Bool as BOOL, Bytes as BYTES, Text as TEXT, F64 as F, I64 as I, U64 as U};
 
 /// `a op b` on constants of register type `ty`.
 fn binary(ty: RegType, op: ArithOp, a: Value, b: Value) -> Result<Value, RunError> {
@@ -41,7 +41,8 @@ fn columns_load_as_their_register_types() {
     assert_eq!(load(BOOL, T), Value::Bool(false));
     assert_eq!(load(BYTES, Y), Value::Bytes(vec![3, 0xff]));
     assert_eq!(load(I, TS), Value::I64(3_000_000));
-    let null = eval(&[TEXT], vec![], vec![Instr::LoadColumn { dst: 0, column: S }], 0, null_row(3)).unwrap();
+    let null = eval(&[TEXT], vec![], vec![Instr::LoadColumn { dst: 0, column: S }], 0, null_row(3))
+        .unwrap();
     assert_eq!(null, Value::Null);
 }
 
@@ -104,15 +105,27 @@ fn integer_overflow_names_the_instruction() {
     assert_eq!(binary(U, Sub, Value::U64(1), Value::U64(2)), overflow);
     assert_eq!(binary(U, Add, Value::U64(u64::MAX), Value::U64(1)), overflow);
     assert_eq!(binary(U, Mul, Value::U64(u64::MAX), Value::U64(2)), overflow);
-    assert_eq!(overflow.unwrap_err().to_string(), "instruction 2: integer overflow");
-    assert_eq!(binary(F, Mul, Value::F64(f64::MAX), Value::F64(2.0)), Ok(Value::F64(f64::INFINITY)));
+    assert_eq!(
+        RunError::Overflow { instruction: 2 }.to_string(),
+        "instruction 2: integer overflow"
+    );
+    assert_eq!(
+        binary(F, Mul, Value::F64(f64::MAX), Value::F64(2.0)),
+        Ok(Value::F64(f64::INFINITY))
+    );
 }
 
 #[test]
 fn to_f64_converts_both_integer_types() {
     let convert = |ty: RegType, v: Value| {
-        eval(&[ty, F], vec![value(v)], vec![Instr::LoadConst { dst: 0, constant: 0 }, Instr::ToF64 { dst: 1, a: 0 }], 1, null_row(1))
-            .unwrap()
+        eval(
+            &[ty, F],
+            vec![value(v)],
+            vec![Instr::LoadConst { dst: 0, constant: 0 }, Instr::ToF64 { dst: 1, a: 0 }],
+            1,
+            null_row(1),
+        )
+        .unwrap()
     };
     assert_eq!(convert(I, Value::I64(-3)), Value::F64(-3.0));
     assert_eq!(convert(U, Value::U64(1 << 60)), Value::F64((1u64 << 60) as f64));
@@ -141,20 +154,47 @@ fn comparisons_of_every_type() {
     let expected = [(Eq, false), (Ne, true), (Lt, true), (Le, true), (Gt, false), (Ge, false)];
     for (op, result) in expected {
         assert_eq!(compare(I, op, Value::I64(-2), Value::I64(1)), Value::Bool(result), "{op:?}");
-        assert_eq!(compare(U, op, Value::U64(1), Value::U64(u64::MAX)), Value::Bool(result), "{op:?}");
-        assert_eq!(compare(F, op, Value::F64(-0.5), Value::F64(0.25)), Value::Bool(result), "{op:?}");
-        assert_eq!(compare(BOOL, op, Value::Bool(false), Value::Bool(true)), Value::Bool(result), "{op:?}");
+        assert_eq!(
+            compare(U, op, Value::U64(1), Value::U64(u64::MAX)),
+            Value::Bool(result),
+            "{op:?}"
+        );
+        assert_eq!(
+            compare(F, op, Value::F64(-0.5), Value::F64(0.25)),
+            Value::Bool(result),
+            "{op:?}"
+        );
+        assert_eq!(
+            compare(BOOL, op, Value::Bool(false), Value::Bool(true)),
+            Value::Bool(result),
+            "{op:?}"
+        );
         // Bytewise: "B" (0x42) sorts before "a" (0x61); a prefix sorts first.
-        assert_eq!(compare(TEXT, op, Value::Text("B".into()), Value::Text("a".into())), Value::Bool(result));
-        assert_eq!(compare(TEXT, op, Value::Text("ab".into()), Value::Text("abc".into())), Value::Bool(result));
-        assert_eq!(compare(BYTES, op, Value::Bytes(vec![1, 2]), Value::Bytes(vec![1, 0xff])), Value::Bool(result));
+        assert_eq!(
+            compare(TEXT, op, Value::Text("B".into()), Value::Text("a".into())),
+            Value::Bool(result)
+        );
+        assert_eq!(
+            compare(TEXT, op, Value::Text("ab".into()), Value::Text("abc".into())),
+            Value::Bool(result)
+        );
+        assert_eq!(
+            compare(BYTES, op, Value::Bytes(vec![1, 2]), Value::Bytes(vec![1, 0xff])),
+            Value::Bool(result)
+        );
         assert_eq!(compare(I, op, Value::Null, Value::I64(1)), Value::Null, "{op:?}");
         assert_eq!(compare(TEXT, op, Value::Text("x".into()), Value::Null), Value::Null, "{op:?}");
     }
     assert_eq!(compare(I, Eq, Value::I64(5), Value::I64(5)), Value::Bool(true));
     assert_eq!(compare(F, Eq, Value::F64(0.0), Value::F64(-0.0)), Value::Bool(true));
-    for (op, result) in [(Eq, false), (Ne, true), (Lt, false), (Le, false), (Gt, false), (Ge, false)] {
-        assert_eq!(compare(F, op, Value::F64(f64::NAN), Value::F64(1.0)), Value::Bool(result), "NaN {op:?}");
+    for (op, result) in
+        [(Eq, false), (Ne, true), (Lt, false), (Le, false), (Gt, false), (Ge, false)]
+    {
+        assert_eq!(
+            compare(F, op, Value::F64(f64::NAN), Value::F64(1.0)),
+            Value::Bool(result),
+            "NaN {op:?}"
+        );
     }
 }
 
@@ -162,9 +202,16 @@ fn comparisons_of_every_type() {
 fn null_tests_are_never_null() {
     for (v, is_null) in [(Value::Null, true), (Value::I64(0), false)] {
         for (negate, result) in [(false, is_null), (true, !is_null)] {
-            let test = if negate { Instr::IsNotNull { dst: 1, a: 0 } } else { Instr::IsNull { dst: 1, a: 0 } };
+            let test = if negate {
+                Instr::IsNotNull { dst: 1, a: 0 }
+            } else {
+                Instr::IsNull { dst: 1, a: 0 }
+            };
             let code = vec![Instr::LoadConst { dst: 0, constant: 0 }, test];
-            assert_eq!(eval(&[I, BOOL], vec![value(v.clone())], code, 1, null_row(1)), Ok(Value::Bool(result)));
+            assert_eq!(
+                eval(&[I, BOOL], vec![value(v.clone())], code, 1, null_row(1)),
+                Ok(Value::Bool(result))
+            );
         }
     }
 }
@@ -175,9 +222,14 @@ fn logic_is_three_valued() {
     let f = Value::Bool(false);
     let n = Value::Null;
     let logic = |instr: Instr, a: &Value, b: &Value| {
-        let code = vec![Instr::LoadConst { dst: 0, constant: 0 }, Instr::LoadConst { dst: 1, constant: 1 }, instr];
+        let code = vec![
+            Instr::LoadConst { dst: 0, constant: 0 },
+            Instr::LoadConst { dst: 1, constant: 1 },
+            instr,
+        ];
         eval(&[BOOL; 3], vec![value(a.clone()), value(b.clone())], code, 2, null_row(1)).unwrap()
     };
+    #[rustfmt::skip]
     let and = [
         (&t, &t, &t), (&t, &f, &f), (&t, &n, &n),
         (&f, &t, &f), (&f, &f, &f), (&f, &n, &f),
@@ -186,6 +238,7 @@ fn logic_is_three_valued() {
     for (a, b, result) in and {
         assert_eq!(&logic(Instr::And { dst: 2, a: 0, b: 1 }, a, b), result, "{a} AND {b}");
     }
+    #[rustfmt::skip]
     let or = [
         (&t, &t, &t), (&t, &f, &t), (&t, &n, &t),
         (&f, &t, &t), (&f, &f, &f), (&f, &n, &n),
@@ -238,7 +291,10 @@ fn like_patterns() {
     for (value, pattern, expected) in cases {
         assert_eq!(matches(value, pattern), expected, "{value:?} LIKE {pattern:?}");
     }
-    assert_eq!(parse_pattern("a%%b").unwrap(), vec![PatternItem::Byte(b'a'), PatternItem::Any, PatternItem::Byte(b'b')]);
+    assert_eq!(
+        parse_pattern("a%%b").unwrap(),
+        vec![PatternItem::Byte(b'a'), PatternItem::Any, PatternItem::Byte(b'b')]
+    );
     assert!(parse_pattern("ab\\").unwrap_err().contains("lone escape"));
     // Over bytes, `_` is one byte: the two bytes of "é" need two.
     let pattern = parse_pattern("h__llo").unwrap();
@@ -249,7 +305,8 @@ fn like_patterns() {
 #[test]
 fn like_instruction_on_text_bytes_and_null() {
     let run_like = |ty: RegType, column: u16, pattern: &str, row: Vec<Value>| {
-        let code = vec![Instr::LoadColumn { dst: 0, column }, Instr::Like { dst: 1, a: 0, pattern: 0 }];
+        let code =
+            vec![Instr::LoadColumn { dst: 0, column }, Instr::Like { dst: 1, a: 0, pattern: 0 }];
         eval(&[ty, BOOL], vec![value(Value::Text(pattern.into()))], code, 1, row).unwrap()
     };
     assert_eq!(run_like(TEXT, S, "row _", full_row(7)), Value::Bool(true));
@@ -261,7 +318,8 @@ fn like_instruction_on_text_bytes_and_null() {
 #[test]
 fn in_lists() {
     let is_in = |ty: RegType, v: Value, list: Vec<Value>| {
-        let code = vec![Instr::LoadConst { dst: 0, constant: 0 }, Instr::In { dst: 1, a: 0, list: 1 }];
+        let code =
+            vec![Instr::LoadConst { dst: 0, constant: 0 }, Instr::In { dst: 1, a: 0, list: 1 }];
         eval(&[ty, BOOL], vec![value(v), Constant::List(list)], code, 1, null_row(1)).unwrap()
     };
     let ints = vec![Value::I64(1), Value::I32(5), Value::Timestamp(9)];
@@ -359,8 +417,12 @@ fn skip_returns_nothing_and_filters_rows() {
 fn malformed_row_images_are_errors_not_panics() {
     let program = Program {
         registers: vec![TEXT, BOOL],
-        code: vec![Instr::LoadColumn { dst: 0, column: S }, Instr::LoadColumn { dst: 1, column: T }, Instr::Return],
-        output: vec![Output::Register(0), Output::Column(Y)],
+        code: vec![
+            Instr::LoadColumn { dst: 0, column: S },
+            Instr::LoadColumn { dst: 1, column: T },
+            Instr::Return,
+        ],
+        output: vec![Output::Register(0), Output::Column(Y), Output::Register(1)],
         ..Program::default()
     };
     let t = table();
@@ -373,7 +435,10 @@ fn malformed_row_images_are_errors_not_panics() {
         let result = verified.apply(&image[..cut], &mut Vec::new(), &mut groups);
         assert!(matches!(result, Err(RunError::BadRow(_))), "cut at {cut}: {result:?}");
     }
-    assert_eq!(verified.apply(&image[..image.len() - unread], &mut Vec::new(), &mut groups), Ok(Outcome::Return));
+    assert_eq!(
+        verified.apply(&image[..image.len() - unread], &mut Vec::new(), &mut groups),
+        Ok(Outcome::Return)
+    );
     let mut bad_bool = encode_row(&t, &null_row(2)).unwrap();
     bad_bool[0] &= !(1 << T);
     bad_bool.push(7);

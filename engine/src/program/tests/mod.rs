@@ -28,7 +28,8 @@ pub(super) const TS: u16 = 8;
 /// A table with a column of every type: id i64 (key), a i64, b f64, s varchar(40), c i32,
 /// u u64, t bool, y bytes(16), ts timestamp (all but id nullable).
 pub(super) fn table() -> Table {
-    let column = |name: &str, ty: ColumnType| Column { name: name.into(), ty, nullable: name != "id" };
+    let column =
+        |name: &str, ty: ColumnType| Column { name: name.into(), ty, nullable: name != "id" };
     let def = TableDef {
         name: "things".into(),
         columns: vec![
@@ -46,6 +47,7 @@ pub(super) fn table() -> Table {
         partition_key: None,
         partitions: Some(4),
         read_backup: false,
+        indexes: Vec::new(),
     };
     Table::new(1, 1, def, 4)
 }
@@ -79,7 +81,11 @@ pub(super) fn wide() -> ProgramLimits {
 
 /// Verifies `program` for [`table`] and runs it over `rows` in `partitions` partitions (row i
 /// in partition i % partitions); returns the returned tuples or the finished aggregate rows.
-pub(super) fn run_split(program: Program, rows: &[Vec<Value>], partitions: usize) -> Result<Vec<Vec<Value>>, RunError> {
+pub(super) fn run_split(
+    program: Program,
+    rows: &[Vec<Value>],
+    partitions: usize,
+) -> Result<Vec<Vec<Value>>, RunError> {
     let t = table();
     let verified = match program.verify(&t, &wide()) {
         Ok(v) => v,

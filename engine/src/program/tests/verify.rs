@@ -3,7 +3,7 @@
 
 use super::*;
 
-use RegType::{Bool as BOOL, Bytes as BYTES, F64 as F, I64 as I, Text as TEXT, U64 as U};
+use RegType::{Bool as BOOL, Bytes as BYTES, Text as TEXT, F64 as F, I64 as I, U64 as U};
 
 /// A program of `registers` and `constants` whose code is `code` then `return` of register 0.
 fn returning(registers: &[RegType], constants: Vec<Constant>, mut code: Vec<Instr>) -> Program {
@@ -30,16 +30,27 @@ fn refused(program: Program) -> String {
 
 #[test]
 fn load_column_types_must_match_the_register() {
-    let accepted = [(I, ID), (I, A), (F, B), (TEXT, S), (I, C), (U, U_COLUMN), (BOOL, T), (BYTES, Y), (I, TS)];
+    let accepted =
+        [(I, ID), (I, A), (F, B), (TEXT, S), (I, C), (U, U_COLUMN), (BOOL, T), (BYTES, Y), (I, TS)];
     for (ty, column) in accepted {
-        assert_eq!(check(returning(&[ty], vec![], vec![Instr::LoadColumn { dst: 0, column }])), Ok(()), "{ty} {column}");
+        assert_eq!(
+            check(returning(&[ty], vec![], vec![Instr::LoadColumn { dst: 0, column }])),
+            Ok(()),
+            "{ty} {column}"
+        );
     }
     let e = refused(returning(&[U], vec![], vec![Instr::LoadColumn { dst: 0, column: A }]));
-    assert_eq!(e, "instruction 0 (load_column): column 1 (\"a\", i64) loads as i64, register 0 is u64");
+    assert_eq!(
+        e,
+        "instruction 0 (load_column): column 1 (\"a\", i64) loads as i64, register 0 is u64"
+    );
     let e = refused(returning(&[BYTES], vec![], vec![Instr::LoadColumn { dst: 0, column: S }]));
     assert!(e.contains("loads as text, register 0 is bytes"), "{e}");
     let e = refused(returning(&[I], vec![], vec![Instr::LoadColumn { dst: 0, column: 9 }]));
-    assert_eq!(e, "instruction 0 (load_column): column 9 is out of range (table \"things\" has 9 columns)");
+    assert_eq!(
+        e,
+        "instruction 0 (load_column): column 9 is out of range (table \"things\" has 9 columns)"
+    );
     let e = refused(returning(&[I], vec![], vec![Instr::LoadColumn { dst: 3, column: A }]));
     assert_eq!(e, "instruction 0 (load_column): register 3 is out of range (1 registers)");
 }
@@ -85,7 +96,11 @@ fn load_const_values_must_fit_the_register() {
 fn arith_needs_one_numeric_type() {
     for ty in [I, U, F] {
         for op in [ArithOp::Add, ArithOp::Sub, ArithOp::Mul, ArithOp::Div, ArithOp::Mod] {
-            let result = check(returning(&[ty, ty, ty], vec![], vec![Instr::Arith { op, dst: 0, a: 1, b: 2 }]));
+            let result = check(returning(
+                &[ty, ty, ty],
+                vec![],
+                vec![Instr::Arith { op, dst: 0, a: 1, b: 2 }],
+            ));
             if ty == F && op == ArithOp::Mod {
                 assert_eq!(result, Err("instruction 0 (arith): % needs integers, not f64".into()));
             } else {
@@ -110,10 +125,18 @@ fn to_f64_compare_and_null_tests() {
     let ok = |registers: &[RegType], instr| check(returning(registers, vec![], vec![instr]));
     assert_eq!(ok(&[F, I], Instr::ToF64 { dst: 0, a: 1 }), Ok(()));
     assert_eq!(ok(&[F, U], Instr::ToF64 { dst: 0, a: 1 }), Ok(()));
-    assert!(ok(&[F, F], Instr::ToF64 { dst: 0, a: 1 }).unwrap_err().contains("source register 1 is f64, needs i64 or u64"));
-    assert!(ok(&[I, I], Instr::ToF64 { dst: 0, a: 1 }).unwrap_err().contains("destination register 0 is i64, needs f64"));
+    assert!(ok(&[F, F], Instr::ToF64 { dst: 0, a: 1 })
+        .unwrap_err()
+        .contains("source register 1 is f64, needs i64 or u64"));
+    assert!(ok(&[I, I], Instr::ToF64 { dst: 0, a: 1 })
+        .unwrap_err()
+        .contains("destination register 0 is i64, needs f64"));
     for ty in [I, U, F, BOOL, TEXT, BYTES] {
-        assert_eq!(ok(&[BOOL, ty, ty], Instr::Compare { op: CmpOp::Lt, dst: 0, a: 1, b: 2 }), Ok(()), "{ty}");
+        assert_eq!(
+            ok(&[BOOL, ty, ty], Instr::Compare { op: CmpOp::Lt, dst: 0, a: 1, b: 2 }),
+            Ok(()),
+            "{ty}"
+        );
         assert_eq!(ok(&[BOOL, ty], Instr::IsNull { dst: 0, a: 1 }), Ok(()));
         assert_eq!(ok(&[BOOL, ty], Instr::IsNotNull { dst: 0, a: 1 }), Ok(()));
     }
@@ -122,7 +145,9 @@ fn to_f64_compare_and_null_tests() {
     let e = ok(&[I, I, I], Instr::Compare { op: CmpOp::Eq, dst: 0, a: 1, b: 2 }).unwrap_err();
     assert_eq!(e, "instruction 0 (compare): destination register 0 is i64, needs bool");
     assert!(ok(&[I, I], Instr::IsNull { dst: 0, a: 1 }).unwrap_err().contains("needs bool"));
-    assert!(ok(&[BOOL], Instr::IsNull { dst: 0, a: 9 }).unwrap_err().contains("register 9 is out of range"));
+    assert!(ok(&[BOOL], Instr::IsNull { dst: 0, a: 9 })
+        .unwrap_err()
+        .contains("register 9 is out of range"));
 }
 
 #[test]
@@ -149,14 +174,23 @@ fn like_needs_text_or_bytes_and_a_text_pattern() {
     assert_eq!(e, "instruction 0 (like): pattern constant 0 is not text");
     let e = refused(returning(&[BOOL, TEXT], pattern("a\\"), vec![like]));
     assert!(e.contains("lone escape"), "{e}");
+    assert_eq!(check(returning(&[BOOL, TEXT], pattern(&"%a".repeat(500)), vec![like])), Ok(()));
+    let e = refused(returning(&[BOOL, TEXT], pattern(&"é".repeat(1001)), vec![like]));
+    assert_eq!(e, "instruction 0 (like): the pattern has 1001 characters (limit 1000)");
 }
 
 #[test]
 fn in_needs_a_list_of_the_operands_type_without_null() {
     let is_in = Instr::In { dst: 0, a: 1, list: 0 };
     let list = |values: Vec<Value>| vec![Constant::List(values)];
-    assert_eq!(check(returning(&[BOOL, I], list(vec![Value::I64(1), Value::I32(2)]), vec![is_in])), Ok(()));
-    assert_eq!(check(returning(&[BOOL, TEXT], list(vec![Value::Text("x".into())]), vec![is_in])), Ok(()));
+    assert_eq!(
+        check(returning(&[BOOL, I], list(vec![Value::I64(1), Value::I32(2)]), vec![is_in])),
+        Ok(())
+    );
+    assert_eq!(
+        check(returning(&[BOOL, TEXT], list(vec![Value::Text("x".into())]), vec![is_in])),
+        Ok(())
+    );
     assert_eq!(check(returning(&[BOOL, F], list(vec![]), vec![is_in])), Ok(()));
     let e = refused(returning(&[BOOL, I], list(vec![Value::I64(1), Value::Null]), vec![is_in]));
     assert_eq!(e, "instruction 0 (in): list constant 0 holds NULL at 1");
@@ -173,7 +207,10 @@ fn jumps_go_forward_and_stay_inside() {
     assert_eq!(check(program(Instr::Jump { target: 3 })), Ok(()));
     assert_eq!(check(program(Instr::JumpIfTrue { cond: 0, target: 3 })), Ok(()));
     let e = refused(program(Instr::Jump { target: 0 }));
-    assert_eq!(e, "instruction 1 (jump): target 0 is not after the instruction (jumps go forward only)");
+    assert_eq!(
+        e,
+        "instruction 1 (jump): target 0 is not after the instruction (jumps go forward only)"
+    );
     let e = refused(program(Instr::JumpIfNotTrue { cond: 0, target: 1 }));
     assert_eq!(e, "instruction 1 (jump_if_not_true): target 1 is not after the instruction (jumps go forward only)");
     let e = refused(program(Instr::Jump { target: 4 }));
@@ -182,22 +219,45 @@ fn jumps_go_forward_and_stay_inside() {
     assert_eq!(e, "instruction 0 (jump_if_true): condition register 0 is i64, needs bool");
     let e = refused(Program {
         registers: vec![I, I, I, I, I, I],
-        code: vec![Instr::Skip, Instr::Skip, Instr::Skip, Instr::Skip, Instr::Skip, Instr::Jump { target: 2 }, Instr::Skip],
+        code: vec![
+            Instr::Skip,
+            Instr::Skip,
+            Instr::Skip,
+            Instr::Skip,
+            Instr::Skip,
+            Instr::Jump { target: 2 },
+            Instr::Skip,
+        ],
         ..Program::default()
     });
-    assert_eq!(e, "instruction 5 (jump): target 2 is not after the instruction (jumps go forward only)");
+    assert_eq!(
+        e,
+        "instruction 5 (jump): target 2 is not after the instruction (jumps go forward only)"
+    );
 }
 
 #[test]
 fn terminators_and_program_shape() {
-    let e = refused(Program { registers: vec![I], code: vec![Instr::LoadColumn { dst: 0, column: A }], ..Program::default() });
-    assert_eq!(e, "instruction 0 (load_column): the last instruction must be skip, return or aggregate");
+    let e = refused(Program {
+        registers: vec![I],
+        code: vec![Instr::LoadColumn { dst: 0, column: A }],
+        ..Program::default()
+    });
+    assert_eq!(
+        e,
+        "instruction 0 (load_column): the last instruction must be skip, return or aggregate"
+    );
     let e = refused(Program::default());
     assert!(e.contains("no instructions"), "{e}");
     assert_eq!(check(Program { code: vec![Instr::Skip], ..Program::default() }), Ok(()));
     let e = refused(Program { code: vec![Instr::Return], ..Program::default() });
     assert_eq!(e, "instruction 0 (return): return needs outputs and no aggregates");
-    let e = refused(Program { registers: vec![I], code: vec![Instr::Aggregate], output: vec![Output::Register(0)], ..Program::default() });
+    let e = refused(Program {
+        registers: vec![I],
+        code: vec![Instr::Aggregate],
+        output: vec![Output::Register(0)],
+        ..Program::default()
+    });
     assert_eq!(e, "instruction 0 (aggregate): aggregate needs aggregates");
     let count = Aggregate { func: AggFn::Count, arg: None };
     let e = refused(Program {
@@ -208,31 +268,54 @@ fn terminators_and_program_shape() {
         ..Program::default()
     });
     assert!(e.contains("both outputs and aggregates"), "{e}");
-    let e = refused(Program { registers: vec![I], code: vec![Instr::Skip], group_by: vec![0], ..Program::default() });
+    let e = refused(Program {
+        registers: vec![I],
+        code: vec![Instr::Skip],
+        group_by: vec![0],
+        ..Program::default()
+    });
     assert!(e.contains("group-by registers but no aggregates"), "{e}");
-    let e = refused(Program { code: vec![Instr::Aggregate, Instr::Return], aggregates: vec![count], ..Program::default() });
+    let e = refused(Program {
+        code: vec![Instr::Aggregate, Instr::Return],
+        aggregates: vec![count],
+        ..Program::default()
+    });
     assert_eq!(e, "instruction 1 (return): return needs outputs and no aggregates");
 }
 
 #[test]
 fn outputs_group_keys_and_aggregates_are_checked() {
-    let e = refused(Program { registers: vec![I], code: vec![Instr::Return], output: vec![Output::Register(1)], ..Program::default() });
-    assert_eq!(e, "output 0: register 1 is out of range (1 registers)");
-    let e = refused(Program { code: vec![Instr::Return], output: vec![Output::Column(ID), Output::Column(40)], ..Program::default() });
-    assert_eq!(e, "output 1: column 40 is out of range (table \"things\" has 9 columns)");
-    let aggregating = |registers: Vec<RegType>, group_by: Vec<u8>, aggregates: Vec<Aggregate>| Program {
-        registers,
-        code: vec![Instr::Aggregate],
-        group_by,
-        aggregates,
+    let e = refused(Program {
+        registers: vec![I],
+        code: vec![Instr::Return],
+        output: vec![Output::Register(1)],
         ..Program::default()
-    };
+    });
+    assert_eq!(e, "output 0: register 1 is out of range (1 registers)");
+    let e = refused(Program {
+        code: vec![Instr::Return],
+        output: vec![Output::Column(ID), Output::Column(40)],
+        ..Program::default()
+    });
+    assert_eq!(e, "output 1: column 40 is out of range (table \"things\" has 9 columns)");
+    let aggregating =
+        |registers: Vec<RegType>, group_by: Vec<u8>, aggregates: Vec<Aggregate>| Program {
+            registers,
+            code: vec![Instr::Aggregate],
+            group_by,
+            aggregates,
+            ..Program::default()
+        };
     let of = |func, arg| Aggregate { func, arg };
     let e = refused(aggregating(vec![I], vec![0, 3], vec![of(AggFn::Count, None)]));
     assert_eq!(e, "group-by 1: register 3 is out of range (1 registers)");
     let e = refused(aggregating(vec![TEXT], vec![], vec![of(AggFn::Sum, Some(0))]));
     assert_eq!(e, "aggregate 0: SUM needs a number, register 0 is text");
-    let e = refused(aggregating(vec![BOOL], vec![], vec![of(AggFn::Count, None), of(AggFn::Avg, Some(0))]));
+    let e = refused(aggregating(
+        vec![BOOL],
+        vec![],
+        vec![of(AggFn::Count, None), of(AggFn::Avg, Some(0))],
+    ));
     assert_eq!(e, "aggregate 1: AVG needs a number, register 0 is bool");
     let e = refused(aggregating(vec![I], vec![], vec![of(AggFn::Min, None)]));
     assert_eq!(e, "aggregate 0: MIN needs an argument");
@@ -269,7 +352,10 @@ fn limits_are_enforced() {
     let big = returning(&[TEXT], vec![value(Value::Text("x".repeat(69_990)))], vec![]);
     let bytes = big.encoded_len();
     assert_eq!(bytes, big.encode().len());
-    assert_eq!(big.verify(&t, &limits).unwrap_err().to_string(), format!("program is {bytes} bytes (limit 65536)"));
+    assert_eq!(
+        big.verify(&t, &limits).unwrap_err().to_string(),
+        format!("program is {bytes} bytes (limit 65536)")
+    );
     let big = returning(&[I], vec![Constant::List(vec![Value::I64(0); 8000])], vec![]);
     assert!(matches!(big.verify(&t, &limits), Err(ProgramError::TooLarge { limit: 65536, .. })));
 }
