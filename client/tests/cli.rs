@@ -263,3 +263,333 @@ fn loads(cluster: &TestCluster) {
     let e = fails(cluster, 2, &["load", "people", "-"]);
     assert!(e.contains("--input"), "{e}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// `blockwire scan`: every expected output is computed from the rows loaded.
+
+const ORDERS: &str = r#"
+name = "orders"
+primary_key = ["id"]
+partitions = 4
+columns = [
+    { name = "id", type = "i64" },
+    { name = "grp", type = "i32" },
+    { name = "amount", type = "i64", nullable = true },
+    { name = "item", type = "varchar(16)", nullable = true },
+]
+indexes = [{ name = "by_grp", columns = ["grp", "amount"] }]
+"#;
+
+/// One loaded row of `orders`.
+#[derive(Clone, Debug)]
+struct Order {
+    id: i64,
+    grp: i64,
+    amount: Option<i64>,
+    item: Option<String>,
+}
+
+fn orders() -> Vec<Order> {
+    (0..60)
+        .map(|id| Order {
+            id,
+            grp: id % 5,
+            amount: (id % 13 != 3).then_some(id * 10 - 150),
+            item: (id % 11 != 0).then(|| format!("item{}", id % 4)),
+        })
+        .collect()
+}
+
+/// A cell as the text table shows it (a value's display: text quoted, NULL bare).
+fn cell_int(v: Option<i64>) -> String {
+    v.map_or_else(|| "NULL".into(), |v| v.to_string())
+}
+
+fn cell_text(v: &Option<String>) -> String {
+    v.as_ref().map_or_else(|| "NULL".into(), |t| format!("{t:?}"))
+}
+
+/// Rows of cells as the CLI aligns them: columns two spaces apart, trailing spaces cut.
+fn table(rows: &[Vec<String>]) -> String {
+    let columns = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| rows.iter().filter_map(|r| r.get(i)).map(|c| c.chars().count()).max().unwrap())
+        .collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> =
+            row.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}", w = *w)).collect();
+        out += cells.join("  ").trim_end();
+        out.push('\n');
+    }
+    out
+}
+
+/// The header line, then the other lines sorted (rows of an unordered scan come in any order).
+fn sorted_body(text: &str) -> (String, Vec<String>) {
+    let mut lines = text.lines().map(str::to_string);
+    let header = lines.next().unwrap_or_default();
+    let mut body: Vec<String> = lines.collect();
+    body.sort();
+    (header, body)
+}
+
+/// The loaded rows in `by_grp` order: (grp, amount), NULL amounts first.
+fn in_index_order(rows: impl Iterator<Item = Order>) -> Vec<Order> {
+    let mut rows: Vec<Order> = rows.collect();
+    rows.sort_by_key(|o| (o.grp, o.amount));
+    for pair in rows.windows(2) {
+        let (a, b) = (&pair[0], &pair[1]);
+        assert!((a.grp, a.amount) != (b.grp, b.amount), "the test data needs distinct keys");
+    }
+    rows
+}
+
+#[test]
+fn scan_filters_ranges_aggregates_and_errors() {
+    let cluster = TestCluster::start("cli-scan", Shape::default());
+    let def = write(&cluster.dir, "orders.toml", ORDERS);
+    ok(&cluster, &["create-table", &def]);
+    let rows = orders();
+    let mut csv = String::from("id,grp,amount,item\n");
+    for o in &rows {
+        let item = o.item.clone().unwrap_or_else(|| "NULL".into());
+        writeln!(csv, "{},{},{},{item}", o.id, o.grp, cell_int(o.amount)).unwrap();
+    }
+    let file = write(&cluster.dir, "orders.csv", &csv);
+    let out = ok(&cluster, &["load", "orders", &file]);
+    assert!(out.starts_with("loaded 60 rows"), "{out}");
+
+    scan_filtered(&cluster, &rows);
+    scan_ranges_in_order(&cluster, &rows);
+    scan_aggregates(&cluster, &rows);
+    scan_limits_and_stats(&cluster, &rows);
+    scan_errors(&cluster);
+}
+
+fn scan_filtered(cluster: &TestCluster, rows: &[Order]) {
+    let args = [
+        "scan",
+        "orders",
+        "--where",
+        "amount BETWEEN -50 AND 300 AND (item LIKE '%1' OR item IS NULL) AND grp <> 2",
+        "--columns",
+        "id,item",
+        "--select",
+        "twice=amount * 2",
+    ];
+    let out = ok(cluster, &args);
+    let kept: Vec<&Order> = rows
+        .iter()
+        .filter(|o| o.amount.is_some_and(|a| (-50..=300).contains(&a)))
+        .filter(|o| o.item.as_deref().map_or(true, |i| i.ends_with('1')) && o.grp != 2)
+        .collect();
+    assert!(kept.len() >= 3 && kept.len() < rows.len() / 2, "a filter that means something");
+    let mut want = vec![vec!["id".to_string(), "item".into(), "twice".into()]];
+    for o in &kept {
+        want.push(vec![o.id.to_string(), cell_text(&o.item), cell_int(o.amount.map(|a| a * 2))]);
+    }
+    assert_eq!(sorted_body(&out), sorted_body(&table(&want)), "{out}");
+
+    // The same as JSON lines: one object per row, the columns by name.
+    let json_args = [&args[..], &["--format", "json"]].concat();
+    let out = ok(cluster, &json_args);
+    let mut got: Vec<Json> = out.lines().map(json).collect();
+    got.sort_by_key(|r| r["id"].as_i64());
+    let want: Vec<Json> = kept
+        .iter()
+        .map(|o| serde_json::json!({"id": o.id, "item": o.item, "twice": o.amount.map(|a| a * 2)}))
+        .collect();
+    assert_eq!(got, want, "{out}");
+    // Every column, in table order, when no column is named.
+    let out = ok(cluster, &["--format", "json", "scan", "orders", "--where", "id = 13"]);
+    assert_eq!(json(&out), serde_json::json!({"id": 13, "grp": 3, "amount": -20, "item": "item1"}));
+}
+
+fn scan_ranges_in_order(cluster: &TestCluster, rows: &[Order]) {
+    // grp 1 and 2 (the high end excluded), in index order over every partition.
+    let out = ok(
+        cluster,
+        &[
+            "scan",
+            "orders",
+            "--index",
+            "by_grp",
+            "--range",
+            "[1..3)",
+            "--order",
+            "--columns",
+            "grp,amount,id",
+        ],
+    );
+    let ordered = in_index_order(rows.iter().filter(|o| (1..3).contains(&o.grp)).cloned());
+    let mut want = vec![vec!["grp".to_string(), "amount".into(), "id".into()]];
+    for o in &ordered {
+        want.push(vec![o.grp.to_string(), cell_int(o.amount), o.id.to_string()]);
+    }
+    assert_eq!(out, table(&want));
+
+    // Two columns of the index on the low end, a union of two ranges, and equality on a
+    // prefix, as JSON lines in index order.
+    let out = ok(
+        cluster,
+        &[
+            "--format",
+            "json",
+            "scan",
+            "orders",
+            "--index",
+            "by_grp",
+            "--order",
+            "--range",
+            "(3, 0..3]",
+            "--range",
+            "=0",
+            "--columns",
+            "id",
+        ],
+    );
+    let got: Vec<i64> = out.lines().map(|l| json(l)["id"].as_i64().unwrap()).collect();
+    let want: Vec<i64> = in_index_order(
+        rows.iter()
+            .filter(|o| o.grp == 0 || (o.grp == 3 && o.amount.is_some_and(|a| a > 0)))
+            .cloned(),
+    )
+    .iter()
+    .map(|o| o.id)
+    .collect();
+    assert!(want.len() >= 10, "{want:?}");
+    assert_eq!(got, want, "{out}");
+}
+
+fn scan_aggregates(cluster: &TestCluster, rows: &[Order]) {
+    let out = ok(
+        cluster,
+        &[
+            "scan",
+            "orders",
+            "--group-by",
+            "grp",
+            "--agg",
+            "count(*)",
+            "--agg",
+            "sum(amount)",
+            "--agg",
+            "COUNT(item)",
+            "--order",
+        ],
+    );
+    let mut want = vec![vec![
+        "grp".to_string(),
+        "count(*)".into(),
+        "sum(amount)".into(),
+        "COUNT(item)".into(),
+    ]];
+    for g in 0..5 {
+        let group: Vec<&Order> = rows.iter().filter(|o| o.grp == g).collect();
+        let sum: i64 = group.iter().filter_map(|o| o.amount).sum();
+        let items = group.iter().filter(|o| o.item.is_some()).count();
+        want.push(vec![g.to_string(), group.len().to_string(), sum.to_string(), items.to_string()]);
+    }
+    assert_eq!(out, table(&want));
+
+    // A filtered aggregate over an expression, as JSON.
+    let out = ok(
+        cluster,
+        &[
+            "scan",
+            "orders",
+            "--format",
+            "json",
+            "--where",
+            "id < 30",
+            "--group-by",
+            "grp % 2",
+            "--agg",
+            "max(amount)",
+            "--order",
+        ],
+    );
+    let got: Vec<Json> = out.lines().map(json).collect();
+    let max_of = |parity: i64| {
+        rows.iter().filter(|o| o.id < 30 && o.grp % 2 == parity).filter_map(|o| o.amount).max()
+    };
+    let want = vec![
+        serde_json::json!({"grp % 2": 0, "max(amount)": max_of(0)}),
+        serde_json::json!({"grp % 2": 1, "max(amount)": max_of(1)}),
+    ];
+    assert_eq!(got, want, "{out}");
+}
+
+fn scan_limits_and_stats(cluster: &TestCluster, rows: &[Order]) {
+    let out = ok(
+        cluster,
+        &["scan", "orders", "--index", "by_grp", "--order", "--limit", "4", "--columns", "id"],
+    );
+    let first: Vec<String> =
+        in_index_order(rows.iter().cloned()).iter().take(4).map(|o| o.id.to_string()).collect();
+    assert_eq!(out, format!("id\n{}\n", first.join("\n")));
+
+    // An unordered limit: that many distinct rows of the table.
+    let out =
+        ok(cluster, &["scan", "orders", "--format", "json", "--limit", "7", "--batch-rows", "2"]);
+    let ids: std::collections::HashSet<i64> =
+        out.lines().map(|l| json(l)["id"].as_i64().unwrap()).collect();
+    assert_eq!((out.lines().count(), ids.len()), (7, 7), "{out}");
+    assert!(ids.iter().all(|id| (0..60).contains(id)), "{out}");
+
+    // --stats on stderr, after the rows on stdout.
+    let ran =
+        blockwire(cluster, &["scan", "orders", "--where", "grp = 4", "--columns", "id", "--stats"]);
+    assert_eq!(ran.code, Some(0), "{ran:?}");
+    assert_eq!(ran.stdout.lines().count(), 1 + rows.iter().filter(|o| o.grp == 4).count());
+    let stats = ran.stderr.lines().find(|l| l.starts_with("scanned ")).unwrap_or_default();
+    assert!(stats.starts_with("scanned 4 partitions: 60 rows examined, "), "{ran:?}");
+    assert!(stats.ends_with(", 12 rows returned"), "{ran:?}");
+    let ran =
+        blockwire(cluster, &["--format", "json", "scan", "orders", "--stats", "--limit", "2"]);
+    let stats = json(ran.stderr.lines().last().unwrap_or_default());
+    assert_eq!(
+        (stats["partitions"].as_u64(), stats["rows"].as_u64()),
+        (Some(4), Some(2)),
+        "{ran:?}"
+    );
+    assert!(stats["batches"].as_u64().is_some_and(|b| b >= 1), "{ran:?}");
+}
+
+fn scan_errors(cluster: &TestCluster) {
+    let e = fails(cluster, 2, &["scan", "orders", "--where", "colour = 'red'"]);
+    assert!(e.contains("unknown column \"colour\" in table \"orders\""), "{e}");
+    let e = fails(cluster, 2, &["scan", "orders", "--where", "amount >> 2 = 1"]);
+    assert!(
+        e.contains("--where \"amount >> 2 = 1\": unsupported operator `>>` in `amount >> 2` at line 1, column 1"),
+        "{e}"
+    );
+    let e = fails(cluster, 2, &["scan", "orders", "--where", "lower(item) = 'a'"]);
+    assert!(e.contains("unsupported function call `lower(item)` at line 1, column 1"), "{e}");
+    let e = fails(cluster, 2, &["scan", "orders", "--where", "amount > "]);
+    assert!(e.contains("--where \"amount > \": cannot parse the expression"), "{e}");
+    let e = fails(cluster, 2, &["scan", "orders", "--index", "by_grp", "--range", "[1..3"]);
+    assert!(e.contains("--range \"[1..3\": a range ends with ] or )"), "{e}");
+    let e = fails(cluster, 2, &["scan", "orders", "--index", "by_grp", "--range", "[1..x]"]);
+    assert!(e.contains("--range \"[1..x]\": high end: \"x\": `x` is not a literal value"), "{e}");
+    let e = fails(cluster, 2, &["scan", "orders", "--range", "=1"]);
+    assert!(e.contains("--range needs --index NAME"), "{e}");
+    let e = fails(cluster, 2, &["scan", "orders", "--index", "by_grp", "--range", "=1,2,3"]);
+    assert!(e.contains("index \"by_grp\" has 2 columns, a bound gives 3"), "{e}");
+    let e = fails(cluster, 2, &["scan", "orders", "--index", "by_id"]);
+    assert!(e.contains("table \"orders\" has no index \"by_id\""), "{e}");
+    let e = fails(cluster, 2, &["scan", "orders", "--agg", "median(amount)"]);
+    assert!(
+        e.contains(
+            "--agg \"median(amount)\": `median(amount)` at line 1, column 1 is not an aggregate"
+        ),
+        "{e}"
+    );
+    let e = fails(cluster, 2, &["scan", "orders", "--group-by", "grp"]);
+    assert!(e.contains("--group-by needs at least one --agg"), "{e}");
+    let e = fails(cluster, 2, &["scan", "orders", "--select", "a b=1"]);
+    assert!(e.contains("--select \"a b=1\": not NAME=EXPR"), "{e}");
+    let e = fails(cluster, 2, &["scan", "nothing"]);
+    assert!(e.contains("\"nothing\""), "{e}");
+}

@@ -457,7 +457,7 @@ impl<'c> Scan<'_, 'c> {
             return q.pop_front();
         }
         // Ordered merge: every partition not done must have a row in hand.
-        let waiting = self.fragments_done.iter().any(|(f, done)| !done && self.queues.get(f).is_none_or(|q| q.is_empty()));
+        let waiting = self.fragments_done.iter().any(|(f, done)| !done && !self.queues.get(f).is_some_and(|q| !q.is_empty()));
         if waiting || (!self.remote_done && self.fragments_done.len() < self.stats.partitions as usize) {
             return None;
         }
@@ -532,7 +532,7 @@ impl Iterator for Scan<'_, '_> {
             }
             let id = self.id;
             let waited = self.session.wait_until(&format!("scan {id}"), |i| {
-                i.scans.get(&id).is_none_or(|s| !s.batches.is_empty() || s.error.is_some())
+                !i.scans.get(&id).is_some_and(|s| s.batches.is_empty() && s.error.is_none())
             });
             let absorbed = waited.and_then(|()| self.absorb());
             match absorbed {

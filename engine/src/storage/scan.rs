@@ -59,13 +59,16 @@ enum ScanState {
 /// Marks a lock-queue entry as a waiting scan (its handle below), not an operation.
 pub(super) const SCAN_WAITER: u32 = crate::pool::SPARE_BIT;
 
+/// A range as entry-key bounds.
+type KeyRange = (Bound<Vec<u8>>, Bound<Vec<u8>>);
+
 #[derive(Debug)]
 enum Cursor {
     /// A full scan: the next row slot.
     Slots { next: u32 },
     /// An index scan: the ranges as entry-key bounds, sorted by start; the range in hand and
     /// the last entry examined.
-    Index { index: usize, ranges: Vec<(Bound<Vec<u8>>, Bound<Vec<u8>>)>, range: usize, after: Option<Box<[u8]>> },
+    Index { index: usize, ranges: Vec<KeyRange>, range: usize, after: Option<Box<[u8]>> },
 }
 
 /// One open partition scan.
@@ -379,7 +382,7 @@ impl Storage {
 }
 
 /// The ranges of an index scan as entry-key bounds, sorted by where they start.
-fn index_ranges(table: &Table, spec: &ScanSpec) -> Result<Vec<(Bound<Vec<u8>>, Bound<Vec<u8>>)>, Refusal> {
+fn index_ranges(table: &Table, spec: &ScanSpec) -> Result<Vec<KeyRange>, Refusal> {
     let i = usize::from(spec.index.unwrap_or(0));
     if i >= table.index_columns.len() {
         return Err((ErrorCode::BadProgram, format!("table {:?} has no index number {i}", table.name())));
