@@ -46,6 +46,9 @@ use crate::schema::Table;
 /// Rows a scan examines in one step before it yields.
 pub const STEP_ROWS: u32 = 16_384;
 
+/// Index entries read from the tree at a time.
+const INDEX_CHUNK: usize = 64;
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ScanState {
     /// A step is due (`SCAN_CONTINUE` sent to this block).
@@ -509,28 +512,36 @@ fn index_step(rec: &mut ScanRecord, handle: u32, fragment: &mut Fragment, ready:
     let ranges = std::mem::take(ranges);
     let result = 'ranges: loop {
         let Some((start, end)) = ranges.get(r) else { break StepEnd::Done };
+        // Entries are read from the tree a chunk at a time (the visit needs the fragment
+        // mutably, so no iterator can stay open across it).
+        let mut chunk: Vec<(Box<[u8]>, u32)> = Vec::with_capacity(INDEX_CHUNK);
         loop {
             let from = match &last {
                 Some(k) if !below_start(k, start) => Bound::Excluded(k.as_ref()),
                 _ => as_slice(start),
             };
-            let next = fragment.ordered[index].range::<[u8], _>((from, Bound::Unbounded)).next();
-            let Some((k, at)) = next.filter(|(k, _)| index::before_end(k, end)) else { break };
-            let (k, at) = (k.clone(), *at);
-            if rec.left == 0 {
-                break 'ranges StepEnd::Done;
+            chunk.clear();
+            let entries = fragment.ordered[index].range::<[u8], _>((from, Bound::Unbounded));
+            chunk.extend(entries.take_while(|(k, _)| index::before_end(k, end)).take(INDEX_CHUNK).map(|(k, at)| (k.clone(), *at)));
+            if chunk.is_empty() {
+                break;
             }
-            if budget == 0 {
-                break 'ranges StepEnd::Yield;
-            }
-            if batch_full(rec) {
-                break 'ranges StepEnd::Batch;
-            }
-            budget -= 1;
-            match visit_at(rec, handle, fragment, at, ready)? {
-                Visit::Next => last = Some(k),
-                Visit::Full => break 'ranges StepEnd::Batch,
-                Visit::Wait => break 'ranges StepEnd::LockWait,
+            for (k, at) in chunk.drain(..) {
+                if rec.left == 0 {
+                    break 'ranges StepEnd::Done;
+                }
+                if budget == 0 {
+                    break 'ranges StepEnd::Yield;
+                }
+                if batch_full(rec) {
+                    break 'ranges StepEnd::Batch;
+                }
+                budget -= 1;
+                match visit_at(rec, handle, fragment, at, ready)? {
+                    Visit::Next => last = Some(k),
+                    Visit::Full => break 'ranges StepEnd::Batch,
+                    Visit::Wait => break 'ranges StepEnd::LockWait,
+                }
             }
         }
         r += 1;
