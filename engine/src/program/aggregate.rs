@@ -581,8 +581,8 @@ impl Merger {
                 self.initial.len()
             )));
         }
-        // Each key value takes at least its tag byte, each state its kind byte and 8 more.
-        let group_bytes = arity + 9 * aggregates;
+        // Each key value takes at least its tag byte, each state its kind byte and one more.
+        let group_bytes = arity + 2 * aggregates;
         if count > 0 && (group_bytes == 0 || count > (encoded.len() - 8) / group_bytes) {
             let left = encoded.len() - 8;
             return Err(RunError::BadPartial(format!("{count} groups cannot fit in {left} bytes")));
