@@ -103,6 +103,10 @@ bw load accounts "$out/accounts.csv" | sed 's/^/  /'
 say "blockwire get accounts 4242"
 bw get accounts 4242 | sed 's/^/  /'
 bw describe accounts | sed 's/^/  /'
+say "blockwire scan accounts --index by_balance --range '[1990..]' --order --limit 5"
+bw scan accounts --index by_balance --range '[1990..]' --order --limit 5 | sed 's/^/  /'
+say "blockwire scan accounts --where 'balance > 1900' --group-by 'id % 4' --agg 'count(*)' --agg 'avg(balance)' --order --stats"
+bw scan accounts --where 'balance > 1900' --group-by 'id % 4' --agg 'count(*)' --agg 'avg(balance)' --order --stats 2>&1 | sed 's/^/  /'
 for pid in "${pids[@]}"; do
     kill -TERM "$pid"
     wait "$pid" || { say "data node $pid did not stop cleanly"; exit 1; }

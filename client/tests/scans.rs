@@ -358,6 +358,11 @@ fn ordered_index_scans_merge_partitions_and_pruning_shows_in_the_rows_examined()
     assert_eq!(names, (0..25).map(|n| Value::Text(format!("f{n:03}"))).collect::<Vec<_>>());
     assert_eq!(stats.partitions, 1, "one parent is one partition");
     assert_eq!(stats.examined, 25, "only the parent's entries are examined: {stats:?}");
+    let count = ScanRequest::new(&dirs).index("listing").range(Range::eq(vec![Value::I64(7)])).aggregate("n", AggFn::Count, None);
+    let mut scan = s.scan(&count).unwrap();
+    assert_eq!(scan.by_ref().collect::<Result<Vec<_>, _>>().unwrap(), vec![vec![Value::I64(25)]]);
+    assert_eq!((scan.stats().partitions, scan.stats().examined), (1, 25), "a pruned aggregate");
+    drop(scan);
     let everything = ScanRequest::new(&dirs).filter(Expr::Compare(CmpOp::Eq, b(c("parent")), b(l(Value::I64(7)))));
     let mut scan = s.scan(&everything).unwrap();
     assert_eq!(scan.by_ref().count(), 25);

@@ -56,6 +56,8 @@ pub(super) struct Scan {
     last_client_ns: u64,
     /// A locking scan's transaction.
     tx: Option<u64>,
+    /// Rows the partitions examined, for an aggregate (reported with its result).
+    examined: u32,
 }
 
 type Refusal = (ErrorCode, String);
@@ -110,6 +112,7 @@ impl Coordinator {
             batch_bytes,
             last_client_ns: now,
             tx,
+            examined: 0,
         };
         let slot = self.scans.alloc(scan).ok_or_else(|| {
             (ErrorCode::Overload, format!("all {} scan records are in use (max_scans)", self.scans.capacity()))
@@ -160,6 +163,7 @@ impl Coordinator {
         };
         let all_done = scan.fragments.iter().all(|f| f.state == FragState::Done);
         let partitions = scan.fragments.len() as u32;
+        scan.examined = scan.examined.saturating_add(conf.examined);
         if let Some(merger) = scan.merger.as_mut() {
             let merged = match row::words_to_bytes(section) {
                 None => Err((ErrorCode::Protocol, "malformed groups section".to_string())),
@@ -233,7 +237,7 @@ impl Coordinator {
                 rows,
                 flags: if i + 1 == n { SCAN_FRAGMENT_DONE | SCAN_DONE } else { 0 },
                 partitions: scan.fragments.len() as u32,
-                examined: 0,
+                examined: if i + 1 == n { scan.examined } else { 0 },
             };
             let words = row::bytes_to_words(&bytes);
             self.out.send(ctx, SCAN_TABCONF, scan.client, conf.as_words(), &[&words]);
