@@ -106,6 +106,7 @@ mod tests {
         assert_eq!(pool.get(b).copied(), Some("b"));
         assert_eq!(pool.in_use(), 2);
         assert_eq!(pool.free(0xdead_beef), None);
+        pool.free(b);
         for _ in 0..300 {
             let h = pool.alloc("d").unwrap();
             assert_eq!(h & SPARE_BIT, 0);
