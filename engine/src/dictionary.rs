@@ -467,9 +467,8 @@ impl Block for Dictionary {
                 | INDEX_BUILD_CONF
                 | RESEND
         );
-        if internal && !self.layout.as_ref().is_some_and(|l| l.is_data_node(signal.sender().node)) {
-            tracing::warn!(gsn = %signal.gsn(), sender = %signal.sender(), "schema-change signal from a node that is not a data node: dropped");
-            return ctx.unhandled(signal);
+        if internal && !crate::internal_from_data_node(self.layout.as_ref(), signal, ctx) {
+            return;
         }
         match signal.gsn() {
             DICT_CREATE_REQ | DICT_DROP_REQ | DICT_ADD_INDEX_REQ => self.on_request(signal, ctx),

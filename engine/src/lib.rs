@@ -102,6 +102,22 @@ pub(crate) fn is_first_phase(ctx: &mut node::block::Context<'_>, signal: &signal
     ctx.typed::<signals::gsn::StartOrd>(signal).is_some_and(|s| s.phase == 1)
 }
 
+/// Whether an engine-internal signal may be handled: it must come from a data node of
+/// `layout`. One that does not (an API node forging a protocol step) is logged and handed to
+/// the runtime as unhandled (counted), and `false` is returned.
+pub(crate) fn internal_from_data_node(
+    layout: Option<&Arc<layout::Layout>>,
+    signal: &signals::SignalView<'_>,
+    ctx: &mut node::block::Context<'_>,
+) -> bool {
+    if layout.is_some_and(|l| l.is_data_node(signal.sender().node)) {
+        return true;
+    }
+    tracing::warn!(gsn = %signal.gsn(), sender = %signal.sender(), "engine-internal signal from a node that is not a data node: dropped");
+    ctx.unhandled(signal);
+    false
+}
+
 /// Whether the cluster file places any engine block (a file with only system blocks runs the
 /// runtime alone).
 pub fn places_engine_blocks(config: &Config) -> bool {

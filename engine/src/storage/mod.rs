@@ -648,9 +648,8 @@ impl Block for Storage {
                 | SCAN_LOCK_RELEASE
                 | INDEX_BUILD_REQ
         );
-        if internal && !self.layout.as_ref().is_some_and(|l| l.is_data_node(signal.sender().node)) {
-            tracing::warn!(gsn = %signal.gsn(), sender = %signal.sender(), "engine-internal signal from a node that is not a data node: dropped");
-            return ctx.unhandled(signal);
+        if internal && !crate::internal_from_data_node(self.layout.as_ref(), signal, ctx) {
+            return;
         }
         match signal.gsn() {
             LQH_KEYREQ => self.on_key_req(signal, ctx),
