@@ -365,6 +365,22 @@ fn scan_filters_ranges_aggregates_and_errors() {
     scan_aggregates(&cluster, &rows);
     scan_limits_and_stats(&cluster, &rows);
     scan_errors(&cluster);
+    index_added_later(&cluster, &rows);
+}
+
+/// `create-index` on the loaded table; `describe` lists it and a range scan uses it.
+fn index_added_later(cluster: &TestCluster, rows: &[Order]) {
+    let out = ok(cluster, &["create-index", "orders", "by_amount", "amount", "id"]);
+    assert_eq!(out, "created index \"by_amount\" on table \"orders\" (amount, id), built on every data node\n");
+    let out = ok(cluster, &["describe", "orders"]);
+    assert!(out.contains("index by_amount: amount, id\n"), "{out}");
+    let out = ok(cluster, &["--format", "json", "scan", "orders", "--index", "by_amount", "--range", "[100..]", "--order", "--columns", "id"]);
+    let got: Vec<i64> = out.lines().map(|l| json(l)["id"].as_i64().unwrap()).collect();
+    let mut want: Vec<(i64, i64)> = rows.iter().filter_map(|o| o.amount.filter(|a| *a >= 100).map(|a| (a, o.id))).collect();
+    want.sort_unstable();
+    assert_eq!(got, want.iter().map(|(_, id)| *id).collect::<Vec<_>>());
+    let err = fails(cluster, 2, &["create-index", "orders", "by_amount", "grp"]);
+    assert!(err.contains("by_amount") && err.contains("twice"), "{err}");
 }
 
 fn scan_filtered(cluster: &TestCluster, rows: &[Order]) {

@@ -82,6 +82,16 @@ enum Command {
         /// The definition file.
         file: PathBuf,
     },
+    /// Adds an ordered index to a table that may hold rows; returns once it is built.
+    CreateIndex {
+        /// The table.
+        table: String,
+        /// The index's name.
+        name: String,
+        /// Its columns, most significant first.
+        #[arg(required = true)]
+        columns: Vec<String>,
+    },
     /// Drops a table and its rows.
     DropTable {
         /// The table.
@@ -201,6 +211,7 @@ fn run(args: &Args) -> Result<()> {
             schema::create_table(s, &def, json)?
         }
         (Command::DropTable { name }, _) => schema::drop_table(s, name, json)?,
+        (Command::CreateIndex { table, name, columns }, _) => schema::create_index(s, table, name, columns, json)?,
         (Command::Tables, _) => schema::list_tables(s, json)?,
         (Command::Describe { name }, _) => schema::describe(s, name, json)?,
         (Command::Get { table, key }, _) => keys::get(s, table, key, json)?,

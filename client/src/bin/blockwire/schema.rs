@@ -100,5 +100,19 @@ pub(crate) fn describe(session: &mut Session<'_>, name: &str, json: bool) -> Res
     out += &format!("partition key: {}\n", partition_key.join(", "));
     out += &format!("partitions: {}\n", t.partitions);
     out += &format!("read_backup: {}\n", t.def.read_backup);
+    for index in &t.def.indexes {
+        out += &format!("index {}: {}\n", index.name, index.columns.join(", "));
+    }
     Ok(out)
+}
+
+/// Adds an ordered index to a table (built from its rows while writes go on).
+pub(crate) fn create_index(session: &mut Session<'_>, table: &str, name: &str, columns: &[String], json: bool) -> Result<String> {
+    let index = client::IndexDef { name: name.to_string(), columns: columns.to_vec() };
+    let t = session.create_index(table, &index)?;
+    Ok(if json {
+        json_object(&[("table", Json::from(t.name())), ("index", Json::from(name)), ("columns", Json::from(columns.to_vec()))])
+    } else {
+        format!("created index {name:?} on table {:?} ({}), built on every data node\n", t.name(), columns.join(", "))
+    })
 }
