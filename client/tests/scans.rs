@@ -385,19 +385,23 @@ fn scans_concurrent_with_writers_see_each_row_once_and_only_committed_data() {
         partition_key: None,
         partitions: Some(4),
         read_backup: false,
-        indexes: vec![IndexDef { name: "by_id".into(), columns: vec!["id".into()] }],
+        indexes: vec![
+            IndexDef { name: "by_id".into(), columns: vec!["id".into()] },
+            IndexDef { name: "by_value".into(), columns: vec!["value".into()] },
+        ],
     };
     let t = s.create_table(&def).unwrap();
     let mut tx = s.begin();
     for id in 0..600i64 {
-        tx.insert(&t, &[("id", Value::I64(id)), ("value", Value::I64(id * 1000))]).unwrap();
+        tx.insert(&t, &[("id", Value::I64(id)), ("value", Value::I64(id))]).unwrap();
     }
     s.execute(&mut tx, Exec::Commit).unwrap();
 
     let path = cluster.path.clone();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop_writer = stop.clone();
-    // Committed values are id * 1000 + k (k < 1000); rolled-back writes use negative values.
+    // Committed values are k * 1000 + id (any k < 1000, so a row's `by_value` entry jumps
+    // anywhere in the index); rolled-back writes use negative values.
     let writer = thread::spawn(move || {
         let mut api = common::connect_to(&path, 1);
         let mut s = api.session().unwrap();
@@ -411,7 +415,7 @@ fn scans_concurrent_with_writers_see_each_row_once_and_only_committed_data() {
                 let id = rng.range(0, 799);
                 match rng.below(4) {
                     0 => drop(tx.delete(&t, &[Value::I64(id)])),
-                    _ => drop(tx.write(&t, &[("id", Value::I64(id)), ("value", Value::I64(id * 1000 + rng.range(1, 999)))])),
+                    _ => drop(tx.write(&t, &[("id", Value::I64(id)), ("value", Value::I64(rng.range(0, 999) * 1000 + id))])),
                 }
             }
             if rng.below(3) == 0 {
@@ -428,18 +432,19 @@ fn scans_concurrent_with_writers_see_each_row_once_and_only_committed_data() {
 
     let mut scans = 0;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while scans < 12 && Instant::now() < deadline {
-        let req = if scans % 2 == 0 {
-            ScanRequest::new(&t).batch_rows(7)
-        } else {
-            ScanRequest::new(&t).index("by_id").ordered().batch_rows(5)
+    while scans < 15 && Instant::now() < deadline {
+        // Writers change `value` all the time: entries of `by_value` move under its scans.
+        let req = match scans % 3 {
+            0 => ScanRequest::new(&t).batch_rows(7),
+            1 => ScanRequest::new(&t).index("by_id").ordered().batch_rows(5),
+            _ => ScanRequest::new(&t).index("by_value").batch_rows(3),
         };
         let mut seen = HashSet::new();
         for row in s.scan(&req).unwrap() {
             let row = row.unwrap();
             let (id, value) = (row[0].as_i64().unwrap(), row[1].as_i64().unwrap());
             assert!(seen.insert(id), "scan {scans}: key {id} returned twice");
-            assert!(value >= 0 && value / 1000 == id, "scan {scans}: key {id} has {value}, never committed");
+            assert!(value >= 0 && value % 1000 == id, "scan {scans}: key {id} has {value}, never committed");
         }
         scans += 1;
         thread::sleep(Duration::from_millis(20));

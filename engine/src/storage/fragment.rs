@@ -49,6 +49,15 @@ impl RowEntry {
     }
 }
 
+/// An index entry a commit moved (or removed: a delete) while a scan was open.
+#[derive(Debug)]
+pub(super) struct Moved {
+    pub index: usize,
+    pub at: u32,
+    pub old: Vec<u8>,
+    pub new: Option<Vec<u8>>,
+}
+
 /// One partition of one table on this instance.
 #[derive(Debug)]
 pub(super) struct Fragment {
@@ -103,8 +112,9 @@ impl Fragment {
     }
 
     /// Makes `image` the committed image of the row at `at`, moving its ordered-index entries;
-    /// returns the change in bytes the row and its entries cost.
-    pub fn set_committed(&mut self, at: u32, image: Option<Vec<u8>>) -> i64 {
+    /// returns the change in bytes the row and its entries cost. While a scan is open, each
+    /// entry that moved (index, old key, new key) is added to `moved`, for the scans.
+    pub fn set_committed(&mut self, at: u32, image: Option<Vec<u8>>, moved: &mut Vec<Moved>) -> i64 {
         let table = self.table.clone();
         let Some(entry) = self.rows.get_mut(at as usize).and_then(Option::as_mut) else { return 0 };
         let before = entry.cost() as i64;
@@ -117,16 +127,19 @@ impl Fragment {
                 continue;
             }
             // Images were checked against the table when written: a failure here is a bug.
-            if let Some(old) = old.as_deref() {
-                let k = index::entry_key(&table, i, old, &key).expect("committed image decodes");
+            let old_key = old.as_deref().map(|old| index::entry_key(&table, i, old, &key).expect("committed image decodes"));
+            if let Some(k) = &old_key {
                 if tree.remove(k.as_slice()).is_some() {
                     change -= (k.len() as u64 + INDEX_ENTRY_OVERHEAD_BYTES) as i64;
                 }
             }
-            if let Some(new) = new {
-                let k = index::entry_key(&table, i, new, &key).expect("committed image decodes");
+            let new_key = new.map(|new| index::entry_key(&table, i, new, &key).expect("committed image decodes"));
+            if let Some(k) = &new_key {
                 change += (k.len() as u64 + INDEX_ENTRY_OVERHEAD_BYTES) as i64;
-                tree.insert(k.into_boxed_slice(), at);
+                tree.insert(k.clone().into_boxed_slice(), at);
+            }
+            if let Some(old_key) = old_key.filter(|o| self.open_scans > 0 && Some(o) != new_key.as_ref()) {
+                moved.push(Moved { index: i, at, old: old_key, new: new_key });
             }
         }
         change

@@ -475,15 +475,21 @@ impl Storage {
             self.stale(ctx, "COMMIT_REQ", tx, req.op);
             return;
         };
+        let mut moved = Vec::new();
+        let key = (rec.req.table, rec.req.partition);
         if rec.state == OpState::Prepared && rec.kind.writes() {
-            rec.state = OpState::Committed;
-            let (key, at, after) = ((rec.req.table, rec.req.partition), rec.row, rec.after.clone());
+            let (at, after) = (rec.row, rec.after.clone());
             if let Some(fragment) = self.fragments.get_mut(&key) {
-                let change = fragment.set_committed(at, after);
+                let change = fragment.set_committed(at, after, &mut moved);
                 self.memory_used = self.memory_used.saturating_add_signed(change);
             }
         }
-        rec.state = OpState::Committed;
+        if let Some(rec) = self.ops.get(req.op) {
+            rec.state = OpState::Committed;
+        }
+        for m in moved {
+            self.entry_moved(key, &m);
+        }
         if req.next_ref != 0 {
             let next = CommitReq { op: req.next_op, next_ref: 0, next_op: 0, ..req };
             self.send_to_word(ctx, req.next_ref, COMMIT_REQ, next.as_words(), None);

@@ -12,8 +12,9 @@
 //! What a scan sees (read committed): each row's latest committed image at the moment the step
 //! reaches it; never an uncommitted image. A full scan meets each key at most once (slots are
 //! stable and not reaped while it is open, see `fragment`). An index scan resumes after the
-//! last entry it examined, so each entry is met at most once; a row whose indexed columns a
-//! commit moves ahead of the cursor during the scan may be met again at its new place.
+//! last entry it examined, so each entry is met at most once; a row the scan met whose entry
+//! a commit then moves ahead of the cursor is passed over at its new place (`met_before`), so
+//! each row is met at most once (a row moved from ahead of the cursor to behind it is not met).
 //!
 //! Locking scans (shared or exclusive, for a transaction): each row is locked for the
 //! transaction before it is read (a scan waits in the row's queue like an operation, state
@@ -26,13 +27,14 @@
 //! -> `Running` on `SCAN_FRAG_NEXTREQ`; `Running` -> `LockWait` -> `Running` on the grant; the record is freed when the partition is done, on
 //! close, or on an error (answered with `SCAN_FRAGREF`).
 
+use std::collections::HashSet;
 use std::ops::Bound;
 use std::sync::Arc;
 
 use node::block::Context;
 use signals::{BlockRef, SignalData, SignalView};
 
-use super::fragment::Fragment;
+use super::fragment::{Fragment, Moved};
 use super::Storage;
 use crate::error::ErrorCode;
 use crate::index;
@@ -99,6 +101,9 @@ pub(crate) struct ScanRecord {
     granted: Option<u32>,
     /// Rows this scan locked and returned: their locks stay with the transaction.
     held: Vec<u32>,
+    /// Row slots an index scan met already whose entries a commit moved ahead of the cursor:
+    /// met again at the new place, they are passed over (each row at most once).
+    met_before: HashSet<u32>,
 }
 
 type Refusal = (ErrorCode, String);
@@ -196,6 +201,7 @@ impl Storage {
             lock,
             granted: None,
             held: Vec::new(),
+            met_before: HashSet::new(),
         };
         let handle = self.scans.alloc(record).ok_or_else(|| {
             (ErrorCode::Overload, format!("all {} scan records are in use (max_scans)", self.scans.capacity()))
@@ -293,6 +299,24 @@ impl Storage {
             self.memory_used = self.memory_used.saturating_sub(freed);
         }
         Some(rec)
+    }
+
+    /// A commit moved (or deleted) an index entry of partition `key` while scans were open: an
+    /// index scan of that index that met the row at its old place and has not reached its new
+    /// one (or, deleted, the place it may come back to: its slot stays while the scan is open)
+    /// will pass it over there.
+    pub(super) fn entry_moved(&mut self, key: (u32, u32), m: &Moved) {
+        for (_, rec) in self.scans.iter_mut() {
+            if (rec.table.id, rec.partition) != key {
+                continue;
+            }
+            let Cursor::Index { index, ranges, range, after: Some(after) } = &rec.cursor else { continue };
+            let (old, after) = (m.old.as_slice(), after.as_ref());
+            let met = old <= after && ranges[..=(*range).min(ranges.len().saturating_sub(1))].iter().any(|r| in_range(old, r));
+            if *index == m.index && met && m.new.as_deref().map_or(true, |new| new > after) {
+                rec.met_before.insert(m.at);
+            }
+        }
     }
 
     /// A waiting locking scan got its row's lock: run its next step.
@@ -537,6 +561,10 @@ fn index_step(rec: &mut ScanRecord, handle: u32, fragment: &mut Fragment, ready:
                     break 'ranges StepEnd::Batch;
                 }
                 budget -= 1;
+                if !rec.met_before.is_empty() && rec.met_before.remove(&at) {
+                    last = Some(k);
+                    continue;
+                }
                 match visit_at(rec, handle, fragment, at, ready)? {
                     Visit::Next => last = Some(k),
                     Visit::Full => break 'ranges StepEnd::Batch,
@@ -552,6 +580,11 @@ fn index_step(rec: &mut ScanRecord, handle: u32, fragment: &mut Fragment, ready:
         *after = last;
     }
     Ok(result)
+}
+
+/// Whether `key` lies in `range`.
+fn in_range(key: &[u8], (start, end): &KeyRange) -> bool {
+    !below_start(key, start) && index::before_end(key, end)
 }
 
 /// Whether `key` lies before the range's start (so the range starts at its own bound).
