@@ -27,6 +27,7 @@
 #   BLOCKWIRE_DEMO_PLOT=docs/latency.svg
 #   BLOCKWIRE_DEMO_RDMA=auto          auto | off
 #   BLOCKWIRE_DEMO_RDMA_COUNT=2000    rdma round trips; BLOCKWIRE_DEMO_RDMA_STREAM=200000 signals
+#   BLOCKWIRE_DEMO_SCAN_ROWS=1000000  rows of the scan benchmark's table
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -217,5 +218,8 @@ echo
 echo
 say "blockwire-bench kv: the engine on two data-node processes and one API-node driver"
 "$bench" kv --transport tcp --transport shm --ops "$count" --warmup "$warmup"
+echo
+say "blockwire-bench scan: pushed-down aggregate against client-side, range scans against a key read"
+"$bench" scan --transport tcp --transport shm --rows "${BLOCKWIRE_DEMO_SCAN_ROWS:-1000000}" --repeat 3
 echo
 say "plot: $plot; runs: $out/runs; distributions: $out/hgrm; $((SECONDS - started)) s after the build"

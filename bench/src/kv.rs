@@ -2,11 +2,10 @@
 //! latency beside its ideal (the round trips the protocol needs by design times the bare round
 //! trip, measured in the same run) and the throughput of one client thread.
 //!
-//! Per transport: a cluster file with two data nodes (one node group, two replicas) and one API
-//! node, every link of that transport; two data-node processes (`blockwire-datanode` beside this
-//! binary, else this binary's own engine node, `kv-node`); this process joins as the API node
-//! and creates `kv(k i64 key, v i64, pad varchar(16) nullable)` with 8 partitions, preloaded
-//! with [`PRELOAD`] rows. Then:
+//! Per transport, on the cluster of [`crate::cluster`] (two data-node processes, one node group
+//! of two replicas, this process joined as the API node), the run creates
+//! `kv(k i64 key, v i64, pad varchar(16) nullable)` with 8 partitions, preloaded with
+//! [`PRELOAD`] rows. Then:
 //! - latency (HDR histograms in ns): the bare round trip (`Session::ping` to a data node's echo
 //!   block), and one committed transaction of one operation and of a batch of [`BATCH`] for a
 //!   committed read by primary key, an insert of fresh keys and an update of existing ones,
@@ -19,29 +18,22 @@
 //! share a key (no lock waits between them, no deadlocks). Latency cases go to one data node
 //! [`RUN`] times in a row: the data nodes share a CPU by default (the driver has the other), and
 //! a change of node then waits for a switch between their processes.
-//!
-//! Invariant: the data-node processes are killed and waited for, and the run's directory is
-//! removed, when a transport's run ends, however it ends.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{mpsc, Arc, Mutex, PoisonError};
-use std::thread::JoinHandle;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use client::{
-    Cluster, Column, ColumnType, ConnectOptions, Exec, LockMode, Outcome, Session, Table, TableDef,
-    Transaction, Value,
+    Column, ColumnType, Exec, LockMode, Outcome, Session, Table, TableDef, Transaction, Value,
 };
 use engine::Layout;
 use hdrhistogram::Histogram;
 use signals::NodeId;
 
-use crate::report::{self, LatencyRow};
-use crate::{procstat, topology, Transport, TRANSPORTS};
+use crate::cluster::{self, client_error, ClusterSpec, Placement, Program, API_NODE, R};
+use crate::report::{self, latency_case, verdict, LatencyRow};
+use crate::Transport;
 
 /// Operations per transaction in the batch cases and the throughput cases.
 const BATCH: usize = 16;
@@ -55,16 +47,10 @@ const PRELOAD: i64 = 16_384;
 const RUN: u64 = 256;
 /// Inserts per preloading transaction.
 const PRELOAD_BATCH: i64 = 256;
-/// The API node (this process).
-const API_NODE: u32 = 100;
 /// Partitions of the table.
 const PARTITIONS: u32 = 8;
 /// What inserts put in `pad`: 16 bytes.
 const PAD: &str = "blockwire-kv-pad";
-/// Stderr lines of a data node kept for an error report.
-const TAIL_LINES: usize = 30;
-/// Bytes of storage memory a row may take, for sizing `memory_bytes` (a row costs about 140).
-const ROW_BUDGET_BYTES: u64 = 512;
 
 /// The issue's targets (shm, separate cores): p50 over the ideal p50.
 const READ_RATIO_TARGET: f64 = 2.5;
@@ -107,11 +93,9 @@ pub struct KvArgs {
     pub hgrm_dir: Option<PathBuf>,
 }
 
-type R<T> = Result<T, String>;
-
 /// Runs `blockwire-bench kv`.
 pub fn run(args: &KvArgs) -> R<()> {
-    let transports = transports(&args.transport)?;
+    let transports = cluster::transports("kv", &args.transport)?;
     if args.ops == 0 {
         return Err("--ops must be at least 1".into());
     }
@@ -119,16 +103,7 @@ pub fn run(args: &KvArgs) -> R<()> {
         return Err(format!("--throughput-seconds {}: more than 0", args.throughput_seconds));
     }
     let program = Program::find(args.datanode.as_deref())?;
-    let cpus = match args.cpus.as_deref() {
-        Some(&[driver, nodes]) => Some(Placement { driver, nodes: [nodes, nodes] }),
-        Some(&[driver, one, two]) => Some(Placement { driver, nodes: [one, two] }),
-        Some(_) => return Err("--cpus takes two or three CPU numbers".into()),
-        None if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 => {
-            let (driver, nodes) = topology::default_cpus();
-            Some(Placement { driver, nodes: [nodes, nodes] })
-        }
-        None => None,
-    };
+    let cpus = Placement::from_args(args.cpus.as_deref())?;
     print_header(args, &program, cpus);
     if let Some(p) = cpus {
         // The client's links (and their manager thread, started later) run here too.
@@ -139,32 +114,6 @@ pub fn run(args: &KvArgs) -> R<()> {
         print_transport(t, args, &program, &measured);
     }
     Ok(())
-}
-
-/// Where the driver and the data nodes run.
-#[derive(Clone, Copy, Debug)]
-struct Placement {
-    driver: usize,
-    /// Data nodes 1 and 2.
-    nodes: [usize; 2],
-}
-
-fn transports(asked: &[Transport]) -> R<Vec<Transport>> {
-    let asked = if asked.is_empty() { &[Transport::Tcp, Transport::Shm][..] } else { asked };
-    let mut out = Vec::new();
-    for &t in asked {
-        if t == Transport::Local {
-            return Err("kv runs data nodes as processes: --transport tcp, shm or rdma".into());
-        }
-        if !TRANSPORTS.contains(&t) {
-            return Err(format!("transport {} is not available in this build", t.name()));
-        }
-        crate::check_transport(t)?;
-        if !out.contains(&t) {
-            out.push(t);
-        }
-    }
-    Ok(out)
 }
 
 fn print_header(args: &KvArgs, program: &Program, cpus: Option<Placement>) {
@@ -194,242 +143,7 @@ fn print_header(args: &KvArgs, program: &Program, cpus: Option<Placement>) {
          that primary; transactions in flight at once share no key; latency cases (the bare \
          round trip too) go to one data node {RUN} times in a row, then to the other"
     );
-    match cpus {
-        Some(Placement { driver, nodes: [one, two] }) if one == two => println!(
-            "cpus {driver} (driver, this process) and {one} (data nodes 1 and 2): {}, as the \
-             kernel's topology shows them",
-            topology::relation(driver, one)
-        ),
-        Some(Placement { driver, nodes: [one, two] }) => println!(
-            "cpus {driver} (driver, this process), {one} (data node 1) and {two} (data node 2); \
-             driver and data node 1: {}; driver and data node 2: {}; data nodes 1 and 2: {}; as \
-             the kernel's topology shows them",
-            topology::relation(driver, one),
-            topology::relation(driver, two),
-            topology::relation(one, two)
-        ),
-        None => println!("cpus: not pinned (one CPU)"),
-    }
-}
-
-/// What runs a data node.
-#[derive(Debug)]
-enum Program {
-    /// A `blockwire-datanode` binary.
-    Datanode(PathBuf),
-    /// This binary's `kv-node`.
-    Own(PathBuf),
-}
-
-impl Program {
-    fn find(given: Option<&Path>) -> R<Program> {
-        if let Some(path) = given {
-            if !path.is_file() {
-                return Err(format!("--datanode {}: no such file", path.display()));
-            }
-            return Ok(Program::Datanode(path.to_path_buf()));
-        }
-        if let Some(path) = crate::stack::sibling_datanode() {
-            return Ok(Program::Datanode(path));
-        }
-        let exe =
-            std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
-        Ok(Program::Own(exe))
-    }
-
-    fn name(&self) -> String {
-        match self {
-            Program::Datanode(path) => path.display().to_string(),
-            Program::Own(_) => "blockwire-bench kv-node (no blockwire-datanode beside it)".into(),
-        }
-    }
-
-    fn command(&self, config: &Path, id: u32) -> Command {
-        let mut c = match self {
-            Program::Datanode(path) => Command::new(path),
-            Program::Own(exe) => {
-                let mut c = Command::new(exe);
-                c.arg("kv-node");
-                c
-            }
-        };
-        c.args(["--config".as_ref(), config.as_os_str()]).args(["--node-id", &id.to_string()]);
-        c
-    }
-}
-
-/// `blockwire-bench kv-node`: data node `node_id` of the cluster file with the engine's blocks,
-/// as `blockwire-datanode` runs it, until stdin ends or the process is killed.
-pub fn engine_node(config: &Path, node_id: u64) -> R<()> {
-    let engine = engine::Engine::new();
-    let (config, _layout) = engine::load_config(&engine, config).map_err(|e| e.to_string())?;
-    let node =
-        node::DataNode::start(&config, node_id, &engine.kinds()).map_err(|e| e.to_string())?;
-    // What the parent waits for (blockwire-datanode logs the same words).
-    eprintln!("data node running");
-    let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut Vec::new());
-    node.stop().map_err(|e| e.to_string())
-}
-
-fn free_port() -> R<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
-    l.local_addr().map(|a| a.port()).map_err(|e| format!("no free port: {e}"))
-}
-
-/// The cluster file: data nodes 1 and 2 (one node group of two replicas) and API node
-/// [`API_NODE`], every pair linked by `transport`; one block thread per data node that receives
-/// too; the engine's blocks and the echo block `ping`.
-fn cluster_text(transport: &str, spin_us: u64, memory_bytes: u64, ports: [u16; 3]) -> String {
-    let mut s = format!(
-        "# Generated by blockwire-bench kv for one run.\ncluster_id = {}\n",
-        2000 + std::process::id() % 1_000_000
-    );
-    for (id, kind, port) in [(1, "data", ports[0]), (2, "data", ports[1])]
-        .into_iter()
-        .chain([(API_NODE, "api", ports[2])])
-    {
-        s += &format!(
-            "\n[[nodes]]\nid = {id}\nkind = \"{kind}\"\nhost = \"127.0.0.1\"\nport = {port}\n"
-        );
-    }
-    for pair in [[1, 2], [1, API_NODE], [2, API_NODE]] {
-        s += &format!(
-            "\n[[links]]\nnodes = [{}, {}]\ntransport = \"{transport}\"\nring_bytes = 4194304\n\
-             spin_time_us = {spin_us}\n",
-            pair[0], pair[1]
-        );
-    }
-    s += &format!("\n[threads]\ncount = 1\nreceive = 0\nspin_time_us = {spin_us}\n");
-    s += &format!(
-        "\n[[blocks]]\nkind = \"dictionary\"\nreplicas = 2\ndefault_partitions = {PARTITIONS}\n"
-    );
-    s += &format!("\n[[blocks]]\nkind = \"storage\"\nmemory_bytes = {memory_bytes}\n");
-    s += "\n[[blocks]]\nkind = \"coordinator\"\n\n[[blocks]]\nkind = \"ping\"\n";
-    s
-}
-
-/// One data-node process and the end of its stderr.
-#[derive(Debug)]
-struct NodeProcess {
-    id: u32,
-    child: Child,
-    tail: Arc<Mutex<VecDeque<String>>>,
-    reader: Option<JoinHandle<()>>,
-    ready: mpsc::Receiver<()>,
-}
-
-/// The run's data nodes and directory; both go when dropped.
-#[derive(Debug)]
-struct DataNodes {
-    dir: PathBuf,
-    nodes: Vec<NodeProcess>,
-}
-
-impl DataNodes {
-    /// Starts data nodes 1 and 2 of the file at `config` (pinned to `cpus` when given) and
-    /// waits until both run.
-    fn start(
-        dir: PathBuf,
-        program: &Program,
-        config: &Path,
-        cpus: Option<[usize; 2]>,
-    ) -> R<DataNodes> {
-        let mut nodes = DataNodes { dir, nodes: Vec::new() };
-        for (i, id) in [1, 2].into_iter().enumerate() {
-            let mut command = program.command(config, id);
-            command
-                .env("RUST_LOG", "warn,node=info")
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            if let Some(cpus) = cpus {
-                procstat::pin_child(&mut command, cpus[i]);
-            }
-            let mut child = command
-                .spawn()
-                .map_err(|e| format!("cannot start data node {id} ({}): {e}", program.name()))?;
-            let stderr = child.stderr.take();
-            let tail = Arc::new(Mutex::new(VecDeque::new()));
-            let (tx, ready) = mpsc::channel();
-            let kept = tail.clone();
-            let reader = std::thread::spawn(move || {
-                let Some(stderr) = stderr else { return };
-                let mut told = false;
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if !told && line.contains("data node running") {
-                        told = tx.send(()).is_ok();
-                    }
-                    if line.contains("panicked") {
-                        eprintln!("[data node {id}] {line}");
-                    }
-                    let mut t = kept.lock().unwrap_or_else(PoisonError::into_inner);
-                    if t.len() == TAIL_LINES {
-                        t.pop_front();
-                    }
-                    t.push_back(line);
-                }
-            });
-            nodes.nodes.push(NodeProcess { id, child, tail, reader: Some(reader), ready });
-        }
-        for i in 0..nodes.nodes.len() {
-            let node = &nodes.nodes[i];
-            match node.ready.recv_timeout(Duration::from_secs(30)) {
-                Ok(()) => {}
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    return Err(format!("data node {} did not start within 30 s", node.id))
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    // Its stderr ended: it exited (or is about to).
-                    let deadline = Instant::now() + Duration::from_secs(5);
-                    while Instant::now() < deadline {
-                        nodes.check_alive()?;
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    return Err(format!("data node {} closed its stderr", nodes.nodes[i].id));
-                }
-            }
-        }
-        Ok(nodes)
-    }
-
-    /// An error when a data node has exited, with the end of its stderr.
-    fn check_alive(&mut self) -> R<()> {
-        for n in &mut self.nodes {
-            if let Ok(Some(status)) = n.child.try_wait() {
-                // The reader ends with the pipe: join it so the tail is complete.
-                if let Some(reader) = n.reader.take() {
-                    let _ = reader.join();
-                }
-                let tail = n.tail.lock().unwrap_or_else(PoisonError::into_inner);
-                let lines: Vec<&str> = tail.iter().map(String::as_str).collect();
-                return Err(format!(
-                    "data node {} exited early ({status}); the end of its stderr:\n{}",
-                    n.id,
-                    lines.join("\n")
-                ));
-            }
-        }
-        Ok(())
-    }
-
-    /// `e` from `what`, or the exit of a data node when one has exited (the likelier cause).
-    fn explain(&mut self, what: &str, e: impl std::fmt::Display) -> String {
-        match self.check_alive() {
-            Err(exited) => format!("{what}: {e}\n{exited}"),
-            Ok(()) => format!("{what}: {e}"),
-        }
-    }
-}
-
-impl Drop for DataNodes {
-    fn drop(&mut self) {
-        for n in &mut self.nodes {
-            let _ = n.child.kill();
-            let _ = n.child.wait();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
+    println!("{}", Placement::describe(cpus));
 }
 
 /// The operation of a case.
@@ -551,10 +265,6 @@ impl Keys {
     }
 }
 
-fn client_error(what: &str) -> impl Fn(client::Error) -> String + '_ {
-    move |e| format!("{what}: {e}")
-}
-
 /// A transaction of `op` on `keys`, hinted to the first key's primary node.
 fn define(s: &mut Session<'_>, table: &Arc<Table>, op: Op, keys: &[i64], v: i64) -> R<Transaction> {
     let first = keys.first().copied().unwrap_or(0);
@@ -591,20 +301,6 @@ fn preload(s: &mut Session<'_>, table: &Arc<Table>) -> R<()> {
         start += PRELOAD_BATCH;
     }
     Ok(())
-}
-
-/// `warmup` unrecorded then `ops` recorded runs of `one`, each timed.
-fn latency_case(warmup: u64, ops: u64, mut one: impl FnMut(u64) -> R<()>) -> R<Histogram<u64>> {
-    let mut h = report::histogram();
-    for i in 0..warmup + ops {
-        let t = Instant::now();
-        one(i)?;
-        let elapsed = t.elapsed();
-        if i >= warmup {
-            report::record(&mut h, elapsed);
-        }
-    }
-    Ok(h)
 }
 
 /// The `i`th transaction of a latency case: one operation, or a batch of [`BATCH`].
@@ -697,39 +393,20 @@ fn run_transport(
     program: &Program,
     nodes_cpus: Option<[usize; 2]>,
 ) -> R<Measured> {
-    let dir = std::env::temp_dir().join(format!(
-        "blockwire-bench-kv-{}-{}",
-        std::process::id(),
-        t.name()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     // Rows: the preload, and every insert of the latency cases.
     let rows = PRELOAD as u64 + (args.warmup + args.ops) * (1 + BATCH as u64);
-    let memory = (rows * ROW_BUDGET_BYTES).clamp(256 << 20, 1 << 40);
-    let text =
-        cluster_text(t.name(), args.spin_us, memory, [free_port()?, free_port()?, free_port()?]);
-    let path = dir.join("cluster.toml");
-    if let Err(e) = std::fs::write(&path, text) {
-        let _ = std::fs::remove_dir_all(&dir);
-        return Err(format!("cannot write {}: {e}", path.display()));
-    }
-    let mut nodes = DataNodes::start(dir, program, &path, nodes_cpus)?;
-    let options = ConnectOptions {
-        api_node: Some(u64::from(API_NODE)),
-        connect_timeout: Duration::from_secs(30),
+    let spec = ClusterSpec {
+        command: "kv",
+        transport: t,
+        spin_us: args.spin_us,
+        memory_bytes: cluster::memory_bytes_for(rows),
+        partitions: PARTITIONS,
         // Every call answers within microseconds: a data node that died is noticed soon.
         timeout: Duration::from_secs(10),
-        spin: Duration::from_micros(args.spin_us),
+        program,
+        nodes_cpus,
     };
-    let mut cluster =
-        Cluster::connect(&path, options).map_err(|e| nodes.explain("joining the cluster", e))?;
-    let mut s = cluster.session().map_err(|e| nodes.explain("session", e))?;
-    let measured = measure(args, t, &mut s).map_err(|e| nodes.explain(t.name(), e));
-    let measured = measured.and_then(|m| nodes.check_alive().map(|()| m));
-    drop(s);
-    drop(cluster);
-    measured
+    cluster::run_on_cluster(&spec, |s, _| measure(args, t, s))
 }
 
 fn measure(args: &KvArgs, t: Transport, s: &mut Session<'_>) -> R<Measured> {
@@ -739,11 +416,7 @@ fn measure(args: &KvArgs, t: Transport, s: &mut Session<'_>) -> R<Measured> {
     let mut latency = Vec::new();
     let mut row = |case: String, h: &Histogram<u64>, op| -> R<()> {
         if let Some(dir) = &args.hgrm_dir {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            let file = dir.join(format!("kv_{}.hgrm", case.replace([' ', '/', ','], "_")));
-            report::write_hgrm(&file, h)
-                .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+            report::write_case_hgrm(dir, "kv_", &case, h)?;
         }
         latency.push((LatencyRow::from_histogram(&case, h), op));
         Ok(())
@@ -787,20 +460,8 @@ fn kv_def() -> TableDef {
     }
 }
 
-/// `met` or `missed` for a figure against its target.
-fn verdict(met: bool) -> &'static str {
-    if met {
-        "met"
-    } else {
-        "missed"
-    }
-}
-
 fn print_transport(t: Transport, args: &KvArgs, program: &Program, m: &Measured) {
-    let peer = match program {
-        Program::Datanode(_) => "blockwire-datanode",
-        Program::Own(_) => "blockwire-bench kv-node",
-    };
+    let peer = program.peer();
     println!();
     println!(
         "{}: data nodes 1 and 2 ({peer} processes), API node {API_NODE} (this process), every \

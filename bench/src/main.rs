@@ -9,10 +9,13 @@
 //! thread: [`stack`]); `--raw` measures the bare transporter (registry, send buffers,
 //! transport) without the block runtime ([`raw`]). `kv` measures the engine's key-value
 //! operations through the client library beside their ideal (round trips by design times the
-//! bare round trip) and one client thread's throughput ([`kv`]). `report` joins the JSON of a
+//! bare round trip) and one client thread's throughput ([`kv`]); `scan` its scans, a pushed-down
+//! aggregate beside the client-side one and range scans beside a key read ([`scan`]), both on
+//! the cluster of [`cluster`]. `report` joins the JSON of a
 //! set of runs into one comparison table ([`summary`]) and draws their `.hgrm` files into one
 //! SVG ([`plot`]).
 
+mod cluster;
 mod driver;
 mod kv;
 mod limit;
@@ -21,6 +24,7 @@ mod plot;
 mod procstat;
 mod raw;
 mod report;
+mod scan;
 mod stack;
 mod summary;
 mod topology;
@@ -76,6 +80,11 @@ enum Command {
     /// latency beside its ideal (round trips by design times the bare round trip), and the
     /// throughput of one client thread.
     Kv(kv::KvArgs),
+    /// The engine's scans through the client library against two data nodes with two
+    /// replicas: a pushed-down aggregate beside the same aggregate computed in the client from
+    /// a full scan (rows/s), and ordered-index range scans of 1, 100 and 10,000 rows beside a
+    /// one-row primary-key read (latency).
+    Scan(scan::ScanArgs),
     /// Lists the transports this build measures, one per line.
     Transports,
     /// The other end of a two-process run (started by the other subcommands).
@@ -89,7 +98,8 @@ enum Command {
         #[arg(long)]
         node_id: u32,
     },
-    /// A data node with the engine's blocks, run by `kv` when no blockwire-datanode is at hand.
+    /// A data node with the engine's blocks, run by `kv` and `scan` when no
+    /// blockwire-datanode is at hand.
     #[command(hide = true)]
     KvNode {
         #[arg(long)]
@@ -247,8 +257,10 @@ pub fn pin(cpu: usize) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // kv follows the engine's command lines (blockwire, blockwire-datanode): errors exit 2.
-    let failed = if matches!(cli.command, Command::Kv(_) | Command::KvNode { .. }) { 2 } else { 1 };
+    // kv and scan follow the engine's command lines (blockwire, blockwire-datanode): errors
+    // exit 2.
+    let engine = matches!(cli.command, Command::Kv(_) | Command::Scan(_) | Command::KvNode { .. });
+    let failed = if engine { 2 } else { 1 };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -348,11 +360,7 @@ fn latency(
     h: &Histogram<u64>,
 ) -> Result<LatencyRow, String> {
     if let Some(dir) = &c.hgrm_dir {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        let file = dir.join(format!("{}.hgrm", case.replace([' ', '/', ','], "_")));
-        report::write_hgrm(&file, h)
-            .map_err(|e| format!("cannot write {}: {e}", file.display()))?;
+        report::write_case_hgrm(dir, "", case, h)?;
     }
     let row = LatencyRow::from_histogram(case, h);
     rows.push(row.clone());
@@ -499,7 +507,8 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Idle { common: c, seconds } => run_idle(&c, seconds),
         Command::Report(args) => run_report(&args),
         Command::Kv(args) => kv::run(&args),
-        Command::KvNode { config, node_id } => kv::engine_node(&config, node_id),
+        Command::Scan(args) => scan::run(&args),
+        Command::KvNode { config, node_id } => cluster::engine_node(&config, node_id),
         Command::Transports => {
             for t in TRANSPORTS {
                 println!("{}", t.name());

@@ -123,6 +123,47 @@ pub fn print_rates(rows: &[RateRow]) {
     }
 }
 
+/// `warmup` unrecorded then `ops` recorded runs of `one` (given the run's number from 0), each
+/// timed.
+pub fn latency_case<E>(
+    warmup: u64,
+    ops: u64,
+    mut one: impl FnMut(u64) -> Result<(), E>,
+) -> Result<Histogram<u64>, E> {
+    let mut h = histogram();
+    for i in 0..warmup + ops {
+        let t = std::time::Instant::now();
+        one(i)?;
+        let elapsed = t.elapsed();
+        if i >= warmup {
+            record(&mut h, elapsed);
+        }
+    }
+    Ok(h)
+}
+
+/// `met` or `missed` for a figure against its target.
+pub fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "missed"
+    }
+}
+
+/// Writes `h` into `dir` (created if need be) as the `.hgrm` file of `case`: its name is
+/// `prefix` and the case with spaces, slashes and commas made underscores.
+pub fn write_case_hgrm(
+    dir: &Path,
+    prefix: &str,
+    case: &str,
+    h: &Histogram<u64>,
+) -> Result<(), String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let file = dir.join(format!("{prefix}{}.hgrm", case.replace([' ', '/', ','], "_")));
+    write_hgrm(&file, h).map_err(|e| format!("cannot write {}: {e}", file.display()))
+}
+
 /// Writes `h` as an `.hgrm` percentile distribution (values in microseconds).
 pub fn write_hgrm(path: &Path, h: &Histogram<u64>) -> std::io::Result<()> {
     let mut out = std::io::BufWriter::new(std::fs::File::create(path)?);

@@ -441,3 +441,101 @@ fn kv_errors_exit_2_with_a_message() {
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
 }
+
+/// Runs `blockwire-bench scan` with `args` from a copy of the binary with no
+/// blockwire-datanode beside it (its own engine data nodes then, built from the same engine as
+/// the client); its stdout.
+fn scan_alone(name: &str, args: &[&str]) -> String {
+    let alone = temp_dir(name);
+    let exe = alone.join("blockwire-bench");
+    std::fs::copy(env!("CARGO_BIN_EXE_blockwire-bench"), &exe).unwrap();
+    let out = Command::new(&exe).arg("scan").args(args).output().unwrap();
+    std::fs::remove_dir_all(&alone).unwrap();
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}\n{stdout}");
+    stdout.into_owned()
+}
+
+/// Checks the aggregate rows of `t` in a scan run's `out` (`repeat` runs each way).
+fn check_scan_aggregates(out: &str, t: &str, repeat: usize) {
+    for way in ["pushed-down", "client-side"] {
+        // Each run, best, per core (M rows/s); per CPU-s may read "-".
+        let row = numbers_after(out, &format!("{t} {way} aggregate"));
+        assert!(row.len() >= repeat + 2, "{way}: {row:?}\n{out}");
+        let best = row[..repeat].iter().copied().fold(0.0, f64::max);
+        assert!(best > 0.0 && (row[repeat] - best).abs() < 0.006, "best of {way}: {row:?}");
+        assert!(row[repeat + 1] > 0.0 && row[repeat + 1] <= best + 0.006, "per core: {row:?}");
+    }
+    let ratio = out
+        .lines()
+        .find(|l| l.starts_with(&format!("{t} pushed-down / client-side: best ")))
+        .and_then(|l| l.split("best ").nth(1)?.split('x').next()?.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("no ratio line for {t} in:\n{out}"));
+    assert!(ratio > 0.0, "{ratio}");
+}
+
+/// Checks the latency rows of `t`: the key read, then range scans of 1, 100 and 10,000 rows,
+/// each with its count, ordered percentiles, partitions and ratio to the key read's p50.
+fn check_scan_latency(out: &str, t: &str, ops: f64, ops_10000: f64) {
+    // count, p50 p90 p99 p99.9 p99.99 max, then partitions and batches ("-" for the key read).
+    let key = numbers_after(out, &format!("{t} key read, 1 row"));
+    assert_eq!(key.len(), 7, "{key:?}\n{out}");
+    assert_eq!(key[0], ops);
+    for (case, count) in [("1 row", ops), ("100 rows", ops), ("10000 rows", ops_10000)] {
+        let row = numbers_after(out, &format!("{t} range scan, {case}"));
+        assert_eq!(row.len(), 10, "{case}: {row:?}\n{out}");
+        assert_eq!(row[0], count, "{case}: {row:?}");
+        assert!(row[1] > 0.0 && row[1..7].windows(2).all(|w| w[0] <= w[1]), "{row:?}");
+        assert_eq!(row[7], 8.0, "every range scan runs on all 8 partitions: {row:?}");
+        assert!(row[8] >= 8.0, "a batch per partition at least: {row:?}");
+        // Both p50s are printed to 0.01 us: the ratio of the printed figures is close.
+        let ratio = row[1] / key[1];
+        assert!((row[9] - ratio).abs() <= 0.01 + ratio * 0.002, "ratio to key read: {row:?}");
+    }
+}
+
+#[test]
+fn scan_measures_aggregates_both_ways_and_range_scans_beside_a_key_read() {
+    // 12,345 rows: 113 cards of 100 rows and 1,045 cards of one row; every answer is checked
+    // by the bench itself, which fails on a wrong one.
+    let common = ["--rows", "12345", "--repeat", "2", "--ops", "30", "--warmup", "5"];
+    let out = scan_alone("scan", &[&["--transport", "tcp"][..], &common].concat());
+    assert!(out.contains("blockwire-bench kv-node"), "{out}");
+    assert!(out.contains(">= 20M rows/s per data-node core and >= 10x"), "{out}");
+    assert!(out.contains("100-row range scan p50 within 3x"), "{out}");
+    assert!(
+        out.contains("ids 0..11300 in cards 0..113 of 100 rows each, then 1045 cards"),
+        "{out}"
+    );
+    check_scan_aggregates(&out, "tcp", 2);
+    check_scan_latency(&out, "tcp", 30.0, 3.0);
+    // Ordered range scans over shared memory, with their distributions written out.
+    let hgrm = temp_dir("scan-hgrm");
+    let extra = ["--transport", "shm", "--ordered", "--ops-10000", "2", "--hgrm-dir"];
+    let args = [&common[..], &extra, &[hgrm.to_str().unwrap()]].concat();
+    let out = scan_alone("scan-shm", &args);
+    assert!(out.contains("beside ordered (merged by (card, ts)) range scans"), "{out}");
+    check_scan_aggregates(&out, "shm", 2);
+    check_scan_latency(&out, "shm", 30.0, 2.0);
+    let files = std::fs::read_dir(&hgrm).unwrap().count();
+    std::fs::remove_dir_all(&hgrm).unwrap();
+    assert_eq!(files, 4, "a .hgrm file per latency case");
+}
+
+#[test]
+fn scan_errors_exit_2_with_a_message() {
+    for (args, message) in [
+        (&["scan", "--transport", "local"][..], "scan runs data nodes as processes"),
+        (&["scan", "--rows", "100"], "--rows 100: at least 11000"),
+        (&["scan", "--repeat", "0"], "--repeat must be at least 1"),
+        (&["scan", "--ops-10000", "0"], "--ops-10000 must be at least 1"),
+        (&["scan", "--batch-rows", "0"], "--batch-rows must be at least 1"),
+        (&["scan", "--cpus", "0,1,2,3"], "--cpus"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_blockwire-bench")).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+}

@@ -1,0 +1,924 @@
+//! `blockwire-bench scan`: the engine's scans through the client library. A pushed-down
+//! aggregate (filter, GROUP BY and aggregates run by the data nodes) beside the same aggregate
+//! computed in this process from a plain full scan, both in rows examined per second; and the
+//! latency of ordered-index range scans returning 1, 100 and 10,000 rows beside a one-row read
+//! by primary key, all measured side by side in one run per transport.
+//!
+//! Per transport, on the cluster of [`crate::cluster`] (two data-node processes, one node group
+//! of two replicas, this process joined as the API node), the run creates
+//! `txn(id i64 key, card i64, merchant i32, amount i64, ts timestamp, declined bool)` with
+//! [`PARTITIONS`] partitions (by `id`) and the ordered index [`INDEX`] on `(card, ts)`, and loads
+//! `--rows` rows in transactions of [`LOAD_BATCH`] inserts, [`LOAD_IN_FLIGHT`] in flight.
+//!
+//! Every column is a function of `id` ([`Data`]), so the bench knows every answer in advance:
+//! rows `0..bulk` belong to cards of [`ROWS_PER_CARD`] rows each (card `id / 100`), the last
+//! `singles` rows to cards of one row each; a range of one single card, one bulk card or 100
+//! consecutive bulk cards returns exactly 1, 100 or 10,000 rows, and every range scan's count
+//! (and each row's card) is checked. The aggregate's groups are computed from the generator and
+//! both ways of computing them must match them exactly. A wrong answer ends the run with an
+//! error: a figure is printed only for work that was right.
+//!
+//! The aggregate runs `--repeat` times each way after one discarded run of each, pushed-down
+//! and client-side alternating, so a drift of the shared host weighs on both alike.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use client::{
+    col, lit, AggFn, Column, ColumnType, Exec, LockMode, Outcome, Range, RangeEnd, ScanRequest,
+    ScanStats, Session, Table, TableDef, Transaction, Value,
+};
+use engine::schema::IndexDef;
+use engine::ErrorCode;
+use hdrhistogram::Histogram;
+
+use crate::cluster::{self, client_error, ClusterSpec, Placement, Program, API_NODE, R};
+use crate::report::{self, latency_case, verdict, LatencyRow};
+use crate::{procstat, Transport};
+
+/// Partitions of the table.
+const PARTITIONS: u32 = 8;
+/// The ordered index on `(card, ts)`.
+const INDEX: &str = "by_card_ts";
+/// Rows of each bulk card.
+const ROWS_PER_CARD: i64 = 100;
+/// Cards of one row each (at least; the rows that do not fill a bulk card join them).
+const SINGLE_CARDS: i64 = 1_000;
+/// Bulk cards one 10,000-row range covers.
+const LARGE_RANGE_CARDS: i64 = 100;
+/// The fewest rows a run accepts: one 10,000-row range and the single cards.
+const MIN_ROWS: u64 = (LARGE_RANGE_CARDS * ROWS_PER_CARD + SINGLE_CARDS) as u64;
+/// Inserts per loading transaction.
+const LOAD_BATCH: i64 = 1_000;
+/// Loading transactions in flight at once.
+const LOAD_IN_FLIGHT: usize = 16;
+/// Loading transactions that failed for a passing reason (an overloaded pool, or an operation
+/// unanswered past the deadlock timeout on a busy host: the transaction was aborted) and are
+/// sent again before the run gives up.
+const LOAD_RETRIES: u32 = 1_000;
+/// The aggregate's filter: `amount > AMOUNT_OVER` (amounts are 1..=100,000).
+const AMOUNT_OVER: i64 = 10_000;
+/// The aggregate's groups: `merchant % GROUPS`.
+const GROUPS: i64 = 16;
+/// `ts` of row 0: 2026-01-01T00:00:00Z in microseconds; row `id` is `id` seconds later.
+const TS_BASE_US: i64 = 1_767_225_600_000_000;
+/// Walks over cards and keys take every `STRIDE`th (a prime): they spread over the table.
+const STRIDE: u64 = 7_919;
+
+/// The issue's targets.
+const ROWS_PER_CORE_TARGET: f64 = 20e6;
+const PUSHED_RATIO_TARGET: f64 = 10.0;
+const RANGE_100_RATIO_TARGET: f64 = 3.0;
+
+/// Arguments of `blockwire-bench scan`.
+#[derive(Debug, clap::Args)]
+pub struct ScanArgs {
+    /// Transports to measure, one after the other (repeat the option or give a list, e.g.
+    /// tcp,shm; default tcp and shm; rdma only when asked).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub transport: Vec<Transport>,
+    /// Rows loaded into the table (at least 11,000).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub rows: u64,
+    /// Measured runs of the aggregate each way (after one discarded run of each).
+    #[arg(long, default_value_t = 5)]
+    pub repeat: u32,
+    /// Measured operations of the one-row key read and of the 1- and 100-row range scans.
+    #[arg(long, default_value_t = 2_000)]
+    pub ops: u64,
+    /// Measured 10,000-row range scans (default: --ops / 10, at least 1).
+    #[arg(long)]
+    pub ops_10000: Option<u64>,
+    /// Operations run and discarded before each latency case (a tenth before the
+    /// 10,000-row case).
+    #[arg(long, default_value_t = 200)]
+    pub warmup: u64,
+    /// Most rows in one partition's batch of the scans that return rows (the range scans and
+    /// the client-side aggregate's full scan); batches are also capped at the largest signal.
+    #[arg(long, default_value_t = 1_024)]
+    pub batch_rows: u32,
+    /// Range scans return rows in index order over all partitions (merged in the client).
+    #[arg(long)]
+    pub ordered: bool,
+    /// CPUs of the driver (this process) and of both data nodes, e.g. 0,1, or of the driver,
+    /// data node 1 and data node 2, e.g. 0,1,2 (default: two CPUs on separate cores as the
+    /// kernel's topology shows them, the data nodes sharing the second; unpinned with one CPU).
+    #[arg(long, value_delimiter = ',', num_args = 1..=3)]
+    pub cpus: Option<Vec<usize>>,
+    /// Spin time before sleeping, in microseconds: the data nodes' threads and links, and the
+    /// client's waits.
+    #[arg(long, default_value_t = 50)]
+    pub spin_us: u64,
+    /// The data-node binary (default: blockwire-datanode next to this binary, else this
+    /// binary's own engine node in a child process).
+    #[arg(long)]
+    pub datanode: Option<PathBuf>,
+    /// Directory to write one `.hgrm` file per latency case into.
+    #[arg(long)]
+    pub hgrm_dir: Option<PathBuf>,
+}
+
+/// Runs `blockwire-bench scan`.
+pub fn run(args: &ScanArgs) -> R<()> {
+    let transports = cluster::transports("scan", &args.transport)?;
+    if args.rows < MIN_ROWS || args.rows > i64::MAX as u64 {
+        return Err(format!(
+            "--rows {}: at least {MIN_ROWS} (one 10,000-row range and {SINGLE_CARDS} one-row \
+             cards)",
+            args.rows
+        ));
+    }
+    if args.repeat == 0 {
+        return Err("--repeat must be at least 1".into());
+    }
+    if args.ops == 0 || args.ops_10000 == Some(0) {
+        return Err("--ops and --ops-10000 must be at least 1".into());
+    }
+    if args.batch_rows == 0 {
+        return Err("--batch-rows must be at least 1".into());
+    }
+    let program = Program::find(args.datanode.as_deref())?;
+    let cpus = Placement::from_args(args.cpus.as_deref())?;
+    let data = Data::new(args.rows as i64);
+    print_header(args, &program, cpus, &data);
+    if let Some(p) = cpus {
+        // The client's links (and their manager thread, started later) run here too.
+        crate::pin(p.driver);
+    }
+    let cores = DataNodeCores::of(cpus);
+    for t in transports {
+        let spec = ClusterSpec {
+            command: "scan",
+            transport: t,
+            spin_us: args.spin_us,
+            memory_bytes: cluster::memory_bytes_for(args.rows),
+            partitions: PARTITIONS,
+            // An aggregate answers once every partition is scanned: seconds for 10 M rows.
+            timeout: Duration::from_secs(120),
+            program: &program,
+            nodes_cpus: cpus.map(|p| p.nodes),
+        };
+        let measured = cluster::run_on_cluster(&spec, |s, pids| measure(args, t, &data, s, pids))?;
+        print_transport(t, args, &program, &cores, &measured);
+    }
+    Ok(())
+}
+
+/// The cores the data nodes run on, for the per-core rate.
+#[derive(Debug)]
+struct DataNodeCores {
+    count: usize,
+    how: String,
+}
+
+impl DataNodeCores {
+    fn of(placement: Option<Placement>) -> DataNodeCores {
+        match placement {
+            Some(Placement { nodes: [one, two], .. }) if one == two => DataNodeCores {
+                count: 1,
+                how: format!("1 core (cpu {one}, both data nodes pinned to it)"),
+            },
+            Some(Placement { nodes: [one, two], .. }) => DataNodeCores {
+                count: 2,
+                how: format!("2 cores (data node 1 pinned to cpu {one}, data node 2 to {two})"),
+            },
+            None => {
+                let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+                DataNodeCores {
+                    count: n,
+                    how: format!("{n} core(s) (not pinned: every CPU of the machine counted)"),
+                }
+            }
+        }
+    }
+}
+
+/// The table's rows, each a function of its `id`.
+#[derive(Clone, Copy, Debug)]
+struct Data {
+    /// Rows `0..rows`.
+    rows: i64,
+    /// Rows `0..bulk` are in bulk cards of [`ROWS_PER_CARD`].
+    bulk: i64,
+    /// Bulk cards: `0..bulk_cards`; single cards follow, one per row.
+    bulk_cards: i64,
+}
+
+impl Data {
+    fn new(rows: i64) -> Data {
+        let singles = SINGLE_CARDS + rows % ROWS_PER_CARD;
+        let bulk = rows - singles;
+        Data { rows, bulk, bulk_cards: bulk / ROWS_PER_CARD }
+    }
+
+    fn singles(&self) -> i64 {
+        self.rows - self.bulk
+    }
+
+    fn card(&self, id: i64) -> i64 {
+        if id < self.bulk {
+            id / ROWS_PER_CARD
+        } else {
+            self.bulk_cards + (id - self.bulk)
+        }
+    }
+
+    /// 64 well-mixed bits of `id` (splitmix64's finaliser).
+    fn mix(id: i64) -> u64 {
+        let mut z = (id as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// `(merchant, amount, declined)` of row `id`: merchants 0..10,000, amounts 1..=100,000,
+    /// one row in 20 declined.
+    fn facts(id: i64) -> (i32, i64, bool) {
+        let m = Data::mix(id);
+        ((m % 10_000) as i32, 1 + ((m >> 16) % 100_000) as i64, (m >> 48) % 20 == 0)
+    }
+
+    fn values(&self, id: i64) -> [(&'static str, Value); 6] {
+        let (merchant, amount, declined) = Data::facts(id);
+        [
+            ("id", Value::I64(id)),
+            ("card", Value::I64(self.card(id))),
+            ("merchant", Value::I32(merchant)),
+            ("amount", Value::I64(amount)),
+            ("ts", Value::Timestamp(TS_BASE_US + id * 1_000_000)),
+            ("declined", Value::Bool(declined)),
+        ]
+    }
+
+    /// The aggregate's answer, computed here.
+    fn expected(&self) -> Groups {
+        let mut g = GroupsInProgress::new();
+        for id in 0..self.rows {
+            let (merchant, amount, declined) = Data::facts(id);
+            g.add(merchant, amount, declined);
+        }
+        g.finish()
+    }
+}
+
+/// `COUNT(*)`, `SUM(amount)` and `MAX(amount)` of one group.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Group {
+    count: i64,
+    sum: i64,
+    max: i64,
+}
+
+/// The aggregate's answer: each non-empty group by its `merchant % 16`.
+type Groups = BTreeMap<i64, Group>;
+
+/// The client-side aggregate as it runs: the filter and one group per `merchant % 16`.
+#[derive(Debug)]
+struct GroupsInProgress([Group; GROUPS as usize]);
+
+impl GroupsInProgress {
+    fn new() -> GroupsInProgress {
+        GroupsInProgress([Group { count: 0, sum: 0, max: i64::MIN }; GROUPS as usize])
+    }
+
+    fn add(&mut self, merchant: i32, amount: i64, declined: bool) {
+        if declined || amount <= AMOUNT_OVER {
+            return;
+        }
+        // SQL's `%` keeps the dividend's sign; merchants are never negative here.
+        debug_assert!(merchant >= 0);
+        let g = &mut self.0[(i64::from(merchant) % GROUPS) as usize];
+        g.count += 1;
+        g.sum += amount;
+        g.max = g.max.max(amount);
+    }
+
+    fn finish(self) -> Groups {
+        (0..GROUPS).zip(self.0).filter(|(_, g)| g.count > 0).collect()
+    }
+}
+
+/// `txn(id i64 key, card i64, merchant i32, amount i64, ts timestamp, declined bool)` with the
+/// ordered index [`INDEX`] on `(card, ts)`.
+fn txn_def() -> TableDef {
+    let column = |name: &str, ty| Column { name: name.into(), ty, nullable: false };
+    TableDef {
+        name: "txn".into(),
+        columns: vec![
+            column("id", ColumnType::I64),
+            column("card", ColumnType::I64),
+            column("merchant", ColumnType::I32),
+            column("amount", ColumnType::I64),
+            column("ts", ColumnType::Timestamp),
+            column("declined", ColumnType::Bool),
+        ],
+        primary_key: vec!["id".into()],
+        partition_key: None,
+        partitions: Some(PARTITIONS),
+        read_backup: false,
+        indexes: vec![IndexDef { name: INDEX.into(), columns: vec!["card".into(), "ts".into()] }],
+    }
+}
+
+/// A transaction inserting rows `first..first + LOAD_BATCH` (fewer at the end).
+fn load_transaction(
+    s: &mut Session<'_>,
+    table: &Arc<Table>,
+    data: &Data,
+    first: i64,
+) -> R<Transaction> {
+    let mut tx = s.begin();
+    for id in first..(first + LOAD_BATCH).min(data.rows) {
+        tx.insert(table, &data.values(id)).map_err(client_error("insert"))?;
+    }
+    s.send(&mut tx, Exec::Commit).map_err(client_error("send"))?;
+    Ok(tx)
+}
+
+/// Inserts every row, [`LOAD_IN_FLIGHT`] transactions at once (one aborted for a passing
+/// reason is sent again); the seconds it took and the transactions sent again.
+fn load(s: &mut Session<'_>, table: &Arc<Table>, data: &Data) -> R<(f64, u32)> {
+    let start = Instant::now();
+    let mut open: HashMap<u64, (i64, Transaction)> = HashMap::with_capacity(LOAD_IN_FLIGHT);
+    let (mut next, mut retries) = (0i64, 0u32);
+    let mut last_answer = Instant::now();
+    loop {
+        while open.len() < LOAD_IN_FLIGHT && next < data.rows {
+            let tx = load_transaction(s, table, data, next)?;
+            open.insert(tx.id(), (next, tx));
+            next += LOAD_BATCH;
+        }
+        if open.is_empty() {
+            return Ok((start.elapsed().as_secs_f64(), retries));
+        }
+        if last_answer.elapsed() > Duration::from_secs(60) {
+            return Err(format!("loading: {} transactions unanswered for 60 s", open.len()));
+        }
+        for c in s.poll(Duration::from_millis(10)) {
+            let Some((first, mut tx)) = open.remove(&c.tx) else { continue };
+            last_answer = Instant::now();
+            match tx.absorb(c) {
+                Ok(Outcome::Committed) => {}
+                Ok(other) => return Err(format!("loading rows from {first}: ended {other:?}")),
+                Err(e) if passing(&e) && retries < LOAD_RETRIES => {
+                    retries += 1;
+                    let tx = load_transaction(s, table, data, first)?;
+                    open.insert(tx.id(), (first, tx));
+                }
+                Err(e) => return Err(format!("loading rows from {first}: {e}")),
+            }
+        }
+    }
+}
+
+/// Whether a loading transaction that failed with `e` may succeed when sent again (it was
+/// aborted: nothing of it committed). Full storage memory is not passing.
+fn passing(e: &client::Error) -> bool {
+    e.is_temporary() && e.code() != Some(ErrorCode::OutOfMemory)
+}
+
+/// One timed run of the aggregate.
+#[derive(Clone, Copy, Debug)]
+struct AggregateRun {
+    /// Table rows over the wall time of the scan.
+    rows_per_second: f64,
+    /// CPU time the two data-node processes used during the scan (`/proc`, in clock ticks of
+    /// 10 ms: a total over several runs says more than one run).
+    data_node_cpu: Duration,
+    /// Batches the client received.
+    batches: u64,
+}
+
+/// How the aggregate is computed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Way {
+    /// By the data nodes: filter, GROUP BY and aggregates in the scan request.
+    Pushed,
+    /// In this process, from a full scan returning the columns it needs.
+    ClientSide,
+}
+
+impl Way {
+    fn name(self) -> &'static str {
+        match self {
+            Way::Pushed => "pushed-down aggregate",
+            Way::ClientSide => "client-side aggregate",
+        }
+    }
+}
+
+/// `SELECT merchant % 16 AS g, COUNT(*), SUM(amount), MAX(amount) FROM txn WHERE declined =
+/// false AND amount > AMOUNT_OVER GROUP BY g`, computed by the data nodes.
+fn pushed(s: &mut Session<'_>, table: &Arc<Table>) -> R<(Groups, ScanStats)> {
+    let request = ScanRequest::new(table)
+        .filter(col("declined").eq(lit(Value::Bool(false))))
+        .filter(col("amount").gt(lit(Value::I64(AMOUNT_OVER))))
+        .group_by("g", col("merchant").rem(lit(Value::I64(GROUPS))))
+        .aggregate("n", AggFn::Count, None)
+        .aggregate("total", AggFn::Sum, Some(col("amount")))
+        .aggregate("largest", AggFn::Max, Some(col("amount")));
+    let mut scan = s.scan(&request).map_err(client_error("pushed-down aggregate"))?;
+    let mut groups = Groups::new();
+    for row in scan.by_ref() {
+        let row = row.map_err(client_error("pushed-down aggregate"))?;
+        let n: Vec<i64> = row.iter().filter_map(Value::as_i64).collect();
+        let &[g, count, sum, max] = n.as_slice() else {
+            return Err(format!("pushed-down aggregate: a row that is not 4 integers: {row:?}"));
+        };
+        if groups.insert(g, Group { count, sum, max }).is_some() {
+            return Err(format!("pushed-down aggregate: group {g} came twice"));
+        }
+    }
+    Ok((groups, scan.stats()))
+}
+
+/// The same aggregate computed here from a full scan of `merchant, amount, declined`.
+fn client_side(s: &mut Session<'_>, table: &Arc<Table>, batch_rows: u32) -> R<(Groups, ScanStats)> {
+    let request = ScanRequest::new(table)
+        .columns(&["merchant", "amount", "declined"])
+        .batch_rows(batch_rows)
+        .batch_bytes(u32::MAX);
+    let mut scan = s.scan(&request).map_err(client_error("full scan"))?;
+    let mut groups = GroupsInProgress::new();
+    for row in scan.by_ref() {
+        let row = row.map_err(client_error("full scan"))?;
+        match row.as_slice() {
+            [Value::I32(merchant), Value::I64(amount), Value::Bool(declined)] => {
+                groups.add(*merchant, *amount, *declined)
+            }
+            other => return Err(format!("full scan: a row of unexpected types: {other:?}")),
+        }
+    }
+    Ok((groups.finish(), scan.stats()))
+}
+
+/// One run of the aggregate `way`, timed, its answer checked against `expected`.
+fn aggregate_run(
+    args: &ScanArgs,
+    s: &mut Session<'_>,
+    table: &Arc<Table>,
+    data: &Data,
+    expected: &Groups,
+    pids: &[u32],
+    way: Way,
+) -> R<AggregateRun> {
+    let cpu = || pids.iter().map(|&p| procstat::process_cpu(p)).sum::<Duration>();
+    let cpu_before = cpu();
+    let start = Instant::now();
+    let (groups, stats) = match way {
+        Way::Pushed => pushed(s, table)?,
+        Way::ClientSide => client_side(s, table, args.batch_rows)?,
+    };
+    let seconds = start.elapsed().as_secs_f64();
+    let data_node_cpu = cpu().saturating_sub(cpu_before);
+    if groups != *expected {
+        return Err(format!(
+            "{}: wrong answer\n got      {groups:?}\n expected {expected:?}",
+            way.name()
+        ));
+    }
+    if stats.partitions != PARTITIONS {
+        return Err(format!(
+            "{}: ran on {} partitions, not {PARTITIONS}",
+            way.name(),
+            stats.partitions
+        ));
+    }
+    // The data nodes count examined rows in row batches (an aggregate's merged answer carries
+    // none): a full scan examines every row (a row that did not fit a batch twice).
+    if way == Way::ClientSide && stats.examined < data.rows as u64 {
+        return Err(format!("full scan examined {} rows of {}", stats.examined, data.rows));
+    }
+    Ok(AggregateRun {
+        rows_per_second: data.rows as f64 / seconds,
+        data_node_cpu,
+        batches: stats.batches,
+    })
+}
+
+/// Both ways, alternating: one discarded run of each, then `--repeat` measured ones.
+fn aggregates(
+    args: &ScanArgs,
+    s: &mut Session<'_>,
+    table: &Arc<Table>,
+    data: &Data,
+    pids: &[u32],
+) -> R<[Vec<AggregateRun>; 2]> {
+    let expected = data.expected();
+    let mut runs = [Vec::new(), Vec::new()];
+    for i in 0..=args.repeat {
+        for (slot, way) in [Way::Pushed, Way::ClientSide].into_iter().enumerate() {
+            let run = aggregate_run(args, s, table, data, &expected, pids, way)?;
+            if i > 0 {
+                runs[slot].push(run);
+            }
+        }
+    }
+    Ok(runs)
+}
+
+/// A range on the index's first column: cards `low..=high`.
+fn cards(low: i64, high: i64) -> Range {
+    Range {
+        low: RangeEnd { values: vec![Value::I64(low)], inclusive: true },
+        high: RangeEnd { values: vec![Value::I64(high)], inclusive: true },
+    }
+}
+
+/// One range scan of cards `low..=high`, which must return exactly `expect` rows, each of a
+/// card in the range (in `(card, ts)` order when ordered).
+fn range_scan(
+    s: &mut Session<'_>,
+    request: ScanRequest,
+    (low, high): (i64, i64),
+    expect: u64,
+    ordered: bool,
+) -> R<ScanStats> {
+    let mut scan = s.scan(&request.range(cards(low, high))).map_err(client_error("range scan"))?;
+    let (mut got, mut last) = (0u64, (i64::MIN, i64::MIN));
+    for row in scan.by_ref() {
+        let row = row.map_err(client_error("range scan"))?;
+        let card = row.get(1).and_then(Value::as_i64);
+        let ts = row.get(4).and_then(Value::as_i64);
+        let (Some(card), Some(ts)) = (card, ts) else {
+            return Err(format!(
+                "range scan of cards {low}..={high}: a row without card, ts: {row:?}"
+            ));
+        };
+        if !(low..=high).contains(&card) || (ordered && (card, ts) < last) {
+            return Err(format!(
+                "range scan of cards {low}..={high}: row {row:?} is out of the range or out of \
+                 order (after card {}, ts {})",
+                last.0, last.1
+            ));
+        }
+        last = (card, ts);
+        got += 1;
+    }
+    if got != expect {
+        return Err(format!(
+            "range scan of cards {low}..={high} returned {got} rows, expected {expect}"
+        ));
+    }
+    Ok(scan.stats())
+}
+
+/// One committed read of row `id` by primary key, in a transaction hinted to its primary.
+fn key_read(s: &mut Session<'_>, table: &Arc<Table>, id: i64) -> R<()> {
+    let key = [Value::I64(id)];
+    let mut tx = s.begin_hinted(table, &key).map_err(client_error("begin"))?;
+    let read = tx.read(table, &key, LockMode::CommittedRead).map_err(client_error("read"))?;
+    match s.execute(&mut tx, Exec::Commit).map_err(client_error("read"))? {
+        Outcome::Committed => {}
+        other => return Err(format!("read transaction ended {other:?}, not committed")),
+    }
+    match tx.row(read).and_then(|r| r.get("id")) {
+        Some(Value::I64(got)) if *got == id => Ok(()),
+        other => Err(format!("the read of key {id} found {other:?}")),
+    }
+}
+
+/// A latency case: its histogram, and partitions and batches per operation (scans only).
+#[derive(Debug)]
+struct LatencyCase {
+    row: LatencyRow,
+    /// Rows each operation returns (`None`: the key read).
+    rows: Option<u64>,
+    partitions: u32,
+    batches_per_op: f64,
+}
+
+/// The cards of the `i`th scan of a range case returning `rows` rows.
+fn range_of(data: &Data, rows: u64, i: u64) -> (i64, i64) {
+    let walk = |n: i64| (i.wrapping_mul(STRIDE) % n as u64) as i64;
+    match rows {
+        1 => {
+            let card = data.bulk_cards + walk(data.singles());
+            (card, card)
+        }
+        100 => {
+            let card = walk(data.bulk_cards);
+            (card, card)
+        }
+        _ => {
+            let low = walk(data.bulk_cards - LARGE_RANGE_CARDS + 1);
+            (low, low + LARGE_RANGE_CARDS - 1)
+        }
+    }
+}
+
+/// The key read, then range scans returning 1, 100 and 10,000 rows.
+fn latencies(
+    args: &ScanArgs,
+    t: Transport,
+    s: &mut Session<'_>,
+    table: &Arc<Table>,
+    data: &Data,
+) -> R<Vec<LatencyCase>> {
+    let mut cases = Vec::new();
+    let mut add = |case: String, h: &Histogram<u64>, rows, stats: (u32, u64)| -> R<()> {
+        if let Some(dir) = &args.hgrm_dir {
+            report::write_case_hgrm(dir, "scan_", &case, h)?;
+        }
+        let ops = h.len().max(1) as f64;
+        let row = LatencyRow::from_histogram(&case, h);
+        cases.push(LatencyCase {
+            row,
+            rows,
+            partitions: stats.0,
+            batches_per_op: stats.1 as f64 / ops,
+        });
+        Ok(())
+    };
+    let h = latency_case(args.warmup, args.ops, |i| {
+        key_read(s, table, (i.wrapping_mul(STRIDE) % data.rows as u64) as i64)
+    })?;
+    add(format!("{} key read, 1 row", t.name()), &h, None, (1, 0))?;
+    let large_ops = args.ops_10000.unwrap_or((args.ops / 10).max(1));
+    for (rows, warmup, ops) in [
+        (1, args.warmup, args.ops),
+        (100, args.warmup, args.ops),
+        (10_000, args.warmup / 10, large_ops),
+    ] {
+        let mut request =
+            ScanRequest::new(table).index(INDEX).batch_rows(args.batch_rows).batch_bytes(u32::MAX);
+        if args.ordered {
+            request = request.ordered();
+        }
+        let (mut partitions, mut batches) = (0, 0);
+        let h = latency_case(warmup, ops, |i| {
+            let stats =
+                range_scan(s, request.clone(), range_of(data, rows, i), rows, args.ordered)?;
+            partitions = partitions.max(stats.partitions);
+            if i >= warmup {
+                batches += stats.batches;
+            }
+            Ok::<(), String>(())
+        })?;
+        let plural = if rows == 1 { "" } else { "s" };
+        add(
+            format!("{} range scan, {rows} row{plural}", t.name()),
+            &h,
+            Some(rows),
+            (partitions, batches),
+        )?;
+    }
+    Ok(cases)
+}
+
+/// What one transport's run measured.
+#[derive(Debug)]
+struct Measured {
+    load_seconds: f64,
+    /// Loading transactions sent again.
+    load_retries: u32,
+    /// Pushed-down runs, then client-side runs.
+    aggregate: [Vec<AggregateRun>; 2],
+    latency: Vec<LatencyCase>,
+}
+
+fn measure(
+    args: &ScanArgs,
+    t: Transport,
+    data: &Data,
+    s: &mut Session<'_>,
+    pids: &[u32],
+) -> R<Measured> {
+    let table = s.create_table(&txn_def()).map_err(client_error("create table txn"))?;
+    let (load_seconds, load_retries) = load(s, &table, data)?;
+    let aggregate = aggregates(args, s, &table, data, pids)?;
+    let latency = latencies(args, t, s, &table, data)?;
+    Ok(Measured { load_seconds, load_retries, aggregate, latency })
+}
+
+fn print_header(args: &ScanArgs, program: &Program, cpus: Option<Placement>, data: &Data) {
+    println!(
+        "scan: table txn(id i64 key, card i64, merchant i32, amount i64, ts timestamp, declined \
+         bool), ordered index {INDEX} (card, ts), {PARTITIONS} partitions by id, {} rows; 2 data \
+         nodes in one node group (2 replicas), one client thread joined as API node \
+         {API_NODE}; data nodes: {}; spin {} us",
+        args.rows,
+        program.name(),
+        args.spin_us
+    );
+    println!(
+        "rows: ids 0..{} in cards 0..{} of {ROWS_PER_CARD} rows each, then {} cards of one row \
+         each; merchant 0..10,000, amount 1..=100,000, declined 1 in 20, ts one second apart",
+        data.bulk,
+        data.bulk_cards,
+        data.singles()
+    );
+    println!(
+        "aggregate: SELECT merchant % {GROUPS} AS g, COUNT(*), SUM(amount), MAX(amount) FROM txn \
+         WHERE declined = false AND amount > {AMOUNT_OVER} GROUP BY g. pushed-down: one scan \
+         request whose filter, grouping and aggregates the data nodes run on each partition \
+         (the coordinator merges the partitions' groups); client-side: a full scan returning \
+         merchant, amount, declined (batches of up to {} rows per partition), filtered and \
+         grouped in this process. {} measured runs each after one discarded run of each, \
+         alternating; rows/s = table rows / wall time of one scan; every answer checked \
+         against the groups computed from the generator",
+        args.batch_rows, args.repeat
+    );
+    println!(
+        "latency: a one-row committed read by primary key (a transaction hinted to the key's \
+         primary, as kv) beside {}range scans of {INDEX} on card returning 1 row (a one-row \
+         card), 100 (one card) and 10,000 (100 consecutive cards), every returned count \
+         checked; a range on card fixes no partition (the table is partitioned by id), so each \
+         scan runs on all {PARTITIONS} partitions",
+        if args.ordered { "ordered (merged by (card, ts)) " } else { "" }
+    );
+    println!(
+        "targets (the issue's): pushed-down aggregate >= {}M rows/s per data-node core and >= \
+         {PUSHED_RATIO_TARGET}x the client-side one; 100-row range scan p50 within \
+         {RANGE_100_RATIO_TARGET}x the one-row key read's p50",
+        ROWS_PER_CORE_TARGET / 1e6
+    );
+    println!("{}", Placement::describe(cpus));
+}
+
+/// The best (highest-rate) of `runs`.
+fn best(runs: &[AggregateRun]) -> AggregateRun {
+    runs.iter()
+        .copied()
+        .max_by(|a, b| a.rows_per_second.total_cmp(&b.rows_per_second))
+        .unwrap_or_else(|| unreachable!("--repeat is at least 1"))
+}
+
+fn print_aggregates(t: Transport, rows: u64, cores: &DataNodeCores, runs: &[Vec<AggregateRun>; 2]) {
+    let m = |r: f64| format!("{:.2}", r / 1e6);
+    println!(
+        "{:<34} {:>40} {:>9} {:>14} {:>14}  target",
+        "aggregate (M rows/s)", "each run", "best", "per core", "per CPU-s"
+    );
+    for (way, runs) in [Way::Pushed, Way::ClientSide].into_iter().zip(runs) {
+        let each: Vec<String> = runs.iter().map(|r| m(r.rows_per_second)).collect();
+        let b = best(runs);
+        let per_core = b.rows_per_second / cores.count as f64;
+        let cpu: Duration = runs.iter().map(|r| r.data_node_cpu).sum();
+        let cpu = if cpu.is_zero() {
+            "-".into()
+        } else {
+            m((rows * runs.len() as u64) as f64 / cpu.as_secs_f64())
+        };
+        let target = match way {
+            Way::Pushed => format!(
+                ">= {}M per core: {}",
+                ROWS_PER_CORE_TARGET / 1e6,
+                verdict(per_core >= ROWS_PER_CORE_TARGET)
+            ),
+            Way::ClientSide => String::new(),
+        };
+        println!(
+            "{:<34} {:>40} {:>9} {:>14} {:>14}  {target}",
+            format!("{} {}", t.name(), way.name()),
+            each.join(" "),
+            m(b.rows_per_second),
+            m(per_core),
+            cpu
+        );
+    }
+    let (pushed, client) = (best(&runs[0]), best(&runs[1]));
+    let ratio = pushed.rows_per_second / client.rows_per_second;
+    let each: Vec<String> = runs[0]
+        .iter()
+        .zip(&runs[1])
+        .map(|(p, c)| format!("{:.2}x", p.rows_per_second / c.rows_per_second))
+        .collect();
+    println!(
+        "{} pushed-down / client-side: best {ratio:.2}x (run by run: {}); >= \
+         {PUSHED_RATIO_TARGET}x: {}",
+        t.name(),
+        each.join(" "),
+        verdict(ratio >= PUSHED_RATIO_TARGET)
+    );
+    println!(
+        "data nodes on {}; per CPU-s: rows of all runs over the CPU time both data-node \
+         processes used during them (/proc); the client-side scan came in {} batches",
+        cores.how, client.batches
+    );
+}
+
+fn print_latency(cases: &[LatencyCase]) {
+    println!(
+        "{:<34} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>5} {:>8} {:>10}  target",
+        "latency (us)",
+        "count",
+        "p50",
+        "p90",
+        "p99",
+        "p99.9",
+        "p99.99",
+        "max",
+        "parts",
+        "batches",
+        "/ key p50"
+    );
+    let us = |ns: u64| format!("{:.2}", ns as f64 / 1000.0);
+    let key_p50 = cases.first().map_or(1, |c| c.row.percentiles_ns[0]).max(1);
+    for c in cases {
+        let r = &c.row;
+        let ratio = r.percentiles_ns[0] as f64 / key_p50 as f64;
+        let target = match c.rows {
+            Some(100) => format!(
+                "<= {RANGE_100_RATIO_TARGET}x: {}",
+                verdict(ratio <= RANGE_100_RATIO_TARGET)
+            ),
+            _ => String::new(),
+        };
+        let (parts, batches) = match c.rows {
+            Some(_) => (c.partitions.to_string(), format!("{:.1}", c.batches_per_op)),
+            None => ("-".into(), "-".into()),
+        };
+        println!(
+            "{:<34} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>5} {:>8} {:>10}  {target}",
+            r.case,
+            r.count,
+            us(r.percentiles_ns[0]),
+            us(r.percentiles_ns[1]),
+            us(r.percentiles_ns[2]),
+            us(r.percentiles_ns[3]),
+            us(r.percentiles_ns[4]),
+            us(r.max_ns),
+            parts,
+            batches,
+            format!("{ratio:.2}x")
+        );
+    }
+}
+
+fn print_transport(
+    t: Transport,
+    args: &ScanArgs,
+    program: &Program,
+    cores: &DataNodeCores,
+    m: &Measured,
+) {
+    println!();
+    println!(
+        "{}: data nodes 1 and 2 ({} processes), API node {API_NODE} (this process), every link \
+         {}; loaded {} rows in {:.1} s ({:.0} rows/s; {LOAD_BATCH} inserts per transaction, \
+         {LOAD_IN_FLIGHT} in flight; {} sent again after an overload or a lock timeout)",
+        t.name(),
+        program.peer(),
+        t.name(),
+        args.rows,
+        m.load_seconds,
+        args.rows as f64 / m.load_seconds,
+        m.load_retries
+    );
+    print_aggregates(t, args.rows, cores, &m.aggregate);
+    print_latency(&m.latency);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Rows of cards `low..=high`, counted from the generator.
+    fn rows_of_cards(data: &Data, (low, high): (i64, i64)) -> u64 {
+        (0..data.rows).filter(|&id| (low..=high).contains(&data.card(id))).count() as u64
+    }
+
+    #[test]
+    fn every_range_holds_exactly_its_rows() {
+        for rows in [MIN_ROWS as i64, 12_345, 40_099] {
+            let data = Data::new(rows);
+            assert_eq!(data.bulk % ROWS_PER_CARD, 0);
+            assert!(data.singles() >= SINGLE_CARDS);
+            assert_eq!(data.card(rows - 1), data.bulk_cards + data.singles() - 1);
+            for expect in [1, 100, 10_000] {
+                for i in [0, 1, 2, 77, 1_000_003] {
+                    let range = range_of(&data, expect, i);
+                    assert_eq!(rows_of_cards(&data, range), expect, "{rows} rows, {range:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_expected_groups_follow_the_filter() {
+        let mut g = GroupsInProgress::new();
+        g.add(17, AMOUNT_OVER + 1, false);
+        g.add(33, AMOUNT_OVER + 5, false);
+        g.add(1, AMOUNT_OVER + 9, true);
+        g.add(1, AMOUNT_OVER, false);
+        g.add(2, 100_000, false);
+        let groups = g.finish();
+        let one = Group { count: 2, sum: 2 * AMOUNT_OVER + 6, max: AMOUNT_OVER + 5 };
+        let two = Group { count: 1, sum: 100_000, max: 100_000 };
+        assert_eq!(groups, Groups::from([(1, one), (2, two)]));
+        // Over a whole table: every row is counted once, in some group or filtered out.
+        let data = Data::new(20_000);
+        let kept: i64 = data.expected().values().map(|g| g.count).sum();
+        let filtered = (0..data.rows)
+            .filter(|&id| {
+                let (_, amount, declined) = Data::facts(id);
+                declined || amount <= AMOUNT_OVER
+            })
+            .count() as i64;
+        assert_eq!(kept + filtered, data.rows);
+        assert!(filtered > 0 && kept > filtered, "{kept} kept, {filtered} filtered out");
+    }
+}
