@@ -48,6 +48,9 @@ use crate::schema::Table;
 /// Rows a scan examines in one step before it yields.
 pub const STEP_ROWS: u32 = 16_384;
 
+/// How many rows ahead a full scan prefetches row images.
+const PREFETCH_ROWS: usize = 16;
+
 /// Index entries read from the tree at a time.
 const INDEX_CHUNK: usize = 64;
 
@@ -520,6 +523,7 @@ fn run_step(rec: &mut ScanRecord, handle: u32, fragment: &mut Fragment, ready: &
             break StepEnd::Batch;
         }
         budget -= 1;
+        fragment.prefetch_image(at as usize + PREFETCH_ROWS);
         match visit_at(rec, handle, fragment, at, ready)? {
             Visit::Next => at += 1,
             Visit::Full => break StepEnd::Batch,
@@ -549,6 +553,9 @@ fn index_step(rec: &mut ScanRecord, handle: u32, fragment: &mut Fragment, ready:
             chunk.extend(entries.take_while(|(k, _)| index::before_end(k, end)).take(INDEX_CHUNK).map(|(k, at)| (k.clone(), *at)));
             if chunk.is_empty() {
                 break;
+            }
+            for (_, at) in &chunk {
+                fragment.prefetch_image(*at as usize);
             }
             for (k, at) in chunk.drain(..) {
                 if rec.left == 0 {
