@@ -219,7 +219,7 @@ echo
 say "blockwire-bench kv: the engine on two data-node processes and one API-node driver"
 "$bench" kv --transport tcp --transport shm --ops "$count" --warmup "$warmup"
 echo
-say "blockwire-bench scan: pushed-down aggregate against client-side, range scans against a key read"
+say "blockwire-bench scan: pushed-down aggregate against client-side, range scans (unpruned and pruned to one partition) against a key read"
 "$bench" scan --transport tcp --transport shm --rows "${BLOCKWIRE_DEMO_SCAN_ROWS:-1000000}" --repeat 3
 echo
 say "plot: $plot; runs: $out/runs; distributions: $out/hgrm; $((SECONDS - started)) s after the build"

@@ -10,9 +10,9 @@
 //! transport) without the block runtime ([`raw`]). `kv` measures the engine's key-value
 //! operations through the client library beside their ideal (round trips by design times the
 //! bare round trip) and one client thread's throughput ([`kv`]); `scan` its scans, a pushed-down
-//! aggregate beside the client-side one and range scans beside a key read ([`scan`]), both on
-//! the cluster of [`cluster`]. `report` joins the JSON of a
-//! set of runs into one comparison table ([`summary`]) and draws their `.hgrm` files into one
+//! aggregate beside the client-side one and range scans (on every partition and pruned to one)
+//! beside a key read ([`scan`]), both on the cluster of [`cluster`]. `report` joins the JSON of
+//! a set of runs into one comparison table ([`summary`]) and draws their `.hgrm` files into one
 //! SVG ([`plot`]).
 
 mod cluster;
@@ -82,8 +82,8 @@ enum Command {
     Kv(kv::KvArgs),
     /// The engine's scans through the client library against two data nodes with two
     /// replicas: a pushed-down aggregate beside the same aggregate computed in the client from
-    /// a full scan (rows/s), and ordered-index range scans of 1, 100 and 10,000 rows beside a
-    /// one-row primary-key read (latency).
+    /// a full scan (rows/s), and ordered-index range scans of 1, 100 and 10,000 rows, on every
+    /// partition and pruned to one, beside a one-row primary-key read (latency).
     Scan(scan::ScanArgs),
     /// Lists the transports this build measures, one per line.
     Transports,

@@ -371,9 +371,10 @@ fn limit_measures_every_physical_reference() {
 /// The numbers after `case` on its line of `out` (a trailing `x` dropped), up to the first word
 /// that is not one.
 fn numbers_after(out: &str, case: &str) -> Vec<f64> {
+    // The whole case: "tcp range scan, 100 rows" is not "tcp range scan, 100 rows, pruned ...".
     let line = out
         .lines()
-        .find(|l| l.starts_with(case))
+        .find(|l| l.strip_prefix(case).is_some_and(|rest| rest.starts_with("  ")))
         .unwrap_or_else(|| panic!("no row {case:?} in:\n{out}"));
     line[case.len()..]
         .split_whitespace()
@@ -457,8 +458,9 @@ fn scan_alone(name: &str, args: &[&str]) -> String {
     stdout.into_owned()
 }
 
-/// Checks the aggregate rows of `t` in a scan run's `out` (`repeat` runs each way).
-fn check_scan_aggregates(out: &str, t: &str, repeat: usize) {
+/// Checks the aggregate rows of `t` in a scan run's `out` (`repeat` runs each way, on a table
+/// of `rows` rows).
+fn check_scan_aggregates(out: &str, t: &str, repeat: usize, rows: u64) {
     for way in ["pushed-down", "client-side"] {
         // Each run, best, per core (M rows/s); per CPU-s may read "-".
         let row = numbers_after(out, &format!("{t} {way} aggregate"));
@@ -473,25 +475,69 @@ fn check_scan_aggregates(out: &str, t: &str, repeat: usize) {
         .and_then(|l| l.split("best ").nth(1)?.split('x').next()?.parse::<f64>().ok())
         .unwrap_or_else(|| panic!("no ratio line for {t} in:\n{out}"));
     assert!(ratio > 0.0, "{ratio}");
+    // The data nodes' own count of the rows the pushed-down aggregate examined.
+    let examined = out
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{t} rows examined by the data nodes per run: ")))
+        .unwrap_or_else(|| panic!("no rows examined line for {t} in:\n{out}"));
+    let pushed = examined.strip_prefix("pushed-down ").and_then(|e| e.split(' ').next());
+    assert_eq!(pushed, Some(rows.to_string().as_str()), "{examined}");
+    let client = examined.split("client-side ").nth(1).and_then(|e| e.split(' ').next());
+    let least = client.and_then(|c| c.split("..=").next()?.parse::<u64>().ok());
+    assert!(least.is_some_and(|n| n >= rows), "client-side examined: {examined}");
 }
 
-/// Checks the latency rows of `t`: the key read, then range scans of 1, 100 and 10,000 rows,
-/// each with its count, ordered percentiles, partitions and ratio to the key read's p50.
+/// Checks the latency rows of `t`: the key read, then range scans of 1, 100 and 10,000 rows on
+/// all 8 partitions and pruned to one, each with its count, ordered percentiles, partitions and
+/// ratio to the key read's p50; and the 100-row target line for both.
 fn check_scan_latency(out: &str, t: &str, ops: f64, ops_10000: f64) {
     // count, p50 p90 p99 p99.9 p99.99 max, then partitions and batches ("-" for the key read).
     let key = numbers_after(out, &format!("{t} key read, 1 row"));
     assert_eq!(key.len(), 7, "{key:?}\n{out}");
     assert_eq!(key[0], ops);
-    for (case, count) in [("1 row", ops), ("100 rows", ops), ("10000 rows", ops_10000)] {
-        let row = numbers_after(out, &format!("{t} range scan, {case}"));
-        assert_eq!(row.len(), 10, "{case}: {row:?}\n{out}");
-        assert_eq!(row[0], count, "{case}: {row:?}");
-        assert!(row[1] > 0.0 && row[1..7].windows(2).all(|w| w[0] <= w[1]), "{row:?}");
-        assert_eq!(row[7], 8.0, "every range scan runs on all 8 partitions: {row:?}");
-        assert!(row[8] >= 8.0, "a batch per partition at least: {row:?}");
-        // Both p50s are printed to 0.01 us: the ratio of the printed figures is close.
-        let ratio = row[1] / key[1];
-        assert!((row[9] - ratio).abs() <= 0.01 + ratio * 0.002, "ratio to key read: {row:?}");
+    let mut ratios = Vec::new();
+    for (pruned, parts) in [("", 8.0), (", pruned to 1 partition", 1.0)] {
+        for (case, count, rows) in
+            [("1 row", ops, 1.0), ("100 rows", ops, 100.0), ("10000 rows", ops_10000, 10_000.0)]
+        {
+            let row = numbers_after(out, &format!("{t} range scan, {case}{pruned}"));
+            assert_eq!(row.len(), 10, "{case}{pruned}: {row:?}\n{out}");
+            assert_eq!(row[0], count, "{case}{pruned}: {row:?}");
+            assert!(row[1] > 0.0 && row[1..7].windows(2).all(|w| w[0] <= w[1]), "{row:?}");
+            assert_eq!(row[7], parts, "{case}{pruned}: partitions each scan ran on: {row:?}");
+            // A batch per partition at least; the default --batch-rows is 1,024.
+            let least = f64::max(parts, (rows / 1024.0f64).ceil());
+            assert!(row[8] >= least, "{case}{pruned}: batches: {row:?}");
+            // Both p50s are printed to 0.01 us: the ratio of the printed figures is close.
+            let ratio = row[1] / key[1];
+            assert!((row[9] - ratio).abs() <= 0.01 + ratio * 0.002, "ratio to key read: {row:?}");
+            if rows == 100.0 {
+                ratios.push(row[9]);
+                let case = format!("{t} range scan, {case}{pruned}  ");
+                let line = out.lines().find(|l| l.starts_with(&case)).unwrap_or_default();
+                assert!(line.contains("  <= 3x: m"), "the target beside the case: {line}");
+            }
+        }
+    }
+    let target = out
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{t} 100-row range scan p50 within 3x")))
+        .unwrap_or_else(|| panic!("no 100-row target line for {t} in:\n{out}"));
+    let (unpruned, pruned) = target
+        .split_once(", pruned (1 partition) ")
+        .unwrap_or_else(|| panic!("no pruned case in the target line: {target}"));
+    assert!(unpruned.starts_with(" the key read's: unpruned (8 partitions) "), "{target}");
+    for (part, ratio) in [(unpruned, ratios[0]), (pruned, ratios[1])] {
+        // "<ratio>x <verdict>", the ratio as in its row; the verdict follows the unrounded
+        // ratio, so a printed 3.00 may go either way.
+        let words: Vec<&str> = part.rsplit(' ').take(2).collect();
+        assert_eq!(words[1], format!("{ratio:.2}x"), "{target}");
+        let allowed: &[&str] = match ratio {
+            r if r < 3.0 => &["met"],
+            r if r > 3.0 => &["missed"],
+            _ => &["met", "missed"],
+        };
+        assert!(allowed.contains(&words[0]), "{target}");
     }
 }
 
@@ -504,11 +550,13 @@ fn scan_measures_aggregates_both_ways_and_range_scans_beside_a_key_read() {
     assert!(out.contains("blockwire-bench kv-node"), "{out}");
     assert!(out.contains(">= 20M rows/s per data-node core and >= 10x"), "{out}");
     assert!(out.contains("100-row range scan p50 within 3x"), "{out}");
+    assert!(out.contains("partition key card, 8 partitions"), "{out}");
+    assert!(out.contains("txn_by_card loaded 100000 rows"), "{out}");
     assert!(
         out.contains("ids 0..11300 in cards 0..113 of 100 rows each, then 1045 cards"),
         "{out}"
     );
-    check_scan_aggregates(&out, "tcp", 2);
+    check_scan_aggregates(&out, "tcp", 2, 12_345);
     check_scan_latency(&out, "tcp", 30.0, 3.0);
     // Ordered range scans over shared memory, with their distributions written out.
     let hgrm = temp_dir("scan-hgrm");
@@ -516,11 +564,11 @@ fn scan_measures_aggregates_both_ways_and_range_scans_beside_a_key_read() {
     let args = [&common[..], &extra, &[hgrm.to_str().unwrap()]].concat();
     let out = scan_alone("scan-shm", &args);
     assert!(out.contains("beside ordered (merged by (card, ts)) range scans"), "{out}");
-    check_scan_aggregates(&out, "shm", 2);
+    check_scan_aggregates(&out, "shm", 2, 12_345);
     check_scan_latency(&out, "shm", 30.0, 2.0);
     let files = std::fs::read_dir(&hgrm).unwrap().count();
     std::fs::remove_dir_all(&hgrm).unwrap();
-    assert_eq!(files, 4, "a .hgrm file per latency case");
+    assert_eq!(files, 7, "a .hgrm file per latency case");
 }
 
 #[test]
