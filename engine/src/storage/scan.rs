@@ -542,42 +542,63 @@ fn index_step(rec: &mut ScanRecord, handle: u32, fragment: &mut Fragment, ready:
         let Some((start, end)) = ranges.get(r) else { break StepEnd::Done };
         // Entries are read from the tree a chunk at a time (the visit needs the fragment
         // mutably, so no iterator can stay open across it).
-        let mut chunk: Vec<(Box<[u8]>, u32)> = Vec::with_capacity(INDEX_CHUNK);
+        // The chunk's keys are copied into one buffer (`keys`, ends in `chunk`), not one
+        // allocation per entry; only the last visited key is kept as the cursor.
+        let (mut keys, mut chunk): (Vec<u8>, Vec<(usize, u32)>) = (Vec::new(), Vec::with_capacity(INDEX_CHUNK));
         loop {
             let from = match &last {
                 Some(k) if !below_start(k, start) => Bound::Excluded(k.as_ref()),
                 _ => as_slice(start),
             };
+            keys.clear();
             chunk.clear();
             let entries = fragment.ordered[index].range::<[u8], _>((from, Bound::Unbounded));
-            chunk.extend(entries.take_while(|(k, _)| index::before_end(k, end)).take(INDEX_CHUNK).map(|(k, at)| (k.clone(), *at)));
+            for (k, at) in entries.take_while(|(k, _)| index::before_end(k, end)).take(INDEX_CHUNK) {
+                keys.extend_from_slice(k);
+                chunk.push((keys.len(), *at));
+            }
             if chunk.is_empty() {
                 break;
             }
             for (_, at) in &chunk {
                 fragment.prefetch_image(*at as usize);
             }
-            for (k, at) in chunk.drain(..) {
+            let mut key_start = 0;
+            let mut visited_end = None;
+            for &(key_end, at) in &chunk {
+                let this = (key_start, key_end);
+                key_start = key_end;
                 if rec.left == 0 {
+                    remember(&mut last, &keys, visited_end);
                     break 'ranges StepEnd::Done;
                 }
                 if budget == 0 {
+                    remember(&mut last, &keys, visited_end);
                     break 'ranges StepEnd::Yield;
                 }
                 if batch_full(rec) {
+                    remember(&mut last, &keys, visited_end);
                     break 'ranges StepEnd::Batch;
                 }
                 budget -= 1;
                 if !rec.met_before.is_empty() && rec.met_before.remove(&at) {
-                    last = Some(k);
+                    visited_end = Some(this);
                     continue;
                 }
-                match visit_at(rec, handle, fragment, at, ready)? {
-                    Visit::Next => last = Some(k),
-                    Visit::Full => break 'ranges StepEnd::Batch,
-                    Visit::Wait => break 'ranges StepEnd::LockWait,
+                match visit_at(rec, handle, fragment, at, ready) {
+                    Ok(Visit::Next) => visited_end = Some(this),
+                    Ok(Visit::Full) => {
+                        remember(&mut last, &keys, visited_end);
+                        break 'ranges StepEnd::Batch;
+                    }
+                    Ok(Visit::Wait) => {
+                        remember(&mut last, &keys, visited_end);
+                        break 'ranges StepEnd::LockWait;
+                    }
+                    Err(e) => return Err(e),
                 }
             }
+            remember(&mut last, &keys, visited_end);
         }
         r += 1;
     };
@@ -587,6 +608,13 @@ fn index_step(rec: &mut ScanRecord, handle: u32, fragment: &mut Fragment, ready:
         *after = last;
     }
     Ok(result)
+}
+
+/// Makes the cursor the last visited key of a chunk (`keys[start..end]`), if any was visited.
+fn remember(last: &mut Option<Box<[u8]>>, keys: &[u8], visited: Option<(usize, usize)>) {
+    if let Some((start, end)) = visited {
+        *last = Some(keys[start..end].into());
+    }
 }
 
 /// Whether `key` lies in `range`.
