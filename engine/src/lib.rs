@@ -32,6 +32,7 @@ pub mod locks;
 pub mod program;
 pub mod pool;
 pub mod protocol;
+pub mod redo;
 pub mod resend;
 pub mod row;
 pub mod scan;
