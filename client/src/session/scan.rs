@@ -439,20 +439,28 @@ impl<'c> Scan<'_, 'c> {
             }
             return Ok(false);
         }
+        // Ask for every partition's next batch first, so the data nodes make it while this
+        // thread decodes the ones that came.
+        let mut asked = false;
+        for batch in &batches {
+            if batch.flags & SCAN_FRAGMENT_DONE == 0 && batch.fragment != u32::MAX {
+                let next = ScanNextReq { scan_id: self.id, fragment: batch.fragment, close: 0 };
+                let signal = Signal::new(SCAN_NEXTREQ, self.session.me, self.coordinator).data(next.as_words());
+                self.session.pack(self.coordinator, &signal)?;
+                asked = true;
+            }
+        }
+        if asked {
+            self.session.send.flush();
+        }
         for batch in batches {
             self.stats.batches += 1;
             let rows = tuple::decode_tuples(&batch.bytes, self.prepared.arity)
                 .map_err(|e| Error::invalid(format!("a scan batch that does not decode: {e}")))?;
             self.queues.entry(batch.fragment).or_default().extend(rows);
-            let done = batch.flags & SCAN_FRAGMENT_DONE != 0;
-            self.fragments_done.insert(batch.fragment, done);
+            self.fragments_done.insert(batch.fragment, batch.flags & SCAN_FRAGMENT_DONE != 0);
             if batch.flags & SCAN_DONE != 0 {
                 self.remote_done = true;
-            }
-            if !done && batch.fragment != u32::MAX {
-                let next = ScanNextReq { scan_id: self.id, fragment: batch.fragment, close: 0 };
-                let signal = Signal::new(SCAN_NEXTREQ, self.session.me, self.coordinator).data(next.as_words());
-                self.session.pack(self.coordinator, &signal)?;
             }
         }
         if self.remote_done && self.prepared.sort_groups {
