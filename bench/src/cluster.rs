@@ -408,3 +408,25 @@ impl Drop for DataNodes {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The options every engine benchmark shares: placement, spinning, the data-node binary and
+/// where histograms go.
+#[derive(Debug, clap::Args)]
+pub struct EngineArgs {
+    /// CPUs of the driver (this process) and of both data nodes, e.g. 0,1, or of the driver,
+    /// data node 1 and data node 2, e.g. 0,1,2 (default: two CPUs on separate cores as the
+    /// kernel's topology shows them, the data nodes sharing the second; unpinned with one CPU).
+    #[arg(long, value_delimiter = ',', num_args = 1..=3)]
+    pub cpus: Option<Vec<usize>>,
+    /// Spin time before sleeping, in microseconds: the data nodes' threads and links, and the
+    /// client's waits.
+    #[arg(long, default_value_t = 50)]
+    pub spin_us: u64,
+    /// The data-node binary (default: blockwire-datanode next to this binary, else this
+    /// binary's own engine node in a child process).
+    #[arg(long)]
+    pub datanode: Option<PathBuf>,
+    /// Directory to write one `.hgrm` file per latency case into.
+    #[arg(long)]
+    pub hgrm_dir: Option<PathBuf>,
+}

@@ -20,7 +20,6 @@
 //! a change of node then waits for a switch between their processes.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -75,22 +74,9 @@ pub struct KvArgs {
     /// Seconds of each throughput case.
     #[arg(long, default_value_t = 2.0)]
     pub throughput_seconds: f64,
-    /// CPUs of the driver (this process) and of both data nodes, e.g. 0,1, or of the driver,
-    /// data node 1 and data node 2, e.g. 0,1,2 (default: two CPUs on separate cores as the
-    /// kernel's topology shows them, the data nodes sharing the second; unpinned with one CPU).
-    #[arg(long, value_delimiter = ',', num_args = 1..=3)]
-    pub cpus: Option<Vec<usize>>,
-    /// Spin time before sleeping, in microseconds: the data nodes' threads and links, and the
-    /// client's waits.
-    #[arg(long, default_value_t = 50)]
-    pub spin_us: u64,
-    /// The data-node binary (default: blockwire-datanode next to this binary, else this
-    /// binary's own engine node in a child process).
-    #[arg(long)]
-    pub datanode: Option<PathBuf>,
-    /// Directory to write one `.hgrm` file per latency case into.
-    #[arg(long)]
-    pub hgrm_dir: Option<PathBuf>,
+    /// Where the data nodes run and how they wait.
+    #[command(flatten)]
+    pub engine: cluster::EngineArgs,
 }
 
 /// Runs `blockwire-bench kv`.
@@ -102,8 +88,8 @@ pub fn run(args: &KvArgs) -> R<()> {
     if !(args.throughput_seconds.is_finite() && args.throughput_seconds > 0.0) {
         return Err(format!("--throughput-seconds {}: more than 0", args.throughput_seconds));
     }
-    let program = Program::find(args.datanode.as_deref())?;
-    let cpus = Placement::from_args(args.cpus.as_deref())?;
+    let program = Program::find(args.engine.datanode.as_deref())?;
+    let cpus = Placement::from_args(args.engine.cpus.as_deref())?;
     print_header(args, &program, cpus);
     if let Some(p) = cpus {
         // The client's links (and their manager thread, started later) run here too.
@@ -122,7 +108,7 @@ fn print_header(args: &KvArgs, program: &Program, cpus: Option<Placement>) {
          in one node group (2 replicas), one client thread joined as API node {API_NODE}; data \
          nodes: {}; spin {} us",
         program.name(),
-        args.spin_us
+        args.engine.spin_us
     );
     println!(
         "ideal RTs: round trips by design: committed read 1 (client <-> coordinator on the key's \
@@ -398,7 +384,7 @@ fn run_transport(
     let spec = ClusterSpec {
         command: "kv",
         transport: t,
-        spin_us: args.spin_us,
+        spin_us: args.engine.spin_us,
         memory_bytes: cluster::memory_bytes_for(rows),
         partitions: PARTITIONS,
         // Every call answers within microseconds: a data node that died is noticed soon.
@@ -415,7 +401,7 @@ fn measure(args: &KvArgs, t: Transport, s: &mut Session<'_>) -> R<Measured> {
     let mut keys = Keys::new(table, s.layout().clone())?;
     let mut latency = Vec::new();
     let mut row = |case: String, h: &Histogram<u64>, op| -> R<()> {
-        if let Some(dir) = &args.hgrm_dir {
+        if let Some(dir) = &args.engine.hgrm_dir {
             report::write_case_hgrm(dir, "kv_", &case, h)?;
         }
         latency.push((LatencyRow::from_histogram(&case, h), op));

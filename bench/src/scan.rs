@@ -31,7 +31,6 @@
 //! and client-side alternating, so a drift of the shared host weighs on both alike.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -117,22 +116,9 @@ pub struct ScanArgs {
     /// Range scans return rows in index order over all partitions (merged in the client).
     #[arg(long)]
     pub ordered: bool,
-    /// CPUs of the driver (this process) and of both data nodes, e.g. 0,1, or of the driver,
-    /// data node 1 and data node 2, e.g. 0,1,2 (default: two CPUs on separate cores as the
-    /// kernel's topology shows them, the data nodes sharing the second; unpinned with one CPU).
-    #[arg(long, value_delimiter = ',', num_args = 1..=3)]
-    pub cpus: Option<Vec<usize>>,
-    /// Spin time before sleeping, in microseconds: the data nodes' threads and links, and the
-    /// client's waits.
-    #[arg(long, default_value_t = 50)]
-    pub spin_us: u64,
-    /// The data-node binary (default: blockwire-datanode next to this binary, else this
-    /// binary's own engine node in a child process).
-    #[arg(long)]
-    pub datanode: Option<PathBuf>,
-    /// Directory to write one `.hgrm` file per latency case into.
-    #[arg(long)]
-    pub hgrm_dir: Option<PathBuf>,
+    /// Where the data nodes run and how they wait.
+    #[command(flatten)]
+    pub engine: cluster::EngineArgs,
 }
 
 /// Runs `blockwire-bench scan`.
@@ -154,8 +140,8 @@ pub fn run(args: &ScanArgs) -> R<()> {
     if args.batch_rows == 0 {
         return Err("--batch-rows must be at least 1".into());
     }
-    let program = Program::find(args.datanode.as_deref())?;
-    let cpus = Placement::from_args(args.cpus.as_deref())?;
+    let program = Program::find(args.engine.datanode.as_deref())?;
+    let cpus = Placement::from_args(args.engine.cpus.as_deref())?;
     let data = Data::new(args.rows as i64);
     print_header(args, &program, cpus, &data);
     if let Some(p) = cpus {
@@ -167,7 +153,7 @@ pub fn run(args: &ScanArgs) -> R<()> {
         let spec = ClusterSpec {
             command: "scan",
             transport: t,
-            spin_us: args.spin_us,
+            spin_us: args.engine.spin_us,
             memory_bytes: cluster::memory_bytes_for(args.rows + by_card::ROWS as u64),
             partitions: PARTITIONS,
             // An aggregate answers once every partition is scanned: seconds for 10 M rows.
@@ -622,7 +608,7 @@ fn print_header(args: &ScanArgs, program: &Program, cpus: Option<Placement>, dat
          {API_NODE}; data nodes: {}; spin {} us",
         args.rows,
         program.name(),
-        args.spin_us
+        args.engine.spin_us
     );
     println!(
         "rows: ids 0..{} in cards 0..{} of {ROWS_PER_CARD} rows each, then {} cards of one row \

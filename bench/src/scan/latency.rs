@@ -190,7 +190,7 @@ pub(super) fn latencies(
 ) -> R<Vec<LatencyCase>> {
     let mut cases = Vec::new();
     let mut add = |case: String, h: &Histogram<u64>, scan, stats: (u32, u64)| -> R<()> {
-        if let Some(dir) = &args.hgrm_dir {
+        if let Some(dir) = &args.engine.hgrm_dir {
             report::write_case_hgrm(dir, "scan_", &case, h)?;
         }
         let ops = h.len().max(1) as f64;
