@@ -754,3 +754,42 @@ fn an_index_added_to_a_table_with_rows_is_built_while_writes_continue() {
     assert!(e.to_string().contains("missing"), "{e}");
     assert_eq!(s.table("items").unwrap().def.indexes.len(), 1);
 }
+
+/// A data node killed (SIGKILL) while scans that need it are open: each scan ends with
+/// `NodeFailure` promptly, whether its coordinator ran on the dead node (the client sees the
+/// link fail) or on the survivor (the coordinator hears of the failure and ends the scan).
+#[test]
+fn a_data_node_failure_ends_the_scans_that_need_it_with_node_failure() {
+    let mut cluster = TestCluster::start("scan-node-failure", Shape::default());
+    let mut api0 = cluster.connect(0);
+    let mut s0 = api0.session().unwrap();
+    let t = s0.create_table(&common::accounts_def(4)).unwrap();
+    let mut tx = s0.begin();
+    for id in 0..400i64 {
+        tx.insert(&t, &[("id", Value::I64(id)), ("balance", Value::I64(id))]).unwrap();
+    }
+    s0.execute(&mut tx, Exec::Commit).unwrap();
+    let mut api1 = cluster.connect(1);
+    let mut s1 = api1.session().unwrap();
+    let t1 = s1.table("accounts").unwrap();
+    // Sessions pick coordinators round-robin: one scan first puts s1's next on the other node.
+    assert_eq!(run(&mut s1, &ScanRequest::new(&t1)).len(), 400);
+
+    let req = ScanRequest::new(&t).batch_rows(5);
+    let mut a = s0.scan(&req).unwrap();
+    assert!(a.next().unwrap().is_ok());
+    let mut b = s1.scan(&ScanRequest::new(&t1).batch_rows(5)).unwrap();
+    assert!(b.next().unwrap().is_ok());
+    let killed = Instant::now();
+    for (id, child) in cluster.nodes.iter_mut() {
+        if *id == 2 {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+    for (name, scan) in [("first", &mut a), ("second", &mut b)] {
+        let end = scan.by_ref().find_map(Result::err);
+        assert!(matches!(end, Some(Error::NodeFailure { .. })), "{name} scan ended with {end:?}");
+    }
+    assert!(killed.elapsed() < Duration::from_secs(15), "the scans waited {:?}", killed.elapsed());
+}

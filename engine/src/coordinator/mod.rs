@@ -687,7 +687,10 @@ impl Coordinator {
         let Some(rep) = ctx.typed_head::<NodeFailRep>(signal).map(|(r, _)| *r) else { return };
         let Some(node) = NodeId::new(rep.node) else { return };
         if self.layout.as_ref().is_some_and(|l| l.is_data_node(node)) {
-            // Data-node failure handling (takeover, promotion) is the membership block's.
+            // A scan with a partition on that node cannot finish: its client hears so now.
+            // The rest of data-node failure handling (takeover, promotion) is the membership
+            // block's.
+            self.fail_scans_on(node, ctx);
             return;
         }
         self.close_scans_of(node, ctx);

@@ -12,7 +12,8 @@
 //! client, which owes a `SCAN_NEXTREQ`) -> `Asked` ... -> `Done`. The scan record goes when
 //! every partition is done, when the client closes, on the first refusal (the client hears
 //! `SCAN_TABREF` and the other partitions are closed), when the client has not asked for a
-//! batch within `scan_inactive_timeout_ms`, or when the client's node fails. A batch that
+//! batch within `scan_inactive_timeout_ms`, when the client's node fails, or when a data node
+//! holding one of its unfinished partition scans fails (`NodeFailure`). A batch that
 //! arrives for a scan no longer here is answered by closing its partition scan, so no storage
 //! record waits forever for a client that went.
 
@@ -359,6 +360,27 @@ impl Coordinator {
     }
 
     /// An API node failed: its scans close.
+    /// A data node failed: every scan with a partition scan there that has not finished fails
+    /// with `NodeFailure` (the other partition scans close).
+    pub(super) fn fail_scans_on(&mut self, node: NodeId, ctx: &mut Context<'_>) {
+        let hit: Vec<u32> = self
+            .scans
+            .iter_mut()
+            .filter(|(_, s)| s.fragments.iter().any(|f| f.storage.node == node && f.state != FragState::Done))
+            .map(|(slot, _)| slot)
+            .collect();
+        for slot in hit {
+            // A closed partition scan on the failed node has nobody to hear the close.
+            if let Some(scan) = self.scans.get(slot) {
+                for f in scan.fragments.iter_mut().filter(|f| f.storage.node == node) {
+                    f.state = FragState::Done;
+                }
+            }
+            let message = format!("data node {node} failed during the scan");
+            self.fail_scan(slot, ErrorCode::NodeFailure, &message, ctx);
+        }
+    }
+
     pub(super) fn close_scans_of(&mut self, node: NodeId, ctx: &mut Context<'_>) {
         let slots: Vec<u32> = self.scans_by_id.iter().filter(|((n, _), _)| *n == node).map(|(_, s)| *s).collect();
         for slot in slots {
