@@ -793,3 +793,80 @@ fn a_data_node_failure_ends_the_scans_that_need_it_with_node_failure() {
     }
     assert!(killed.elapsed() < Duration::from_secs(15), "the scans waited {:?}", killed.elapsed());
 }
+
+/// A coordinator's node killed while its scan is stalled on the other node's storage: that
+/// storage frees the orphaned scan record (with one record per instance, a later scan there
+/// runs only because it did).
+#[test]
+fn a_dead_coordinators_scan_records_are_freed_on_the_survivor() {
+    let shape = Shape { storage: "max_scans = 1", storage_instances: 1, ..Shape::default() };
+    let mut cluster = TestCluster::start("scan-orphan", shape);
+    let mut api = cluster.connect(0);
+    let mut s = api.session().unwrap();
+    let col = |name: &str| Column { name: name.into(), ty: ColumnType::I64, nullable: false };
+    let t = s
+        .create_table(&TableDef {
+            name: "keyed".into(),
+            columns: vec![col("id"), col("v")],
+            primary_key: vec!["id".into()],
+            partition_key: None,
+            partitions: Some(2),
+            read_backup: false,
+            indexes: vec![IndexDef { name: "by_id".into(), columns: vec!["id".into()] }],
+        })
+        .unwrap();
+    let mut tx = s.begin();
+    for id in 0..200i64 {
+        tx.insert(&t, &[("id", Value::I64(id)), ("v", Value::I64(id))]).unwrap();
+    }
+    s.execute(&mut tx, Exec::Commit).unwrap();
+    // A key whose partition's primary is data node 1, the survivor.
+    let node1 = signals::NodeId::new(1).unwrap();
+    let survivor_key = (0..200i64)
+        .find(|id| {
+            let key = engine::row::encode_key(&t, &[Value::I64(*id)]).unwrap();
+            let p = engine::row::partition_of(&t, &key, key.len());
+            s.layout().replicas(p).primary.node == node1
+        })
+        .unwrap();
+    let pruned = ScanRequest::new(&t).index("by_id").range(Range::eq(vec![Value::I64(survivor_key)]));
+
+    // A full scan coordinated on data node 2 (the session's first round-robin pick), stalled
+    // after its first row: node 1's storage holds its partition scan, its only scan record.
+    let mut api2 = cluster.connect(1);
+    let mut s2 = api2.session().unwrap();
+    let t2 = s2.table("keyed").unwrap();
+    let mut stalled = s2.scan(&ScanRequest::new(&t2).batch_rows(1)).unwrap();
+    assert!(stalled.next().unwrap().is_ok());
+    thread::sleep(Duration::from_millis(100));
+    let busy = s.scan(&pruned).unwrap().collect::<Result<Vec<_>, _>>();
+    match busy {
+        Err(Error::Overload { message, .. }) => assert!(message.contains("max_scans"), "{message}"),
+        other => panic!("node 1's scan record should be taken by the stalled scan: {other:?}"),
+    }
+
+    for (id, child) in cluster.nodes.iter_mut() {
+        if *id == 2 {
+            child.kill().unwrap();
+            child.wait().unwrap();
+        }
+    }
+    let end = stalled.by_ref().find_map(Result::err);
+    assert!(matches!(end, Some(Error::NodeFailure { .. })), "the stalled scan ended with {end:?}");
+    drop(stalled);
+    // Node 1 learns of the failure and frees the orphaned record: the pruned scan now runs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match s.scan(&pruned).unwrap().collect::<Result<Vec<_>, _>>() {
+            Ok(rows) => {
+                assert_eq!(rows, vec![vec![Value::I64(survivor_key), Value::I64(survivor_key)]]);
+                break;
+            }
+            Err(e) if Instant::now() < deadline => {
+                assert!(e.is_temporary(), "{e}");
+                thread::sleep(Duration::from_millis(50));
+            }
+            Err(e) => panic!("the orphaned scan record was not freed: {e}"),
+        }
+    }
+}

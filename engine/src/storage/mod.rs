@@ -632,6 +632,7 @@ fn build_row(table: &Table, key: &[u8], base: Option<&[u8]>, attrs: &[(usize, Va
 
 impl Block for Storage {
     fn init(&mut self, init: &mut InitContext<'_>) {
+        init.subscribe_node_events();
         self.counters = Counters {
             operations: Some(init.counter("operations")),
             lock_waits: Some(init.counter("lock_waits")),
@@ -670,6 +671,8 @@ impl Block for Storage {
             SCAN_LOCK_RELEASE => self.on_scan_lock_release(signal, ctx),
             INDEX_BUILD_REQ => self.on_index_build_req(signal, ctx),
             INDEX_BUILD_CONTINUE => self.on_index_build_continue(signal, ctx),
+            gsn::NODE_FAILREP => self.on_node_failure(signal, ctx),
+            gsn::NODE_CONNECTED => {}
             gsn::START_ORD => {
                 if crate::is_first_phase(ctx, signal) {
                     self.start(ctx);

@@ -32,7 +32,8 @@ use std::ops::Bound;
 use std::sync::Arc;
 
 use node::block::Context;
-use signals::{BlockRef, SignalData, SignalView};
+use signals::gsn::NodeFailRep;
+use signals::{BlockRef, NodeId, SignalData, SignalView};
 
 use super::fragment::{Fragment, Moved};
 use super::Storage;
@@ -397,6 +398,22 @@ impl Storage {
             self.step(c.storage_scan, ctx);
             self.run_ready(ctx);
         }
+    }
+
+    /// A node failed: the scans its coordinator ran here have nobody to send batches to or ask
+    /// for more; their records are freed. (Locks a locking scan returned stay with their
+    /// transaction, whose outcome the membership's takeover decides.)
+    pub(super) fn on_node_failure(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let Some(node) = ctx.typed_head::<NodeFailRep>(signal).and_then(|(r, _)| NodeId::new(r.node)) else { return };
+        let orphans: Vec<u32> = self.scans.iter_mut().filter(|(_, r)| r.coordinator.node == node).map(|(h, _)| h).collect();
+        if orphans.is_empty() {
+            return;
+        }
+        for handle in &orphans {
+            self.close_scan(*handle);
+        }
+        tracing::info!(%node, scans = orphans.len(), "node failed: the scans it coordinated here are closed");
+        self.run_ready(ctx);
     }
 
     /// Closes every scan a dropped table had open (their coordinators hear `NoSuchTable`).
