@@ -488,15 +488,9 @@ fn print_transport(t: Transport, args: &KvArgs, program: &Program, m: &Measured)
             _ => String::new(),
         };
         println!(
-            "{:<44} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>7}  {target}",
+            "{:<44} {} {:>9} {:>9} {:>7}  {target}",
             r.case,
-            r.count,
-            us(r.percentiles_ns[0]),
-            us(r.percentiles_ns[1]),
-            us(r.percentiles_ns[2]),
-            us(r.percentiles_ns[3]),
-            us(r.percentiles_ns[4]),
-            us(r.max_ns),
+            r.cells(9),
             rts,
             us(ideal),
             format!("{ratio:.2}x")

@@ -246,7 +246,6 @@ pub(super) fn print_latency(t: Transport, cases: &[LatencyCase]) {
         "batches",
         "/ key p50"
     );
-    let us = |ns: u64| format!("{:.2}", ns as f64 / 1000.0);
     let key_p50 = cases.first().map_or(1, |c| c.row.percentiles_ns[0]).max(1);
     let ratio = |c: &LatencyCase| c.row.percentiles_ns[0] as f64 / key_p50 as f64;
     let target = |c: &LatencyCase| ratio(c) <= RANGE_100_RATIO_TARGET;
@@ -264,15 +263,9 @@ pub(super) fn print_latency(t: Transport, cases: &[LatencyCase]) {
             None => ("-".into(), "-".into(), String::new()),
         };
         println!(
-            "{:<50} {:>7} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9} {:>5} {:>8} {:>10}  {target}",
+            "{:<50} {} {:>5} {:>8} {:>10}  {target}",
             r.case,
-            r.count,
-            us(r.percentiles_ns[0]),
-            us(r.percentiles_ns[1]),
-            us(r.percentiles_ns[2]),
-            us(r.percentiles_ns[3]),
-            us(r.percentiles_ns[4]),
-            us(r.max_ns),
+            r.cells(7),
             parts,
             batches,
             format!("{:.2}x", ratio(c))
