@@ -134,21 +134,6 @@ impl ScanRequest {
         self
     }
 
-    /// The node holding the primary of every partition the scan needs, when that is one node
-    /// (a pruned scan, or a table whose partitions all have their primary there).
-    fn primary_node(&self, layout: &engine::layout::Layout) -> Option<NodeId> {
-        let partitions = match self.index.as_deref().and_then(|name| self.table.index_number(name)) {
-            Some(index) => {
-                let ranges = self.ranges.iter().map(|r| coerce_range(&self.table, index, r)).collect::<Result<Vec<_>>>().ok()?;
-                ScanSpec { index: Some(index as u16), ranges, program: Vec::new() }.partitions(&self.table)
-            }
-            None => (0..self.table.partitions).collect(),
-        };
-        let mut nodes = partitions.iter().map(|p| layout.replicas(*p).primary.node);
-        let first = nodes.next()?;
-        nodes.all(|n| n == first).then_some(first)
-    }
-
     fn is_aggregate(&self) -> bool {
         !self.aggregates.is_empty()
     }
@@ -339,14 +324,18 @@ impl<'c> Session<'c> {
     /// every partition the scan needs, when one node does (a pruned scan then costs no hop
     /// between data nodes), else on one chosen round-robin.
     pub fn scan(&mut self, request: &ScanRequest) -> Result<Scan<'_, 'c>> {
+        let prepared = request.prepare()?;
         self.round_robin += 1;
         let nodes = &self.layout.data_nodes;
         let mut node = nodes[(self.round_robin as usize) % nodes.len()];
-        if let Some(local) = request.primary_node(&self.layout) {
-            node = local;
+        let mut primaries = prepared.spec.partitions(&request.table).into_iter().map(|p| self.layout.replicas(p).primary.node);
+        if let Some(first) = primaries.next() {
+            if primaries.all(|n| n == first) {
+                node = first;
+            }
         }
         let coordinator = self.layout.coordinator_of(node, self.round_robin / nodes.len() as u64);
-        self.start_scan(request, coordinator, LockMode::CommittedRead, 0)
+        self.start_scan(request, prepared, coordinator, LockMode::CommittedRead, 0)
     }
 
     /// Starts a scan that locks each row it returns for `tx` (shared or exclusive) until `tx`
@@ -363,11 +352,18 @@ impl<'c> Session<'c> {
         if request.is_aggregate() {
             return Err(Error::invalid("a locking scan returns the rows it locks: it cannot aggregate"));
         }
-        self.start_scan(request, tx.coordinator, lock, tx.id)
+        let prepared = request.prepare()?;
+        self.start_scan(request, prepared, tx.coordinator, lock, tx.id)
     }
 
-    fn start_scan(&mut self, request: &ScanRequest, coordinator: signals::BlockRef, lock: LockMode, tx: u64) -> Result<Scan<'_, 'c>> {
-        let prepared = request.prepare()?;
+    fn start_scan(
+        &mut self,
+        request: &ScanRequest,
+        prepared: Prepared,
+        coordinator: signals::BlockRef,
+        lock: LockMode,
+        tx: u64,
+    ) -> Result<Scan<'_, 'c>> {
         self.next_scan = self.next_scan.wrapping_add(1);
         let id = self.next_scan;
         let (tx_low, tx_high) = split(tx);
