@@ -50,9 +50,11 @@ impl Error {
             ErrorCode::DuplicateKey => Error::DuplicateKey(message),
             ErrorCode::NotFound => Error::NotFound(message),
             NoSuchTable | SchemaVersion | BadSchema | TableExists | TooManyTables => Error::Schema { code, message },
-            Overload | OutOfMemory | SchemaBusy | NotConnected => Error::Overload { code, message },
+            Overload | OutOfMemory | SchemaBusy | NotConnected | RedoLogFull | Recovering => Error::Overload { code, message },
             ErrorCode::NodeFailure => Error::NodeFailure { outcome_unknown, message },
-            BadValue | BadKey | WrongPartition | Protocol | BadProgram | TooManyGroups | Overflow => Error::Invalid { code: Some(code), message },
+            BadValue | BadKey | WrongPartition | Protocol | BadProgram | TooManyGroups | Overflow | NotDurable => {
+                Error::Invalid { code: Some(code), message }
+            }
             ErrorCode::Aborted => Error::Aborted(message),
         }
     }

@@ -30,5 +30,5 @@ pub use engine::index::{Range, RangeEnd};
 pub use engine::program::compile::{col, lit, Expr};
 pub use engine::program::AggFn;
 pub use session::{
-    Cluster, Completion, ConnectOptions, OpId, Outcome, Row, Scan, ScanRequest, ScanStats, Session, Transaction, TxState,
+    Cluster, Completion, ConnectOptions, Durability, OpId, Outcome, Row, Scan, ScanRequest, ScanStats, Session, Transaction, TxState,
 };

@@ -94,7 +94,7 @@ fn hostile_signals_get_typed_refusals_or_counted_drops_and_the_node_keeps_servin
     };
     let exec = |tx: u64, operations: u32| {
         let (tx_low, tx_high) = split(tx);
-        TcExecReq { tx_low, tx_high, exec: Exec::Commit as u32, operations }
+        TcExecReq { tx_low, tx_high, exec: Exec::Commit as u32, operations, durability: 0 }
     };
 
     // 1. An unknown table id.
@@ -148,7 +148,7 @@ fn hostile_signals_get_typed_refusals_or_counted_drops_and_the_node_keeps_servin
     let upd = TcKeyReq { tx_low, tx_high, op_no: 0, table: t.id, table_version: t.version, operation: OpKind::Update as u32, lock: 0, map_version: 1 };
     let value = engine::row::bytes_to_words(&engine::row::encode_attributes(&t, &[(1, Value::I64(77))]).unwrap());
     raw.send(tc, TC_KEYREQ, upd.as_words(), &[&key, &value]);
-    raw.send(tc, TC_EXECREQ, TcExecReq { tx_low, tx_high, exec: Exec::NoCommit as u32, operations: 1 }.as_words(), &[]);
+    raw.send(tc, TC_EXECREQ, TcExecReq { tx_low, tx_high, exec: Exec::NoCommit as u32, operations: 1, durability: 0 }.as_words(), &[]);
     let answers = raw.collect(Duration::from_millis(300));
     assert!(answers.iter().any(|(g, d, _)| *g == TC_EXECCONF && d[0] == tx_low), "{answers:?}");
     drop(raw);

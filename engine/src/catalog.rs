@@ -118,4 +118,38 @@ impl Catalog {
         state.dropping.remove(&id);
         state.by_id.remove(&id)
     }
+
+    /// The schema as a file holds it (JSON): the highest version given out and every table.
+    pub fn to_file_bytes(&self) -> Vec<u8> {
+        let state = self.tables.read().unwrap_or_else(PoisonError::into_inner);
+        let mut tables: Vec<&Table> = state.by_id.values().map(|t| &**t).collect();
+        tables.sort_by_key(|t| t.id);
+        let file = SchemaFileRef { highest_version: state.highest_version, tables };
+        serde_json::to_vec_pretty(&file).unwrap_or_default()
+    }
+
+    /// Installs the tables of a schema file (at start, into an empty catalog).
+    pub fn load_file_bytes(&self, bytes: &[u8]) -> Result<usize, String> {
+        let file: SchemaFile = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let mut state = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        state.highest_version = state.highest_version.max(file.highest_version);
+        let n = file.tables.len();
+        for t in file.tables {
+            state.highest_version = state.highest_version.max(t.version);
+            state.by_id.insert(t.id, Arc::new(t));
+        }
+        Ok(n)
+    }
+}
+
+#[derive(serde::Serialize)]
+struct SchemaFileRef<'a> {
+    highest_version: u32,
+    tables: Vec<&'a Table>,
+}
+
+#[derive(serde::Deserialize)]
+struct SchemaFile {
+    highest_version: u32,
+    tables: Vec<Table>,
 }

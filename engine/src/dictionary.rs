@@ -38,6 +38,13 @@ use crate::{Engine, STORAGE};
 
 type Refusal = (ErrorCode, String);
 
+/// The schema file cannot be read or written: the node stops (its tables would be unknown).
+fn fatal_schema(path: &std::path::Path, error: &str) -> ! {
+    tracing::error!(path = %path.display(), error, "schema file unusable: the data node stops");
+    eprintln!("blockwire-datanode: schema file {}: {error}", path.display());
+    std::process::exit(3)
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {
     Prepare,
@@ -93,8 +100,29 @@ impl Dictionary {
 
     fn start(&mut self, ctx: &mut Context<'_>) {
         let (layout, catalog) = self.engine.attach(ctx.node_id());
+        if let Some(dir) = layout.data_dir(ctx.node_id()) {
+            let path = dir.join(crate::datadir::SCHEMA_FILE);
+            match std::fs::read(&path) {
+                Ok(bytes) => match catalog.load_file_bytes(&bytes) {
+                    Ok(n) => tracing::info!(tables = n, path = %path.display(), "schema restored"),
+                    Err(e) => fatal_schema(&path, &e),
+                },
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => fatal_schema(&path, &e.to_string()),
+            }
+        }
         self.layout = Some(layout);
         self.catalog = Some(catalog);
+    }
+
+    /// Writes the schema file (installed atomically) after a committed change, when the node
+    /// keeps its data on disk: the schema is durable before the change is confirmed.
+    fn persist(&self, ctx: &Context<'_>) {
+        let (Some(layout), Some(catalog)) = (&self.layout, &self.catalog) else { return };
+        let Some(dir) = layout.data_dir(ctx.node_id()) else { return };
+        if let Err(e) = crate::datadir::install(dir, crate::datadir::SCHEMA_FILE, &catalog.to_file_bytes()) {
+            fatal_schema(&dir.join(crate::datadir::SCHEMA_FILE), &e.to_string());
+        }
     }
 
     /// The master as this node sees it.
@@ -369,15 +397,19 @@ impl Dictionary {
         let Some(req) = ctx.typed::<DictCommitReq>(signal).copied() else { return };
         if let (Some((kind, table)), Some(catalog)) = (self.prepared.remove(&req.change), self.catalog.clone()) {
             match (kind, req.install != 0) {
-                (CHANGE_CREATE, true) => catalog.install(table),
+                (CHANGE_CREATE, true) => {
+                    catalog.install(table);
+                    self.persist(ctx);
+                }
                 (CHANGE_ADD_INDEX, true) => {
+                    catalog.install(table.clone());
+                    self.persist(ctx);
                     let build = IndexBuildReq {
                         change: req.change,
                         table: table.id,
                         version: table.version,
                         index: table.def.indexes.len().saturating_sub(1) as u32,
                     };
-                    catalog.install(table);
                     let instances = self.layout.as_ref().map_or(0, |l| l.storage_instances);
                     self.building.insert(req.change, ((0..u32::from(instances)).collect(), signal.sender()));
                     for i in 0..instances {
@@ -388,6 +420,7 @@ impl Dictionary {
                 }
                 (CHANGE_DROP, true) => {
                     catalog.remove(table.id);
+                    self.persist(ctx);
                     let instances = self.layout.as_ref().map_or(0, |l| l.storage_instances);
                     let ord = DropTableOrd { table: table.id, version: table.version };
                     for i in 0..instances {

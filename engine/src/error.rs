@@ -50,6 +50,13 @@ pub enum ErrorCode {
     TooManyGroups = 21,
     /// Integer arithmetic of a pushed-down program overflowed.
     Overflow = 22,
+    /// The redo log has no room for the operation until a local checkpoint frees space
+    /// (temporary).
+    RedoLogFull = 23,
+    /// A disk-durable commit was asked of a cluster that keeps no redo log (no `data_dir`).
+    NotDurable = 24,
+    /// The data node is recovering from its files and does not serve yet (temporary).
+    Recovering = 25,
 }
 
 impl ErrorCode {
@@ -79,6 +86,9 @@ impl ErrorCode {
             20 => BadProgram,
             21 => TooManyGroups,
             22 => Overflow,
+            23 => RedoLogFull,
+            24 => NotDurable,
+            25 => Recovering,
             _ => return None,
         })
     }
@@ -93,6 +103,8 @@ impl ErrorCode {
                 | ErrorCode::NodeFailure
                 | ErrorCode::SchemaBusy
                 | ErrorCode::NotConnected
+                | ErrorCode::RedoLogFull
+                | ErrorCode::Recovering
         )
     }
 
@@ -122,6 +134,9 @@ impl ErrorCode {
             BadProgram => "bad scan program",
             TooManyGroups => "too many groups",
             Overflow => "arithmetic overflow",
+            RedoLogFull => "redo log full",
+            NotDurable => "no redo log",
+            Recovering => "node recovering",
         }
     }
 }
@@ -145,6 +160,6 @@ mod tests {
                 seen += 1;
             }
         }
-        assert_eq!(seen, 22);
+        assert_eq!(seen, 25);
     }
 }

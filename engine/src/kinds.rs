@@ -1,5 +1,6 @@
 //! The engine's block kinds, for the cluster file's `[[blocks]]`: `dictionary` (one per data
-//! node), `storage` and `coordinator` (one or more instances). Each reads its settings
+//! node), `storage` and `coordinator` (one or more instances), `checkpoint` (one per data node,
+//! when data nodes have a `data_dir`). Each reads its settings
 //! ([`crate::layout`]) and names any bad key; the blocks share the process's [`Engine`].
 
 use std::sync::Arc;
@@ -9,12 +10,13 @@ use node::config::ConfigError;
 use node::kinds::{BlockEnv, BlockKind, Kinds, Settings};
 use signals::{BlockNumber, Protocol};
 
+use crate::checkpoint::Checkpoint;
 use crate::coordinator::Coordinator;
 use crate::dictionary::Dictionary;
-use crate::layout::{CoordinatorSettings, DictionarySettings, StorageSettings};
+use crate::layout::{CheckpointSettings, CoordinatorSettings, DictionarySettings, StorageSettings};
 use crate::protocol::ENGINE;
 use crate::storage::Storage;
-use crate::{Engine, COORDINATOR, DICTIONARY, STORAGE};
+use crate::{Engine, CHECKPOINT, COORDINATOR, DICTIONARY, STORAGE};
 
 static PROTOCOLS: [&Protocol; 1] = [&ENGINE];
 
@@ -47,6 +49,31 @@ kind!(DictionaryKind, "dictionary", DICTIONARY, DictionarySettings, Dictionary);
 kind!(StorageKind, "storage", STORAGE, StorageSettings, Storage);
 kind!(CoordinatorKind, "coordinator", COORDINATOR, CoordinatorSettings, Coordinator);
 
+/// The `checkpoint` block kind (one per data node of a cluster with `data_dir`s): it runs the
+/// restart protocol in start phase 2.
+#[derive(Debug)]
+pub struct CheckpointKind(pub Arc<Engine>);
+
+impl BlockKind for CheckpointKind {
+    fn name(&self) -> &'static str {
+        "checkpoint"
+    }
+    fn number(&self) -> BlockNumber {
+        CHECKPOINT
+    }
+    fn protocols(&self) -> &'static [&'static Protocol] {
+        &PROTOCOLS
+    }
+    fn start_phases(&self) -> u32 {
+        2
+    }
+    fn make(&self, settings: &mut Settings<'_>, _env: &BlockEnv) -> Result<Box<dyn Block>, ConfigError> {
+        let s = CheckpointSettings::read(settings)?;
+        settings.finish()?;
+        Ok(Box::new(Checkpoint::new(self.0.clone(), s)))
+    }
+}
+
 /// The system kinds and the engine's.
 pub fn engine_kinds(engine: &Arc<Engine>) -> Kinds {
     let mut kinds = Kinds::system();
@@ -54,6 +81,7 @@ pub fn engine_kinds(engine: &Arc<Engine>) -> Kinds {
         Arc::new(DictionaryKind(engine.clone())) as Arc<dyn BlockKind>,
         Arc::new(StorageKind(engine.clone())),
         Arc::new(CoordinatorKind(engine.clone())),
+        Arc::new(CheckpointKind(engine.clone())),
     ] {
         kinds.add(kind).unwrap_or_else(|e| unreachable!("the engine's kinds are distinct: {e}"));
     }

@@ -16,8 +16,9 @@ use node::config::{Config, ConfigError, NodeKind};
 use node::kinds::Settings;
 use signals::{BlockInstance, BlockRef, NodeId};
 
+use crate::redo::{IoUringMode, RedoSettings};
 use crate::schema::SchemaLimits;
-use crate::{COORDINATOR, DICTIONARY, STORAGE};
+use crate::{CHECKPOINT, COORDINATOR, DICTIONARY, STORAGE};
 
 /// The dictionary's settings (`[[blocks]] kind = "dictionary"`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -61,6 +62,16 @@ pub struct StorageSettings {
     pub scan_max_groups: u32,
     /// Row slots an index build examines per step, between which other signals run.
     pub index_build_step_slots: u32,
+    /// The redo log (used when the node has a `data_dir`): `redo_files`, `redo_file_bytes`,
+    /// `redo_buffer_bytes`, `redo_io_uring`.
+    pub redo: RedoSettings,
+    /// Bytes per second a local checkpoint writes at most (`checkpoint_bytes_per_s`).
+    pub checkpoint_bytes_per_s: u64,
+    /// A local checkpoint starts when this share of the redo log (percent) is in use, or
+    /// `checkpoint_interval_ms` after the last one when anything changed.
+    pub checkpoint_log_percent: u32,
+    /// The longest time between local checkpoints while rows change (`checkpoint_interval_ms`).
+    pub checkpoint_interval_ms: u64,
 }
 
 impl StorageSettings {
@@ -72,7 +83,47 @@ impl StorageSettings {
             max_scans: s.u64("max_scans", 256, 1, 1 << 16)? as u32,
             scan_max_groups: s.u64("scan_max_groups", 65_536, 1, 1 << 24)? as u32,
             index_build_step_slots: s.u64("index_build_step_slots", 16_384, 1, 1 << 24)? as u32,
+            redo: read_redo(s)?,
+            checkpoint_bytes_per_s: s.bytes("checkpoint_bytes_per_s", 64 << 20, 1 << 16, 1 << 40)?,
+            checkpoint_log_percent: s.u64("checkpoint_log_percent", 25, 1, 90)? as u32,
+            checkpoint_interval_ms: s.u64("checkpoint_interval_ms", 60_000, 100, 86_400_000)?,
         })
+    }
+}
+
+fn read_redo(s: &mut Settings<'_>) -> Result<RedoSettings, ConfigError> {
+    let d = RedoSettings::default();
+    let io_uring = match s.string("redo_io_uring")?.as_deref() {
+        None | Some("auto") => IoUringMode::Auto,
+        Some("off") => IoUringMode::Off,
+        Some(other) => {
+            return Err(invalid(format!("{}.redo_io_uring", s.prefix()), format!("{other:?}"), "\"auto\" or \"off\""))
+        }
+    };
+    let redo = RedoSettings {
+        files: s.u64("redo_files", u64::from(d.files), 1, u64::from(crate::redo::settings::MAX_FILES))? as u32,
+        file_bytes: s.bytes("redo_file_bytes", d.file_bytes, crate::redo::settings::MIN_FILE_BYTES, crate::redo::settings::MAX_FILE_BYTES)?,
+        buffer_bytes: s.bytes("redo_buffer_bytes", d.buffer_bytes, crate::redo::settings::MIN_BUFFER_BYTES, crate::redo::settings::MAX_BUFFER_BYTES)?,
+        io_uring,
+    };
+    redo.validate().map_err(|e| match e {
+        crate::redo::RedoError::Setting { key, value, allowed } => invalid(format!("{}.redo_{key}", s.prefix()), value, allowed),
+        other => invalid(format!("{}.redo", s.prefix()), other, "valid redo settings"),
+    })?;
+    Ok(redo)
+}
+
+/// The checkpoint block's settings (`[[blocks]] kind = "checkpoint"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CheckpointSettings {
+    /// The master opens a new global checkpoint this often (NDB's `TimeBetweenGlobalCheckpoints`).
+    pub gcp_interval_ms: u64,
+}
+
+impl CheckpointSettings {
+    /// Reads the settings, naming the key of any bad one.
+    pub fn read(s: &mut Settings<'_>) -> Result<CheckpointSettings, ConfigError> {
+        Ok(CheckpointSettings { gcp_interval_ms: s.u64("gcp_interval_ms", 100, 1, 60_000)? })
     }
 }
 
@@ -141,6 +192,12 @@ pub struct Layout {
     pub map_version: u32,
     /// The largest long section, in bytes (rows and keys must fit).
     pub max_section_bytes: usize,
+    /// The cluster file's `cluster_id` (written into every data file).
+    pub cluster_id: u64,
+    /// Each data node's `data_dir`, in `data_nodes` order: all set (durable) or none.
+    pub data_dirs: Vec<Option<std::path::PathBuf>>,
+    /// The checkpoint block's settings, when the cluster keeps its data on disk.
+    pub checkpoint: Option<CheckpointSettings>,
 }
 
 fn invalid(key: String, value: impl ToString, allowed: impl Into<String>) -> ConfigError {
@@ -208,6 +265,7 @@ impl Layout {
             ));
         }
         let node_groups = data_nodes.chunks(replicas).map(<[NodeId]>::to_vec).collect();
+        let (data_dirs, checkpoint) = durability(config, &data_nodes)?;
         Ok(Layout {
             data_nodes,
             node_groups,
@@ -218,7 +276,26 @@ impl Layout {
             coordinator,
             map_version: 1,
             max_section_bytes,
+            cluster_id: u64::from(config.cluster_id),
+            data_dirs,
+            checkpoint,
         })
+    }
+
+    /// Whether the cluster keeps a redo log and checkpoints (every data node has a `data_dir`).
+    pub fn durable(&self) -> bool {
+        self.checkpoint.is_some()
+    }
+
+    /// The `data_dir` of data node `node`.
+    pub fn data_dir(&self, node: NodeId) -> Option<&std::path::Path> {
+        let i = self.data_nodes.iter().position(|n| *n == node)?;
+        self.data_dirs.get(i)?.as_deref()
+    }
+
+    /// The checkpoint block of `node`.
+    pub fn checkpoint_of(node: NodeId) -> BlockRef {
+        BlockRef::new(node, CHECKPOINT, BlockInstance(0))
     }
 
     /// The replicas of partition `partition`.
@@ -251,6 +328,49 @@ impl Layout {
     }
 }
 
+/// Each data node's `data_dir` and the checkpoint block's settings: every data node has a
+/// `data_dir` and one checkpoint block (instance 0) is placed, or neither.
+fn durability(
+    config: &Config,
+    data_nodes: &[NodeId],
+) -> Result<(Vec<Option<std::path::PathBuf>>, Option<CheckpointSettings>), ConfigError> {
+    let dirs: Vec<Option<std::path::PathBuf>> = data_nodes
+        .iter()
+        .map(|id| config.nodes.iter().find(|n| n.id == *id).and_then(|n| n.data_dir.clone()))
+        .collect();
+    let entries: Vec<_> = config.blocks.iter().filter(|b| b.kind == "checkpoint").collect();
+    let with_dir = dirs.iter().filter(|d| d.is_some()).count();
+    if with_dir != 0 && with_dir != dirs.len() {
+        let missing = data_nodes.iter().zip(&dirs).find(|(_, d)| d.is_none()).map(|(n, _)| *n);
+        return Err(invalid(
+            "nodes.data_dir".into(),
+            format!("missing on data node {}", missing.map_or(0, NodeId::get)),
+            "a data_dir on every data node, or on none (in memory only)",
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    if let Some(dup) = dirs.iter().flatten().find(|d| !seen.insert(d.as_path())) {
+        return Err(invalid("nodes.data_dir".into(), dup.display(), "a different data_dir for each data node"));
+    }
+    match (with_dir, entries.as_slice()) {
+        (0, []) => Ok((dirs, None)),
+        (0, [e, ..]) => Err(invalid(
+            format!("blocks[{}].kind", e.entry),
+            "checkpoint",
+            "a checkpoint block only with a data_dir on every data node",
+        )),
+        (_, [e]) if e.instance == BlockInstance(0) => {
+            let mut s = Settings::new(&e.settings.0, format!("blocks[{}]", e.entry));
+            Ok((dirs, Some(CheckpointSettings::read(&mut s)?)))
+        }
+        _ => Err(invalid(
+            "blocks".into(),
+            format!("{} checkpoint blocks", entries.len()),
+            "exactly one [[blocks]] entry of kind \"checkpoint\" (instance 0) when data nodes have a data_dir",
+        )),
+    }
+}
+
 /// A shared, replaceable layout handle.
 pub type SharedLayout = Arc<Layout>;
 
@@ -266,7 +386,17 @@ mod tests {
             dictionary: DictionarySettings { replicas, limits: SchemaLimits::default() },
             storage_instances: instances,
             coordinator_instances: 1,
-            storage: StorageSettings { memory_bytes: 1 << 20, max_operations: 16, max_scans: 1, scan_max_groups: 1, index_build_step_slots: 1 },
+            storage: StorageSettings {
+                memory_bytes: 1 << 20,
+                max_operations: 16,
+                max_scans: 1,
+                scan_max_groups: 1,
+                index_build_step_slots: 1,
+                redo: RedoSettings::default(),
+                checkpoint_bytes_per_s: 1 << 20,
+                checkpoint_log_percent: 25,
+                checkpoint_interval_ms: 1000,
+            },
             coordinator: CoordinatorSettings {
                 max_transactions: 1,
                 max_operations_per_transaction: 1,
@@ -278,6 +408,9 @@ mod tests {
             },
             map_version: 1,
             max_section_bytes: 8188,
+            cluster_id: 1,
+            data_dirs: vec![None; nodes.len()],
+            checkpoint: None,
         }
     }
 

@@ -5,7 +5,10 @@
 //! - [`storage`] (NDB's DBLQH + DBACC + DBTUP): rows in memory, the hash index on the primary
 //!   key, row locks and operation records;
 //! - [`coordinator`] (NDB's DBTC): transactions over any partitions by the linear two-phase
-//!   commit.
+//!   commit;
+//! - [`checkpoint`] (NDB's DBDIH, its global-checkpoint and restart parts): global checkpoints
+//!   and the system restart, when data nodes keep their data on disk ([`redo`], [`lcp`],
+//!   [`datadir`]).
 //!
 //! [`protocol`] declares the signals the blocks and the client speak; [`schema`] and [`row`] the
 //! table definitions and the byte forms of keys, attributes and rows; [`layout`] the node
@@ -22,11 +25,14 @@ use node::kinds::Kinds;
 use signals::{BlockNumber, NodeId};
 
 pub mod catalog;
+pub mod checkpoint;
 pub mod coordinator;
+pub mod datadir;
 pub mod dictionary;
 pub mod error;
 pub mod kinds;
 pub mod layout;
+pub mod lcp;
 pub mod index;
 pub mod locks;
 pub mod program;
@@ -49,6 +55,8 @@ pub const DICTIONARY: BlockNumber = BlockNumber(200);
 pub const STORAGE: BlockNumber = BlockNumber(201);
 /// The coordinator block's number.
 pub const COORDINATOR: BlockNumber = BlockNumber(202);
+/// The checkpoint block's number.
+pub const CHECKPOINT: BlockNumber = BlockNumber(203);
 /// The block number an API node's session sends from (and receives at).
 pub const API_SESSION: BlockNumber = BlockNumber(900);
 
@@ -122,7 +130,17 @@ pub(crate) fn internal_from_data_node(
 /// Whether the cluster file places any engine block (a file with only system blocks runs the
 /// runtime alone).
 pub fn places_engine_blocks(config: &Config) -> bool {
-    config.blocks.iter().any(|b| matches!(b.kind.as_str(), "dictionary" | "storage" | "coordinator"))
+    config.blocks.iter().any(|b| matches!(b.kind.as_str(), "dictionary" | "storage" | "coordinator" | "checkpoint"))
+}
+
+/// Prepares the data directory of data node `node_id` before it starts (see [`datadir`]);
+/// with `initial`, empties it. Does nothing for a cluster kept in memory only.
+pub fn prepare_node(layout: &Layout, node_id: u64, initial: bool) -> Result<(), ConfigError> {
+    let Some(node) = u32::try_from(node_id).ok().and_then(NodeId::new) else { return Ok(()) };
+    let Some(dir) = layout.data_dir(node) else { return Ok(()) };
+    datadir::prepare(dir, layout.cluster_id, node, initial)
+        .map(|_| ())
+        .map_err(|e| ConfigError::DataDir { path: dir.to_owned(), message: e.to_string() })
 }
 
 /// Loads a cluster file with the engine's kinds and, when it places engine blocks, configures

@@ -132,6 +132,16 @@ pub const OUTCOME_COMMITTED: u32 = 2;
 /// `TC_EXECCONF.outcome`: rolled back as asked.
 pub const OUTCOME_ROLLED_BACK: u32 = 3;
 
+/// `TC_EXECREQ.durability`: the commit is acknowledged once every replica holds it in memory
+/// (NDB's network durability).
+pub const DURABILITY_MEMORY: u32 = 0;
+/// `TC_EXECREQ.durability`: the commit is acknowledged once its global checkpoint is on disk
+/// on every data node.
+pub const DURABILITY_DISK: u32 = 1;
+
+/// The table id of the redo log's control records (never a real table's).
+pub const CONTROL_TABLE: u32 = u32::MAX;
+
 /// `LQH_KEYREQ.flags`: this replica is the last of the chain (answers the coordinator).
 pub const LQH_LAST_REPLICA: u32 = 1;
 
@@ -168,11 +178,17 @@ payloads! {
         exec,
         /// How many operations this batch sent.
         operations,
+        /// [`DURABILITY_MEMORY`] or [`DURABILITY_DISK`] (a commit).
+        durability,
     }
     /// `TC_KEYCONF` (coordinator -> client): a read's result; section 0 the row image when found.
     TcKeyConf { tx_low, tx_high, op_no, found }
     /// `TC_EXECCONF` (coordinator -> client): the batch is done.
-    TcExecConf { tx_low, tx_high, outcome }
+    TcExecConf {
+        tx_low, tx_high, outcome,
+        /// The global checkpoint a commit went into (0 otherwise).
+        gci_low, gci_high,
+    }
     /// `TC_EXECREF` (coordinator -> client): the transaction is aborted; section 0 the message.
     TcExecRef {
         tx_low, tx_high,
@@ -200,17 +216,54 @@ payloads! {
     /// `LQH_KEYREF` (a replica -> coordinator): refused; section 0 the message.
     LqhKeyRef { tx_low, tx_high, tc_slot, tc_op, error, primary_ref, primary_op }
     /// `COMMIT_REQ` (coordinator -> last replica -> ... -> primary).
-    CommitReq { tx_low, tx_high, tc_ref, tc_slot, tc_op, op, next_ref, next_op }
+    CommitReq {
+        tx_low, tx_high, tc_ref, tc_slot, tc_op, op, next_ref, next_op,
+        /// The global checkpoint the transaction commits in (its redo records carry it).
+        gci_low, gci_high,
+    }
     /// `COMMIT_CONF` (primary -> coordinator).
     CommitConf { tx_low, tx_high, tc_slot, tc_op }
     /// `COMPLETE_REQ`: as `COMMIT_REQ`; releases the locks.
-    CompleteReq { tx_low, tx_high, tc_ref, tc_slot, tc_op, op, next_ref, next_op }
+    CompleteReq { tx_low, tx_high, tc_ref, tc_slot, tc_op, op, next_ref, next_op, gci_low, gci_high }
     /// `COMPLETE_CONF`.
     CompleteConf { tx_low, tx_high, tc_slot, tc_op }
     /// `ABORT_REQ` (coordinator -> primary -> backup), found by the coordinator's ids.
     AbortReq { tx_low, tx_high, tc_ref, tc_slot, tc_op }
     /// `ABORT_CONF` (the last replica that held the operation -> coordinator).
     AbortConf { tx_low, tx_high, tc_slot, tc_op }
+    /// `GCP_PREPARE` (master checkpoint -> every checkpoint -> its coordinators): global
+    /// checkpoint `gci` opens next; hold commits until `GCP_COMMIT`.
+    GcpPrepare { gci_low, gci_high }
+    /// `GCP_PREPARE_CONF`: commits are held (`node` of the sender).
+    GcpPrepareConf { gci_low, gci_high, node }
+    /// `GCP_COMMIT`: commits now carry `gci`; the one before it closes.
+    GcpCommit { gci_low, gci_high }
+    /// `GCP_NODEFINISH`: no commit of `gci` (the closed one) or earlier is still running here.
+    GcpNodeFinish { gci_low, gci_high, node }
+    /// `GCP_SAVE_REQ` (master -> checkpoint -> storage): make the redo durable through `gci`.
+    GcpSaveReq { gci_low, gci_high }
+    /// `GCP_SAVE_CONF`: the redo of `gci` and before is on disk.
+    GcpSaveConf { gci_low, gci_high, node }
+    /// `GCP_SAVED` (master -> every checkpoint -> coordinators and storage): `gci` is durable.
+    GcpSaved { gci_low, gci_high }
+    /// `GCP_CLOSE_REQ` (coordinator -> checkpoint -> master): a disk-durable commit waits in
+    /// `gci`: close it now rather than at the interval.
+    GcpCloseReq { gci_low, gci_high }
+    /// `GCP_TIMER`: the master's interval.
+    GcpTimer { unused }
+    /// `RESTART_INFO_REQ` (checkpoint -> its storage instances): what your files hold.
+    RestartInfoReq { unused }
+    /// `RESTART_INFO` (storage -> checkpoint; checkpoint -> master, for the whole node): the
+    /// highest global checkpoint saved on disk (`saved`) and the highest any record carries
+    /// (`max`).
+    RestartInfo { node, saved_low, saved_high, max_low, max_high }
+    /// `RESTART_ORD` (master -> checkpoints -> storage): restore through `restart` (the
+    /// highest checkpoint saved on every node); new global checkpoints start above `max`.
+    RestartOrd { restart_low, restart_high, max_low, max_high }
+    /// `RESTART_DONE` (storage -> checkpoint): restored.
+    RestartDone { node, rows_low, rows_high }
+    /// `LCP_CONTINUE`: the next step of a local checkpoint.
+    LcpContinue { unused }
     /// `CHECKSUM_REQ` (anyone -> storage): the rows of one partition of a table.
     ChecksumReq { request, table, partition }
     /// `CHECKSUM_CONF`: row count and an order-independent checksum of (key, row) pairs.
@@ -415,5 +468,33 @@ signals::protocol! {
         INDEX_BUILD_CONF = 246 => IndexBuildConf;
         /// The next step of a build.
         INDEX_BUILD_CONTINUE = 247 => IndexBuildContinue;
+        /// A global checkpoint opens next: hold commits.
+        GCP_PREPARE = 260 => GcpPrepare;
+        /// Commits held.
+        GCP_PREPARE_CONF = 261 => GcpPrepareConf;
+        /// Switch to the new global checkpoint.
+        GCP_COMMIT = 262 => GcpCommit;
+        /// The closed global checkpoint has no commit running on a node.
+        GCP_NODEFINISH = 263 => GcpNodeFinish;
+        /// Make the redo durable through a global checkpoint.
+        GCP_SAVE_REQ = 264 => GcpSaveReq;
+        /// Durable on a node (or storage instance).
+        GCP_SAVE_CONF = 265 => GcpSaveConf;
+        /// A global checkpoint is durable on every data node.
+        GCP_SAVED = 266 => GcpSaved;
+        /// Close the open global checkpoint early.
+        GCP_CLOSE_REQ = 267 => GcpCloseReq;
+        /// The master's global checkpoint interval.
+        GCP_TIMER = 268 => GcpTimer;
+        /// Ask storage what its files hold.
+        RESTART_INFO_REQ = 269 => RestartInfoReq;
+        /// What a storage instance's or a node's files hold.
+        RESTART_INFO = 270 => RestartInfo;
+        /// Restore to the restart global checkpoint.
+        RESTART_ORD = 271 => RestartOrd;
+        /// Restored.
+        RESTART_DONE = 272 => RestartDone;
+        /// The next step of a local checkpoint.
+        LCP_CONTINUE = 273 => LcpContinue;
     }
 }

@@ -571,3 +571,45 @@ fn a_bad_setting_is_refused_by_name() {
     assert!(matches!(error, RedoError::Setting { key: "file_bytes", .. }), "{error}");
     assert!(std::fs::read_dir(&dir.0).expect("list").next().is_none(), "nothing created");
 }
+
+/// A round in which a record ends exactly at a file's end: the next record goes to the next
+/// file's start and the round's bytes are written as two pieces, never past the first file's
+/// end (the positions run on across the boundary; the files do not).
+#[test]
+fn a_record_ending_exactly_at_a_files_end_does_not_spill_past_it() {
+    for mode in [Mode::Blocking, Mode::Uring] {
+        let dir = TempDir::new("exact-end");
+        let Some((mut log, _)) = open(&dir.0, mode) else { continue };
+        let data = settings(mode).data_bytes();
+        let key = [7u8; 8];
+        let image = [9u8; 12];
+        let bytes = engine::redo::record::encoded_bytes(key.len(), image.len()).expect("fits") as u64;
+        assert_eq!(data % bytes, 0, "the record size must divide a file's data area for this test");
+        let count = data / bytes + data / bytes / 2;
+        for i in 0..count {
+            let record = Record {
+                gci: 1 + i,
+                transaction: i,
+                table: 1,
+                table_version: 1,
+                partition: 0,
+                key: &key,
+                change: Change::Write(&image),
+            };
+            log.append(&record).expect("append");
+            if i % 40 == 39 {
+                log.flush().expect("flush");
+            }
+        }
+        log.flush().expect("flush");
+        drop(log);
+        for entry in std::fs::read_dir(&dir.0).expect("list") {
+            let entry = entry.expect("entry");
+            let len = entry.metadata().expect("metadata").len();
+            assert_eq!(len, settings(mode).file_bytes, "{mode:?}: {} grew past its size", entry.path().display());
+        }
+        let (_, recovered) = open(&dir.0, mode).expect("reopen");
+        assert_eq!(recovered.records.len() as u64, count, "{mode:?}: records read back");
+        assert!(recovered.records.iter().enumerate().all(|(i, r)| r.gci == 1 + i as u64));
+    }
+}

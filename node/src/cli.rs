@@ -44,6 +44,10 @@ struct Args {
     /// This node's id in the cluster file (a data node).
     #[arg(long, required = true)]
     node_id: Option<u64>,
+    /// Wipe this node's data directory and start empty (every data node of a cluster starts
+    /// with --initial the first time, or all of them start from their files).
+    #[arg(long)]
+    initial: bool,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -84,11 +88,22 @@ enum DatanodeError {
     Stats(String),
 }
 
-/// How a binary reads a cluster file: the validated file and the block kinds it links.
-pub type Loader<'a> = &'a dyn Fn(&std::path::Path) -> Result<(Config, Kinds), ConfigError>;
+/// Which node a loader prepares to run, and how.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Start {
+    /// The data node's id.
+    pub node_id: u64,
+    /// `--initial`: wipe the node's data directory and start empty.
+    pub initial: bool,
+}
+
+/// How a binary reads a cluster file: the validated file and the block kinds it links. With a
+/// [`Start`] (not for `stats`) it also prepares that node's files.
+pub type Loader<'a> =
+    &'a dyn Fn(&std::path::Path, Option<Start>) -> Result<(Config, Kinds), ConfigError>;
 
 /// The system blocks' loader (the runtime alone).
-pub fn system_loader(path: &std::path::Path) -> Result<(Config, Kinds), ConfigError> {
+pub fn system_loader(path: &std::path::Path, _start: Option<Start>) -> Result<(Config, Kinds), ConfigError> {
     let kinds = Kinds::system();
     Ok((Config::load_with(path, &kinds)?, kinds))
 }
@@ -106,7 +121,9 @@ pub fn main(name: &'static str, load: Loader<'_>) -> ExitCode {
         (Some(Command::Stats { config, node_id, as_node, timeout_s }), _, _) => {
             stats(config, *node_id, *as_node, Duration::from_secs(*timeout_s), load)
         }
-        (None, Some(config), Some(node_id)) => run(config, node_id, load),
+        (None, Some(config), Some(node_id)) => {
+            run(config, Start { node_id, initial: args.initial }, load)
+        }
         _ => Err(DatanodeError::Stats("--config and --node-id are required".into())),
     };
     match result {
@@ -119,10 +136,10 @@ pub fn main(name: &'static str, load: Loader<'_>) -> ExitCode {
     }
 }
 
-fn run(path: &std::path::Path, node_id: u64, load: Loader<'_>) -> Result<(), DatanodeError> {
+fn run(path: &std::path::Path, start: Start, load: Loader<'_>) -> Result<(), DatanodeError> {
     let mut signals = Signals::new([SIGINT, SIGTERM]).map_err(DatanodeError::Signals)?;
-    let (config, kinds) = load(path)?;
-    let node = DataNode::start(&config, node_id, &kinds)?;
+    let (config, kinds) = load(path, Some(start))?;
+    let node = DataNode::start(&config, start.node_id, &kinds)?;
     // A node that stops by itself (a thread panicked) ends the wait for a signal too.
     let (stopper, signal_handle) = (node.stopper(), signals.handle());
     let watcher = std::thread::spawn(move || {
@@ -150,7 +167,7 @@ fn stats(
     timeout: Duration,
     load: Loader<'_>,
 ) -> Result<(), DatanodeError> {
-    let (config, _) = load(path)?;
+    let (config, _) = load(path, None)?;
     let target = config.data_node(node_id)?.id;
     let me = match as_node {
         Some(id) => u32::try_from(id)

@@ -146,6 +146,11 @@ pub struct Settings<'a> {
 }
 
 impl<'a> Settings<'a> {
+    /// The name errors give this entry (`blocks[2]`).
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     /// The settings of `table`, named `prefix` (`blocks[2]`) in errors.
     pub fn new(table: &'a toml::Table, prefix: impl Into<String>) -> Settings<'a> {
         Settings { table, prefix: prefix.into(), asked: Vec::new() }

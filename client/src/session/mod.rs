@@ -242,6 +242,19 @@ pub struct Transaction {
     state: TxState,
     reads: HashMap<u32, Option<Row>>,
     tables: HashMap<u32, Arc<Table>>,
+    durability: Durability,
+    gci: u64,
+}
+
+/// When a commit is acknowledged.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Durability {
+    /// Once every replica holds it in memory (NDB's network durability): a whole-cluster crash
+    /// loses it unless its global checkpoint became durable first.
+    #[default]
+    Memory,
+    /// Once its global checkpoint is on disk on every data node: it survives any crash.
+    Disk,
 }
 
 /// A handle to an operation's result.
@@ -257,6 +270,17 @@ impl Transaction {
     /// Where it is.
     pub fn state(&self) -> TxState {
         self.state
+    }
+
+    /// Sets when its commit is acknowledged (default [`Durability::Memory`]).
+    pub fn set_durability(&mut self, durability: Durability) {
+        self.durability = durability;
+    }
+
+    /// The global checkpoint its commit went into, once committed (0 in a cluster kept in
+    /// memory only).
+    pub fn gci(&self) -> u64 {
+        self.gci
     }
 
     fn add(&mut self, op: PendingOp) -> Result<OpId> {
@@ -353,6 +377,7 @@ impl Transaction {
             };
             self.reads.insert(op, row);
         }
+        self.gci = completion.gci;
         self.state = match &completion.result {
             Ok(Outcome::Executed) => TxState::Open,
             Ok(Outcome::Committed) => TxState::Committed,
@@ -402,6 +427,9 @@ pub struct Completion {
     pub tx: u64,
     /// Read results: operation number, and (table id, row image) when found.
     rows: Vec<ReadResult>,
+    /// The global checkpoint a commit went into (0 for other outcomes, and in a cluster kept in
+    /// memory only).
+    pub gci: u64,
     /// The batch's end.
     pub result: Result<Outcome>,
 }
@@ -456,7 +484,11 @@ impl Inbox {
                     OUTCOME_COMMITTED => Outcome::Committed,
                     _ => Outcome::RolledBack,
                 };
-                self.finish(join(conf.tx_low, conf.tx_high), Ok(outcome));
+                let tx = join(conf.tx_low, conf.tx_high);
+                self.finish(tx, Ok(outcome));
+                if let Some(done) = self.done.last_mut().filter(|d| d.tx == tx) {
+                    done.gci = join(conf.gci_low, conf.gci_high);
+                }
             }
             TC_EXECREF => {
                 let Ok(r) = view.typed::<TcExecRef>() else { return self.drop_one() };
@@ -504,7 +536,7 @@ impl Inbox {
 
     fn finish(&mut self, tx: u64, result: Result<Outcome>) {
         let Some(f) = self.in_flight.remove(&tx) else { return self.drop_one() };
-        self.done.push(Completion { tx, rows: f.rows, result });
+        self.done.push(Completion { tx, rows: f.rows, gci: 0, result });
     }
 
     /// A data node's link failed: its transactions end.
@@ -723,6 +755,8 @@ impl Session<'_> {
             state: TxState::Open,
             reads: HashMap::new(),
             tables: HashMap::new(),
+            durability: Durability::Memory,
+            gci: 0,
         }
     }
 
@@ -755,7 +789,11 @@ impl Session<'_> {
             self.pack(to, &signal)?;
         }
         tx.next_op += ops.len() as u32;
-        let exec_req = TcExecReq { tx_low, tx_high, exec: exec as u32, operations: ops.len() as u32 };
+        let durability = match tx.durability {
+            Durability::Memory => DURABILITY_MEMORY,
+            Durability::Disk => DURABILITY_DISK,
+        };
+        let exec_req = TcExecReq { tx_low, tx_high, exec: exec as u32, operations: ops.len() as u32, durability };
         self.pack(to, &Signal::new(TC_EXECREQ, self.me, to).data(exec_req.as_words()))?;
         tx.state = TxState::InFlight;
         self.inbox.in_flight.insert(

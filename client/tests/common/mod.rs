@@ -38,6 +38,11 @@ pub struct Shape {
     pub coordinator: &'static str,
     pub storage: &'static str,
     pub threads: u32,
+    /// Data nodes keep their data on disk: a `data_dir` each (under the test's directory)
+    /// and a checkpoint block with these settings.
+    pub durable: Option<&'static str>,
+    /// Environment variables for the data-node processes.
+    pub node_env: Vec<(&'static str, &'static str)>,
 }
 
 impl Default for Shape {
@@ -51,12 +56,14 @@ impl Default for Shape {
             coordinator: "",
             storage: "",
             threads: 1,
+            durable: None,
+            node_env: Vec::new(),
         }
     }
 }
 
 /// The cluster file text for `shape`: data nodes 1..=n, API nodes 100.., every pair linked.
-pub fn cluster_file(shape: &Shape) -> String {
+pub fn cluster_file(shape: &Shape, dir: &Path) -> String {
     let mut s = String::from("cluster_id = 7\n");
     let data: Vec<u32> = (1..=shape.data_nodes).collect();
     let api: Vec<u32> = (100..100 + shape.api_nodes).collect();
@@ -65,6 +72,9 @@ pub fn cluster_file(shape: &Shape) -> String {
         let kind = if *id < 100 { "data" } else { "api" };
         let port = std::iter::repeat_with(free_port).find(|p| ports.insert(*p)).unwrap_or_default();
         s += &format!("[[nodes]]\nid = {id}\nkind = \"{kind}\"\nhost = \"127.0.0.1\"\nport = {port}\n");
+        if kind == "data" && shape.durable.is_some() {
+            s += &format!("data_dir = \"{}\"\n", dir.join(format!("node-{id}")).display());
+        }
     }
     for (i, a) in data.iter().enumerate() {
         for b in data[i + 1..].iter().chain(&api) {
@@ -83,6 +93,9 @@ pub fn cluster_file(shape: &Shape) -> String {
         shape.storage
     );
     s += &format!("[[blocks]]\nkind = \"coordinator\"\n{}\n", shape.coordinator);
+    if let Some(settings) = shape.durable {
+        s += &format!("[[blocks]]\nkind = \"checkpoint\"\n{settings}\n");
+    }
     s += "[[blocks]]\nkind = \"stats\"\n";
     s
 }
@@ -106,6 +119,8 @@ pub struct TestCluster {
     pub nodes: Vec<(u32, Child)>,
     /// (node, peer) pairs whose link a node logged as up.
     pub links_up: Arc<Mutex<HashSet<(u32, u32)>>>,
+    /// Nodes that logged they serve after restoring from disk (durable clusters).
+    pub serving: Arc<Mutex<HashSet<u32>>>,
 }
 
 /// A log line without its colour codes.
@@ -144,13 +159,17 @@ impl TestCluster {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("cluster.toml");
         let links_up = Arc::new(Mutex::new(HashSet::new()));
-        let mut cluster = TestCluster { dir, path, shape: shape.clone(), nodes: Vec::new(), links_up };
+        let serving = Arc::new(Mutex::new(HashSet::new()));
+        let mut cluster = TestCluster { dir, path, shape: shape.clone(), nodes: Vec::new(), links_up, serving };
         for attempt in 1..=3 {
-            std::fs::write(&cluster.path, cluster_file(&shape)).unwrap();
+            std::fs::write(&cluster.path, cluster_file(&shape, &cluster.dir)).unwrap();
             let started = (1..=shape.data_nodes).try_for_each(|id| cluster.try_start_node(id));
             match started {
                 Ok(()) => {
                     cluster.wait_linked();
+                    if shape.durable.is_some() {
+                        cluster.wait_serving();
+                    }
                     return cluster;
                 }
                 Err(log) if attempt < 3 && log.contains("in use") => {
@@ -184,6 +203,41 @@ impl TestCluster {
         }
     }
 
+    /// Waits until every data node logged that it serves (restored from its files).
+    pub fn wait_serving(&self) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        loop {
+            let missing: Vec<u32> =
+                (1..=self.shape.data_nodes).filter(|n| !self.serving.lock().unwrap().contains(n)).collect();
+            if missing.is_empty() {
+                return;
+            }
+            assert!(std::time::Instant::now() < deadline, "data nodes {missing:?} did not restore within 120 s");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILLs every data node (no stop, no flush: as a power cut to the processes).
+    pub fn kill_all(&mut self) {
+        for (_, child) in &mut self.nodes {
+            let _ = child.kill();
+        }
+        for (_, mut child) in self.nodes.drain(..) {
+            let _ = child.wait();
+        }
+        self.links_up.lock().unwrap().clear();
+        self.serving.lock().unwrap().clear();
+    }
+
+    /// Starts every data node again from its files and waits until all serve.
+    pub fn restart_all(&mut self) {
+        for id in 1..=self.shape.data_nodes {
+            self.start_node(id);
+        }
+        self.wait_linked();
+        self.wait_serving();
+    }
+
     /// Starts data node `id` and waits until it runs.
     pub fn start_node(&mut self, id: u32) {
         if let Err(log) = self.try_start_node(id) {
@@ -196,18 +250,23 @@ impl TestCluster {
         let mut child = Command::new(datanode_binary())
             .args(["--config", self.path.to_str().unwrap(), "--node-id", &id.to_string()])
             .env("RUST_LOG", "warn,node=info,engine=info")
+            .envs(self.shape.node_env.iter().copied())
             .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let links_up = self.links_up.clone();
+        let serving = self.serving.clone();
         std::thread::spawn(move || {
             let mut log = String::new();
             let mut sent = false;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(peer) = link_up_peer(&line) {
                     links_up.lock().unwrap().insert((id, peer));
+                }
+                if line.contains("the node serves") {
+                    serving.lock().unwrap().insert(id);
                 }
                 if !sent && line.contains("data node running") {
                     let _ = tx.send(Ok(()));

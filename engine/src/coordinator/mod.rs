@@ -46,6 +46,7 @@ use crate::pool::Pool;
 use crate::resend::Resend;
 use crate::Engine;
 
+mod gcp;
 mod scan;
 
 /// How often timeouts are checked, at most.
@@ -122,6 +123,12 @@ struct Tx {
     batch_started_ns: u64,
     /// Storage blocks where a locking scan of this transaction ran (they hold its scan locks).
     scan_storages: Vec<BlockRef>,
+    /// The client asked for a disk-durable commit.
+    disk: bool,
+    /// The global checkpoint its commit carries (set when the commit phase starts).
+    gci: u64,
+    /// It wrote a row (a disk-durable acknowledgement waits for its GCI).
+    writes: bool,
 }
 
 #[derive(Debug, Default)]
@@ -147,6 +154,7 @@ pub struct Coordinator {
     by_id: HashMap<(NodeId, u64), u32>,
     scans: Pool<scan::Scan>,
     scans_by_id: HashMap<(NodeId, u32), u32>,
+    gcp: gcp::GcpState,
     counters: Counters,
 }
 
@@ -164,12 +172,14 @@ impl Coordinator {
             by_id: HashMap::new(),
             scans: Pool::default(),
             scans_by_id: HashMap::new(),
+            gcp: gcp::GcpState::default(),
             counters: Counters::default(),
         }
     }
 
     fn start(&mut self, ctx: &mut Context<'_>) {
         let (layout, catalog) = self.engine.attach(ctx.node_id());
+        self.gcp.durable_cluster = layout.durable();
         self.layout = Some(layout);
         self.catalog = Some(catalog);
         self.slots.reserve(self.settings.max_transactions.min(1 << 16) as usize);
@@ -222,6 +232,9 @@ impl Coordinator {
             last_activity_ns: now,
             batch_started_ns: now,
             scan_storages: Vec::new(),
+            disk: false,
+            gci: 0,
+            writes: false,
         });
         self.by_id.insert((client.node, id), slot);
         Ok(slot)
@@ -411,6 +424,17 @@ impl Coordinator {
             tx.client_waiting = true;
             return self.check_batch(slot, ctx);
         };
+        match (req.durability, exec) {
+            (DURABILITY_MEMORY, _) => {}
+            (DURABILITY_DISK, Exec::Commit) if !self.gcp.durable_cluster => {
+                let m = "a disk-durable commit needs data nodes with a data_dir (this cluster keeps its data in memory only)";
+                tx.failure.get_or_insert(failure(ErrorCode::NotDurable, u32::MAX, m.into()));
+            }
+            (DURABILITY_DISK, _) => tx.disk = true,
+            (other, _) => {
+                tx.failure.get_or_insert(failure(ErrorCode::Protocol, u32::MAX, format!("unknown durability {other}")));
+            }
+        }
         if req.operations != tx.batch_ops {
             tx.failure.get_or_insert(failure(
                 ErrorCode::Protocol,
@@ -438,7 +462,8 @@ impl Coordinator {
                 tx.state = TxState::Open;
                 tx.exec = None;
                 tx.client_waiting = false;
-                let conf = TcExecConf { tx_low: tx.id as u32, tx_high: (tx.id >> 32) as u32, outcome: OUTCOME_EXECUTED };
+                let (tx_low, tx_high) = split(tx.id);
+                let conf = TcExecConf { tx_low, tx_high, outcome: OUTCOME_EXECUTED, ..TcExecConf::default() };
                 self.out.send(ctx, TC_EXECCONF, tx.client, conf.as_words(), &[]);
             }
             Exec::Commit => self.commit(slot, ctx),
@@ -450,8 +475,23 @@ impl Coordinator {
     }
 
     fn commit(&mut self, slot: u32, ctx: &mut Context<'_>) {
+        if self.gcp.must_hold() {
+            if let Some(tx) = self.slots[slot as usize].as_ref() {
+                self.gcp.held.push((slot, tx.id));
+            }
+            return;
+        }
         let Some(tx) = self.slots[slot as usize].as_mut() else { return };
         tx.state = TxState::Committing;
+        tx.gci = self.gcp.open_gci;
+        tx.writes = tx.ops.iter().any(|o| o.kind.writes());
+        *self.gcp.committing.entry(tx.gci).or_insert(0) += 1;
+        if tx.disk && tx.writes && self.gcp.close_asked < tx.gci {
+            self.gcp.close_asked = tx.gci;
+            let (gci_low, gci_high) = split(tx.gci);
+            let to = Layout::checkpoint_of(ctx.node_id());
+            self.out.send(ctx, GCP_CLOSE_REQ, to, GcpCloseReq { gci_low, gci_high }.as_words(), &[]);
+        }
         if self.send_along_chains(slot, COMMIT_REQ, ctx) == 0 {
             self.committed(slot, ctx);
         }
@@ -475,7 +515,19 @@ impl Coordinator {
             } else {
                 (op.primary_ref, op.primary_op, 0, 0)
             };
-            let req = CommitReq { tx_low, tx_high, tc_ref: me, tc_slot: slot, tc_op: i as u32, op: first_op, next_ref, next_op };
+            let (gci_low, gci_high) = split(tx.gci);
+            let req = CommitReq {
+                tx_low,
+                tx_high,
+                tc_ref: me,
+                tc_slot: slot,
+                tc_op: i as u32,
+                op: first_op,
+                next_ref,
+                next_op,
+                gci_low,
+                gci_high,
+            };
             if let Some(to) = BlockRef::from_word(first) {
                 if self.out.send(ctx, gsn, to, req.as_words(), &[]) {
                     sent += 1;
@@ -490,19 +542,19 @@ impl Coordinator {
     fn committed(&mut self, slot: u32, ctx: &mut Context<'_>) {
         self.bump(ctx, self.counters.committed);
         let Some(tx) = self.slots[slot as usize].as_mut() else { return };
+        let gci = tx.gci;
         if !tx.read_backup {
-            reply_committed(&mut self.out, ctx, tx);
+            self.acknowledge(slot, ctx);
         }
+        self.gcp.commit_done(gci);
+        self.check_finish(ctx);
+        let Some(tx) = self.slots[slot as usize].as_mut() else { return };
         tx.state = TxState::Completing;
         self.release_scan_locks(slot, ctx);
         if self.send_along_chains(slot, COMPLETE_REQ, ctx) > 0 {
             return;
         }
-        if let Some(tx) = self.slots[slot as usize].as_mut() {
-            if !tx.replied {
-                reply_committed(&mut self.out, ctx, tx);
-            }
-        }
+        self.acknowledge(slot, ctx);
         self.free_tx(slot);
     }
 
@@ -543,7 +595,7 @@ impl Coordinator {
         }
         if f.rollback {
             let (tx_low, tx_high) = split(tx.id);
-            let conf = TcExecConf { tx_low, tx_high, outcome: OUTCOME_ROLLED_BACK };
+            let conf = TcExecConf { tx_low, tx_high, outcome: OUTCOME_ROLLED_BACK, ..TcExecConf::default() };
             self.out.send(ctx, TC_EXECCONF, tx.client, conf.as_words(), &[]);
         } else {
             reply_ref(&mut self.out, ctx, tx.client, tx.id, &f);
@@ -622,9 +674,7 @@ impl Coordinator {
         match expected {
             TxState::Committing => self.committed(slot, ctx),
             TxState::Completing => {
-                if !tx.replied {
-                    reply_committed(&mut self.out, ctx, tx);
-                }
+                self.acknowledge(slot, ctx);
                 self.free_tx(slot);
             }
             _ => self.aborted(slot, ctx),
@@ -715,11 +765,11 @@ fn failure(code: ErrorCode, op_no: u32, message: String) -> Failure {
     Failure { code, op_no, message, rollback: false }
 }
 
-fn reply_committed(out: &mut Resend, ctx: &mut Context<'_>, tx: &mut Tx) {
-    tx.replied = true;
-    let (tx_low, tx_high) = split(tx.id);
-    let conf = TcExecConf { tx_low, tx_high, outcome: OUTCOME_COMMITTED };
-    out.send(ctx, TC_EXECCONF, tx.client, conf.as_words(), &[]);
+fn reply_committed(out: &mut Resend, ctx: &mut Context<'_>, client: BlockRef, id: u64, gci: u64) {
+    let (tx_low, tx_high) = split(id);
+    let (gci_low, gci_high) = split(gci);
+    let conf = TcExecConf { tx_low, tx_high, outcome: OUTCOME_COMMITTED, gci_low, gci_high };
+    out.send(ctx, TC_EXECCONF, client, conf.as_words(), &[]);
 }
 
 fn reply_ref(out: &mut Resend, ctx: &mut Context<'_>, client: BlockRef, id: u64, f: &Failure) {
@@ -756,6 +806,9 @@ impl Block for Coordinator {
                 | RESEND
                 | SCAN_FRAGCONF
                 | SCAN_FRAGREF
+                | GCP_PREPARE
+                | GCP_COMMIT
+                | GCP_SAVED
         );
         if internal && !crate::internal_from_data_node(self.layout.as_ref(), signal, ctx) {
             return;
@@ -771,6 +824,9 @@ impl Block for Coordinator {
             SCAN_FRAGCONF => self.on_scan_frag_conf(signal, ctx),
             SCAN_FRAGREF => self.on_scan_frag_ref(signal, ctx),
             TC_TIMER => self.on_timer(ctx),
+            GCP_PREPARE => self.on_gcp_prepare(signal, ctx),
+            GCP_COMMIT => self.on_gcp_commit(signal, ctx),
+            GCP_SAVED => self.on_gcp_saved(signal, ctx),
             RESEND => self.out.on_timer(ctx),
             gsn::NODE_FAILREP => self.on_node_failure(signal, ctx),
             gsn::NODE_CONNECTED => {}

@@ -122,9 +122,12 @@ impl RoundBuffer {
         self.records = 0;
     }
 
-    /// Starts a segment unless the next bytes continue the current one at `position`.
-    fn place(&mut self, position: u64) {
-        let continues = self.segment_count > 0 && {
+    /// Starts a segment unless the next bytes continue the current one at `position`. A
+    /// position at a file's start always starts one: positions run on across a file's end,
+    /// but the bytes go to the next file (a record that ends exactly at a file's end is
+    /// followed by one at the next file's start).
+    fn place(&mut self, position: u64, data_bytes: u64) {
+        let continues = self.segment_count > 0 && position % data_bytes != 0 && {
             let s = self.segments[self.segment_count - 1];
             s.position + (self.used - s.buffer_start) as u64 == position
         };
@@ -286,13 +289,13 @@ impl RedoLog {
         }
         if file_end {
             let stamp = Stamp { sequence: self.head.sequence, position, round: self.head.round };
-            self.fill.place(position);
+            self.fill.place(position, g.data_bytes);
             self.fill.used +=
                 record::encode_file_end(stamp, &mut self.fill.bytes[self.fill.used..]);
             self.head.sequence += 1;
         }
         let stamp = Stamp { sequence: self.head.sequence, position: at, round: self.head.round };
-        self.fill.place(at);
+        self.fill.place(at, g.data_bytes);
         let offset = self.fill.used;
         self.fill.used += record::encode(record, stamp, &mut self.fill.bytes[offset..]);
         self.fill.last_record = Some(offset);

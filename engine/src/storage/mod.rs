@@ -39,7 +39,10 @@ use crate::resend::Resend;
 use crate::Engine;
 
 mod build;
+mod checkpoint;
+mod durable;
 mod fragment;
+mod restore;
 mod scan;
 
 pub use fragment::{INDEX_ENTRY_OVERHEAD_BYTES, ROW_OVERHEAD_BYTES};
@@ -70,6 +73,8 @@ struct OpRecord {
     attr_words: Vec<u32>,
     forwarded: bool,
     after: Option<Vec<u8>>,
+    /// Redo log bytes reserved for this operation's record (released at commit or abort).
+    redo_reserved: u64,
 }
 
 #[derive(Debug, Default)]
@@ -101,6 +106,11 @@ pub struct Storage {
     memory_used: u64,
     /// Operations granted a lock by a release, to execute before the handler returns.
     ready: Vec<u32>,
+    /// The redo log, when the node has a `data_dir`.
+    durable: Option<durable::Durable>,
+    /// Restoring from disk: operations and scans are refused until the restart is done.
+    recovering: bool,
+    lcps: checkpoint::LocalCheckpoints,
     counters: Counters,
 }
 
@@ -121,12 +131,24 @@ impl Storage {
             by_tc: HashMap::new(),
             memory_used: 0,
             ready: Vec::new(),
+            durable: None,
+            recovering: false,
+            lcps: checkpoint::LocalCheckpoints::default(),
             counters: Counters::default(),
         }
     }
 
     fn start(&mut self, ctx: &mut Context<'_>) {
         let (layout, catalog) = self.engine.attach(ctx.node_id());
+        if let Some(dir) = layout.data_dir(ctx.node_id()) {
+            let identity = crate::redo::Identity {
+                cluster_id: layout.cluster_id,
+                node_id: u32::from(ctx.node_id().get()),
+                instance: u32::from(ctx.me().instance.0),
+            };
+            self.durable = Some(durable::Durable::open(dir.to_owned(), identity, &self.settings));
+            self.recovering = true;
+        }
         self.layout = Some(layout);
         self.catalog = Some(catalog);
         self.ops.set_capacity(self.settings.max_operations as usize, 1 << 16);
@@ -176,6 +198,9 @@ impl Storage {
         let (Some(catalog), Some(layout)) = (&self.catalog, &self.layout) else {
             return Err((ErrorCode::NotConnected, "storage is not started".into()));
         };
+        if self.recovering {
+            return Err((ErrorCode::Recovering, "the data node is restoring its data from disk".into()));
+        }
         let table = catalog.get(req.table, req.table_version)?;
         let kind = OpKind::from_u32(req.operation)
             .ok_or_else(|| (ErrorCode::Protocol, format!("unknown operation {}", req.operation)))?;
@@ -315,6 +340,7 @@ impl Storage {
             attr_words,
             forwarded: false,
             after: None,
+            redo_reserved: 0,
         };
         let Some(handle) = self.ops.alloc(rec) else {
             self.reap(req.table, req.partition, at);
@@ -385,16 +411,26 @@ impl Storage {
             OpKind::Insert | OpKind::Write => Some(build_row(&table, &entry.key, None, &attrs)?),
             OpKind::Update => Some(build_row(&table, &entry.key, current.as_deref(), &attrs)?),
         };
+        let reserved = match self.durable.as_mut() {
+            Some(d) => d
+                .reserve(entry.key.len(), after.as_ref().map_or(0, Vec::len))
+                .map_err(|m| (ErrorCode::RedoLogFull, format!("table {:?}: {m}", table.name())))?,
+            None => 0,
+        };
         let old = entry.cost();
         let previous = entry.working.replace((tx, after.clone()));
         let new = entry.cost();
         if new > old && used + (new - old) > limit {
             entry.working = previous;
+            if let Some(d) = self.durable.as_mut() {
+                d.reserved -= reserved;
+            }
             return Err(out_of_memory(&self.settings));
         }
         self.memory_used = (used + new).saturating_sub(old);
         if let Some(rec) = self.ops.get(handle) {
             rec.after = after;
+            rec.redo_reserved += reserved;
         }
         Ok(None)
     }
@@ -443,6 +479,9 @@ impl Storage {
     /// its working image; the row goes when nothing refers to it.
     fn release_op(&mut self, handle: u32, abort: bool) -> Option<OpRecord> {
         let rec = self.ops.free(handle)?;
+        if let Some(d) = self.durable.as_mut() {
+            d.reserved = d.reserved.saturating_sub(rec.redo_reserved);
+        }
         self.by_tc.remove(&(rec.req.tc_ref, rec.req.tc_slot, rec.req.tc_op));
         let key = (rec.req.table, rec.req.partition);
         if let Some(entry) = self.fragments.get_mut(&key).and_then(|f| f.row(rec.row)) {
@@ -478,6 +517,11 @@ impl Storage {
         let mut moved = Vec::new();
         let key = (rec.req.table, rec.req.partition);
         if rec.state == OpState::Prepared && rec.kind.writes() {
+            if let Some(d) = self.durable.as_mut() {
+                let row_key = self.fragments.get(&key).and_then(|f| f.rows.get(rec.row as usize)).and_then(Option::as_ref);
+                log_commit(d, rec, row_key.map(|r| &*r.key), join(req.gci_low, req.gci_high), tx);
+                self.lcps.dirty = true;
+            }
             let (at, after) = (rec.row, rec.after.clone());
             if let Some(fragment) = self.fragments.get_mut(&key) {
                 let change = fragment.set_committed(at, after, &mut moved);
@@ -489,6 +533,9 @@ impl Storage {
         }
         for m in moved {
             self.entry_moved(key, &m);
+        }
+        if self.durable.is_some() {
+            self.pump_redo(ctx);
         }
         if req.next_ref != 0 {
             let next = CommitReq { op: req.next_op, next_ref: 0, next_op: 0, ..req };
@@ -595,6 +642,29 @@ impl Storage {
     }
 }
 
+/// Appends a committed operation's after-image to the redo log; its reservation is spent.
+fn log_commit(d: &mut durable::Durable, rec: &mut OpRecord, row_key: Option<&[u8]>, gci: u64, tx: u64) {
+    let Some(entry_key) = row_key else { return };
+    let change = match &rec.after {
+        Some(image) => crate::redo::Change::Write(image),
+        None => crate::redo::Change::Delete,
+    };
+    let record = crate::redo::Record {
+        gci,
+        transaction: tx,
+        table: rec.req.table,
+        table_version: rec.req.table_version,
+        partition: rec.req.partition,
+        key: entry_key,
+        change,
+    };
+    if let Err(e) = d.append(&record) {
+        durable::fatal("cannot log a commit", &e);
+    }
+    d.reserved = d.reserved.saturating_sub(rec.redo_reserved);
+    rec.redo_reserved = 0;
+}
+
 fn out_of_memory(settings: &StorageSettings) -> Refusal {
     (ErrorCode::OutOfMemory, format!("storage memory is full ({} bytes, memory_bytes)", settings.memory_bytes))
 }
@@ -654,6 +724,10 @@ impl Block for Storage {
                 | SCAN_FRAG_NEXTREQ
                 | SCAN_LOCK_RELEASE
                 | INDEX_BUILD_REQ
+                | GCP_SAVE_REQ
+                | GCP_SAVED
+                | RESTART_INFO_REQ
+                | RESTART_ORD
         );
         if internal && !crate::internal_from_data_node(self.layout.as_ref(), signal, ctx) {
             return;
@@ -679,6 +753,12 @@ impl Block for Storage {
                 }
             }
             RESEND => self.out.on_timer(ctx),
+            GCP_SAVE_REQ => self.on_gcp_save(signal, ctx),
+            GCP_SAVED => self.on_gcp_saved(signal, ctx),
+            RESTART_INFO_REQ => self.on_restart_info_req(signal, ctx),
+            RESTART_ORD => self.on_restart_ord(signal, ctx),
+            LCP_CONTINUE => self.on_lcp_continue(ctx),
+            gsn::IO_READY => self.pump_redo(ctx),
             gsn::STOP_REQ => {}
             _ => ctx.unhandled(signal),
         }

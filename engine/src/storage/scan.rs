@@ -151,6 +151,9 @@ impl Storage {
         let (Some(catalog), Some(layout)) = (&self.catalog, &self.layout) else {
             return Err((ErrorCode::NotConnected, "storage is not started".into()));
         };
+        if self.recovering {
+            return Err((ErrorCode::Recovering, "the data node is restoring its data from disk".into()));
+        }
         let table = catalog.get(req.table, req.table_version)?;
         let replicas = layout.replicas(req.partition);
         if req.partition >= table.partitions || !(replicas.primary == ctx.me() || replicas.backup == Some(ctx.me())) {

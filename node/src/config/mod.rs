@@ -31,6 +31,9 @@ pub enum ConfigError {
     /// A value is out of its allowed range or set.
     #[error("`{key}` = {value} is invalid (allowed: {allowed})")]
     Invalid { key: String, value: String, allowed: String },
+    /// A node's data directory cannot be used (another cluster's or node's, unreadable).
+    #[error("data directory {path}: {message}")]
+    DataDir { path: PathBuf, message: String },
 }
 
 impl ConfigError {
@@ -70,6 +73,9 @@ pub struct RawNode {
     /// The RDMA device this node's rdma links use (default: the first one).
     #[serde(default)]
     pub rdma_device: Option<String>,
+    /// Where a data node keeps its files (redo log, checkpoints, schema).
+    #[serde(default)]
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// `[[links]]`
@@ -240,6 +246,8 @@ pub struct NodeConfig {
     pub port: u16,
     /// The RDMA device for this node's rdma links (`None`: the first one).
     pub rdma_device: Option<String>,
+    /// Where a data node keeps its files (`None`: in memory only).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 /// A validated link.

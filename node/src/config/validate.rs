@@ -294,12 +294,23 @@ fn nodes(raw: &[RawNode]) -> Result<Vec<NodeConfig>, ConfigError> {
                 ));
             }
         }
+        if let Some(d) = &n.data_dir {
+            let text = d.to_string_lossy();
+            if kind != NodeKind::Data || text.is_empty() || text.len() > 4000 || text.contains('\0') {
+                return Err(bad(
+                    format!("nodes[{i}].data_dir"),
+                    format!("{text:?}"),
+                    "a directory path (1..=4000 bytes) on a data node",
+                ));
+            }
+        }
         out.push(NodeConfig {
             id,
             kind,
             host: n.host.clone(),
             port,
             rdma_device: n.rdma_device.clone(),
+            data_dir: n.data_dir.clone(),
         });
     }
     Ok(out)
