@@ -281,3 +281,71 @@ fn another_nodes_data_directory_is_refused_by_name() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("node_id 2") && stderr.contains("identity"), "{stderr}");
 }
+
+/// Fills a data node's file system: local checkpoints cannot be written, the redo log fills,
+/// writes are refused with `RedoLogFull` while reads go on; when space returns, a checkpoint
+/// frees the log and writes resume; every acknowledged row survives a restart.
+#[test]
+fn a_full_disk_refuses_writes_with_redo_log_full_and_they_resume_when_space_returns() {
+    let storage = "redo_files = 2\nredo_file_bytes = \"256K\"\nredo_buffer_bytes = \"64K\"\ncheckpoint_interval_ms = 200\ncheckpoint_log_percent = 20";
+    let shape = Shape { tmpfs_bytes: Some(3 << 20), ..durable_shape(storage) };
+    let mut cluster = TestCluster::start("disk-full", shape);
+    let mut c = cluster.connect(0);
+    let mut s = c.session().unwrap();
+    let t = s.create_table(&accounts_def(8)).unwrap();
+    let junk = cluster.dir.join("node-1").join("junk");
+    {
+        use std::io::Write;
+        let mut f = std::fs::File::create(&junk).unwrap();
+        let chunk = vec![0xa5u8; 64 << 10];
+        while f.write_all(&chunk).and_then(|_| f.sync_data()).is_ok() {}
+    }
+    let note = "n".repeat(32);
+    let mut acked = 0i64;
+    let mut refused = 0;
+    let started = Instant::now();
+    let write_batch = |s: &mut Session<'_>, from: i64| {
+        let mut tx = s.begin();
+        for k in from..from + 50 {
+            tx.write(&t, &[("id", Value::I64(k)), ("balance", Value::I64(k)), ("note", Value::Text(note.clone()))])?;
+        }
+        tx.set_durability(Durability::Disk);
+        s.execute(&mut tx, Exec::Commit)
+    };
+    while refused == 0 {
+        match write_batch(&mut s, acked) {
+            Ok(_) => acked += 50,
+            Err(e) if e.code() == Some(engine::ErrorCode::RedoLogFull) => refused += 1,
+            Err(e) => panic!("batch at {acked}: {e}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "the log never filled ({acked} rows written)");
+    }
+    eprintln!("log full after {acked} rows");
+    assert!(cluster.all_running(), "a data node stopped on a full disk");
+    let last = s.table("accounts").unwrap();
+    let mut tx = s.begin();
+    let r = tx.read(&last, &[Value::I64(acked - 1)], LockMode::CommittedRead).unwrap();
+    s.execute(&mut tx, Exec::Commit).unwrap();
+    assert!(tx.row(r).is_some(), "the last acknowledged row is readable while the log is full");
+    std::fs::remove_file(&junk).unwrap();
+    let resumed = Instant::now();
+    let mut more = 0;
+    while more < 20 {
+        match write_batch(&mut s, acked) {
+            Ok(_) => {
+                acked += 50;
+                more += 1;
+            }
+            Err(e) if e.code() == Some(engine::ErrorCode::RedoLogFull) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("batch at {acked} after space returned: {e}"),
+        }
+        assert!(resumed.elapsed() < Duration::from_secs(60), "writes did not resume after space returned");
+    }
+    drop(s);
+    drop(c);
+    cluster.kill_all();
+    cluster.restart_all();
+    let mut c = cluster.connect(0);
+    let found = rows_of(&mut c.session().unwrap(), "accounts");
+    assert_eq!(found.len() as i64, acked, "acknowledged rows after the restart");
+}

@@ -199,6 +199,19 @@ impl Checkpoint {
             tracing::info!(?missing, "system restart: waiting for every data node to report");
             return;
         }
+        let empty: Vec<NodeId> = self.restart.reports.iter().filter(|r| r.2 == 0).map(|r| r.0).collect();
+        let holding: Vec<(NodeId, u64)> = self.restart.reports.iter().filter(|r| r.1 > 0).map(|r| (r.0, r.1)).collect();
+        if !empty.is_empty() && !holding.is_empty() {
+            // Restoring to the lowest saved GCI would empty every node: refuse, and wait.
+            tracing::error!(
+                ?empty,
+                ?holding,
+                "system restart refused: some data nodes start empty (--initial or a new data_dir) while others \
+                 hold data; restart the empty ones from their files, or start every data node with --initial"
+            );
+            self.restart.reports.retain(|r| r.2 != 0);
+            return;
+        }
         let restart = self.restart.reports.iter().map(|r| r.1).min().unwrap_or(0);
         let max = self.restart.reports.iter().map(|r| r.2).max().unwrap_or(0).max(restart);
         tracing::info!(restart_gci = restart, highest_gci = max, "system restart: restoring every node through the restart GCI");

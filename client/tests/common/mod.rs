@@ -43,6 +43,9 @@ pub struct Shape {
     pub durable: Option<&'static str>,
     /// Environment variables for the data-node processes.
     pub node_env: Vec<(&'static str, &'static str)>,
+    /// Each durable node's `data_dir` is a tmpfs of this many bytes (mounted by the test, as
+    /// root; unmounted when the cluster is dropped).
+    pub tmpfs_bytes: Option<u64>,
 }
 
 impl Default for Shape {
@@ -58,6 +61,7 @@ impl Default for Shape {
             threads: 1,
             durable: None,
             node_env: Vec::new(),
+            tmpfs_bytes: None,
         }
     }
 }
@@ -159,6 +163,17 @@ impl TestCluster {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("cluster.toml");
         let links_up = Arc::new(Mutex::new(HashSet::new()));
+        if let (Some(_), Some(bytes)) = (shape.durable, shape.tmpfs_bytes) {
+            for id in 1..=shape.data_nodes {
+                let mount = dir.join(format!("node-{id}"));
+                std::fs::create_dir_all(&mount).unwrap();
+                let status = Command::new("mount")
+                    .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs", mount.to_str().unwrap()])
+                    .status()
+                    .unwrap();
+                assert!(status.success(), "mounting a tmpfs at {} failed (the test needs root)", mount.display());
+            }
+        }
         let serving = Arc::new(Mutex::new(HashSet::new()));
         let mut cluster = TestCluster { dir, path, shape: shape.clone(), nodes: Vec::new(), links_up, serving };
         for attempt in 1..=3 {
@@ -314,6 +329,11 @@ impl Drop for TestCluster {
         for (_, child) in &mut self.nodes {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if self.shape.tmpfs_bytes.is_some() {
+            for id in 1..=self.shape.data_nodes {
+                let _ = Command::new("umount").arg(self.dir.join(format!("node-{id}"))).status();
+            }
         }
         let _ = std::fs::remove_dir_all(&self.dir);
     }

@@ -475,17 +475,18 @@ impl Coordinator {
     }
 
     fn commit(&mut self, slot: u32, ctx: &mut Context<'_>) {
-        if self.gcp.must_hold() {
-            if let Some(tx) = self.slots[slot as usize].as_ref() {
-                self.gcp.held.push((slot, tx.id));
-            }
+        let Some(tx) = self.slots[slot as usize].as_mut() else { return };
+        // A transaction that wrote nothing logs nothing: it needs no GCI and never waits.
+        tx.writes = tx.ops.iter().any(|o| o.kind.writes());
+        if tx.writes && self.gcp.must_hold() {
+            self.gcp.held.push((slot, tx.id));
             return;
         }
-        let Some(tx) = self.slots[slot as usize].as_mut() else { return };
         tx.state = TxState::Committing;
-        tx.gci = self.gcp.open_gci;
-        tx.writes = tx.ops.iter().any(|o| o.kind.writes());
-        *self.gcp.committing.entry(tx.gci).or_insert(0) += 1;
+        if tx.writes {
+            tx.gci = self.gcp.open_gci;
+            *self.gcp.committing.entry(tx.gci).or_insert(0) += 1;
+        }
         if tx.disk && tx.writes && self.gcp.close_asked < tx.gci {
             self.gcp.close_asked = tx.gci;
             let (gci_low, gci_high) = split(tx.gci);
@@ -542,11 +543,13 @@ impl Coordinator {
     fn committed(&mut self, slot: u32, ctx: &mut Context<'_>) {
         self.bump(ctx, self.counters.committed);
         let Some(tx) = self.slots[slot as usize].as_mut() else { return };
-        let gci = tx.gci;
+        let (gci, writes) = (tx.gci, tx.writes);
         if !tx.read_backup {
             self.acknowledge(slot, ctx);
         }
-        self.gcp.commit_done(gci);
+        if writes {
+            self.gcp.commit_done(gci);
+        }
         self.check_finish(ctx);
         let Some(tx) = self.slots[slot as usize].as_mut() else { return };
         tx.state = TxState::Completing;

@@ -161,7 +161,6 @@ impl Storage {
     /// A finished checkpoint whose rows are all durable becomes the one recovery uses: the
     /// log before its start is released and older files go.
     pub(super) fn lcp_validate(&mut self, ctx: &mut Context<'_>) {
-        let _ = ctx;
         let Some(d) = self.durable.as_mut() else { return };
         let Some(info) = self.lcps.finished.as_ref() else { return };
         let start = Lsn(info.start.start_position);
@@ -178,5 +177,8 @@ impl Storage {
         d.checkpoints.insert(0, info);
         d.checkpoints.truncate(1);
         self.lcps.completed += 1;
+        if let Some(c) = self.counters.checkpoints {
+            ctx.bump(c, 1);
+        }
     }
 }

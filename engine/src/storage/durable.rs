@@ -58,6 +58,8 @@ pub(super) struct Durable {
     pub(super) max_gci: u64,
     /// The highest GCI the master announced durable.
     pub(super) durable_gci: u64,
+    /// Bytes and syncs already counted.
+    counted: (u64, u64),
 }
 
 /// Stops the node: the log or a checkpoint cannot be trusted or written (NDB stops a data node
@@ -114,6 +116,7 @@ impl Durable {
             saved_gci,
             max_gci,
             durable_gci: 0,
+            counted: (0, 0),
         }
     }
 
@@ -233,6 +236,13 @@ impl Storage {
                 Ok(Submit::Busy(_) | Submit::Idle) => break,
                 Err(e) => fatal("cannot write the redo log", &e),
             }
+        }
+        let stats = d.log.stats();
+        let (bytes, syncs) = (stats.bytes_written - d.counted.0, stats.syncs - d.counted.1);
+        d.counted = (stats.bytes_written, stats.syncs);
+        if let (Some(b), Some(s)) = (self.counters.redo_bytes, self.counters.redo_syncs) {
+            ctx.bump(b, bytes);
+            ctx.bump(s, syncs);
         }
         for (gci, from) in confirms {
             d.saved_gci = d.saved_gci.max(gci);

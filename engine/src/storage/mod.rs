@@ -83,6 +83,9 @@ struct Counters {
     lock_waits: Option<CounterId>,
     refused: Option<CounterId>,
     stale: Option<CounterId>,
+    redo_bytes: Option<CounterId>,
+    redo_syncs: Option<CounterId>,
+    checkpoints: Option<CounterId>,
 }
 
 /// Why an operation could not run: a code and a message naming what was wrong.
@@ -708,6 +711,9 @@ impl Block for Storage {
             lock_waits: Some(init.counter("lock_waits")),
             refused: Some(init.counter("operations_refused")),
             stale: Some(init.counter("stale_signals")),
+            redo_bytes: Some(init.counter("redo_bytes")),
+            redo_syncs: Some(init.counter("redo_syncs")),
+            checkpoints: Some(init.counter("checkpoints_completed")),
         };
     }
 
