@@ -48,3 +48,35 @@ fn engine_settings_are_checked_by_name() {
     let e = engine::Layout::from_config(&config).unwrap_err().to_string();
     assert!(e.contains("replicas") && e.contains("divisor"), "{e}");
 }
+
+#[test]
+fn the_durable_example_loads_and_durability_settings_are_checked_by_name() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/config/engine-two-node-durable.toml");
+    let engine = engine::Engine::new();
+    let (_, layout) = engine::load_config(&engine, &path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let layout = layout.expect("engine blocks are placed");
+    assert!(layout.durable());
+    assert_eq!(layout.checkpoint.map(|c| c.gcp_interval_ms), Some(100));
+    assert_eq!(layout.storage.redo.files, 4);
+    let node = |n| signals::NodeId::new(n).expect("node id");
+    assert_eq!(layout.data_dir(node(2)), Some(Path::new("/tmp/blockwire-data/node-2")));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let kinds = engine.kinds();
+    let refused = |bad: String| {
+        let config = node::config::Config::parse_with(&bad, Path::new("x.toml"), &kinds);
+        match config {
+            Err(e) => e.to_string(),
+            Ok(c) => engine::layout::Layout::from_config(&c).expect_err("refused").to_string(),
+        }
+    };
+    let e = refused(text.replace("redo_files = 4", "redo_files = 0"));
+    assert!(e.contains("redo_files"), "{e}");
+    let e = refused(text.replace("redo_file_bytes = \"64M\"", "redo_file_bytes = \"10K\""));
+    assert!(e.contains("redo_file_bytes"), "{e}");
+    let e = refused(text.replace("gcp_interval_ms = 100", "gcp_interval_ms = 0"));
+    assert!(e.contains("gcp_interval_ms"), "{e}");
+    let e = refused(text.replace("data_dir = \"/tmp/blockwire-data/node-2\"\n", ""));
+    assert!(e.contains("data_dir") && e.contains("node 2"), "{e}");
+    let e = refused(text.replace("[[blocks]]\nkind = \"checkpoint\"\ngcp_interval_ms = 100\n", ""));
+    assert!(e.contains("checkpoint"), "{e}");
+}
