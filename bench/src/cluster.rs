@@ -4,8 +4,13 @@
 //! binary, else this binary's own engine node, `kv-node`), pinned where the placement says;
 //! and this process joined as the API node, with one session for the benchmark to drive.
 //!
+//! A spec with a `data_dir` root gives each data node a directory under it (`node-1`,
+//! `node-2`) and places the checkpoint block: the cluster keeps its data on disk, and
+//! [`run_on_cluster_nodes`] lets a benchmark kill both data nodes and start them again from
+//! their files (`blockwire-bench commit`).
+//!
 //! Invariant: the data-node processes are killed and waited for, and the run's directory is
-//! removed, when a transport's run ends, however it ends.
+//! removed, when a transport's run ends, however it ends (a `data_dir` root is the caller's).
 
 use std::collections::VecDeque;
 use std::io::{BufRead, BufReader};
@@ -24,6 +29,11 @@ use crate::{procstat, topology, Transport, TRANSPORTS};
 pub const API_NODE: u32 = 100;
 /// Stderr lines of a data node kept for an error report.
 const TAIL_LINES: usize = 30;
+/// The checkpoint block's `gcp_interval_ms` unless a benchmark asks for another (the engine's
+/// default).
+pub const GCP_INTERVAL_MS: u64 = 100;
+/// Data-node stderr lines kept with the time they arrived: restore reports and readiness.
+const NOTABLE: [&str; 2] = ["the node serves", "storage restored"];
 /// Bytes of storage memory a row may take, for sizing `memory_bytes` (a row of `kv` costs
 /// about 140, one of `scan`'s with its index entry about 220).
 const ROW_BUDGET_BYTES: u64 = 512;
@@ -111,7 +121,7 @@ pub fn transports(command: &str, asked: &[Transport]) -> R<Vec<Transport>> {
 }
 
 /// What runs a data node.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum Program {
     /// A `blockwire-datanode` binary.
     Datanode(PathBuf),
@@ -170,7 +180,11 @@ impl Program {
 /// as `blockwire-datanode` runs it, until stdin ends or the process is killed.
 pub fn engine_node(config: &Path, node_id: u64) -> R<()> {
     let engine = engine::Engine::new();
-    let (config, _layout) = engine::load_config(&engine, config).map_err(|e| e.to_string())?;
+    let (config, layout) = engine::load_config(&engine, config).map_err(|e| e.to_string())?;
+    if let Some(layout) = &layout {
+        // Its data directory, as blockwire-datanode makes it ready (never with --initial).
+        engine::prepare_node(layout, node_id, false).map_err(|e| e.to_string())?;
+    }
     let node =
         node::DataNode::start(&config, node_id, &engine.kinds()).map_err(|e| e.to_string())?;
     // What the parent waits for (blockwire-datanode logs the same words).
@@ -203,11 +217,23 @@ pub struct ClusterSpec<'a> {
     pub program: &'a Program,
     /// CPUs of data nodes 1 and 2 (unpinned when `None`).
     pub nodes_cpus: Option<[usize; 2]>,
+    /// Keep the data on disk: data node N's `data_dir` is `node-N` under this root, and the
+    /// checkpoint block is placed (`None`: in memory only).
+    pub data_dir: Option<PathBuf>,
+    /// The checkpoint block's `gcp_interval_ms` (with a `data_dir` only).
+    pub gcp_interval_ms: u64,
+}
+
+/// `path` as a TOML basic string, quotes included.
+fn toml_string(path: &Path) -> String {
+    let text = path.display().to_string();
+    format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\""))
 }
 
 /// The cluster file: data nodes 1 and 2 (one node group of two replicas) and API node
 /// [`API_NODE`], every pair linked by the spec's transport; one block thread per data node
-/// that receives too; the engine's blocks and the echo block `ping`.
+/// that receives too; the engine's blocks and the echo block `ping`; with a `data_dir` root,
+/// each data node's directory under it and the checkpoint block.
 fn cluster_text(spec: &ClusterSpec<'_>, ports: [u16; 3]) -> String {
     let (transport, spin_us) = (spec.transport.name(), spec.spin_us);
     let mut s = format!(
@@ -222,6 +248,9 @@ fn cluster_text(spec: &ClusterSpec<'_>, ports: [u16; 3]) -> String {
         s += &format!(
             "\n[[nodes]]\nid = {id}\nkind = \"{kind}\"\nhost = \"127.0.0.1\"\nport = {port}\n"
         );
+        if let (Some(root), "data") = (&spec.data_dir, kind) {
+            s += &format!("data_dir = {}\n", toml_string(&root.join(format!("node-{id}"))));
+        }
     }
     for pair in [[1, 2], [1, API_NODE], [2, API_NODE]] {
         s += &format!(
@@ -237,6 +266,12 @@ fn cluster_text(spec: &ClusterSpec<'_>, ports: [u16; 3]) -> String {
     );
     s += &format!("\n[[blocks]]\nkind = \"storage\"\nmemory_bytes = {}\n", spec.memory_bytes);
     s += "\n[[blocks]]\nkind = \"coordinator\"\n\n[[blocks]]\nkind = \"ping\"\n";
+    if spec.data_dir.is_some() {
+        s += &format!(
+            "\n[[blocks]]\nkind = \"checkpoint\"\ngcp_interval_ms = {}\n",
+            spec.gcp_interval_ms
+        );
+    }
     s
 }
 
@@ -246,6 +281,14 @@ fn cluster_text(spec: &ClusterSpec<'_>, ports: [u16; 3]) -> String {
 pub fn run_on_cluster<T>(
     spec: &ClusterSpec<'_>,
     measure: impl FnOnce(&mut Session<'_>, &[u32]) -> R<T>,
+) -> R<T> {
+    run_on_cluster_nodes(spec, |s, nodes| measure(s, &nodes.pids()))
+}
+
+/// As [`run_on_cluster`], with the data nodes themselves (to kill and restart them).
+pub fn run_on_cluster_nodes<T>(
+    spec: &ClusterSpec<'_>,
+    measure: impl FnOnce(&mut Session<'_>, &mut DataNodes) -> R<T>,
 ) -> R<T> {
     let t = spec.transport;
     let dir = std::env::temp_dir().join(format!(
@@ -262,7 +305,7 @@ pub fn run_on_cluster<T>(
         let _ = std::fs::remove_dir_all(&dir);
         return Err(format!("cannot write {}: {e}", path.display()));
     }
-    let mut nodes = DataNodes::start(dir, spec.program, &path, spec.nodes_cpus)?;
+    let mut nodes = DataNodes::start(dir, spec.program, path.clone(), spec.nodes_cpus)?;
     let options = ConnectOptions {
         api_node: Some(u64::from(API_NODE)),
         connect_timeout: Duration::from_secs(30),
@@ -272,8 +315,7 @@ pub fn run_on_cluster<T>(
     let mut cluster =
         Cluster::connect(&path, options).map_err(|e| nodes.explain("joining the cluster", e))?;
     let mut s = cluster.session().map_err(|e| nodes.explain("session", e))?;
-    let pids = nodes.pids();
-    let measured = measure(&mut s, &pids).map_err(|e| nodes.explain(t.name(), e));
+    let measured = measure(&mut s, &mut nodes).map_err(|e| nodes.explain(t.name(), e));
     let measured = measured.and_then(|m| nodes.check_alive().map(|()| m));
     drop(s);
     drop(cluster);
@@ -285,7 +327,11 @@ pub fn run_on_cluster<T>(
 struct NodeProcess {
     id: u32,
     child: Child,
+    /// When it was started.
+    spawned: Instant,
     tail: Arc<Mutex<VecDeque<String>>>,
+    /// Its stderr lines holding one of [`NOTABLE`], with when each arrived.
+    notable: Arc<Mutex<Vec<(Instant, String)>>>,
     reader: Option<JoinHandle<()>>,
     ready: mpsc::Receiver<()>,
 }
@@ -294,6 +340,9 @@ struct NodeProcess {
 #[derive(Debug)]
 pub struct DataNodes {
     dir: PathBuf,
+    program: Program,
+    config: PathBuf,
+    cpus: Option<[usize; 2]>,
     nodes: Vec<NodeProcess>,
 }
 
@@ -303,49 +352,62 @@ impl DataNodes {
     fn start(
         dir: PathBuf,
         program: &Program,
-        config: &Path,
+        config: PathBuf,
         cpus: Option<[usize; 2]>,
     ) -> R<DataNodes> {
-        let mut nodes = DataNodes { dir, nodes: Vec::new() };
-        for (i, id) in [1, 2].into_iter().enumerate() {
-            let mut command = program.command(config, id);
-            command
-                .env("RUST_LOG", "warn,node=info")
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::piped())
-                .stdout(Stdio::null())
-                .stderr(Stdio::piped());
-            if let Some(cpus) = cpus {
-                procstat::pin_child(&mut command, cpus[i]);
-            }
-            let mut child = command
-                .spawn()
-                .map_err(|e| format!("cannot start data node {id} ({}): {e}", program.name()))?;
-            let stderr = child.stderr.take();
-            let tail = Arc::new(Mutex::new(VecDeque::new()));
-            let (tx, ready) = mpsc::channel();
-            let kept = tail.clone();
-            let reader = std::thread::spawn(move || {
-                let Some(stderr) = stderr else { return };
-                let mut told = false;
-                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                    if !told && line.contains("data node running") {
-                        told = tx.send(()).is_ok();
-                    }
-                    if line.contains("panicked") {
-                        eprintln!("[data node {id}] {line}");
-                    }
-                    let mut t = kept.lock().unwrap_or_else(PoisonError::into_inner);
-                    if t.len() == TAIL_LINES {
-                        t.pop_front();
-                    }
-                    t.push_back(line);
-                }
-            });
-            nodes.nodes.push(NodeProcess { id, child, tail, reader: Some(reader), ready });
+        let mut nodes =
+            DataNodes { dir, program: program.clone(), config, cpus, nodes: Vec::new() };
+        nodes.spawn_all()?;
+        Ok(nodes)
+    }
+
+    /// SIGKILLs both data nodes (no stop, no flush: a power cut to the processes) and waits
+    /// for them to be gone.
+    pub fn kill_all(&mut self) {
+        for n in &mut self.nodes {
+            let _ = n.child.kill();
         }
-        for i in 0..nodes.nodes.len() {
-            let node = &nodes.nodes[i];
+        for mut n in self.nodes.drain(..) {
+            let _ = n.child.wait();
+            if let Some(reader) = n.reader.take() {
+                let _ = reader.join();
+            }
+        }
+    }
+
+    /// Starts data nodes 1 and 2 again with the same file (from their data directories, when
+    /// they have them) and waits until both run.
+    pub fn restart(&mut self) -> R<()> {
+        self.kill_all();
+        self.spawn_all()
+    }
+
+    /// Per data node, the stderr lines since it was started holding `pattern` (one of
+    /// [`NOTABLE`]), each with the time from its start; empty when its program does not log
+    /// (this binary's `kv-node`).
+    pub fn notable(&self, pattern: &str) -> Vec<Vec<(Duration, String)>> {
+        debug_assert!(NOTABLE.contains(&pattern), "{pattern:?} is not kept");
+        self.nodes
+            .iter()
+            .map(|n| {
+                let lines = n.notable.lock().unwrap_or_else(PoisonError::into_inner);
+                lines
+                    .iter()
+                    .filter(|(_, l)| l.contains(pattern))
+                    .map(|(at, l)| (at.saturating_duration_since(n.spawned), l.clone()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// Starts data nodes 1 and 2 and waits until both run.
+    fn spawn_all(&mut self) -> R<()> {
+        for (i, id) in [1, 2].into_iter().enumerate() {
+            let node = self.spawn(id, self.cpus.map(|c| c[i]))?;
+            self.nodes.push(node);
+        }
+        for i in 0..self.nodes.len() {
+            let node = &self.nodes[i];
             match node.ready.recv_timeout(Duration::from_secs(30)) {
                 Ok(()) => {}
                 Err(mpsc::RecvTimeoutError::Timeout) => {
@@ -355,14 +417,59 @@ impl DataNodes {
                     // Its stderr ended: it exited (or is about to).
                     let deadline = Instant::now() + Duration::from_secs(5);
                     while Instant::now() < deadline {
-                        nodes.check_alive()?;
+                        self.check_alive()?;
                         std::thread::sleep(Duration::from_millis(20));
                     }
-                    return Err(format!("data node {} closed its stderr", nodes.nodes[i].id));
+                    return Err(format!("data node {} closed its stderr", self.nodes[i].id));
                 }
             }
         }
-        Ok(nodes)
+        Ok(())
+    }
+
+    /// Starts data node `id` (pinned to `cpu` when given) with a thread reading its stderr.
+    fn spawn(&self, id: u32, cpu: Option<usize>) -> R<NodeProcess> {
+        let mut command = self.program.command(&self.config, id);
+        command
+            .env("RUST_LOG", "warn,node=info,engine=info")
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(cpu) = cpu {
+            procstat::pin_child(&mut command, cpu);
+        }
+        let spawned = Instant::now();
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot start data node {id} ({}): {e}", self.program.name()))?;
+        let stderr = child.stderr.take();
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let notable = Arc::new(Mutex::new(Vec::new()));
+        let (tx, ready) = mpsc::channel();
+        let (kept, noted) = (tail.clone(), notable.clone());
+        let reader = std::thread::spawn(move || {
+            let Some(stderr) = stderr else { return };
+            let mut told = false;
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if !told && line.contains("data node running") {
+                    told = tx.send(()).is_ok();
+                }
+                if NOTABLE.iter().any(|p| line.contains(p)) {
+                    let mut n = noted.lock().unwrap_or_else(PoisonError::into_inner);
+                    n.push((Instant::now(), line.clone()));
+                }
+                if line.contains("panicked") {
+                    eprintln!("[data node {id}] {line}");
+                }
+                let mut t = kept.lock().unwrap_or_else(PoisonError::into_inner);
+                if t.len() == TAIL_LINES {
+                    t.pop_front();
+                }
+                t.push_back(line);
+            }
+        });
+        Ok(NodeProcess { id, child, spawned, tail, notable, reader: Some(reader), ready })
     }
 
     /// The process ids of data nodes 1 and 2.
@@ -371,7 +478,7 @@ impl DataNodes {
     }
 
     /// An error when a data node has exited, with the end of its stderr.
-    fn check_alive(&mut self) -> R<()> {
+    pub fn check_alive(&mut self) -> R<()> {
         for n in &mut self.nodes {
             if let Ok(Some(status)) = n.child.try_wait() {
                 // The reader ends with the pipe: join it so the tail is complete.

@@ -391,6 +391,8 @@ fn run_transport(
         timeout: Duration::from_secs(10),
         program,
         nodes_cpus,
+        data_dir: None,
+        gcp_interval_ms: cluster::GCP_INTERVAL_MS,
     };
     cluster::run_on_cluster(&spec, |s, _| measure(args, t, s))
 }
@@ -430,13 +432,19 @@ fn measure(args: &KvArgs, t: Transport, s: &mut Session<'_>) -> R<Measured> {
 
 /// `kv(k i64 key, v i64, pad varchar(16) nullable)`.
 fn kv_def() -> TableDef {
+    key_value_def("kv", 16, true)
+}
+
+/// `name(k i64 key, v i64, pad varchar(pad_max))` in the benchmarks' partition count: the
+/// shape of the kv and commit benchmarks' tables.
+pub(crate) fn key_value_def(name: &str, pad_max: u32, pad_nullable: bool) -> TableDef {
     let column = |name: &str, ty, nullable| Column { name: name.into(), ty, nullable };
     TableDef {
-        name: "kv".into(),
+        name: name.into(),
         columns: vec![
             column("k", ColumnType::I64, false),
             column("v", ColumnType::I64, false),
-            column("pad", ColumnType::Varchar { max: 16 }, true),
+            column("pad", ColumnType::Varchar { max: pad_max }, pad_nullable),
         ],
         primary_key: vec!["k".into()],
         partition_key: None,

@@ -11,11 +11,14 @@
 //! operations through the client library beside their ideal (round trips by design times the
 //! bare round trip) and one client thread's throughput ([`kv`]); `scan` its scans, a pushed-down
 //! aggregate beside the client-side one and range scans (on every partition and pruned to one)
-//! beside a key read ([`scan`]), both on the cluster of [`cluster`]. `report` joins the JSON of
+//! beside a key read ([`scan`]), both on the cluster of [`cluster`]; `commit` what keeping the
+//! data on disk costs a commit, beside the file system's raw fdatasync, and the restart of a
+//! killed cluster from its files ([`commit`]). `report` joins the JSON of
 //! a set of runs into one comparison table ([`summary`]) and draws their `.hgrm` files into one
 //! SVG ([`plot`]).
 
 mod cluster;
+mod commit;
 mod driver;
 mod kv;
 mod limit;
@@ -85,6 +88,12 @@ enum Command {
     /// a full scan (rows/s), and ordered-index range scans of 1, 100 and 10,000 rows, on every
     /// partition and pruned to one, beside a one-row primary-key read (latency).
     Scan(scan::ScanArgs),
+    /// What keeping the data on disk costs a commit, against two data nodes with two replicas
+    /// and a data directory each: raw fdatasync of the same file system beside one-row commits
+    /// acknowledged in memory and on disk (latency), disk-durable commits/s with 1, 16 and 256
+    /// in flight beside one sync per commit, and the time to restart both data nodes from
+    /// their files after a SIGKILL.
+    Commit(commit::CommitArgs),
     /// Lists the transports this build measures, one per line.
     Transports,
     /// The other end of a two-process run (started by the other subcommands).
@@ -257,9 +266,12 @@ pub fn pin(cpu: usize) {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // kv and scan follow the engine's command lines (blockwire, blockwire-datanode): errors
-    // exit 2.
-    let engine = matches!(cli.command, Command::Kv(_) | Command::Scan(_) | Command::KvNode { .. });
+    // kv, scan and commit follow the engine's command lines (blockwire, blockwire-datanode):
+    // errors exit 2.
+    let engine = matches!(
+        cli.command,
+        Command::Kv(_) | Command::Scan(_) | Command::Commit(_) | Command::KvNode { .. }
+    );
     let failed = if engine { 2 } else { 1 };
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -508,6 +520,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Report(args) => run_report(&args),
         Command::Kv(args) => kv::run(&args),
         Command::Scan(args) => scan::run(&args),
+        Command::Commit(args) => commit::run(&args),
         Command::KvNode { config, node_id } => cluster::engine_node(&config, node_id),
         Command::Transports => {
             for t in TRANSPORTS {

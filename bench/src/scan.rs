@@ -160,6 +160,8 @@ pub fn run(args: &ScanArgs) -> R<()> {
             timeout: Duration::from_secs(120),
             program: &program,
             nodes_cpus: cpus.map(|p| p.nodes),
+            data_dir: None,
+            gcp_interval_ms: cluster::GCP_INTERVAL_MS,
         };
         let measured = cluster::run_on_cluster(&spec, |s, pids| measure(args, t, &data, s, pids))?;
         print_transport(t, args, &program, &cores, &measured);

@@ -590,3 +590,110 @@ fn scan_errors_exit_2_with_a_message() {
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
 }
+
+/// The number of a `ratio ...: N.NNx` line of `out` starting with `name`.
+fn ratio_line(out: &str, name: &str) -> f64 {
+    let line = out
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .unwrap_or_else(|| panic!("no line {name:?} in:\n{out}"));
+    let ratio: f64 = line.trim_start_matches(':').trim().trim_end_matches('x').parse().unwrap();
+    assert!(ratio.is_finite() && ratio > 0.0, "{name}: {ratio}");
+    ratio
+}
+
+#[test]
+fn commit_measures_disk_durability_beside_raw_fdatasync_and_restarts_from_the_files() {
+    // A copy of the binary with no blockwire-datanode beside it: its own engine data nodes
+    // (kv-node), which keep their data in directories under --dir as blockwire-datanode does.
+    let alone = temp_dir("commit");
+    let exe = alone.join("blockwire-bench");
+    std::fs::copy(env!("CARGO_BIN_EXE_blockwire-bench"), &exe).unwrap();
+    let (root, hgrm) = (alone.join("data"), alone.join("hgrm"));
+    std::fs::create_dir(&root).unwrap();
+    let out = Command::new(&exe)
+        .args(["commit", "--count", "50", "--warmup", "10", "--throughput-seconds", "0.3"])
+        .args(["--recovery-rows", "2000", "--dir", root.to_str().unwrap()])
+        .args(["--hgrm-dir", hgrm.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let left_in_root = std::fs::read_dir(&root).unwrap().count();
+    let hgrm_files = std::fs::read_dir(&hgrm).map_or(0, |d| d.count());
+    std::fs::remove_dir_all(&alone).unwrap();
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}\n{stdout}");
+    assert!(stdout.contains("blockwire-bench kv-node"), "{stdout}");
+    assert_eq!(left_in_root, 0, "the run removes what it made in --dir");
+    assert_eq!(hgrm_files, 3, "a .hgrm file per latency series");
+    // count, p50 p90 p99 p99.9 p99.99 max; the commits then their p50 / fdatasync p50.
+    let floor = numbers_after(&stdout, "fdatasync, 512 bytes at offset 0 (raw)");
+    let mut p50 = Vec::new();
+    for (case, cells) in [
+        ("fdatasync, 512 bytes at offset 0 (raw)", 7),
+        ("tcp commit, 1-row insert, memory durability", 8),
+        ("tcp commit, 1-row insert, disk durability", 8),
+    ] {
+        let row = numbers_after(&stdout, case);
+        assert_eq!(row.len(), cells, "{case}: {row:?}\n{stdout}");
+        assert_eq!(row[0], 50.0, "{case}: {row:?}");
+        assert!(row[1] > 0.0 && row[1..7].windows(2).all(|w| w[0] <= w[1]), "{case}: {row:?}");
+        if cells == 8 {
+            let slack = 0.01 + row[7] * (0.005 / row[1] + 0.005 / floor[1]);
+            assert!((row[7] - row[1] / floor[1]).abs() <= slack, "{case}: ratio {row:?}");
+        }
+        p50.push(row[1]);
+    }
+    let latency_ratio = ratio_line(&stdout, "ratio disk commit p50 / raw fdatasync p50");
+    let slack = 0.01 + latency_ratio * (0.005 / p50[2] + 0.005 / p50[0]);
+    assert!((latency_ratio - p50[2] / p50[0]).abs() <= slack, "{latency_ratio} {p50:?}");
+    // commits/s, commits per GCI, commits/s / one sync per commit.
+    let one_sync = numbers_after(&stdout, "one sync per commit (1 / mean raw fdatasync)");
+    assert!(one_sync.len() == 1 && one_sync[0] > 0.0, "{one_sync:?}");
+    let mut most = 0.0;
+    for n in [1, 16, 256] {
+        let row = numbers_after(&stdout, &format!("tcp disk commit, {n} in flight"));
+        assert_eq!(row.len(), 3, "{n} in flight: {row:?}\n{stdout}");
+        assert!(row.iter().all(|v| v.is_finite() && *v > 0.0), "{n} in flight: {row:?}");
+        assert!(row[1] >= 1.0, "a GCI holds at least one commit: {row:?}");
+        if n == 1 {
+            // Each commit waits until its GCI is saved, so the next one is in a later GCI.
+            assert_eq!(row[1], 1.0, "one in flight, one commit per GCI: {row:?}");
+        }
+        most = row[0];
+    }
+    let rate_ratio =
+        ratio_line(&stdout, "ratio disk commits/s at 256 in flight / one sync per commit");
+    assert!((rate_ratio - most / one_sync[0]).abs() <= 0.01 + rate_ratio * 0.01, "{rate_ratio}");
+    // rows, load s, dir MB, redo MB, lcp MB (kv-node logs nothing: replayed and serves "-").
+    let case = "tcp restart from the data directories";
+    let row = numbers_after(&stdout, case);
+    assert_eq!(row.len(), 5, "{row:?}\n{stdout}");
+    assert_eq!(row[0], 2000.0, "{row:?}");
+    assert!(row[1] > 0.0 && row[2] > 0.0 && row[2] >= row[3] + row[4] - 0.2, "{row:?}");
+    let line = stdout.lines().find(|l| l.starts_with(case)).unwrap();
+    let first_read: f64 = line.split_whitespace().last().unwrap().parse().unwrap();
+    assert!(first_read.is_finite() && first_read > 0.0, "{line}");
+}
+
+#[test]
+fn commit_errors_exit_2_with_a_message() {
+    let taken = temp_dir("commit-taken");
+    std::fs::create_dir(taken.join("recovery")).unwrap();
+    for (args, message) in [
+        (&["commit", "--transport", "local"][..], "commit runs data nodes as processes"),
+        (&["commit", "--count", "0"], "--count must be at least 1"),
+        (&["commit", "--recovery-rows", "0"], "--recovery-rows must be at least 1"),
+        (&["commit", "--gcp-interval-ms", "0"], "--gcp-interval-ms 0: from 1 to 60000"),
+        (&["commit", "--throughput-seconds", "0"], "--throughput-seconds 0"),
+        (&["commit", "--dir", taken.to_str().unwrap()], "recovery is there already"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_blockwire-bench")).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+    // What was there is left alone.
+    assert!(taken.join("recovery").is_dir());
+    std::fs::remove_dir_all(&taken).unwrap();
+}

@@ -40,7 +40,7 @@ use crate::resend::Resend;
 use crate::{Engine, COORDINATOR, STORAGE};
 
 /// How often a starting node repeats what it asks of the master.
-const RESTART_RETRY_NS: u64 = 500_000_000;
+const RESTART_RETRY_NS: u64 = 100_000_000;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Round {

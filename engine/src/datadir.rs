@@ -109,6 +109,15 @@ fn check_identity(path: &Path, found: &str, cluster_id: u64, node: NodeId) -> Re
     }
 }
 
+/// Stops the data node: a file the node depends on (the redo log, a checkpoint, the schema)
+/// cannot be trusted or written, and going on could lose or invent data (NDB stops a data
+/// node on a redo error likewise). The message names the file and, where known, the offset.
+pub(crate) fn stop_node(what: &str, error: &dyn std::fmt::Display) -> ! {
+    tracing::error!(%error, "{what}: the data node stops");
+    eprintln!("blockwire-datanode: {what}: {error}");
+    std::process::exit(3)
+}
+
 /// Fsyncs a directory (after a rename into it).
 pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir)?.sync_all()

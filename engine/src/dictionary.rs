@@ -40,9 +40,7 @@ type Refusal = (ErrorCode, String);
 
 /// The schema file cannot be read or written: the node stops (its tables would be unknown).
 fn fatal_schema(path: &std::path::Path, error: &str) -> ! {
-    tracing::error!(path = %path.display(), error, "schema file unusable: the data node stops");
-    eprintln!("blockwire-datanode: schema file {}: {error}", path.display());
-    std::process::exit(3)
+    crate::datadir::stop_node(&format!("schema file {}", path.display()), &error)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

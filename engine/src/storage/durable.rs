@@ -62,13 +62,7 @@ pub(super) struct Durable {
     counted: (u64, u64),
 }
 
-/// Stops the node: the log or a checkpoint cannot be trusted or written (NDB stops a data node
-/// on a redo error likewise). The message names the file and offset.
-pub(super) fn fatal(what: &str, error: &dyn std::fmt::Display) -> ! {
-    tracing::error!(%error, "{what}: the data node stops");
-    eprintln!("blockwire-datanode: {what}: {error}");
-    std::process::exit(3)
-}
+pub(super) use crate::datadir::stop_node as fatal;
 
 impl Durable {
     /// Opens the log and lists the checkpoints of storage `instance` of `node` in `dir`.
