@@ -120,12 +120,12 @@ impl Catalog {
     }
 
     /// The schema as a file holds it (JSON): the highest version given out and every table.
-    pub fn to_file_bytes(&self) -> Vec<u8> {
+    pub fn to_file_bytes(&self) -> Result<Vec<u8>, String> {
         let state = self.tables.read().unwrap_or_else(PoisonError::into_inner);
         let mut tables: Vec<&Table> = state.by_id.values().map(|t| &**t).collect();
         tables.sort_by_key(|t| t.id);
         let file = SchemaFileRef { highest_version: state.highest_version, tables };
-        serde_json::to_vec_pretty(&file).unwrap_or_default()
+        serde_json::to_vec_pretty(&file).map_err(|e| e.to_string())
     }
 
     /// Installs the tables of a schema file (at start, into an empty catalog).

@@ -118,8 +118,10 @@ impl Dictionary {
     fn persist(&self, ctx: &Context<'_>) {
         let (Some(layout), Some(catalog)) = (&self.layout, &self.catalog) else { return };
         let Some(dir) = layout.data_dir(ctx.node_id()) else { return };
-        if let Err(e) = crate::datadir::install(dir, crate::datadir::SCHEMA_FILE, &catalog.to_file_bytes()) {
-            fatal_schema(&dir.join(crate::datadir::SCHEMA_FILE), &e.to_string());
+        let path = dir.join(crate::datadir::SCHEMA_FILE);
+        let bytes = catalog.to_file_bytes().unwrap_or_else(|e| fatal_schema(&path, &e));
+        if let Err(e) = crate::datadir::install(dir, crate::datadir::SCHEMA_FILE, &bytes) {
+            fatal_schema(&path, &e.to_string());
         }
     }
 
