@@ -323,11 +323,8 @@ impl Checkpoint {
 
     /// A node's answer in the master's round.
     fn on_round_answer(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
-        let data = signal.data();
-        let (Some(&low), Some(&high), Some(&node)) = (data.first(), data.get(1), data.get(2)) else {
-            return ctx.unhandled(signal);
-        };
-        let (gci, Some(node)) = (join(low, high), NodeId::new(node)) else { return };
+        let Some((gci, node)) = gcp_answer(signal, ctx) else { return };
+        let Some(node) = NodeId::new(node) else { return };
         let gsn = signal.gsn();
         let waiting = match &mut self.round {
             Round::Preparing { gci: g, waiting } if gsn == GCP_PREPARE_CONF && *g == gci => waiting,
@@ -379,21 +376,20 @@ impl Checkpoint {
             tracing::warn!(gsn = %signal.gsn(), sender = %signal.sender(), "a global checkpoint step not from the master: dropped");
             return ctx.unhandled(signal);
         }
-        let data = signal.data();
-        let (Some(&low), Some(&high)) = (data.first(), data.get(1)) else { return ctx.unhandled(signal) };
-        let gci = join(low, high);
-        let words = [low, high];
+        let Some(gci) = gcp_step_gci(signal, ctx) else { return };
+        // The step goes on to the local blocks with the master's payload as it came.
+        let words = signal.data();
         match signal.gsn() {
             GCP_PREPARE => {
-                let left = self.send_local(ctx, COORDINATOR, GCP_PREPARE, &words);
+                let left = self.send_local(ctx, COORDINATOR, GCP_PREPARE, words);
                 self.local = Local::Preparing { gci, left };
             }
             GCP_COMMIT => {
-                let left = self.send_local(ctx, COORDINATOR, GCP_COMMIT, &words);
-                self.local = Local::Finishing { closed: gci - 1, left };
+                let left = self.send_local(ctx, COORDINATOR, GCP_COMMIT, words);
+                self.local = Local::Finishing { closed: gci.saturating_sub(1), left };
             }
             GCP_SAVE_REQ => {
-                let left = self.send_local(ctx, STORAGE, GCP_SAVE_REQ, &words);
+                let left = self.send_local(ctx, STORAGE, GCP_SAVE_REQ, words);
                 self.local = Local::Saving { closed: gci, left };
             }
             _ => {
@@ -402,8 +398,8 @@ impl Checkpoint {
                 if let Some(c) = self.counters.durable_gci {
                     ctx.bump(c, self.durable - before);
                 }
-                self.send_local(ctx, COORDINATOR, GCP_SAVED, &words);
-                self.send_local(ctx, STORAGE, GCP_SAVED, &words);
+                self.send_local(ctx, COORDINATOR, GCP_SAVED, words);
+                self.send_local(ctx, STORAGE, GCP_SAVED, words);
             }
         }
     }
@@ -416,9 +412,7 @@ impl Checkpoint {
         if signal.sender().node != ctx.node_id() {
             return ctx.unhandled(signal);
         }
-        let data = signal.data();
-        let (Some(&low), Some(&high)) = (data.first(), data.get(1)) else { return ctx.unhandled(signal) };
-        let gci = join(low, high);
+        let Some((gci, _)) = gcp_answer(signal, ctx) else { return };
         let (answer, left) = match (&mut self.local, signal.gsn()) {
             (Local::Preparing { gci: g, left }, GCP_PREPARE_CONF) if *g == gci => (GCP_PREPARE_CONF, left),
             (Local::Finishing { closed, left }, GCP_NODEFINISH) if *closed == gci => (GCP_NODEFINISH, left),
@@ -432,7 +426,7 @@ impl Checkpoint {
         self.local = Local::Idle;
         let node = u32::from(ctx.node_id().get());
         let master = self.master();
-        self.send(ctx, answer, Layout::checkpoint_of(master), &[low, high, node]);
+        self.send(ctx, answer, Layout::checkpoint_of(master), &gcp_answer_words(answer, gci, node));
     }
 
     fn on_node_event(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {

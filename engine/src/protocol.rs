@@ -31,6 +31,7 @@
 //! GSNs 200..=299.
 
 use bytemuck::{Pod, Zeroable};
+use signals::SignalData;
 
 /// Splits a 64-bit id into its two words.
 pub const fn split(id: u64) -> (u32, u32) {
@@ -141,6 +142,41 @@ pub const DURABILITY_DISK: u32 = 1;
 
 /// The table id of the redo log's control records (never a real table's).
 pub const CONTROL_TABLE: u32 = u32::MAX;
+
+/// The GCI a global checkpoint step (`GCP_PREPARE`, `GCP_COMMIT`, `GCP_SAVE_REQ`, `GCP_SAVED`)
+/// names, read as the step's declared payload; `None` (a counted drop) for anything else.
+pub fn gcp_step_gci(signal: &signals::SignalView<'_>, ctx: &mut node::block::Context<'_>) -> Option<u64> {
+    let (low, high) = match signal.gsn() {
+        GCP_PREPARE => ctx.typed::<GcpPrepare>(signal).map(|p| (p.gci_low, p.gci_high))?,
+        GCP_COMMIT => ctx.typed::<GcpCommit>(signal).map(|p| (p.gci_low, p.gci_high))?,
+        GCP_SAVE_REQ => ctx.typed::<GcpSaveReq>(signal).map(|p| (p.gci_low, p.gci_high))?,
+        GCP_SAVED => ctx.typed::<GcpSaved>(signal).map(|p| (p.gci_low, p.gci_high))?,
+        _ => return None,
+    };
+    Some(join(low, high))
+}
+
+/// The (GCI, node) of a step's answer (`GCP_PREPARE_CONF`, `GCP_NODEFINISH`,
+/// `GCP_SAVE_CONF`), read as its declared payload.
+pub fn gcp_answer(signal: &signals::SignalView<'_>, ctx: &mut node::block::Context<'_>) -> Option<(u64, u32)> {
+    let (low, high, node) = match signal.gsn() {
+        GCP_PREPARE_CONF => ctx.typed::<GcpPrepareConf>(signal).map(|p| (p.gci_low, p.gci_high, p.node))?,
+        GCP_NODEFINISH => ctx.typed::<GcpNodeFinish>(signal).map(|p| (p.gci_low, p.gci_high, p.node))?,
+        GCP_SAVE_CONF => ctx.typed::<GcpSaveConf>(signal).map(|p| (p.gci_low, p.gci_high, p.node))?,
+        _ => return None,
+    };
+    Some((join(low, high), node))
+}
+
+/// The payload of answer `gsn` for `gci` from `node`, as its declared struct's words.
+pub fn gcp_answer_words(gsn: signals::Gsn, gci: u64, node: u32) -> Vec<u32> {
+    let (gci_low, gci_high) = split(gci);
+    match gsn {
+        GCP_PREPARE_CONF => GcpPrepareConf { gci_low, gci_high, node }.as_words().to_vec(),
+        GCP_NODEFINISH => GcpNodeFinish { gci_low, gci_high, node }.as_words().to_vec(),
+        _ => GcpSaveConf { gci_low, gci_high, node }.as_words().to_vec(),
+    }
+}
 
 /// `LQH_KEYREQ.flags`: this replica is the last of the chain (answers the coordinator).
 pub const LQH_LAST_REPLICA: u32 = 1;

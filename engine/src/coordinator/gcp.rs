@@ -59,12 +59,6 @@ impl GcpState {
     }
 }
 
-fn gci_of(signal: &SignalView<'_>) -> Option<(u32, u32, u64)> {
-    let data = signal.data();
-    let (low, high) = (*data.first()?, *data.get(1)?);
-    Some((low, high, join(low, high)))
-}
-
 impl Coordinator {
     /// Answers the client of a committed transaction now, or (disk-durable, with writes) once
     /// its GCI is durable. Once per transaction.
@@ -94,15 +88,14 @@ impl Coordinator {
     }
 
     pub(super) fn on_gcp_prepare(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
-        let Some((gci_low, gci_high, _)) = gci_of(signal) else { return ctx.unhandled(signal) };
+        let Some(gci) = gcp_step_gci(signal, ctx) else { return };
         self.gcp.holding = true;
-        let node = u32::from(ctx.node_id().get());
-        let conf = GcpPrepareConf { gci_low, gci_high, node };
-        self.out.send(ctx, GCP_PREPARE_CONF, signal.sender(), conf.as_words(), &[]);
+        let words = gcp_answer_words(GCP_PREPARE_CONF, gci, u32::from(ctx.node_id().get()));
+        self.out.send(ctx, GCP_PREPARE_CONF, signal.sender(), &words, &[]);
     }
 
     pub(super) fn on_gcp_commit(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
-        let Some((_, _, gci)) = gci_of(signal) else { return ctx.unhandled(signal) };
+        let Some(gci) = gcp_step_gci(signal, ctx) else { return };
         if gci <= self.gcp.open_gci {
             tracing::warn!(gci, open = self.gcp.open_gci, "GCP_COMMIT does not move the GCI forward: dropped");
             return;
@@ -120,7 +113,7 @@ impl Coordinator {
     }
 
     pub(super) fn on_gcp_saved(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
-        let Some((_, _, gci)) = gci_of(signal) else { return ctx.unhandled(signal) };
+        let Some(gci) = gcp_step_gci(signal, ctx) else { return };
         self.gcp.durable_gci = self.gcp.durable_gci.max(gci);
         let later = self.gcp.disk_waiting.split_off(&(gci + 1));
         let ready = std::mem::replace(&mut self.gcp.disk_waiting, later);
