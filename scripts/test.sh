@@ -15,6 +15,12 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$here"
 
+# A one-shot run gains nothing from incremental compilation, whose caches would double the
+# target directory's size on disk (set CARGO_INCREMENTAL=1 to keep them).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# The build needs about 4 GB; say what is free so a full disk is recognised as such.
+df -h "$here" | awk 'NR == 2 { print "test.sh: " $4 " free on " $6 " (a clean build needs about 4 GB)" }'
+
 # Debian packages the build and the tests need (gcc and pkg-config for crates that build C;
 # libibverbs-dev for the verbs shim; the rxe provider for the RDMA suites).
 packages=(gcc libc6-dev pkg-config libibverbs-dev ibverbs-providers)
