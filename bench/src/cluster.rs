@@ -265,7 +265,7 @@ fn cluster_text(spec: &ClusterSpec<'_>, ports: [u16; 3]) -> String {
         spec.partitions
     );
     s += &format!("\n[[blocks]]\nkind = \"storage\"\nmemory_bytes = {}\n", spec.memory_bytes);
-    s += "\n[[blocks]]\nkind = \"coordinator\"\n\n[[blocks]]\nkind = \"ping\"\n";
+    s += "\n[[blocks]]\nkind = \"coordinator\"\n\n[[blocks]]\nkind = \"membership\"\n\n[[blocks]]\nkind = \"ping\"\n";
     if spec.data_dir.is_some() {
         s += &format!(
             "\n[[blocks]]\nkind = \"checkpoint\"\ngcp_interval_ms = {}\n",

@@ -20,12 +20,14 @@
 pub mod check;
 pub mod error;
 pub mod expr;
+pub mod retry;
 pub mod session;
 
 pub use engine::protocol::{Exec, LockMode};
 pub use engine::row::Value;
 pub use engine::schema::{Column, ColumnType, IndexDef, Table, TableDef};
 pub use error::{Error, Result};
+pub use retry::RetryPolicy;
 pub use engine::index::{Range, RangeEnd};
 pub use engine::program::compile::{col, lit, Expr};
 pub use engine::program::AggFn;

@@ -34,7 +34,7 @@ use node::stats::CounterId;
 use signals::gsn::{NodeConnected, NodeFailRep};
 use signals::{gsn, BlockInstance, BlockRef, NodeId, SignalData, SignalView};
 
-use crate::layout::{CheckpointSettings, Layout};
+use crate::layout::{CheckpointSettings, Layout, LiveMap};
 use crate::protocol::*;
 use crate::resend::Resend;
 use crate::{Engine, COORDINATOR, STORAGE};
@@ -100,6 +100,8 @@ pub struct Checkpoint {
     durable: u64,
     restart: Restart,
     connected: BTreeSet<NodeId>,
+    /// Which data nodes are dead (the membership block's `NODE_FAILED`).
+    live: LiveMap,
     counters: Counters,
 }
 
@@ -119,6 +121,7 @@ impl Checkpoint {
             durable: 0,
             restart: Restart::default(),
             connected: BTreeSet::new(),
+            live: LiveMap::default(),
             counters: Counters::default(),
         }
     }
@@ -130,8 +133,9 @@ impl Checkpoint {
         }
     }
 
+    /// The master: the live data node with the lowest id (the membership's president).
     fn master(&self) -> NodeId {
-        self.layout().data_nodes[0]
+        self.live.president(self.layout()).unwrap_or(self.layout().data_nodes[0])
     }
 
     fn is_master(&self, ctx: &Context<'_>) -> bool {
@@ -143,7 +147,7 @@ impl Checkpoint {
     }
 
     fn send_all_nodes(&mut self, ctx: &mut Context<'_>, gsn: signals::Gsn, data: &[u32]) -> BTreeSet<NodeId> {
-        let nodes = self.layout().data_nodes.clone();
+        let nodes: Vec<NodeId> = self.live.alive(self.layout()).collect();
         for n in &nodes {
             self.send(ctx, gsn, Layout::checkpoint_of(*n), data);
         }
@@ -333,9 +337,13 @@ impl Checkpoint {
             _ => return tracing::debug!(%gsn, gci, %node, "answer for no round in progress: dropped"),
         };
         waiting.remove(&node);
-        if !waiting.is_empty() {
-            return;
+        if waiting.is_empty() {
+            self.advance(ctx);
         }
+    }
+
+    /// Every live node answered the round's step: the next step.
+    fn advance(&mut self, ctx: &mut Context<'_>) {
         match self.round.clone() {
             Round::Preparing { gci, .. } => {
                 self.current = gci;
@@ -385,6 +393,7 @@ impl Checkpoint {
                 self.local = Local::Preparing { gci, left };
             }
             GCP_COMMIT => {
+                self.current = self.current.max(gci);
                 let left = self.send_local(ctx, COORDINATOR, GCP_COMMIT, words);
                 self.local = Local::Finishing { closed: gci.saturating_sub(1), left };
             }
@@ -438,10 +447,36 @@ impl Checkpoint {
         }
         let Some(node) = ctx.typed_head::<NodeFailRep>(signal).and_then(|(r, _)| NodeId::new(r.node)) else { return };
         self.connected.remove(&node);
-        if self.layout.as_ref().is_some_and(|l| l.is_data_node(node)) {
-            // Without the membership protocol a global checkpoint cannot complete without
-            // every data node: the round waits for the node to come back (a restart).
-            tracing::warn!(%node, "data node failed: global checkpoints stop until it returns");
+        if self.layout.as_ref().is_some_and(|l| l.is_data_node(node)) && !self.restart.done {
+            // The system restart needs every data node.
+            tracing::warn!(%node, "data node failed during the system restart: the restart waits for it to return");
+        }
+    }
+
+    /// A data node is dead (agreed): global checkpoints go on without it. The master drops
+    /// it from the round's waiting set; a node that became master (the old one died) starts
+    /// a round above the highest GCI it saw committed, which also closes any round the old
+    /// master left half done (every step is idempotent for a GCI already reached).
+    fn on_node_failed(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let Some(f) = ctx.typed::<NodeFailed>(signal).copied() else { return };
+        let Some(dead) = NodeId::new(f.node) else { return };
+        let was_master = self.is_master(ctx);
+        if !self.live.mark_dead(dead, f.version) || !self.restart.done || !self.is_master(ctx) {
+            return;
+        }
+        if !was_master {
+            tracing::info!(current_gci = self.current, "the master died: this node runs global checkpoints now");
+            self.round = Round::Idle;
+            self.timer_armed = false;
+            return self.start_round(ctx);
+        }
+        let waiting = match &mut self.round {
+            Round::Preparing { waiting, .. } | Round::Committing { waiting, .. } | Round::Saving { waiting, .. } => waiting,
+            Round::Idle => return,
+        };
+        waiting.remove(&dead);
+        if waiting.is_empty() {
+            self.advance(ctx);
         }
     }
 }
@@ -458,10 +493,14 @@ impl Block for Checkpoint {
 
     fn execute(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         let internal = !matches!(signal.gsn(), gsn::START_ORD | gsn::STOP_REQ | gsn::NODE_FAILREP | gsn::NODE_CONNECTED);
-        if internal && !crate::internal_from_data_node(self.layout.as_ref(), signal, ctx) {
+        if internal && !crate::internal_from_live_data_node(self.layout.as_ref(), &self.live, signal, ctx) {
+            return;
+        }
+        if signal.gsn() == NODE_FAILED && !crate::from_own_membership(signal, ctx) {
             return;
         }
         match signal.gsn() {
+            NODE_FAILED => self.on_node_failed(signal, ctx),
             GCP_PREPARE | GCP_COMMIT | GCP_SAVE_REQ | GCP_SAVED => self.on_master_step(signal, ctx),
             GCP_PREPARE_CONF | GCP_NODEFINISH | GCP_SAVE_CONF => self.on_local_answer(signal, ctx),
             GCP_CLOSE_REQ => self.on_close_req(signal, ctx),

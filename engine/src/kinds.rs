@@ -1,5 +1,6 @@
 //! The engine's block kinds, for the cluster file's `[[blocks]]`: `dictionary` (one per data
-//! node), `storage` and `coordinator` (one or more instances), `checkpoint` (one per data node,
+//! node), `storage` and `coordinator` (one or more instances), `membership` (one per data
+//! node), `checkpoint` (one per data node,
 //! when data nodes have a `data_dir`). Each reads its settings
 //! ([`crate::layout`]) and names any bad key; the blocks share the process's [`Engine`].
 
@@ -13,10 +14,11 @@ use signals::{BlockNumber, Protocol};
 use crate::checkpoint::Checkpoint;
 use crate::coordinator::Coordinator;
 use crate::dictionary::Dictionary;
-use crate::layout::{CheckpointSettings, CoordinatorSettings, DictionarySettings, StorageSettings};
+use crate::membership::Membership;
+use crate::layout::{CheckpointSettings, CoordinatorSettings, DictionarySettings, MembershipSettings, StorageSettings};
 use crate::protocol::ENGINE;
 use crate::storage::Storage;
-use crate::{Engine, CHECKPOINT, COORDINATOR, DICTIONARY, STORAGE};
+use crate::{Engine, CHECKPOINT, COORDINATOR, DICTIONARY, MEMBERSHIP, STORAGE};
 
 static PROTOCOLS: [&Protocol; 1] = [&ENGINE];
 
@@ -48,6 +50,7 @@ macro_rules! kind {
 kind!(DictionaryKind, "dictionary", DICTIONARY, DictionarySettings, Dictionary);
 kind!(StorageKind, "storage", STORAGE, StorageSettings, Storage);
 kind!(CoordinatorKind, "coordinator", COORDINATOR, CoordinatorSettings, Coordinator);
+kind!(MembershipKind, "membership", MEMBERSHIP, MembershipSettings, Membership);
 
 /// The `checkpoint` block kind (one per data node of a cluster with `data_dir`s): it runs the
 /// restart protocol in start phase 2.
@@ -81,6 +84,7 @@ pub fn engine_kinds(engine: &Arc<Engine>) -> Kinds {
         Arc::new(DictionaryKind(engine.clone())) as Arc<dyn BlockKind>,
         Arc::new(StorageKind(engine.clone())),
         Arc::new(CoordinatorKind(engine.clone())),
+        Arc::new(MembershipKind(engine.clone())),
         Arc::new(CheckpointKind(engine.clone())),
     ] {
         kinds.add(kind).unwrap_or_else(|e| unreachable!("the engine's kinds are distinct: {e}"));

@@ -18,7 +18,7 @@ use signals::{BlockInstance, BlockRef, NodeId};
 
 use crate::redo::{IoUringMode, RedoSettings};
 use crate::schema::SchemaLimits;
-use crate::{CHECKPOINT, COORDINATOR, DICTIONARY, STORAGE};
+use crate::{CHECKPOINT, COORDINATOR, DICTIONARY, MEMBERSHIP, STORAGE};
 
 /// The dictionary's settings (`[[blocks]] kind = "dictionary"`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +127,33 @@ impl CheckpointSettings {
     }
 }
 
+/// The membership block's settings (`[[blocks]] kind = "membership"`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MembershipSettings {
+    /// Each data node sends a heartbeat to its right neighbour in the ring this often.
+    pub heartbeat_interval_ms: u64,
+    /// Heartbeats missed in a row before the left neighbour is suspected dead.
+    pub heartbeat_missed: u32,
+    /// The API node that decides which side of a possible network partition lives (`None`:
+    /// no arbitration; survivors without a majority go on).
+    pub arbitrator: Option<NodeId>,
+    /// How long survivors wait for the arbitrator's answer before they stop.
+    pub arbitration_timeout_ms: u64,
+}
+
+impl MembershipSettings {
+    /// Reads the settings, naming the key of any bad one.
+    pub fn read(s: &mut Settings<'_>) -> Result<MembershipSettings, ConfigError> {
+        let arbitrator = s.u64("arbitrator", 0, 0, 255)?;
+        Ok(MembershipSettings {
+            heartbeat_interval_ms: s.u64("heartbeat_interval_ms", 100, 5, 60_000)?,
+            heartbeat_missed: s.u64("heartbeat_missed", 3, 2, 100)? as u32,
+            arbitrator: u32::try_from(arbitrator).ok().and_then(NodeId::new),
+            arbitration_timeout_ms: s.u64("arbitration_timeout_ms", 2000, 10, 600_000)?,
+        })
+    }
+}
+
 /// The coordinator's settings (`[[blocks]] kind = "coordinator"`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CoordinatorSettings {
@@ -198,6 +225,8 @@ pub struct Layout {
     pub data_dirs: Vec<Option<std::path::PathBuf>>,
     /// The checkpoint block's settings, when the cluster keeps its data on disk.
     pub checkpoint: Option<CheckpointSettings>,
+    /// The membership block's settings.
+    pub membership: MembershipSettings,
 }
 
 fn invalid(key: String, value: impl ToString, allowed: impl Into<String>) -> ConfigError {
@@ -266,6 +295,27 @@ impl Layout {
         }
         let node_groups = data_nodes.chunks(replicas).map(<[NodeId]>::to_vec).collect();
         let (data_dirs, checkpoint) = durability(config, &data_nodes)?;
+        let membership_entry = entry("membership")?;
+        if of("membership").count() != 1 || membership_entry.instance != BlockInstance(0) {
+            return Err(invalid(
+                format!("blocks[{}]", membership_entry.entry),
+                "membership",
+                "exactly one membership block, instance 0",
+            ));
+        }
+        let membership = MembershipSettings::read(&mut Settings::new(
+            &membership_entry.settings.0,
+            format!("blocks[{}]", membership_entry.entry),
+        ))?;
+        if let Some(a) = membership.arbitrator {
+            if !config.nodes.iter().any(|n| n.id == a && n.kind == NodeKind::Api) {
+                return Err(invalid(
+                    format!("blocks[{}].arbitrator", membership_entry.entry),
+                    a,
+                    "the id of an API node of the cluster file",
+                ));
+            }
+        }
         Ok(Layout {
             data_nodes,
             node_groups,
@@ -279,6 +329,7 @@ impl Layout {
             cluster_id: u64::from(config.cluster_id),
             data_dirs,
             checkpoint,
+            membership,
         })
     }
 
@@ -293,22 +344,42 @@ impl Layout {
         self.data_dirs.get(i)?.as_deref()
     }
 
+    /// The membership block of `node`.
+    pub fn membership_of(node: NodeId) -> BlockRef {
+        BlockRef::new(node, MEMBERSHIP, BlockInstance(0))
+    }
+
     /// The checkpoint block of `node`.
     pub fn checkpoint_of(node: NodeId) -> BlockRef {
         BlockRef::new(node, CHECKPOINT, BlockInstance(0))
     }
 
-    /// The replicas of partition `partition`.
+    /// The replicas of partition `partition` in the map a cluster starts with (every data
+    /// node alive: version 1).
     pub fn replicas(&self, partition: u32) -> Replicas {
+        match self.replicas_among(partition, |_| true) {
+            Some(r) => r,
+            None => unreachable!("a node group has at least one member"),
+        }
+    }
+
+    /// The replicas of partition `partition` among the data nodes `alive` accepts: the group's
+    /// members in their turn order from the partition's first primary, dead ones skipped (a
+    /// dead primary's backup is promoted). `None` when every member of the group is dead.
+    pub fn replicas_among(&self, partition: u32, alive: impl Fn(NodeId) -> bool) -> Option<Replicas> {
         let groups = self.node_groups.len().max(1) as u32;
         let group = &self.node_groups[(partition % groups) as usize];
         let turn = (partition / groups) as usize;
         let instance = BlockInstance((turn % usize::from(self.storage_instances.max(1))) as u8);
-        let at = |i: usize| BlockRef::new(group[i % group.len()], STORAGE, instance);
-        Replicas {
-            primary: at(turn % group.len()),
-            backup: (group.len() > 1).then(|| at(turn % group.len() + 1)),
-        }
+        let mut live = (0..group.len()).map(|i| group[(turn + i) % group.len()]).filter(|n| alive(*n));
+        let at = |n: NodeId| BlockRef::new(n, STORAGE, instance);
+        let primary = at(live.next()?);
+        Some(Replicas { primary, backup: live.next().map(at) })
+    }
+
+    /// The node group `node` belongs to.
+    pub fn group_of(&self, node: NodeId) -> Option<usize> {
+        self.node_groups.iter().position(|g| g.contains(&node))
     }
 
     /// Whether `node` is a data node.
@@ -374,6 +445,58 @@ fn durability(
 /// A shared, replaceable layout handle.
 pub type SharedLayout = Arc<Layout>;
 
+/// The partition map as one block sees it: the layout's map with the data nodes the
+/// membership agreement declared dead left out (their partitions' backups promoted), and the
+/// map's version (1 at start, raised by each agreed failure). Each block keeps its own copy,
+/// changed only by the `NODE_FAILED` signals of its node's membership block, so it changes
+/// between two signals and never under a handler.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LiveMap {
+    /// The map's version.
+    pub version: u32,
+    dead: std::collections::BTreeSet<NodeId>,
+}
+
+impl Default for LiveMap {
+    fn default() -> LiveMap {
+        LiveMap { version: 1, dead: std::collections::BTreeSet::new() }
+    }
+}
+
+impl LiveMap {
+    /// Whether data node `node` is alive in this map.
+    pub fn is_alive(&self, node: NodeId) -> bool {
+        !self.dead.contains(&node)
+    }
+
+    /// The data nodes declared dead.
+    pub fn dead(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.dead.iter().copied()
+    }
+
+    /// Records `node` dead as of map `version`; whether it was alive before.
+    pub fn mark_dead(&mut self, node: NodeId, version: u32) -> bool {
+        self.version = self.version.max(version);
+        self.dead.insert(node)
+    }
+
+    /// The replicas of `partition` among the live data nodes (`None`: all dead).
+    pub fn replicas(&self, layout: &Layout, partition: u32) -> Option<Replicas> {
+        layout.replicas_among(partition, |n| self.is_alive(n))
+    }
+
+    /// The live data nodes, in id order.
+    pub fn alive<'a>(&'a self, layout: &'a Layout) -> impl Iterator<Item = NodeId> + 'a {
+        layout.data_nodes.iter().copied().filter(|n| self.is_alive(*n))
+    }
+
+    /// The president: the live data node with the lowest id (every data node starts together,
+    /// so the lowest id is also the oldest).
+    pub fn president(&self, layout: &Layout) -> Option<NodeId> {
+        self.alive(layout).next()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,6 +534,12 @@ mod tests {
             cluster_id: 1,
             data_dirs: vec![None; nodes.len()],
             checkpoint: None,
+            membership: MembershipSettings {
+                heartbeat_interval_ms: 100,
+                heartbeat_missed: 3,
+                arbitrator: None,
+                arbitration_timeout_ms: 1000,
+            },
         }
     }
 
@@ -429,5 +558,24 @@ mod tests {
         let one = layout(&[1, 2], 1, 1);
         assert_eq!(one.replicas(1).backup, None);
         assert_eq!(n(one.replicas(1).primary), 2);
+    }
+
+    #[test]
+    fn a_dead_primary_s_backup_is_promoted_and_a_dead_group_holds_nothing() {
+        let l = layout(&[1, 2, 3, 4], 2, 2);
+        let mut live = LiveMap::default();
+        assert!(live.mark_dead(NodeId::new(1).unwrap(), 2));
+        assert!(!live.mark_dead(NodeId::new(1).unwrap(), 2));
+        assert_eq!(live.version, 2);
+        let n = |r: BlockRef| r.node.get();
+        let seen: Vec<(u8, Option<u8>)> =
+            (0..4).map(|p| live.replicas(&l, p).unwrap()).map(|r| (n(r.primary), r.backup.map(n))).collect();
+        // Partitions 0 and 2 (group 1, 2) are on node 2 alone; group 3, 4 is untouched.
+        assert_eq!(seen, vec![(2, None), (3, Some(4)), (2, None), (4, Some(3))]);
+        assert_eq!(live.replicas(&l, 2).unwrap().primary.instance, l.replicas(2).primary.instance);
+        assert_eq!(live.president(&l).map(NodeId::get), Some(2));
+        live.mark_dead(NodeId::new(2).unwrap(), 3);
+        assert_eq!(live.replicas(&l, 0), None);
+        assert_eq!(live.replicas(&l, 1).map(|r| n(r.primary)), Some(3));
     }
 }

@@ -6,6 +6,8 @@
 //!   key, row locks and operation records;
 //! - [`coordinator`] (NDB's DBTC): transactions over any partitions by the linear two-phase
 //!   commit;
+//! - [`membership`] (NDB's QMGR and DBDIH's node-failure part): heartbeats, the agreement on
+//!   failed data nodes, arbitration, and the partition map's changes;
 //! - [`checkpoint`] (NDB's DBDIH, its global-checkpoint and restart parts): global checkpoints
 //!   and the system restart, when data nodes keep their data on disk ([`redo`], [`lcp`],
 //!   [`datadir`]).
@@ -35,6 +37,7 @@ pub mod layout;
 pub mod lcp;
 pub mod index;
 pub mod locks;
+pub mod membership;
 pub mod program;
 pub mod pool;
 pub mod protocol;
@@ -57,6 +60,8 @@ pub const STORAGE: BlockNumber = BlockNumber(201);
 pub const COORDINATOR: BlockNumber = BlockNumber(202);
 /// The checkpoint block's number.
 pub const CHECKPOINT: BlockNumber = BlockNumber(203);
+/// The membership block's number.
+pub const MEMBERSHIP: BlockNumber = BlockNumber(204);
 /// The block number an API node's session sends from (and receives at).
 pub const API_SESSION: BlockNumber = BlockNumber(900);
 
@@ -127,10 +132,40 @@ pub(crate) fn internal_from_data_node(
     false
 }
 
+/// [`internal_from_data_node`], and the sender is not a data node the membership agreement
+/// declared dead (a node cut off or hung must not change anything any more).
+pub(crate) fn internal_from_live_data_node(
+    layout: Option<&Arc<layout::Layout>>,
+    live: &layout::LiveMap,
+    signal: &signals::SignalView<'_>,
+    ctx: &mut node::block::Context<'_>,
+) -> bool {
+    if !internal_from_data_node(layout, signal, ctx) {
+        return false;
+    }
+    if live.is_alive(signal.sender().node) {
+        return true;
+    }
+    tracing::debug!(gsn = %signal.gsn(), sender = %signal.sender(), "signal from a data node declared dead: dropped");
+    ctx.unhandled(signal);
+    false
+}
+
+/// Whether a `NODE_FAILED` comes from this node's membership block (it is dropped, counted,
+/// otherwise).
+pub(crate) fn from_own_membership(signal: &signals::SignalView<'_>, ctx: &mut node::block::Context<'_>) -> bool {
+    if signal.sender() == layout::Layout::membership_of(ctx.node_id()) {
+        return true;
+    }
+    tracing::warn!(sender = %signal.sender(), "NODE_FAILED not from this node's membership block: dropped");
+    ctx.unhandled(signal);
+    false
+}
+
 /// Whether the cluster file places any engine block (a file with only system blocks runs the
 /// runtime alone).
 pub fn places_engine_blocks(config: &Config) -> bool {
-    config.blocks.iter().any(|b| matches!(b.kind.as_str(), "dictionary" | "storage" | "coordinator" | "checkpoint"))
+    config.blocks.iter().any(|b| matches!(b.kind.as_str(), "dictionary" | "storage" | "coordinator" | "checkpoint" | "membership"))
 }
 
 /// Prepares the data directory of data node `node_id` before it starts (see [`datadir`]);

@@ -300,6 +300,50 @@ payloads! {
     RestartDone { node, rows_low, rows_high }
     /// `LCP_CONTINUE`: the next step of a local checkpoint.
     LcpContinue { unused }
+    /// `MEMBER_HEARTBEAT` (membership -> the right neighbour's membership in the ring of live data
+    /// nodes).
+    Heartbeat { node }
+    /// `MEMBER_HELLO` (membership -> a data node whose link came up): who I am; a node the
+    /// cluster declared dead is answered with `MEMBER_STOP`.
+    MemberHello { node }
+    /// `FAIL_REPORT` (membership -> the president): `node` is suspected dead (heartbeats
+    /// missed or its link hung up).
+    FailReport { node }
+    /// `FAIL_PREP` (president -> every survivor): stop talking to the nodes of section 0 (a
+    /// list of node ids) and confirm; `round` names this attempt.
+    FailPrep { round }
+    /// `FAIL_PREP_CONF` (survivor -> president).
+    FailPrepConf { round, node }
+    /// `FAIL_COMMIT` (president -> every survivor): the nodes of section 0 are dead as of
+    /// partition map `version`.
+    FailCommit { round, version }
+    /// `MEMBER_STOP` (membership -> a data node): stop now; section 0 the reason, `code` the
+    /// exit code to use.
+    MemberStop { code }
+    /// `NODE_FAILED` (membership -> the blocks of its node): data node `node` is dead as of
+    /// partition map `version`; every survivor agreed.
+    NodeFailed { node, version }
+    /// `MEMBER_TIMER`: the heartbeat interval.
+    MemberTimer { unused }
+    /// `ARBIT_REQ` (president -> the arbitrator API node): may the survivors of section 0
+    /// (node ids) go on? `ticket` is the cluster id, checked by the arbitrator.
+    ArbitReq { round, ticket_low, ticket_high }
+    /// `ARBIT_CONF` / `ARBIT_REF` (arbitrator -> president): yes, or no (another side won).
+    ArbitAnswer { round, granted }
+    /// `TAKEOVER_REQ` (the president's coordinator -> every live storage instance): report the
+    /// operation records whose coordinator was on dead data node `node`.
+    TakeoverReq { node }
+    /// `TAKEOVER_OP` (storage -> the taking-over coordinator): one such record. `state` is
+    /// [`TAKEOVER_PREPARED`] or [`TAKEOVER_COMMITTED`]; a committed one carries its GCI.
+    TakeoverOp { tx_low, tx_high, tc_ref, tc_slot, tc_op, state, gci_low, gci_high, node }
+    /// `TAKEOVER_CONF` (storage -> the taking-over coordinator): all `ops` were reported.
+    TakeoverConf { node, ops }
+    /// `REPAIR_REQ` (coordinator -> one storage instance): commit, complete or abort the one
+    /// operation record that (`tc_ref`, `tc_slot`, `tc_op`) names on this replica only (no
+    /// chain), after a node failure broke its chain or took its coordinator.
+    RepairReq { tx_low, tx_high, tc_ref, tc_slot, tc_op, action, gci_low, gci_high, tag }
+    /// `REPAIR_CONF` (storage -> the sender): done (`found` 0 when the record was gone).
+    RepairConf { tx_low, tx_high, tc_slot, tc_op, action, found, tag }
     /// `CHECKSUM_REQ` (anyone -> storage): the rows of one partition of a table.
     ChecksumReq { request, table, partition }
     /// `CHECKSUM_CONF`: row count and an order-independent checksum of (key, row) pairs.
@@ -400,6 +444,23 @@ payloads! {
     /// locks its scans took (and close its scans still open).
     ScanLockRelease { tx_low, tx_high }
 }
+
+/// `TAKEOVER_OP.state`: prepared (not committed on this replica).
+pub const TAKEOVER_PREPARED: u32 = 1;
+/// `TAKEOVER_OP.state`: committed on this replica.
+pub const TAKEOVER_COMMITTED: u32 = 2;
+/// `REPAIR_REQ.action`: commit the record (its after-image becomes the row's).
+pub const REPAIR_COMMIT: u32 = 1;
+/// `REPAIR_REQ.action`: complete it (release its locks).
+pub const REPAIR_COMPLETE: u32 = 2;
+/// `REPAIR_REQ.action`: abort it.
+pub const REPAIR_ABORT: u32 = 3;
+/// `MEMBER_STOP.code`: the cluster declared this node dead (it restarted, or was cut off).
+pub const STOP_DECLARED_DEAD: u32 = 4;
+/// `MEMBER_STOP.code`: the survivors lack a whole node group.
+pub const STOP_GROUP_LOST: u32 = 5;
+/// `MEMBER_STOP.code`: the arbitrator chose the other side, or could not be reached.
+pub const STOP_ARBITRATION: u32 = 6;
 
 /// `SCAN_TABCONF.flags`: the partition scan has no more rows.
 pub const SCAN_FRAGMENT_DONE: u32 = 1;
@@ -532,5 +593,37 @@ signals::protocol! {
         RESTART_DONE = 272 => RestartDone;
         /// The next step of a local checkpoint.
         LCP_CONTINUE = 273 => LcpContinue;
+        /// A ring heartbeat.
+        MEMBER_HEARTBEAT = 280 => Heartbeat;
+        /// A data node introduces itself on a new link.
+        MEMBER_HELLO = 281 => MemberHello;
+        /// A data node is suspected dead.
+        FAIL_REPORT = 282 => FailReport;
+        /// The failure agreement's first phase.
+        FAIL_PREP = 283 => FailPrep;
+        /// A survivor agrees.
+        FAIL_PREP_CONF = 284 => FailPrepConf;
+        /// The failure agreement's decision.
+        FAIL_COMMIT = 285 => FailCommit;
+        /// A data node must stop.
+        MEMBER_STOP = 286 => MemberStop;
+        /// An agreed node failure, to a node's own blocks.
+        NODE_FAILED = 287 => NodeFailed;
+        /// The membership block's interval.
+        MEMBER_TIMER = 288 => MemberTimer;
+        /// Ask the arbitrator.
+        ARBIT_REQ = 289 => ArbitReq;
+        /// The arbitrator's answer.
+        ARBIT_ANSWER = 290 => ArbitAnswer;
+        /// Report the operations of a dead coordinator.
+        TAKEOVER_REQ = 291 => TakeoverReq;
+        /// One operation of a dead coordinator.
+        TAKEOVER_OP = 292 => TakeoverOp;
+        /// All operations of a dead coordinator reported.
+        TAKEOVER_CONF = 293 => TakeoverConf;
+        /// Commit, complete or abort one operation record on one replica.
+        REPAIR_REQ = 294 => RepairReq;
+        /// The repair is done.
+        REPAIR_CONF = 295 => RepairConf;
     }
 }

@@ -72,6 +72,8 @@ pub struct Cluster {
     me: NodeId,
     options: ConnectOptions,
     session_taken: bool,
+    /// Data nodes not linked when the API node joined.
+    down: std::collections::BTreeSet<NodeId>,
 }
 
 impl Cluster {
@@ -92,8 +94,9 @@ impl Cluster {
                 options.connect_timeout.min(Duration::from_secs(2))
             };
             match join_as(&config, &layout, *me, wait) {
-                Ok(registry) => {
-                    return Ok(Cluster { registry, layout, me: *me, options, session_taken: false });
+                Ok((registry, down)) => {
+                    let down = down.into_iter().collect();
+                    return Ok(Cluster { registry, layout, me: *me, options, session_taken: false, down });
                 }
                 Err(e) => last = e,
             }
@@ -135,6 +138,7 @@ impl Cluster {
             next_request: 1,
             next_scan: 0,
             round_robin: 0,
+            down: self.down.clone(),
             _cluster: PhantomData,
         })
     }
@@ -169,21 +173,41 @@ fn api_candidates(config: &Config, layout: &Layout, asked: Option<u64>) -> Resul
     Ok(all)
 }
 
-/// Starts the links of API node `me` and waits until every data node accepted one.
-fn join_as(config: &Config, layout: &Layout, me: NodeId, wait: Duration) -> std::result::Result<Registry, String> {
+/// How long joining waits for the remaining data nodes once every node group has a linked
+/// one (a dead data node must not hold up a client for the whole connect timeout).
+const JOIN_GRACE: Duration = Duration::from_secs(1);
+
+/// Starts the links of API node `me` and waits until every data node accepted one, or, once
+/// every node group has a data node linked, [`JOIN_GRACE`] more; returns the registry and the
+/// data nodes not linked (taken as down until their link comes up).
+fn join_as(
+    config: &Config,
+    layout: &Layout,
+    me: NodeId,
+    wait: Duration,
+) -> std::result::Result<(Registry, Vec<NodeId>), String> {
     let mut links = registry_config(config, me).map_err(|e| e.to_string())?;
     links.send_thread = false;
     let mut registry = Registry::start(links).map_err(|e| format!("API node {me}: {e}"))?;
-    let deadline = Instant::now() + wait;
+    let mut deadline = Instant::now() + wait;
     let mut missing: Vec<NodeId> = layout.data_nodes.clone();
+    let mut grace_started = false;
     while !missing.is_empty() {
         let Some(left) = deadline.checked_duration_since(Instant::now()) else { break };
         if let Ok(LinkEvent::Connected { peer, .. }) = registry.events().recv_timeout(left) {
             missing.retain(|n| *n != peer);
         }
+        let every_group = layout.node_groups.iter().all(|g| g.iter().any(|n| !missing.contains(n)));
+        if every_group && !grace_started {
+            grace_started = true;
+            deadline = deadline.min(Instant::now() + JOIN_GRACE);
+        }
     }
-    if missing.is_empty() {
-        return Ok(registry);
+    if missing.is_empty() || grace_started {
+        if !missing.is_empty() {
+            tracing::warn!(?missing, "joined without a link to these data nodes (taken as down)");
+        }
+        return Ok((registry, missing));
     }
     let why: Vec<String> = missing
         .iter()
@@ -566,6 +590,9 @@ pub struct Session<'c> {
     next_request: u32,
     next_scan: u32,
     round_robin: u64,
+    /// Data nodes whose link to this API node is down (coordinators are chosen among the
+    /// others, and a dead primary's backup is taken as its partition's primary).
+    down: std::collections::BTreeSet<NodeId>,
     _cluster: PhantomData<&'c Cluster>,
 }
 
@@ -605,8 +632,16 @@ impl Session<'_> {
             receive.poll(Some(wait), &mut |_, view| inbox.on_signal(view));
         }
         while let Ok(event) = self.events.try_recv() {
-            if let LinkEvent::Failed { peer, reason } = event {
-                self.inbox.node_failed(peer, &reason);
+            match event {
+                LinkEvent::Failed { peer, reason } => {
+                    if self.layout.is_data_node(peer) {
+                        self.down.insert(peer);
+                    }
+                    self.inbox.node_failed(peer, &reason);
+                }
+                LinkEvent::Connected { peer, .. } => {
+                    self.down.remove(&peer);
+                }
             }
         }
     }
@@ -629,7 +664,25 @@ impl Session<'_> {
     }
 
     fn dictionary_node(&self) -> NodeId {
-        self.layout.data_nodes[0]
+        self.up_nodes().first().copied().unwrap_or(self.layout.data_nodes[0])
+    }
+
+    /// The data nodes whose link is up, in id order (all of them when none is).
+    pub(crate) fn up_nodes(&self) -> Vec<NodeId> {
+        let up: Vec<NodeId> = self.layout.data_nodes.iter().copied().filter(|n| !self.down.contains(n)).collect();
+        if up.is_empty() {
+            self.layout.data_nodes.clone()
+        } else {
+            up
+        }
+    }
+
+    /// The node of `partition`'s primary among the data nodes whose link is up.
+    pub(crate) fn primary_node(&self, partition: u32) -> NodeId {
+        let down = &self.down;
+        self.layout
+            .replicas_among(partition, |n| !down.contains(&n))
+            .map_or_else(|| self.layout.replicas(partition).primary.node, |r| r.primary.node)
     }
 
     fn request_id(&mut self) -> u32 {
@@ -728,7 +781,7 @@ impl Session<'_> {
     /// A new transaction on a coordinator chosen round-robin.
     pub fn begin(&mut self) -> Transaction {
         self.round_robin += 1;
-        let nodes = &self.layout.data_nodes;
+        let nodes = self.up_nodes();
         let node = nodes[(self.round_robin as usize) % nodes.len()];
         let coordinator = self.layout.coordinator_of(node, self.round_robin / nodes.len() as u64);
         self.new_tx(coordinator)
@@ -739,7 +792,7 @@ impl Session<'_> {
         let bytes = row::encode_key(table, key).map_err(|e| Error::invalid(e.to_string()))?;
         let prefix = row::check_key(table, &bytes).map_err(|e| Error::invalid(e.to_string()))?;
         let partition = row::partition_of(table, &bytes, prefix);
-        let node = self.layout.replicas(partition).primary.node;
+        let node = self.primary_node(partition);
         self.round_robin += 1;
         let coordinator = self.layout.coordinator_of(node, self.round_robin);
         Ok(self.new_tx(coordinator))
@@ -865,12 +918,13 @@ impl Session<'_> {
         Ok(started.elapsed())
     }
 
-    /// The checksum and row count of `partition` of `table` on each of its replicas, primary
-    /// first.
+    /// The checksum and row count of `partition` of `table` on each of its replicas whose
+    /// link is up, primary first.
     pub fn partition_checksums(&mut self, table: &Table, partition: u32) -> Result<Vec<(NodeId, u32, u64)>> {
         let replicas = self.layout.replicas(partition);
         let mut out = Vec::new();
-        for to in std::iter::once(replicas.primary).chain(replicas.backup) {
+        let down = self.down.clone();
+        for to in std::iter::once(replicas.primary).chain(replicas.backup).filter(|r| !down.contains(&r.node)) {
             let request = self.request_id();
             let req = ChecksumReq { request, table: table.id, partition };
             let to = BlockRef::new(to.node, STORAGE, to.instance);

@@ -326,9 +326,9 @@ impl<'c> Session<'c> {
     pub fn scan(&mut self, request: &ScanRequest) -> Result<Scan<'_, 'c>> {
         let prepared = request.prepare()?;
         self.round_robin += 1;
-        let nodes = &self.layout.data_nodes;
+        let nodes = self.up_nodes();
         let mut node = nodes[(self.round_robin as usize) % nodes.len()];
-        let mut primaries = prepared.spec.partitions(&request.table).into_iter().map(|p| self.layout.replicas(p).primary.node);
+        let mut primaries = prepared.spec.partitions(&request.table).into_iter().map(|p| self.primary_node(p));
         if let Some(first) = primaries.next() {
             if primaries.all(|n| n == first) {
                 node = first;

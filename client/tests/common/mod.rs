@@ -37,6 +37,8 @@ pub struct Shape {
     pub storage_instances: u32,
     pub coordinator: &'static str,
     pub storage: &'static str,
+    /// The membership block's settings (TOML lines).
+    pub membership: String,
     pub threads: u32,
     /// Data nodes keep their data on disk: a `data_dir` each (under the test's directory)
     /// and a checkpoint block with these settings.
@@ -58,6 +60,7 @@ impl Default for Shape {
             storage_instances: 2,
             coordinator: "",
             storage: "",
+            membership: String::new(),
             threads: 1,
             durable: None,
             node_env: Vec::new(),
@@ -97,6 +100,7 @@ pub fn cluster_file(shape: &Shape, dir: &Path) -> String {
         shape.storage
     );
     s += &format!("[[blocks]]\nkind = \"coordinator\"\n{}\n", shape.coordinator);
+    s += &format!("[[blocks]]\nkind = \"membership\"\n{}\n", shape.membership);
     if let Some(settings) = shape.durable {
         s += &format!("[[blocks]]\nkind = \"checkpoint\"\n{settings}\n");
     }
@@ -242,6 +246,32 @@ impl TestCluster {
         }
         self.links_up.lock().unwrap().clear();
         self.serving.lock().unwrap().clear();
+    }
+
+    /// SIGKILLs data node `id` alone.
+    pub fn kill_node(&mut self, id: u32) {
+        let Some(at) = self.nodes.iter().position(|(n, _)| *n == id) else { panic!("data node {id} is not running") };
+        let (_, mut child) = self.nodes.remove(at);
+        let _ = child.kill();
+        let _ = child.wait();
+        self.links_up.lock().unwrap().retain(|(a, b)| *a != id && *b != id);
+        self.serving.lock().unwrap().remove(&id);
+    }
+
+    /// Waits up to `timeout` for data node `id` to exit by itself; its exit code.
+    pub fn wait_exit(&mut self, id: u32, timeout: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + timeout;
+        let at = self.nodes.iter().position(|(n, _)| *n == id)?;
+        loop {
+            if let Some(status) = self.nodes[at].1.try_wait().unwrap() {
+                self.nodes.remove(at);
+                return status.code();
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
     }
 
     /// Starts every data node again from its files and waits until all serve.

@@ -96,11 +96,13 @@ impl Coordinator {
 
     pub(super) fn on_gcp_commit(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         let Some(gci) = gcp_step_gci(signal, ctx) else { return };
-        if gci <= self.gcp.open_gci {
-            tracing::warn!(gci, open = self.gcp.open_gci, "GCP_COMMIT does not move the GCI forward: dropped");
+        if gci == 0 {
+            tracing::warn!("GCP_COMMIT names GCI 0: dropped");
             return;
         }
-        self.gcp.open_gci = gci;
+        // A new master repeats the step of a round the old one left half done: the GCI
+        // never moves back, and the finish of the closed one is reported again.
+        self.gcp.open_gci = self.gcp.open_gci.max(gci);
         self.gcp.holding = false;
         self.gcp.finish_wanted = Some((gci - 1, signal.sender()));
         for (slot, id) in std::mem::take(&mut self.gcp.held) {

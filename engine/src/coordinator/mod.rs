@@ -39,7 +39,7 @@ use signals::{gsn, BlockRef, NodeId, SignalData, SignalView};
 
 use crate::catalog::Catalog;
 use crate::error::ErrorCode;
-use crate::layout::{CoordinatorSettings, Layout};
+use crate::layout::{CoordinatorSettings, Layout, LiveMap};
 use crate::protocol::*;
 use crate::row;
 use crate::pool::Pool;
@@ -47,7 +47,9 @@ use crate::resend::Resend;
 use crate::Engine;
 
 mod gcp;
+mod repair;
 mod scan;
+mod takeover;
 
 /// How often timeouts are checked, at most.
 const TIMER_PERIOD_NS: u64 = 50_000_000;
@@ -87,6 +89,10 @@ struct TcOp {
     locked: bool,
     state: OpState,
     primary: BlockRef,
+    /// The backup a write went on to (as routed).
+    backup: Option<BlockRef>,
+    /// Answered in the current phase (commit, complete or abort).
+    done: bool,
     primary_ref: u32,
     primary_op: u32,
     backup_ref: u32,
@@ -155,6 +161,9 @@ pub struct Coordinator {
     scans: Pool<scan::Scan>,
     scans_by_id: HashMap<(NodeId, u32), u32>,
     gcp: gcp::GcpState,
+    /// The partition map as this coordinator knows it (which data nodes are dead).
+    live: LiveMap,
+    takeovers: takeover::Takeovers,
     counters: Counters,
 }
 
@@ -173,6 +182,8 @@ impl Coordinator {
             scans: Pool::default(),
             scans_by_id: HashMap::new(),
             gcp: gcp::GcpState::default(),
+            live: LiveMap::default(),
+            takeovers: takeover::Takeovers::default(),
             counters: Counters::default(),
         }
     }
@@ -318,7 +329,9 @@ impl Coordinator {
         let prefix = row::check_key(&table, &key)
             .map_err(|e| failure(ErrorCode::BadKey, req.op_no, format!("table {:?}: {e}", table.name())))?;
         let partition = row::partition_of(&table, &key, prefix);
-        let replicas = layout.replicas(partition);
+        let replicas = self.live.replicas(layout, partition).ok_or_else(|| {
+            failure(ErrorCode::NodeFailure, req.op_no, format!("every replica of partition {partition} is on a dead data node"))
+        })?;
         let committed_read = kind == OpKind::Read && lock == LockMode::CommittedRead;
         // A committed read of a read-backup table goes to the replica on this node when there
         // is one; every other operation starts at the primary.
@@ -346,6 +359,8 @@ impl Coordinator {
             locked: !committed_read,
             state: OpState::Sent,
             primary: replicas.primary,
+            backup: replicas.backup.filter(|_| kind.writes()),
+            done: false,
             primary_ref: 0,
             primary_op: 0,
             backup_ref: 0,
@@ -507,8 +522,14 @@ impl Coordinator {
         let Some(tx) = self.slots[slot as usize].as_mut() else { return 0 };
         let (tx_low, tx_high) = split(tx.id);
         let mut sent = 0;
-        for (i, op) in tx.ops.iter().enumerate() {
+        for (i, op) in tx.ops.iter_mut().enumerate() {
+            op.done = true;
             if !op.locked || op.primary_ref == 0 {
+                continue;
+            }
+            if repair::broken(&self.live, op) {
+                op.done = false;
+                sent += 1;
                 continue;
             }
             let (first, first_op, next_ref, next_op) = if op.backup_ref != 0 {
@@ -531,12 +552,15 @@ impl Coordinator {
             };
             if let Some(to) = BlockRef::from_word(first) {
                 if self.out.send(ctx, gsn, to, req.as_words(), &[]) {
+                    op.done = false;
                     sent += 1;
                 }
             }
         }
         tx.pending = sent;
-        sent
+        // A chain a dead data node broke is repaired (its replica left is asked alone).
+        self.repair_chains(slot, ctx);
+        self.slots[slot as usize].as_ref().map_or(0, |t| t.pending)
     }
 
     /// Every chain committed: answer (unless read-backup waits for complete), then complete.
@@ -573,18 +597,26 @@ impl Coordinator {
         tx.failure = Some(f);
         let (tx_low, tx_high) = split(tx.id);
         let mut sent = 0;
-        for (i, op) in tx.ops.iter().enumerate() {
+        for (i, op) in tx.ops.iter_mut().enumerate() {
+            op.done = true;
             if !op.locked {
+                continue;
+            }
+            if repair::broken(&self.live, op) {
+                op.done = false;
+                sent += 1;
                 continue;
             }
             let req = AbortReq { tx_low, tx_high, tc_ref: me, tc_slot: slot, tc_op: i as u32 };
             if self.out.send(ctx, ABORT_REQ, op.primary, req.as_words(), &[]) {
+                op.done = false;
                 sent += 1;
             }
         }
         tx.pending = sent;
         tx.outstanding = 0;
-        if sent == 0 {
+        self.repair_chains(slot, ctx);
+        if self.slots[slot as usize].as_ref().is_some_and(|t| t.pending == 0) {
             self.aborted(slot, ctx);
         }
     }
@@ -667,13 +699,29 @@ impl Coordinator {
             COMPLETE_CONF => TxState::Completing,
             _ => TxState::Aborting,
         };
+        let op = words.get(3).copied().unwrap_or(u32::MAX);
+        self.op_done(slot, id, op, expected, ctx);
+    }
+
+    /// Operation `op` of the transaction in `slot` answered its phase (`expected` is the
+    /// state that phase runs in); the phase ends when every operation has.
+    fn op_done(&mut self, slot: u32, id: u64, op: u32, expected: TxState, ctx: &mut Context<'_>) {
         let Some(tx) = Self::tx_in(&mut self.slots, slot, id).filter(|t| t.state == expected && t.pending > 0) else {
             return self.stale(ctx, "phase confirm", id);
         };
+        let Some(op) = tx.ops.get_mut(op as usize).filter(|o| !o.done) else {
+            return self.stale(ctx, "phase confirm", id);
+        };
+        op.done = true;
         tx.pending -= 1;
         if tx.pending > 0 {
             return;
         }
+        self.phase_done(slot, expected, ctx);
+    }
+
+    /// Every operation answered the phase that runs in state `expected`: the next step.
+    fn phase_done(&mut self, slot: u32, expected: TxState, ctx: &mut Context<'_>) {
         match expected {
             TxState::Committing => self.committed(slot, ctx),
             TxState::Completing => {
@@ -812,8 +860,14 @@ impl Block for Coordinator {
                 | GCP_PREPARE
                 | GCP_COMMIT
                 | GCP_SAVED
+                | REPAIR_CONF
+                | TAKEOVER_OP
+                | TAKEOVER_CONF
         );
-        if internal && !crate::internal_from_data_node(self.layout.as_ref(), signal, ctx) {
+        if internal && !crate::internal_from_live_data_node(self.layout.as_ref(), &self.live, signal, ctx) {
+            return;
+        }
+        if signal.gsn() == NODE_FAILED && !crate::from_own_membership(signal, ctx) {
             return;
         }
         match signal.gsn() {
@@ -832,6 +886,10 @@ impl Block for Coordinator {
             GCP_SAVED => self.on_gcp_saved(signal, ctx),
             RESEND => self.out.on_timer(ctx),
             gsn::NODE_FAILREP => self.on_node_failure(signal, ctx),
+            NODE_FAILED => self.on_node_failed(signal, ctx),
+            REPAIR_CONF => self.on_repair_conf(signal, ctx),
+            TAKEOVER_OP => self.on_takeover_op(signal, ctx),
+            TAKEOVER_CONF => self.on_takeover_conf(signal, ctx),
             gsn::NODE_CONNECTED => {}
             gsn::START_ORD => {
                 if crate::is_first_phase(ctx, signal) {

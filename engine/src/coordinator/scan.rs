@@ -103,7 +103,7 @@ impl Coordinator {
             fragments: partitions
                 .iter()
                 .map(|p| FragScan {
-                    storage: layout.replicas(*p).primary,
+                    storage: self.primary_of(&layout, *p),
                     storage_scan: 0,
                     state: FragState::Asked,
                     asked_ns: now,
@@ -138,7 +138,7 @@ impl Coordinator {
                 tx_low: req.tx_low,
                 tx_high: req.tx_high,
             };
-            let to = layout.replicas(*partition).primary;
+            let to = self.primary_of(&layout, *partition);
             self.out.send(ctx, SCAN_FRAGREQ, to, frag.as_words(), &[words]);
         }
         Ok(())
@@ -400,6 +400,7 @@ impl Coordinator {
         layout: &crate::layout::Layout,
         ctx: &mut Context<'_>,
     ) -> Result<Option<u64>, Refusal> {
+        let live = self.live.clone();
         match LockMode::from_u32(req.lock) {
             Some(LockMode::CommittedRead) => return Ok(None),
             Some(_) => {}
@@ -416,7 +417,7 @@ impl Coordinator {
         }
         tx.last_activity_ns = now;
         for p in partitions {
-            let storage = layout.replicas(*p).primary;
+            let storage = live.replicas(layout, *p).map_or_else(|| layout.replicas(*p).primary, |r| r.primary);
             if !tx.scan_storages.contains(&storage) {
                 tx.scan_storages.push(storage);
             }

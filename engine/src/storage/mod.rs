@@ -42,6 +42,7 @@ mod build;
 mod checkpoint;
 mod durable;
 mod fragment;
+mod repair;
 mod restore;
 mod scan;
 
@@ -75,6 +76,8 @@ struct OpRecord {
     after: Option<Vec<u8>>,
     /// Redo log bytes reserved for this operation's record (released at commit or abort).
     redo_reserved: u64,
+    /// The global checkpoint its commit carried (once committed).
+    gci: u64,
 }
 
 #[derive(Debug, Default)]
@@ -114,6 +117,8 @@ pub struct Storage {
     /// Restoring from disk: operations and scans are refused until the restart is done.
     recovering: bool,
     lcps: checkpoint::LocalCheckpoints,
+    /// The partition map as this instance knows it (which data nodes are dead).
+    live: crate::layout::LiveMap,
     counters: Counters,
 }
 
@@ -137,6 +142,7 @@ impl Storage {
             durable: None,
             recovering: false,
             lcps: checkpoint::LocalCheckpoints::default(),
+            live: crate::layout::LiveMap::default(),
             counters: Counters::default(),
         }
     }
@@ -344,6 +350,7 @@ impl Storage {
             forwarded: false,
             after: None,
             redo_reserved: 0,
+            gci: 0,
         };
         let Some(handle) = self.ops.alloc(rec) else {
             self.reap(req.table, req.partition, at);
@@ -513,16 +520,31 @@ impl Storage {
     fn on_commit(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         let Some(req) = ctx.typed::<CommitReq>(signal).copied() else { return };
         let tx = join(req.tx_low, req.tx_high);
-        let Some(rec) = self.ops.get(req.op).filter(|r| r.tx == (req.tc_ref, tx) && r.state != OpState::Waiting) else {
+        if !self.ops.get(req.op).is_some_and(|r| r.tx == (req.tc_ref, tx) && r.state != OpState::Waiting) {
             self.stale(ctx, "COMMIT_REQ", tx, req.op);
             return;
-        };
+        }
+        self.commit_record(req.op, join(req.gci_low, req.gci_high), ctx);
+        if req.next_ref != 0 {
+            let next = CommitReq { op: req.next_op, next_ref: 0, next_op: 0, ..req };
+            self.send_to_word(ctx, req.next_ref, COMMIT_REQ, next.as_words(), None);
+        } else {
+            let conf = CommitConf { tx_low: req.tx_low, tx_high: req.tx_high, tc_slot: req.tc_slot, tc_op: req.tc_op };
+            self.send_to_word(ctx, req.tc_ref, COMMIT_CONF, conf.as_words(), None);
+        }
+    }
+
+    /// Commits a prepared operation record on this replica: its after-image becomes the
+    /// row's committed image (logged first when the node keeps a redo log). A record already
+    /// committed is left as it is.
+    fn commit_record(&mut self, handle: u32, gci: u64, ctx: &mut Context<'_>) {
+        let Some(rec) = self.ops.get(handle) else { return };
         let mut moved = Vec::new();
         let key = (rec.req.table, rec.req.partition);
         if rec.state == OpState::Prepared && rec.kind.writes() {
             if let Some(d) = self.durable.as_mut() {
                 let row_key = self.fragments.get(&key).and_then(|f| f.rows.get(rec.row as usize)).and_then(Option::as_ref);
-                log_commit(d, rec, row_key.map(|r| &*r.key), join(req.gci_low, req.gci_high), tx);
+                log_commit(d, rec, row_key.map(|r| &*r.key), gci, rec.tx.1);
                 self.lcps.dirty = true;
             }
             let (at, after) = (rec.row, rec.after.clone());
@@ -531,7 +553,10 @@ impl Storage {
                 self.memory_used = self.memory_used.saturating_add_signed(change);
             }
         }
-        if let Some(rec) = self.ops.get(req.op) {
+        if let Some(rec) = self.ops.get(handle) {
+            if rec.state == OpState::Prepared {
+                rec.gci = gci;
+            }
             rec.state = OpState::Committed;
         }
         for m in moved {
@@ -539,13 +564,6 @@ impl Storage {
         }
         if self.durable.is_some() {
             self.pump_redo(ctx);
-        }
-        if req.next_ref != 0 {
-            let next = CommitReq { op: req.next_op, next_ref: 0, next_op: 0, ..req };
-            self.send_to_word(ctx, req.next_ref, COMMIT_REQ, next.as_words(), None);
-        } else {
-            let conf = CommitConf { tx_low: req.tx_low, tx_high: req.tx_high, tc_slot: req.tc_slot, tc_op: req.tc_op };
-            self.send_to_word(ctx, req.tc_ref, COMMIT_CONF, conf.as_words(), None);
         }
     }
 
@@ -734,9 +752,24 @@ impl Block for Storage {
                 | GCP_SAVED
                 | RESTART_INFO_REQ
                 | RESTART_ORD
+                | TAKEOVER_REQ
+                | REPAIR_REQ
         );
-        if internal && !crate::internal_from_data_node(self.layout.as_ref(), signal, ctx) {
+        if internal && !crate::internal_from_live_data_node(self.layout.as_ref(), &self.live, signal, ctx) {
             return;
+        }
+        if signal.gsn() == NODE_FAILED && !crate::from_own_membership(signal, ctx) {
+            return;
+        }
+        // Once a coordinator's node is dead its records belong to the takeover: a request
+        // still in flight from before the failure must not change them.
+        if matches!(signal.gsn(), LQH_KEYREQ | COMMIT_REQ | COMPLETE_REQ | ABORT_REQ) {
+            let tc = signal.data().get(2).and_then(|w| BlockRef::from_word(*w));
+            if tc.is_some_and(|r| !self.live.is_alive(r.node)) {
+                self.bump(ctx, self.counters.stale);
+                tracing::debug!(gsn = %signal.gsn(), "request of a dead coordinator: dropped");
+                return;
+            }
         }
         match signal.gsn() {
             LQH_KEYREQ => self.on_key_req(signal, ctx),
@@ -752,6 +785,9 @@ impl Block for Storage {
             INDEX_BUILD_REQ => self.on_index_build_req(signal, ctx),
             INDEX_BUILD_CONTINUE => self.on_index_build_continue(signal, ctx),
             gsn::NODE_FAILREP => self.on_node_failure(signal, ctx),
+            NODE_FAILED => self.on_node_failed(signal, ctx),
+            TAKEOVER_REQ => self.on_takeover_req(signal, ctx),
+            REPAIR_REQ => self.on_repair(signal, ctx),
             gsn::NODE_CONNECTED => {}
             gsn::START_ORD => {
                 if crate::is_first_phase(ctx, signal) {

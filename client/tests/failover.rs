@@ -1,0 +1,228 @@
+//! Membership and failover, with real data-node processes: a data node is SIGKILLed under a
+//! bank-transfer load (over tcp and shm; the president and another node), and afterwards
+//! - the load goes on: the survivor commits transfers on every partition;
+//! - no acknowledged commit is lost: every transfer the client heard committed is there;
+//! - transactions are whole: the balances agree with the transfer records and the total holds;
+//! - a transfer whose outcome the client could not know is there or not, but never in part;
+//! - the killed node, started again, is refused (node restart is not built) and exits 4.
+//!
+//! `BLOCKWIRE_FAILOVER_SECONDS` (default 2) is how long the load runs after the kill;
+//! `BLOCKWIRE_SEED` replays the pauses.
+
+mod common;
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use client::{Column, ColumnType, Exec, LockMode, RetryPolicy, ScanRequest, Session, TableDef, Value};
+use common::{Shape, TestCluster};
+
+const ACCOUNTS: i64 = 16;
+const START_BALANCE: i64 = 1000;
+
+fn seed() -> u64 {
+    let s = std::env::var("BLOCKWIRE_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1
+    });
+    eprintln!("seed {s} (BLOCKWIRE_SEED={s} replays the choices)");
+    s
+}
+
+fn failover_seconds() -> u64 {
+    std::env::var("BLOCKWIRE_FAILOVER_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+}
+
+fn transfers_def() -> TableDef {
+    let col = |name: &str| Column { name: name.into(), ty: ColumnType::I64, nullable: false };
+    TableDef {
+        name: "transfers".into(),
+        columns: vec![col("id"), col("src"), col("dst"), col("amount")],
+        primary_key: vec!["id".into()],
+        partition_key: None,
+        partitions: Some(8),
+        read_backup: false,
+        indexes: Vec::new(),
+    }
+}
+
+fn setup_bank(s: &mut Session<'_>) {
+    let accounts = s.create_table(&common::accounts_def(8)).unwrap();
+    s.create_table(&transfers_def()).unwrap();
+    let mut tx = s.begin();
+    for id in 0..ACCOUNTS {
+        tx.insert(&accounts, &[("id", Value::I64(id)), ("balance", Value::I64(START_BALANCE))]).unwrap();
+    }
+    s.execute(&mut tx, Exec::Commit).unwrap();
+}
+
+/// One transfer with its record.
+fn transfer(s: &mut Session<'_>, id: i64, a: i64, b: i64) -> client::Result<()> {
+    let accounts = s.table("accounts")?;
+    let transfers = s.table("transfers")?;
+    let mut tx = s.begin_hinted(&accounts, &[Value::I64(a)])?;
+    let ra = tx.read(&accounts, &[Value::I64(a)], LockMode::Exclusive)?;
+    let rb = tx.read(&accounts, &[Value::I64(b)], LockMode::Exclusive)?;
+    s.execute(&mut tx, Exec::NoCommit)?;
+    let balance = |op| tx.row(op).and_then(|r| r.get("balance")).and_then(Value::as_i64).unwrap_or(0);
+    let (ba, bb) = (balance(ra), balance(rb));
+    tx.update(&accounts, &[Value::I64(a)], &[("balance", Value::I64(ba - 1))])?;
+    tx.update(&accounts, &[Value::I64(b)], &[("balance", Value::I64(bb + 1))])?;
+    let values = [("id", Value::I64(id)), ("src", Value::I64(a)), ("dst", Value::I64(b)), ("amount", Value::I64(1))];
+    tx.insert(&transfers, &values)?;
+    s.execute(&mut tx, Exec::Commit)?;
+    Ok(())
+}
+
+/// What a load thread saw.
+#[derive(Debug, Default)]
+struct Seen {
+    acked: Vec<i64>,
+    unknown: Vec<i64>,
+    /// Commits acknowledged after the kill, and the first one's time.
+    after_kill: usize,
+    first_after_kill: Option<Instant>,
+}
+
+/// Transfers (each retried on temporary errors) until `stop`.
+fn load(path: std::path::PathBuf, index: u32, first_id: i64, stop: Arc<AtomicBool>, killed: Arc<Mutex<Option<Instant>>>, seed: u64) -> Seen {
+    let mut cluster = common::connect_to(&path, index);
+    let mut s = cluster.session().unwrap();
+    let mut rng = Rng(seed);
+    let mut seen = Seen::default();
+    let policy = RetryPolicy { attempts: 100, ..RetryPolicy::default() };
+    let mut id = first_id;
+    while !stop.load(Ordering::SeqCst) {
+        let a = (rng.next() % ACCOUNTS as u64) as i64;
+        let b = (a + 1 + (rng.next() % (ACCOUNTS as u64 - 1)) as i64) % ACCOUNTS;
+        match s.retry(&policy, |s| transfer(s, id, a, b)) {
+            Ok(()) => {
+                seen.acked.push(id);
+                if killed.lock().unwrap().is_some() {
+                    seen.after_kill += 1;
+                    seen.first_after_kill.get_or_insert_with(Instant::now);
+                }
+            }
+            Err(client::Error::NodeFailure { outcome_unknown: true, .. }) => seen.unknown.push(id),
+            Err(e) => panic!("transfer {id}: {e} (not temporary, or still failing after {} tries)", policy.attempts),
+        }
+        id += 1;
+    }
+    seen
+}
+
+fn rows_of(s: &mut Session<'_>, table: &str) -> Vec<Vec<Value>> {
+    let t = s.table(table).unwrap();
+    s.scan(&ScanRequest::new(&t)).unwrap().collect::<Result<Vec<_>, _>>().unwrap()
+}
+
+/// Balances agree with the transfer records and the total holds; the transfer ids present.
+fn check_bank(s: &mut Session<'_>) -> HashSet<i64> {
+    let mut expected = vec![START_BALANCE; ACCOUNTS as usize];
+    let mut present = HashSet::new();
+    for row in rows_of(s, "transfers") {
+        let (Value::I64(id), Value::I64(a), Value::I64(b)) = (&row[0], &row[1], &row[2]) else { panic!("transfer row {row:?}") };
+        expected[*a as usize] -= 1;
+        expected[*b as usize] += 1;
+        present.insert(*id);
+    }
+    let mut found = vec![i64::MIN; ACCOUNTS as usize];
+    for row in rows_of(s, "accounts") {
+        let (Value::I64(id), Value::I64(balance)) = (&row[0], &row[1]) else { panic!("account row {row:?}") };
+        found[*id as usize] = *balance;
+    }
+    assert_eq!(found, expected, "balances disagree with the transfer records: a transaction is partly there");
+    assert_eq!(found.iter().sum::<i64>(), START_BALANCE * ACCOUNTS, "the bank's total changed");
+    present
+}
+
+/// Kills data node `victim` under two clients' transfers, lets the load run on, and checks.
+fn kill_under_load(name: &str, transport: &'static str, victim: u32) {
+    let mut rng = Rng(seed());
+    let shape = Shape { transport, api_nodes: 4, ..Shape::default() };
+    let mut cluster = TestCluster::start(name, shape);
+    {
+        let mut c = cluster.connect(0);
+        let mut s = c.session().unwrap();
+        setup_bank(&mut s);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let killed = Arc::new(Mutex::new(None));
+    let workers: Vec<_> = (1..=2)
+        .map(|i| {
+            let (path, stop, killed, seed) = (cluster.path.clone(), stop.clone(), killed.clone(), rng.next() | 1);
+            std::thread::spawn(move || load(path, i, i64::from(i) << 40, stop, killed, seed))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(400 + rng.next() % 600));
+    let at = Instant::now();
+    cluster.kill_node(victim);
+    *killed.lock().unwrap() = Some(at);
+    std::thread::sleep(Duration::from_secs(failover_seconds()));
+    stop.store(true, Ordering::SeqCst);
+    let seen: Vec<Seen> = workers.into_iter().map(|w| w.join().expect("load thread")).collect();
+    let acked: usize = seen.iter().map(|s| s.acked.len()).sum();
+    let after: usize = seen.iter().map(|s| s.after_kill).sum();
+    let first = seen.iter().filter_map(|s| s.first_after_kill).min();
+    eprintln!(
+        "{name}: {acked} transfers acknowledged, {after} after the kill (the first {:?} after it), {} with unknown outcome",
+        first.map(|f| f - at),
+        seen.iter().map(|s| s.unknown.len()).sum::<usize>()
+    );
+    assert!(after > 0, "no transfer committed after data node {victim} was killed: the load did not go on");
+    assert!(cluster.all_running(), "a survivor stopped");
+
+    let mut c = cluster.connect(3);
+    let mut s = c.session().unwrap();
+    let present = check_bank(&mut s);
+    for w in &seen {
+        let lost: Vec<&i64> = w.acked.iter().filter(|id| !present.contains(id)).collect();
+        assert!(lost.is_empty(), "acknowledged transfers lost: {lost:?}");
+    }
+    let attempted: HashSet<i64> = seen.iter().flat_map(|w| w.acked.iter().chain(&w.unknown)).copied().collect();
+    let invented: Vec<&i64> = present.iter().filter(|id| !attempted.contains(id)).collect();
+    assert!(invented.is_empty(), "transfers present that no client saw commit or end unknown: {invented:?}");
+    // The survivor holds every partition alone: one replica answers, with every row.
+    let accounts = s.table("accounts").unwrap();
+    let mut rows = 0;
+    for p in 0..accounts.partitions {
+        let sums = s.partition_checksums(&accounts, p).unwrap();
+        assert_eq!(sums.len(), 1, "partition {p}: one live replica expected, got {sums:?}");
+        assert_ne!(sums[0].0.get() as u32, victim);
+        rows += sums[0].1;
+    }
+    assert_eq!(i64::from(rows), ACCOUNTS);
+    drop(s);
+    drop(c);
+
+    // The killed node comes back: it is refused (exit 4) and the survivor goes on.
+    cluster.start_node(victim);
+    let code = cluster.wait_exit(victim, Duration::from_secs(20));
+    assert_eq!(code, Some(4), "a restarted data node must be refused with exit 4");
+    assert!(cluster.all_running(), "the survivor stopped when the dead node came back");
+    let mut c = cluster.connect(3);
+    let mut s = c.session().unwrap();
+    s.retry(&RetryPolicy::default(), |s| transfer(s, -1, 0, 1)).unwrap();
+    check_bank(&mut s);
+}
+
+#[test]
+fn sigkill_of_a_data_node_over_tcp_loses_no_acknowledged_commit() {
+    kill_under_load("failover-tcp", "tcp", 2);
+}
+
+#[test]
+fn sigkill_of_the_president_over_shm_loses_no_acknowledged_commit() {
+    kill_under_load("failover-shm", "shm", 1);
+}
