@@ -226,3 +226,44 @@ fn sigkill_of_a_data_node_over_tcp_loses_no_acknowledged_commit() {
 fn sigkill_of_the_president_over_shm_loses_no_acknowledged_commit() {
     kill_under_load("failover-shm", "shm", 1);
 }
+
+/// In a cluster that keeps its data on disk, the global checkpoint master is the president:
+/// when it is killed, the survivor takes global checkpoints over, and disk-durable commits
+/// (acknowledged only once their GCI is synced) go on.
+#[test]
+fn disk_durable_commits_go_on_after_the_global_checkpoint_master_dies() {
+    let shape = Shape { api_nodes: 2, durable: Some("gcp_interval_ms = 50"), ..Shape::default() };
+    let mut cluster = TestCluster::start("failover-disk", shape);
+    let mut c = cluster.connect(0);
+    let mut s = c.session().unwrap();
+    setup_bank(&mut s);
+    let commit = |s: &mut Session<'_>, id: i64, durability: client::Durability| {
+        s.retry(&RetryPolicy { attempts: 100, ..RetryPolicy::default() }, |s| {
+            let accounts = s.table("accounts")?;
+            let mut tx = s.begin();
+            tx.update(&accounts, &[Value::I64(id % ACCOUNTS)], &[("balance", Value::I64(START_BALANCE))])?;
+            tx.set_durability(durability);
+            s.execute(&mut tx, Exec::Commit)?;
+            Ok(tx.gci())
+        })
+    };
+    let disk = |s: &mut Session<'_>, id: i64| commit(s, id, client::Durability::Disk);
+    let before = disk(&mut s, 0).unwrap();
+    cluster.kill_node(1);
+    // Memory-durable commits ask nothing of the master: the survivor must run global
+    // checkpoints at the interval by itself (their GCIs advance).
+    let started = Instant::now();
+    let first = commit(&mut s, 0, client::Durability::Memory).unwrap();
+    let mut last = first;
+    while started.elapsed() < Duration::from_millis(600) {
+        last = commit(&mut s, 0, client::Durability::Memory).unwrap();
+    }
+    assert!(last > first, "global checkpoints stopped after the master died: GCI {first} 600 ms later is {last}");
+    let mut gcis = Vec::new();
+    for id in 1..20 {
+        gcis.push(disk(&mut s, id).unwrap_or_else(|e| panic!("disk-durable commit {id} after the master died: {e}")));
+    }
+    assert!(gcis.iter().all(|g| *g > before), "commits after the failover must carry later GCIs: {before} then {gcis:?}");
+    assert!(gcis.last() > gcis.first(), "global checkpoints must advance after the failover: {gcis:?}");
+    check_bank(&mut s);
+}
