@@ -22,8 +22,9 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 df -h "$here" | awk 'NR == 2 { print "test.sh: " $4 " free on " $6 " (a clean build needs about 4 GB)" }'
 
 # Debian packages the build and the tests need (gcc and pkg-config for crates that build C;
-# libibverbs-dev for the verbs shim; the rxe provider for the RDMA suites).
-packages=(gcc libc6-dev pkg-config libibverbs-dev ibverbs-providers)
+# libibverbs-dev for the verbs shim; the rxe provider for the RDMA suites; iproute2 for the
+# network-partition test, which makes network namespaces).
+packages=(gcc libc6-dev pkg-config libibverbs-dev ibverbs-providers iproute2)
 
 # shellcheck source=lib/packages.sh
 source "$here/scripts/lib/packages.sh"

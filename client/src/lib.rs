@@ -17,6 +17,7 @@
 //! # Ok::<(), client::Error>(())
 //! ```
 
+pub mod arbitrator;
 pub mod check;
 pub mod error;
 pub mod expr;

@@ -469,7 +469,7 @@ struct InFlight {
 
 /// What arrived, kept apart from the links so polling can borrow both.
 #[derive(Debug, Default)]
-struct Inbox {
+pub(crate) struct Inbox {
     in_flight: HashMap<u64, InFlight>,
     done: Vec<Completion>,
     dictionary: HashMap<u32, DictAnswer>,
@@ -477,6 +477,8 @@ struct Inbox {
     checksums: HashMap<u32, ChecksumConf>,
     pongs: Vec<u32>,
     scans: HashMap<u32, scan::ScanInbox>,
+    /// Arbitration requests (when this API node is the arbitrator).
+    pub(crate) arbitration: Vec<crate::arbitrator::Request>,
     dropped: u64,
 }
 
@@ -521,6 +523,10 @@ impl Inbox {
                 let error = Error::from_code(code, format!("{}{op}", message_of(&view)), r.outcome_unknown != 0);
                 self.finish(join(r.tx_low, r.tx_high), Err(error));
             }
+            ARBIT_REQ => match crate::arbitrator::Request::read(&view) {
+                Some(r) => self.arbitration.push(r),
+                None => self.drop_one(),
+            },
             DICT_CONF => {
                 if let Ok(c) = view.typed::<DictConf>() {
                     self.dictionary.insert(c.request, DictAnswer::Done);
@@ -578,13 +584,13 @@ impl Inbox {
 /// A session: schema requests and transactions from one thread.
 #[derive(Debug)]
 pub struct Session<'c> {
-    send: SendBuffers,
+    pub(crate) send: SendBuffers,
     receive: ReceiveSide,
     events: crossbeam_channel::Receiver<LinkEvent>,
     layout: Arc<Layout>,
-    me: BlockRef,
+    pub(crate) me: BlockRef,
     options: ConnectOptions,
-    inbox: Inbox,
+    pub(crate) inbox: Inbox,
     tables: HashMap<String, Arc<Table>>,
     next_tx: u64,
     next_request: u32,
@@ -607,7 +613,7 @@ impl Session<'_> {
         self.inbox.dropped
     }
 
-    fn pack(&mut self, to: BlockRef, signal: &Signal<'_>) -> Result<()> {
+    pub(crate) fn pack(&mut self, to: BlockRef, signal: &Signal<'_>) -> Result<()> {
         let deadline = Instant::now() + self.options.timeout;
         loop {
             match self.send.pack(to.node, signal) {
@@ -625,7 +631,7 @@ impl Session<'_> {
     }
 
     /// Polls the links once (waiting up to `wait`), handling link events.
-    fn pump(&mut self, wait: Duration) {
+    pub(crate) fn pump(&mut self, wait: Duration) {
         let Session { receive, inbox, .. } = self;
         let got = receive.poll(Some(Duration::ZERO), &mut |_, view| inbox.on_signal(view));
         if got == 0 && !wait.is_zero() {

@@ -133,6 +133,17 @@ enum Command {
     /// Scans a table or an ordered index: rows (or groups) as they arrive.
     #[command(after_help = scan::HELP)]
     Scan(ScanArgs),
+    /// Runs as the cluster's arbitrator (the API node `arbitrator` names in the membership
+    /// block): decides which side of a possible network partition keeps running, and prints
+    /// each decision. Runs until killed, or for `--seconds`.
+    Arbitrator {
+        /// Stop after this many seconds (default: run until killed).
+        #[arg(long)]
+        seconds: Option<u64>,
+        /// How long a grant is remembered (while it is, only that side is granted again).
+        #[arg(long, default_value_t = 30)]
+        memory_s: u64,
+    },
 }
 
 /// Why a command failed.
@@ -219,6 +230,39 @@ fn run(args: &Args) -> Result<()> {
         (Command::Delete { table, key }, _) => keys::delete(s, table, key, json)?,
         (Command::Load(load), Prepared::Load(source)) => {
             load::load_file(s, load, source, timeout, json)?
+        }
+        (Command::Arbitrator { seconds, memory_s }, _) => {
+            let layout = s.layout().clone();
+            let mut arbitrator = client::arbitrator::Arbitrator::new(layout.cluster_id, Duration::from_secs(*memory_s));
+            let until = seconds.map(|n| std::time::Instant::now() + Duration::from_secs(n));
+            eprintln!("blockwire: arbitrating for cluster {} as API node {}", layout.cluster_id, args.as_node.map_or("(first free)".into(), |n| n.to_string()));
+            let mut failed = None;
+            s.arbitrate(
+                &mut arbitrator,
+                || until.is_some_and(|u| std::time::Instant::now() >= u),
+                |d| {
+                    let survivors: Vec<String> = d.survivors.iter().map(ToString::to_string).collect();
+                    let line = if json {
+                        format!(
+                            "{{\"president\":{},\"survivors\":[{}],\"granted\":{},\"reason\":{:?}}}\n",
+                            d.president,
+                            survivors.join(","),
+                            d.granted,
+                            d.reason
+                        )
+                    } else {
+                        let verdict = if d.granted { "granted" } else { "refused" };
+                        format!("{verdict} data nodes [{}] (asked by {}): {}\n", survivors.join(", "), d.president, d.reason)
+                    };
+                    if let Err(e) = out.write_all(line.as_bytes()).and_then(|()| out.flush()) {
+                        failed.get_or_insert(e);
+                    }
+                },
+            )?;
+            if let Some(e) = failed {
+                return Err(CliError::Output(e));
+            }
+            String::new()
         }
         // A scan streams its rows itself.
         (Command::Scan(_), Prepared::Scan(plan)) => {
