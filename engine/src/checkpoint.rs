@@ -102,6 +102,8 @@ pub struct Checkpoint {
     connected: BTreeSet<NodeId>,
     /// Which data nodes are dead (the membership block's `NODE_FAILED`).
     live: LiveMap,
+    /// A step from a node that is not (yet) the master here: (gsn, gci, payload, sender).
+    deferred: Option<(signals::Gsn, u64, Vec<u32>, NodeId)>,
     counters: Counters,
 }
 
@@ -122,6 +124,7 @@ impl Checkpoint {
             restart: Restart::default(),
             connected: BTreeSet::new(),
             live: LiveMap::default(),
+            deferred: None,
             counters: Counters::default(),
         }
     }
@@ -380,14 +383,26 @@ impl Checkpoint {
     }
 
     fn on_master_step(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let Some(gci) = gcp_step_gci(signal, ctx) else { return };
         if !self.is_from_master(signal) {
+            // A new master may start its first round before this node's NODE_FAILED for the
+            // old one arrives: a step from a live data node is kept (the last one) and run if
+            // its sender becomes the master.
+            let sender = signal.sender();
+            if sender.block == crate::CHECKPOINT && self.live.is_alive(sender.node) && sender.node > self.master() {
+                self.deferred = Some((signal.gsn(), gci, signal.data().to_vec(), sender.node));
+                return;
+            }
             tracing::warn!(gsn = %signal.gsn(), sender = %signal.sender(), "a global checkpoint step not from the master: dropped");
             return ctx.unhandled(signal);
         }
-        let Some(gci) = gcp_step_gci(signal, ctx) else { return };
-        // The step goes on to the local blocks with the master's payload as it came.
-        let words = signal.data();
-        match signal.gsn() {
+        self.run_step(signal.gsn(), gci, signal.data(), ctx);
+    }
+
+    /// Runs a step of the master's: it goes on to the local blocks with the master's payload
+    /// as it came.
+    fn run_step(&mut self, gsn: signals::Gsn, gci: u64, words: &[u32], ctx: &mut Context<'_>) {
+        match gsn {
             GCP_PREPARE => {
                 let left = self.send_local(ctx, COORDINATOR, GCP_PREPARE, words);
                 self.local = Local::Preparing { gci, left };
@@ -461,7 +476,15 @@ impl Checkpoint {
         let Some(f) = ctx.typed::<NodeFailed>(signal).copied() else { return };
         let Some(dead) = NodeId::new(f.node) else { return };
         let was_master = self.is_master(ctx);
-        if !self.live.mark_dead(dead, f.version) || !self.restart.done || !self.is_master(ctx) {
+        if !self.live.mark_dead(dead, f.version) {
+            return;
+        }
+        if let Some((gsn, gci, words, from)) = self.deferred.take() {
+            if from == self.master() {
+                self.run_step(gsn, gci, &words, ctx);
+            }
+        }
+        if !self.restart.done || !self.is_master(ctx) {
             return;
         }
         if !was_master {

@@ -48,6 +48,9 @@ use crate::protocol::*;
 use crate::resend::Resend;
 use crate::{Engine, API_SESSION, COORDINATOR, STORAGE};
 
+/// How long a data node whose link is up may take to send its first heartbeat (its start).
+const FIRST_HEARTBEAT_GRACE_NS: u64 = 30_000_000_000;
+
 /// A failure round the president runs.
 #[derive(Debug)]
 struct Round {
@@ -81,6 +84,8 @@ pub struct Membership {
     last_heard: Option<u64>,
     round: Option<Round>,
     next_round: u32,
+    /// Data nodes whose link is up.
+    connected: BTreeSet<NodeId>,
     counters: Counters,
 }
 
@@ -98,6 +103,7 @@ impl Membership {
             last_heard: None,
             round: None,
             next_round: 1,
+            connected: BTreeSet::new(),
             counters: Counters::default(),
         }
     }
@@ -158,9 +164,15 @@ impl Membership {
             let _ = ctx.send(&ctx.signal(MEMBER_HEARTBEAT, Layout::membership_of(right)).data(hb.as_words()));
         }
         if left != self.left {
-            // A new neighbour to watch (or the first): it counts from now, once heard.
+            // A new neighbour to watch: it counts from now.
             self.left = left;
             self.last_heard = self.last_heard.map(|_| now);
+        }
+        if self.last_heard.is_none() && self.left.is_some_and(|l| self.connected.contains(&l)) {
+            // A neighbour whose link is up but which has not sent a heartbeat yet may still be
+            // starting (opening its files): it has FIRST_HEARTBEAT_GRACE_NS from now, so one
+            // that hangs before its first heartbeat is still noticed.
+            self.last_heard = Some(now + FIRST_HEARTBEAT_GRACE_NS);
         }
         let limit = self.interval_ns() * u64::from(self.settings.heartbeat_missed);
         if let (Some(left), Some(heard)) = (self.left, self.last_heard) {
@@ -225,6 +237,22 @@ impl Membership {
             return ctx.unhandled(signal);
         };
         let why = format!("reported by data node {}", signal.sender().node);
+        let reporter = signal.sender().node;
+        if self.president() == Some(ctx.node_id()) {
+            if !self.live.is_alive(node) {
+                // The reporter missed the commit (its president died before it came): again.
+                let version = self.live.version;
+                return self.send_commit(0, version, &[reporter], ctx);
+            }
+            if let Some(round) = self.round.as_ref().filter(|r| r.waiting.contains(&reporter) && r.failed.contains(&node)) {
+                // The reporter did not take this node as its president when the round
+                // started; now it does.
+                let list = node_words(&round.failed);
+                let prep = FailPrep { round: round.id };
+                self.out.send(ctx, FAIL_PREP, Layout::membership_of(reporter), prep.as_words(), &[&list]);
+                return;
+            }
+        }
         if node == ctx.node_id() {
             // Someone cannot hear this node; the president decides (it may exclude it).
             tracing::warn!(reporter = %signal.sender().node, "this node was reported dead");
@@ -262,8 +290,22 @@ impl Membership {
         signal.section(0)?.iter().map(|w| self.data_node(*w)).collect()
     }
 
+    /// Whether a round's signal comes from the node this one takes as president. One that
+    /// does not is ignored: two nodes that each suspect the other (a cut link) must not both
+    /// get the others' agreement; the one the others trust decides.
+    fn sent_by_president(&self, signal: &SignalView<'_>) -> bool {
+        if self.president() == Some(signal.sender().node) {
+            return true;
+        }
+        tracing::warn!(gsn = %signal.gsn(), sender = %signal.sender().node, president = ?self.president(), "a failure round's step from a node that is not the president here: ignored");
+        false
+    }
+
     fn on_fail_prep(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         let Some(prep) = ctx.typed::<FailPrep>(signal).copied() else { return };
+        if !self.sent_by_president(signal) {
+            return;
+        }
         let Some(failed) = self.node_list(signal) else {
             tracing::warn!(sender = %signal.sender(), "FAIL_PREP with a bad node list: dropped");
             return ctx.unhandled(signal);
@@ -345,16 +387,30 @@ impl Membership {
 
     fn commit(&mut self, ctx: &mut Context<'_>) {
         let Some(round) = self.round.as_ref() else { return };
-        let version = self.live.version + 1;
-        let list = node_words(&round.failed);
-        let commit = FailCommit { round: round.id, version };
-        for n in self.trusted() {
-            self.out.send(ctx, FAIL_COMMIT, Layout::membership_of(n), commit.as_words(), &[&list]);
+        let (id, version) = (round.id, self.live.version + 1);
+        let to = self.trusted();
+        self.send_commit(id, version, &to, ctx);
+    }
+
+    /// Sends FAIL_COMMIT naming the round's failed set and every data node dead before, so a
+    /// survivor that missed an earlier commit (its president died first) catches up.
+    fn send_commit(&mut self, round: u32, version: u32, to: &[NodeId], ctx: &mut Context<'_>) {
+        let mut dead: BTreeSet<NodeId> = self.live.dead().collect();
+        if let Some(r) = self.round.as_ref().filter(|r| r.id == round) {
+            dead.extend(r.failed.iter().copied());
+        }
+        let list = node_words(&dead);
+        let commit = FailCommit { round, version };
+        for n in to {
+            self.out.send(ctx, FAIL_COMMIT, Layout::membership_of(*n), commit.as_words(), &[&list]);
         }
     }
 
     fn on_fail_commit(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         let Some(commit) = ctx.typed::<FailCommit>(signal).copied() else { return };
+        if !self.sent_by_president(signal) {
+            return;
+        }
         let Some(failed) = self.node_list(signal) else {
             tracing::warn!(sender = %signal.sender(), "FAIL_COMMIT with a bad node list: dropped");
             return ctx.unhandled(signal);
@@ -440,6 +496,7 @@ impl Membership {
         if signal.gsn() == gsn::NODE_CONNECTED {
             if let Some(node) = ctx.typed::<NodeConnected>(signal).and_then(|c| NodeId::new(c.node)) {
                 if is_data(node) {
+                    self.connected.insert(node);
                     let hello = MemberHello { node: u32::from(ctx.node_id().get()) };
                     let _ = ctx.send(&ctx.signal(MEMBER_HELLO, Layout::membership_of(node)).data(hello.as_words()));
                 }
@@ -449,6 +506,7 @@ impl Membership {
         let Some(rep) = ctx.typed_head::<NodeFailRep>(signal).map(|(r, _)| *r) else { return };
         let reason = node::runtime::failrep_reason(signal);
         if let Some(node) = NodeId::new(rep.node).filter(|n| is_data(*n)) {
+            self.connected.remove(&node);
             self.suspect(node, &format!("its link failed: {reason}"), ctx);
         }
     }

@@ -330,14 +330,15 @@ payloads! {
     ArbitReq { round, ticket_low, ticket_high }
     /// `ARBIT_CONF` / `ARBIT_REF` (arbitrator -> president): yes, or no (another side won).
     ArbitAnswer { round, granted }
-    /// `TAKEOVER_REQ` (the president's coordinator -> every live storage instance): report the
-    /// operation records whose coordinator was on dead data node `node`.
-    TakeoverReq { node }
+    /// `TAKEOVER_REQ` (the president's coordinator -> every live storage instance): the data
+    /// nodes of section 0 (node ids) are dead; report every operation record whose
+    /// coordinator is on a dead data node. `generation` names this request.
+    TakeoverReq { generation }
     /// `TAKEOVER_OP` (storage -> the taking-over coordinator): one such record. `state` is
     /// [`TAKEOVER_PREPARED`] or [`TAKEOVER_COMMITTED`]; a committed one carries its GCI.
-    TakeoverOp { tx_low, tx_high, tc_ref, tc_slot, tc_op, state, gci_low, gci_high, node }
+    TakeoverOp { tx_low, tx_high, tc_ref, tc_slot, tc_op, state, gci_low, gci_high, generation }
     /// `TAKEOVER_CONF` (storage -> the taking-over coordinator): all `ops` were reported.
-    TakeoverConf { node, ops }
+    TakeoverConf { generation, ops }
     /// `REPAIR_REQ` (coordinator -> one storage instance): commit, complete or abort the one
     /// operation record that (`tc_ref`, `tc_slot`, `tc_op`) names on this replica only (no
     /// chain), after a node failure broke its chain or took its coordinator.

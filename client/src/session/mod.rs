@@ -165,8 +165,15 @@ fn api_candidates(config: &Config, layout: &Layout, asked: Option<u64>) -> Resul
         }
         return Ok(vec![node]);
     }
-    let all: Vec<NodeId> =
-        config.nodes.iter().filter(|n| n.kind == NodeKind::Api).map(|n| n.id).filter(|n| linked_to_all(*n)).collect();
+    // The arbitrator's id is left to `blockwire arbitrator` (asked for by id).
+    let arbitrator = layout.membership.arbitrator;
+    let all: Vec<NodeId> = config
+        .nodes
+        .iter()
+        .filter(|n| n.kind == NodeKind::Api && Some(n.id) != arbitrator)
+        .map(|n| n.id)
+        .filter(|n| linked_to_all(*n))
+        .collect();
     if all.is_empty() {
         return Err(Error::Connect("the cluster file has no API node linked to every data node".into()));
     }

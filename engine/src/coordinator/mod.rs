@@ -550,11 +550,12 @@ impl Coordinator {
                 gci_low,
                 gci_high,
             };
+            // A send that fails (the link is down) waits, unanswered, for the membership's
+            // NODE_FAILED, which repairs the chain.
+            op.done = false;
+            sent += 1;
             if let Some(to) = BlockRef::from_word(first) {
-                if self.out.send(ctx, gsn, to, req.as_words(), &[]) {
-                    op.done = false;
-                    sent += 1;
-                }
+                self.out.send(ctx, gsn, to, req.as_words(), &[]);
             }
         }
         tx.pending = sent;
@@ -608,10 +609,10 @@ impl Coordinator {
                 continue;
             }
             let req = AbortReq { tx_low, tx_high, tc_ref: me, tc_slot: slot, tc_op: i as u32 };
-            if self.out.send(ctx, ABORT_REQ, op.primary, req.as_words(), &[]) {
-                op.done = false;
-                sent += 1;
-            }
+            // As for commit: a failed send waits for NODE_FAILED to repair it.
+            op.done = false;
+            sent += 1;
+            self.out.send(ctx, ABORT_REQ, op.primary, req.as_words(), &[]);
         }
         tx.pending = sent;
         tx.outstanding = 0;

@@ -66,11 +66,13 @@ impl Coordinator {
             }
         }
         tracing::info!(%dead, map_version = f.version, aborted, repaired, "data node failed: transactions it touched are aborted or repaired");
-        self.start_takeover(dead, ctx);
+        self.takeover_node_failed(dead, ctx);
+        self.start_takeover(ctx);
     }
 
     /// Asks the replica left of every unanswered operation whose chain is broken to do the
-    /// phase's step alone. An operation with no replica left counts as answered.
+    /// phase's step alone (again, after each failure: a repair lost on a link that failed is
+    /// sent again). An operation with no replica left counts as answered.
     pub(super) fn repair_chains(&mut self, slot: u32, ctx: &mut Context<'_>) {
         if self.live.dead().next().is_none() {
             return;
@@ -86,10 +88,17 @@ impl Coordinator {
             }
             let target = [Some(op.primary), op.backup].into_iter().flatten().find(|r| self.live.is_alive(r.node));
             let req = RepairReq { tx_low, tx_high, tc_ref: me, tc_slot: slot, tc_op: i as u32, action, gci_low, gci_high, tag: 0 };
-            let sent = target.is_some_and(|to| self.out.send(ctx, REPAIR_REQ, to, req.as_words(), &[]));
-            if !sent {
-                op.done = true;
-                tx.pending = tx.pending.saturating_sub(1);
+            match target {
+                // A failed send means that replica is going too: its NODE_FAILED repairs again.
+                Some(to) => {
+                    self.out.send(ctx, REPAIR_REQ, to, req.as_words(), &[]);
+                }
+                // No replica left: the partition is lost and the cluster stops (the membership
+                // block's node-group check); nothing is left to wait for.
+                None => {
+                    op.done = true;
+                    tx.pending = tx.pending.saturating_sub(1);
+                }
             }
         }
     }

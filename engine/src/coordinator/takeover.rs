@@ -52,6 +52,9 @@ struct Taken {
 /// The takeovers of this coordinator.
 #[derive(Debug, Default)]
 pub(super) struct Takeovers {
+    /// The collection running (a later failure starts a new one, and answers to an older
+    /// one are dropped).
+    generation: u32,
     /// Storage instances yet to report.
     waiting: BTreeSet<BlockRef>,
     /// What they reported, per (coordinator, transaction).
@@ -66,7 +69,7 @@ pub(super) struct Takeovers {
 impl Coordinator {
     /// The president's first coordinator asks every live storage instance for the records of
     /// dead coordinators (again, from the start, when another node fails meanwhile).
-    pub(super) fn start_takeover(&mut self, dead: NodeId, ctx: &mut Context<'_>) {
+    pub(super) fn start_takeover(&mut self, ctx: &mut Context<'_>) {
         let Some(layout) = self.layout.clone() else { return };
         if self.live.president(&layout) != Some(ctx.node_id()) || ctx.me().instance != BlockInstance(0) {
             return;
@@ -77,19 +80,21 @@ impl Coordinator {
             .flat_map(|n| (0..layout.storage_instances).map(move |i| BlockRef::new(n, STORAGE, BlockInstance(i))))
             .collect();
         self.takeovers.collected.clear();
+        self.takeovers.generation = self.takeovers.generation.wrapping_add(1);
         self.takeovers.waiting = storages.iter().copied().collect();
-        let req = TakeoverReq { node: u32::from(dead.get()) };
+        let req = TakeoverReq { generation: self.takeovers.generation };
+        let dead: Vec<u32> = self.live.dead().map(|n| u32::from(n.get())).collect();
         for to in storages {
-            if !self.out.send(ctx, TAKEOVER_REQ, to, req.as_words(), &[]) {
-                self.takeovers.waiting.remove(&to);
-            }
+            // A storage instance that cannot be asked is on a node going dead: its failure
+            // starts the collection again.
+            self.out.send(ctx, TAKEOVER_REQ, to, req.as_words(), &[&dead]);
         }
-        tracing::info!(%dead, storages = self.takeovers.waiting.len(), "taking over the transactions of dead coordinators");
+        tracing::info!(?dead, storages = self.takeovers.waiting.len(), "taking over the transactions of dead coordinators");
     }
 
     pub(super) fn on_takeover_op(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         let Some(op) = ctx.typed::<TakeoverOp>(signal).copied() else { return };
-        if !self.takeovers.waiting.contains(&signal.sender()) {
+        if op.generation != self.takeovers.generation || !self.takeovers.waiting.contains(&signal.sender()) {
             return self.stale(ctx, "TAKEOVER_OP", join(op.tx_low, op.tx_high));
         }
         let tx = join(op.tx_low, op.tx_high);
@@ -110,7 +115,8 @@ impl Coordinator {
     }
 
     pub(super) fn on_takeover_conf(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
-        if ctx.typed::<TakeoverConf>(signal).is_none() || !self.takeovers.waiting.remove(&signal.sender()) {
+        let Some(conf) = ctx.typed::<TakeoverConf>(signal).copied() else { return };
+        if conf.generation != self.takeovers.generation || !self.takeovers.waiting.remove(&signal.sender()) {
             return;
         }
         if !self.takeovers.waiting.is_empty() {
@@ -150,11 +156,9 @@ impl Coordinator {
                     gci_high,
                     tag,
                 };
-                if self.out.send(ctx, REPAIR_REQ, op.storage, req.as_words(), &[]) {
-                    t.pending += 1;
-                } else {
-                    op.done = true;
-                }
+                // A failed send means that node is going: its failure marks the record done.
+                self.out.send(ctx, REPAIR_REQ, op.storage, req.as_words(), &[]);
+                t.pending += 1;
             }
             if t.pending > 0 {
                 self.takeovers.running.insert(tag, t);
@@ -164,6 +168,30 @@ impl Coordinator {
                 return self.takeover_finished(&t);
             }
             t.action = REPAIR_COMPLETE;
+        }
+    }
+
+    /// A data node died during takeovers: its storage instances answer nothing more (what
+    /// they held is gone with them, and the new collection covers the rest).
+    pub(super) fn takeover_node_failed(&mut self, dead: NodeId, ctx: &mut Context<'_>) {
+        let mut advanced = Vec::new();
+        for (tag, t) in &mut self.takeovers.running {
+            for op in t.ops.iter_mut().filter(|o| !o.done && o.storage.node == dead) {
+                op.done = true;
+                t.pending -= 1;
+            }
+            if t.pending == 0 {
+                advanced.push(*tag);
+            }
+        }
+        for tag in advanced {
+            let Some(mut t) = self.takeovers.running.remove(&tag) else { continue };
+            if t.action == REPAIR_COMMIT {
+                t.action = REPAIR_COMPLETE;
+                self.takeover_step(tag, t, ctx);
+            } else {
+                self.takeover_finished(&t);
+            }
         }
     }
 

@@ -24,14 +24,15 @@ impl Storage {
     pub(super) fn on_takeover_req(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         let Some(req) = ctx.typed::<TakeoverReq>(signal).copied() else { return };
         // The president may ask before this node's own NODE_FAILED arrives.
-        match NodeId::new(req.node).filter(|n| self.layout.as_ref().is_some_and(|l| l.is_data_node(*n))) {
-            Some(dead) => {
-                self.live.mark_dead(dead, self.live.version);
-            }
-            None => {
-                tracing::warn!(node = req.node, "TAKEOVER_REQ names no data node: dropped");
-                return ctx.unhandled(signal);
-            }
+        let is_data = |n: &NodeId| self.layout.as_ref().is_some_and(|l| l.is_data_node(*n));
+        let dead: Option<Vec<NodeId>> =
+            signal.section(0).unwrap_or(&[]).iter().map(|w| NodeId::new(*w).filter(is_data)).collect();
+        let Some(dead) = dead else {
+            tracing::warn!(sender = %signal.sender(), "TAKEOVER_REQ names a node that is no data node: dropped");
+            return ctx.unhandled(signal);
+        };
+        for node in dead {
+            self.live.mark_dead(node, self.live.version);
         }
         let live = self.live.clone();
         let orphaned = |tc_ref: u32| BlockRef::from_word(tc_ref).is_some_and(|r| !live.is_alive(r.node));
@@ -59,7 +60,7 @@ impl Storage {
                 state,
                 gci_low,
                 gci_high,
-                node: req.node,
+                generation: req.generation,
             });
         }
         for handle in &waiting {
@@ -69,9 +70,9 @@ impl Storage {
         for r in &reports {
             self.out.send(ctx, TAKEOVER_OP, to, r.as_words(), &[]);
         }
-        let conf = TakeoverConf { node: req.node, ops: reports.len() as u32 };
+        let conf = TakeoverConf { generation: req.generation, ops: reports.len() as u32 };
         self.out.send(ctx, TAKEOVER_CONF, to, conf.as_words(), &[]);
-        tracing::info!(dead = req.node, reported = reports.len(), aborted_waiting = waiting.len(), "operations of dead coordinators reported for takeover");
+        tracing::info!(generation = req.generation, reported = reports.len(), aborted_waiting = waiting.len(), "operations of dead coordinators reported for takeover");
         self.run_ready(ctx);
     }
 
