@@ -16,11 +16,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use client::{Column, ColumnType, Durability, Exec, LockMode, Outcome, ScanRequest, Session, TableDef, Value};
+use client::{Durability, Exec, LockMode, Session, Value};
+use common::bank::{check_bank, pair, rows_of, seed, setup_bank, transfer, Rng};
 use common::{accounts_def, Shape, TestCluster};
-
-const ACCOUNTS: i64 = 16;
-const START_BALANCE: i64 = 1000;
 
 fn env_count(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -28,69 +26,6 @@ fn env_count(name: &str, default: u64) -> u64 {
 
 fn durable_shape(storage: &'static str) -> Shape {
     Shape { api_nodes: 3, durable: Some("gcp_interval_ms = 50"), storage, ..Shape::default() }
-}
-
-fn transfers_def() -> TableDef {
-    let col = |name: &str| Column { name: name.into(), ty: ColumnType::I64, nullable: false };
-    TableDef {
-        name: "transfers".into(),
-        columns: vec![col("id"), col("src"), col("dst"), col("amount")],
-        primary_key: vec!["id".into()],
-        partition_key: None,
-        partitions: Some(8),
-        read_backup: false,
-        indexes: Vec::new(),
-    }
-}
-
-/// A small xorshift generator: the seed is printed so a failure can be replayed.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn seed() -> u64 {
-    let s = std::env::var("BLOCKWIRE_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1
-    });
-    eprintln!("seed {s} (BLOCKWIRE_SEED={s} replays the choices)");
-    s
-}
-
-fn setup_bank(s: &mut Session<'_>) {
-    let accounts = s.create_table(&accounts_def(8)).unwrap();
-    s.create_table(&transfers_def()).unwrap();
-    let mut tx = s.begin();
-    for id in 0..ACCOUNTS {
-        tx.insert(&accounts, &[("id", Value::I64(id)), ("balance", Value::I64(START_BALANCE))]).unwrap();
-    }
-    tx.set_durability(Durability::Disk);
-    assert_eq!(s.execute(&mut tx, Exec::Commit).unwrap(), Outcome::Committed);
-}
-
-/// One transfer with its record, committed with `durability`; `Ok(gci)` when acknowledged.
-fn transfer(s: &mut Session<'_>, id: i64, a: i64, b: i64, durability: Durability) -> client::Result<u64> {
-    let accounts = s.table("accounts")?;
-    let transfers = s.table("transfers")?;
-    let mut tx = s.begin_hinted(&accounts, &[Value::I64(a)])?;
-    let ra = tx.read(&accounts, &[Value::I64(a)], LockMode::Exclusive)?;
-    let rb = tx.read(&accounts, &[Value::I64(b)], LockMode::Exclusive)?;
-    s.execute(&mut tx, Exec::NoCommit)?;
-    let balance = |op| tx.row(op).and_then(|r| r.get("balance")).and_then(Value::as_i64).unwrap_or(0);
-    let (ba, bb) = (balance(ra), balance(rb));
-    tx.update(&accounts, &[Value::I64(a)], &[("balance", Value::I64(ba - 1))])?;
-    tx.update(&accounts, &[Value::I64(b)], &[("balance", Value::I64(bb + 1))])?;
-    let values = [("id", Value::I64(id)), ("src", Value::I64(a)), ("dst", Value::I64(b)), ("amount", Value::I64(1))];
-    tx.insert(&transfers, &values)?;
-    tx.set_durability(durability);
-    s.execute(&mut tx, Exec::Commit)?;
-    Ok(tx.gci())
 }
 
 /// Transfers until the first error after `stop` is set (the kill); returns (id, gci) of
@@ -102,8 +37,7 @@ fn load(path: std::path::PathBuf, first_id: i64, durability: Durability, stop: A
     let mut acked = Vec::new();
     let mut id = first_id;
     loop {
-        let a = (rng.next() % ACCOUNTS as u64) as i64;
-        let b = (a + 1 + (rng.next() % (ACCOUNTS as u64 - 1)) as i64) % ACCOUNTS;
+        let (a, b) = pair(&mut rng);
         match transfer(&mut s, id, a, b, durability) {
             Ok(gci) => acked.push((id, gci)),
             Err(_) if stop.load(Ordering::SeqCst) => return acked,
@@ -112,33 +46,6 @@ fn load(path: std::path::PathBuf, first_id: i64, durability: Durability, stop: A
         }
         id += 1;
     }
-}
-
-/// Every row of `table` (committed reads).
-fn rows_of(s: &mut Session<'_>, table: &str) -> Vec<Vec<Value>> {
-    let t = s.table(table).unwrap();
-    s.scan(&ScanRequest::new(&t)).unwrap().collect::<Result<Vec<_>, _>>().unwrap()
-}
-
-/// The bank after a restart: balances agree with the transfer records (whole transactions)
-/// and the total is intact; returns the transfer ids present.
-fn check_bank(s: &mut Session<'_>) -> std::collections::HashSet<i64> {
-    let mut expected = vec![START_BALANCE; ACCOUNTS as usize];
-    let mut present = std::collections::HashSet::new();
-    for row in rows_of(s, "transfers") {
-        let (Value::I64(id), Value::I64(a), Value::I64(b)) = (&row[0], &row[1], &row[2]) else { panic!("transfer row {row:?}") };
-        expected[*a as usize] -= 1;
-        expected[*b as usize] += 1;
-        present.insert(*id);
-    }
-    let mut found = vec![i64::MIN; ACCOUNTS as usize];
-    for row in rows_of(s, "accounts") {
-        let (Value::I64(id), Value::I64(balance)) = (&row[0], &row[1]) else { panic!("account row {row:?}") };
-        found[*id as usize] = *balance;
-    }
-    assert_eq!(found, expected, "balances disagree with the transfer records: a transaction is partly there");
-    assert_eq!(found.iter().sum::<i64>(), START_BALANCE * ACCOUNTS, "the bank's total changed");
-    present
 }
 
 fn run_and_kill(cluster: &mut TestCluster, first_id: i64, durability: Durability, rng: &mut Rng) -> Vec<(i64, u64)> {
@@ -159,7 +66,7 @@ fn disk_durable_commits_survive_sigkill_of_every_data_node() {
     let mut cluster = TestCluster::start("kill-disk", durable_shape(""));
     {
         let mut c = cluster.connect(0);
-        setup_bank(&mut c.session().unwrap());
+        setup_bank(&mut c.session().unwrap(), Durability::Disk);
     }
     let cycles = env_count("BLOCKWIRE_KILL_CYCLES", 3);
     let mut all_acked = Vec::new();
@@ -181,7 +88,7 @@ fn memory_durable_commits_are_lost_only_back_to_a_global_checkpoint() {
     let mut cluster = TestCluster::start("kill-memory", durable_shape(""));
     {
         let mut c = cluster.connect(0);
-        setup_bank(&mut c.session().unwrap());
+        setup_bank(&mut c.session().unwrap(), Durability::Disk);
     }
     let acked = run_and_kill(&mut cluster, 1, Durability::Memory, &mut rng);
     assert!(!acked.is_empty(), "no transfer was acknowledged before the kill");

@@ -16,73 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use client::{Column, ColumnType, Exec, LockMode, RetryPolicy, ScanRequest, Session, TableDef, Value};
+use client::{Durability, Exec, RetryPolicy, Session, Value};
+use common::bank::{check_bank, pair, seed, setup_bank, transfer, Rng, ACCOUNTS, START_BALANCE};
 use common::{Shape, TestCluster};
-
-const ACCOUNTS: i64 = 16;
-const START_BALANCE: i64 = 1000;
-
-fn seed() -> u64 {
-    let s = std::env::var("BLOCKWIRE_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1
-    });
-    eprintln!("seed {s} (BLOCKWIRE_SEED={s} replays the choices)");
-    s
-}
 
 fn failover_seconds() -> u64 {
     std::env::var("BLOCKWIRE_FAILOVER_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
-}
-
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-fn transfers_def() -> TableDef {
-    let col = |name: &str| Column { name: name.into(), ty: ColumnType::I64, nullable: false };
-    TableDef {
-        name: "transfers".into(),
-        columns: vec![col("id"), col("src"), col("dst"), col("amount")],
-        primary_key: vec!["id".into()],
-        partition_key: None,
-        partitions: Some(8),
-        read_backup: false,
-        indexes: Vec::new(),
-    }
-}
-
-fn setup_bank(s: &mut Session<'_>) {
-    let accounts = s.create_table(&common::accounts_def(8)).unwrap();
-    s.create_table(&transfers_def()).unwrap();
-    let mut tx = s.begin();
-    for id in 0..ACCOUNTS {
-        tx.insert(&accounts, &[("id", Value::I64(id)), ("balance", Value::I64(START_BALANCE))]).unwrap();
-    }
-    s.execute(&mut tx, Exec::Commit).unwrap();
-}
-
-/// One transfer with its record.
-fn transfer(s: &mut Session<'_>, id: i64, a: i64, b: i64) -> client::Result<()> {
-    let accounts = s.table("accounts")?;
-    let transfers = s.table("transfers")?;
-    let mut tx = s.begin_hinted(&accounts, &[Value::I64(a)])?;
-    let ra = tx.read(&accounts, &[Value::I64(a)], LockMode::Exclusive)?;
-    let rb = tx.read(&accounts, &[Value::I64(b)], LockMode::Exclusive)?;
-    s.execute(&mut tx, Exec::NoCommit)?;
-    let balance = |op| tx.row(op).and_then(|r| r.get("balance")).and_then(Value::as_i64).unwrap_or(0);
-    let (ba, bb) = (balance(ra), balance(rb));
-    tx.update(&accounts, &[Value::I64(a)], &[("balance", Value::I64(ba - 1))])?;
-    tx.update(&accounts, &[Value::I64(b)], &[("balance", Value::I64(bb + 1))])?;
-    let values = [("id", Value::I64(id)), ("src", Value::I64(a)), ("dst", Value::I64(b)), ("amount", Value::I64(1))];
-    tx.insert(&transfers, &values)?;
-    s.execute(&mut tx, Exec::Commit)?;
-    Ok(())
 }
 
 /// What a load thread saw.
@@ -104,10 +43,9 @@ fn load(path: std::path::PathBuf, index: u32, first_id: i64, stop: Arc<AtomicBoo
     let policy = RetryPolicy { attempts: 100, ..RetryPolicy::default() };
     let mut id = first_id;
     while !stop.load(Ordering::SeqCst) {
-        let a = (rng.next() % ACCOUNTS as u64) as i64;
-        let b = (a + 1 + (rng.next() % (ACCOUNTS as u64 - 1)) as i64) % ACCOUNTS;
-        match s.retry(&policy, |s| transfer(s, id, a, b)) {
-            Ok(()) => {
+        let (a, b) = pair(&mut rng);
+        match s.retry(&policy, |s| transfer(s, id, a, b, Durability::Memory)) {
+            Ok(_) => {
                 seen.acked.push(id);
                 if killed.lock().unwrap().is_some() {
                     seen.after_kill += 1;
@@ -122,31 +60,6 @@ fn load(path: std::path::PathBuf, index: u32, first_id: i64, stop: Arc<AtomicBoo
     seen
 }
 
-fn rows_of(s: &mut Session<'_>, table: &str) -> Vec<Vec<Value>> {
-    let t = s.table(table).unwrap();
-    s.scan(&ScanRequest::new(&t)).unwrap().collect::<Result<Vec<_>, _>>().unwrap()
-}
-
-/// Balances agree with the transfer records and the total holds; the transfer ids present.
-fn check_bank(s: &mut Session<'_>) -> HashSet<i64> {
-    let mut expected = vec![START_BALANCE; ACCOUNTS as usize];
-    let mut present = HashSet::new();
-    for row in rows_of(s, "transfers") {
-        let (Value::I64(id), Value::I64(a), Value::I64(b)) = (&row[0], &row[1], &row[2]) else { panic!("transfer row {row:?}") };
-        expected[*a as usize] -= 1;
-        expected[*b as usize] += 1;
-        present.insert(*id);
-    }
-    let mut found = vec![i64::MIN; ACCOUNTS as usize];
-    for row in rows_of(s, "accounts") {
-        let (Value::I64(id), Value::I64(balance)) = (&row[0], &row[1]) else { panic!("account row {row:?}") };
-        found[*id as usize] = *balance;
-    }
-    assert_eq!(found, expected, "balances disagree with the transfer records: a transaction is partly there");
-    assert_eq!(found.iter().sum::<i64>(), START_BALANCE * ACCOUNTS, "the bank's total changed");
-    present
-}
-
 /// Kills data node `victim` under two clients' transfers, lets the load run on, and checks.
 fn kill_under_load(name: &str, transport: &'static str, victim: u32) {
     let mut rng = Rng(seed());
@@ -155,7 +68,7 @@ fn kill_under_load(name: &str, transport: &'static str, victim: u32) {
     {
         let mut c = cluster.connect(0);
         let mut s = c.session().unwrap();
-        setup_bank(&mut s);
+        setup_bank(&mut s, Durability::Memory);
     }
     let stop = Arc::new(AtomicBool::new(false));
     let killed = Arc::new(Mutex::new(None));
@@ -213,7 +126,7 @@ fn kill_under_load(name: &str, transport: &'static str, victim: u32) {
     assert!(cluster.all_running(), "the survivor stopped when the dead node came back");
     let mut c = cluster.connect(3);
     let mut s = c.session().unwrap();
-    s.retry(&RetryPolicy::default(), |s| transfer(s, -1, 0, 1)).unwrap();
+    s.retry(&RetryPolicy::default(), |s| transfer(s, -1, 0, 1, Durability::Memory)).unwrap();
     check_bank(&mut s);
 }
 
@@ -236,7 +149,7 @@ fn disk_durable_commits_go_on_after_the_global_checkpoint_master_dies() {
     let mut cluster = TestCluster::start("failover-disk", shape);
     let mut c = cluster.connect(0);
     let mut s = c.session().unwrap();
-    setup_bank(&mut s);
+    setup_bank(&mut s, Durability::Memory);
     let commit = |s: &mut Session<'_>, id: i64, durability: client::Durability| {
         s.retry(&RetryPolicy { attempts: 100, ..RetryPolicy::default() }, |s| {
             let accounts = s.table("accounts")?;

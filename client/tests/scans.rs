@@ -13,32 +13,13 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use client::{AggFn, Error, Exec, Expr, IndexDef, Range, RangeEnd, ScanRequest, Session, Value};
+use common::bank::Rng;
 use common::{Shape, TestCluster};
 use engine::program::{ArithOp, CmpOp};
 use engine::schema::{Column, ColumnType, TableDef};
 
 fn env_count(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-/// A small deterministic generator (xorshift), so a failure names its query number.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-
-    fn range(&mut self, low: i64, high: i64) -> i64 {
-        low + self.below((high - low + 1) as u64) as i64
-    }
 }
 
 fn facts_def() -> TableDef {

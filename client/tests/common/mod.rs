@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use client::{Cluster, ConnectOptions};
 
+pub mod bank;
+
 /// A port nobody listens on now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
