@@ -4,7 +4,8 @@
 //! - no acknowledged commit is lost: every transfer the client heard committed is there;
 //! - transactions are whole: the balances agree with the transfer records and the total holds;
 //! - a transfer whose outcome the client could not know is there or not, but never in part;
-//! - the killed node, started again, is refused (node restart is not built) and exits 4.
+//! - the killed node, started again under the load, is admitted, copies its partitions from
+//!   the survivor and serves again, and then both replicas of every partition are identical.
 //!
 //! `BLOCKWIRE_FAILOVER_SECONDS` (default 2) is how long the load runs after the kill;
 //! `BLOCKWIRE_SEED` replays the pauses.
@@ -119,15 +120,60 @@ fn kill_under_load(name: &str, transport: &'static str, victim: u32) {
     drop(s);
     drop(c);
 
-    // The killed node comes back: it is refused (exit 4) and the survivor goes on.
+    // The killed node restarts under the load: it is admitted, copies every partition from
+    // the survivor while transfers go on, and serves again; then both replicas are identical.
+    let load_again: Vec<_> = (1..=2)
+        .map(|i| {
+            let (path, seed) = (cluster.path.clone(), rng.next() | 1);
+            let (stop, killed) = (Arc::new(AtomicBool::new(false)), Arc::new(Mutex::new(None)));
+            let handle = {
+                let stop = stop.clone();
+                std::thread::spawn(move || load(path, i, (i64::from(i) << 40) + (1 << 30), stop, killed, seed))
+            };
+            (stop, handle)
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let restart_at = Instant::now();
     cluster.start_node(victim);
-    let code = cluster.wait_exit(victim, Duration::from_secs(20));
-    assert_eq!(code, Some(4), "a restarted data node must be refused with exit 4");
-    assert!(cluster.all_running(), "the survivor stopped when the dead node came back");
+    let serving = cluster.serving.clone();
+    assert!(cluster.wait_for(&serving, victim, Duration::from_secs(60)), "the restarted data node {victim} did not serve within 60 s");
+    let took = restart_at.elapsed();
+    std::thread::sleep(Duration::from_millis(300));
+    for (stop, _) in &load_again {
+        stop.store(true, Ordering::SeqCst);
+    }
+    let seen_again: Vec<Seen> = load_again.into_iter().map(|(_, h)| h.join().expect("load thread")).collect();
+    eprintln!(
+        "{name}: data node {victim} restarted and served after {took:?}; {} transfers acknowledged meanwhile",
+        seen_again.iter().map(|s| s.acked.len()).sum::<usize>()
+    );
+    assert!(cluster.all_running(), "a data node stopped during the node restart");
     let mut c = cluster.connect(3);
     let mut s = c.session().unwrap();
+    let present = check_bank(&mut s);
+    for w in seen.iter().chain(&seen_again) {
+        let lost: Vec<&i64> = w.acked.iter().filter(|id| !present.contains(id)).collect();
+        assert!(lost.is_empty(), "acknowledged transfers lost: {lost:?}");
+    }
+    assert_replicas_identical(&mut s, 2);
+    // The restarted node is a primary again (balance): it coordinates and serves commits.
     s.retry(&RetryPolicy::default(), |s| transfer(s, -1, 0, 1, Durability::Memory)).unwrap();
     check_bank(&mut s);
+}
+
+/// Every partition of the accounts table has `replicas` replicas answering, with equal row
+/// counts and checksums.
+fn assert_replicas_identical(s: &mut Session<'_>, replicas: usize) {
+    let accounts = s.table("accounts").unwrap();
+    let mut rows = 0;
+    for p in 0..accounts.partitions {
+        let sums = s.partition_checksums(&accounts, p).unwrap();
+        assert_eq!(sums.len(), replicas, "partition {p}: {replicas} replicas expected, got {sums:?}");
+        assert!(sums.windows(2).all(|w| (w[0].1, w[0].2) == (w[1].1, w[1].2)), "partition {p}: replicas differ: {sums:?}");
+        rows += sums[0].1;
+    }
+    assert_eq!(i64::from(rows), ACCOUNTS);
 }
 
 #[test]

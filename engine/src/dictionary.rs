@@ -77,6 +77,10 @@ pub struct Dictionary {
     /// Index builds of committed changes: storage instances still building, and the master
     /// to confirm to.
     building: HashMap<u32, (BTreeSet<u32>, BlockRef)>,
+    /// The partition map as this node's membership block last told it: a schema change
+    /// waits while a data node is dead or restarting (a restarting node got the schema as
+    /// it was when it was admitted).
+    live: crate::layout::LiveMap,
 }
 
 impl Dictionary {
@@ -93,6 +97,7 @@ impl Dictionary {
             prepared: HashMap::new(),
             changes: 0,
             building: HashMap::new(),
+            live: crate::layout::LiveMap::default(),
         }
     }
 
@@ -125,9 +130,10 @@ impl Dictionary {
         }
     }
 
-    /// The master as this node sees it.
+    /// The master as this node sees it: the lowest-id data node linked to it that serves
+    /// (not dead, not restarting).
     fn master(&self, me: NodeId) -> NodeId {
-        self.connected.iter().copied().chain([me]).min().unwrap_or(me)
+        self.connected.iter().copied().filter(|n| self.live.is_serving(*n)).chain([me]).min().unwrap_or(me)
     }
 
     fn data_nodes(&self) -> Vec<NodeId> {
@@ -182,6 +188,12 @@ impl Dictionary {
     fn check_cluster(&self, me: NodeId) -> Result<(), Refusal> {
         if self.change.is_some() {
             return Err((ErrorCode::SchemaBusy, "another schema change is running: retry".into()));
+        }
+        if let Some(n) = self.live.starting().next() {
+            return Err((
+                ErrorCode::NotConnected,
+                format!("data node {n} is restarting (copying its partitions): a schema change waits until it serves again"),
+            ));
         }
         let missing: Vec<String> = self
             .data_nodes()
@@ -463,6 +475,22 @@ impl Dictionary {
         }
     }
 
+    /// `NODE_FAILED` or `MEMBER_MAP` from this node's membership block.
+    fn on_map_change(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        if !crate::from_own_membership(signal, ctx) {
+            return;
+        }
+        if signal.gsn() == MEMBER_MAP {
+            if let Some(map) = crate::member_map(self.layout.as_ref(), signal, ctx) {
+                self.live.replace_if_newer(&map);
+            }
+        } else if let Some(f) = ctx.typed::<NodeFailed>(signal).copied() {
+            if let Some(n) = NodeId::new(f.node) {
+                self.live.mark_dead(n, f.version);
+            }
+        }
+    }
+
     fn on_node_event(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         let is_data = |n: NodeId| self.layout.as_ref().is_some_and(|l| l.is_data_node(n));
         if signal.gsn() == gsn::NODE_CONNECTED {
@@ -515,6 +543,7 @@ impl Block for Dictionary {
                 }
             }
             DICT_LIST_REQ => self.on_list(signal, ctx),
+            NODE_FAILED | MEMBER_MAP => self.on_map_change(signal, ctx),
             gsn::NODE_CONNECTED | gsn::NODE_FAILREP => self.on_node_event(signal, ctx),
             gsn::START_ORD => {
                 if crate::is_first_phase(ctx, signal) {

@@ -72,6 +72,9 @@ pub struct StorageSettings {
     pub checkpoint_log_percent: u32,
     /// The longest time between local checkpoints while rows change (`checkpoint_interval_ms`).
     pub checkpoint_interval_ms: u64,
+    /// Bytes of rows per second a primary sends at most to one restarting replica
+    /// (`restart_copy_bytes_per_s`): a node restart's copy is throttled so the load goes on.
+    pub restart_copy_bytes_per_s: u64,
 }
 
 impl StorageSettings {
@@ -87,6 +90,7 @@ impl StorageSettings {
             checkpoint_bytes_per_s: s.bytes("checkpoint_bytes_per_s", 64 << 20, 1 << 16, 1 << 40)?,
             checkpoint_log_percent: s.u64("checkpoint_log_percent", 25, 1, 90)? as u32,
             checkpoint_interval_ms: s.u64("checkpoint_interval_ms", 60_000, 100, 86_400_000)?,
+            restart_copy_bytes_per_s: s.bytes("restart_copy_bytes_per_s", 256 << 20, 1 << 16, 1 << 40)?,
         })
     }
 }
@@ -446,27 +450,47 @@ fn durability(
 pub type SharedLayout = Arc<Layout>;
 
 /// The partition map as one block sees it: the layout's map with the data nodes the
-/// membership agreement declared dead left out (their partitions' backups promoted), and the
-/// map's version (1 at start, raised by each agreed failure). Each block keeps its own copy,
-/// changed only by the `NODE_FAILED` signals of its node's membership block, so it changes
-/// between two signals and never under a handler.
+/// membership agreement declared dead left out (their partitions' backups promoted), the data
+/// nodes restarting (admitted, copying their partitions: alive, but never a primary nor read
+/// from), and the map's version (1 at start, raised by each agreed failure and each step of a
+/// node restart). Each block keeps its own copy, changed only by the signals of its node's
+/// membership block (`NODE_FAILED`, `MEMBER_MAP`), so it changes between two signals and never
+/// under a handler.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LiveMap {
     /// The map's version.
     pub version: u32,
     dead: std::collections::BTreeSet<NodeId>,
+    starting: std::collections::BTreeSet<NodeId>,
 }
 
 impl Default for LiveMap {
     fn default() -> LiveMap {
-        LiveMap { version: 1, dead: std::collections::BTreeSet::new() }
+        LiveMap { version: 1, dead: std::collections::BTreeSet::new(), starting: std::collections::BTreeSet::new() }
     }
 }
 
 impl LiveMap {
-    /// Whether data node `node` is alive in this map.
+    /// A map of `version` with these dead and restarting data nodes.
+    pub fn from_parts(version: u32, dead: impl IntoIterator<Item = NodeId>, starting: impl IntoIterator<Item = NodeId>) -> LiveMap {
+        let dead: std::collections::BTreeSet<NodeId> = dead.into_iter().collect();
+        let starting = starting.into_iter().filter(|n| !dead.contains(n)).collect();
+        LiveMap { version, dead, starting }
+    }
+
+    /// Whether data node `node` is alive in this map (a restarting node is).
     pub fn is_alive(&self, node: NodeId) -> bool {
         !self.dead.contains(&node)
+    }
+
+    /// Whether data node `node` is alive and serves its partitions (not restarting).
+    pub fn is_serving(&self, node: NodeId) -> bool {
+        self.is_alive(node) && !self.starting.contains(&node)
+    }
+
+    /// Whether data node `node` is restarting (admitted, copying its partitions).
+    pub fn is_starting(&self, node: NodeId) -> bool {
+        self.starting.contains(&node)
     }
 
     /// The data nodes declared dead.
@@ -474,26 +498,73 @@ impl LiveMap {
         self.dead.iter().copied()
     }
 
+    /// The data nodes restarting.
+    pub fn starting(&self) -> impl Iterator<Item = NodeId> + '_ {
+        self.starting.iter().copied()
+    }
+
     /// Records `node` dead as of map `version`; whether it was alive before.
     pub fn mark_dead(&mut self, node: NodeId, version: u32) -> bool {
         self.version = self.version.max(version);
+        self.starting.remove(&node);
         self.dead.insert(node)
     }
 
-    /// The replicas of `partition` among the live data nodes (`None`: all dead).
-    pub fn replicas(&self, layout: &Layout, partition: u32) -> Option<Replicas> {
-        layout.replicas_among(partition, |n| self.is_alive(n))
+    /// Records `node` admitted and restarting as of map `version`.
+    pub fn mark_starting(&mut self, node: NodeId, version: u32) {
+        self.version = self.version.max(version);
+        self.dead.remove(&node);
+        self.starting.insert(node);
     }
 
-    /// The live data nodes, in id order.
+    /// Records `node` serving again as of map `version` (its restart is done).
+    pub fn mark_started(&mut self, node: NodeId, version: u32) {
+        self.version = self.version.max(version);
+        self.dead.remove(&node);
+        self.starting.remove(&node);
+    }
+
+    /// The dead and the restarting data nodes as two word lists (sections 0 and 1 of
+    /// `MEMBER_MAP` and `MEMBER_ADMIT`).
+    pub fn to_sections(&self) -> (Vec<u32>, Vec<u32>) {
+        let words = |s: &std::collections::BTreeSet<NodeId>| s.iter().map(|n| u32::from(n.get())).collect();
+        (words(&self.dead), words(&self.starting))
+    }
+
+    /// A map of `version` from the two word lists of [`LiveMap::to_sections`]; `None` when a
+    /// word names no data node of `layout`.
+    pub fn from_sections(layout: &Layout, version: u32, dead: &[u32], starting: &[u32]) -> Option<LiveMap> {
+        let node = |w: &u32| NodeId::new(*w).filter(|n| layout.is_data_node(*n));
+        let dead: Option<Vec<NodeId>> = dead.iter().map(node).collect();
+        let starting: Option<Vec<NodeId>> = starting.iter().map(node).collect();
+        Some(LiveMap::from_parts(version, dead?, starting?))
+    }
+
+    /// Takes `other` when it is a newer version (the membership's map replaces a block's
+    /// copy); whether it did.
+    pub fn replace_if_newer(&mut self, other: &LiveMap) -> bool {
+        if other.version <= self.version {
+            return false;
+        }
+        *self = other.clone();
+        true
+    }
+
+    /// The replicas of `partition` among the serving data nodes (`None`: none serves).
+    pub fn replicas(&self, layout: &Layout, partition: u32) -> Option<Replicas> {
+        layout.replicas_among(partition, |n| self.is_serving(n))
+    }
+
+    /// The live data nodes (restarting ones included), in id order.
     pub fn alive<'a>(&'a self, layout: &'a Layout) -> impl Iterator<Item = NodeId> + 'a {
         layout.data_nodes.iter().copied().filter(|n| self.is_alive(*n))
     }
 
-    /// The president: the live data node with the lowest id (every data node starts together,
-    /// so the lowest id is also the oldest).
+    /// The president: the serving data node with the lowest id (every data node starts
+    /// together, and a restarted one serves only after every other has, so the lowest id is
+    /// also the oldest).
     pub fn president(&self, layout: &Layout) -> Option<NodeId> {
-        self.alive(layout).next()
+        self.alive(layout).find(|n| self.is_serving(*n))
     }
 }
 
@@ -519,6 +590,7 @@ mod tests {
                 checkpoint_bytes_per_s: 1 << 20,
                 checkpoint_log_percent: 25,
                 checkpoint_interval_ms: 1000,
+                restart_copy_bytes_per_s: 1 << 20,
             },
             coordinator: CoordinatorSettings {
                 max_transactions: 1,
@@ -577,5 +649,34 @@ mod tests {
         live.mark_dead(NodeId::new(2).unwrap(), 3);
         assert_eq!(live.replicas(&l, 0), None);
         assert_eq!(live.replicas(&l, 1).map(|r| n(r.primary)), Some(3));
+    }
+
+    #[test]
+    fn a_restarting_node_is_alive_but_never_a_primary_nor_the_president_until_it_has_started() {
+        let l = layout(&[1, 2, 3, 4], 2, 1);
+        let one = NodeId::new(1).unwrap();
+        let mut live = LiveMap::default();
+        live.mark_dead(one, 2);
+        live.mark_starting(one, 3);
+        assert!(live.is_alive(one) && live.is_starting(one) && !live.is_serving(one));
+        let n = |r: BlockRef| r.node.get();
+        assert_eq!(live.replicas(&l, 0).map(|r| (n(r.primary), r.backup.map(n))), Some((2, None)));
+        assert_eq!(live.president(&l).map(NodeId::get), Some(2));
+        assert_eq!(live.alive(&l).map(NodeId::get).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        let (dead, starting) = live.to_sections();
+        assert_eq!((dead, starting.clone()), (vec![], vec![1]));
+        let back = LiveMap::from_sections(&l, 3, &[], &starting).unwrap();
+        assert_eq!(back, live);
+        assert!(LiveMap::from_sections(&l, 3, &[9], &[]).is_none(), "a word naming no data node is refused");
+        let mut copy = LiveMap::default();
+        assert!(copy.replace_if_newer(&live) && !copy.replace_if_newer(&live));
+        live.mark_started(one, 4);
+        assert!(live.is_serving(one));
+        // Primaries move back to the layout's (balance).
+        assert_eq!(live.replicas(&l, 0).map(|r| (n(r.primary), r.backup.map(n))), Some((1, Some(2))));
+        assert_eq!(live.president(&l).map(NodeId::get), Some(1));
+        // A restarting node that dies again is dead, not restarting.
+        live.mark_starting(one, 5);
+        assert!(live.mark_dead(one, 6) && !live.is_starting(one));
     }
 }

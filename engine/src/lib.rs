@@ -162,6 +162,24 @@ pub(crate) fn from_own_membership(signal: &signals::SignalView<'_>, ctx: &mut no
     false
 }
 
+/// The partition map a `MEMBER_MAP` carries; `None` (logged, counted as unhandled) when its
+/// node lists name a node that is no data node.
+pub(crate) fn member_map(
+    layout: Option<&Arc<layout::Layout>>,
+    signal: &signals::SignalView<'_>,
+    ctx: &mut node::block::Context<'_>,
+) -> Option<layout::LiveMap> {
+    let m = ctx.typed::<protocol::MemberMap>(signal).copied()?;
+    let map = layout.and_then(|l| {
+        layout::LiveMap::from_sections(l, m.version, signal.section(0).unwrap_or(&[]), signal.section(1).unwrap_or(&[]))
+    });
+    if map.is_none() {
+        tracing::warn!(sender = %signal.sender(), "MEMBER_MAP with a bad node list: dropped");
+        ctx.unhandled(signal);
+    }
+    map
+}
+
 /// Whether the cluster file places any engine block (a file with only system blocks runs the
 /// runtime alone).
 pub fn places_engine_blocks(config: &Config) -> bool {

@@ -303,8 +303,9 @@ payloads! {
     /// `MEMBER_HEARTBEAT` (membership -> the right neighbour's membership in the ring of live data
     /// nodes).
     Heartbeat { node }
-    /// `MEMBER_HELLO` (membership -> a data node whose link came up): who I am; a node the
-    /// cluster declared dead is answered with `MEMBER_STOP`.
+    /// `MEMBER_HELLO` (membership -> a data node whose link came up): who I am. The president
+    /// admits a node the cluster declared dead (a restart: `MEMBER_MAP`, then `MEMBER_ADMIT`)
+    /// or, when it cannot, answers `MEMBER_STOP`.
     MemberHello { node }
     /// `FAIL_REPORT` (membership -> the president): `node` is suspected dead (heartbeats
     /// missed or its link hung up).
@@ -345,6 +346,39 @@ payloads! {
     RepairReq { tx_low, tx_high, tc_ref, tc_slot, tc_op, action, gci_low, gci_high, tag }
     /// `REPAIR_CONF` (storage -> the sender): done (`found` 0 when the record was gone).
     RepairConf { tx_low, tx_high, tc_slot, tc_op, action, found, tag }
+    /// `MEMBER_MAP`: the partition map `version`, section 0 the dead data nodes, section 1
+    /// the restarting ones (node ids). From the president to every live membership block
+    /// (`event` [`MAP_STARTING`] or [`MAP_STARTED`] for data node `node`, answered with
+    /// `MEMBER_MAP_CONF`); from a membership block to its node's blocks; and from a data node
+    /// to each API node linked to it (on link-up and on every change; `event` 0).
+    MemberMap { version, node, event }
+    /// `MEMBER_MAP_CONF` (membership -> president): map `version` is in force here.
+    MemberMapConf { version, node }
+    /// `MEMBER_ADMIT` (president -> a restarted data node): you are admitted as of map
+    /// `version` (section 0 dead nodes, section 1 restarting nodes, section 2 the schema as
+    /// the schema file holds it): install it and copy your partitions.
+    MemberAdmit { version }
+    /// `MEMBER_COPIED` (storage -> its membership; a restarted node's membership -> the
+    /// president): every partition copied, `rows` rows in all.
+    MemberCopied { version, rows_low, rows_high }
+    /// `COPY_ORD` (membership -> its storage instances on a restarted node): copy every
+    /// partition you hold from its primary.
+    CopyOrd { version }
+    /// `COPY_REQ` (restarted node's storage -> the primary's storage): send me the rows of
+    /// partition `partition` of table `table` (`table_version`), and pass every write of it on
+    /// to me from now on.
+    CopyReq { request, table, table_version, partition }
+    /// `COPY_ROWS` (primary's storage -> the restarted node's storage): section 0 up to a
+    /// batch of rows (key and committed image, each a byte length word and the bytes);
+    /// `last` 1 ends the copy; `cursor` and `slots` say how far through the partition's row
+    /// slots it is (for progress and ETA).
+    CopyRows { request, rows, last, cursor, slots }
+    /// `COPY_ACK` (restarted node -> primary): batch applied, send the next.
+    CopyAck { request }
+    /// `COPY_REF` (primary -> restarted node): the copy cannot run; section 0 why.
+    CopyRef { request, error }
+    /// `COPY_CONTINUE`: a copy's next step (after a locked row or the throttle).
+    CopyContinue { request }
     /// `CHECKSUM_REQ` (anyone -> storage): the rows of one partition of a table.
     ChecksumReq { request, table, partition }
     /// `CHECKSUM_CONF`: row count and an order-independent checksum of (key, row) pairs.
@@ -462,11 +496,18 @@ pub const STOP_DECLARED_DEAD: u32 = 4;
 pub const STOP_GROUP_LOST: u32 = 5;
 /// `MEMBER_STOP.code`: the arbitrator chose the other side, or could not be reached.
 pub const STOP_ARBITRATION: u32 = 6;
+/// A restarted data node could not copy its partitions (exit code 7): its reason says why.
+pub const STOP_RESTART_FAILED: u32 = 7;
 
 /// `SCAN_TABCONF.flags`: the partition scan has no more rows.
 pub const SCAN_FRAGMENT_DONE: u32 = 1;
 /// `SCAN_TABCONF.flags`: the whole scan is done (the last signal of the scan).
 pub const SCAN_DONE: u32 = 2;
+
+/// `MEMBER_MAP.event`: data node `node` is admitted and copies its partitions.
+pub const MAP_STARTING: u32 = 1;
+/// `MEMBER_MAP.event`: data node `node` copied its partitions and serves them.
+pub const MAP_STARTED: u32 = 2;
 
 /// `DICT_PREPARE_REQ.kind`: create.
 pub const CHANGE_CREATE: u32 = 1;
@@ -488,6 +529,18 @@ signals::protocol! {
         TC_EXECCONF = 203 => TcExecConf;
         /// The transaction is aborted.
         TC_EXECREF = 204 => TcExecRef;
+        /// Copy every partition held (a restarted node).
+        COPY_ORD = 205 => CopyOrd;
+        /// Copy one partition from its primary.
+        COPY_REQ = 206 => CopyReq;
+        /// A batch of copied rows.
+        COPY_ROWS = 207 => CopyRows;
+        /// A copied batch applied.
+        COPY_ACK = 208 => CopyAck;
+        /// A copy refused.
+        COPY_REF = 209 => CopyRef;
+        /// The next step of a copy.
+        COPY_CONTINUE = 221 => CopyContinue;
         /// One operation on one replica.
         LQH_KEYREQ = 210 => LqhKeyReq;
         /// Prepared on the chain.
@@ -626,5 +679,13 @@ signals::protocol! {
         REPAIR_REQ = 294 => RepairReq;
         /// The repair is done.
         REPAIR_CONF = 295 => RepairConf;
+        /// The partition map (a node restart's step, to a node's blocks, to API nodes).
+        MEMBER_MAP = 296 => MemberMap;
+        /// A map step is in force.
+        MEMBER_MAP_CONF = 297 => MemberMapConf;
+        /// A restarted node is admitted.
+        MEMBER_ADMIT = 298 => MemberAdmit;
+        /// A restarted node copied its partitions.
+        MEMBER_COPIED = 299 => MemberCopied;
     }
 }

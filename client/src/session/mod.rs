@@ -139,7 +139,13 @@ impl Cluster {
             next_scan: 0,
             round_robin: 0,
             down: self.down.clone(),
+            map: engine::layout::LiveMap::default(),
+            maps_from: std::collections::BTreeSet::new(),
             _cluster: PhantomData,
+        })
+        .map(|mut s| {
+            s.await_maps();
+            s
         })
     }
 }
@@ -183,6 +189,9 @@ fn api_candidates(config: &Config, layout: &Layout, asked: Option<u64>) -> Resul
 /// How long joining waits for the remaining data nodes once every node group has a linked
 /// one (a dead data node must not hold up a client for the whole connect timeout).
 const JOIN_GRACE: Duration = Duration::from_secs(1);
+
+/// How long a new session waits for the partition maps of the linked data nodes.
+const MAP_WAIT: Duration = Duration::from_millis(500);
 
 /// Starts the links of API node `me` and waits until every data node accepted one, or, once
 /// every node group has a data node linked, [`JOIN_GRACE`] more; returns the registry and the
@@ -486,6 +495,8 @@ pub(crate) struct Inbox {
     scans: HashMap<u32, scan::ScanInbox>,
     /// Arbitration requests (when this API node is the arbitrator).
     pub(crate) arbitration: Vec<crate::arbitrator::Request>,
+    /// Partition maps data nodes sent (sender, version, dead, restarting), not applied yet.
+    maps: Vec<(NodeId, u32, Vec<u32>, Vec<u32>)>,
     dropped: u64,
 }
 
@@ -529,6 +540,11 @@ impl Inbox {
                 let op = if r.op_no == u32::MAX { String::new() } else { format!(" (operation {})", r.op_no) };
                 let error = Error::from_code(code, format!("{}{op}", message_of(&view)), r.outcome_unknown != 0);
                 self.finish(join(r.tx_low, r.tx_high), Err(error));
+            }
+            MEMBER_MAP => {
+                let Ok(m) = view.typed::<MemberMap>() else { return self.drop_one() };
+                let list = |i| view.section(i).map(<[u32]>::to_vec).unwrap_or_default();
+                self.maps.push((view.sender().node, m.version, list(0), list(1)));
             }
             ARBIT_REQ => match crate::arbitrator::Request::read(&view) {
                 Some(r) => self.arbitration.push(r),
@@ -606,6 +622,11 @@ pub struct Session<'c> {
     /// Data nodes whose link to this API node is down (coordinators are chosen among the
     /// others, and a dead primary's backup is taken as its partition's primary).
     down: std::collections::BTreeSet<NodeId>,
+    /// The newest partition map the data nodes sent: nothing goes to a node it calls dead or
+    /// restarting.
+    map: engine::layout::LiveMap,
+    /// Data nodes whose map arrived.
+    maps_from: std::collections::BTreeSet<NodeId>,
     _cluster: PhantomData<&'c Cluster>,
 }
 
@@ -657,6 +678,37 @@ impl Session<'_> {
                 }
             }
         }
+        for (from, version, dead, starting) in std::mem::take(&mut self.inbox.maps) {
+            if !self.layout.is_data_node(from) {
+                self.inbox.dropped += 1;
+                continue;
+            }
+            self.maps_from.insert(from);
+            match engine::layout::LiveMap::from_sections(&self.layout, version, &dead, &starting) {
+                Some(map) => {
+                    self.map.replace_if_newer(&map);
+                }
+                None => self.inbox.dropped += 1,
+            }
+        }
+    }
+
+    /// Waits (a moment at most) for the partition map from every linked data node, so the
+    /// first transaction goes to no node that is dead or restarting.
+    fn await_maps(&mut self) {
+        let deadline = Instant::now() + MAP_WAIT;
+        loop {
+            self.pump(Duration::from_millis(1));
+            let linked = self.layout.data_nodes.iter().filter(|n| !self.down.contains(n));
+            if linked.clone().all(|n| self.maps_from.contains(n)) || Instant::now() >= deadline {
+                return;
+            }
+        }
+    }
+
+    /// Whether data node `n` may be sent work: linked, and serving in the newest map.
+    fn serving(&self, n: NodeId) -> bool {
+        !self.down.contains(&n) && self.map.is_serving(n)
     }
 
     /// Waits for `done` (spinning `options.spin`, then sleeping in short steps) or the timeout.
@@ -682,7 +734,7 @@ impl Session<'_> {
 
     /// The data nodes whose link is up, in id order (all of them when none is).
     pub(crate) fn up_nodes(&self) -> Vec<NodeId> {
-        let up: Vec<NodeId> = self.layout.data_nodes.iter().copied().filter(|n| !self.down.contains(n)).collect();
+        let up: Vec<NodeId> = self.layout.data_nodes.iter().copied().filter(|n| self.serving(*n)).collect();
         if up.is_empty() {
             self.layout.data_nodes.clone()
         } else {
@@ -692,9 +744,8 @@ impl Session<'_> {
 
     /// The node of `partition`'s primary among the data nodes whose link is up.
     pub(crate) fn primary_node(&self, partition: u32) -> NodeId {
-        let down = &self.down;
         self.layout
-            .replicas_among(partition, |n| !down.contains(&n))
+            .replicas_among(partition, |n| self.serving(n))
             .map_or_else(|| self.layout.replicas(partition).primary.node, |r| r.primary.node)
     }
 

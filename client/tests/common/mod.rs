@@ -129,8 +129,11 @@ pub struct TestCluster {
     pub nodes: Vec<(u32, Child)>,
     /// (node, peer) pairs whose link a node logged as up.
     pub links_up: Arc<Mutex<HashSet<(u32, u32)>>>,
-    /// Nodes that logged they serve after restoring from disk (durable clusters).
+    /// Nodes that logged they serve after restoring from disk (durable clusters), or after
+    /// a node restart's copy.
     pub serving: Arc<Mutex<HashSet<u32>>>,
+    /// Restarted nodes that logged they were admitted (they copy their partitions).
+    pub admitted: Arc<Mutex<HashSet<u32>>>,
 }
 
 /// A log line without its colour codes.
@@ -181,7 +184,8 @@ impl TestCluster {
             }
         }
         let serving = Arc::new(Mutex::new(HashSet::new()));
-        let mut cluster = TestCluster { dir, path, shape: shape.clone(), nodes: Vec::new(), links_up, serving };
+        let admitted = Arc::new(Mutex::new(HashSet::new()));
+        let mut cluster = TestCluster { dir, path, shape: shape.clone(), nodes: Vec::new(), links_up, serving, admitted };
         for attempt in 1..=3 {
             std::fs::write(&cluster.path, cluster_file(&shape, &cluster.dir)).unwrap();
             let started = (1..=shape.data_nodes).try_for_each(|id| cluster.try_start_node(id));
@@ -258,6 +262,19 @@ impl TestCluster {
         let _ = child.wait();
         self.links_up.lock().unwrap().retain(|(a, b)| *a != id && *b != id);
         self.serving.lock().unwrap().remove(&id);
+        self.admitted.lock().unwrap().remove(&id);
+    }
+
+    /// Waits up to `timeout` until data node `id` is in `set` (`serving` or `admitted`).
+    pub fn wait_for(&self, set: &Arc<Mutex<HashSet<u32>>>, id: u32, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while !set.lock().unwrap().contains(&id) {
+            if std::time::Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        true
     }
 
     /// Waits up to `timeout` for data node `id` to exit by itself; its exit code.
@@ -305,6 +322,7 @@ impl TestCluster {
         let (tx, rx) = std::sync::mpsc::channel();
         let links_up = self.links_up.clone();
         let serving = self.serving.clone();
+        let admitted = self.admitted.clone();
         std::thread::spawn(move || {
             let mut log = String::new();
             let mut sent = false;
@@ -312,8 +330,11 @@ impl TestCluster {
                 if let Some(peer) = link_up_peer(&line) {
                     links_up.lock().unwrap().insert((id, peer));
                 }
-                if line.contains("the node serves") {
+                if line.contains("the node serves") || line.contains("this data node has restarted") {
                     serving.lock().unwrap().insert(id);
+                }
+                if line.contains("admitted to the cluster") {
+                    admitted.lock().unwrap().insert(id);
                 }
                 if !sent && line.contains("data node running") {
                     let _ = tx.send(Ok(()));

@@ -654,6 +654,10 @@ impl Coordinator {
         op.primary_op = conf.primary_op;
         op.backup_ref = conf.backup_ref;
         op.backup_op = conf.backup_op;
+        if op.backup.is_none() && conf.backup_ref != 0 {
+            // The primary passed the write on to a restarting replica this map does not name.
+            op.backup = BlockRef::from_word(conf.backup_ref);
+        }
         let op_no = op.op_no;
         if op.kind == OpKind::Read {
             let (tx_low, tx_high) = split(id);
@@ -868,7 +872,7 @@ impl Block for Coordinator {
         if internal && !crate::internal_from_live_data_node(self.layout.as_ref(), &self.live, signal, ctx) {
             return;
         }
-        if signal.gsn() == NODE_FAILED && !crate::from_own_membership(signal, ctx) {
+        if matches!(signal.gsn(), NODE_FAILED | MEMBER_MAP) && !crate::from_own_membership(signal, ctx) {
             return;
         }
         match signal.gsn() {
@@ -888,6 +892,7 @@ impl Block for Coordinator {
             RESEND => self.out.on_timer(ctx),
             gsn::NODE_FAILREP => self.on_node_failure(signal, ctx),
             NODE_FAILED => self.on_node_failed(signal, ctx),
+            MEMBER_MAP => self.on_member_map(signal, ctx),
             REPAIR_CONF => self.on_repair_conf(signal, ctx),
             TAKEOVER_OP => self.on_takeover_op(signal, ctx),
             TAKEOVER_CONF => self.on_takeover_conf(signal, ctx),

@@ -34,6 +34,14 @@ fn action_of(state: TxState) -> Option<u32> {
 }
 
 impl Coordinator {
+    /// `MEMBER_MAP` from this node's membership block: a node restart's step (a restarting
+    /// node's storage answers as a backup; a restarted one is a primary again).
+    pub(super) fn on_member_map(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        if let Some(map) = crate::member_map(self.layout.as_ref(), signal, ctx) {
+            self.live.replace_if_newer(&map);
+        }
+    }
+
     /// `NODE_FAILED` from this node's membership block.
     pub(super) fn on_node_failed(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         let Some(f) = ctx.typed::<NodeFailed>(signal).copied() else { return };

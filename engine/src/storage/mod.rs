@@ -40,6 +40,7 @@ use crate::Engine;
 
 mod build;
 mod checkpoint;
+mod copy;
 mod durable;
 mod fragment;
 mod repair;
@@ -78,6 +79,9 @@ struct OpRecord {
     redo_reserved: u64,
     /// The global checkpoint its commit carried (once committed).
     gci: u64,
+    /// An update or delete of a row a restarting replica has not copied yet: it changes
+    /// nothing here (the copy brings the row with it).
+    noop: bool,
 }
 
 #[derive(Debug, Default)]
@@ -89,6 +93,10 @@ struct Counters {
     redo_bytes: Option<CounterId>,
     redo_syncs: Option<CounterId>,
     checkpoints: Option<CounterId>,
+    copy_rows_sent: Option<CounterId>,
+    copy_bytes_sent: Option<CounterId>,
+    copy_rows_received: Option<CounterId>,
+    copy_bytes_received: Option<CounterId>,
 }
 
 /// Why an operation could not run: a code and a message naming what was wrong.
@@ -119,6 +127,8 @@ pub struct Storage {
     lcps: checkpoint::LocalCheckpoints,
     /// The partition map as this instance knows it (which data nodes are dead).
     live: crate::layout::LiveMap,
+    /// Partition copies for node restarts, both ends.
+    copy: copy::Copies,
     counters: Counters,
 }
 
@@ -143,6 +153,7 @@ impl Storage {
             recovering: false,
             lcps: checkpoint::LocalCheckpoints::default(),
             live: crate::layout::LiveMap::default(),
+            copy: copy::Copies::default(),
             counters: Counters::default(),
         }
     }
@@ -173,7 +184,17 @@ impl Storage {
 
     /// Reads and checks an `LQH_KEYREQ`, then runs it.
     fn on_key_req(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
-        let Some(req) = ctx.typed::<LqhKeyReq>(signal).copied() else { return };
+        let Some(mut req) = ctx.typed::<LqhKeyReq>(signal).copied() else { return };
+        let writes = OpKind::from_u32(req.operation).is_some_and(OpKind::writes);
+        if req.next_ref == 0 && req.primary_ref == 0 && writes {
+            // A restarted replica copying this partition gets every write of it that arrives
+            // from now on, also from a coordinator whose map does not name it yet. (One that
+            // arrived before waits for its lock, or holds it: the copy waits for it.)
+            if let Some(t) = self.copy_target(req.table, req.partition).filter(|t| *t != ctx.me()) {
+                req.next_ref = t.to_word();
+                req.flags &= !LQH_LAST_REPLICA;
+            }
+        }
         self.bump(ctx, self.counters.operations);
         let key_words = signal.section(0).unwrap_or(&[]);
         let attr_words = signal.section(1).unwrap_or(&[]);
@@ -324,7 +345,9 @@ impl Storage {
             // An insert, a write, and a locking read of an absent key make the row's entry
             // (no image yet) to lock the key itself: a transaction that read "absent" under a
             // lock keeps it absent until it completes (no lost update by a concurrent insert).
-            None if matches!(kind, OpKind::Insert | OpKind::Write | OpKind::Read) => {
+            None if matches!(kind, OpKind::Insert | OpKind::Write | OpKind::Read)
+                || self.copy.is_copying(table.id, req.partition) =>
+            {
                 let cost = ROW_OVERHEAD_BYTES + key.len() as u64;
                 if self.memory_used + cost > self.settings.memory_bytes {
                     return Err(out_of_memory(&self.settings));
@@ -351,6 +374,7 @@ impl Storage {
             after: None,
             redo_reserved: 0,
             gci: 0,
+            noop: false,
         };
         let Some(handle) = self.ops.alloc(rec) else {
             self.reap(req.table, req.partition, at);
@@ -413,6 +437,13 @@ impl Storage {
             return Err((ErrorCode::NoSuchTable, format!("table {:?} was dropped", table.name())));
         };
         let current = entry.image_for(tx).cloned();
+        if matches!(kind, OpKind::Update | OpKind::Delete) && current.is_none() && self.copy.is_copying(key.0, key.1) {
+            // Not copied here yet: the copy brings the row, this write in it.
+            if let Some(rec) = self.ops.get(handle) {
+                rec.noop = true;
+            }
+            return Ok(None);
+        }
         let after = match kind {
             OpKind::Read => return Ok(current),
             OpKind::Insert if current.is_some() => return Err(duplicate(&table, &entry.key)),
@@ -541,7 +572,7 @@ impl Storage {
         let Some(rec) = self.ops.get(handle) else { return };
         let mut moved = Vec::new();
         let key = (rec.req.table, rec.req.partition);
-        if rec.state == OpState::Prepared && rec.kind.writes() {
+        if rec.state == OpState::Prepared && rec.kind.writes() && !rec.noop {
             if let Some(d) = self.durable.as_mut() {
                 let row_key = self.fragments.get(&key).and_then(|f| f.rows.get(rec.row as usize)).and_then(Option::as_ref);
                 log_commit(d, rec, row_key.map(|r| &*r.key), gci, rec.tx.1);
@@ -732,6 +763,10 @@ impl Block for Storage {
             redo_bytes: Some(init.counter("redo_bytes")),
             redo_syncs: Some(init.counter("redo_syncs")),
             checkpoints: Some(init.counter("checkpoints_completed")),
+            copy_rows_sent: Some(init.counter("copy_rows_sent")),
+            copy_bytes_sent: Some(init.counter("copy_bytes_sent")),
+            copy_rows_received: Some(init.counter("copy_rows_received")),
+            copy_bytes_received: Some(init.counter("copy_bytes_received")),
         };
     }
 
@@ -754,12 +789,23 @@ impl Block for Storage {
                 | RESTART_ORD
                 | TAKEOVER_REQ
                 | REPAIR_REQ
+                | COPY_ROWS
+                | COPY_ACK
+                | COPY_REF
         );
         if internal && !crate::internal_from_live_data_node(self.layout.as_ref(), &self.live, signal, ctx) {
             return;
         }
-        if signal.gsn() == NODE_FAILED && !crate::from_own_membership(signal, ctx) {
+        // A restarted node may ask before this instance has the map that admits it: the copy
+        // checks that and refuses for now (it asks again).
+        if signal.gsn() == COPY_REQ && !crate::internal_from_data_node(self.layout.as_ref(), signal, ctx) {
             return;
+        }
+        if matches!(signal.gsn(), NODE_FAILED | MEMBER_MAP | COPY_ORD) && !crate::from_own_membership(signal, ctx) {
+            return;
+        }
+        if signal.gsn() == COPY_CONTINUE && signal.sender() != ctx.me() {
+            return ctx.unhandled(signal);
         }
         // Once a coordinator's node is dead its records belong to the takeover: a request
         // still in flight from before the failure must not change them.
@@ -788,6 +834,13 @@ impl Block for Storage {
             NODE_FAILED => self.on_node_failed(signal, ctx),
             TAKEOVER_REQ => self.on_takeover_req(signal, ctx),
             REPAIR_REQ => self.on_repair(signal, ctx),
+            MEMBER_MAP => self.on_member_map(signal, ctx),
+            COPY_ORD => self.on_copy_ord(signal, ctx),
+            COPY_REQ => self.on_copy_req(signal, ctx),
+            COPY_ROWS => self.on_copy_rows(signal, ctx),
+            COPY_ACK => self.on_copy_ack(signal, ctx),
+            COPY_REF => self.on_copy_ref(signal, ctx),
+            COPY_CONTINUE => self.on_copy_continue(signal, ctx),
             gsn::NODE_CONNECTED => {}
             gsn::START_ORD => {
                 if crate::is_first_phase(ctx, signal) {

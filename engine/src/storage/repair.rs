@@ -17,6 +17,18 @@ impl Storage {
         let Some(f) = ctx.typed::<NodeFailed>(signal).copied() else { return };
         let Some(node) = NodeId::new(f.node) else { return };
         self.live.mark_dead(node, f.version);
+        self.copy_node_failed(node);
+    }
+
+    /// `MEMBER_MAP` from this node's membership block: a restart's step.
+    pub(super) fn on_member_map(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let Some(map) = crate::member_map(self.layout.as_ref(), signal, ctx) else { return };
+        if self.live.replace_if_newer(&map) {
+            let gone: Vec<NodeId> = map.dead().collect();
+            for node in gone {
+                self.copy_node_failed(node);
+            }
+        }
     }
 
     /// Reports every operation record whose coordinator is on a dead data node; records

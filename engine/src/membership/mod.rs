@@ -30,10 +30,11 @@
 //! survivors go on, and the node logs at start that a network partition could then split the
 //! cluster.
 //!
-//! A data node the cluster declared dead is told to stop (exit 4) if its link comes back, and
-//! so is a restarted data node that introduces itself (`MEMBER_HELLO`): copying a partition
-//! from the live replica into a restarted node is not built yet, so such a node is refused
-//! rather than let in without its data.
+//! A data node the cluster declared dead that starts again is restarted ([`restart`]): the
+//! president admits it, every live node passes writes of its partitions on to it while it
+//! copies them from their primaries, and once copied it serves again (its primaries move
+//! back). One that comes back without restarting (its link healed after it was declared
+//! dead) is told to stop (exit 4) by the failure commit.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -47,6 +48,8 @@ use crate::layout::{Layout, LiveMap, MembershipSettings};
 use crate::protocol::*;
 use crate::resend::Resend;
 use crate::{Engine, API_SESSION, COORDINATOR, STORAGE};
+
+mod restart;
 
 /// How long a data node whose link is up may take to send its first heartbeat (its start).
 const FIRST_HEARTBEAT_GRACE_NS: u64 = 30_000_000_000;
@@ -86,6 +89,17 @@ pub struct Membership {
     next_round: u32,
     /// Data nodes whose link is up.
     connected: BTreeSet<NodeId>,
+    /// API nodes whose link is up (they hear every new partition map).
+    api_nodes: BTreeSet<NodeId>,
+    /// A heartbeat has come (this node is in a running ring, not waiting to be admitted).
+    heard: bool,
+    /// The president's node restart in progress, and the dead nodes that asked to restart.
+    restart: Option<restart::Restart>,
+    hellos: BTreeSet<NodeId>,
+    /// This node restarting: admitted, copying its partitions.
+    admitted: Option<restart::Admitted>,
+    /// Timer ticks since the last `MEMBER_HELLO` this node sent again.
+    hello_ticks: u32,
     counters: Counters,
 }
 
@@ -104,6 +118,12 @@ impl Membership {
             round: None,
             next_round: 1,
             connected: BTreeSet::new(),
+            api_nodes: BTreeSet::new(),
+            heard: false,
+            restart: None,
+            hellos: BTreeSet::new(),
+            admitted: None,
+            hello_ticks: 0,
             counters: Counters::default(),
         }
     }
@@ -142,7 +162,7 @@ impl Membership {
     }
 
     fn president(&self) -> Option<NodeId> {
-        self.trusted().first().copied()
+        self.trusted().into_iter().find(|n| self.live.is_serving(*n))
     }
 
     /// The ring neighbours of `me` among the trusted nodes: (left, right).
@@ -196,11 +216,13 @@ impl Membership {
                 self.stop_survivors(STOP_ARBITRATION, &why, ctx);
             }
         }
+        self.hello_again(ctx);
         let _ = ctx.send_delayed(self.interval_ns(), MEMBER_TIMER, MemberTimer::default().as_words());
     }
 
     fn on_heartbeat(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         self.bump(ctx, self.counters.heartbeats);
+        self.heard = true;
         if Some(signal.sender().node) == self.left || self.left.is_none() {
             self.left = Some(signal.sender().node);
             self.last_heard = Some(ctx.now_ns());
@@ -337,9 +359,10 @@ impl Membership {
         let (Some(layout), Some(round)) = (self.layout.clone(), self.round.as_ref()) else { return };
         let alive: Vec<NodeId> = self.live.alive(&layout).collect();
         let survivors: Vec<NodeId> = alive.iter().copied().filter(|n| !round.failed.contains(n)).collect();
-        if let Some(group) = layout.node_groups.iter().find(|g| !g.iter().any(|n| survivors.contains(n))) {
+        let serving = |n: &NodeId| survivors.contains(n) && self.live.is_serving(*n);
+        if let Some(group) = layout.node_groups.iter().find(|g| !g.iter().any(serving)) {
             let why = format!(
-                "every data node of node group {:?} failed: the survivors lack a replica of its partitions",
+                "every data node of node group {:?} that holds its partitions failed (a restarting one has not copied them yet): the survivors lack a replica of its partitions",
                 group.iter().map(|n| n.get()).collect::<Vec<_>>()
             );
             self.stop_survivors(STOP_GROUP_LOST, &why, ctx);
@@ -442,10 +465,12 @@ impl Membership {
         if self.round.as_ref().is_some_and(|r| r.id == commit.round) {
             self.round = None;
         }
+        self.publish_map(ctx);
         // Suspicions raised meanwhile go on to the (maybe new) president.
         if !self.suspected.is_empty() {
             self.report(ctx);
         }
+        self.restart_after_failure(ctx);
     }
 
     /// Every survivor (this node last) must stop.
@@ -476,21 +501,6 @@ impl Membership {
         stop(s.code, &format!("data node {} says: {reason}", signal.sender().node))
     }
 
-    fn on_hello(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
-        let node = signal.sender().node;
-        if self.live.is_alive(node) && !self.suspected.contains(&node) {
-            return;
-        }
-        let why = format!(
-            "data node {node} was declared dead (partition map version {}); a restarted node cannot rejoin a running cluster yet (copying its partitions from the live replicas is not built): stop every data node and start the cluster again",
-            self.live.version
-        );
-        tracing::warn!(%node, "a node declared dead came back: told to stop");
-        let words = crate::row::bytes_to_words(why.as_bytes());
-        let stop = MemberStop { code: STOP_DECLARED_DEAD };
-        let _ = ctx.send(&ctx.signal(MEMBER_STOP, signal.sender()).data(stop.as_words()).sections(&[&words]));
-    }
-
     fn on_node_event(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         let is_data = |n: NodeId| self.layout().is_some_and(|l| l.is_data_node(n));
         if signal.gsn() == gsn::NODE_CONNECTED {
@@ -499,14 +509,25 @@ impl Membership {
                     self.connected.insert(node);
                     let hello = MemberHello { node: u32::from(ctx.node_id().get()) };
                     let _ = ctx.send(&ctx.signal(MEMBER_HELLO, Layout::membership_of(node)).data(hello.as_words()));
+                    // Its hello may have come before this event.
+                    self.admit_next(ctx);
+                } else if self.layout.is_some() {
+                    self.api_nodes.insert(node);
+                    self.send_map_to_api(node, ctx);
                 }
             }
             return;
         }
         let Some(rep) = ctx.typed_head::<NodeFailRep>(signal).map(|(r, _)| *r) else { return };
         let reason = node::runtime::failrep_reason(signal);
-        if let Some(node) = NodeId::new(rep.node).filter(|n| is_data(*n)) {
+        let failed = NodeId::new(rep.node);
+        let data = failed.filter(|n| is_data(*n));
+        if let Some(node) = failed {
+            self.api_nodes.remove(&node);
+        }
+        if let Some(node) = data {
             self.connected.remove(&node);
+            self.hellos.remove(&node);
             self.suspect(node, &format!("its link failed: {reason}"), ctx);
         }
     }
@@ -522,6 +543,7 @@ fn local_blocks(layout: Option<&Layout>, me: NodeId) -> Vec<BlockRef> {
     let Some(l) = layout else { return Vec::new() };
     let mut to: Vec<BlockRef> = (0..l.coordinator_instances).map(|i| BlockRef::new(me, COORDINATOR, BlockInstance(i))).collect();
     to.extend((0..l.storage_instances).map(|i| BlockRef::new(me, STORAGE, BlockInstance(i))));
+    to.push(Layout::dictionary_of(me));
     if l.durable() {
         to.push(Layout::checkpoint_of(me));
     }
@@ -529,7 +551,7 @@ fn local_blocks(layout: Option<&Layout>, me: NodeId) -> Vec<BlockRef> {
 }
 
 /// Stops this data node with exit `code`, saying why.
-fn stop(code: u32, why: &str) -> ! {
+pub(crate) fn stop(code: u32, why: &str) -> ! {
     tracing::error!(code, why, "the data node stops");
     eprintln!("blockwire-datanode: the data node stops: {why}");
     std::process::exit(code as i32)
@@ -553,7 +575,13 @@ impl Block for Membership {
             // A restarted node introduces itself, and the president of a cluster this node
             // thinks dead may stop it: any data node.
             MEMBER_HELLO | MEMBER_STOP => from_data(self),
-            MEMBER_HEARTBEAT | FAIL_REPORT | FAIL_PREP | FAIL_PREP_CONF | FAIL_COMMIT => from_live(self),
+            MEMBER_HEARTBEAT | FAIL_REPORT | FAIL_PREP | FAIL_PREP_CONF | FAIL_COMMIT | MEMBER_MAP | MEMBER_MAP_CONF => {
+                from_live(self)
+            }
+            // A restarted node hears from the president before it knows the map, and sends
+            // MEMBER_COPIED as a live (restarting) node; each handler checks its sender.
+            MEMBER_ADMIT => from_data(self),
+            MEMBER_COPIED => from_live(self) || signal.sender().node == ctx.node_id(),
             ARBIT_ANSWER => true,
             MEMBER_TIMER | RESEND => signal.sender().node == ctx.node_id(),
             _ => true,
@@ -571,6 +599,10 @@ impl Block for Membership {
             FAIL_COMMIT => self.on_fail_commit(signal, ctx),
             MEMBER_STOP => self.on_member_stop(signal, ctx),
             ARBIT_ANSWER => self.on_arbit_answer(signal, ctx),
+            MEMBER_MAP => self.on_member_map(signal, ctx),
+            MEMBER_MAP_CONF => self.on_member_map_conf(signal, ctx),
+            MEMBER_ADMIT => self.on_admit(signal, ctx),
+            MEMBER_COPIED => self.on_copied(signal, ctx),
             MEMBER_TIMER => self.on_timer(ctx),
             RESEND => self.out.on_timer(ctx),
             gsn::NODE_CONNECTED | gsn::NODE_FAILREP => self.on_node_event(signal, ctx),

@@ -1,0 +1,349 @@
+//! Node restart (NDB's QMGR admission with DBDIH's copy of fragments): a data node the
+//! cluster declared dead starts again, empty, and is brought back as a full replica.
+//!
+//! ```text
+//! restarted --MEMBER_HELLO--> president (again every second until admitted)
+//! president --MEMBER_MAP(version+1, node starting)--> every live node --MEMBER_MAP--> its blocks
+//!           <--MEMBER_MAP_CONF--   (from now on coordinators accept the node's answers)
+//! president --MEMBER_ADMIT(map, schema)--> restarted: installs the schema, then each storage
+//!           instance copies each partition it holds from the primary (storage's copy module:
+//!           COPY_REQ / COPY_ROWS / COPY_ACK; the primary passes every later write of that
+//!           partition on to it, so it ends identical)
+//! restarted --MEMBER_COPIED--> president
+//! president --MEMBER_MAP(version+2, node started)--> every live node, the restarted one too:
+//!           it serves again and the layout's primaries are primaries again (balance)
+//! ```
+//! One restart runs at a time; others wait their turn. A restarting node that fails is
+//! failed like any node (its copy is abandoned by the primaries; it may restart again). A
+//! president that fails mid-restart is replaced, and the new one admits every node still
+//! restarting again (admission is idempotent; a node already copying goes on). A cluster that
+//! keeps its data on disk refuses a node restart (exit 4): restoring the node's own files
+//! first and copying only what changed is not built.
+//!
+//! Every live data node also tells every API node linked to it the partition map (on
+//! link-up and on every change), so clients send nothing to a node that does not serve.
+
+use std::collections::BTreeSet;
+
+use node::block::Context;
+use signals::{BlockInstance, BlockRef, NodeId, SignalData, SignalView};
+
+use super::{stop, Membership};
+use crate::layout::{Layout, LiveMap};
+use crate::protocol::*;
+use crate::{API_SESSION, STORAGE};
+
+/// How many heartbeat intervals a node waiting to be admitted waits between hellos.
+const HELLO_EVERY_TICKS: u32 = 10;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Phase {
+    /// `MEMBER_MAP(starting)` sent, confirmations outstanding.
+    Admitting,
+    /// `MEMBER_ADMIT` sent: the node copies.
+    Copying,
+    /// `MEMBER_MAP(started)` sent, confirmations outstanding.
+    Finishing,
+}
+
+/// The president's record of one node restart.
+#[derive(Debug)]
+pub(super) struct Restart {
+    node: NodeId,
+    version: u32,
+    phase: Phase,
+    waiting: BTreeSet<NodeId>,
+    started_ns: u64,
+}
+
+/// The restarting node's own record.
+#[derive(Debug)]
+pub(super) struct Admitted {
+    version: u32,
+    /// Storage instances still copying.
+    left: u32,
+    rows: u64,
+    started_ns: u64,
+}
+
+impl Membership {
+    /// A data node introduces itself. One the cluster declared dead (or restarting without a
+    /// president running its admission) asks to restart; the president admits it.
+    pub(super) fn on_hello(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let node = signal.sender().node;
+        if self.live.is_serving(node) && !self.suspected.contains(&node) {
+            return;
+        }
+        if self.president() != Some(ctx.node_id()) {
+            return;
+        }
+        if self.restart.as_ref().is_some_and(|r| r.node == node) {
+            return;
+        }
+        self.hellos.insert(node);
+        self.admit_next(ctx);
+    }
+
+    /// A node that has not heard a heartbeat and is not admitted says hello again now and
+    /// then: a president may have been busy (another restart, a failure round) or replaced.
+    pub(super) fn hello_again(&mut self, ctx: &mut Context<'_>) {
+        if self.heard || self.admitted.is_some() {
+            return;
+        }
+        self.hello_ticks += 1;
+        if self.hello_ticks < HELLO_EVERY_TICKS {
+            return;
+        }
+        self.hello_ticks = 0;
+        let hello = MemberHello { node: u32::from(ctx.node_id().get()) };
+        for n in self.connected.clone() {
+            let _ = ctx.send(&ctx.signal(MEMBER_HELLO, Layout::membership_of(n)).data(hello.as_words()));
+        }
+    }
+
+    /// The president starts the next waiting restart, when none runs.
+    pub(super) fn admit_next(&mut self, ctx: &mut Context<'_>) {
+        let me = ctx.node_id();
+        if self.restart.is_some() || self.round.is_some() || self.president() != Some(me) {
+            return;
+        }
+        let ready = |n: &NodeId| !self.live.is_serving(*n) && self.connected.contains(n) && !self.suspected.contains(n);
+        let Some(node) = self.hellos.iter().copied().find(ready) else { return };
+        self.hellos.remove(&node);
+        let Some(layout) = self.layout.clone() else { return };
+        if layout.durable() {
+            let why = format!(
+                "data node {node} was declared dead (partition map version {}); a node restart of a cluster that keeps its data on disk is not built (restoring the node's own files, then copying what changed): stop every data node and start the cluster again (a system restart)",
+                self.live.version
+            );
+            tracing::warn!(%node, "a dead node asked to restart in a durable cluster: told to stop");
+            return self.tell_stop(node, STOP_DECLARED_DEAD, &why, ctx);
+        }
+        let version = self.live.version + 1;
+        self.live.mark_starting(node, version);
+        tracing::info!(%node, map_version = version, "admitting a restarted data node: its partitions are copied to it");
+        self.publish_map(ctx);
+        let waiting: BTreeSet<NodeId> = self.trusted().into_iter().filter(|n| *n != me && *n != node).collect();
+        self.send_map_step(version, node, MAP_STARTING, &waiting, ctx);
+        self.restart = Some(Restart { node, version, phase: Phase::Admitting, waiting, started_ns: ctx.now_ns() });
+        self.restart_step(ctx);
+    }
+
+    fn send_map_step(&mut self, version: u32, node: NodeId, event: u32, to: &BTreeSet<NodeId>, ctx: &mut Context<'_>) {
+        let (dead, starting) = self.live.to_sections();
+        let step = MemberMap { version, node: u32::from(node.get()), event };
+        for n in to {
+            self.out.send(ctx, MEMBER_MAP, Layout::membership_of(*n), step.as_words(), &[&dead, &starting]);
+        }
+    }
+
+    /// The next phase once every confirmation of the current one came.
+    fn restart_step(&mut self, ctx: &mut Context<'_>) {
+        let Some(r) = self.restart.as_ref().filter(|r| r.waiting.is_empty()) else { return };
+        let (node, version, phase) = (r.node, r.version, r.phase);
+        match phase {
+            Phase::Admitting => {
+                let schema = self.engine.catalog(ctx.node_id()).to_file_bytes();
+                let words = schema.map(|b| crate::row::bytes_to_words(&b));
+                let (dead, starting) = self.live.to_sections();
+                let admit = MemberAdmit { version };
+                let sent = match &words {
+                    Ok(w) => self.out.send(ctx, MEMBER_ADMIT, Layout::membership_of(node), admit.as_words(), &[&dead, &starting, w]),
+                    Err(_) => false,
+                };
+                if !sent {
+                    let why = match words {
+                        Ok(_) => format!("the schema could not be sent to data node {node} (larger than a signal section, or its link failed)"),
+                        Err(e) => format!("the schema could not be written for data node {node}: {e}"),
+                    };
+                    tracing::warn!(%node, why, "node restart abandoned");
+                    self.restart = None;
+                    self.tell_stop(node, STOP_RESTART_FAILED, &why, ctx);
+                    return self.suspect(node, &why, ctx);
+                }
+                if let Some(r) = self.restart.as_mut() {
+                    r.phase = Phase::Copying;
+                }
+            }
+            Phase::Copying => {}
+            Phase::Finishing => {
+                let took = ctx.now_ns().saturating_sub(r.started_ns);
+                tracing::info!(%node, map_version = version, seconds = took as f64 / 1e9, "data node restarted: it serves its partitions again");
+                self.restart = None;
+                self.admit_next(ctx);
+            }
+        }
+    }
+
+    fn tell_stop(&mut self, node: NodeId, code: u32, why: &str, ctx: &mut Context<'_>) {
+        let words = crate::row::bytes_to_words(why.as_bytes());
+        let s = MemberStop { code };
+        let _ = ctx.send(&ctx.signal(MEMBER_STOP, Layout::membership_of(node)).data(s.as_words()).sections(&[&words]));
+    }
+
+    /// A step of a restart from the president: applied, then confirmed.
+    pub(super) fn on_member_map(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let Some(m) = ctx.typed::<MemberMap>(signal).copied() else { return };
+        if !self.sent_by_president(signal) {
+            return;
+        }
+        let Some(node) = self.data_node(m.node) else {
+            tracing::warn!(sender = %signal.sender(), node = m.node, "MEMBER_MAP names no data node: dropped");
+            return ctx.unhandled(signal);
+        };
+        match m.event {
+            MAP_STARTING => self.live.mark_starting(node, m.version),
+            MAP_STARTED => {
+                self.live.mark_started(node, m.version);
+                if node == ctx.node_id() {
+                    if let Some(a) = self.admitted.take() {
+                        let took = ctx.now_ns().saturating_sub(a.started_ns);
+                        tracing::info!(rows = a.rows, seconds = took as f64 / 1e9, map_version = m.version, "this data node has restarted: it serves its partitions");
+                    }
+                }
+            }
+            other => {
+                tracing::warn!(sender = %signal.sender(), event = other, "MEMBER_MAP with an unknown event: dropped");
+                return ctx.unhandled(signal);
+            }
+        }
+        self.publish_map(ctx);
+        let conf = MemberMapConf { version: m.version, node: u32::from(ctx.node_id().get()) };
+        self.out.send(ctx, MEMBER_MAP_CONF, signal.sender(), conf.as_words(), &[]);
+    }
+
+    pub(super) fn on_member_map_conf(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let Some(c) = ctx.typed::<MemberMapConf>(signal).copied() else { return };
+        let Some(r) = self.restart.as_mut().filter(|r| r.version == c.version) else { return };
+        r.waiting.remove(&signal.sender().node);
+        self.restart_step(ctx);
+    }
+
+    /// This node is admitted: the map and the schema, then its storage instances copy.
+    pub(super) fn on_admit(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let Some(a) = ctx.typed::<MemberAdmit>(signal).copied() else { return };
+        let Some(layout) = self.layout.clone() else { return };
+        let (dead, starting) = (signal.section(0).unwrap_or(&[]), signal.section(1).unwrap_or(&[]));
+        let Some(map) = LiveMap::from_sections(&layout, a.version, dead, starting) else {
+            tracing::warn!(sender = %signal.sender(), "MEMBER_ADMIT with a bad node list: dropped");
+            return ctx.unhandled(signal);
+        };
+        let me = ctx.node_id();
+        if !map.is_starting(me) || map.president(&layout) != Some(signal.sender().node) {
+            tracing::warn!(sender = %signal.sender(), "MEMBER_ADMIT that does not admit this node, or not from the president its map names: dropped");
+            return ctx.unhandled(signal);
+        }
+        if let Some(ad) = self.admitted.as_mut() {
+            // A new president admits again: the copy goes on; MEMBER_COPIED goes to it.
+            ad.version = ad.version.max(a.version);
+            self.live.replace_if_newer(&map);
+            return self.publish_map(ctx);
+        }
+        let schema = signal.section(2).and_then(crate::row::words_to_bytes);
+        let catalog = self.engine.catalog(me);
+        let loaded = match schema {
+            Some(bytes) => catalog.load_file_bytes(&bytes),
+            None => Err("no schema section".to_string()),
+        };
+        let tables = match loaded {
+            Ok(n) => n,
+            Err(e) => stop(STOP_RESTART_FAILED, &format!("the schema from the president (data node {}) is unreadable: {e}", signal.sender().node)),
+        };
+        tracing::info!(president = %signal.sender().node, map_version = a.version, tables, "admitted to the cluster: copying this node's partitions");
+        self.live = map;
+        self.suspected.clear();
+        self.publish_map(ctx);
+        let instances = u32::from(layout.storage_instances);
+        for i in 0..layout.storage_instances {
+            let to = BlockRef::new(me, STORAGE, BlockInstance(i));
+            self.out.send(ctx, COPY_ORD, to, CopyOrd { version: a.version }.as_words(), &[]);
+        }
+        self.admitted = Some(Admitted { version: a.version, left: instances, rows: 0, started_ns: ctx.now_ns() });
+    }
+
+    /// A storage instance of this node copied its partitions (local), or a restarted node
+    /// copied all of them (at the president).
+    pub(super) fn on_copied(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let Some(c) = ctx.typed::<MemberCopied>(signal).copied() else { return };
+        let sender = signal.sender().node;
+        if sender == ctx.node_id() {
+            let Some(a) = self.admitted.as_mut().filter(|a| a.left > 0) else { return };
+            a.left -= 1;
+            a.rows += join(c.rows_low, c.rows_high);
+            if a.left == 0 {
+                self.report_copied(ctx);
+            }
+            return;
+        }
+        if self.president() != Some(ctx.node_id()) || !self.live.is_starting(sender) {
+            return;
+        }
+        let me = ctx.node_id();
+        let version = self.live.version + 1;
+        self.live.mark_started(sender, version);
+        tracing::info!(node = %sender, rows = join(c.rows_low, c.rows_high), map_version = version, "restarted data node copied its partitions: it serves them again");
+        self.publish_map(ctx);
+        let waiting: BTreeSet<NodeId> = self.trusted().into_iter().filter(|n| *n != me).collect();
+        self.send_map_step(version, sender, MAP_STARTED, &waiting, ctx);
+        let started_ns = self.restart.as_ref().filter(|r| r.node == sender).map_or(ctx.now_ns(), |r| r.started_ns);
+        self.restart = Some(Restart { node: sender, version, phase: Phase::Finishing, waiting, started_ns });
+        self.restart_step(ctx);
+    }
+
+    /// Tells the president this node copied everything.
+    fn report_copied(&mut self, ctx: &mut Context<'_>) {
+        let Some(a) = self.admitted.as_ref().filter(|a| a.left == 0) else { return };
+        let Some(president) = self.president() else { return };
+        let (rows_low, rows_high) = split(a.rows);
+        let c = MemberCopied { version: a.version, rows_low, rows_high };
+        self.out.send(ctx, MEMBER_COPIED, Layout::membership_of(president), c.as_words(), &[]);
+    }
+
+    /// After an agreed failure: a restart whose node died ends; a node that died is no longer
+    /// waited for; a new president admits the nodes still restarting again; a restarted node
+    /// that finished copying tells its (maybe new) president again.
+    pub(super) fn restart_after_failure(&mut self, ctx: &mut Context<'_>) {
+        let live = self.live.clone();
+        self.hellos.retain(|n| live.is_alive(*n) || self.connected.contains(n));
+        if let Some(r) = self.restart.as_mut() {
+            if !live.is_alive(r.node) {
+                tracing::warn!(node = %r.node, "a restarting data node failed: its restart is abandoned");
+                self.restart = None;
+            } else {
+                r.waiting.retain(|n| live.is_alive(*n));
+            }
+        }
+        if self.president() == Some(ctx.node_id()) {
+            if self.restart.is_none() {
+                let restarting: Vec<NodeId> = live.starting().collect();
+                self.hellos.extend(restarting);
+            }
+            self.restart_step(ctx);
+            self.admit_next(ctx);
+        }
+        self.report_copied(ctx);
+    }
+
+    /// Sends the map to this node's blocks and to every API node linked here.
+    pub(super) fn publish_map(&mut self, ctx: &mut Context<'_>) {
+        let (dead, starting) = self.live.to_sections();
+        let m = MemberMap { version: self.live.version, node: 0, event: 0 };
+        for to in super::local_blocks(self.layout.as_deref(), ctx.node_id()) {
+            if to.block == crate::CHECKPOINT {
+                continue;
+            }
+            self.out.send(ctx, MEMBER_MAP, to, m.as_words(), &[&dead, &starting]);
+        }
+        for api in self.api_nodes.clone() {
+            self.send_map_to_api(api, ctx);
+        }
+    }
+
+    /// The map, to one API node.
+    pub(super) fn send_map_to_api(&mut self, api: NodeId, ctx: &mut Context<'_>) {
+        let (dead, starting) = self.live.to_sections();
+        let m = MemberMap { version: self.live.version, node: 0, event: 0 };
+        let to = BlockRef::new(api, API_SESSION, BlockInstance(0));
+        let _ = ctx.send(&ctx.signal(MEMBER_MAP, to).data(m.as_words()).sections(&[&dead, &starting]));
+    }
+}
