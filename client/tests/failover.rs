@@ -37,6 +37,19 @@ struct Seen {
 
 /// Transfers (each retried on temporary errors) until `stop`.
 fn load(path: std::path::PathBuf, index: u32, first_id: i64, stop: Arc<AtomicBool>, killed: Arc<Mutex<Option<Instant>>>, seed: u64) -> Seen {
+    paced_load(path, index, first_id, stop, killed, seed, Duration::ZERO)
+}
+
+/// [`load`], pausing `pause` after each transfer.
+fn paced_load(
+    path: std::path::PathBuf,
+    index: u32,
+    first_id: i64,
+    stop: Arc<AtomicBool>,
+    killed: Arc<Mutex<Option<Instant>>>,
+    seed: u64,
+    pause: Duration,
+) -> Seen {
     let mut cluster = common::connect_to(&path, index);
     let mut s = cluster.session().unwrap();
     let mut rng = Rng(seed);
@@ -57,6 +70,9 @@ fn load(path: std::path::PathBuf, index: u32, first_id: i64, stop: Arc<AtomicBoo
             Err(e) => panic!("transfer {id}: {e} (not temporary, or still failing after {} tries)", policy.attempts),
         }
         id += 1;
+        if !pause.is_zero() {
+            std::thread::sleep(pause);
+        }
     }
     seen
 }
@@ -160,6 +176,114 @@ fn kill_under_load(name: &str, transport: &'static str, victim: u32) {
     // The restarted node is a primary again (balance): it coordinates and serves commits.
     s.retry(&RetryPolicy::default(), |s| transfer(s, -1, 0, 1, Durability::Memory)).unwrap();
     check_bank(&mut s);
+}
+
+fn restart_cycles() -> u32 {
+    std::env::var("BLOCKWIRE_RESTART_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
+}
+
+/// A paced transfer load by API node `100 + index` until the returned flag is set.
+fn start_load(cluster: &TestCluster, index: u32, first_id: i64, seed: u64) -> (Arc<AtomicBool>, std::thread::JoinHandle<Seen>) {
+    let (path, stop) = (cluster.path.clone(), Arc::new(AtomicBool::new(false)));
+    let flag = stop.clone();
+    let handle = std::thread::spawn(move || {
+        paced_load(path, index, first_id, flag, Arc::new(Mutex::new(None)), seed, Duration::from_millis(1))
+    });
+    (stop, handle)
+}
+
+/// Stops a load, then checks: every acknowledged transfer there, balances whole, replicas
+/// identical. Returns how many transfers it acknowledged.
+fn stop_and_check(cluster: &TestCluster, load: (Arc<AtomicBool>, std::thread::JoinHandle<Seen>), what: &str) -> usize {
+    load.0.store(true, Ordering::SeqCst);
+    let seen = load.1.join().expect("load thread");
+    let mut c = cluster.connect(3);
+    let mut s = c.session().unwrap();
+    let present = check_bank(&mut s);
+    let lost: Vec<&i64> = seen.acked.iter().filter(|id| !present.contains(id)).collect();
+    assert!(lost.is_empty(), "{what}: acknowledged transfers lost: {lost:?}");
+    assert_replicas_identical(&mut s, 2);
+    let filler = s.table("filler").unwrap();
+    for p in 0..filler.partitions {
+        let sums = s.partition_checksums(&filler, p).unwrap();
+        assert!(sums.len() == 2 && (sums[0].1, sums[0].2) == (sums[1].1, sums[1].2), "{what}: filler partition {p} differs: {sums:?}");
+    }
+    seen.acked.len()
+}
+
+/// A node restart whose copy is cut by a kill of the restarting node is abandoned cleanly
+/// (the survivor goes on serving) and the next restart completes; then
+/// `BLOCKWIRE_RESTART_CYCLES` (default 2) kill-and-restart cycles of either node, each under
+/// a transfer load and each followed by the checks (no acknowledged commit lost, balances
+/// whole, both replicas of every partition identical).
+#[test]
+fn a_kill_during_a_node_restarts_copy_is_abandoned_and_kill_restart_cycles_lose_nothing() {
+    let mut rng = Rng(seed());
+    let storage = "restart_copy_bytes_per_s = 131072";
+    let shape = Shape { api_nodes: 4, storage, ..Shape::default() };
+    let mut cluster = TestCluster::start("restart-cycles", shape);
+    {
+        let mut c = cluster.connect(0);
+        let mut s = c.session().unwrap();
+        setup_bank(&mut s, Durability::Memory);
+        let def = client::TableDef {
+            name: "filler".into(),
+            columns: vec![
+                client::Column { name: "id".into(), ty: client::ColumnType::I64, nullable: false },
+                client::Column { name: "pad".into(), ty: client::ColumnType::Varchar { max: 300 }, nullable: false },
+            ],
+            primary_key: vec!["id".into()],
+            partition_key: None,
+            partitions: Some(8),
+            read_backup: false,
+            indexes: Vec::new(),
+        };
+        let filler = s.create_table(&def).unwrap();
+        // About 600 KB of rows: the throttled copy takes seconds.
+        for chunk in 0..20 {
+            let mut tx = s.begin();
+            for i in 0..100 {
+                let id = chunk * 100 + i;
+                tx.insert(&filler, &[("id", Value::I64(id)), ("pad", Value::Text(format!("{id:0>290}")))]).unwrap();
+            }
+            s.execute(&mut tx, Exec::Commit).unwrap();
+        }
+    }
+    let admitted = cluster.admitted.clone();
+    let serving = cluster.serving.clone();
+    let mut next_id = 1i64 << 50;
+
+    // The copy is cut.
+    let load = start_load(&cluster, 1, next_id, rng.next() | 1);
+    cluster.kill_node(2);
+    std::thread::sleep(Duration::from_millis(200));
+    cluster.start_node(2);
+    assert!(cluster.wait_for(&admitted, 2, Duration::from_secs(30)), "the restarted node 2 was not admitted");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!serving.lock().unwrap().contains(&2), "the copy finished before the kill: the test needs a slower copy");
+    cluster.kill_node(2);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(cluster.all_running(), "the survivor stopped when a restarting node died during its copy");
+    cluster.start_node(2);
+    assert!(cluster.wait_for(&serving, 2, Duration::from_secs(60)), "the restart after an abandoned copy did not finish");
+    let acked = stop_and_check(&cluster, load, "after a kill during the copy");
+    eprintln!("restart-cycles: copy cut and restarted; {acked} transfers acknowledged meanwhile");
+
+    for cycle in 0..restart_cycles() {
+        next_id += 1 << 40;
+        let victim = 1 + cycle % 2;
+        let load = start_load(&cluster, 1, next_id, rng.next() | 1);
+        std::thread::sleep(Duration::from_millis(100));
+        let at = Instant::now();
+        cluster.kill_node(victim);
+        std::thread::sleep(Duration::from_millis(200));
+        cluster.start_node(victim);
+        assert!(cluster.wait_for(&serving, victim, Duration::from_secs(60)), "cycle {cycle}: node {victim} did not serve again");
+        let took = at.elapsed();
+        let acked = stop_and_check(&cluster, load, &format!("cycle {cycle}"));
+        eprintln!("restart-cycles: cycle {cycle}: node {victim} killed and serving again after {took:?}; {acked} transfers acknowledged");
+        assert!(cluster.all_running(), "cycle {cycle}: a data node stopped");
+    }
 }
 
 /// Every partition of the accounts table has `replicas` replicas answering, with equal row

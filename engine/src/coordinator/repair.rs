@@ -52,7 +52,13 @@ impl Coordinator {
         let (mut aborted, mut repaired) = (0u32, 0u32);
         for slot in 0..self.slots.len() as u32 {
             let Some(tx) = self.slots[slot as usize].as_ref() else { continue };
-            let touches = tx.ops.iter().any(|o| o.primary.node == dead || o.backup.is_some_and(|b| b.node == dead));
+            // An unanswered write may have been passed on to the dead node by its primary (a
+            // restarting replica the routing map did not name): it may never be answered.
+            let unanswered_write = |o: &TcOp| o.state == super::OpState::Sent && o.kind.writes();
+            let touches = tx
+                .ops
+                .iter()
+                .any(|o| o.primary.node == dead || o.backup.is_some_and(|b| b.node == dead) || unanswered_write(o));
             if !touches {
                 continue;
             }

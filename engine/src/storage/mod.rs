@@ -634,6 +634,9 @@ impl Storage {
                 _ => self.stale(ctx, "ABORT_REQ", tx, handle),
             }
         }
+        // A next replica that died (a restarting one this primary passed the write on to) has
+        // nothing left to abort: confirm here.
+        let forward = forward.filter(|n| BlockRef::from_word(*n).is_some_and(|r| self.live.is_alive(r.node)));
         match forward {
             Some(next) => self.send_to_word(ctx, next, ABORT_REQ, req.as_words(), None),
             None => {
