@@ -33,7 +33,7 @@ const TAIL_LINES: usize = 30;
 /// default).
 pub const GCP_INTERVAL_MS: u64 = 100;
 /// Data-node stderr lines kept with the time they arrived: restore reports and readiness.
-const NOTABLE: [&str; 2] = ["the node serves", "storage restored"];
+const NOTABLE: [&str; 3] = ["the node serves", "storage restored", "every partition of this instance copied"];
 /// Bytes of storage memory a row may take, for sizing `memory_bytes` (a row of `kv` costs
 /// about 140, one of `scan`'s with its index entry about 220).
 const ROW_BUDGET_BYTES: u64 = 512;
@@ -380,6 +380,30 @@ impl DataNodes {
     pub fn restart(&mut self) -> R<()> {
         self.kill_all();
         self.spawn_all()
+    }
+
+    /// SIGKILLs data node `id` alone and waits for it to be gone.
+    pub fn kill_node(&mut self, id: u32) -> R<()> {
+        let at = self.nodes.iter().position(|n| n.id == id).ok_or_else(|| format!("data node {id} is not running"))?;
+        let mut n = self.nodes.remove(at);
+        let _ = n.child.kill();
+        let _ = n.child.wait();
+        if let Some(reader) = n.reader.take() {
+            let _ = reader.join();
+        }
+        Ok(())
+    }
+
+    /// Starts data node `id` again (it was killed), without waiting for it: a restarted node
+    /// of a running cluster copies its partitions and then serves.
+    pub fn start_node(&mut self, id: u32) -> R<()> {
+        if self.nodes.iter().any(|n| n.id == id) {
+            return Err(format!("data node {id} runs already"));
+        }
+        let cpu = self.cpus.map(|c| c[usize::from(id != 1)]);
+        let node = self.spawn(id, cpu)?;
+        self.nodes.push(node);
+        Ok(())
     }
 
     /// Per data node, the stderr lines since it was started holding `pattern` (one of

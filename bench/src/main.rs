@@ -20,6 +20,7 @@
 mod cluster;
 mod commit;
 mod driver;
+mod failover;
 mod kv;
 mod limit;
 mod peer;
@@ -94,6 +95,11 @@ enum Command {
     /// in flight beside one sync per commit, and the time to restart both data nodes from
     /// their files after a SIGKILL.
     Commit(commit::CommitArgs),
+    /// A data node's death and restart under load, against two data nodes with two replicas:
+    /// commits per 10 ms across a SIGKILL and the node's restart (a text plot, an SVG and a
+    /// CSV), the time from the kill to the first commit on a partition whose primary died,
+    /// commit latency percentiles per phase, and the restarted node's copy rate.
+    Failover(failover::FailoverArgs),
     /// Lists the transports this build measures, one per line.
     Transports,
     /// The other end of a two-process run (started by the other subcommands).
@@ -270,7 +276,11 @@ fn main() -> ExitCode {
     // errors exit 2.
     let engine = matches!(
         cli.command,
-        Command::Kv(_) | Command::Scan(_) | Command::Commit(_) | Command::KvNode { .. }
+        Command::Kv(_)
+            | Command::Scan(_)
+            | Command::Commit(_)
+            | Command::Failover(_)
+            | Command::KvNode { .. }
     );
     let failed = if engine { 2 } else { 1 };
     match run(cli) {
@@ -521,6 +531,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Kv(args) => kv::run(&args),
         Command::Scan(args) => scan::run(&args),
         Command::Commit(args) => commit::run(&args),
+        Command::Failover(args) => failover::run(&args),
         Command::KvNode { config, node_id } => cluster::engine_node(&config, node_id),
         Command::Transports => {
             for t in TRANSPORTS {

@@ -706,6 +706,13 @@ impl Session<'_> {
         }
     }
 
+    /// The data nodes that serve their partitions (linked, and neither dead nor restarting
+    /// in the newest partition map a data node sent), after taking in what has arrived.
+    pub fn serving_data_nodes(&mut self) -> Vec<NodeId> {
+        self.pump(Duration::ZERO);
+        self.layout.data_nodes.iter().copied().filter(|n| self.serving(*n)).collect()
+    }
+
     /// Whether data node `n` may be sent work: linked, and serving in the newest map.
     fn serving(&self, n: NodeId) -> bool {
         !self.down.contains(&n) && self.map.is_serving(n)
