@@ -350,3 +350,40 @@ fn disk_durable_commits_go_on_after_the_global_checkpoint_master_dies() {
     assert!(gcis.last() > gcis.first(), "global checkpoints must advance after the failover: {gcis:?}");
     check_bank(&mut s);
 }
+
+/// A transaction that wrote a row before the restarted node asked for its partition, and
+/// commits only after the copy reached that row: the copy waits for the row's lock, so the
+/// restarted replica gets the committed image (mutation-checked: a copy that ignores locks
+/// sends the old image and the replicas differ).
+#[test]
+fn a_write_open_across_a_node_restarts_copy_reaches_the_restarted_replica() {
+    let shape = Shape { api_nodes: 3, ..Shape::default() };
+    let mut cluster = TestCluster::start("restart-open-write", shape);
+    let mut c = cluster.connect(0);
+    let mut s = c.session().unwrap();
+    setup_bank(&mut s, Durability::Memory);
+    let accounts = s.table("accounts").unwrap();
+    cluster.kill_node(2);
+    // Wait until the survivor serves alone, then hold a write on account 0 open.
+    s.retry(&RetryPolicy::default(), |s| transfer(s, 1, 2, 3, Durability::Memory)).unwrap();
+    let mut tx = s.begin();
+    tx.update(&accounts, &[Value::I64(0)], &[("balance", Value::I64(12_345))]).unwrap();
+    assert_eq!(s.execute(&mut tx, Exec::NoCommit).unwrap(), client::Outcome::Executed);
+    cluster.start_node(2);
+    let (admitted, serving) = (cluster.admitted.clone(), cluster.serving.clone());
+    assert!(cluster.wait_for(&admitted, 2, Duration::from_secs(30)), "node 2 was not admitted");
+    // The copy of account 0's partition waits for the open write's lock.
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(!serving.lock().unwrap().contains(&2), "node 2 served while a row it copies was locked by an open write");
+    assert_eq!(s.execute(&mut tx, Exec::Commit).unwrap(), client::Outcome::Committed);
+    assert!(cluster.wait_for(&serving, 2, Duration::from_secs(30)), "node 2 did not serve after the write committed");
+    drop(s);
+    drop(c);
+    let mut c = cluster.connect(1);
+    let mut s = c.session().unwrap();
+    assert_replicas_identical(&mut s, 2);
+    let mut read = s.begin();
+    let op = read.read(&accounts, &[Value::I64(0)], client::LockMode::CommittedRead).unwrap();
+    s.execute(&mut read, Exec::Commit).unwrap();
+    assert_eq!(read.row(op).and_then(|r| r.get("balance")).and_then(Value::as_i64), Some(12_345));
+}

@@ -5,11 +5,13 @@
 //! copying and asks each partition's primary in turn (`COPY_REQ`). From that request on, the
 //! primary passes every write of the partition on to the restarted node, as to a backup;
 //! then it walks the partition's row slots and sends each committed row (`COPY_ROWS`,
-//! batches of up to [`BATCH_BYTES`], one unacknowledged batch at a time, throttled to
-//! `restart_copy_bytes_per_s`). Why the copy ends identical:
-//! - a row locked or waited for is not read until its lock is free: the copy waits
-//!   ([`WAIT_NS`]) and takes the row's image after every write that held or queued for it,
-//!   whether that write was passed on (arrived after the request) or not (arrived before);
+//! batches of up to [`BATCH_BYTES`], throttled to `restart_copy_bytes_per_s`, [`WINDOW`] batches unacknowledged at most). Why the copy ends
+//! identical:
+//! - a row locked or waited for is read only under a shared lock the copy queues for (like
+//!   any reader, [`COPY_WAITER`]): it takes the row's image after every write that held or
+//!   queued for it before, whether that write was passed on (arrived after the request) or not
+//!   (arrived before); a lock queue is first come, first served, so a busy row cannot starve
+//!   the copy;
 //! - a write that begins after the row was sent reaches the restarted node after the row,
 //!   over the same link (one sender block, in order);
 //! - on the restarted node, while its partition is copying, an update or delete of a row it
@@ -28,14 +30,22 @@ use signals::{BlockRef, NodeId, SignalData, SignalView};
 use super::fragment::{Fragment, RowEntry};
 use super::{Storage, ROW_OVERHEAD_BYTES};
 use crate::error::ErrorCode;
-use crate::locks::Lock;
+use crate::locks::{Lock, Mode};
 use crate::protocol::*;
 use crate::row;
 
-/// The most row bytes one `COPY_ROWS` carries.
+/// The most row bytes one `COPY_ROWS` carries (less when a signal section is smaller).
 pub(super) const BATCH_BYTES: usize = 32 * 1024;
-/// How long a copy waits before looking again at a row a transaction holds.
-const WAIT_NS: u64 = 200_000;
+/// Batches a copy keeps unacknowledged.
+const WINDOW: u32 = 4;
+/// A copy's lock requests in a row's queue: [`crate::pool::SPARE_BIT`] with index bits no
+/// scan handle has (scan records are at most 2^16), the copy's id in the low 16 bits.
+pub(super) const COPY_WAITER: u32 = crate::pool::SPARE_BIT | 0x00ff_0000;
+
+/// The lock owner a copy's shared locks are taken for (no coordinator has reference 0).
+fn copy_tx(id: u32) -> crate::locks::TxKey {
+    (0, u64::from(id))
+}
 /// How long a restarted node waits before asking again after a temporary refusal, and how
 /// many times it asks.
 const RETRY_NS: u64 = 100_000_000;
@@ -48,9 +58,15 @@ struct Outgoing {
     table: u32,
     partition: u32,
     cursor: u32,
-    awaiting_ack: bool,
-    /// A COPY_CONTINUE is on its way (a held row, or the throttle).
+    /// Names its lock requests (with [`COPY_WAITER`]).
+    id: u32,
+    /// Batches sent and not acknowledged.
+    in_flight: u32,
+    /// A COPY_CONTINUE is on its way (the throttle).
     scheduled: bool,
+    /// The row slot whose lock it waits for, or holds.
+    waiting: Option<u32>,
+    granted: Option<u32>,
     bytes: u64,
     rows: u64,
     started_ns: u64,
@@ -75,6 +91,7 @@ struct Incoming {
 pub(super) struct Copies {
     /// Sending: by (restarted node's storage, request).
     outgoing: HashMap<(u32, u32), Outgoing>,
+    next_id: u32,
     /// (table, partition) -> the restarted replica that gets every write of it passed on.
     targets: HashMap<(u32, u32), BlockRef>,
     /// Receiving: partitions not copied yet (an absent row's update or delete does nothing).
@@ -98,6 +115,17 @@ impl Copies {
 }
 
 impl Storage {
+    /// A copy id no open copy has (16 bits: it goes in lock requests).
+    fn next_copy_id(&mut self) -> u32 {
+        loop {
+            self.copy.next_id = (self.copy.next_id + 1) & 0xffff;
+            let id = self.copy.next_id;
+            if !self.copy.outgoing.values().any(|o| o.id == id) {
+                return id;
+            }
+        }
+    }
+
     /// The replica a write that came from a coordinator without one is passed on to: a
     /// restarted replica copying (or that copied) this partition from this instance.
     pub(super) fn copy_target(&self, table: u32, partition: u32) -> Option<BlockRef> {
@@ -210,6 +238,9 @@ impl Storage {
         for k in stale {
             self.end_outgoing(k);
         }
+        let id = self.next_copy_id();
+        let slot = (to.to_word(), req.request);
+        self.end_outgoing(slot);
         self.copy.targets.insert(key, to);
         self.fragments.entry(key).or_insert_with(|| Fragment::new(&table)).open_scans += 1;
         let out = Outgoing {
@@ -217,15 +248,18 @@ impl Storage {
             table: req.table,
             partition: req.partition,
             cursor: 0,
-            awaiting_ack: false,
+            id,
+            in_flight: 0,
             scheduled: false,
+            waiting: None,
+            granted: None,
             bytes: 0,
             rows: 0,
             started_ns: ctx.now_ns(),
         };
         tracing::info!(%to, table = table.name(), partition = req.partition, "copying a partition to a restarted replica");
-        self.copy.outgoing.insert((to.to_word(), req.request), out);
-        self.copy_step((to.to_word(), req.request), ctx);
+        self.copy.outgoing.insert(slot, out);
+        self.copy_step(slot, ctx);
     }
 
     fn check_copy_req(&self, req: &CopyReq, to: BlockRef, ctx: &Context<'_>) -> Result<(), (ErrorCode, String)> {
@@ -252,50 +286,73 @@ impl Storage {
         Ok(())
     }
 
-    /// Sends the next batch of a copy, unless it waits for an acknowledgement, a held row or
-    /// the throttle.
+    /// Sends the next batches of a copy (up to [`WINDOW`] unacknowledged), unless it waits for
+    /// a row's lock or the throttle.
     fn copy_step(&mut self, key: (u32, u32), ctx: &mut Context<'_>) {
         let rate = self.settings.restart_copy_bytes_per_s.max(1);
         let now = ctx.now_ns();
+        let limit = self.layout.as_ref().map_or(BATCH_BYTES, |l| l.max_section_bytes.saturating_sub(4).min(BATCH_BYTES));
         let Some(out) = self.copy.outgoing.get_mut(&key) else { return };
-        if out.awaiting_ack || out.scheduled {
+        if out.in_flight >= WINDOW || out.scheduled || out.waiting.is_some() {
             return;
         }
         // The throttle: bytes sent so far may not run ahead of the rate.
         let due = out.started_ns + (u128::from(out.bytes) * 1_000_000_000 / u128::from(rate)) as u64;
         if due > now {
-            out.scheduled = true;
-            let _ = ctx.send_delayed(due - now, COPY_CONTINUE, CopyContinue { request: key.1 }.as_words());
+            out.scheduled = ctx.send_delayed(due - now, COPY_CONTINUE, CopyContinue { request: key.1 }.as_words()).is_ok();
             return;
         }
-        let Some(fragment) = self.fragments.get(&(out.table, out.partition)) else { return };
-        // A batch fits one long section (its byte length word aside).
-        let limit = self.layout.as_ref().map_or(BATCH_BYTES, |l| l.max_section_bytes.saturating_sub(4).min(BATCH_BYTES));
-        let slots = fragment.rows.len() as u32;
+        let (waiter, tx) = (COPY_WAITER | out.id, copy_tx(out.id));
         let mut batch = Vec::with_capacity(limit);
-        let (mut rows, mut held, mut oversized) = (0u32, false, false);
+        let (mut rows, mut queued, mut oversized) = (0u32, false, false);
         let mut at = out.cursor;
-        while at < slots {
-            let Some(entry) = fragment.rows[at as usize].as_ref() else {
-                at += 1;
-                continue;
-            };
-            if entry.working.is_some() || !entry.lock.is_free() {
-                held = true;
-                break;
-            }
-            if let Some(image) = &entry.committed {
-                let size = 8 + entry.key.len() + image.len();
-                if batch.len() + size > limit {
-                    oversized = batch.is_empty();
-                    break;
+        let slots = match self.fragments.get_mut(&(out.table, out.partition)) {
+            None => 0,
+            Some(fragment) => {
+                let slots = fragment.rows.len() as u32;
+                while at < slots {
+                    let Some(entry) = fragment.rows[at as usize].as_mut() else {
+                        at += 1;
+                        continue;
+                    };
+                    if out.granted != Some(at) && (entry.working.is_some() || !entry.lock.is_free()) {
+                        if !batch.is_empty() {
+                            break;
+                        }
+                        // Queue for a shared lock behind every write that holds or waits.
+                        if !entry.lock.acquire(waiter, tx, Mode::Shared) {
+                            out.waiting = Some(at);
+                            queued = true;
+                            break;
+                        }
+                        out.granted = Some(at);
+                    }
+                    let size = entry.committed.as_ref().map_or(0, |i| 8 + entry.key.len() + i.len());
+                    if batch.len() + size > limit {
+                        oversized = batch.is_empty();
+                        if !oversized {
+                            break;
+                        }
+                    }
+                    if let (Some(image), false) = (&entry.committed, oversized) {
+                        push_bytes(&mut batch, &entry.key);
+                        push_bytes(&mut batch, image);
+                        rows += 1;
+                    }
+                    if out.granted.take().is_some() {
+                        entry.lock.release(tx, true);
+                        while let Some(next) = entry.lock.grant_next() {
+                            self.ready.push(next);
+                        }
+                    }
+                    if oversized {
+                        break;
+                    }
+                    at += 1;
                 }
-                push_bytes(&mut batch, &entry.key);
-                push_bytes(&mut batch, image);
-                rows += 1;
+                slots
             }
-            at += 1;
-        }
+        };
         out.cursor = at;
         if oversized {
             let (to, request) = (out.to, key.1);
@@ -307,15 +364,15 @@ impl Storage {
             self.out.send(ctx, COPY_REF, to, r.as_words(), &[&words]);
             return;
         }
-        let last = at >= slots;
-        if rows == 0 && held {
-            out.scheduled = true;
-            let _ = ctx.send_delayed(WAIT_NS, COPY_CONTINUE, CopyContinue { request: key.1 }.as_words());
+        if queued && rows == 0 {
             return;
         }
+        let last = at >= slots && !queued;
         out.rows += u64::from(rows);
         out.bytes += batch.len() as u64;
-        out.awaiting_ack = !last;
+        if !last {
+            out.in_flight += 1;
+        }
         let (to, total_rows, total_bytes, took) = (out.to, out.rows, out.bytes, now.saturating_sub(out.started_ns));
         let (table, partition) = (out.table, out.partition);
         let m = CopyRows { request: key.1, rows, last: u32::from(last), cursor: at, slots };
@@ -332,27 +389,46 @@ impl Storage {
         }
         if last {
             tracing::info!(%to, table, partition, rows = total_rows, bytes = total_bytes, seconds = took as f64 / 1e9, "partition copied to a restarted replica");
-            self.end_outgoing(key);
+            return self.end_outgoing(key);
+        }
+        if !queued {
+            self.copy_step(key, ctx);
         }
     }
 
+    /// A copy's shared lock on the row it waited for was granted (from the lock queue).
+    pub(super) fn copy_lock_granted(&mut self, id: u32, ctx: &mut Context<'_>) {
+        let Some((&key, out)) = self.copy.outgoing.iter_mut().find(|(_, o)| o.id == id) else { return };
+        out.granted = out.waiting.take();
+        self.copy_step(key, ctx);
+    }
+
     /// Forgets a copy this instance sent (done or abandoned); the write pass-on stays while
-    /// the replica lives.
+    /// the replica lives. A lock it waits for or holds is given up.
     fn end_outgoing(&mut self, key: (u32, u32)) {
         let Some(out) = self.copy.outgoing.remove(&key) else { return };
-        if let Some(f) = self.fragments.get_mut(&(out.table, out.partition)) {
-            let freed = f.scan_closed();
-            self.memory_used = self.memory_used.saturating_sub(freed);
+        let Some(f) = self.fragments.get_mut(&(out.table, out.partition)) else { return };
+        let (waiter, tx) = (COPY_WAITER | out.id, copy_tx(out.id));
+        for at in [out.waiting, out.granted].into_iter().flatten() {
+            if let Some(entry) = f.row(at) {
+                entry.lock.cancel(waiter);
+                entry.lock.release(tx, true);
+                while let Some(next) = entry.lock.grant_next() {
+                    self.ready.push(next);
+                }
+            }
         }
+        let freed = f.scan_closed();
+        self.memory_used = self.memory_used.saturating_sub(freed);
     }
 
     pub(super) fn on_copy_ack(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         let Some(a) = ctx.typed::<CopyAck>(signal).copied() else { return };
         let key = (signal.sender().to_word(), a.request);
-        let Some(out) = self.copy.outgoing.get_mut(&key) else {
+        let Some(out) = self.copy.outgoing.get_mut(&key).filter(|o| o.in_flight > 0) else {
             return self.stale(ctx, "COPY_ACK", 0, a.request);
         };
-        out.awaiting_ack = false;
+        out.in_flight -= 1;
         self.copy_step(key, ctx);
     }
 
@@ -362,6 +438,7 @@ impl Storage {
             return self.retry_copy_req(c.request & !RETRY_FLAG, ctx);
         }
         let keys: Vec<(u32, u32)> = self.copy.outgoing.keys().filter(|(_, r)| *r == c.request).copied().collect();
+        // (A continue is only ever the throttle's; lock waits end by the lock's grant.)
         for key in keys {
             if let Some(out) = self.copy.outgoing.get_mut(&key) {
                 out.scheduled = false;
@@ -463,7 +540,8 @@ impl Storage {
     /// restart.
     pub(super) fn on_copy_ref(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         let Some(r) = ctx.typed::<CopyRef>(signal).copied() else { return };
-        let Some(cur) = self.copy.current.as_mut().filter(|c| c.request == r.request) else {
+        let from = signal.sender();
+        let Some(cur) = self.copy.current.as_mut().filter(|c| c.request == r.request && c.from == from) else {
             return self.stale(ctx, "COPY_REF", 0, r.request);
         };
         let message = signal.section(0).and_then(row::words_to_bytes).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
@@ -471,8 +549,9 @@ impl Storage {
         cur.refusals += 1;
         if code.is_temporary() && cur.refusals < RETRIES {
             tracing::info!(from = %signal.sender(), message, "copy refused for now: asking again");
-            let _ = ctx.send_delayed(RETRY_NS, COPY_CONTINUE, CopyContinue { request: cur.request | RETRY_FLAG }.as_words());
-            return;
+            if ctx.send_delayed(RETRY_NS, COPY_CONTINUE, CopyContinue { request: cur.request | RETRY_FLAG }.as_words()).is_ok() {
+                return;
+            }
         }
         copy_failed(&format!("{} refused to copy partition {} of table id {}: {message}", signal.sender(), cur.partition, cur.table));
     }

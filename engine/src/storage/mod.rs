@@ -403,7 +403,9 @@ impl Storage {
     /// Runs operations whose locks were granted by a release.
     fn run_ready(&mut self, ctx: &mut Context<'_>) {
         while let Some(handle) = self.ready.pop() {
-            if handle & scan::SCAN_WAITER != 0 {
+            if handle & copy::COPY_WAITER == copy::COPY_WAITER {
+                self.copy_lock_granted(handle & 0xffff, ctx);
+            } else if handle & scan::SCAN_WAITER != 0 {
                 self.scan_lock_granted(handle & !scan::SCAN_WAITER, ctx);
             } else {
                 self.execute(handle, ctx);
@@ -839,11 +841,17 @@ impl Block for Storage {
             REPAIR_REQ => self.on_repair(signal, ctx),
             MEMBER_MAP => self.on_member_map(signal, ctx),
             COPY_ORD => self.on_copy_ord(signal, ctx),
-            COPY_REQ => self.on_copy_req(signal, ctx),
+            COPY_REQ | COPY_ACK | COPY_CONTINUE => {
+                match signal.gsn() {
+                    COPY_REQ => self.on_copy_req(signal, ctx),
+                    COPY_ACK => self.on_copy_ack(signal, ctx),
+                    _ => self.on_copy_continue(signal, ctx),
+                }
+                // A copy that gave up a row's lock may have granted it to waiting operations.
+                self.run_ready(ctx);
+            }
             COPY_ROWS => self.on_copy_rows(signal, ctx),
-            COPY_ACK => self.on_copy_ack(signal, ctx),
             COPY_REF => self.on_copy_ref(signal, ctx),
-            COPY_CONTINUE => self.on_copy_continue(signal, ctx),
             gsn::NODE_CONNECTED => {}
             gsn::START_ORD => {
                 if crate::is_first_phase(ctx, signal) {

@@ -18,6 +18,7 @@ impl Storage {
         let Some(node) = NodeId::new(f.node) else { return };
         self.live.mark_dead(node, f.version);
         self.copy_node_failed(node);
+        self.run_ready(ctx);
     }
 
     /// `MEMBER_MAP` from this node's membership block: a restart's step.
@@ -28,6 +29,7 @@ impl Storage {
             for node in gone {
                 self.copy_node_failed(node);
             }
+            self.run_ready(ctx);
         }
     }
 
