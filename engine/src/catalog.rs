@@ -142,6 +142,32 @@ impl Catalog {
     }
 }
 
+impl Catalog {
+    /// Installs the tables of a schema another data node sent (a restarted node's admission),
+    /// each definition checked against `limits` and its derived fields computed here, never
+    /// taken from the bytes; a table of the same id is replaced. Nothing is installed when
+    /// any table is refused.
+    pub fn load_checked(&self, bytes: &[u8], limits: &crate::schema::SchemaLimits) -> Result<usize, String> {
+        let file: SchemaFile = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let mut tables = Vec::with_capacity(file.tables.len());
+        for t in file.tables {
+            t.def.validate(limits).map_err(|e| e.to_string())?;
+            if t.partitions == 0 || t.partitions > limits.max_partitions {
+                return Err(format!("table {:?}: {} partitions (allowed 1..={})", t.def.name, t.partitions, limits.max_partitions));
+            }
+            tables.push(Table::new(t.id, t.version, t.def, t.partitions));
+        }
+        let mut state = self.tables.write().unwrap_or_else(PoisonError::into_inner);
+        state.highest_version = state.highest_version.max(file.highest_version);
+        let n = tables.len();
+        for t in tables {
+            state.highest_version = state.highest_version.max(t.version);
+            state.by_id.insert(t.id, Arc::new(t));
+        }
+        Ok(n)
+    }
+}
+
 #[derive(serde::Serialize)]
 struct SchemaFileRef<'a> {
     highest_version: u32,

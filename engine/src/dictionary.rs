@@ -189,6 +189,12 @@ impl Dictionary {
         if self.change.is_some() {
             return Err((ErrorCode::SchemaBusy, "another schema change is running: retry".into()));
         }
+        if let Some(n) = self.live.dead().next() {
+            return Err((
+                ErrorCode::NotConnected,
+                format!("data node {n} is dead: a schema change waits until it has restarted and serves again"),
+            ));
+        }
         if let Some(n) = self.live.starting().next() {
             return Err((
                 ErrorCode::NotConnected,
@@ -482,7 +488,7 @@ impl Dictionary {
         }
         if signal.gsn() == MEMBER_MAP {
             if let Some(map) = crate::member_map(self.layout.as_ref(), signal, ctx) {
-                self.live.replace_if_newer(&map);
+                self.live.adopt(&map);
             }
         } else if let Some(f) = ctx.typed::<NodeFailed>(signal).copied() {
             if let Some(n) = NodeId::new(f.node) {

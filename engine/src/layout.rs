@@ -462,20 +462,50 @@ pub struct LiveMap {
     pub version: u32,
     dead: std::collections::BTreeSet<NodeId>,
     starting: std::collections::BTreeSet<NodeId>,
+    /// Restarted nodes serving again, in the order they did (the youngest last): the president
+    /// is the oldest serving node, so a restarted one comes after every node that never left.
+    rejoined: Vec<NodeId>,
 }
 
 impl Default for LiveMap {
     fn default() -> LiveMap {
-        LiveMap { version: 1, dead: std::collections::BTreeSet::new(), starting: std::collections::BTreeSet::new() }
+        LiveMap {
+            version: 1,
+            dead: std::collections::BTreeSet::new(),
+            starting: std::collections::BTreeSet::new(),
+            rejoined: Vec::new(),
+        }
     }
 }
 
 impl LiveMap {
-    /// A map of `version` with these dead and restarting data nodes.
-    pub fn from_parts(version: u32, dead: impl IntoIterator<Item = NodeId>, starting: impl IntoIterator<Item = NodeId>) -> LiveMap {
+    /// A map of `version` with these dead and restarting data nodes, and these restarted
+    /// ones in the order they served again.
+    pub fn from_parts(
+        version: u32,
+        dead: impl IntoIterator<Item = NodeId>,
+        starting: impl IntoIterator<Item = NodeId>,
+        rejoined: impl IntoIterator<Item = NodeId>,
+    ) -> LiveMap {
         let dead: std::collections::BTreeSet<NodeId> = dead.into_iter().collect();
-        let starting = starting.into_iter().filter(|n| !dead.contains(n)).collect();
-        LiveMap { version, dead, starting }
+        let starting: std::collections::BTreeSet<NodeId> = starting.into_iter().filter(|n| !dead.contains(n)).collect();
+        let mut order = Vec::new();
+        for n in rejoined {
+            if !dead.contains(&n) && !starting.contains(&n) && !order.contains(&n) {
+                order.push(n);
+            }
+        }
+        LiveMap { version, dead, starting, rejoined: order }
+    }
+
+    /// Takes `other` when its version is not older (a map the president sent is the truth
+    /// of its version); whether it did.
+    pub fn adopt(&mut self, other: &LiveMap) -> bool {
+        if other.version < self.version {
+            return false;
+        }
+        *self = other.clone();
+        true
     }
 
     /// Whether data node `node` is alive in this map (a restarting node is).
@@ -507,6 +537,7 @@ impl LiveMap {
     pub fn mark_dead(&mut self, node: NodeId, version: u32) -> bool {
         self.version = self.version.max(version);
         self.starting.remove(&node);
+        self.rejoined.retain(|n| *n != node);
         self.dead.insert(node)
     }
 
@@ -514,6 +545,7 @@ impl LiveMap {
     pub fn mark_starting(&mut self, node: NodeId, version: u32) {
         self.version = self.version.max(version);
         self.dead.remove(&node);
+        self.rejoined.retain(|n| *n != node);
         self.starting.insert(node);
     }
 
@@ -521,23 +553,35 @@ impl LiveMap {
     pub fn mark_started(&mut self, node: NodeId, version: u32) {
         self.version = self.version.max(version);
         self.dead.remove(&node);
-        self.starting.remove(&node);
+        if self.starting.remove(&node) && !self.rejoined.contains(&node) {
+            self.rejoined.push(node);
+        }
     }
 
-    /// The dead and the restarting data nodes as two word lists (sections 0 and 1 of
-    /// `MEMBER_MAP` and `MEMBER_ADMIT`).
-    pub fn to_sections(&self) -> (Vec<u32>, Vec<u32>) {
-        let words = |s: &std::collections::BTreeSet<NodeId>| s.iter().map(|n| u32::from(n.get())).collect();
-        (words(&self.dead), words(&self.starting))
+    /// The map's node lists as one section: the dead count and nodes, the restarting count
+    /// and nodes, then the rejoined nodes in order (`MEMBER_MAP`, `MEMBER_ADMIT`,
+    /// `FAIL_COMMIT`).
+    pub fn to_words(&self) -> Vec<u32> {
+        let id = |n: &NodeId| u32::from(n.get());
+        let mut w = vec![self.dead.len() as u32];
+        w.extend(self.dead.iter().map(id));
+        w.push(self.starting.len() as u32);
+        w.extend(self.starting.iter().map(id));
+        w.extend(self.rejoined.iter().map(id));
+        w
     }
 
-    /// A map of `version` from the two word lists of [`LiveMap::to_sections`]; `None` when a
-    /// word names no data node of `layout`.
-    pub fn from_sections(layout: &Layout, version: u32, dead: &[u32], starting: &[u32]) -> Option<LiveMap> {
+    /// A map of `version` from [`LiveMap::to_words`]; `None` when the words are cut short or
+    /// a word names no data node of `layout`.
+    pub fn from_words(layout: &Layout, version: u32, words: &[u32]) -> Option<LiveMap> {
         let node = |w: &u32| NodeId::new(*w).filter(|n| layout.is_data_node(*n));
-        let dead: Option<Vec<NodeId>> = dead.iter().map(node).collect();
-        let starting: Option<Vec<NodeId>> = starting.iter().map(node).collect();
-        Some(LiveMap::from_parts(version, dead?, starting?))
+        let (&n_dead, rest) = words.split_first()?;
+        let dead = rest.get(..n_dead as usize)?;
+        let (&n_starting, rest) = rest.get(n_dead as usize..)?.split_first()?;
+        let starting = rest.get(..n_starting as usize)?;
+        let rejoined = rest.get(n_starting as usize..)?;
+        let list = |l: &[u32]| l.iter().map(node).collect::<Option<Vec<NodeId>>>();
+        Some(LiveMap::from_parts(version, list(dead)?, list(starting)?, list(rejoined)?))
     }
 
     /// Takes `other` when it is a newer version (the membership's map replaces a block's
@@ -560,11 +604,13 @@ impl LiveMap {
         layout.data_nodes.iter().copied().filter(|n| self.is_alive(*n))
     }
 
-    /// The president: the serving data node with the lowest id (every data node starts
-    /// together, and a restarted one serves only after every other has, so the lowest id is
-    /// also the oldest).
+    /// The president: the oldest serving data node. Every data node starts together, so
+    /// among those that never left the lowest id is the oldest; a restarted node is younger
+    /// than all of them, and than every node restarted before it.
     pub fn president(&self, layout: &Layout) -> Option<NodeId> {
-        self.alive(layout).find(|n| self.is_serving(*n))
+        self.alive(layout)
+            .find(|n| self.is_serving(*n) && !self.rejoined.contains(n))
+            .or_else(|| self.rejoined.first().copied())
     }
 }
 
@@ -663,18 +709,25 @@ mod tests {
         assert_eq!(live.replicas(&l, 0).map(|r| (n(r.primary), r.backup.map(n))), Some((2, None)));
         assert_eq!(live.president(&l).map(NodeId::get), Some(2));
         assert_eq!(live.alive(&l).map(NodeId::get).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
-        let (dead, starting) = live.to_sections();
-        assert_eq!((dead, starting.clone()), (vec![], vec![1]));
-        let back = LiveMap::from_sections(&l, 3, &[], &starting).unwrap();
-        assert_eq!(back, live);
-        assert!(LiveMap::from_sections(&l, 3, &[9], &[]).is_none(), "a word naming no data node is refused");
+        assert_eq!(live.to_words(), vec![0, 1, 1]);
+        assert_eq!(LiveMap::from_words(&l, 3, &live.to_words()).unwrap(), live);
+        assert!(LiveMap::from_words(&l, 3, &[1, 9, 0]).is_none(), "a word naming no data node is refused");
+        assert!(LiveMap::from_words(&l, 3, &[2, 1]).is_none(), "a list cut short is refused");
+        assert!(LiveMap::from_words(&l, 3, &[]).is_none());
         let mut copy = LiveMap::default();
         assert!(copy.replace_if_newer(&live) && !copy.replace_if_newer(&live));
         live.mark_started(one, 4);
         assert!(live.is_serving(one));
-        // Primaries move back to the layout's (balance).
+        // Primaries move back to the layout's (balance); the president stays the oldest.
         assert_eq!(live.replicas(&l, 0).map(|r| (n(r.primary), r.backup.map(n))), Some((1, Some(2))));
-        assert_eq!(live.president(&l).map(NodeId::get), Some(1));
+        assert_eq!(live.president(&l).map(NodeId::get), Some(2));
+        assert_eq!(LiveMap::from_words(&l, 4, &live.to_words()).unwrap(), live);
+        // Only restarted nodes left: the first to have served again presides.
+        let mut only = live.clone();
+        for id in [2, 3, 4] {
+            only.mark_dead(NodeId::new(id).unwrap(), 5);
+        }
+        assert_eq!(only.president(&l).map(NodeId::get), Some(1));
         // A restarting node that dies again is dead, not restarting.
         live.mark_starting(one, 5);
         assert!(live.mark_dead(one, 6) && !live.is_starting(one));

@@ -170,9 +170,7 @@ pub(crate) fn member_map(
     ctx: &mut node::block::Context<'_>,
 ) -> Option<layout::LiveMap> {
     let m = ctx.typed::<protocol::MemberMap>(signal).copied()?;
-    let map = layout.and_then(|l| {
-        layout::LiveMap::from_sections(l, m.version, signal.section(0).unwrap_or(&[]), signal.section(1).unwrap_or(&[]))
-    });
+    let map = layout.and_then(|l| layout::LiveMap::from_words(l, m.version, signal.section(0).unwrap_or(&[])));
     if map.is_none() {
         tracing::warn!(sender = %signal.sender(), "MEMBER_MAP with a bad node list: dropped");
         ctx.unhandled(signal);

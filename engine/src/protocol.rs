@@ -305,8 +305,10 @@ payloads! {
     Heartbeat { node }
     /// `MEMBER_HELLO` (membership -> a data node whose link came up): who I am. The president
     /// admits a node the cluster declared dead (a restart: `MEMBER_MAP`, then `MEMBER_ADMIT`)
-    /// or, when it cannot, answers `MEMBER_STOP`.
-    MemberHello { node }
+    /// or, when it cannot, answers `MEMBER_STOP`. `fresh` 1: this process started empty and
+    /// was never a running member (a node that was cut off and comes back is not fresh: it
+    /// is told to stop, and must restart).
+    MemberHello { node, fresh }
     /// `FAIL_REPORT` (membership -> the president): `node` is suspected dead (heartbeats
     /// missed or its link hung up).
     FailReport { node }
@@ -316,7 +318,8 @@ payloads! {
     /// `FAIL_PREP_CONF` (survivor -> president).
     FailPrepConf { round, node }
     /// `FAIL_COMMIT` (president -> every survivor): the nodes of section 0 are dead as of
-    /// partition map `version`.
+    /// partition map `version`; section 1 that whole map ([`crate::layout::LiveMap::to_words`]),
+    /// so survivors that missed a step agree again.
     FailCommit { round, version }
     /// `MEMBER_STOP` (membership -> a data node): stop now; section 0 the reason, `code` the
     /// exit code to use.
@@ -346,8 +349,8 @@ payloads! {
     RepairReq { tx_low, tx_high, tc_ref, tc_slot, tc_op, action, gci_low, gci_high, tag }
     /// `REPAIR_CONF` (storage -> the sender): done (`found` 0 when the record was gone).
     RepairConf { tx_low, tx_high, tc_slot, tc_op, action, found, tag }
-    /// `MEMBER_MAP`: the partition map `version`, section 0 the dead data nodes, section 1
-    /// the restarting ones (node ids). From the president to every live membership block
+    /// `MEMBER_MAP`: the partition map `version`, section 0 its node lists
+    /// ([`crate::layout::LiveMap::to_words`]: dead, restarting, rejoined). From the president to every live membership block
     /// (`event` [`MAP_STARTING`] or [`MAP_STARTED`] for data node `node`, answered with
     /// `MEMBER_MAP_CONF`); from a membership block to its node's blocks; and from a data node
     /// to each API node linked to it (on link-up and on every change; `event` 0).
@@ -355,8 +358,8 @@ payloads! {
     /// `MEMBER_MAP_CONF` (membership -> president): map `version` is in force here.
     MemberMapConf { version, node }
     /// `MEMBER_ADMIT` (president -> a restarted data node): you are admitted as of map
-    /// `version` (section 0 dead nodes, section 1 restarting nodes, section 2 the schema as
-    /// the schema file holds it): install it and copy your partitions.
+    /// `version` (section 0 the map's node lists, section 1 the schema as the schema file
+    /// holds it): install it and copy your partitions.
     MemberAdmit { version }
     /// `MEMBER_COPIED` (storage -> its membership; a restarted node's membership -> the
     /// president): every partition copied, `rows` rows in all.

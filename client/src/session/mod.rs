@@ -495,8 +495,8 @@ pub(crate) struct Inbox {
     scans: HashMap<u32, scan::ScanInbox>,
     /// Arbitration requests (when this API node is the arbitrator).
     pub(crate) arbitration: Vec<crate::arbitrator::Request>,
-    /// Partition maps data nodes sent (sender, version, dead, restarting), not applied yet.
-    maps: Vec<(NodeId, u32, Vec<u32>, Vec<u32>)>,
+    /// Partition maps data nodes sent (sender, version, the map's words), not applied yet.
+    maps: Vec<(NodeId, u32, Vec<u32>)>,
     dropped: u64,
 }
 
@@ -543,8 +543,8 @@ impl Inbox {
             }
             MEMBER_MAP => {
                 let Ok(m) = view.typed::<MemberMap>() else { return self.drop_one() };
-                let list = |i| view.section(i).map(<[u32]>::to_vec).unwrap_or_default();
-                self.maps.push((view.sender().node, m.version, list(0), list(1)));
+                let words = view.section(0).map(<[u32]>::to_vec).unwrap_or_default();
+                self.maps.push((view.sender().node, m.version, words));
             }
             ARBIT_REQ => match crate::arbitrator::Request::read(&view) {
                 Some(r) => self.arbitration.push(r),
@@ -678,13 +678,13 @@ impl Session<'_> {
                 }
             }
         }
-        for (from, version, dead, starting) in std::mem::take(&mut self.inbox.maps) {
+        for (from, version, words) in std::mem::take(&mut self.inbox.maps) {
             if !self.layout.is_data_node(from) {
                 self.inbox.dropped += 1;
                 continue;
             }
             self.maps_from.insert(from);
-            match engine::layout::LiveMap::from_sections(&self.layout, version, &dead, &starting) {
+            match engine::layout::LiveMap::from_words(&self.layout, version, &words) {
                 Some(map) => {
                     self.map.replace_if_newer(&map);
                 }

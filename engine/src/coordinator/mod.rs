@@ -598,12 +598,13 @@ impl Coordinator {
         tx.failure = Some(f);
         let (tx_low, tx_high) = split(tx.id);
         let mut sent = 0;
+        let layout = self.layout.as_deref();
         for (i, op) in tx.ops.iter_mut().enumerate() {
             op.done = true;
             if !op.locked {
                 continue;
             }
-            if repair::broken(&self.live, op) {
+            if repair::broken(&self.live, op) || repair::passed_on_to_dead(layout, &self.live, op) {
                 op.done = false;
                 sent += 1;
                 continue;

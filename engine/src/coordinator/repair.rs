@@ -23,6 +23,18 @@ pub(super) fn broken(live: &LiveMap, op: &TcOp) -> bool {
     !live.is_alive(op.primary.node) || op.backup.is_some_and(|b| !live.is_alive(b.node))
 }
 
+/// Whether an unanswered write's primary may have passed it on to a replica of its node group
+/// that has died (a restarting one the routing map did not name): then only the primary can
+/// be asked, alone.
+pub(super) fn passed_on_to_dead(layout: Option<&crate::layout::Layout>, live: &LiveMap, op: &TcOp) -> bool {
+    let Some(layout) = layout else { return false };
+    let primary = op.primary.node;
+    op.backup.is_none()
+        && op.kind.writes()
+        && op.state == super::OpState::Sent
+        && layout.group_of(primary).is_some_and(|g| layout.node_groups[g].iter().any(|n| *n != primary && !live.is_alive(*n)))
+}
+
 /// The action a phase's repair asks for.
 fn action_of(state: TxState) -> Option<u32> {
     match state {
@@ -38,7 +50,7 @@ impl Coordinator {
     /// node's storage answers as a backup; a restarted one is a primary again).
     pub(super) fn on_member_map(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         if let Some(map) = crate::member_map(self.layout.as_ref(), signal, ctx) {
-            self.live.replace_if_newer(&map);
+            self.live.adopt(&map);
         }
     }
 
@@ -96,8 +108,9 @@ impl Coordinator {
         let Some(action) = action_of(tx.state) else { return };
         let (tx_low, tx_high) = split(tx.id);
         let (gci_low, gci_high) = split(tx.gci);
+        let layout = self.layout.as_deref();
         for (i, op) in tx.ops.iter_mut().enumerate() {
-            if op.done || !broken(&self.live, op) {
+            if op.done || !(broken(&self.live, op) || passed_on_to_dead(layout, &self.live, op)) {
                 continue;
             }
             let target = [Some(op.primary), op.backup].into_iter().flatten().find(|r| self.live.is_alive(r.node));

@@ -216,7 +216,7 @@ impl Membership {
                 self.stop_survivors(STOP_ARBITRATION, &why, ctx);
             }
         }
-        self.hello_again(ctx);
+        self.restart_timer(ctx);
         let _ = ctx.send_delayed(self.interval_ns(), MEMBER_TIMER, MemberTimer::default().as_words());
     }
 
@@ -299,7 +299,9 @@ impl Membership {
         let id = self.next_round;
         self.next_round += 1;
         let failed = self.suspected.clone();
-        let waiting: BTreeSet<NodeId> = self.trusted().into_iter().collect();
+        // A restarting node does not take part: it may not know the map (or its president)
+        // yet; it hears the commit with the whole map.
+        let waiting: BTreeSet<NodeId> = self.trusted().into_iter().filter(|n| self.live.is_serving(*n)).collect();
         let list = node_words(&failed);
         tracing::info!(round = id, failed = ?failed, survivors = ?waiting, "failure round");
         for n in &waiting {
@@ -357,9 +359,10 @@ impl Membership {
     /// Every survivor agreed: check the node groups, arbitrate when needed, commit.
     fn decide(&mut self, ctx: &mut Context<'_>) {
         let (Some(layout), Some(round)) = (self.layout.clone(), self.round.as_ref()) else { return };
-        let alive: Vec<NodeId> = self.live.alive(&layout).collect();
+        // Restarting nodes hold no partition yet: they count for nothing here.
+        let alive: Vec<NodeId> = self.live.alive(&layout).filter(|n| self.live.is_serving(*n)).collect();
         let survivors: Vec<NodeId> = alive.iter().copied().filter(|n| !round.failed.contains(n)).collect();
-        let serving = |n: &NodeId| survivors.contains(n) && self.live.is_serving(*n);
+        let serving = |n: &NodeId| survivors.contains(n);
         if let Some(group) = layout.node_groups.iter().find(|g| !g.iter().any(serving)) {
             let why = format!(
                 "every data node of node group {:?} that holds its partitions failed (a restarting one has not copied them yet): the survivors lack a replica of its partitions",
@@ -423,9 +426,15 @@ impl Membership {
             dead.extend(r.failed.iter().copied());
         }
         let list = node_words(&dead);
+        // The map as it is once this commit applies.
+        let mut after = self.live.clone();
+        for n in &dead {
+            after.mark_dead(*n, version);
+        }
+        let map = after.to_words();
         let commit = FailCommit { round, version };
         for n in to {
-            self.out.send(ctx, FAIL_COMMIT, Layout::membership_of(*n), commit.as_words(), &[&list]);
+            self.out.send(ctx, FAIL_COMMIT, Layout::membership_of(*n), commit.as_words(), &[&list, &map]);
         }
     }
 
@@ -465,6 +474,14 @@ impl Membership {
         if self.round.as_ref().is_some_and(|r| r.id == commit.round) {
             self.round = None;
         }
+        // The whole map of this version, as the president has it.
+        let words = signal.section(1).unwrap_or(&[]);
+        if let Some(map) = self.layout.as_deref().and_then(|l| LiveMap::from_words(l, commit.version, words)) {
+            // Never back to life a node whose death this one knows, but by a newer map.
+            if self.live.dead().all(|n| !map.is_alive(n)) || map.version > self.live.version {
+                self.live.adopt(&map);
+            }
+        }
         self.publish_map(ctx);
         // Suspicions raised meanwhile go on to the (maybe new) president.
         if !self.suspected.is_empty() {
@@ -489,7 +506,7 @@ impl Membership {
 
     fn on_member_stop(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         let Some(s) = ctx.typed::<MemberStop>(signal).copied() else { return };
-        if !matches!(s.code, STOP_DECLARED_DEAD | STOP_GROUP_LOST | STOP_ARBITRATION) {
+        if !matches!(s.code, STOP_DECLARED_DEAD | STOP_GROUP_LOST | STOP_ARBITRATION | STOP_RESTART_FAILED) {
             tracing::warn!(code = s.code, sender = %signal.sender(), "MEMBER_STOP with an unknown code: dropped");
             return ctx.unhandled(signal);
         }
@@ -507,7 +524,7 @@ impl Membership {
             if let Some(node) = ctx.typed::<NodeConnected>(signal).and_then(|c| NodeId::new(c.node)) {
                 if is_data(node) {
                     self.connected.insert(node);
-                    let hello = MemberHello { node: u32::from(ctx.node_id().get()) };
+                    let hello = self.hello(ctx.node_id());
                     let _ = ctx.send(&ctx.signal(MEMBER_HELLO, Layout::membership_of(node)).data(hello.as_words()));
                     // Its hello may have come before this event.
                     self.admit_next(ctx);

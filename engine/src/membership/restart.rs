@@ -13,12 +13,18 @@
 //! president --MEMBER_MAP(version+2, node started)--> every live node, the restarted one too:
 //!           it serves again and the layout's primaries are primaries again (balance)
 //! ```
-//! One restart runs at a time; others wait their turn. A restarting node that fails is
-//! failed like any node (its copy is abandoned by the primaries; it may restart again). A
-//! president that fails mid-restart is replaced, and the new one admits every node still
-//! restarting again (admission is idempotent; a node already copying goes on). A cluster that
-//! keeps its data on disk refuses a node restart (exit 4): restoring the node's own files
-//! first and copying only what changed is not built.
+//! One restart runs at a time; others wait their turn, and none finishes while a failure
+//! round runs. A restarting node takes no part in failure rounds (it may not know the map
+//! yet; the commit carries the whole map). A restarting node that fails is failed like any
+//! node (its copy is abandoned by the primaries; it may restart again). A president that
+//! fails mid-restart is replaced; the new one publishes its map and admits every node still
+//! restarting again (admission is idempotent; a node already copying goes on and tells the
+//! new president when it is done, again every second until it serves). A restarted node is
+//! the youngest member: it never presides while an older one lives. Only a fresh process
+//! (empty, never a member) is admitted: a node declared dead that comes back without
+//! restarting (a healed cut, a hang) is told to stop (exit 4). A cluster that keeps its data
+//! on disk refuses a node restart (exit 4): restoring the node's own files first and copying
+//! only what changed is not built.
 //!
 //! Every live data node also tells every API node linked to it the partition map (on
 //! link-up and on every change), so clients send nothing to a node that does not serve.
@@ -67,27 +73,44 @@ pub(super) struct Admitted {
 }
 
 impl Membership {
+    /// This node's hello: fresh while it has not been a running member (admitted and
+    /// copying counts as fresh).
+    pub(super) fn hello(&self, me: NodeId) -> MemberHello {
+        let fresh = self.admitted.is_some() || !self.heard;
+        MemberHello { node: u32::from(me.get()), fresh: u32::from(fresh) }
+    }
+
     /// A data node introduces itself. One the cluster declared dead (or restarting without a
-    /// president running its admission) asks to restart; the president admits it.
+    /// president running its admission) asks to restart; the president admits it when it is
+    /// a fresh process, and stops it otherwise.
     pub(super) fn on_hello(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let Some(h) = ctx.typed::<MemberHello>(signal).copied() else { return };
         let node = signal.sender().node;
         if self.live.is_serving(node) && !self.suspected.contains(&node) {
             return;
         }
-        if self.president() != Some(ctx.node_id()) {
+        if self.president() != Some(ctx.node_id()) || self.restart.as_ref().is_some_and(|r| r.node == node) {
             return;
         }
-        if self.restart.as_ref().is_some_and(|r| r.node == node) {
-            return;
+        if h.fresh == 0 && !self.live.is_alive(node) {
+            let why = format!(
+                "data node {node} was declared dead (partition map version {}) while it ran (cut off or hung): it must be restarted to rejoin",
+                self.live.version
+            );
+            tracing::warn!(%node, "a node declared dead came back without restarting: told to stop");
+            return self.tell_stop(node, STOP_DECLARED_DEAD, &why, ctx);
         }
         self.hellos.insert(node);
         self.admit_next(ctx);
     }
 
-    /// A node that has not heard a heartbeat and is not admitted says hello again now and
-    /// then: a president may have been busy (another restart, a failure round) or replaced.
-    pub(super) fn hello_again(&mut self, ctx: &mut Context<'_>) {
-        if self.heard || self.admitted.is_some() {
+    /// Every second: a node waiting to be admitted says hello again (a president may have
+    /// been busy or replaced); one that copied everything tells its president again until it
+    /// serves.
+    pub(super) fn restart_timer(&mut self, ctx: &mut Context<'_>) {
+        let waiting = !self.heard && self.admitted.is_none();
+        let copied = self.admitted.as_ref().is_some_and(|a| a.left == 0);
+        if !waiting && !copied {
             return;
         }
         self.hello_ticks += 1;
@@ -95,7 +118,10 @@ impl Membership {
             return;
         }
         self.hello_ticks = 0;
-        let hello = MemberHello { node: u32::from(ctx.node_id().get()) };
+        if copied {
+            return self.report_copied(ctx);
+        }
+        let hello = self.hello(ctx.node_id());
         for n in self.connected.clone() {
             let _ = ctx.send(&ctx.signal(MEMBER_HELLO, Layout::membership_of(n)).data(hello.as_words()));
         }
@@ -119,21 +145,26 @@ impl Membership {
             tracing::warn!(%node, "a dead node asked to restart in a durable cluster: told to stop");
             return self.tell_stop(node, STOP_DECLARED_DEAD, &why, ctx);
         }
-        let version = self.live.version + 1;
+        let version = self.live.version.saturating_add(1);
         self.live.mark_starting(node, version);
         tracing::info!(%node, map_version = version, "admitting a restarted data node: its partitions are copied to it");
         self.publish_map(ctx);
-        let waiting: BTreeSet<NodeId> = self.trusted().into_iter().filter(|n| *n != me && *n != node).collect();
+        let waiting = self.serving_others(me);
         self.send_map_step(version, node, MAP_STARTING, &waiting, ctx);
         self.restart = Some(Restart { node, version, phase: Phase::Admitting, waiting, started_ns: ctx.now_ns() });
         self.restart_step(ctx);
     }
 
+    /// The serving trusted data nodes other than `me` (those that confirm a map step).
+    fn serving_others(&self, me: NodeId) -> BTreeSet<NodeId> {
+        self.trusted().into_iter().filter(|n| *n != me && self.live.is_serving(*n)).collect()
+    }
+
     fn send_map_step(&mut self, version: u32, node: NodeId, event: u32, to: &BTreeSet<NodeId>, ctx: &mut Context<'_>) {
-        let (dead, starting) = self.live.to_sections();
+        let map = self.live.to_words();
         let step = MemberMap { version, node: u32::from(node.get()), event };
         for n in to {
-            self.out.send(ctx, MEMBER_MAP, Layout::membership_of(*n), step.as_words(), &[&dead, &starting]);
+            self.out.send(ctx, MEMBER_MAP, Layout::membership_of(*n), step.as_words(), &[&map]);
         }
     }
 
@@ -145,10 +176,11 @@ impl Membership {
             Phase::Admitting => {
                 let schema = self.engine.catalog(ctx.node_id()).to_file_bytes();
                 let words = schema.map(|b| crate::row::bytes_to_words(&b));
-                let (dead, starting) = self.live.to_sections();
+                let map = self.live.to_words();
                 let admit = MemberAdmit { version };
+                let to = Layout::membership_of(node);
                 let sent = match &words {
-                    Ok(w) => self.out.send(ctx, MEMBER_ADMIT, Layout::membership_of(node), admit.as_words(), &[&dead, &starting, w]),
+                    Ok(w) => self.out.send(ctx, MEMBER_ADMIT, to, admit.as_words(), &[&map, w]),
                     Err(_) => false,
                 };
                 if !sent {
@@ -181,30 +213,38 @@ impl Membership {
         let _ = ctx.send(&ctx.signal(MEMBER_STOP, Layout::membership_of(node)).data(s.as_words()).sections(&[&words]));
     }
 
-    /// A step of a restart from the president: applied, then confirmed.
+    /// A step of a restart from the president (or its map, published by a new president):
+    /// applied, then confirmed.
     pub(super) fn on_member_map(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         let Some(m) = ctx.typed::<MemberMap>(signal).copied() else { return };
         if !self.sent_by_president(signal) {
             return;
         }
-        let Some(node) = self.data_node(m.node) else {
-            tracing::warn!(sender = %signal.sender(), node = m.node, "MEMBER_MAP names no data node: dropped");
+        let words = signal.section(0).unwrap_or(&[]);
+        let map = self.layout.as_deref().and_then(|l| LiveMap::from_words(l, m.version, words));
+        let node = self.data_node(m.node);
+        let (Some(map), Some(node)) = (map, node.or(if m.event == 0 { Some(ctx.node_id()) } else { None })) else {
+            tracing::warn!(sender = %signal.sender(), node = m.node, "MEMBER_MAP with a bad node list or node: dropped");
             return ctx.unhandled(signal);
         };
         match m.event {
+            0 => {}
             MAP_STARTING => self.live.mark_starting(node, m.version),
-            MAP_STARTED => {
-                self.live.mark_started(node, m.version);
-                if node == ctx.node_id() {
-                    if let Some(a) = self.admitted.take() {
-                        let took = ctx.now_ns().saturating_sub(a.started_ns);
-                        tracing::info!(rows = a.rows, seconds = took as f64 / 1e9, map_version = m.version, "this data node has restarted: it serves its partitions");
-                    }
-                }
-            }
+            MAP_STARTED => self.live.mark_started(node, m.version),
             other => {
                 tracing::warn!(sender = %signal.sender(), event = other, "MEMBER_MAP with an unknown event: dropped");
                 return ctx.unhandled(signal);
+            }
+        }
+        // Nodes this one knows dead stay dead (their failure was committed to it), but by a
+        // newer map.
+        if self.live.dead().all(|n| !map.is_alive(n)) || map.version > self.live.version {
+            self.live.adopt(&map);
+        }
+        if self.live.is_serving(ctx.node_id()) {
+            if let Some(a) = self.admitted.take() {
+                let took = ctx.now_ns().saturating_sub(a.started_ns);
+                tracing::info!(rows = a.rows, seconds = took as f64 / 1e9, map_version = m.version, "this data node has restarted: it serves its partitions");
             }
         }
         self.publish_map(ctx);
@@ -223,35 +263,46 @@ impl Membership {
     pub(super) fn on_admit(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         let Some(a) = ctx.typed::<MemberAdmit>(signal).copied() else { return };
         let Some(layout) = self.layout.clone() else { return };
-        let (dead, starting) = (signal.section(0).unwrap_or(&[]), signal.section(1).unwrap_or(&[]));
-        let Some(map) = LiveMap::from_sections(&layout, a.version, dead, starting) else {
+        let Some(map) = LiveMap::from_words(&layout, a.version, signal.section(0).unwrap_or(&[])) else {
             tracing::warn!(sender = %signal.sender(), "MEMBER_ADMIT with a bad node list: dropped");
             return ctx.unhandled(signal);
         };
         let me = ctx.node_id();
-        if !map.is_starting(me) || map.president(&layout) != Some(signal.sender().node) {
-            tracing::warn!(sender = %signal.sender(), "MEMBER_ADMIT that does not admit this node, or not from the president its map names: dropped");
+        let sender = signal.sender().node;
+        let from_president = map.president(&layout) == Some(sender) && self.live.is_alive(sender);
+        if !map.is_starting(me) || !from_president || map.version <= self.live.version && self.admitted.is_none() {
+            tracing::warn!(%sender, "MEMBER_ADMIT that does not admit this node, is not newer than its map, or is not from the president its map names: dropped");
             return ctx.unhandled(signal);
         }
         if let Some(ad) = self.admitted.as_mut() {
             // A new president admits again: the copy goes on; MEMBER_COPIED goes to it.
             ad.version = ad.version.max(a.version);
-            self.live.replace_if_newer(&map);
-            return self.publish_map(ctx);
+            self.live.adopt(&map);
+            self.publish_map(ctx);
+            return self.report_copied(ctx);
         }
-        let schema = signal.section(2).and_then(crate::row::words_to_bytes);
-        let catalog = self.engine.catalog(me);
+        if self.heard {
+            tracing::warn!(%sender, "MEMBER_ADMIT for a node that is a running member: dropped");
+            return ctx.unhandled(signal);
+        }
+        let schema = signal.section(1).and_then(crate::row::words_to_bytes);
         let loaded = match schema {
-            Some(bytes) => catalog.load_file_bytes(&bytes),
+            Some(bytes) => self.engine.catalog(me).load_checked(&bytes, &layout.dictionary.limits),
             None => Err("no schema section".to_string()),
         };
         let tables = match loaded {
             Ok(n) => n,
-            Err(e) => stop(STOP_RESTART_FAILED, &format!("the schema from the president (data node {}) is unreadable: {e}", signal.sender().node)),
+            Err(e) => stop(STOP_RESTART_FAILED, &format!("the schema from the president (data node {sender}) is not valid: {e}")),
         };
-        tracing::info!(president = %signal.sender().node, map_version = a.version, tables, "admitted to the cluster: copying this node's partitions");
+        tracing::info!(president = %sender, map_version = a.version, tables, "admitted to the cluster: copying this node's partitions");
         self.live = map;
+        // What this node thought before it knew the cluster goes.
         self.suspected.clear();
+        self.round = None;
+        self.restart = None;
+        self.hellos.clear();
+        self.left = None;
+        self.last_heard = None;
         self.publish_map(ctx);
         let instances = u32::from(layout.storage_instances);
         for i in 0..layout.storage_instances {
@@ -275,15 +326,25 @@ impl Membership {
             }
             return;
         }
-        if self.president() != Some(ctx.node_id()) || !self.live.is_starting(sender) {
+        let me = ctx.node_id();
+        if self.president() != Some(me) {
             return;
         }
-        let me = ctx.node_id();
-        let version = self.live.version + 1;
+        if self.live.is_serving(sender) {
+            // It missed the step that made it serve (its president died first): again.
+            let to = BTreeSet::from([sender]);
+            return self.send_map_step(self.live.version, sender, MAP_STARTED, &to, ctx);
+        }
+        // Not while a failure round runs, nor over another node's restart: it asks again.
+        let busy = self.round.is_some() || self.restart.as_ref().is_some_and(|r| r.node != sender);
+        if !self.live.is_starting(sender) || busy {
+            return;
+        }
+        let version = self.live.version.saturating_add(1);
         self.live.mark_started(sender, version);
         tracing::info!(node = %sender, rows = join(c.rows_low, c.rows_high), map_version = version, "restarted data node copied its partitions: it serves them again");
         self.publish_map(ctx);
-        let waiting: BTreeSet<NodeId> = self.trusted().into_iter().filter(|n| *n != me).collect();
+        let waiting = self.serving_others(me);
         self.send_map_step(version, sender, MAP_STARTED, &waiting, ctx);
         let started_ns = self.restart.as_ref().filter(|r| r.node == sender).map_or(ctx.now_ns(), |r| r.started_ns);
         self.restart = Some(Restart { node: sender, version, phase: Phase::Finishing, waiting, started_ns });
@@ -317,6 +378,9 @@ impl Membership {
             if self.restart.is_none() {
                 let restarting: Vec<NodeId> = live.starting().collect();
                 self.hellos.extend(restarting);
+                // Survivors that missed a restart's step agree again.
+                let others: BTreeSet<NodeId> = self.trusted().into_iter().filter(|n| *n != ctx.node_id()).collect();
+                self.send_map_step(live.version, ctx.node_id(), 0, &others, ctx);
             }
             self.restart_step(ctx);
             self.admit_next(ctx);
@@ -326,13 +390,14 @@ impl Membership {
 
     /// Sends the map to this node's blocks and to every API node linked here.
     pub(super) fn publish_map(&mut self, ctx: &mut Context<'_>) {
-        let (dead, starting) = self.live.to_sections();
+        let map = self.live.to_words();
         let m = MemberMap { version: self.live.version, node: 0, event: 0 };
         for to in super::local_blocks(self.layout.as_deref(), ctx.node_id()) {
-            if to.block == crate::CHECKPOINT {
-                continue;
+            // The checkpoint block (durable clusters only, which refuse node restarts) follows
+            // failures alone, by NODE_FAILED.
+            if to.block != crate::CHECKPOINT {
+                self.out.send(ctx, MEMBER_MAP, to, m.as_words(), &[&map]);
             }
-            self.out.send(ctx, MEMBER_MAP, to, m.as_words(), &[&dead, &starting]);
         }
         for api in self.api_nodes.clone() {
             self.send_map_to_api(api, ctx);
@@ -341,9 +406,9 @@ impl Membership {
 
     /// The map, to one API node.
     pub(super) fn send_map_to_api(&mut self, api: NodeId, ctx: &mut Context<'_>) {
-        let (dead, starting) = self.live.to_sections();
+        let map = self.live.to_words();
         let m = MemberMap { version: self.live.version, node: 0, event: 0 };
         let to = BlockRef::new(api, API_SESSION, BlockInstance(0));
-        let _ = ctx.send(&ctx.signal(MEMBER_MAP, to).data(m.as_words()).sections(&[&dead, &starting]));
+        let _ = ctx.send(&ctx.signal(MEMBER_MAP, to).data(m.as_words()).sections(&[&map]));
     }
 }

@@ -297,14 +297,15 @@ impl Storage {
         self.send_to_word(ctx, req.tc_ref, LQH_KEYCONF, conf.as_words(), words.as_deref());
     }
 
-    fn send_to_word(&mut self, ctx: &mut Context<'_>, to: u32, gsn: signals::Gsn, data: &[u32], section: Option<&[u32]>) {
+    /// Sends to a block named by its reference word; `false` when it could not be sent.
+    fn send_to_word(&mut self, ctx: &mut Context<'_>, to: u32, gsn: signals::Gsn, data: &[u32], section: Option<&[u32]>) -> bool {
         let Some(to) = BlockRef::from_word(to) else {
             tracing::warn!(%gsn, "no block to answer (reference 0): dropped");
-            return;
+            return false;
         };
         let sections: [&[u32]; 1] = [section.unwrap_or(&[])];
         let signal = ctx.signal(gsn, to).data(data).sections(if section.is_some() { &sections } else { &[] });
-        self.out.send_signal(ctx, &signal);
+        self.out.send_signal(ctx, &signal)
     }
 
     fn refuse(&mut self, req: &LqhKeyReq, (error, message): Refusal, ctx: &mut Context<'_>) {
@@ -636,15 +637,13 @@ impl Storage {
                 _ => self.stale(ctx, "ABORT_REQ", tx, handle),
             }
         }
-        // A next replica that died (a restarting one this primary passed the write on to) has
-        // nothing left to abort: confirm here.
+        // A next replica that died (a restarting one this primary passed the write on to), or
+        // whose link is down, has nothing left to abort: confirm here.
         let forward = forward.filter(|n| BlockRef::from_word(*n).is_some_and(|r| self.live.is_alive(r.node)));
-        match forward {
-            Some(next) => self.send_to_word(ctx, next, ABORT_REQ, req.as_words(), None),
-            None => {
-                let conf = AbortConf { tx_low: req.tx_low, tx_high: req.tx_high, tc_slot: req.tc_slot, tc_op: req.tc_op };
-                self.send_to_word(ctx, req.tc_ref, ABORT_CONF, conf.as_words(), None);
-            }
+        let passed_on = forward.is_some_and(|next| self.send_to_word(ctx, next, ABORT_REQ, req.as_words(), None));
+        if !passed_on {
+            let conf = AbortConf { tx_low: req.tx_low, tx_high: req.tx_high, tc_slot: req.tc_slot, tc_op: req.tc_op };
+            self.send_to_word(ctx, req.tc_ref, ABORT_CONF, conf.as_words(), None);
         }
         self.run_ready(ctx);
     }

@@ -24,7 +24,7 @@ impl Storage {
     /// `MEMBER_MAP` from this node's membership block: a restart's step.
     pub(super) fn on_member_map(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         let Some(map) = crate::member_map(self.layout.as_ref(), signal, ctx) else { return };
-        if self.live.replace_if_newer(&map) {
+        if self.live.adopt(&map) {
             let gone: Vec<NodeId> = map.dead().collect();
             for node in gone {
                 self.copy_node_failed(node);
