@@ -387,3 +387,44 @@ fn a_write_open_across_a_node_restarts_copy_reaches_the_restarted_replica() {
     s.execute(&mut read, Exec::Commit).unwrap();
     assert_eq!(read.row(op).and_then(|r| r.get("balance")).and_then(Value::as_i64), Some(12_345));
 }
+
+/// A data node that hangs (SIGSTOP; its links stay up) is declared dead by the heartbeat
+/// ring: the survivor commits again within a few heartbeat intervals. When the hung node wakes
+/// (SIGCONT) it is not let back in: it hears it was declared dead and stops with exit 4.
+/// Started again (a fresh process), it is admitted, copies, and both replicas are identical.
+#[test]
+fn a_hung_data_node_is_declared_dead_by_heartbeat_and_stopped_when_it_wakes() {
+    let shape = Shape { api_nodes: 3, ..Shape::default() };
+    let mut cluster = TestCluster::start("failover-hang", shape);
+    let mut c = cluster.connect(0);
+    let mut s = c.session().unwrap();
+    setup_bank(&mut s, Durability::Memory);
+    // Past the start: a neighbour that never sent a heartbeat has 30 s to send its first.
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = cluster.nodes.iter().find(|(id, _)| *id == 2).map(|(_, child)| child.id()).unwrap();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill").args([name, &pid.to_string()]).status().unwrap();
+        assert!(status.success(), "kill {name} {pid} failed");
+    };
+    signal("-STOP");
+    let hung = Instant::now();
+    s.retry(&RetryPolicy { attempts: 100, ..RetryPolicy::default() }, |s| transfer(s, 1, 2, 3, Durability::Memory))
+        .expect("a transfer after a data node hung");
+    let took = hung.elapsed();
+    eprintln!("failover-hang: first commit {took:?} after data node 2 hung (heartbeat 100 ms, 3 missed)");
+    assert!(took < Duration::from_secs(10), "the survivor took {took:?} to commit after a node hung");
+    signal("-CONT");
+    assert_eq!(cluster.wait_exit(2, Duration::from_secs(20)), Some(4), "a node declared dead while hung must stop with exit 4");
+    assert!(cluster.all_running(), "the survivor stopped");
+    cluster.start_node(2);
+    let serving = cluster.serving.clone();
+    assert!(cluster.wait_for(&serving, 2, Duration::from_secs(60)), "node 2 did not serve again after its restart");
+    // This session hears the new map (and its link to the restarted node comes up).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while s.serving_data_nodes().len() < 2 {
+        assert!(Instant::now() < deadline, "the session never saw node 2 serving again");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_replicas_identical(&mut s, 2);
+    check_bank(&mut s);
+}

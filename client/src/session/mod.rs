@@ -597,7 +597,7 @@ impl Inbox {
         let gone: Vec<u64> = self.in_flight.iter().filter(|(_, f)| f.coordinator == node).map(|(t, _)| *t).collect();
         for tx in gone {
             let commit = self.in_flight.get(&tx).is_some_and(|f| f.commit);
-            let message = format!("link to data node {node} failed: {reason}");
+            let message = format!("data node {node}: {reason}");
             self.finish(tx, Err(Error::NodeFailure { outcome_unknown: commit, message }));
         }
         self.scans_node_failed(node, reason);
@@ -671,7 +671,7 @@ impl Session<'_> {
                     if self.layout.is_data_node(peer) {
                         self.down.insert(peer);
                     }
-                    self.inbox.node_failed(peer, &reason);
+                    self.inbox.node_failed(peer, &format!("its link failed: {reason}"));
                 }
                 LinkEvent::Connected { peer, .. } => {
                     self.down.remove(&peer);
@@ -686,7 +686,15 @@ impl Session<'_> {
             self.maps_from.insert(from);
             match engine::layout::LiveMap::from_words(&self.layout, version, &words) {
                 Some(map) => {
-                    self.map.replace_if_newer(&map);
+                    let before = self.map.clone();
+                    if self.map.replace_if_newer(&map) {
+                        // A coordinator on a node the cluster declared dead (hung, or cut off
+                        // from the others but not from this API node) never answers.
+                        let died: Vec<NodeId> = map.dead().filter(|n| before.is_alive(*n)).collect();
+                        for n in died {
+                            self.inbox.node_failed(n, &format!("declared dead by the cluster (partition map version {version})"));
+                        }
+                    }
                 }
                 None => self.inbox.dropped += 1,
             }

@@ -285,7 +285,7 @@ impl Inbox {
 
     pub(super) fn scans_node_failed(&mut self, node: NodeId, reason: &str) {
         for s in self.scans.values_mut().filter(|s| s.coordinator == node) {
-            let message = format!("link to data node {node} (the scan's coordinator) failed: {reason}");
+            let message = format!("data node {node} (the scan's coordinator): {reason}");
             s.error.get_or_insert(Error::NodeFailure { outcome_unknown: false, message });
         }
     }

@@ -220,6 +220,14 @@ impl Membership {
         let _ = ctx.send_delayed(self.interval_ns(), MEMBER_TIMER, MemberTimer::default().as_words());
     }
 
+    /// The ring changed (a node died, restarts or serves again): the left neighbour is
+    /// worked out again at the next interval and counts from now, never from a heartbeat of
+    /// an earlier incarnation.
+    fn ring_changed(&mut self, now: u64) {
+        self.left = None;
+        self.last_heard = Some(now);
+    }
+
     fn on_heartbeat(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         self.bump(ctx, self.counters.heartbeats);
         self.heard = true;
@@ -474,6 +482,7 @@ impl Membership {
         if self.round.as_ref().is_some_and(|r| r.id == commit.round) {
             self.round = None;
         }
+        self.ring_changed(ctx.now_ns());
         // The whole map of this version, as the president has it.
         let words = signal.section(1).unwrap_or(&[]);
         if let Some(map) = self.layout.as_deref().and_then(|l| LiveMap::from_words(l, commit.version, words)) {

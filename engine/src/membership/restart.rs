@@ -147,6 +147,7 @@ impl Membership {
         }
         let version = self.live.version.saturating_add(1);
         self.live.mark_starting(node, version);
+        self.ring_changed(ctx.now_ns());
         tracing::info!(%node, map_version = version, "admitting a restarted data node: its partitions are copied to it");
         self.publish_map(ctx);
         let waiting = self.serving_others(me);
@@ -241,6 +242,7 @@ impl Membership {
         if self.live.dead().all(|n| !map.is_alive(n)) || map.version > self.live.version {
             self.live.adopt(&map);
         }
+        self.ring_changed(ctx.now_ns());
         if self.live.is_serving(ctx.node_id()) {
             if let Some(a) = self.admitted.take() {
                 let took = ctx.now_ns().saturating_sub(a.started_ns);
@@ -301,8 +303,7 @@ impl Membership {
         self.round = None;
         self.restart = None;
         self.hellos.clear();
-        self.left = None;
-        self.last_heard = None;
+        self.ring_changed(ctx.now_ns());
         self.publish_map(ctx);
         let instances = u32::from(layout.storage_instances);
         for i in 0..layout.storage_instances {
@@ -342,6 +343,7 @@ impl Membership {
         }
         let version = self.live.version.saturating_add(1);
         self.live.mark_started(sender, version);
+        self.ring_changed(ctx.now_ns());
         tracing::info!(node = %sender, rows = join(c.rows_low, c.rows_high), map_version = version, "restarted data node copied its partitions: it serves them again");
         self.publish_map(ctx);
         let waiting = self.serving_others(me);
