@@ -428,3 +428,49 @@ fn a_hung_data_node_is_declared_dead_by_heartbeat_and_stopped_when_it_wakes() {
     assert_replicas_identical(&mut s, 2);
     check_bank(&mut s);
 }
+
+/// A restarted node gets a schema larger than one signal section (40 tables: the admission
+/// sends it in pieces), installs every table, and copies their rows.
+#[test]
+fn a_restarted_node_gets_a_schema_larger_than_a_signal_section() {
+    let shape = Shape { api_nodes: 3, ..Shape::default() };
+    let mut cluster = TestCluster::start("restart-schema", shape);
+    let mut c = cluster.connect(0);
+    let mut s = c.session().unwrap();
+    let col = |name: String, ty| client::Column { name, ty, nullable: true };
+    for t in 0..40 {
+        let mut columns = vec![client::Column { name: "id".into(), ty: client::ColumnType::I64, nullable: false }];
+        columns.extend((0..12).map(|i| col(format!("a_rather_long_column_name_{i:02}"), client::ColumnType::I64)));
+        let def = client::TableDef {
+            name: format!("table_with_a_long_name_{t:02}"),
+            columns,
+            primary_key: vec!["id".into()],
+            partition_key: None,
+            partitions: Some(4),
+            read_backup: false,
+            indexes: Vec::new(),
+        };
+        let table = s.create_table(&def).unwrap();
+        let mut tx = s.begin();
+        for id in 0..8 {
+            tx.insert(&table, &[("id", Value::I64(id)), ("a_rather_long_column_name_03", Value::I64(id * t))]).unwrap();
+        }
+        s.execute(&mut tx, Exec::Commit).unwrap();
+    }
+    drop(s);
+    drop(c);
+    cluster.kill_node(2);
+    std::thread::sleep(Duration::from_millis(200));
+    cluster.start_node(2);
+    let serving = cluster.serving.clone();
+    assert!(cluster.wait_for(&serving, 2, Duration::from_secs(60)), "node 2 did not serve after its restart");
+    let mut c = cluster.connect(1);
+    let mut s = c.session().unwrap();
+    for t in [0, 17, 39] {
+        let table = s.table(&format!("table_with_a_long_name_{t:02}")).unwrap();
+        for p in 0..table.partitions {
+            let sums = s.partition_checksums(&table, p).unwrap();
+            assert!(sums.len() == 2 && (sums[0].1, sums[0].2) == (sums[1].1, sums[1].2), "table {t} partition {p}: {sums:?}");
+        }
+    }
+}

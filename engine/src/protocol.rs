@@ -358,9 +358,13 @@ payloads! {
     /// `MEMBER_MAP_CONF` (membership -> president): map `version` is in force here.
     MemberMapConf { version, node }
     /// `MEMBER_ADMIT` (president -> a restarted data node): you are admitted as of map
-    /// `version` (section 0 the map's node lists, section 1 the schema as the schema file
-    /// holds it): install it and copy your partitions.
-    MemberAdmit { version }
+    /// `version` (section 0 the map's node lists, section 1 the first of `chunks` pieces of
+    /// the schema as the schema file holds it, `MEMBER_SCHEMA` the rest): install it and copy
+    /// your partitions.
+    MemberAdmit { version, chunks }
+    /// `MEMBER_SCHEMA` (president -> a restarted data node, after `MEMBER_ADMIT`): piece
+    /// `index` of the schema, section 0.
+    MemberSchema { version, index }
     /// `MEMBER_COPIED` (storage -> its membership; a restarted node's membership -> the
     /// president): every partition copied, `rows` rows in all.
     MemberCopied { version, rows_low, rows_high }
@@ -690,5 +694,7 @@ signals::protocol! {
         MEMBER_ADMIT = 298 => MemberAdmit;
         /// A restarted node copied its partitions.
         MEMBER_COPIED = 299 => MemberCopied;
+        /// A piece of the schema for a restarted node.
+        MEMBER_SCHEMA = 222 => MemberSchema;
     }
 }

@@ -98,6 +98,8 @@ pub struct Membership {
     hellos: BTreeSet<NodeId>,
     /// This node restarting: admitted, copying its partitions.
     admitted: Option<restart::Admitted>,
+    /// The schema of this node's admission, while its pieces arrive.
+    schema: Option<restart::SchemaPieces>,
     /// Timer ticks since the last `MEMBER_HELLO` this node sent again.
     hello_ticks: u32,
     counters: Counters,
@@ -123,6 +125,7 @@ impl Membership {
             restart: None,
             hellos: BTreeSet::new(),
             admitted: None,
+            schema: None,
             hello_ticks: 0,
             counters: Counters::default(),
         }
@@ -606,7 +609,7 @@ impl Block for Membership {
             }
             // A restarted node hears from the president before it knows the map, and sends
             // MEMBER_COPIED as a live (restarting) node; each handler checks its sender.
-            MEMBER_ADMIT => from_data(self),
+            MEMBER_ADMIT | MEMBER_SCHEMA => from_data(self),
             MEMBER_COPIED => from_live(self) || signal.sender().node == ctx.node_id(),
             ARBIT_ANSWER => true,
             MEMBER_TIMER | RESEND => signal.sender().node == ctx.node_id(),
@@ -628,6 +631,7 @@ impl Block for Membership {
             MEMBER_MAP => self.on_member_map(signal, ctx),
             MEMBER_MAP_CONF => self.on_member_map_conf(signal, ctx),
             MEMBER_ADMIT => self.on_admit(signal, ctx),
+            MEMBER_SCHEMA => self.on_member_schema(signal, ctx),
             MEMBER_COPIED => self.on_copied(signal, ctx),
             MEMBER_TIMER => self.on_timer(ctx),
             RESEND => self.out.on_timer(ctx),

@@ -41,6 +41,19 @@ use crate::{API_SESSION, STORAGE};
 
 /// How many heartbeat intervals a node waiting to be admitted waits between hellos.
 const HELLO_EVERY_TICKS: u32 = 10;
+/// The most pieces a schema may come in (each up to a signal section).
+const MAX_SCHEMA_PIECES: u32 = 4096;
+
+/// The schema of an admission, arriving in pieces.
+#[derive(Debug)]
+pub(super) struct SchemaPieces {
+    map: LiveMap,
+    from: BlockRef,
+    version: u32,
+    chunks: u32,
+    next: u32,
+    bytes: Vec<u8>,
+}
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Phase {
@@ -175,20 +188,7 @@ impl Membership {
         let (node, version, phase) = (r.node, r.version, r.phase);
         match phase {
             Phase::Admitting => {
-                let schema = self.engine.catalog(ctx.node_id()).to_file_bytes();
-                let words = schema.map(|b| crate::row::bytes_to_words(&b));
-                let map = self.live.to_words();
-                let admit = MemberAdmit { version };
-                let to = Layout::membership_of(node);
-                let sent = match &words {
-                    Ok(w) => self.out.send(ctx, MEMBER_ADMIT, to, admit.as_words(), &[&map, w]),
-                    Err(_) => false,
-                };
-                if !sent {
-                    let why = match words {
-                        Ok(_) => format!("the schema could not be sent to data node {node} (larger than a signal section, or its link failed)"),
-                        Err(e) => format!("the schema could not be written for data node {node}: {e}"),
-                    };
+                if let Err(why) = self.send_admit(node, version, ctx) {
                     tracing::warn!(%node, why, "node restart abandoned");
                     self.restart = None;
                     self.tell_stop(node, STOP_RESTART_FAILED, &why, ctx);
@@ -206,6 +206,30 @@ impl Membership {
                 self.admit_next(ctx);
             }
         }
+    }
+
+    /// `MEMBER_ADMIT` with the map and the schema's first piece, then `MEMBER_SCHEMA` with
+    /// the others (pieces fit one signal section each; one link keeps them in order).
+    fn send_admit(&mut self, node: NodeId, version: u32, ctx: &mut Context<'_>) -> Result<(), String> {
+        let schema = self.engine.catalog(ctx.node_id()).to_file_bytes().map_err(|e| format!("the schema could not be written: {e}"))?;
+        let piece = self.layout.as_ref().map_or(4096, |l| l.max_section_bytes.saturating_sub(4).max(64));
+        let pieces: Vec<&[u8]> = schema.chunks(piece).collect();
+        let chunks = pieces.len().max(1) as u32;
+        let to = Layout::membership_of(node);
+        let map = self.live.to_words();
+        let first = crate::row::bytes_to_words(pieces.first().copied().unwrap_or_default());
+        let unreachable = || format!("data node {node} could not be reached");
+        if !self.out.send(ctx, MEMBER_ADMIT, to, MemberAdmit { version, chunks }.as_words(), &[&map, &first]) {
+            return Err(unreachable());
+        }
+        for (index, p) in pieces.iter().enumerate().skip(1) {
+            let words = crate::row::bytes_to_words(p);
+            let m = MemberSchema { version, index: index as u32 };
+            if !self.out.send(ctx, MEMBER_SCHEMA, to, m.as_words(), &[&words]) {
+                return Err(unreachable());
+            }
+        }
+        Ok(())
     }
 
     fn tell_stop(&mut self, node: NodeId, code: u32, why: &str, ctx: &mut Context<'_>) {
@@ -287,16 +311,47 @@ impl Membership {
             tracing::warn!(%sender, "MEMBER_ADMIT for a node that is a running member: dropped");
             return ctx.unhandled(signal);
         }
-        let schema = signal.section(1).and_then(crate::row::words_to_bytes);
-        let loaded = match schema {
-            Some(bytes) => self.engine.catalog(me).load_checked(&bytes, &layout.dictionary.limits),
-            None => Err("no schema section".to_string()),
+        let Some(first) = signal.section(1).and_then(crate::row::words_to_bytes) else {
+            stop(STOP_RESTART_FAILED, &format!("MEMBER_ADMIT from data node {sender} carries no schema"));
         };
-        let tables = match loaded {
+        if a.chunks == 0 || a.chunks > MAX_SCHEMA_PIECES {
+            stop(STOP_RESTART_FAILED, &format!("MEMBER_ADMIT from data node {sender} announces {} schema pieces (1..={MAX_SCHEMA_PIECES})", a.chunks));
+        }
+        self.schema = Some(SchemaPieces { map, from: signal.sender(), version: a.version, chunks: a.chunks, next: 1, bytes: first });
+        self.schema_done(ctx);
+    }
+
+    /// `MEMBER_SCHEMA`: the next piece of the schema, from the president that admitted this
+    /// node.
+    pub(super) fn on_member_schema(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let Some(m) = ctx.typed::<MemberSchema>(signal).copied() else { return };
+        let Some(p) = self.schema.as_mut().filter(|p| p.from == signal.sender() && p.version == m.version && p.next == m.index) else {
+            tracing::warn!(sender = %signal.sender(), index = m.index, "MEMBER_SCHEMA out of order or not from the admitting president: dropped");
+            return ctx.unhandled(signal);
+        };
+        let Some(bytes) = signal.section(0).and_then(crate::row::words_to_bytes) else {
+            stop(STOP_RESTART_FAILED, &format!("MEMBER_SCHEMA piece {} from {} is malformed", m.index, signal.sender()));
+        };
+        p.bytes.extend_from_slice(&bytes);
+        p.next += 1;
+        self.schema_done(ctx);
+    }
+
+    /// Once every piece of the schema came: install it, take the map, and copy.
+    fn schema_done(&mut self, ctx: &mut Context<'_>) {
+        if self.schema.as_ref().is_none_or(|p| p.next < p.chunks) {
+            return;
+        }
+        let Some(SchemaPieces { map, from, version, bytes, chunks, .. }) = self.schema.take() else { return };
+        let Some(layout) = self.layout.clone() else { return };
+        let me = ctx.node_id();
+        let sender = from.node;
+        let tables = match self.engine.catalog(me).load_checked(&bytes, &layout.dictionary.limits) {
             Ok(n) => n,
             Err(e) => stop(STOP_RESTART_FAILED, &format!("the schema from the president (data node {sender}) is not valid: {e}")),
         };
-        tracing::info!(president = %sender, map_version = a.version, tables, "admitted to the cluster: copying this node's partitions");
+        let a = MemberAdmit { version, chunks: 0 };
+        tracing::info!(president = %sender, map_version = a.version, tables, schema_bytes = bytes.len(), pieces = chunks, "admitted to the cluster: copying this node's partitions");
         self.live = map;
         // What this node thought before it knew the cluster goes.
         self.suspected.clear();
