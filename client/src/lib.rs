@@ -33,5 +33,6 @@ pub use engine::index::{Range, RangeEnd};
 pub use engine::program::compile::{col, lit, Expr};
 pub use engine::program::AggFn;
 pub use session::{
+    TxOutcome,
     Cluster, Completion, ConnectOptions, Durability, OpId, Outcome, Row, Scan, ScanRequest, ScanStats, Session, Transaction, TxState,
 };

@@ -178,6 +178,27 @@ fn kill_under_load(name: &str, transport: &'static str, victim: u32) {
     check_bank(&mut s);
 }
 
+/// Sends a signal (`-STOP`, `-CONT`) to process `pid`; after `-STOP`, waits until the kernel
+/// shows it stopped (delivery is asynchronous: a busy process runs on a moment).
+fn send_signal(pid: u32, name: &str) {
+    let status = std::process::Command::new("kill").args([name, &pid.to_string()]).status().unwrap();
+    assert!(status.success(), "kill {name} {pid} failed");
+    if name != "-STOP" {
+        return;
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // The state follows the command name in parentheses.
+        let state = stat.rsplit(')').next().and_then(|rest| rest.split_whitespace().next()).unwrap_or("");
+        if state == "T" || state == "t" {
+            return;
+        }
+        assert!(Instant::now() < deadline, "process {pid} did not stop (state {state:?})");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 fn restart_cycles() -> u32 {
     std::env::var("BLOCKWIRE_RESTART_CYCLES").ok().and_then(|v| v.parse().ok()).unwrap_or(2)
 }
@@ -402,14 +423,19 @@ fn a_hung_data_node_is_declared_dead_by_heartbeat_and_stopped_when_it_wakes() {
     // Past the start: a neighbour that never sent a heartbeat has 30 s to send its first.
     std::thread::sleep(Duration::from_millis(500));
     let pid = cluster.nodes.iter().find(|(id, _)| *id == 2).map(|(_, child)| child.id()).unwrap();
-    let signal = |name: &str| {
-        let status = std::process::Command::new("kill").args([name, &pid.to_string()]).status().unwrap();
-        assert!(status.success(), "kill {name} {pid} failed");
-    };
+    let signal = |name: &str| send_signal(pid, name);
     signal("-STOP");
     let hung = Instant::now();
-    s.retry(&RetryPolicy { attempts: 100, ..RetryPolicy::default() }, |s| transfer(s, 1, 2, 3, Durability::Memory))
-        .expect("a transfer after a data node hung");
+    // A transfer whose commit reached node 2 before it stopped ends with an unknown outcome:
+    // the next one (a new id) is tried.
+    let policy = RetryPolicy { attempts: 100, ..RetryPolicy::default() };
+    for id in 1.. {
+        match s.retry(&policy, |s| transfer(s, id, 2, 3, Durability::Memory)) {
+            Ok(_) => break,
+            Err(client::Error::NodeFailure { outcome_unknown: true, .. }) if id < 5 => {}
+            Err(e) => panic!("a transfer after a data node hung: {e}"),
+        }
+    }
     let took = hung.elapsed();
     eprintln!("failover-hang: first commit {took:?} after data node 2 hung (heartbeat 100 ms, 3 missed)");
     assert!(took < Duration::from_secs(10), "the survivor took {took:?} to commit after a node hung");
@@ -473,4 +499,38 @@ fn a_restarted_node_gets_a_schema_larger_than_a_signal_section() {
             assert!(sums.len() == 2 && (sums[0].1, sums[0].2) == (sums[1].1, sums[1].2), "table {t} partition {p}: {sums:?}");
         }
     }
+}
+
+/// A commit whose coordinator hangs after the client asked for it ends
+/// `NodeFailure { outcome_unknown: true }` once the cluster declares that node dead; the
+/// president takes the coordinator's transactions over (no replica committed this one: it is
+/// aborted everywhere) and tells the client's session, where `Session::outcome` reads it.
+#[test]
+fn a_commit_whose_coordinator_hung_learns_its_outcome_from_the_takeover() {
+    let shape = Shape { api_nodes: 3, ..Shape::default() };
+    let mut cluster = TestCluster::start("failover-outcome", shape);
+    let mut c = cluster.connect(0);
+    let mut s = c.session().unwrap();
+    setup_bank(&mut s, Durability::Memory);
+    std::thread::sleep(Duration::from_millis(500));
+    let accounts = s.table("accounts").unwrap();
+    let mut tx = (0..16).map(|_| s.begin()).find(|t| t.coordinator_node().get() == 2).expect("a transaction on node 2's coordinator");
+    tx.update(&accounts, &[Value::I64(0)], &[("balance", Value::I64(777))]).unwrap();
+    assert_eq!(s.execute(&mut tx, Exec::NoCommit).unwrap(), client::Outcome::Executed);
+    let pid = cluster.nodes.iter().find(|(id, _)| *id == 2).map(|(_, child)| child.id()).unwrap();
+    let signal = |name: &str| send_signal(pid, name);
+    signal("-STOP");
+    match s.execute(&mut tx, Exec::Commit) {
+        Err(client::Error::NodeFailure { outcome_unknown: true, .. }) => {}
+        other => panic!("a commit on a hung coordinator must end with an unknown outcome, got {other:?}"),
+    }
+    assert_eq!(s.outcome(tx.id(), Duration::from_secs(10)), Some(client::TxOutcome::Aborted));
+    assert_eq!(s.outcome(tx.id() + 1, Duration::ZERO), None, "no outcome for a transaction that never ended unknown");
+    let mut read = s.begin();
+    let op = read.read(&accounts, &[Value::I64(0)], client::LockMode::CommittedRead).unwrap();
+    s.execute(&mut read, Exec::Commit).unwrap();
+    assert_eq!(read.row(op).and_then(|r| r.get("balance")).and_then(Value::as_i64), Some(START_BALANCE));
+    signal("-CONT");
+    assert_eq!(cluster.wait_exit(2, Duration::from_secs(20)), Some(4));
+    check_bank(&mut s);
 }

@@ -132,6 +132,8 @@ pub const OUTCOME_EXECUTED: u32 = 1;
 pub const OUTCOME_COMMITTED: u32 = 2;
 /// `TC_EXECCONF.outcome`: rolled back as asked.
 pub const OUTCOME_ROLLED_BACK: u32 = 3;
+/// `TC_OUTCOME_REP.outcome`: aborted on every replica (by the takeover).
+pub const OUTCOME_ABORTED: u32 = 4;
 
 /// `TC_EXECREQ.durability`: the commit is acknowledged once every replica holds it in memory
 /// (NDB's network durability).
@@ -245,6 +247,8 @@ payloads! {
         next_ref,
         /// Filled by the primary when it passes the request on.
         primary_ref, primary_op,
+        /// The API node session the transaction belongs to (a takeover tells it the outcome).
+        api_ref,
     }
     /// `LQH_KEYCONF` (last replica -> coordinator): prepared on every replica of the chain;
     /// section 0 the row for a read that found one.
@@ -340,7 +344,11 @@ payloads! {
     TakeoverReq { generation }
     /// `TAKEOVER_OP` (storage -> the taking-over coordinator): one such record. `state` is
     /// [`TAKEOVER_PREPARED`] or [`TAKEOVER_COMMITTED`]; a committed one carries its GCI.
-    TakeoverOp { tx_low, tx_high, tc_ref, tc_slot, tc_op, state, gci_low, gci_high, generation }
+    TakeoverOp { tx_low, tx_high, tc_ref, tc_slot, tc_op, state, gci_low, gci_high, generation, api_ref }
+    /// `TC_OUTCOME_REP` (the taking-over coordinator -> the transaction's API node): the
+    /// transaction whose coordinator died ended `outcome` ([`OUTCOME_COMMITTED`] in `gci`, or
+    /// [`OUTCOME_ABORTED`]) on every replica.
+    TcOutcomeRep { tx_low, tx_high, outcome, gci_low, gci_high }
     /// `TAKEOVER_CONF` (storage -> the taking-over coordinator): all `ops` were reported.
     TakeoverConf { generation, ops }
     /// `REPAIR_REQ` (coordinator -> one storage instance): commit, complete or abort the one
@@ -696,5 +704,7 @@ signals::protocol! {
         MEMBER_COPIED = 299 => MemberCopied;
         /// A piece of the schema for a restarted node.
         MEMBER_SCHEMA = 222 => MemberSchema;
+        /// A taken-over transaction's outcome, to its API node.
+        TC_OUTCOME_REP = 223 => TcOutcomeRep;
     }
 }

@@ -307,6 +307,11 @@ impl Transaction {
         self.id
     }
 
+    /// The data node whose coordinator runs it.
+    pub fn coordinator_node(&self) -> NodeId {
+        self.coordinator.node
+    }
+
     /// Where it is.
     pub fn state(&self) -> TxState {
         self.state
@@ -457,6 +462,19 @@ pub enum Outcome {
     RolledBack,
 }
 
+/// What became of a transaction whose commit ended `NodeFailure { outcome_unknown: true }`,
+/// as the data node that took over its dead coordinator's transactions reported it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TxOutcome {
+    /// Committed on every live replica, in global checkpoint `gci`.
+    Committed { gci: u64 },
+    /// Aborted on every live replica.
+    Aborted,
+}
+
+/// Outcome reports kept for transactions whose outcome is unknown, at most.
+const MAX_UNKNOWN: usize = 65_536;
+
 /// A read's answer: operation number, and (table id, row image) when found.
 type ReadResult = (u32, Option<(u32, Vec<u8>)>);
 
@@ -497,6 +515,11 @@ pub(crate) struct Inbox {
     pub(crate) arbitration: Vec<crate::arbitrator::Request>,
     /// Partition maps data nodes sent (sender, version, the map's words), not applied yet.
     maps: Vec<(NodeId, u32, Vec<u32>)>,
+    /// Transactions whose commit ended with an unknown outcome, and the outcome once a data
+    /// node reported it.
+    unknown: HashMap<u64, Option<TxOutcome>>,
+    /// Outcome reports (sender, transaction, outcome), not checked yet.
+    reports: Vec<(NodeId, u64, TxOutcome)>,
     dropped: u64,
 }
 
@@ -540,6 +563,15 @@ impl Inbox {
                 let op = if r.op_no == u32::MAX { String::new() } else { format!(" (operation {})", r.op_no) };
                 let error = Error::from_code(code, format!("{}{op}", message_of(&view)), r.outcome_unknown != 0);
                 self.finish(join(r.tx_low, r.tx_high), Err(error));
+            }
+            TC_OUTCOME_REP => {
+                let Ok(r) = view.typed::<TcOutcomeRep>() else { return self.drop_one() };
+                let outcome = match r.outcome {
+                    OUTCOME_COMMITTED => TxOutcome::Committed { gci: join(r.gci_low, r.gci_high) },
+                    OUTCOME_ABORTED => TxOutcome::Aborted,
+                    _ => return self.drop_one(),
+                };
+                self.reports.push((view.sender().node, join(r.tx_low, r.tx_high), outcome));
             }
             MEMBER_MAP => {
                 let Ok(m) = view.typed::<MemberMap>() else { return self.drop_one() };
@@ -597,6 +629,9 @@ impl Inbox {
         let gone: Vec<u64> = self.in_flight.iter().filter(|(_, f)| f.coordinator == node).map(|(t, _)| *t).collect();
         for tx in gone {
             let commit = self.in_flight.get(&tx).is_some_and(|f| f.commit);
+            if commit && self.unknown.len() < MAX_UNKNOWN {
+                self.unknown.entry(tx).or_insert(None);
+            }
             let message = format!("data node {node}: {reason}");
             self.finish(tx, Err(Error::NodeFailure { outcome_unknown: commit, message }));
         }
@@ -678,6 +713,15 @@ impl Session<'_> {
                 }
             }
         }
+        for (from, tx, outcome) in std::mem::take(&mut self.inbox.reports) {
+            // A report may come before this session saw the coordinator die.
+            let room = self.inbox.unknown.len() < MAX_UNKNOWN || self.inbox.unknown.contains_key(&tx);
+            if self.layout.is_data_node(from) && room {
+                self.inbox.unknown.insert(tx, Some(outcome));
+            } else {
+                self.inbox.dropped += 1;
+            }
+        }
         for (from, version, words) in std::mem::take(&mut self.inbox.maps) {
             if !self.layout.is_data_node(from) {
                 self.inbox.dropped += 1;
@@ -710,6 +754,29 @@ impl Session<'_> {
             let linked = self.layout.data_nodes.iter().filter(|n| !self.down.contains(n));
             if linked.clone().all(|n| self.maps_from.contains(n)) || Instant::now() >= deadline {
                 return;
+            }
+        }
+    }
+
+    /// What became of transaction `tx_id` (see [`Transaction::id`]) whose commit ended with
+    /// `NodeFailure { outcome_unknown: true }`: the data node that took over its dead
+    /// coordinator's transactions finishes it on every replica and then reports it here.
+    /// Waits up to `wait` for that report; `None` when none came (the transaction left no
+    /// record on any replica, so it did not commit, or the report was lost with another
+    /// failure) or when `tx_id` never ended with an unknown outcome in this session.
+    pub fn outcome(&mut self, tx_id: u64, wait: Duration) -> Option<TxOutcome> {
+        let deadline = Instant::now() + wait;
+        loop {
+            self.pump(Duration::from_millis(1));
+            match self.inbox.unknown.get(&tx_id) {
+                None => return None,
+                Some(Some(outcome)) => {
+                    let outcome = *outcome;
+                    self.inbox.unknown.remove(&tx_id);
+                    return Some(outcome);
+                }
+                Some(None) if Instant::now() >= deadline => return None,
+                Some(None) => {}
             }
         }
     }

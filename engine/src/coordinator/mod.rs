@@ -350,6 +350,7 @@ impl Coordinator {
             lock: if kind.writes() { LockMode::Exclusive as u32 } else { req.lock },
             flags: if next == 0 { LQH_LAST_REPLICA } else { 0 },
             next_ref: next,
+            api_ref: signal.sender().to_word(),
             ..LqhKeyReq::default()
         };
         let op = TcOp {

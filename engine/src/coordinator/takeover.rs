@@ -13,9 +13,13 @@
 //! (operations, commits, completes, aborts) that name a dead coordinator, so a signal still in
 //! flight from before the failure cannot change a record after it was reported. A commit is
 //! decided only by what a replica holds: a transaction some replica committed commits
-//! everywhere, any other aborts. Its client hears nothing from here: its link to the dead
-//! coordinator failed, so it reports `NodeFailure` (with `outcome_unknown` when it had asked
-//! to commit).
+//! everywhere, any other aborts. Its client saw `NodeFailure` (with `outcome_unknown` when it
+//! had asked to commit: its link to the dead coordinator failed, or its map called that node
+//! dead); once the transaction is finished everywhere, this coordinator tells the client's
+//! session the outcome (`TC_OUTCOME_REP`, NDB's commit-ack marker's role), which a client asks
+//! for with `Session::outcome`. A transaction no replica holds a record of (none of its
+//! operations was prepared, or it had completed) is not reported: it is aborted, or it was
+//! answered before the failure.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -47,6 +51,8 @@ struct Taken {
     /// The action of the current step.
     action: u32,
     pending: u32,
+    /// The API node session it belongs to (0: unknown).
+    client: u32,
 }
 
 /// The takeovers of this coordinator.
@@ -100,6 +106,9 @@ impl Coordinator {
         let tx = join(op.tx_low, op.tx_high);
         let t = self.takeovers.collected.entry((op.tc_ref, tx)).or_insert_with(|| Taken { tx, ..Taken::default() });
         let committed = op.state == TAKEOVER_COMMITTED;
+        if t.client == 0 {
+            t.client = op.api_ref;
+        }
         if committed {
             t.committed = true;
             t.gci = t.gci.max(join(op.gci_low, op.gci_high));
@@ -165,7 +174,7 @@ impl Coordinator {
                 return;
             }
             if t.action != REPAIR_COMMIT {
-                return self.takeover_finished(&t);
+                return self.takeover_finished(&t, ctx);
             }
             t.action = REPAIR_COMPLETE;
         }
@@ -190,16 +199,24 @@ impl Coordinator {
                 t.action = REPAIR_COMPLETE;
                 self.takeover_step(tag, t, ctx);
             } else {
-                self.takeover_finished(&t);
+                self.takeover_finished(&t, ctx);
             }
         }
     }
 
-    fn takeover_finished(&mut self, t: &Taken) {
+    fn takeover_finished(&mut self, t: &Taken, ctx: &mut Context<'_>) {
         if t.committed {
             self.takeovers.committed += 1;
         } else {
             self.takeovers.aborted += 1;
+        }
+        // The client learns the outcome (an API node gone meanwhile does not).
+        if let Some(client) = BlockRef::from_word(t.client).filter(|c| self.layout.as_ref().is_some_and(|l| !l.is_data_node(c.node))) {
+            let (tx_low, tx_high) = split(t.tx);
+            let (gci_low, gci_high) = split(t.gci);
+            let outcome = if t.committed { OUTCOME_COMMITTED } else { OUTCOME_ABORTED };
+            let rep = TcOutcomeRep { tx_low, tx_high, outcome, gci_low, gci_high };
+            self.out.send(ctx, TC_OUTCOME_REP, client, rep.as_words(), &[]);
         }
         tracing::debug!(tx = t.tx, committed = t.committed, "taken-over transaction finished");
         if self.takeovers.running.is_empty() {
@@ -230,6 +247,6 @@ impl Coordinator {
             t.action = REPAIR_COMPLETE;
             return self.takeover_step(conf.tag, t, ctx);
         }
-        self.takeover_finished(&t);
+        self.takeover_finished(&t, ctx);
     }
 }

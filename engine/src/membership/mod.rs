@@ -91,6 +91,8 @@ pub struct Membership {
     connected: BTreeSet<NodeId>,
     /// API nodes whose link is up (they hear every new partition map).
     api_nodes: BTreeSet<NodeId>,
+    /// Nodes whose link came up before this block started.
+    early: Vec<NodeId>,
     /// A heartbeat has come (this node is in a running ring, not waiting to be admitted).
     heard: bool,
     /// The president's node restart in progress, and the dead nodes that asked to restart.
@@ -121,6 +123,7 @@ impl Membership {
             next_round: 1,
             connected: BTreeSet::new(),
             api_nodes: BTreeSet::new(),
+            early: Vec::new(),
             heard: false,
             restart: None,
             hellos: BTreeSet::new(),
@@ -150,7 +153,18 @@ impl Membership {
                 "no arbitrator configured (membership.arbitrator): survivors without a majority go on, so a network partition could split the cluster"
             );
         }
+        let data: Vec<NodeId> = l.data_nodes.clone();
         self.layout = Some(layout);
+        for node in std::mem::take(&mut self.early) {
+            if data.contains(&node) {
+                self.connected.insert(node);
+                let hello = self.hello(ctx.node_id());
+                let _ = ctx.send(&ctx.signal(MEMBER_HELLO, Layout::membership_of(node)).data(hello.as_words()));
+            } else {
+                self.api_nodes.insert(node);
+                self.send_map_to_api(node, ctx);
+            }
+        }
         let _ = ctx.send_delayed(self.interval_ns(), MEMBER_TIMER, MemberTimer::default().as_words());
     }
 
@@ -534,13 +548,16 @@ impl Membership {
         let is_data = |n: NodeId| self.layout().is_some_and(|l| l.is_data_node(n));
         if signal.gsn() == gsn::NODE_CONNECTED {
             if let Some(node) = ctx.typed::<NodeConnected>(signal).and_then(|c| NodeId::new(c.node)) {
-                if is_data(node) {
+                if self.layout.is_none() {
+                    // Before the start: sorted into data and API nodes then.
+                    self.early.push(node);
+                } else if is_data(node) {
                     self.connected.insert(node);
                     let hello = self.hello(ctx.node_id());
                     let _ = ctx.send(&ctx.signal(MEMBER_HELLO, Layout::membership_of(node)).data(hello.as_words()));
                     // Its hello may have come before this event.
                     self.admit_next(ctx);
-                } else if self.layout.is_some() {
+                } else {
                     self.api_nodes.insert(node);
                     self.send_map_to_api(node, ctx);
                 }
@@ -551,6 +568,7 @@ impl Membership {
         let reason = node::runtime::failrep_reason(signal);
         let failed = NodeId::new(rep.node);
         let data = failed.filter(|n| is_data(*n));
+        self.early.retain(|n| Some(*n) != failed);
         if let Some(node) = failed {
             self.api_nodes.remove(&node);
         }

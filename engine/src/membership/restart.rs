@@ -339,7 +339,7 @@ impl Membership {
 
     /// Once every piece of the schema came: install it, take the map, and copy.
     fn schema_done(&mut self, ctx: &mut Context<'_>) {
-        if self.schema.as_ref().is_none_or(|p| p.next < p.chunks) {
+        if !self.schema.as_ref().is_some_and(|p| p.next >= p.chunks) {
             return;
         }
         let Some(SchemaPieces { map, from, version, bytes, chunks, .. }) = self.schema.take() else { return };

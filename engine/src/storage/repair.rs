@@ -75,6 +75,7 @@ impl Storage {
                 gci_low,
                 gci_high,
                 generation: req.generation,
+                api_ref: rec.req.api_ref,
             });
         }
         for handle in &waiting {
