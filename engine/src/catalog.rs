@@ -149,8 +149,15 @@ impl Catalog {
     /// any table is refused.
     pub fn load_checked(&self, bytes: &[u8], limits: &crate::schema::SchemaLimits) -> Result<usize, String> {
         let file: SchemaFile = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        if file.tables.len() > limits.max_tables as usize {
+            return Err(format!("{} tables (max_tables is {})", file.tables.len(), limits.max_tables));
+        }
+        let (mut ids, mut names) = (HashSet::new(), HashSet::new());
         let mut tables = Vec::with_capacity(file.tables.len());
         for t in file.tables {
+            if !ids.insert(t.id) || !names.insert(t.def.name.clone()) {
+                return Err(format!("table {:?} (id {}) appears twice", t.def.name, t.id));
+            }
             t.def.validate(limits).map_err(|e| e.to_string())?;
             if t.partitions == 0 || t.partitions > limits.max_partitions {
                 return Err(format!("table {:?}: {} partitions (allowed 1..={})", t.def.name, t.partitions, limits.max_partitions));

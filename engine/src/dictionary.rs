@@ -192,7 +192,7 @@ impl Dictionary {
         if let Some(n) = self.live.dead().next() {
             return Err((
                 ErrorCode::NotConnected,
-                format!("data node {n} is dead: a schema change waits until it has restarted and serves again"),
+                format!("data node {n} is dead: a schema change needs every data node serving (start it again: it rejoins, and the change can run)"),
             ));
         }
         if let Some(n) = self.live.starting().next() {

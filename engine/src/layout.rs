@@ -608,9 +608,15 @@ impl LiveMap {
     /// among those that never left the lowest id is the oldest; a restarted node is younger
     /// than all of them, and than every node restarted before it.
     pub fn president(&self, layout: &Layout) -> Option<NodeId> {
+        self.president_among(layout, |_| true)
+    }
+
+    /// [`LiveMap::president`] among the nodes `trusted` accepts (the membership block leaves
+    /// out the nodes it suspects).
+    pub fn president_among(&self, layout: &Layout, trusted: impl Fn(NodeId) -> bool) -> Option<NodeId> {
         self.alive(layout)
-            .find(|n| self.is_serving(*n) && !self.rejoined.contains(n))
-            .or_else(|| self.rejoined.first().copied())
+            .find(|n| self.is_serving(*n) && !self.rejoined.contains(n) && trusted(*n))
+            .or_else(|| self.rejoined.iter().copied().find(|n| trusted(*n)))
     }
 }
 

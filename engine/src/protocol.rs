@@ -306,7 +306,11 @@ payloads! {
     LcpContinue { unused }
     /// `MEMBER_HEARTBEAT` (membership -> the right neighbour's membership in the ring of live data
     /// nodes).
-    Heartbeat { node }
+    Heartbeat {
+        node,
+        /// 1 when the sender's map has the receiver serving (0: restarting).
+        you_serve,
+    }
     /// `MEMBER_HELLO` (membership -> a data node whose link came up): who I am. The president
     /// admits a node the cluster declared dead (a restart: `MEMBER_MAP`, then `MEMBER_ADMIT`)
     /// or, when it cannot, answers `MEMBER_STOP`. `fresh` 1: this process started empty and

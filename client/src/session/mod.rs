@@ -472,8 +472,10 @@ pub enum TxOutcome {
     Aborted,
 }
 
-/// Outcome reports kept for transactions whose outcome is unknown, at most.
+/// Transactions with an unknown outcome remembered, at most (the oldest are forgotten).
 const MAX_UNKNOWN: usize = 65_536;
+/// Outcome reports kept that came before their transaction's coordinator was seen to die.
+const EARLY_REPORTS: usize = 1024;
 
 /// A read's answer: operation number, and (table id, row image) when found.
 type ReadResult = (u32, Option<(u32, Vec<u8>)>);
@@ -516,8 +518,11 @@ pub(crate) struct Inbox {
     /// Partition maps data nodes sent (sender, version, the map's words), not applied yet.
     maps: Vec<(NodeId, u32, Vec<u32>)>,
     /// Transactions whose commit ended with an unknown outcome, and the outcome once a data
-    /// node reported it.
+    /// node reported it; the oldest go first when there are too many.
     unknown: HashMap<u64, Option<TxOutcome>>,
+    unknown_order: std::collections::VecDeque<u64>,
+    /// Reports that came before this session saw their coordinator die (a few, briefly).
+    early: std::collections::VecDeque<(u64, TxOutcome)>,
     /// Outcome reports (sender, transaction, outcome), not checked yet.
     reports: Vec<(NodeId, u64, TxOutcome)>,
     dropped: u64,
@@ -625,12 +630,29 @@ impl Inbox {
     }
 
     /// A data node's link failed: its transactions end.
+    /// Records transaction `tx` as ended with an unknown outcome (known: `outcome`).
+    fn remember_unknown(&mut self, tx: u64, outcome: Option<TxOutcome>) {
+        if !self.unknown.contains_key(&tx) {
+            if self.unknown.len() >= MAX_UNKNOWN {
+                if let Some(old) = self.unknown_order.pop_front() {
+                    self.unknown.remove(&old);
+                }
+            }
+            self.unknown_order.push_back(tx);
+        }
+        let slot = self.unknown.entry(tx).or_insert(None);
+        if outcome.is_some() {
+            *slot = outcome;
+        }
+    }
+
     fn node_failed(&mut self, node: NodeId, reason: &str) {
         let gone: Vec<u64> = self.in_flight.iter().filter(|(_, f)| f.coordinator == node).map(|(t, _)| *t).collect();
         for tx in gone {
             let commit = self.in_flight.get(&tx).is_some_and(|f| f.commit);
-            if commit && self.unknown.len() < MAX_UNKNOWN {
-                self.unknown.entry(tx).or_insert(None);
+            if commit {
+                let early = self.early.iter().position(|(t, _)| *t == tx).and_then(|i| self.early.remove(i)).map(|(_, o)| o);
+                self.remember_unknown(tx, early);
             }
             let message = format!("data node {node}: {reason}");
             self.finish(tx, Err(Error::NodeFailure { outcome_unknown: commit, message }));
@@ -714,12 +736,17 @@ impl Session<'_> {
             }
         }
         for (from, tx, outcome) in std::mem::take(&mut self.inbox.reports) {
-            // A report may come before this session saw the coordinator die.
-            let room = self.inbox.unknown.len() < MAX_UNKNOWN || self.inbox.unknown.contains_key(&tx);
-            if self.layout.is_data_node(from) && room {
-                self.inbox.unknown.insert(tx, Some(outcome));
-            } else {
+            if !self.layout.is_data_node(from) {
                 self.inbox.dropped += 1;
+            } else if self.inbox.unknown.contains_key(&tx) {
+                self.inbox.remember_unknown(tx, Some(outcome));
+            } else {
+                // It may come before this session saw the coordinator die; a report of a
+                // transaction it saw end (its complete phase was cut) is dropped in time.
+                if self.inbox.early.len() >= EARLY_REPORTS {
+                    self.inbox.early.pop_front();
+                }
+                self.inbox.early.push_back((tx, outcome));
             }
         }
         for (from, version, words) in std::mem::take(&mut self.inbox.maps) {
@@ -761,9 +788,11 @@ impl Session<'_> {
     /// What became of transaction `tx_id` (see [`Transaction::id`]) whose commit ended with
     /// `NodeFailure { outcome_unknown: true }`: the data node that took over its dead
     /// coordinator's transactions finishes it on every replica and then reports it here.
-    /// Waits up to `wait` for that report; `None` when none came (the transaction left no
-    /// record on any replica, so it did not commit, or the report was lost with another
-    /// failure) or when `tx_id` never ended with an unknown outcome in this session.
+    /// Waits up to `wait` for that report. `None` means the outcome stays unknown: no report
+    /// came (no replica held a record of the transaction: it never prepared, or it had
+    /// finished its complete phase, as a disk-durable commit does while its reply waits for
+    /// its global checkpoint; or the report was lost with another failure), or `tx_id` never
+    /// ended with an unknown outcome in this session.
     pub fn outcome(&mut self, tx_id: u64, wait: Duration) -> Option<TxOutcome> {
         let deadline = Instant::now() + wait;
         loop {
@@ -773,6 +802,7 @@ impl Session<'_> {
                 Some(Some(outcome)) => {
                     let outcome = *outcome;
                     self.inbox.unknown.remove(&tx_id);
+                    self.inbox.unknown_order.retain(|t| *t != tx_id);
                     return Some(outcome);
                 }
                 Some(None) if Instant::now() >= deadline => return None,

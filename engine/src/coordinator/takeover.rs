@@ -17,9 +17,11 @@
 //! had asked to commit: its link to the dead coordinator failed, or its map called that node
 //! dead); once the transaction is finished everywhere, this coordinator tells the client's
 //! session the outcome (`TC_OUTCOME_REP`, NDB's commit-ack marker's role), which a client asks
-//! for with `Session::outcome`. A transaction no replica holds a record of (none of its
-//! operations was prepared, or it had completed) is not reported: it is aborted, or it was
-//! answered before the failure.
+//! for with `Session::outcome`. A transaction no replica holds a record of is not reported:
+//! none of its operations was prepared (it did not commit), or it had finished its complete
+//! phase (it committed; a disk-durable commit's reply may still have been waiting for its
+//! global checkpoint): its outcome stays unknown to the client (NDB's marker, kept until the
+//! client is answered, is not built).
 
 use std::collections::{BTreeSet, HashMap};
 

@@ -93,7 +93,8 @@ pub struct Membership {
     api_nodes: BTreeSet<NodeId>,
     /// Nodes whose link came up before this block started.
     early: Vec<NodeId>,
-    /// A heartbeat has come (this node is in a running ring, not waiting to be admitted).
+    /// A neighbour's heartbeat counted this node as serving: it is a member (of the initial
+    /// start, or restarted and serving), not a fresh process waiting to be admitted.
     heard: bool,
     /// The president's node restart in progress, and the dead nodes that asked to restart.
     restart: Option<restart::Restart>,
@@ -102,6 +103,8 @@ pub struct Membership {
     admitted: Option<restart::Admitted>,
     /// The schema of this node's admission, while its pieces arrive.
     schema: Option<restart::SchemaPieces>,
+    /// The president told this fresh node its admission begins.
+    admission_pending: bool,
     /// Timer ticks since the last `MEMBER_HELLO` this node sent again.
     hello_ticks: u32,
     counters: Counters,
@@ -129,6 +132,7 @@ impl Membership {
             hellos: BTreeSet::new(),
             admitted: None,
             schema: None,
+            admission_pending: false,
             hello_ticks: 0,
             counters: Counters::default(),
         }
@@ -178,8 +182,11 @@ impl Membership {
         self.live.alive(l).filter(|n| !self.suspected.contains(n)).collect()
     }
 
+    /// The president: the oldest serving node not suspected (the map's rule,
+    /// [`LiveMap::president_among`], which every block follows).
     fn president(&self) -> Option<NodeId> {
-        self.trusted().into_iter().find(|n| self.live.is_serving(*n))
+        let layout = self.layout()?;
+        self.live.president_among(layout, |n| !self.suspected.contains(&n))
     }
 
     /// The ring neighbours of `me` among the trusted nodes: (left, right).
@@ -197,7 +204,7 @@ impl Membership {
         let me = ctx.node_id();
         let (left, right) = self.neighbours(me);
         if let Some(right) = right {
-            let hb = Heartbeat { node: u32::from(me.get()) };
+            let hb = Heartbeat { node: u32::from(me.get()), you_serve: u32::from(self.live.is_serving(right)) };
             let _ = ctx.send(&ctx.signal(MEMBER_HEARTBEAT, Layout::membership_of(right)).data(hb.as_words()));
         }
         if left != self.left {
@@ -247,7 +254,10 @@ impl Membership {
 
     fn on_heartbeat(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         self.bump(ctx, self.counters.heartbeats);
-        self.heard = true;
+        // A node is a member once a neighbour counts it as serving (never while it restarts).
+        if ctx.typed::<Heartbeat>(signal).is_some_and(|h| h.you_serve == 1) {
+            self.heard = true;
+        }
         if Some(signal.sender().node) == self.left || self.left.is_none() {
             self.left = Some(signal.sender().node);
             self.last_heard = Some(ctx.now_ns());
@@ -474,6 +484,10 @@ impl Membership {
         };
         if failed.contains(&ctx.node_id()) {
             stop(STOP_DECLARED_DEAD, "the cluster declared this node dead");
+        }
+        if self.awaiting_admission() {
+            // Its start-up map is not the cluster's: the admission brings the map.
+            return;
         }
         let me = ctx.node_id();
         let layout = self.layout.clone();

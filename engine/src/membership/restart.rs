@@ -86,6 +86,12 @@ pub(super) struct Admitted {
 }
 
 impl Membership {
+    /// Whether this node is a fresh process the cluster has not admitted yet (a restart in
+    /// its first moments): it acts on no map step, and waits for its admission.
+    pub(super) fn awaiting_admission(&self) -> bool {
+        self.admission_pending && self.admitted.is_none()
+    }
+
     /// This node's hello: fresh while it has not been a running member (admitted and
     /// copying counts as fresh).
     pub(super) fn hello(&self, me: NodeId) -> MemberHello {
@@ -164,6 +170,7 @@ impl Membership {
         tracing::info!(%node, map_version = version, "admitting a restarted data node: its partitions are copied to it");
         self.publish_map(ctx);
         let waiting = self.serving_others(me);
+        self.send_map_step(version, node, MAP_STARTING, &BTreeSet::from([node]), ctx);
         self.send_map_step(version, node, MAP_STARTING, &waiting, ctx);
         self.restart = Some(Restart { node, version, phase: Phase::Admitting, waiting, started_ns: ctx.now_ns() });
         self.restart_step(ctx);
@@ -188,7 +195,8 @@ impl Membership {
         let (node, version, phase) = (r.node, r.version, r.phase);
         match phase {
             Phase::Admitting => {
-                if let Err(why) = self.send_admit(node, version, ctx) {
+                // The map as it is now (a failure may have raised its version since).
+                if let Err(why) = self.send_admit(node, self.live.version, ctx) {
                     tracing::warn!(%node, why, "node restart abandoned");
                     self.restart = None;
                     self.tell_stop(node, STOP_RESTART_FAILED, &why, ctx);
@@ -242,7 +250,14 @@ impl Membership {
     /// applied, then confirmed.
     pub(super) fn on_member_map(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         let Some(m) = ctx.typed::<MemberMap>(signal).copied() else { return };
-        if !self.sent_by_president(signal) {
+        if m.event == MAP_STARTING && self.data_node(m.node) == Some(ctx.node_id()) && self.admitted.is_none() {
+            // This node's admission begins (the president sends this first, on the link its
+            // admission follows): until it comes, no map step nor failure commit is acted on
+            // here (its own start-up map is not the cluster's).
+            self.admission_pending = true;
+            return;
+        }
+        if self.awaiting_admission() || !self.sent_by_president(signal) {
             return;
         }
         let words = signal.section(0).unwrap_or(&[]);
@@ -296,7 +311,7 @@ impl Membership {
         let me = ctx.node_id();
         let sender = signal.sender().node;
         let from_president = map.president(&layout) == Some(sender) && self.live.is_alive(sender);
-        if !map.is_starting(me) || !from_president || map.version <= self.live.version && self.admitted.is_none() {
+        if !map.is_starting(me) || !from_president || map.version < self.live.version {
             tracing::warn!(%sender, "MEMBER_ADMIT that does not admit this node, is not newer than its map, or is not from the president its map names: dropped");
             return ctx.unhandled(signal);
         }
@@ -352,7 +367,7 @@ impl Membership {
         };
         let a = MemberAdmit { version, chunks: 0 };
         tracing::info!(president = %sender, map_version = a.version, tables, schema_bytes = bytes.len(), pieces = chunks, "admitted to the cluster: copying this node's partitions");
-        self.live = map;
+        self.live.adopt(&map);
         // What this node thought before it knew the cluster goes.
         self.suspected.clear();
         self.round = None;
@@ -366,6 +381,7 @@ impl Membership {
             self.out.send(ctx, COPY_ORD, to, CopyOrd { version: a.version }.as_words(), &[]);
         }
         self.admitted = Some(Admitted { version: a.version, left: instances, rows: 0, started_ns: ctx.now_ns() });
+        self.admission_pending = false;
     }
 
     /// A storage instance of this node copied its partitions (local), or a restarted node

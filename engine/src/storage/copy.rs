@@ -50,6 +50,9 @@ fn copy_tx(id: u32) -> crate::locks::TxKey {
 /// many times it asks.
 const RETRY_NS: u64 = 100_000_000;
 const RETRIES: u32 = 50;
+/// How many times (every [`RETRY_NS`]) a restarted node tries to reach a primary whose link is
+/// not up yet: 30 s.
+const LINK_RETRIES: u32 = 300;
 
 /// A copy this instance sends (it is the partition's primary).
 #[derive(Debug)]
@@ -209,8 +212,14 @@ impl Storage {
         };
         cur.from = primary;
         let req = CopyReq { request: cur.request, table: cur.table, table_version: cur.table_version, partition: cur.partition };
-        if !self.out.send(ctx, COPY_REQ, primary, req.as_words(), &[]) {
-            copy_failed(&format!("cannot reach {primary}, the primary of partition {}", req.partition));
+        if self.out.send(ctx, COPY_REQ, primary, req.as_words(), &[]) {
+            return;
+        }
+        // Its link to that primary may not be up yet (the president's was): ask again soon.
+        cur.refusals += 1;
+        let retry = CopyContinue { request: cur.request | RETRY_FLAG };
+        if cur.refusals >= LINK_RETRIES || ctx.send_delayed(RETRY_NS, COPY_CONTINUE, retry.as_words()).is_err() {
+            copy_failed(&format!("cannot reach {primary}, the primary of partition {}, for {} s", req.partition, LINK_RETRIES / 10));
         }
     }
 
@@ -425,9 +434,8 @@ impl Storage {
     pub(super) fn on_copy_ack(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
         let Some(a) = ctx.typed::<CopyAck>(signal).copied() else { return };
         let key = (signal.sender().to_word(), a.request);
-        let Some(out) = self.copy.outgoing.get_mut(&key).filter(|o| o.in_flight > 0) else {
-            return self.stale(ctx, "COPY_ACK", 0, a.request);
-        };
+        // Acknowledgements of batches sent before the last one arrive after the copy ended.
+        let Some(out) = self.copy.outgoing.get_mut(&key).filter(|o| o.in_flight > 0) else { return };
         out.in_flight -= 1;
         self.copy_step(key, ctx);
     }

@@ -637,11 +637,14 @@ impl Storage {
                 _ => self.stale(ctx, "ABORT_REQ", tx, handle),
             }
         }
-        // A next replica that died (a restarting one this primary passed the write on to), or
-        // whose link is down, has nothing left to abort: confirm here.
-        let forward = forward.filter(|n| BlockRef::from_word(*n).is_some_and(|r| self.live.is_alive(r.node)));
-        let passed_on = forward.is_some_and(|next| self.send_to_word(ctx, next, ABORT_REQ, req.as_words(), None));
-        if !passed_on {
+        // A next replica this instance knows dead (a restarting one it passed the write on
+        // to) has nothing left to abort: confirm here. One whose link is down but that is not
+        // known dead yet may still hold the record: the coordinator repairs it once the
+        // failure is agreed (its repair of a chain the failure broke).
+        let next_dead = forward.is_some_and(|n| !BlockRef::from_word(n).is_some_and(|r| self.live.is_alive(r.node)));
+        if let Some(next) = forward.filter(|_| !next_dead) {
+            self.send_to_word(ctx, next, ABORT_REQ, req.as_words(), None);
+        } else {
             let conf = AbortConf { tx_low: req.tx_low, tx_high: req.tx_high, tc_slot: req.tc_slot, tc_op: req.tc_op };
             self.send_to_word(ctx, req.tc_ref, ABORT_CONF, conf.as_words(), None);
         }
