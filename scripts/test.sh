@@ -23,8 +23,9 @@ df -h "$here" | awk 'NR == 2 { print "test.sh: " $4 " free on " $6 " (a clean bu
 
 # Debian packages the build and the tests need (gcc and pkg-config for crates that build C;
 # libibverbs-dev for the verbs shim; the rxe provider for the RDMA suites; iproute2 for the
-# network-partition test, which makes network namespaces).
-packages=(gcc libc6-dev pkg-config libibverbs-dev ibverbs-providers iproute2)
+# network-partition test, which makes network namespaces; procps for kill, with which the
+# failover tests stop and continue a data node).
+packages=(gcc libc6-dev pkg-config libibverbs-dev ibverbs-providers iproute2 procps)
 
 # shellcheck source=lib/packages.sh
 source "$here/scripts/lib/packages.sh"

@@ -410,7 +410,7 @@ fn a_hung_data_node_is_declared_dead_by_heartbeat_and_stopped_when_it_wakes() {
     setup_bank(&mut s, Durability::Memory);
     // Past the start: a neighbour that never sent a heartbeat has 30 s to send its first.
     std::thread::sleep(Duration::from_millis(500));
-    let pid = cluster.nodes.iter().find(|(id, _)| *id == 2).map(|(_, child)| child.id()).unwrap();
+    let pid = cluster.pid(2);
     let signal = |name: &str| send_signal(pid, name);
     signal("-STOP");
     let hung = Instant::now();
@@ -505,7 +505,7 @@ fn a_commit_whose_coordinator_hung_learns_its_outcome_from_the_takeover() {
     let mut tx = (0..16).map(|_| s.begin()).find(|t| t.coordinator_node().get() == 2).expect("a transaction on node 2's coordinator");
     tx.update(&accounts, &[Value::I64(0)], &[("balance", Value::I64(777))]).unwrap();
     assert_eq!(s.execute(&mut tx, Exec::NoCommit).unwrap(), client::Outcome::Executed);
-    let pid = cluster.nodes.iter().find(|(id, _)| *id == 2).map(|(_, child)| child.id()).unwrap();
+    let pid = cluster.pid(2);
     let signal = |name: &str| send_signal(pid, name);
     signal("-STOP");
     match s.execute(&mut tx, Exec::Commit) {

@@ -265,6 +265,11 @@ impl TestCluster {
         self.admitted.lock().unwrap().remove(&id);
     }
 
+    /// The process id of data node `id` (running).
+    pub fn pid(&self, id: u32) -> u32 {
+        self.nodes.iter().find(|(n, _)| *n == id).map(|(_, child)| child.id()).unwrap_or_else(|| panic!("data node {id} is not running"))
+    }
+
     /// Waits up to `timeout` until data node `id` is in `set` (`serving` or `admitted`).
     pub fn wait_for(&self, set: &Arc<Mutex<HashSet<u32>>>, id: u32, timeout: Duration) -> bool {
         let deadline = std::time::Instant::now() + timeout;
