@@ -16,7 +16,7 @@ use std::cell::Cell;
 
 use engine::program::{
     col, compile_with, decode_tuples, lit, AggFn, ArithOp, CmpOp, Expr, Program, ProgramLimits,
-    Query, RunError,
+    Query, RunError, TimeField,
 };
 use engine::row::{encode_row, Value};
 use engine::schema::{Column, ColumnType, Table, TableDef};
@@ -107,9 +107,19 @@ fn int_expr(depth: u32) -> BoxedStrategy<Expr> {
         ArithOp::Div,
         ArithOp::Mod,
     ]);
+    let cond = (cmp_op(), int_expr(0), int_expr(0)).prop_map(|(op, a, b)| compare(op, a, b));
+    let whens = proptest::collection::vec((cond, int_expr(depth - 1)), 1..3);
+    let otherwise = proptest::option::of(int_expr(depth - 1).prop_map(Box::new));
+    let args = proptest::collection::vec(int_expr(depth - 1), 2..4);
+    let field = proptest::sample::select(TimeField::ALL.to_vec());
+    let scale = proptest::sample::select(vec![3_600_000_000i64, 37 * 86_400_000_000, 400 * 86_400_000_000 + 7_000_000]);
     prop_oneof![
-        2 => leaf,
-        1 => (op, int_expr(depth - 1), int_expr(depth - 1)).prop_map(|(op, a, b)| arith(op, a, b)),
+        6 => leaf,
+        3 => (op, int_expr(depth - 1), int_expr(depth - 1)).prop_map(|(op, a, b)| arith(op, a, b)),
+        1 => (whens, otherwise).prop_map(|(w, e)| Expr::Case(w, e)),
+        1 => (any::<bool>(), args).prop_map(|(g, a)| Expr::Extreme(g, a)),
+        1 => (field, int_expr(0), scale)
+            .prop_map(|(f, a, k)| Expr::Extract(f, Box::new(arith(ArithOp::Mul, a, lit(Value::I64(k)))))),
     ]
     .boxed()
 }
@@ -122,8 +132,12 @@ fn float_expr(depth: u32) -> BoxedStrategy<Expr> {
     }
     let op = proptest::sample::select(vec![ArithOp::Add, ArithOp::Sub, ArithOp::Mul, ArithOp::Div]);
     let other = prop_oneof![float_expr(depth - 1), int_expr(depth - 1)];
+    let cond = (cmp_op(), float_expr(0), float_expr(0)).prop_map(|(op, a, b)| compare(op, a, b));
+    let case = (cond, float_expr(depth - 1), float_expr(depth - 1))
+        .prop_map(|(c, a, b)| Expr::Case(vec![(c, a)], Some(Box::new(b))));
     prop_oneof![
-        2 => leaf,
+        4 => leaf,
+        1 => case,
         1 => (op, float_expr(depth - 1), other, any::<bool>())
             .prop_map(|(op, f, o, flip)| if flip { arith(op, o, f) } else { arith(op, f, o) }),
     ]
@@ -137,7 +151,15 @@ fn u_expr() -> BoxedStrategy<Expr> {
 }
 
 fn text_expr() -> BoxedStrategy<Expr> {
-    prop_oneof![3 => Just(col("s")), 1 => text_value().prop_map(|t| lit(Value::Text(t)))].boxed()
+    let leaf = prop_oneof![3 => Just(col("s")), 1 => text_value().prop_map(|t| lit(Value::Text(t)))];
+    let cond = (cmp_op(), int_expr(0), int_expr(0)).prop_map(|(op, a, b)| compare(op, a, b));
+    let branch = prop_oneof![Just(col("s")), text_value().prop_map(|t| lit(Value::Text(t))), Just(lit(Value::Null))];
+    prop_oneof![
+        6 => leaf.clone(),
+        1 => (cond, branch.clone(), branch).prop_map(|(c, a, b)| Expr::Case(vec![(c, a)], Some(Box::new(b)))),
+        1 => (any::<bool>(), leaf.clone(), leaf).prop_map(|(g, a, b)| Expr::Extreme(g, vec![a, b])),
+    ]
+    .boxed()
 }
 
 /// Any expression of any family.
@@ -301,6 +323,36 @@ fn sql(e: &Expr) -> String {
         Expr::And(a, b) => format!("({} AND {})", sql(a), sql(b)),
         Expr::Or(a, b) => format!("({} OR {})", sql(a), sql(b)),
         Expr::Not(a) => format!("(NOT {})", sql(a)),
+        Expr::Case(whens, otherwise) => {
+            let mut text = "(CASE".to_string();
+            for (c, v) in whens {
+                text += &format!(" WHEN {} THEN {}", sql(c), sql(v));
+            }
+            if let Some(e) = otherwise {
+                text += &format!(" ELSE {}", sql(e));
+            }
+            text + " END)"
+        }
+        Expr::Extreme(greatest, args) => {
+            let args: Vec<String> = args.iter().map(sql).collect();
+            format!("{}({})", if *greatest { "max" } else { "min" }, args.join(", "))
+        }
+        Expr::Extract(field, a) => {
+            // Whole seconds here (the generator scales to hours and days).
+            let t = format!("(({}) / 1000000)", sql(a));
+            let part = |f: &str| format!("CAST(strftime('{f}', {t}, 'unixepoch') AS INTEGER)");
+            match field {
+                TimeField::Year => part("%Y"),
+                TimeField::Quarter => format!("(({} + 2) / 3)", part("%m")),
+                TimeField::Month => part("%m"),
+                TimeField::Day => part("%d"),
+                TimeField::Hour => part("%H"),
+                TimeField::Minute => part("%M"),
+                TimeField::Second => part("%S"),
+                TimeField::Microsecond => format!("(({}) % 1000000)", sql(a)),
+            }
+        }
+        Expr::AddMonths(..) => unreachable!("the generator makes no month arithmetic"),
     }
 }
 

@@ -44,7 +44,8 @@ fn operands(op: &mut Op, f: &mut impl FnMut(&mut u16, bool)) {
         | Op::ArithF64 { dst, a, b, .. }
         | Op::Compare { dst, a, b, .. }
         | Op::And { dst, a, b }
-        | Op::Or { dst, a, b } => {
+        | Op::Or { dst, a, b }
+        | Op::AddMonths { dst, a, b } => {
             f(a, false);
             f(b, false);
             f(dst, true);
@@ -53,7 +54,8 @@ fn operands(op: &mut Op, f: &mut impl FnMut(&mut u16, bool)) {
         | Op::IsNull { dst, a, .. }
         | Op::Like { dst, a, .. }
         | Op::In { dst, a, .. }
-        | Op::Not { dst, a } => {
+        | Op::Not { dst, a }
+        | Op::Extract { dst, a, .. } => {
             f(a, false);
             f(dst, true);
         }

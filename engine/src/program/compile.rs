@@ -30,6 +30,7 @@ use super::verify::{column_register_type, parse_pattern};
 use super::{
     AggFn, Aggregate, ArithOp, CmpOp, Constant, Instr, Output, Program, ProgramLimits, RegType,
 };
+use super::calendar::TimeField;
 use crate::row::Value;
 use crate::schema::Table;
 
@@ -58,6 +59,16 @@ pub enum Expr {
     Or(Box<Expr>, Box<Expr>),
     /// `NOT e`.
     Not(Box<Expr>),
+    /// `CASE WHEN c1 THEN v1 ... [ELSE e] END` (no ELSE: NULL); the values share one type
+    /// (integers and f64 together make f64).
+    Case(Vec<(Expr, Expr)>, Option<Box<Expr>>),
+    /// `GREATEST(..)` (`true`) or `LEAST(..)` (`false`) of one or more values of one type:
+    /// NULL when any of them is NULL.
+    Extreme(bool, Vec<Expr>),
+    /// `EXTRACT(field FROM e)` of a timestamp (or any i64 of microseconds).
+    Extract(TimeField, Box<Expr>),
+    /// A timestamp plus a number of calendar months (the day cut to the month's last day).
+    AddMonths(Box<Expr>, Box<Expr>),
 }
 
 /// The column `name`.
@@ -197,6 +208,25 @@ impl fmt::Display for Expr {
             Expr::And(a, b) => write!(f, "({a} AND {b})"),
             Expr::Or(a, b) => write!(f, "({a} OR {b})"),
             Expr::Not(e) => write!(f, "(NOT {e})"),
+            Expr::Case(whens, otherwise) => {
+                f.write_str("CASE")?;
+                for (c, v) in whens {
+                    write!(f, " WHEN {c} THEN {v}")?;
+                }
+                if let Some(e) = otherwise {
+                    write!(f, " ELSE {e}")?;
+                }
+                f.write_str(" END")
+            }
+            Expr::Extreme(greatest, args) => {
+                f.write_str(if *greatest { "GREATEST(" } else { "LEAST(" })?;
+                for (i, a) in args.iter().enumerate() {
+                    write!(f, "{}{a}", if i == 0 { "" } else { ", " })?;
+                }
+                f.write_str(")")
+            }
+            Expr::Extract(field, e) => write!(f, "EXTRACT({} FROM {e})", field.name()),
+            Expr::AddMonths(e, n) => write!(f, "ADD_MONTHS({e}, {n})"),
         }
     }
 }
@@ -242,6 +272,19 @@ struct Operand {
     register: u8,
     ty: RegType,
     temporary: bool,
+}
+
+/// Whether `e` is NULL without a type of its own (a NULL literal, or a CASE, GREATEST or
+/// LEAST of nothing else): it takes the type of what it meets.
+fn untyped(e: &Expr) -> bool {
+    match e {
+        Expr::Literal(Value::Null) => true,
+        Expr::Case(whens, otherwise) => {
+            whens.iter().all(|(_, v)| untyped(v)) && !otherwise.as_deref().is_some_and(|e| !untyped(e))
+        }
+        Expr::Extreme(_, args) => args.iter().all(untyped),
+        _ => false,
+    }
 }
 
 /// The natural register type of a literal (`None` for NULL).
@@ -319,6 +362,7 @@ pub fn compile_with(
     Ok(program)
 }
 
+#[derive(Clone)]
 struct Compiler<'t> {
     table: &'t Table,
     limit: usize,
@@ -547,7 +591,198 @@ impl Compiler<'_> {
                 self.emit(Instr::Not { dst: dst.register, a: a.register });
                 Ok(dst)
             }
+            Expr::Case(whens, otherwise) => self.case(e, whens, otherwise.as_deref(), hint),
+            Expr::Extreme(greatest, args) => self.extreme(e, *greatest, args, hint),
+            Expr::Extract(field, a) => {
+                let a = self.timestamp(a, "EXTRACT needs a timestamp")?;
+                self.release(a);
+                let dst = self.allocate(RegType::I64, true)?;
+                self.emit(Instr::Extract { field: *field, dst: dst.register, a: a.register });
+                Ok(dst)
+            }
+            Expr::AddMonths(a, n) => {
+                let a = self.timestamp(a, "a month interval needs a timestamp")?;
+                let n = self.timestamp(n, "a number of months needs an integer")?;
+                self.release(a);
+                self.release(n);
+                let dst = self.allocate(RegType::I64, true)?;
+                self.emit(Instr::AddMonths { dst: dst.register, a: a.register, b: n.register });
+                Ok(dst)
+            }
         }
+    }
+
+    /// `e` as an i64 (timestamps load as i64 microseconds).
+    fn timestamp(&mut self, e: &Expr, context: &str) -> Result<Operand, CompileError> {
+        let operand = self.expr(e, Some(RegType::I64))?;
+        self.want(e, operand, RegType::I64, context)?;
+        Ok(operand)
+    }
+
+    /// The type `e` compiles to with `hint`, found by compiling it on a copy of the compiler.
+    fn probe(&self, e: &Expr, hint: Option<RegType>) -> Result<RegType, CompileError> {
+        Ok(self.clone().expr(e, hint)?.ty)
+    }
+
+    /// The one type of several values (CASE branches, GREATEST / LEAST arguments): their
+    /// common type, integers and f64 together making f64; NULL literals take it.
+    fn common_type<'e>(
+        &self,
+        whole: &Expr,
+        values: impl Iterator<Item = &'e Expr> + Clone,
+        hint: Option<RegType>,
+    ) -> Result<RegType, CompileError> {
+        let mut ty: Option<RegType> = None;
+        for v in values.clone().filter(|v| !matches!(v, Expr::Literal(Value::Null))) {
+            let t = self.probe(v, ty)?;
+            ty = Some(match (ty, t) {
+                (None, t) => t,
+                (Some(a), b) if a == b => a,
+                (Some(RegType::F64), RegType::I64 | RegType::U64)
+                | (Some(RegType::I64 | RegType::U64), RegType::F64) => RegType::F64,
+                (Some(a), b) => {
+                    return Err(CompileError::Type(format!(
+                        "the values of `{whole}` need one type: {a} and {}",
+                        self.what(v, b)
+                    )))
+                }
+            });
+        }
+        Ok(ty.or(hint).unwrap_or(RegType::I64))
+    }
+
+    /// Compiles `e` and puts it into `dst` (of type `ty`, converting an integer to f64).
+    fn compute_into(&mut self, e: &Expr, dst: Operand) -> Result<(), CompileError> {
+        if let Expr::Literal(Value::Null) = e {
+            let constant = self.constant(Constant::Value(Value::Null))?;
+            self.emit(Instr::LoadConst { dst: dst.register, constant });
+            return Ok(());
+        }
+        let v = self.expr(e, Some(dst.ty))?;
+        self.release(v);
+        match (v.ty, dst.ty) {
+            (a, b) if a == b => self.emit(Instr::Move { dst: dst.register, a: v.register }),
+            (RegType::I64 | RegType::U64, RegType::F64) => {
+                self.emit(Instr::ToF64 { dst: dst.register, a: v.register })
+            }
+            (_, ty) => {
+                return Err(CompileError::Type(format!("a value of {ty} is needed, {}", self.what(e, v.ty))))
+            }
+        }
+        Ok(())
+    }
+
+    /// The index the next instruction will have, as a jump target.
+    fn here(&self) -> Result<u16, CompileError> {
+        u16::try_from(self.program.code.len()).map_err(|_| CompileError::TooLarge {
+            what: "instructions",
+            count: self.program.code.len() + 1,
+            limit: usize::from(u16::MAX),
+        })
+    }
+
+    /// Points the jump at `at` to the next instruction.
+    fn patch(&mut self, at: usize) -> Result<(), CompileError> {
+        let here = self.here()?;
+        match &mut self.program.code[at] {
+            Instr::Jump { target }
+            | Instr::JumpIfTrue { target, .. }
+            | Instr::JumpIfNotTrue { target, .. } => *target = here,
+            other => unreachable!("instruction {at} ({}) is not a jump", other.name()),
+        }
+        Ok(())
+    }
+
+    /// CASE: each condition in turn; the first true one's value goes into the result.
+    ///
+    /// A column first loaded inside a branch is loaded only on that branch's path, so the
+    /// compiler forgets it after the branch (a later use loads it again); columns loaded by
+    /// the first condition are loaded on every path.
+    fn case(
+        &mut self,
+        whole: &Expr,
+        whens: &[(Expr, Expr)],
+        otherwise: Option<&Expr>,
+        hint: Option<RegType>,
+    ) -> Result<Operand, CompileError> {
+        if whens.is_empty() {
+            return Err(CompileError::Shape(format!("`{whole}` has no WHEN")));
+        }
+        let values = whens.iter().map(|(_, v)| v).chain(otherwise);
+        let ty = self.common_type(whole, values, hint)?;
+        let result = self.allocate(ty, true)?;
+        let mut ends = Vec::new();
+        let mut known = None;
+        for (cond, value) in whens {
+            let c = self.boolean(cond)?;
+            known.get_or_insert(self.columns.len());
+            let mark = self.columns.len();
+            let skip = self.program.code.len();
+            self.emit(Instr::JumpIfNotTrue { cond: c.register, target: 0 });
+            self.release(c);
+            self.compute_into(value, result)?;
+            self.columns.truncate(mark);
+            ends.push(self.program.code.len());
+            self.emit(Instr::Jump { target: 0 });
+            self.patch(skip)?;
+        }
+        self.compute_into(otherwise.unwrap_or(&Expr::Literal(Value::Null)), result)?;
+        self.columns.truncate(known.unwrap_or(0));
+        for at in ends {
+            self.patch(at)?;
+        }
+        Ok(result)
+    }
+
+    /// GREATEST / LEAST: every argument computed (on every path), then the best kept; any
+    /// NULL argument makes the result NULL.
+    fn extreme(
+        &mut self,
+        whole: &Expr,
+        greatest: bool,
+        args: &[Expr],
+        hint: Option<RegType>,
+    ) -> Result<Operand, CompileError> {
+        if args.is_empty() {
+            return Err(CompileError::Shape(format!("`{whole}` needs at least one argument")));
+        }
+        let ty = self.common_type(whole, args.iter(), hint)?;
+        let mut values = Vec::with_capacity(args.len());
+        for a in args {
+            let slot = self.allocate(ty, true)?;
+            self.compute_into(a, slot)?;
+            values.push(slot);
+        }
+        let result = self.allocate(ty, true)?;
+        self.emit(Instr::Move { dst: result.register, a: values[0].register });
+        let op = if greatest { CmpOp::Gt } else { CmpOp::Lt };
+        let better = self.allocate(RegType::Bool, true)?;
+        for v in &values[1..] {
+            self.emit(Instr::Compare { op, dst: better.register, a: v.register, b: result.register });
+            let skip = self.program.code.len();
+            self.emit(Instr::JumpIfNotTrue { cond: better.register, target: 0 });
+            self.emit(Instr::Move { dst: result.register, a: v.register });
+            self.patch(skip)?;
+        }
+        let mut nulls = Vec::with_capacity(values.len());
+        for v in &values {
+            self.emit(Instr::IsNull { dst: better.register, a: v.register });
+            nulls.push(self.program.code.len());
+            self.emit(Instr::JumpIfTrue { cond: better.register, target: 0 });
+        }
+        let end = self.program.code.len();
+        self.emit(Instr::Jump { target: 0 });
+        for at in nulls {
+            self.patch(at)?;
+        }
+        let constant = self.constant(Constant::Value(Value::Null))?;
+        self.emit(Instr::LoadConst { dst: result.register, constant });
+        self.patch(end)?;
+        self.release(better);
+        for v in values {
+            self.release(v);
+        }
+        Ok(result)
     }
 
     fn boolean(&mut self, e: &Expr) -> Result<Operand, CompileError> {
@@ -578,7 +813,8 @@ impl Compiler<'_> {
         // A literal takes its type from the other side, so that side is compiled first; of
         // two literals, a NULL takes the other's type.
         let b_first = match (a, b) {
-            (Expr::Literal(Value::Null), _) => true,
+            (a, _) if untyped(a) => true,
+            (_, b) if untyped(b) => false,
             (Expr::Literal(_), Expr::Literal(_)) => false,
             (Expr::Literal(_), _) => true,
             _ => false,

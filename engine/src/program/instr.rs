@@ -29,6 +29,10 @@
 //!                  0x0e jump_if_true      cond u8, target u16
 //!                  0x0f jump_if_not_true  cond u8, target u16
 //!                  0x10 skip / 0x11 return / 0x12 aggregate   (no operands)
+//!                  0x13 move              dst u8, a u8 (one type)
+//!                  0x14 extract           field u8 (0 year 1 quarter 2 month 3 day 4 hour
+//!                                         5 minute 6 second 7 microsecond), dst u8, a u8
+//!                  0x15 add_months        dst u8, a u8, b u8 (i64 microseconds, i64 months)
 //! .       4      output count O, then O outputs: u8 kind 0 (column) + u16, or kind 1 (register) + u8
 //! .       4      group-by count G, then G register bytes
 //! .       4      aggregate count A, then A aggregates: u8 function (0 count 1 sum 2 min 3 max
@@ -38,6 +42,7 @@
 
 use std::fmt;
 
+use super::calendar::TimeField;
 use super::tuple::{self, Counter, Sink};
 use super::{ProgramError, ProgramLimits};
 use crate::row::Value;
@@ -241,6 +246,12 @@ pub enum Instr {
     Return,
     /// Fold the row into its group.
     Aggregate,
+    /// `dst = a`, both of one type (CASE and GREATEST / LEAST results).
+    Move { dst: u8, a: u8 },
+    /// `dst = field of a`: a timestamp (i64 microseconds) to an i64.
+    Extract { field: TimeField, dst: u8, a: u8 },
+    /// `dst = a + b months` (i64 microseconds, i64 months; the day cut to the month's end).
+    AddMonths { dst: u8, a: u8, b: u8 },
 }
 
 impl Instr {
@@ -265,6 +276,9 @@ impl Instr {
             Instr::Skip => "skip",
             Instr::Return => "return",
             Instr::Aggregate => "aggregate",
+            Instr::Move { .. } => "move",
+            Instr::Extract { .. } => "extract",
+            Instr::AddMonths { .. } => "add_months",
         }
     }
 
@@ -358,6 +372,9 @@ fn write_instr<S: Sink>(instr: &Instr, out: &mut S) {
         Instr::Skip => out.put(&[0x10]),
         Instr::Return => out.put(&[0x11]),
         Instr::Aggregate => out.put(&[0x12]),
+        Instr::Move { dst, a } => out.put(&[0x13, dst, a]),
+        Instr::Extract { field, dst, a } => out.put(&[0x14, field as u8, dst, a]),
+        Instr::AddMonths { dst, a, b } => out.put(&[0x15, dst, a, b]),
     }
 }
 
@@ -593,6 +610,16 @@ impl<'a> Reader<'a> {
             0x10 => Instr::Skip,
             0x11 => Instr::Return,
             0x12 => Instr::Aggregate,
+            0x13 => Instr::Move { dst: self.u8("dst")?, a: self.u8("a")? },
+            0x14 => {
+                let code = self.u8("field")?;
+                let field = TimeField::ALL.get(usize::from(code)).copied();
+                let field = field.ok_or_else(|| {
+                    self.malformed(at + 1, format!("{code} is not a timestamp field"))
+                })?;
+                Instr::Extract { field, dst: self.u8("dst")?, a: self.u8("a")? }
+            }
+            0x15 => Instr::AddMonths { dst: self.u8("dst")?, a: self.u8("a")?, b: self.u8("b")? },
             other => return Err(self.malformed(at, format!("{other:#04x} is not an opcode"))),
         })
     }

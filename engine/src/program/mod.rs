@@ -12,6 +12,7 @@
 //!   coordinator's [`Merger`] that combines partitions and finishes the results;
 //! - `key_table.rs`: the hash table from group keys to groups both of them use;
 //! - [`compile`]: expressions and queries, as client libraries and SQL write them, into programs;
+//! - [`calendar`]: the timestamp fields and month arithmetic of `extract` and `add_months`;
 //! - [`tuple`]: the self-describing value tuples returned rows and group keys travel as.
 //!
 //! Invariants every verified program keeps, which the interpreter relies on (and never
@@ -21,6 +22,7 @@
 
 pub mod aggregate;
 mod alias;
+pub mod calendar;
 pub mod compile;
 pub mod instr;
 mod key_table;
@@ -29,6 +31,7 @@ pub mod tuple;
 mod verify;
 
 pub use aggregate::{Groups, Merger};
+pub use calendar::TimeField;
 pub use compile::{col, compile, compile_with, lit, CompileError, Expr, Query};
 pub use instr::{AggFn, Aggregate, ArithOp, CmpOp, Constant, Instr, Output, Program, RegType};
 pub use run::Verified;

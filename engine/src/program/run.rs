@@ -16,6 +16,7 @@ use std::cmp::Ordering;
 use std::sync::atomic::{AtomicU64, Ordering as AtomicOrdering};
 
 use super::aggregate::{Groups, Merger, Plan};
+use super::calendar::{self, TimeField};
 use super::tuple::{tag, write_variable};
 use super::{ArithOp, CmpOp, Outcome, RunError};
 
@@ -178,6 +179,16 @@ pub(super) enum Op {
     Not {
         dst: u16,
         a: u16,
+    },
+    Extract {
+        field: TimeField,
+        dst: u16,
+        a: u16,
+    },
+    AddMonths {
+        dst: u16,
+        a: u16,
+        b: u16,
     },
     Jump {
         target: u32,
@@ -379,6 +390,20 @@ impl Verified {
                     r[usize::from(dst)] = or(&r[usize::from(a)], &r[usize::from(b)])
                 }
                 Op::Not { dst, a } => r[usize::from(dst)] = not(&r[usize::from(a)]),
+                Op::Extract { field, dst, a } => {
+                    r[usize::from(dst)] = match r[usize::from(a)] {
+                        Slot::I64(t) => Slot::I64(calendar::extract(t, field)),
+                        _ => Slot::Null,
+                    };
+                }
+                Op::AddMonths { dst, a, b } => {
+                    r[usize::from(dst)] = match (r[usize::from(a)], r[usize::from(b)]) {
+                        (Slot::I64(t), Slot::I64(m)) => Slot::I64(
+                            calendar::add_months(t, m).ok_or_else(|| self.overflow(index))?,
+                        ),
+                        _ => Slot::Null,
+                    };
+                }
                 Op::Jump { target } => pc = target as usize,
                 Op::JumpIf { cond, target, when } => {
                     if matches!(r[usize::from(cond)], Slot::Bool(true)) == when {

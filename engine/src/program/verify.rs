@@ -277,6 +277,22 @@ impl<'p> Builder<'p> {
                 self.is(at, "operand", a, RegType::Bool)?;
                 Op::Not { dst: reg(dst), a: reg(a) }
             }
+            Instr::Move { dst, a } => {
+                let ty = self.register(dst).map_err(|e| at.err(e))?;
+                self.is(at, "source", a, ty)?;
+                Op::Copy { dst: reg(dst), src: reg(a) }
+            }
+            Instr::Extract { field, dst, a } => {
+                self.is(at, "destination", dst, RegType::I64)?;
+                self.is(at, "timestamp", a, RegType::I64)?;
+                Op::Extract { field, dst: reg(dst), a: reg(a) }
+            }
+            Instr::AddMonths { dst, a, b } => {
+                for (role, r) in [("destination", dst), ("timestamp", a), ("months", b)] {
+                    self.is(at, role, r, RegType::I64)?;
+                }
+                Op::AddMonths { dst: reg(dst), a: reg(a), b: reg(b) }
+            }
             _ => self.control(at, instr)?,
         })
     }
