@@ -23,6 +23,7 @@ pub mod error;
 pub mod expr;
 pub mod retry;
 pub mod session;
+pub mod sql;
 
 pub use engine::protocol::{Exec, LockMode};
 pub use engine::row::Value;

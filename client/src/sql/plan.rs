@@ -1,0 +1,1037 @@
+//! The planner: a parsed SELECT (with its CTEs) into a [`Plan`], or a refusal naming the
+//! part that cannot run pushed down and where it starts.
+//!
+//! Names: every column is resolved against the FROM clause's sources (`alias.column`, or a
+//! bare name that exactly one source has) and carried as `alias.column`; aggregate calls
+//! become the columns `#a0`, `#a1`, ... of the grouped result and GROUP BY expressions
+//! `#g0`, ...; anything else in an aggregating SELECT list, HAVING or ORDER BY that is
+//! neither grouped nor aggregated is refused.
+//!
+//! Access: a WHERE that fixes the whole primary key (equalities or IN lists) becomes key
+//! reads; otherwise the ordered index whose leading columns the WHERE bounds best (two points
+//! per column fixed by equality or IN, one for a range on the next) drives a range scan, and
+//! the data nodes prune to the partitions the bounds name. USE / FORCE / IGNORE INDEX limit
+//! the choice (FORCE also over key reads, and with no bound an ordered full index scan). The
+//! WHERE terms that use the index stay in the pushed filter too, so a range is only ever an
+//! optimisation of what the filter says.
+
+use std::sync::Arc;
+
+use engine::index::{Range, RangeEnd};
+use engine::program::compile::{Expr, Query};
+use engine::program::{AggFn, CmpOp};
+use engine::row::Value;
+use engine::schema::{ColumnType, Table};
+use sqlparser::ast::{self, GroupByExpr, JoinConstraint, JoinOperator, SelectItem, SetExpr, TableFactor};
+
+use super::local::{self, and_all, columns, conjuncts, map_children};
+use super::{at, cut, refused};
+use crate::error::Result;
+use crate::expr::{from_ast_in, Context};
+use crate::session::Session;
+
+/// Most ranges (or keys) one IN list product may make.
+const MAX_RANGES: usize = 4096;
+
+/// A column of a source.
+#[derive(Clone, Debug)]
+pub(super) struct Col {
+    pub alias: String,
+    pub name: String,
+    pub ty: ColumnType,
+}
+
+impl Col {
+    /// The name the plan's expressions use: `alias.column`.
+    pub fn key(&self) -> String {
+        format!("{}.{}", self.alias, self.name)
+    }
+}
+
+/// A statement's plan: its CTEs in order, then the main SELECT.
+#[derive(Debug)]
+pub(super) struct Plan {
+    pub ctes: Vec<Cte>,
+    pub main: Select,
+}
+
+/// A CTE: its name and its SELECT (whose visible columns are its columns).
+#[derive(Debug)]
+pub(super) struct Cte {
+    pub name: String,
+    pub select: Select,
+}
+
+/// One SELECT.
+#[derive(Debug)]
+pub(super) struct Select {
+    pub source: Source,
+    pub joins: Vec<Join>,
+    /// WHERE terms over several sources, evaluated on the joined rows.
+    pub residual: Option<Expr>,
+    pub shape: Shape,
+    /// (output column, descending).
+    pub order: Vec<(usize, bool)>,
+    pub limit: Option<u64>,
+    pub offset: u64,
+    /// The visible output columns' names; outputs after them are ORDER BY's hidden keys.
+    pub names: Vec<String>,
+    /// Every output's type (visible, then hidden).
+    pub types: Vec<ColumnType>,
+    /// The scan returns rows in the ORDER BY's order (an ordered index scan).
+    pub index_ordered: bool,
+}
+
+/// What a SELECT computes from its (joined) rows.
+#[derive(Debug)]
+pub(super) enum Shape {
+    /// One output row per row.
+    Rows { output: Vec<Expr> },
+    /// Groups: keys and aggregates over the rows, then HAVING and the outputs over the
+    /// groups (`#gN`, `#aN`).
+    Aggregate { group_by: Vec<Expr>, aggregates: Vec<(AggFn, Option<Expr>)>, having: Option<Expr>, output: Vec<Expr> },
+}
+
+/// A FROM item.
+#[derive(Debug)]
+pub(super) struct Source {
+    pub alias: String,
+    pub kind: SourceKind,
+    /// Terms on this source alone (pushed to the data nodes for a table).
+    pub filter: Option<Expr>,
+    /// The columns the statement uses (at least one).
+    pub columns: Vec<Col>,
+    /// Every column the source has.
+    pub all: Vec<Col>,
+}
+
+/// What a FROM item reads.
+#[derive(Debug)]
+pub(super) enum SourceKind {
+    Table { table: Arc<Table>, access: Access },
+    Cte { index: usize, name: String },
+}
+
+/// How a table driving a SELECT is read.
+#[derive(Debug)]
+pub(super) enum Access {
+    /// Key reads (the WHERE fixes the whole primary key), values in key order.
+    Keys(Vec<Vec<Value>>),
+    /// A scan: the whole table, or ranges of an ordered index.
+    Scan { index: Option<String>, ranges: Vec<Range> },
+}
+
+/// A joined source.
+#[derive(Debug)]
+pub(super) struct Join {
+    pub left: bool,
+    pub source: Source,
+    pub method: Method,
+    /// (outer column, this source's column) pairs that must be equal.
+    pub pairs: Vec<(String, String)>,
+}
+
+/// How a join reaches its rows.
+#[derive(Debug)]
+pub(super) enum Method {
+    /// Key reads of the joined table (pairs in primary-key order).
+    PrimaryKey,
+    /// A scan of an ordered index with one range per distinct key of its first `prefix`
+    /// columns (the first `prefix` pairs).
+    Index { name: String, prefix: usize },
+    /// A CTE's rows matched by hash.
+    Hash,
+}
+
+impl Select {
+    /// Whether the whole SELECT runs as one scan (no joins, no client-side terms).
+    pub fn is_one_scan(&self) -> bool {
+        self.joins.is_empty()
+            && self.residual.is_none()
+            && matches!(self.source.kind, SourceKind::Table { access: Access::Scan { .. }, .. })
+    }
+}
+
+/// Plans `query` (its WITH clause included); `now` is the statement's time.
+pub(super) fn plan(session: &mut Session<'_>, query: &ast::Query, now: i64) -> Result<Plan> {
+    let mut ctes: Vec<Cte> = Vec::new();
+    if let Some(with) = &query.with {
+        if with.recursive {
+            return Err(refused(format!("WITH RECURSIVE{}: only non-recursive CTEs run", at(&with.with_token.0))));
+        }
+        for cte in &with.cte_tables {
+            let name = cte.alias.name.value.clone();
+            if ctes.iter().any(|c| c.name == name) {
+                return Err(refused(format!("the CTE name `{name}` is used twice{}", super::at_span(cte.alias.name.span))));
+            }
+            if cte.query.with.is_some() {
+                return Err(refused(format!("a WITH inside the CTE `{name}`: put every CTE in the outer WITH")));
+            }
+            let mut select = select(session, &cte.query, &ctes, now)?;
+            if !cte.alias.columns.is_empty() {
+                if cte.alias.columns.len() != select.names.len() {
+                    return Err(refused(format!(
+                        "the CTE `{name}` names {} columns but its SELECT has {}{}",
+                        cte.alias.columns.len(),
+                        select.names.len(),
+                        super::at_span(cte.alias.name.span)
+                    )));
+                }
+                select.names = cte.alias.columns.iter().map(|c| c.name.value.clone()).collect();
+            }
+            check_unique(&select.names, &format!("the CTE `{name}`"))?;
+            ctes.push(Cte { name, select });
+        }
+    }
+    let main = select(session, query, &ctes, now)?;
+    Ok(Plan { ctes, main })
+}
+
+fn check_unique(names: &[String], what: &str) -> Result<()> {
+    for (i, n) in names.iter().enumerate() {
+        if names[..i].iter().any(|m| m.eq_ignore_ascii_case(n)) {
+            return Err(refused(format!("{what} has two columns named `{n}`: give one an alias")));
+        }
+    }
+    Ok(())
+}
+
+/// Name resolution for one clause.
+struct Names<'a> {
+    scope: &'a [Col],
+    /// Where aggregates may appear: they are collected here.
+    aggregates: Option<&'a mut Vec<(AggFn, Option<Expr>)>>,
+    now: i64,
+    clause: &'static str,
+}
+
+impl Context for Names<'_> {
+    fn column(&mut self, parts: &[String], tree: &ast::Expr) -> Result<Expr> {
+        let found: Vec<&Col> = match parts {
+            [name] => {
+                let exact: Vec<&Col> = self.scope.iter().filter(|c| &c.name == name).collect();
+                if exact.is_empty() {
+                    self.scope.iter().filter(|c| c.name.eq_ignore_ascii_case(name)).collect()
+                } else {
+                    exact
+                }
+            }
+            [alias, name] => self
+                .scope
+                .iter()
+                .filter(|c| c.alias.eq_ignore_ascii_case(alias) && c.name.eq_ignore_ascii_case(name))
+                .collect(),
+            _ => return Err(refused(format!("the name `{}`{} has too many parts", cut(tree), at(tree)))),
+        };
+        match found.as_slice() {
+            [col] => Ok(Expr::Column(col.key())),
+            [] => Err(refused(format!("unknown column `{}`{} in {}", cut(tree), at(tree), self.clause))),
+            many => Err(refused(format!(
+                "the column `{}`{} is ambiguous: {}",
+                cut(tree),
+                at(tree),
+                many.iter().map(|c| c.key()).collect::<Vec<_>>().join(", ")
+            ))),
+        }
+    }
+
+    fn aggregate(&mut self, func: AggFn, arg: Option<&ast::Expr>, tree: &ast::Expr) -> Result<Expr> {
+        let Some(list) = self.aggregates.as_deref_mut() else {
+            return Err(refused(format!("the aggregate `{}`{} is not allowed in {}", cut(tree), at(tree), self.clause)));
+        };
+        let arg = match arg {
+            Some(a) => {
+                let mut inner = Names { scope: self.scope, aggregates: None, now: self.now, clause: "an aggregate's argument" };
+                Some(from_ast_in(a, &mut inner)?)
+            }
+            None => None,
+        };
+        let entry = (func, arg);
+        let index = match list.iter().position(|e| *e == entry) {
+            Some(i) => i,
+            None => {
+                list.push(entry);
+                list.len() - 1
+            }
+        };
+        Ok(Expr::Column(format!("#a{index}")))
+    }
+
+    fn now(&mut self) -> i64 {
+        self.now
+    }
+}
+
+fn convert(tree: &ast::Expr, scope: &[Col], now: i64, clause: &'static str) -> Result<Expr> {
+    from_ast_in(tree, &mut Names { scope, aggregates: None, now, clause })
+}
+
+/// A FROM item as written.
+struct Item<'q> {
+    factor: &'q TableFactor,
+    alias: String,
+    kind: SourceKind,
+    all: Vec<Col>,
+    hints: Hints,
+}
+
+/// USE / FORCE / IGNORE INDEX on a table.
+#[derive(Default)]
+struct Hints {
+    /// Only these indexes (USE or FORCE); `Some(empty)`: none.
+    only: Option<Vec<String>>,
+    ignore: Vec<String>,
+    force: bool,
+}
+
+fn item<'q>(session: &mut Session<'_>, factor: &'q TableFactor, ctes: &[Cte]) -> Result<Item<'q>> {
+    let TableFactor::Table { name, alias, args, with_hints, version, partitions, sample, index_directives, .. } = factor
+    else {
+        return Err(refused(format!(
+            "`{}`{}: FROM takes tables and CTEs (no subqueries or table functions)",
+            cut(factor),
+            at(factor)
+        )));
+    };
+    if args.is_some() || !with_hints.is_empty() || version.is_some() || !partitions.is_empty() || sample.is_some() {
+        return Err(refused(format!("unsupported table form `{}`{}", cut(factor), at(factor))));
+    }
+    let table_name = match name.0.as_slice() {
+        [ast::ObjectNamePart::Identifier(i)] => i.value.clone(),
+        _ => return Err(refused(format!("`{name}`{}: a table name has one part", at(factor)))),
+    };
+    if alias.as_ref().is_some_and(|a| !a.columns.is_empty()) {
+        return Err(refused(format!("column aliases on `{}`{}", cut(factor), at(factor))));
+    }
+    let alias = alias.as_ref().map_or(table_name.clone(), |a| a.name.value.clone());
+    let mut hints = Hints::default();
+    for d in index_directives {
+        let ast::TableIndexDirective::MySql(h) = d else {
+            return Err(refused(format!("unsupported index directive `{d}`{}", at(factor))));
+        };
+        if h.for_clause.is_some() {
+            return Err(refused(format!("`{h}`: index hints FOR JOIN / ORDER BY / GROUP BY are not supported")));
+        }
+        let names: Vec<String> = h.index_names.iter().map(|i| i.value.clone()).collect();
+        match h.hint_type {
+            ast::TableIndexHintType::Ignore => hints.ignore.extend(names),
+            t => {
+                hints.force |= t == ast::TableIndexHintType::Force;
+                hints.only.get_or_insert_with(Vec::new).extend(names);
+            }
+        }
+    }
+    if let Some((index, cte)) = ctes.iter().enumerate().find(|(_, c)| c.name == table_name) {
+        if hints.only.is_some() || !hints.ignore.is_empty() {
+            return Err(refused(format!("index hints on the CTE `{table_name}`{}", at(factor))));
+        }
+        let all = cte
+            .select
+            .names
+            .iter()
+            .zip(&cte.select.types)
+            .map(|(n, ty)| Col { alias: alias.clone(), name: n.clone(), ty: *ty })
+            .collect();
+        let kind = SourceKind::Cte { index, name: table_name };
+        return Ok(Item { factor, alias, kind, all, hints });
+    }
+    let table = session.table(&table_name)?;
+    for name in hints.only.iter().flatten().chain(&hints.ignore) {
+        if table.index_number(name).is_none() {
+            return Err(refused(format!("table `{table_name}` has no index `{name}`{}", at(factor))));
+        }
+    }
+    let all = table.def.columns.iter().map(|c| Col { alias: alias.clone(), name: c.name.clone(), ty: c.ty }).collect();
+    let kind = SourceKind::Table { table, access: Access::Scan { index: None, ranges: Vec::new() } };
+    Ok(Item { factor, alias, kind, all, hints })
+}
+
+/// The aliases an expression's columns belong to.
+fn aliases(e: &Expr) -> Vec<String> {
+    let mut names = Vec::new();
+    columns(e, &mut names);
+    let mut out: Vec<String> = Vec::new();
+    for n in names {
+        if let Some((alias, _)) = n.split_once('.') {
+            if !out.iter().any(|a| a == alias) {
+                out.push(alias.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// One SELECT (CTEs already planned are `ctes`).
+fn select(session: &mut Session<'_>, query: &ast::Query, ctes: &[Cte], now: i64) -> Result<Select> {
+    let SetExpr::Select(s) = query.body.as_ref() else {
+        return Err(refused(format!("`{}`: only a plain SELECT runs (no UNION, VALUES, ...)", cut(&query.body))));
+    };
+    refuse_extras(s, query)?;
+    let [from] = s.from.as_slice() else {
+        return Err(refused(if s.from.is_empty() {
+            "a SELECT needs FROM a table".to_string()
+        } else {
+            format!("`{}`: a comma join; write JOIN ... ON", cut(&s.from[1]))
+        }));
+    };
+    let mut items = vec![item(session, &from.relation, ctes)?];
+    let mut ons = Vec::new();
+    for j in &from.joins {
+        let (left, constraint) = match &j.join_operator {
+            JoinOperator::Join(c) | JoinOperator::Inner(c) => (false, c),
+            JoinOperator::Left(c) | JoinOperator::LeftOuter(c) => (true, c),
+            other => {
+                return Err(refused(format!(
+                    "`{}`{}: only INNER and LEFT joins run",
+                    cut(&format!("{other:?}").split('(').next().unwrap_or("join").to_uppercase()),
+                    at(&j.relation)
+                )))
+            }
+        };
+        let JoinConstraint::On(on) = constraint else {
+            return Err(refused(format!("the join of `{}`{} needs ON (no USING or NATURAL)", cut(&j.relation), at(&j.relation))));
+        };
+        items.push(item(session, &j.relation, ctes)?);
+        ons.push((left, on));
+    }
+    for (i, it) in items.iter().enumerate() {
+        if items[..i].iter().any(|o| o.alias.eq_ignore_ascii_case(&it.alias)) {
+            return Err(refused(format!("the name `{}` is used twice in FROM{}: give one an alias", it.alias, at(it.factor))));
+        }
+    }
+    let scope: Vec<Col> = items.iter().flat_map(|i| i.all.iter().cloned()).collect();
+
+    // SELECT list, GROUP BY, HAVING, ORDER BY.
+    let mut aggregates = Vec::new();
+    let mut outputs: Vec<Expr> = Vec::new();
+    let mut names: Vec<String> = Vec::new();
+    let mut trees: Vec<Option<&ast::Expr>> = Vec::new();
+    for p in &s.projection {
+        match p {
+            SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
+                let mut cx = Names { scope: &scope, aggregates: Some(&mut aggregates), now, clause: "the SELECT list" };
+                outputs.push(from_ast_in(e, &mut cx)?);
+                names.push(match p {
+                    SelectItem::ExprWithAlias { alias, .. } => alias.value.clone(),
+                    _ => match e {
+                        ast::Expr::Identifier(i) => i.value.clone(),
+                        ast::Expr::CompoundIdentifier(parts) => parts.last().map_or(e.to_string(), |i| i.value.clone()),
+                        e => e.to_string(),
+                    },
+                });
+                trees.push(Some(e));
+            }
+            SelectItem::ExprWithAliases { .. } => {
+                return Err(refused(format!("unsupported select item `{}`{}", cut(p), at(p))));
+            }
+            SelectItem::Wildcard(o) => {
+                refuse_wildcard_options(o, p)?;
+                for c in &scope {
+                    outputs.push(Expr::Column(c.key()));
+                    names.push(c.name.clone());
+                    trees.push(None);
+                }
+            }
+            SelectItem::QualifiedWildcard(kind, o) => {
+                refuse_wildcard_options(o, p)?;
+                let ast::SelectItemQualifiedWildcardKind::ObjectName(name) = kind else {
+                    return Err(refused(format!("unsupported `{p}`{}", at(p))));
+                };
+                let alias = name.to_string();
+                let cols: Vec<&Col> = scope.iter().filter(|c| c.alias.eq_ignore_ascii_case(&alias)).collect();
+                if cols.is_empty() {
+                    return Err(refused(format!("`{p}`{}: no source is named `{alias}`", at(p))));
+                }
+                for c in cols {
+                    outputs.push(Expr::Column(c.key()));
+                    names.push(c.name.clone());
+                    trees.push(None);
+                }
+            }
+        }
+    }
+    let visible = outputs.len();
+    let mut group_by = Vec::new();
+    match &s.group_by {
+        GroupByExpr::Expressions(list, modifiers) => {
+            if !modifiers.is_empty() {
+                return Err(refused("GROUP BY modifiers (WITH ROLLUP, ...) are not supported"));
+            }
+            for g in list {
+                let tree = select_item_ref(g, &names, &trees, &scope)?.unwrap_or(g);
+                group_by.push(convert(tree, &scope, now, "GROUP BY")?);
+            }
+        }
+        GroupByExpr::All(_) => return Err(refused("GROUP BY ALL is not supported: name the columns")),
+    }
+    let mut having = match &s.having {
+        Some(h) => {
+            let mut cx = Names { scope: &scope, aggregates: Some(&mut aggregates), now, clause: "HAVING" };
+            Some((from_ast_in(h, &mut cx)?, h))
+        }
+        None => None,
+    };
+    let mut order = Vec::new();
+    if let Some(by) = &query.order_by {
+        let ast::OrderByKind::Expressions(list) = &by.kind else {
+            return Err(refused("ORDER BY ALL is not supported: name the columns"));
+        };
+        if by.interpolate.is_some() {
+            return Err(refused("ORDER BY ... INTERPOLATE is not supported"));
+        }
+        for o in list {
+            if o.options.nulls_first.is_some() || o.with_fill.is_some() {
+                return Err(refused(format!("`{o}`{}: NULLS FIRST / LAST and WITH FILL are not supported (NULLs sort first)", at(&o.expr))));
+            }
+            let desc = match &o.options.sort {
+                None | Some(ast::OrderBySort::Asc) => false,
+                Some(ast::OrderBySort::Desc) => true,
+                Some(other) => return Err(refused(format!("unsupported sort order `{other:?}`{}", at(&o.expr)))),
+            };
+            let index = match ordinal_or_alias(&o.expr, &names, visible, &[])? {
+                Some(i) => i,
+                None => {
+                    let mut cx = Names { scope: &scope, aggregates: Some(&mut aggregates), now, clause: "ORDER BY" };
+                    let e = from_ast_in(&o.expr, &mut cx)?;
+                    match outputs.iter().position(|x| *x == e) {
+                        Some(i) => i,
+                        None => {
+                            outputs.push(e);
+                            trees.push(Some(&o.expr));
+                            outputs.len() - 1
+                        }
+                    }
+                }
+            };
+            order.push((index, desc));
+        }
+    }
+    let aggregating = !aggregates.is_empty() || !group_by.is_empty();
+    if having.is_some() && !aggregating {
+        return Err(refused(format!("HAVING{} needs GROUP BY or an aggregate", having.as_ref().map_or(String::new(), |(_, h)| at(*h)))));
+    }
+    let shape = if aggregating {
+        for (i, o) in outputs.iter_mut().enumerate() {
+            *o = grouped(o, &group_by).map_err(|c| not_grouped(&c, trees[i]))?;
+        }
+        let having = match having.take() {
+            Some((h, tree)) => Some(grouped(&h, &group_by).map_err(|c| not_grouped(&c, Some(tree)))?),
+            None => None,
+        };
+        Shape::Aggregate { group_by, aggregates, having, output: outputs }
+    } else {
+        Shape::Rows { output: outputs }
+    };
+    let (limit, offset) = limit_offset(query)?;
+
+    // WHERE and ON terms, placed.
+    let mut terms = Vec::new();
+    if let Some(w) = &s.selection {
+        conjuncts(convert(w, &scope, now, "WHERE")?, &mut terms);
+    }
+    let mut place: Vec<Vec<Expr>> = vec![Vec::new(); items.len()];
+    let mut pairs: Vec<Vec<(String, String)>> = vec![Vec::new(); items.len()];
+    let mut residual = Vec::new();
+    for (j, (left, on)) in ons.iter().enumerate() {
+        let j = j + 1;
+        let visible_scope: Vec<Col> = items[..=j].iter().flat_map(|i| i.all.iter().cloned()).collect();
+        let mut on_terms = Vec::new();
+        conjuncts(convert(on, &visible_scope, now, "ON")?, &mut on_terms);
+        let me = &items[j].alias;
+        for t in on_terms {
+            let owners = aliases(&t);
+            if let Expr::Compare(CmpOp::Eq, a, b) = &t {
+                if let (Expr::Column(x), Expr::Column(y)) = (a.as_ref(), b.as_ref()) {
+                    let (xa, ya) = (alias_of(x), alias_of(y));
+                    if ya == me.as_str() && xa != me.as_str() {
+                        pairs[j].push((x.clone(), y.clone()));
+                        continue;
+                    }
+                    if xa == me.as_str() && ya != me.as_str() {
+                        pairs[j].push((y.clone(), x.clone()));
+                        continue;
+                    }
+                }
+            }
+            if owners.iter().all(|a| a == me) {
+                place[j].push(t);
+            } else if *left {
+                return Err(refused(format!(
+                    "the LEFT JOIN of `{me}`{}: its ON may hold equalities with earlier tables and terms on `{me}` alone, not `{t}`",
+                    at(items[j].factor)
+                )));
+            } else {
+                residual.push(t);
+            }
+        }
+        if pairs[j].is_empty() {
+            return Err(refused(format!(
+                "the join of `{me}`{} has no equality with an earlier table in its ON: it cannot run as a lookup join",
+                at(items[j].factor)
+            )));
+        }
+    }
+    for t in terms {
+        let owners = aliases(&t);
+        let target = match owners.as_slice() {
+            [] => Some(0),
+            [one] => items.iter().position(|i| &i.alias == one).filter(|j| *j == 0 || !ons[*j - 1].0),
+            _ => None,
+        };
+        match target {
+            Some(j) => place[j].push(t),
+            None => residual.push(t),
+        }
+    }
+
+    // The columns used, per source.
+    let mut used = Vec::new();
+    for e in place.iter().flatten().chain(&residual) {
+        columns(e, &mut used);
+    }
+    for (x, y) in pairs.iter().flatten() {
+        used.push(x.clone());
+        used.push(y.clone());
+    }
+    match &shape {
+        Shape::Rows { output } => output.iter().for_each(|e| columns(e, &mut used)),
+        Shape::Aggregate { group_by, aggregates, .. } => {
+            group_by.iter().for_each(|e| columns(e, &mut used));
+            aggregates.iter().filter_map(|(_, a)| a.as_ref()).for_each(|e| columns(e, &mut used));
+        }
+    }
+
+    let mut sources = Vec::new();
+    let mut joins = Vec::new();
+    for (j, it) in items.into_iter().enumerate() {
+        let mut cols: Vec<Col> = it.all.iter().filter(|c| used.contains(&c.key())).cloned().collect();
+        if cols.is_empty() {
+            let first = match &it.kind {
+                SourceKind::Table { table, .. } => usize::from(table.key_columns[0]),
+                SourceKind::Cte { .. } => 0,
+            };
+            cols.push(it.all[first].clone());
+        }
+        let filter_terms = std::mem::take(&mut place[j]);
+        let (kind, method) = access(it.kind, &it.hints, &it.alias, &filter_terms, &mut pairs[j], j > 0, it.factor)?;
+        let source = Source { alias: it.alias, kind, filter: and_all(filter_terms), columns: cols, all: it.all };
+        if j == 0 {
+            sources.push(source);
+        } else {
+            let left = ons[j - 1].0;
+            joins.push(Join { left, source, method: method.unwrap_or(Method::Hash), pairs: std::mem::take(&mut pairs[j]) });
+        }
+    }
+    let source = sources.remove(0);
+    let mut select = Select {
+        source,
+        joins,
+        residual: and_all(residual),
+        shape,
+        order,
+        limit,
+        offset,
+        names,
+        types: Vec::new(),
+        index_ordered: false,
+    };
+    order_by_index(&mut select, visible);
+    select.types = types(&select)?;
+    Ok(select)
+}
+
+fn alias_of(key: &str) -> &str {
+    key.split_once('.').map_or("", |(a, _)| a)
+}
+
+fn refuse_wildcard_options(o: &ast::WildcardAdditionalOptions, p: &SelectItem) -> Result<()> {
+    let plain = o.opt_ilike.is_none()
+        && o.opt_exclude.is_none()
+        && o.opt_except.is_none()
+        && o.opt_replace.is_none()
+        && o.opt_rename.is_none();
+    if plain {
+        Ok(())
+    } else {
+        Err(refused(format!("unsupported wildcard form `{p}`{}", at(p))))
+    }
+}
+
+/// Refuses the parts of a SELECT the front end does not run.
+fn refuse_extras(s: &ast::Select, q: &ast::Query) -> Result<()> {
+    let named = |what: &str| Err(refused(format!("{what} is not supported")));
+    if let Some(d) = &s.distinct {
+        return Err(refused(format!("`{d}`{}: write GROUP BY instead of DISTINCT", at(&s.select_token.0))));
+    }
+    if s.top.is_some() {
+        return named("TOP");
+    }
+    if s.into.is_some() {
+        return named("SELECT ... INTO");
+    }
+    if !s.lateral_views.is_empty() || s.prewhere.is_some() || !s.connect_by.is_empty() {
+        return named("LATERAL VIEW, PREWHERE or CONNECT BY");
+    }
+    if !s.cluster_by.is_empty() || !s.distribute_by.is_empty() || !s.sort_by.is_empty() {
+        return named("CLUSTER / DISTRIBUTE / SORT BY");
+    }
+    if !s.named_window.is_empty() || s.qualify.is_some() {
+        return named("WINDOW or QUALIFY");
+    }
+    if s.exclude.is_some() || s.value_table_mode.is_some() || !s.optimizer_hints.is_empty() {
+        return named("this SELECT form");
+    }
+    if q.fetch.is_some() || !q.locks.is_empty() || q.for_clause.is_some() || q.settings.is_some() {
+        return named("FETCH, FOR UPDATE / SHARE, FOR XML / JSON or SETTINGS");
+    }
+    if q.format_clause.is_some() || !q.pipe_operators.is_empty() {
+        return named("FORMAT or pipe operators");
+    }
+    Ok(())
+}
+
+/// A GROUP BY or ORDER BY item that names a SELECT item: by number, or by an alias that is
+/// not also a column name. Returns the item's expression as written.
+fn select_item_ref<'q>(
+    e: &ast::Expr,
+    names: &[String],
+    trees: &[Option<&'q ast::Expr>],
+    scope: &[Col],
+) -> Result<Option<&'q ast::Expr>> {
+    match ordinal_or_alias(e, names, names.len(), scope)? {
+        Some(i) => match trees.get(i).copied().flatten() {
+            Some(tree) => Ok(Some(tree)),
+            None => Err(refused(format!("`{e}`{}: GROUP BY of a `*` column: name the column", at(e)))),
+        },
+        None => Ok(None),
+    }
+}
+
+/// The SELECT item `e` names by number (1-based) or alias, if it does; an alias that is
+/// also a column of `scope` names the column instead (GROUP BY passes the sources' columns,
+/// ORDER BY none: there an alias comes first, as in MySQL).
+fn ordinal_or_alias(e: &ast::Expr, names: &[String], visible: usize, scope: &[Col]) -> Result<Option<usize>> {
+    match e {
+        ast::Expr::Value(v) => match &v.value {
+            ast::Value::Number(n, _) => {
+                let i: usize = n.parse().map_err(|_| refused(format!("`{e}`{}: not a column number", at(e))))?;
+                if i == 0 || i > visible {
+                    return Err(refused(format!("column number {i}{} is not in the SELECT list (1 to {visible})", at(e))));
+                }
+                Ok(Some(i - 1))
+            }
+            _ => Ok(None),
+        },
+        ast::Expr::Identifier(id) => {
+            let is_column = scope.iter().any(|c| c.name.eq_ignore_ascii_case(&id.value));
+            Ok(names[..visible].iter().position(|n| n.eq_ignore_ascii_case(&id.value)).filter(|_| !is_column))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `e` over the groups: GROUP BY expressions become `#gN`; a column left outside an
+/// aggregate is the error (its name).
+fn grouped(e: &Expr, group_by: &[Expr]) -> std::result::Result<Expr, String> {
+    if let Some(i) = group_by.iter().position(|g| g == e) {
+        return Ok(Expr::Column(format!("#g{i}")));
+    }
+    match e {
+        Expr::Column(name) if name.starts_with('#') => Ok(e.clone()),
+        Expr::Column(name) => Err(name.clone()),
+        e => {
+            let mut failed = None;
+            let out = map_children(e, &mut |c| {
+                grouped(c, group_by).map_err(|n| {
+                    failed.get_or_insert(n);
+                    crate::error::Error::invalid("")
+                })
+            });
+            match (out, failed) {
+                (Ok(e), None) => Ok(e),
+                (_, Some(n)) => Err(n),
+                (Err(_), None) => Err(String::new()),
+            }
+        }
+    }
+}
+
+fn not_grouped(column: &str, tree: Option<&ast::Expr>) -> crate::error::Error {
+    let (what, place) = match tree {
+        Some(t) => (format!("`{}`", cut(t)), at(t)),
+        None => ("the `*`".to_string(), String::new()),
+    };
+    refused(format!("{what}{place} uses `{column}`, which is neither in GROUP BY nor inside an aggregate"))
+}
+
+fn limit_offset(query: &ast::Query) -> Result<(Option<u64>, u64)> {
+    let number = |e: &ast::Expr, what: &str| -> Result<u64> {
+        match e {
+            ast::Expr::Value(v) => match &v.value {
+                ast::Value::Number(n, _) => n.parse().map_err(|_| refused(format!("{what} `{n}`{}: not a count", at(e)))),
+                _ => Err(refused(format!("{what} `{e}`{}: not a count", at(e)))),
+            },
+            _ => Err(refused(format!("{what} `{e}`{} must be a number", at(e)))),
+        }
+    };
+    match &query.limit_clause {
+        None => Ok((None, 0)),
+        Some(ast::LimitClause::LimitOffset { limit, offset, limit_by }) => {
+            if !limit_by.is_empty() {
+                return Err(refused("LIMIT BY is not supported"));
+            }
+            let limit = limit.as_ref().map(|l| number(l, "LIMIT")).transpose()?;
+            let offset = offset.as_ref().map(|o| number(&o.value, "OFFSET")).transpose()?.unwrap_or(0);
+            Ok((limit, offset))
+        }
+        Some(ast::LimitClause::OffsetCommaLimit { offset, limit }) => {
+            Ok((Some(number(limit, "LIMIT")?), number(offset, "OFFSET")?))
+        }
+    }
+}
+
+/// A term `alias.column op literal` (either way round), as (column, op, value).
+fn bound_of<'e>(t: &'e Expr, key: &str) -> Option<(CmpOp, &'e Value)> {
+    let Expr::Compare(op, a, b) = t else { return None };
+    match (a.as_ref(), b.as_ref()) {
+        (Expr::Column(c), Expr::Literal(v)) if c == key => Some((*op, v)),
+        (Expr::Literal(v), Expr::Column(c)) if c == key => Some((
+            match op {
+                CmpOp::Lt => CmpOp::Gt,
+                CmpOp::Le => CmpOp::Ge,
+                CmpOp::Gt => CmpOp::Lt,
+                CmpOp::Ge => CmpOp::Le,
+                o => *o,
+            },
+            v,
+        )),
+        _ => None,
+    }
+}
+
+/// The values a term fixes `key` to: `key = v` or `key IN (list)`.
+fn fixed_values(terms: &[Expr], key: &str, table: &Table, column: usize) -> Option<Vec<Value>> {
+    let fit = |v: &Value| engine::scan::coerce(table, column, v).filter(|v| *v != Value::Null);
+    for t in terms {
+        if let Some((CmpOp::Eq, v)) = bound_of(t, key) {
+            if let Some(v) = fit(v) {
+                return Some(vec![v]);
+            }
+        }
+        if let Expr::In(c, list) = t {
+            if matches!(c.as_ref(), Expr::Column(k) if k == key) {
+                let values: Option<Vec<Value>> = list.iter().filter(|v| **v != Value::Null).map(fit).collect();
+                if let Some(mut values) = values {
+                    values.dedup();
+                    return Some(values);
+                }
+            }
+        }
+    }
+    None
+}
+
+/// Ranges of index `index` from `terms` and their score (0: the index is not bounded).
+fn index_ranges(table: &Table, index: usize, alias: &str, terms: &[Expr]) -> (Vec<Range>, usize) {
+    let mut prefixes: Vec<Vec<Value>> = vec![Vec::new()];
+    let mut score = 0;
+    for &c in &table.index_columns[index] {
+        let column = usize::from(c);
+        let key = format!("{alias}.{}", table.def.columns[column].name);
+        if let Some(values) = fixed_values(terms, &key, table, column) {
+            if prefixes.len() * values.len() <= MAX_RANGES {
+                prefixes = prefixes
+                    .iter()
+                    .flat_map(|p| values.iter().map(move |v| [p.clone(), vec![v.clone()]].concat()))
+                    .collect();
+                score += 2;
+                continue;
+            }
+        }
+        let fit = |v: &Value| engine::scan::coerce(table, column, v).filter(|v| *v != Value::Null);
+        let mut low: Option<(Value, bool)> = None;
+        let mut high: Option<(Value, bool)> = None;
+        for t in terms {
+            match bound_of(t, &key) {
+                Some((op @ (CmpOp::Gt | CmpOp::Ge), v)) if low.is_none() => low = fit(v).map(|v| (v, op == CmpOp::Ge)),
+                Some((op @ (CmpOp::Lt | CmpOp::Le), v)) if high.is_none() => high = fit(v).map(|v| (v, op == CmpOp::Le)),
+                _ => {}
+            }
+        }
+        if low.is_some() || high.is_some() {
+            score += 1;
+            let ranges = prefixes
+                .iter()
+                .map(|p| {
+                    let end = |b: &Option<(Value, bool)>| match b {
+                        Some((v, inclusive)) => RangeEnd { values: [p.clone(), vec![v.clone()]].concat(), inclusive: *inclusive },
+                        None => RangeEnd { values: p.clone(), inclusive: true },
+                    };
+                    Range { low: end(&low), high: end(&high) }
+                })
+                .collect();
+            return (ranges, score);
+        }
+        break;
+    }
+    if score == 0 {
+        return (vec![Range::all()], 0);
+    }
+    (prefixes.into_iter().map(Range::eq).collect(), score)
+}
+
+/// Chooses how a source is read (a driving table) or reached (a joined one).
+fn access(
+    kind: SourceKind,
+    hints: &Hints,
+    alias: &str,
+    terms: &[Expr],
+    pairs: &mut [(String, String)],
+    joined: bool,
+    factor: &TableFactor,
+) -> Result<(SourceKind, Option<Method>)> {
+    let SourceKind::Table { table, .. } = kind else { return Ok((kind, Some(Method::Hash))) };
+    let allowed = |name: &str| {
+        !hints.only.as_ref().is_some_and(|v| !v.iter().any(|n| n == name)) && !hints.ignore.iter().any(|n| n == name)
+    };
+    let indexes: Vec<usize> = (0..table.def.indexes.len()).filter(|i| allowed(&table.def.indexes[*i].name)).collect();
+    if joined {
+        let column_of = |inner: &str| inner.split_once('.').map(|(_, c)| c.to_string()).unwrap_or_default();
+        let key: Vec<String> = table.def.primary_key.clone();
+        let covers = |cols: &[String]| cols.iter().all(|k| pairs.iter().any(|(_, y)| column_of(y) == *k));
+        if !hints.force && covers(&key) {
+            pairs.sort_by_key(|(_, y)| key.iter().position(|k| *k == column_of(y)).unwrap_or(usize::MAX));
+            return Ok((SourceKind::Table { table, access: Access::Scan { index: None, ranges: Vec::new() } }, Some(Method::PrimaryKey)));
+        }
+        let mut best: Option<(usize, usize)> = None;
+        for &i in &indexes {
+            let cols: Vec<String> =
+                table.index_columns[i].iter().map(|c| table.def.columns[usize::from(*c)].name.clone()).collect();
+            let prefix = cols.iter().take_while(|c| pairs.iter().any(|(_, y)| column_of(y) == **c)).count();
+            if prefix > 0 && !best.is_some_and(|(_, p)| p >= prefix) {
+                best = Some((i, prefix));
+            }
+        }
+        let Some((i, prefix)) = best else {
+            return Err(refused(format!(
+                "the join of `{alias}`{}: its ON equates neither the whole primary key ({}) nor the leading columns of an ordered index{}, so it cannot run as a lookup join",
+                at(factor),
+                key.join(", "),
+                if hints.only.is_some() || !hints.ignore.is_empty() { " allowed by the hints" } else { "" }
+            )));
+        };
+        let cols: Vec<String> =
+            table.index_columns[i].iter().map(|c| table.def.columns[usize::from(*c)].name.clone()).collect();
+        pairs.sort_by_key(|(_, y)| cols.iter().position(|c| *c == column_of(y)).unwrap_or(usize::MAX));
+        let name = table.def.indexes[i].name.clone();
+        return Ok((SourceKind::Table { table, access: Access::Scan { index: None, ranges: Vec::new() } }, Some(Method::Index { name, prefix })));
+    }
+    // A driving table: key reads, an index range scan, or a full scan.
+    if !hints.force {
+        let mut keys: Vec<Vec<Value>> = vec![Vec::new()];
+        for &c in &table.key_columns {
+            let column = usize::from(c);
+            let key = format!("{alias}.{}", table.def.columns[column].name);
+            match fixed_values(terms, &key, &table, column) {
+                Some(values) if keys.len() * values.len() <= MAX_RANGES => {
+                    keys = keys.iter().flat_map(|k| values.iter().map(move |v| [k.clone(), vec![v.clone()]].concat())).collect();
+                }
+                _ => {
+                    keys.clear();
+                    break;
+                }
+            }
+        }
+        if !keys.is_empty() {
+            return Ok((SourceKind::Table { table, access: Access::Keys(keys) }, None));
+        }
+    }
+    let mut best: Option<(usize, Vec<Range>, usize)> = None;
+    for &i in &indexes {
+        let (ranges, score) = index_ranges(&table, i, alias, terms);
+        if (score > 0 || hints.force) && !best.as_ref().is_some_and(|(_, _, s)| *s >= score) {
+            best = Some((i, ranges, score));
+        }
+    }
+    let access = match best {
+        Some((i, ranges, _)) => Access::Scan { index: Some(table.def.indexes[i].name.clone()), ranges },
+        None => Access::Scan { index: None, ranges: Vec::new() },
+    };
+    Ok((SourceKind::Table { table, access }, None))
+}
+
+/// For a one-scan SELECT of rows whose ORDER BY is ascending on the leading columns of an
+/// ordered index (the chosen one, or any when the scan uses none): scan that index in order,
+/// so the client need not sort and LIMIT can stop the scan.
+fn order_by_index(select: &mut Select, visible: usize) {
+    let _ = visible;
+    if select.order.is_empty() || !select.is_one_scan() || select.order.iter().any(|(_, desc)| *desc) {
+        return;
+    }
+    let Shape::Rows { output } = &select.shape else { return };
+    let SourceKind::Table { table, access: Access::Scan { index, ranges } } = &mut select.source.kind else { return };
+    let keys: Option<Vec<String>> = select
+        .order
+        .iter()
+        .map(|(i, _)| match &output[*i] {
+            Expr::Column(k) => k.split_once('.').map(|(_, c)| c.to_string()),
+            _ => None,
+        })
+        .collect();
+    let Some(keys) = keys else { return };
+    let fits = |i: usize| {
+        let cols = &table.index_columns[i];
+        keys.len() <= cols.len()
+            && keys.iter().zip(cols.iter()).all(|(k, c)| table.def.columns[usize::from(*c)].name == *k)
+    };
+    match index {
+        Some(name) => {
+            if let Some(i) = table.index_number(name) {
+                select.index_ordered = fits(i);
+            }
+        }
+        None => {
+            if let Some(i) = (0..table.def.indexes.len()).find(|i| fits(*i)) {
+                *index = Some(table.def.indexes[i].name.clone());
+                *ranges = vec![Range::all()];
+                select.index_ordered = true;
+            }
+        }
+    }
+}
+
+/// The stages' queries: over the joined rows, then (aggregating) over the groups.
+pub(super) fn stage_queries(select: &Select) -> (Query, Option<Query>) {
+    match &select.shape {
+        Shape::Rows { output } => (Query { filter: select.residual.clone(), output: output.clone(), ..Query::default() }, None),
+        Shape::Aggregate { group_by, aggregates, having, output } => (
+            Query { filter: select.residual.clone(), group_by: group_by.clone(), aggregates: aggregates.clone(), output: Vec::new() },
+            Some(Query { filter: having.clone(), output: output.clone(), ..Query::default() }),
+        ),
+    }
+}
+
+/// The group relation's column names: `#g0..`, then `#a0..`.
+pub(super) fn group_names(select: &Select) -> Vec<String> {
+    match &select.shape {
+        Shape::Aggregate { group_by, aggregates, .. } => (0..group_by.len())
+            .map(|i| format!("#g{i}"))
+            .chain((0..aggregates.len()).map(|i| format!("#a{i}")))
+            .collect(),
+        Shape::Rows { .. } => Vec::new(),
+    }
+}
+
+/// The output types, found by compiling the stages (which also checks every expression's
+/// types before anything runs).
+fn types(select: &Select) -> Result<Vec<ColumnType>> {
+    // Every column of every source: the stages see a subset, with the same types.
+    let sources = std::iter::once(&select.source).chain(select.joins.iter().map(|j| &j.source));
+    let cols: Vec<(String, ColumnType)> = sources.flat_map(|s| s.all.iter().map(|c| (c.key(), c.ty))).collect();
+    let (first, second) = stage_queries(select);
+    let (_, _, types) = local::compile_over(&cols, &first)?;
+    let Some(second) = second else { return Ok(types) };
+    let groups: Vec<(String, ColumnType)> = group_names(select).into_iter().zip(types).collect();
+    let (_, _, types) = local::compile_over(&groups, &second)?;
+    Ok(types)
+}
