@@ -366,6 +366,51 @@ fn scan_filters_ranges_aggregates_and_errors() {
     scan_limits_and_stats(&cluster, &rows);
     scan_errors(&cluster);
     index_added_later(&cluster, &rows);
+    sql_statements(&cluster, &rows);
+}
+
+/// `blockwire sql`: `--execute`, a file of statements, standard input, JSON lines, EXPLAIN,
+/// and a refused statement (exit 2, naming the part and its position).
+fn sql_statements(cluster: &TestCluster, rows: &[Order]) {
+    let query = "SELECT grp, COUNT(*) AS n, SUM(amount) AS total FROM orders WHERE grp < 3 GROUP BY grp ORDER BY grp";
+    let mut want = vec![vec!["grp".to_string(), "n".into(), "total".into()]];
+    for g in 0..3 {
+        let of: Vec<&Order> = rows.iter().filter(|o| o.grp == g).collect();
+        let total: Option<i64> = of.iter().filter_map(|o| o.amount).reduce(|a, b| a + b);
+        want.push(vec![g.to_string(), of.len().to_string(), cell_int(total)]);
+    }
+    let text = ok(cluster, &["sql", "-e", query]);
+    assert_eq!(text, format!("{}(3 rows)\n", table(&want)));
+
+    let out = ok(cluster, &["--format", "json", "sql", "-e", &format!("{query};")]);
+    let lines: Vec<Json> = out.lines().map(json).collect();
+    assert_eq!(lines.len(), 3, "{out}");
+    assert_eq!(lines[1]["grp"], 1);
+    assert_eq!(lines[1]["n"], want[2][1].parse::<i64>().unwrap());
+
+    let file = write(&cluster.dir, "queries.sql", "SELECT COUNT(*) AS n FROM orders;\n-- a comment; with a semicolon\nSELECT id FROM orders WHERE id = 7;\n");
+    assert_eq!(ok(cluster, &["sql", &file]), "n\n60\n(1 row)\nid\n7\n(1 row)\n");
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_blockwire"))
+        .arg("--config")
+        .arg(&cluster.path)
+        .args(["--as", "101", "sql", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child.stdin.take().unwrap().write_all(b"SELECT item FROM orders WHERE id = 1").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "item\nitem1\n(1 row)\n");
+
+    let plan = ok(cluster, &["sql", "-e", "EXPLAIN SELECT id FROM orders WHERE id IN (1, 2)"]);
+    assert!(plan.contains("by primary key: 2 key(s)"), "{plan}");
+    let err = fails(cluster, 2, &["sql", "-e", "SELECT o.id FROM orders o JOIN orders p ON p.grp < o.grp"]);
+    assert!(err.contains("no equality with an earlier table"), "{err}");
+    let err = fails(cluster, 2, &["sql", "-e", "SELECT idd FROM orders"]);
+    assert!(err.contains("unknown column `idd` at line 1, column 8"), "{err}");
 }
 
 /// `create-index` on the loaded table; `describe` lists it and a range scan uses it.

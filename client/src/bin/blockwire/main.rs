@@ -1,7 +1,8 @@
 //! The `blockwire` command line: joins a cluster as an API node (from its cluster file) and runs
 //! one schema request (`create-table`, `drop-table`, `tables`, `describe`), one key operation
 //! (`get`, `put`, `delete`), a bulk `load` of a CSV or JSON-lines file with many transactions
-//! in flight, or a `scan` (filters, ranges, projections, aggregates). This file owns the
+//! in flight, a `scan` (filters, ranges, projections, aggregates), or `sql` (statements, or an
+//! interactive prompt; [`sql`]). This file owns the
 //! arguments, the errors and exit codes, and the dispatch; each role is a module:
 //! [`schema`] (schema commands), [`keys`] (key commands), [`load`] (the loader), [`scan`] and
 //! [`range`] (scans and their `--range` syntax), [`values`] (values from text and JSON, checked
@@ -25,6 +26,7 @@ mod output;
 mod range;
 mod scan;
 mod schema;
+mod sql;
 mod values;
 
 use std::io::{self, Write};
@@ -133,6 +135,9 @@ enum Command {
     /// Scans a table or an ordered index: rows (or groups) as they arrive.
     #[command(after_help = scan::HELP)]
     Scan(ScanArgs),
+    /// Runs SQL: SELECT and EXPLAIN SELECT, pushed down to the data nodes.
+    #[command(after_help = sql::HELP)]
+    Sql(sql::SqlArgs),
     /// Runs as the cluster's arbitrator (the API node `arbitrator` names in the membership
     /// block): decides which side of a possible network partition keeps running, and prints
     /// each decision. Runs until killed, or for `--seconds`.
@@ -262,6 +267,10 @@ fn run(args: &Args) -> Result<()> {
             if let Some(e) = failed {
                 return Err(CliError::Output(e));
             }
+            String::new()
+        }
+        (Command::Sql(args), _) => {
+            sql::run(s, args, json, &mut out)?;
             String::new()
         }
         // A scan streams its rows itself.
