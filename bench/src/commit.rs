@@ -265,6 +265,7 @@ fn spec<'a>(
         nodes_cpus,
         data_dir: Some(root.to_path_buf()),
         gcp_interval_ms: args.gcp_interval_ms,
+        writer: false,
     }
 }
 

@@ -133,6 +133,7 @@ pub fn run(args: &FailoverArgs) -> R<()> {
         nodes_cpus: cpus.map(|p| p.nodes),
         data_dir: None,
         gcp_interval_ms: cluster::GCP_INTERVAL_MS,
+        writer: false,
     };
     let run = cluster::run_on_cluster_nodes(&spec, |s, nodes| measure(args, s, nodes))?;
     print_run(args, &run)?;

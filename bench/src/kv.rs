@@ -393,6 +393,7 @@ fn run_transport(
         nodes_cpus,
         data_dir: None,
         gcp_interval_ms: cluster::GCP_INTERVAL_MS,
+        writer: false,
     };
     cluster::run_on_cluster(&spec, |s, _| measure(args, t, s))
 }

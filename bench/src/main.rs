@@ -29,6 +29,7 @@ mod procstat;
 mod raw;
 mod report;
 mod scan;
+mod sql;
 mod stack;
 mod summary;
 mod topology;
@@ -89,6 +90,11 @@ enum Command {
     /// a full scan (rows/s), and ordered-index range scans of 1, 100 and 10,000 rows, on every
     /// partition and pruned to one, beside a one-row primary-key read (latency).
     Scan(scan::ScanArgs),
+    /// The fraud-feature SQL queries (a per-card aggregate over the last hour; a CTE of
+    /// per-merchant spend joined to the merchants and grouped by category) through the SQL
+    /// front end against two data nodes with two replicas while a writer inserts, beside the
+    /// same queries in SQLite on the same rows (latency).
+    Sql(sql::SqlArgs),
     /// What keeping the data on disk costs a commit, against two data nodes with two replicas
     /// and a data directory each: raw fdatasync of the same file system beside one-row commits
     /// acknowledged in memory and on disk (latency), disk-durable commits/s with 1, 16 and 256
@@ -278,6 +284,7 @@ fn main() -> ExitCode {
         cli.command,
         Command::Kv(_)
             | Command::Scan(_)
+            | Command::Sql(_)
             | Command::Commit(_)
             | Command::Failover(_)
             | Command::KvNode { .. }
@@ -530,6 +537,7 @@ fn run(cli: Cli) -> Result<(), String> {
         Command::Report(args) => run_report(&args),
         Command::Kv(args) => kv::run(&args),
         Command::Scan(args) => scan::run(&args),
+        Command::Sql(args) => sql::run(&args),
         Command::Commit(args) => commit::run(&args),
         Command::Failover(args) => failover::run(&args),
         Command::KvNode { config, node_id } => cluster::engine_node(&config, node_id),

@@ -162,6 +162,7 @@ pub fn run(args: &ScanArgs) -> R<()> {
             nodes_cpus: cpus.map(|p| p.nodes),
             data_dir: None,
             gcp_interval_ms: cluster::GCP_INTERVAL_MS,
+            writer: false,
         };
         let measured = cluster::run_on_cluster(&spec, |s, pids| measure(args, t, &data, s, pids))?;
         print_transport(t, args, &program, &cores, &measured);
@@ -344,7 +345,7 @@ fn load_transaction<const N: usize>(
 /// Inserts rows `0..rows`, row `n` being `values(n)`, [`LOAD_IN_FLIGHT`] transactions at once
 /// (one aborted for a passing reason is sent again): its rows, the seconds it took and the
 /// transactions sent again.
-fn load<const N: usize>(
+pub(crate) fn load<const N: usize>(
     s: &mut Session<'_>,
     table: &Arc<Table>,
     rows: i64,
@@ -385,11 +386,11 @@ fn load<const N: usize>(
 
 /// How loading one table went.
 #[derive(Clone, Copy, Debug)]
-struct Load {
-    rows: i64,
-    seconds: f64,
+pub(crate) struct Load {
+    pub(crate) rows: i64,
+    pub(crate) seconds: f64,
     /// Loading transactions sent again.
-    retries: u32,
+    pub(crate) retries: u32,
 }
 
 /// Whether a loading transaction that failed with `e` may succeed when sent again (it was
