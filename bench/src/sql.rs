@@ -404,6 +404,10 @@ fn measure(
             ));
         }
     }
+    for (what, text) in [("per card", per_card(7)), ("by category", by_category(7))] {
+        let plan = s.explain(&text).map_err(client_error("explain"))?;
+        println!("{}: EXPLAIN of the {what} query (card 7):\n{plan}", t.name());
+    }
     let stop = Arc::new(AtomicBool::new(false));
     let inserted = Arc::new(AtomicU64::new(0));
     let handle = (args.insert_rate > 0).then(|| {

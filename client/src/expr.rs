@@ -1058,4 +1058,52 @@ mod tests {
         refused("sum(a) + 1", "is not an aggregate");
         refused("sum(a", "cannot parse the expression");
     }
+
+    #[test]
+    fn case_greatest_least_and_time() {
+        let a = || col("a");
+        assert_eq!(
+            parsed("CASE WHEN a > 1 THEN 2 WHEN a IS NULL THEN 3 END"),
+            Expr::Case(vec![(a().gt(int(1)), int(2)), (a().is_null(), int(3))], None)
+        );
+        assert_eq!(
+            parsed("CASE a WHEN 1 THEN 'x' ELSE 'y' END"),
+            Expr::Case(
+                vec![(a().eq(int(1)), Expr::Literal(Value::Text("x".into())))],
+                Some(b(Expr::Literal(Value::Text("y".into()))))
+            )
+        );
+        assert_eq!(parsed("GREATEST(a, 1, b)"), Expr::Extreme(true, vec![a(), int(1), col("b")]));
+        assert_eq!(parsed("least(a)"), Expr::Extreme(false, vec![a()]));
+        assert_eq!(parsed("EXTRACT(HOUR FROM ts)"), Expr::Extract(TimeField::Hour, b(col("ts"))));
+        let noon = 1_796_637_600_000_000; // 2026-12-07 10:00:00 UTC
+        let ts = |v: i64| Expr::Literal(Value::Timestamp(v));
+        assert_eq!(parsed("TIMESTAMP '2026-12-07 10:00:00'"), ts(noon));
+        assert_eq!(parsed("TIMESTAMP '2026-12-07 10:00:00.25'"), ts(noon + 250_000));
+        assert_eq!(parsed("DATE '2026-12-07'"), ts(noon - 10 * 3_600_000_000));
+        assert_eq!(parsed("TIMESTAMP '2026-12-07 10:00:00' - INTERVAL 1 HOUR"), ts(noon - 3_600_000_000));
+        assert_eq!(parsed("DATE_ADD(TIMESTAMP '2026-12-07 10:00:00', INTERVAL '2' DAY)"), ts(noon + 2 * 86_400_000_000));
+        assert_eq!(
+            parsed("DATE_SUB(TIMESTAMP '2026-03-31 10:00:00', INTERVAL 1 MONTH)"),
+            parsed("TIMESTAMP '2026-02-28 10:00:00'")
+        );
+        assert_eq!(parsed("EXTRACT(MONTH FROM TIMESTAMP '2026-12-07 10:00:00')"), int(12));
+        assert_eq!(parsed("ts + INTERVAL 90 MINUTE"), col("ts") + int(90 * 60_000_000));
+        assert_eq!(parsed("ts - INTERVAL n SECOND"), col("ts") + (int(0) - col("n") * int(1_000_000)));
+        assert_eq!(parsed("DATE_ADD(ts, INTERVAL 1 QUARTER)"), Expr::AddMonths(b(col("ts")), b(int(3))));
+        assert_eq!(parsed("INTERVAL 1 DAY + ts"), col("ts") + int(86_400_000_000));
+        let now = match parsed("NOW()") {
+            Expr::Literal(Value::Timestamp(t)) => t,
+            other => panic!("NOW() is {other:?}"),
+        };
+        assert!((now - clock_micros()).abs() < 60_000_000);
+        refused("TIMESTAMP '2026-02-30 00:00:00'", "is not a date and time", None);
+        refused("TIMESTAMP '2026-12-07 24:00:00'", "is not a date and time", None);
+        refused("ts + INTERVAL 1 WEEK_DAY", "", None);
+        refused("EXTRACT(DOW FROM ts)", "unsupported EXTRACT field", None);
+        refused("DATE_ADD(ts, 3)", "takes INTERVAL n unit", None);
+        refused("ts + INTERVAL '1:30' HOUR_MINUTE", "", None);
+        refused("TIMESTAMP '9999-12-31 00:00:00' + INTERVAL 9223372036854775807 DAY", "overflows", None);
+        refused("lower(a)", "unsupported function call `lower(a)`", Some((1, 1)));
+    }
 }

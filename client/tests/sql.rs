@@ -287,6 +287,7 @@ fn refusals(s: &mut Session<'_>) {
         ("SELECT id FROM", "cannot parse the statement"),
         ("SELECT id FROM merchant; SELECT 1 FROM merchant", "2 statements"),
         ("SELECT id FROM (SELECT id FROM merchant) x", "FROM takes tables and CTEs"),
+        ("SELECT * FROM tx t JOIN merchant m ON m.id = t.declined", "`m.id = t.declined` compares i32 with bool"),
     ];
     for (text, part) in cases {
         match s.sql(text) {
@@ -560,10 +561,31 @@ fn a_generated_corpus_of_queries_matches_sqlite() {
         ("SELECT COUNT(*), SUM(amount), MIN(ts), MAX(name) FROM facts", "SELECT COUNT(*), SUM(amount), MIN(ts), MAX(name) FROM facts", true),
         ("SELECT COUNT(*), SUM(amount) FROM facts WHERE amount > 100000", "SELECT COUNT(*), SUM(amount) FROM facts WHERE amount > 100000", true),
         ("SELECT grp, COUNT(*) AS n FROM facts GROUP BY 1 ORDER BY n DESC, grp LIMIT 5 OFFSET 2", "SELECT grp, COUNT(*) AS n FROM facts GROUP BY 1 ORDER BY n DESC, grp LIMIT 5 OFFSET 2", true),
+        // A key named twice in an IN list is read once.
+        ("SELECT * FROM facts WHERE id IN (1, 2, 1, 2)", "SELECT * FROM facts WHERE id IN (1, 2, 1, 2)", false),
+        ("SELECT id FROM facts WHERE grp IN (NULL)", "SELECT id FROM facts WHERE grp IN (NULL)", false),
+        // One joined key column equated to two outer columns: the key comes from one, the
+        // other is matched.
+        (
+            "SELECT f.id, l.qty FROM facts f JOIN dim d ON d.id = f.grp JOIN lines l ON l.dim_id = d.id AND l.dim_id = f.grp AND l.seq = f.grp % 3",
+            "SELECT f.id, l.qty FROM facts f JOIN dim d ON d.id = f.grp JOIN lines l ON l.dim_id = d.id AND l.dim_id = f.grp AND l.seq = f.grp % 3",
+            false,
+        ),
+        // A float key that equals an integer key reaches it.
+        (
+            "WITH g AS (SELECT grp, AVG(grp) AS k FROM facts GROUP BY grp) SELECT g.grp, d.label FROM g JOIN dim d ON d.id = g.k",
+            "WITH g AS (SELECT grp, AVG(grp) AS k FROM facts GROUP BY grp) SELECT g.grp, d.label FROM g JOIN dim d ON d.id = g.k",
+            false,
+        ),
     ];
     for (ours, theirs, ordered) in fixed {
         assert_same(&sql(&mut s, ours), &sqlite_rows(&db, theirs), *ordered, ours);
     }
+    // Computed timestamps are timestamps.
+    let r = s.sql("SELECT MAX(ts) AS a, MIN(ts + INTERVAL 1 HOUR) AS b, DATE_ADD(TIMESTAMP '2026-01-31 00:00:00', INTERVAL 1 MONTH) AS c, COUNT(*) AS n FROM facts").unwrap();
+    assert_eq!(r.types, vec![ColumnType::Timestamp, ColumnType::Timestamp, ColumnType::Timestamp, ColumnType::I64]);
+    assert!(matches!(r.rows[0][0], Value::Timestamp(_)));
+    assert_eq!(r.rows[0][2], Value::Timestamp(days_from_civil(2026, 2, 28) * 24 * HOUR));
     let plan = explain(&mut s, "SELECT * FROM facts WHERE id IN (3, 1)");
     assert!(plan.contains("by primary key: 2 key(s)"), "{plan}");
     let plan = explain(&mut s, "SELECT id FROM facts WHERE grp = 4 AND amount > 3");

@@ -620,3 +620,27 @@ fn sqlite_likes_are_case_sensitive_here() {
     let matches: i64 = db.query_row("SELECT 'é' LIKE '_' ESCAPE '\\'", [], |r| r.get(0)).unwrap();
     assert_eq!(matches, 1);
 }
+
+/// Nested CASE and GREATEST compile in time polynomial in their depth (each branch's type is
+/// probed once), and run to the right value.
+#[test]
+fn deeply_nested_case_and_greatest_compile_and_run() {
+    let t = table();
+    let mut e = col("a");
+    for i in 0..45 {
+        e = if i % 2 == 0 {
+            Expr::Extreme(true, vec![e, lit(Value::I64(i))])
+        } else {
+            Expr::Case(vec![(col("a").is_null(), lit(Value::I64(-1)))], Some(Box::new(e)))
+        };
+    }
+    let query = Query { output: vec![e], ..Query::default() };
+    let limits = ProgramLimits { max_registers: 255, max_instructions: 60_000, ..ProgramLimits::default() };
+    let program = compile_with(&t, &query, &limits).unwrap();
+    let verified = program.verify(&t, &limits).unwrap();
+    let mut out = Vec::new();
+    let mut groups = verified.groups(1);
+    let row = [Value::I64(1), Value::I64(7), Value::Null, Value::Null, Value::Null, Value::Null];
+    verified.apply(&encode_row(&t, &row).unwrap(), &mut out, &mut groups).unwrap();
+    assert_eq!(decode_tuples(&out, 1).unwrap(), vec![vec![Value::I64(44)]]);
+}

@@ -260,7 +260,7 @@ fn positions(cols: &[(String, ColumnType)], names: impl Iterator<Item = String>)
 /// `outer` joined with `j`'s rows.
 fn join(session: &mut Session<'_>, outer: Rel, j: &Join, ctes: &[Rel]) -> Result<Rel> {
     let outer_at = positions(&outer.cols, j.pairs.iter().map(|(x, _)| x.clone()));
-    let inner = inner_rows(session, &outer, &outer_at, j, ctes)?;
+    let inner = inner_rows(session, &outer, j, ctes)?;
     let inner_at = positions(&inner.cols, j.pairs.iter().map(|(_, y)| y.clone()));
     let mut index: HashMap<Vec<u8>, Vec<usize>> = HashMap::new();
     for (i, row) in inner.rows.iter().enumerate() {
@@ -289,17 +289,15 @@ fn join(session: &mut Session<'_>, outer: Rel, j: &Join, ctes: &[Rel]) -> Result
     Ok(Rel { cols, rows })
 }
 
-/// The outer rows' distinct join values, as the joined table's column types (values that do
-/// not fit a column match nothing and are left out).
+/// The outer rows' distinct join values (the columns `outer_at`), as the joined table's
+/// column types (values that cannot equal a value of the column match nothing and are left
+/// out).
 fn outer_keys(outer: &Rel, outer_at: &[usize], table: &Table, inner_columns: &[usize]) -> Vec<Vec<Value>> {
     let mut seen = std::collections::HashSet::new();
     let mut keys = Vec::new();
     for row in &outer.rows {
-        let key: Option<Vec<Value>> = outer_at
-            .iter()
-            .zip(inner_columns)
-            .map(|(p, c)| engine::scan::coerce(table, *c, &row[*p]).filter(|v| *v != Value::Null))
-            .collect();
+        let key: Option<Vec<Value>> =
+            outer_at.iter().zip(inner_columns).map(|(p, c)| key_value(table, *c, &row[*p])).collect();
         if let Some(key) = key {
             if let Some(k) = match_key(&key.iter().collect::<Vec<_>>()) {
                 if seen.insert(k) {
@@ -311,14 +309,29 @@ fn outer_keys(outer: &Rel, outer_at: &[usize], table: &Table, inner_columns: &[u
     keys
 }
 
+/// `v` as a value of column `column` when some value of it equals `v` (an integral float
+/// equals an integer).
+fn key_value(table: &Table, column: usize, v: &Value) -> Option<Value> {
+    let exact = engine::scan::coerce(table, column, v);
+    let v = match (exact, v) {
+        (Some(v), _) => v,
+        (None, Value::F64(f)) if f.fract() == 0.0 && f.abs() < 9.0e18 => {
+            engine::scan::coerce(table, column, &Value::I64(*f as i64))?
+        }
+        (None, _) => return None,
+    };
+    (v != Value::Null).then_some(v)
+}
+
 /// The joined source's rows for the outer rows' values: filtered and cut to the needed columns.
-fn inner_rows(session: &mut Session<'_>, outer: &Rel, outer_at: &[usize], j: &Join, ctes: &[Rel]) -> Result<Rel> {
+fn inner_rows(session: &mut Session<'_>, outer: &Rel, j: &Join, ctes: &[Rel]) -> Result<Rel> {
     let source = &j.source;
+    let key_at = &positions(&outer.cols, j.keys.iter().cloned());
     match (&source.kind, &j.method) {
         (SourceKind::Cte { index, .. }, _) => filter_and_project(cte_rows(source, &ctes[*index]), source),
         (SourceKind::Table { table, .. }, Method::PrimaryKey) => {
             let columns: Vec<usize> = table.key_columns.iter().map(|c| usize::from(*c)).collect();
-            let keys = outer_keys(outer, outer_at, table, &columns);
+            let keys = outer_keys(outer, key_at, table, &columns);
             let rows: Vec<Vec<Value>> = read_rows(session, table, &keys)?.into_iter().flatten().collect();
             let all = Rel { cols: source.all.iter().map(|c| (c.key(), c.ty)).collect(), rows };
             filter_and_project(all, source)
@@ -326,7 +339,7 @@ fn inner_rows(session: &mut Session<'_>, outer: &Rel, outer_at: &[usize], j: &Jo
         (SourceKind::Table { table, .. }, Method::Index { name, prefix }) => {
             let i = table.index_number(name).expect("the planner chose an index of the table");
             let columns: Vec<usize> = table.index_columns[i][..*prefix].iter().map(|c| usize::from(*c)).collect();
-            let keys = outer_keys(outer, &outer_at[..*prefix], table, &columns);
+            let keys = outer_keys(outer, key_at, table, &columns);
             let want = needed(source);
             let types: Vec<ColumnType> = want.iter().map(|(_, t)| *t).collect();
             let mut rows = Vec::new();

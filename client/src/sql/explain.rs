@@ -27,11 +27,12 @@ pub(super) fn render(plan: &Plan) -> Vec<String> {
 /// expression, `#oN` as its output.
 fn show(e: &Expr, sel: &Select) -> String {
     let named = local::rename(e, &|name: &str| {
-        let (kind, n) = name.split_at(name.len().min(2));
-        let n: usize = match n.parse() {
-            Ok(n) if name.starts_with('#') => n,
+        let (kind, n) = match (name.strip_prefix("#a"), name.strip_prefix("#g")) {
+            (Some(n), _) => ("#a", n),
+            (_, Some(n)) => ("#g", n),
             _ => return name.to_string(),
         };
+        let Ok(n) = n.parse::<usize>() else { return name.to_string() };
         match (kind, &sel.shape) {
             ("#a", Shape::Aggregate { aggregates, .. }) => aggregates.get(n).map_or(name.to_string(), |(f, a)| {
                 format!("{}({})", f.name(), a.as_ref().map_or("*".to_string(), |a| a.to_string()))
@@ -186,9 +187,27 @@ fn join(j: &Join, out: &mut Vec<String>) {
         Method::PrimaryKey => format!(
             "lookup by primary key, the distinct keys read {KEY_BATCH} per round trip, in parallel on their data nodes"
         ),
-        Method::Index { name, prefix } => format!(
-            "lookup by ordered index {name} on its first {prefix} column(s): one index scan with a range per distinct key ({RANGE_BATCH} ranges per scan), pruned to the partitions they name"
-        ),
+        Method::Index { name, prefix } => {
+            let pruned = match &s.kind {
+                SourceKind::Table { table, .. } => {
+                    let spec = ScanSpec {
+                        index: table.index_number(name).map(|i| i as u16),
+                        ranges: Vec::new(),
+                        program: Vec::new(),
+                    };
+                    leads_with_partition_key(table, &spec)
+                }
+                SourceKind::Cte { .. } => false,
+            };
+            format!(
+                "lookup by ordered index {name} on its first {prefix} column(s): one index scan with a range per distinct key ({RANGE_BATCH} ranges per scan), {}",
+                if pruned {
+                    "on the partitions those keys fix"
+                } else {
+                    "on every partition (the index does not lead with the partition key)"
+                }
+            )
+        }
         Method::Hash => "hash match with the CTE's rows in the client".to_string(),
     };
     out.push(format!("  {kind} {table_name} AS {} ON {}: {how}", s.alias, on.join(" AND ")));
@@ -199,6 +218,14 @@ fn join(j: &Join, out: &mut Vec<String>) {
         };
         out.push(format!("    {place}: {f}"));
     }
+}
+
+/// Whether ranges of `spec`'s index that fix its leading columns fix the partition.
+fn leads_with_partition_key(table: &Table, spec: &ScanSpec) -> bool {
+    let Some(i) = spec.index else { return false };
+    let columns = &table.index_columns[usize::from(i)];
+    let key = usize::from(table.partition_key_columns);
+    columns.len() >= key && columns[..key] == table.key_columns[..key]
 }
 
 fn index_columns(table: &Table, name: &str) -> String {

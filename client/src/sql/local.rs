@@ -84,8 +84,53 @@ pub(super) fn result_types(table: &Table, program: &Program) -> Vec<ColumnType> 
 pub(super) fn compile_over(cols: &[(String, ColumnType)], query: &Query) -> Result<(Table, Program, Vec<ColumnType>)> {
     let table = table_of(cols);
     let program = compile_with(&table, query, &limits()).map_err(|e| refused(friendly(&e.to_string())))?;
-    let types = result_types(&table, &program);
+    let mut types = result_types(&table, &program);
+    timestamps(cols, query, &mut types);
     Ok((table, program, types))
+}
+
+/// Marks as timestamps the results that are one (the program computes them as i64):
+/// a timestamp column, literal or `ts +/- n`, month arithmetic, a CASE / GREATEST / LEAST of
+/// timestamps, and MIN / MAX of one.
+fn timestamps(cols: &[(String, ColumnType)], query: &Query, types: &mut [ColumnType]) {
+    let is = |e: &Expr| is_timestamp(e, cols);
+    let flags: Vec<bool> = if query.aggregates.is_empty() {
+        query.output.iter().map(is).collect()
+    } else {
+        let keys = query.group_by.iter().map(is);
+        let aggregates = query.aggregates.iter().map(|(f, a)| {
+            matches!(f, AggFn::Min | AggFn::Max) && a.as_ref().is_some_and(is)
+        });
+        keys.chain(aggregates).collect()
+    };
+    for (ty, ts) in types.iter_mut().zip(flags) {
+        if ts && *ty == ColumnType::I64 {
+            *ty = ColumnType::Timestamp;
+        }
+    }
+}
+
+fn is_timestamp(e: &Expr, cols: &[(String, ColumnType)]) -> bool {
+    use engine::program::ArithOp;
+    let is = |e: &Expr| is_timestamp(e, cols);
+    let typed = |e: &Expr| !matches!(e, Expr::Literal(Value::Null));
+    match e {
+        Expr::Column(name) => cols.iter().any(|(n, ty)| n == name && *ty == ColumnType::Timestamp),
+        Expr::Literal(Value::Timestamp(_)) => true,
+        Expr::Arith(ArithOp::Add, a, b) => is(a) != is(b),
+        Expr::Arith(ArithOp::Sub, a, b) => is(a) && !is(b),
+        Expr::AddMonths(..) => true,
+        Expr::Case(whens, otherwise) => {
+            let values: Vec<&Expr> =
+                whens.iter().map(|(_, v)| v).chain(otherwise.as_deref()).filter(|v| typed(v)).collect();
+            !values.is_empty() && values.into_iter().all(is)
+        }
+        Expr::Extreme(_, args) => {
+            let values: Vec<&Expr> = args.iter().filter(|v| typed(v)).collect();
+            !values.is_empty() && values.into_iter().all(is)
+        }
+        _ => false,
+    }
 }
 
 /// A compiler message with the client's internal column names made readable.
@@ -149,9 +194,8 @@ pub(super) fn compare(a: &Value, b: &Value) -> Ordering {
         (V::Text(x), V::Text(y)) => x.cmp(y),
         (V::Bytes(x), V::Bytes(y)) => x.cmp(y),
         (V::U64(x), V::U64(y)) => x.cmp(y),
-        (V::F64(_), _) | (_, V::F64(_)) if rank(a) == 2 && rank(b) == 2 => {
-            number(a).partial_cmp(&number(b)).unwrap_or(Ordering::Equal)
-        }
+        // A total order (NaN after +inf), so sorting never meets an inconsistent comparison.
+        (V::F64(_), _) | (_, V::F64(_)) if rank(a) == 2 && rank(b) == 2 => number(a).total_cmp(&number(b)),
         _ if rank(a) == 2 && rank(b) == 2 => wide(a).cmp(&wide(b)),
         _ => rank(a).cmp(&rank(b)),
     }

@@ -129,6 +129,9 @@ pub(super) struct Join {
     pub method: Method,
     /// (outer column, this source's column) pairs that must be equal.
     pub pairs: Vec<(String, String)>,
+    /// For key and index lookups: the outer column that gives each key column (or each of the
+    /// index's first `prefix` columns), in order.
+    pub keys: Vec<String>,
 }
 
 /// How a join reaches its rows.
@@ -208,14 +211,8 @@ struct Names<'a> {
 impl Context for Names<'_> {
     fn column(&mut self, parts: &[String], tree: &ast::Expr) -> Result<Expr> {
         let found: Vec<&Col> = match parts {
-            [name] => {
-                let exact: Vec<&Col> = self.scope.iter().filter(|c| &c.name == name).collect();
-                if exact.is_empty() {
-                    self.scope.iter().filter(|c| c.name.eq_ignore_ascii_case(name)).collect()
-                } else {
-                    exact
-                }
-            }
+            // Column names are case-insensitive, as in MySQL.
+            [name] => self.scope.iter().filter(|c| c.name.eq_ignore_ascii_case(name)).collect(),
             [alias, name] => self
                 .scope
                 .iter()
@@ -570,6 +567,17 @@ fn select(session: &mut Session<'_>, query: &ast::Query, ctes: &[Cte], now: i64)
                 at(items[j].factor)
             )));
         }
+        for (x, y) in &pairs[j] {
+            let ty = |k: &String| visible_scope.iter().find(|c| c.key() == *k).map(|c| c.ty);
+            if let (Some(a), Some(b)) = (ty(x), ty(y)) {
+                if kind_of(a) != kind_of(b) {
+                    return Err(refused(format!(
+                        "the join of `{me}`{}: `{y} = {x}` compares {b} with {a}",
+                        at(items[j].factor)
+                    )));
+                }
+            }
+        }
     }
     for t in terms {
         let owners = aliases(&t);
@@ -613,13 +621,14 @@ fn select(session: &mut Session<'_>, query: &ast::Query, ctes: &[Cte], now: i64)
             cols.push(it.all[first].clone());
         }
         let filter_terms = std::mem::take(&mut place[j]);
-        let (kind, method) = access(it.kind, &it.hints, &it.alias, &filter_terms, &mut pairs[j], j > 0, it.factor)?;
+        let (kind, method) = access(it.kind, &it.hints, &it.alias, &filter_terms, &pairs[j], j > 0, it.factor)?;
         let source = Source { alias: it.alias, kind, filter: and_all(filter_terms), columns: cols, all: it.all };
         if j == 0 {
             sources.push(source);
         } else {
             let left = ons[j - 1].0;
-            joins.push(Join { left, source, method: method.unwrap_or(Method::Hash), pairs: std::mem::take(&mut pairs[j]) });
+            let (method, keys) = method.unwrap_or((Method::Hash, Vec::new()));
+            joins.push(Join { left, source, method, pairs: std::mem::take(&mut pairs[j]), keys });
         }
     }
     let source = sources.remove(0);
@@ -638,6 +647,17 @@ fn select(session: &mut Session<'_>, query: &ast::Query, ctes: &[Cte], now: i64)
     order_by_index(&mut select, visible);
     select.types = types(&select)?;
     Ok(select)
+}
+
+/// What kind of value a column holds, for comparing join columns: numbers of any type
+/// compare with each other, text with text, bytes with bytes, bools with bools.
+fn kind_of(ty: ColumnType) -> u8 {
+    match ty {
+        ColumnType::Bool => 1,
+        ColumnType::Varchar { .. } => 2,
+        ColumnType::Bytes { .. } => 3,
+        _ => 0,
+    }
 }
 
 fn alias_of(key: &str) -> &str {
@@ -821,9 +841,14 @@ fn fixed_values(terms: &[Expr], key: &str, table: &Table, column: usize) -> Opti
         if let Expr::In(c, list) = t {
             if matches!(c.as_ref(), Expr::Column(k) if k == key) {
                 let values: Option<Vec<Value>> = list.iter().filter(|v| **v != Value::Null).map(fit).collect();
-                if let Some(mut values) = values {
-                    values.dedup();
-                    return Some(values);
+                if let Some(values) = values {
+                    let mut seen = std::collections::HashSet::new();
+                    let values: Vec<Value> =
+                        values.into_iter().filter(|v| local::match_key(&[v]).is_some_and(|k| seen.insert(k))).collect();
+                    // `IN (NULL)` fixes nothing a range can say: leave it to the filter.
+                    if !values.is_empty() {
+                        return Some(values);
+                    }
                 }
             }
         }
@@ -886,11 +911,11 @@ fn access(
     hints: &Hints,
     alias: &str,
     terms: &[Expr],
-    pairs: &mut [(String, String)],
+    pairs: &[(String, String)],
     joined: bool,
     factor: &TableFactor,
-) -> Result<(SourceKind, Option<Method>)> {
-    let SourceKind::Table { table, .. } = kind else { return Ok((kind, Some(Method::Hash))) };
+) -> Result<(SourceKind, Option<(Method, Vec<String>)>)> {
+    let SourceKind::Table { table, .. } = kind else { return Ok((kind, Some((Method::Hash, Vec::new())))) };
     let allowed = |name: &str| {
         !hints.only.as_ref().is_some_and(|v| !v.iter().any(|n| n == name)) && !hints.ignore.iter().any(|n| n == name)
     };
@@ -899,9 +924,16 @@ fn access(
         let column_of = |inner: &str| inner.split_once('.').map(|(_, c)| c.to_string()).unwrap_or_default();
         let key: Vec<String> = table.def.primary_key.clone();
         let covers = |cols: &[String]| cols.iter().all(|k| pairs.iter().any(|(_, y)| column_of(y) == *k));
+        // The outer column giving each of `cols` (the first pair that names it).
+        let outer_of = |cols: &[String]| -> Vec<String> {
+            cols.iter()
+                .filter_map(|c| pairs.iter().find(|(_, y)| column_of(y) == *c).map(|(x, _)| x.clone()))
+                .collect()
+        };
         if !hints.force && covers(&key) {
-            pairs.sort_by_key(|(_, y)| key.iter().position(|k| *k == column_of(y)).unwrap_or(usize::MAX));
-            return Ok((SourceKind::Table { table, access: Access::Scan { index: None, ranges: Vec::new() } }, Some(Method::PrimaryKey)));
+            let keys = outer_of(&key);
+            let kind = SourceKind::Table { table, access: Access::Scan { index: None, ranges: Vec::new() } };
+            return Ok((kind, Some((Method::PrimaryKey, keys))));
         }
         let mut best: Option<(usize, usize)> = None;
         for &i in &indexes {
@@ -922,9 +954,10 @@ fn access(
         };
         let cols: Vec<String> =
             table.index_columns[i].iter().map(|c| table.def.columns[usize::from(*c)].name.clone()).collect();
-        pairs.sort_by_key(|(_, y)| cols.iter().position(|c| *c == column_of(y)).unwrap_or(usize::MAX));
+        let keys = outer_of(&cols[..prefix]);
         let name = table.def.indexes[i].name.clone();
-        return Ok((SourceKind::Table { table, access: Access::Scan { index: None, ranges: Vec::new() } }, Some(Method::Index { name, prefix })));
+        let kind = SourceKind::Table { table, access: Access::Scan { index: None, ranges: Vec::new() } };
+        return Ok((kind, Some((Method::Index { name, prefix }, keys))));
     }
     // A driving table: key reads, an index range scan, or a full scan.
     if !hints.force {

@@ -345,6 +345,7 @@ pub fn compile_with(
         program: Program::default(),
         free: Vec::new(),
         columns: Vec::new(),
+        probed: Default::default(),
     };
     c.query(query)?;
     let program = c.program;
@@ -371,6 +372,10 @@ struct Compiler<'t> {
     free: Vec<Operand>,
     /// Loaded columns: (column index, register).
     columns: Vec<(usize, Operand)>,
+    /// Types found by [`Compiler::probe`], by node (its address in the query, which lives
+    /// as long as the compile) and hint, shared by the copies probes compile on: each node
+    /// is probed once, so nested CASE / GREATEST compile in polynomial, not exponential, time.
+    probed: std::rc::Rc<std::cell::RefCell<std::collections::HashMap<(usize, Option<RegType>), RegType>>>,
 }
 
 impl Compiler<'_> {
@@ -621,7 +626,13 @@ impl Compiler<'_> {
 
     /// The type `e` compiles to with `hint`, found by compiling it on a copy of the compiler.
     fn probe(&self, e: &Expr, hint: Option<RegType>) -> Result<RegType, CompileError> {
-        Ok(self.clone().expr(e, hint)?.ty)
+        let key = (e as *const Expr as usize, hint);
+        if let Some(ty) = self.probed.borrow().get(&key) {
+            return Ok(*ty);
+        }
+        let ty = self.clone().expr(e, hint)?.ty;
+        self.probed.borrow_mut().insert(key, ty);
+        Ok(ty)
     }
 
     /// The one type of several values (CASE branches, GREATEST / LEAST arguments): their
