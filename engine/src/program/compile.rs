@@ -363,6 +363,9 @@ pub fn compile_with(
     Ok(program)
 }
 
+/// Probed types by (node address, hint), shared between a compiler and its copies.
+type Probed = std::rc::Rc<std::cell::RefCell<std::collections::HashMap<(usize, Option<RegType>), RegType>>>;
+
 #[derive(Clone)]
 struct Compiler<'t> {
     table: &'t Table,
@@ -375,7 +378,7 @@ struct Compiler<'t> {
     /// Types found by [`Compiler::probe`], by node (its address in the query, which lives
     /// as long as the compile) and hint, shared by the copies probes compile on: each node
     /// is probed once, so nested CASE / GREATEST compile in polynomial, not exponential, time.
-    probed: std::rc::Rc<std::cell::RefCell<std::collections::HashMap<(usize, Option<RegType>), RegType>>>,
+    probed: Probed,
 }
 
 impl Compiler<'_> {
