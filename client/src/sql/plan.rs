@@ -905,6 +905,10 @@ fn index_ranges(table: &Table, index: usize, alias: &str, terms: &[Expr]) -> (Ve
     (prefixes.into_iter().map(Range::eq).collect(), score)
 }
 
+/// How a joined source is reached, and the outer columns giving its key (none for a driving
+/// source).
+type Reach = Option<(Method, Vec<String>)>;
+
 /// Chooses how a source is read (a driving table) or reached (a joined one).
 fn access(
     kind: SourceKind,
@@ -914,7 +918,7 @@ fn access(
     pairs: &[(String, String)],
     joined: bool,
     factor: &TableFactor,
-) -> Result<(SourceKind, Option<(Method, Vec<String>)>)> {
+) -> Result<(SourceKind, Reach)> {
     let SourceKind::Table { table, .. } = kind else { return Ok((kind, Some((Method::Hash, Vec::new())))) };
     let allowed = |name: &str| {
         !hints.only.as_ref().is_some_and(|v| !v.iter().any(|n| n == name)) && !hints.ignore.iter().any(|n| n == name)
