@@ -19,6 +19,7 @@
 //! interpreter, on a table made of the intermediate result's columns), so an expression means
 //! the same wherever it runs.
 
+mod access;
 mod exec;
 mod explain;
 mod local;
