@@ -362,6 +362,35 @@ fn select(session: &mut Session<'_>, query: &ast::Query, ctes: &[Cte], now: i64)
         return Err(refused(format!("`{}`: only a plain SELECT runs (no UNION, VALUES, ...)", cut(&query.body))));
     };
     refuse_extras(s, query)?;
+    let (items, ons) = from_clause(session, s, ctes)?;
+    let scope: Vec<Col> = items.iter().flat_map(|i| i.all.iter().cloned()).collect();
+    let list = select_list(s, query, &scope, now)?;
+    let (limit, offset) = limit_offset(query)?;
+    let mut placed = place_terms(s, &items, &ons, now)?;
+    let used = used_columns(&placed, &list.shape);
+    let (source, joins) = sources(items, &ons, &mut placed, &used)?;
+    let mut select = Select {
+        source,
+        joins,
+        residual: and_all(std::mem::take(&mut placed.residual)),
+        shape: list.shape,
+        order: list.order,
+        limit,
+        offset,
+        names: list.names,
+        types: Vec::new(),
+        index_ordered: false,
+    };
+    order_by_index(&mut select, list.visible);
+    select.types = types(&select)?;
+    Ok(select)
+}
+
+/// A join's kind (LEFT or not) and its ON condition.
+type On<'q> = (bool, &'q ast::Expr);
+
+/// The FROM clause: its items (the driving one first) and each join's ON.
+fn from_clause<'q>(session: &mut Session<'_>, s: &'q ast::Select, ctes: &[Cte]) -> Result<(Vec<Item<'q>>, Vec<On<'q>>)> {
     let [from] = s.from.as_slice() else {
         return Err(refused(if s.from.is_empty() {
             "a SELECT needs FROM a table".to_string()
@@ -394,19 +423,80 @@ fn select(session: &mut Session<'_>, query: &ast::Query, ctes: &[Cte], now: i64)
             return Err(refused(format!("the name `{}` is used twice in FROM{}: give one an alias", it.alias, at(it.factor))));
         }
     }
-    let scope: Vec<Col> = items.iter().flat_map(|i| i.all.iter().cloned()).collect();
+    Ok((items, ons))
+}
 
-    // SELECT list, GROUP BY, HAVING, ORDER BY.
+/// What the SELECT list, GROUP BY, HAVING and ORDER BY make.
+struct Listed {
+    shape: Shape,
+    order: Vec<(usize, bool)>,
+    names: Vec<String>,
+    /// Outputs the SELECT list shows (ORDER BY may add hidden ones after them).
+    visible: usize,
+}
+
+/// The SELECT list's outputs: expressions, their names, and the text each came from.
+struct Outputs<'q> {
+    exprs: Vec<Expr>,
+    names: Vec<String>,
+    trees: Vec<Option<&'q ast::Expr>>,
+}
+
+impl Outputs<'_> {
+    fn column(&mut self, c: &Col) {
+        self.exprs.push(Expr::Column(c.key()));
+        self.names.push(c.name.clone());
+        self.trees.push(None);
+    }
+}
+
+fn select_list(s: &ast::Select, query: &ast::Query, scope: &[Col], now: i64) -> Result<Listed> {
     let mut aggregates = Vec::new();
-    let mut outputs: Vec<Expr> = Vec::new();
-    let mut names: Vec<String> = Vec::new();
-    let mut trees: Vec<Option<&ast::Expr>> = Vec::new();
+    let mut out = projection(s, scope, now, &mut aggregates)?;
+    let visible = out.exprs.len();
+    let group_by = group_by_list(s, &out, scope, now)?;
+    let having = match &s.having {
+        Some(h) => {
+            let mut cx = Names { scope, aggregates: Some(&mut aggregates), now, clause: "HAVING" };
+            Some((from_ast_in(h, &mut cx)?, h))
+        }
+        None => None,
+    };
+    let order = order_by_list(query, &mut out, visible, scope, now, &mut aggregates)?;
+    let aggregating = !aggregates.is_empty() || !group_by.is_empty();
+    if let (Some((_, h)), false) = (&having, aggregating) {
+        return Err(refused(format!("HAVING{} needs GROUP BY or an aggregate", at(*h))));
+    }
+    let shape = if aggregating {
+        let mut output = Vec::with_capacity(out.exprs.len());
+        for (e, tree) in out.exprs.iter().zip(&out.trees) {
+            output.push(grouped(e, &group_by).map_err(|c| not_grouped(&c, *tree))?);
+        }
+        let having = match having {
+            Some((h, tree)) => Some(grouped(&h, &group_by).map_err(|c| not_grouped(&c, Some(tree)))?),
+            None => None,
+        };
+        Shape::Aggregate { group_by, aggregates, having, output }
+    } else {
+        Shape::Rows { output: out.exprs }
+    };
+    Ok(Listed { shape, order, names: out.names, visible })
+}
+
+/// The SELECT list: each item (aggregates collected into `aggregates`), `*` and `t.*` expanded.
+fn projection<'q>(
+    s: &'q ast::Select,
+    scope: &[Col],
+    now: i64,
+    aggregates: &mut Vec<(AggFn, Option<Expr>)>,
+) -> Result<Outputs<'q>> {
+    let mut out = Outputs { exprs: Vec::new(), names: Vec::new(), trees: Vec::new() };
     for p in &s.projection {
         match p {
             SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => {
-                let mut cx = Names { scope: &scope, aggregates: Some(&mut aggregates), now, clause: "the SELECT list" };
-                outputs.push(from_ast_in(e, &mut cx)?);
-                names.push(match p {
+                let mut cx = Names { scope, aggregates: Some(&mut *aggregates), now, clause: "the SELECT list" };
+                out.exprs.push(from_ast_in(e, &mut cx)?);
+                out.names.push(match p {
                     SelectItem::ExprWithAlias { alias, .. } => alias.value.clone(),
                     _ => match e {
                         ast::Expr::Identifier(i) => i.value.clone(),
@@ -414,18 +504,14 @@ fn select(session: &mut Session<'_>, query: &ast::Query, ctes: &[Cte], now: i64)
                         e => e.to_string(),
                     },
                 });
-                trees.push(Some(e));
+                out.trees.push(Some(e));
             }
             SelectItem::ExprWithAliases { .. } => {
                 return Err(refused(format!("unsupported select item `{}`{}", cut(p), at(p))));
             }
             SelectItem::Wildcard(o) => {
                 refuse_wildcard_options(o, p)?;
-                for c in &scope {
-                    outputs.push(Expr::Column(c.key()));
-                    names.push(c.name.clone());
-                    trees.push(None);
-                }
+                scope.iter().for_each(|c| out.column(c));
             }
             SelectItem::QualifiedWildcard(kind, o) => {
                 refuse_wildcard_options(o, p)?;
@@ -437,15 +523,15 @@ fn select(session: &mut Session<'_>, query: &ast::Query, ctes: &[Cte], now: i64)
                 if cols.is_empty() {
                     return Err(refused(format!("`{p}`{}: no source is named `{alias}`", at(p))));
                 }
-                for c in cols {
-                    outputs.push(Expr::Column(c.key()));
-                    names.push(c.name.clone());
-                    trees.push(None);
-                }
+                cols.into_iter().for_each(|c| out.column(c));
             }
         }
     }
-    let visible = outputs.len();
+    Ok(out)
+}
+
+/// GROUP BY's expressions (an item may name a SELECT item by number or alias).
+fn group_by_list(s: &ast::Select, out: &Outputs<'_>, scope: &[Col], now: i64) -> Result<Vec<Expr>> {
     let mut group_by = Vec::new();
     match &s.group_by {
         GroupByExpr::Expressions(list, modifiers) => {
@@ -453,161 +539,171 @@ fn select(session: &mut Session<'_>, query: &ast::Query, ctes: &[Cte], now: i64)
                 return Err(refused("GROUP BY modifiers (WITH ROLLUP, ...) are not supported"));
             }
             for g in list {
-                let tree = select_item_ref(g, &names, &trees, &scope)?.unwrap_or(g);
-                group_by.push(convert(tree, &scope, now, "GROUP BY")?);
+                let tree = select_item_ref(g, &out.names, &out.trees, scope)?.unwrap_or(g);
+                group_by.push(convert(tree, scope, now, "GROUP BY")?);
             }
         }
         GroupByExpr::All(_) => return Err(refused("GROUP BY ALL is not supported: name the columns")),
     }
-    let mut having = match &s.having {
-        Some(h) => {
-            let mut cx = Names { scope: &scope, aggregates: Some(&mut aggregates), now, clause: "HAVING" };
-            Some((from_ast_in(h, &mut cx)?, h))
-        }
-        None => None,
-    };
+    Ok(group_by)
+}
+
+/// ORDER BY: (output, descending) per item; an expression not in the SELECT list becomes a
+/// hidden output.
+fn order_by_list<'q>(
+    query: &'q ast::Query,
+    out: &mut Outputs<'q>,
+    visible: usize,
+    scope: &[Col],
+    now: i64,
+    aggregates: &mut Vec<(AggFn, Option<Expr>)>,
+) -> Result<Vec<(usize, bool)>> {
     let mut order = Vec::new();
-    if let Some(by) = &query.order_by {
-        let ast::OrderByKind::Expressions(list) = &by.kind else {
-            return Err(refused("ORDER BY ALL is not supported: name the columns"));
-        };
-        if by.interpolate.is_some() {
-            return Err(refused("ORDER BY ... INTERPOLATE is not supported"));
+    let Some(by) = &query.order_by else { return Ok(order) };
+    let ast::OrderByKind::Expressions(list) = &by.kind else {
+        return Err(refused("ORDER BY ALL is not supported: name the columns"));
+    };
+    if by.interpolate.is_some() {
+        return Err(refused("ORDER BY ... INTERPOLATE is not supported"));
+    }
+    for o in list {
+        if o.options.nulls_first.is_some() || o.with_fill.is_some() {
+            return Err(refused(format!("`{o}`{}: NULLS FIRST / LAST and WITH FILL are not supported (NULLs sort first)", at(&o.expr))));
         }
-        for o in list {
-            if o.options.nulls_first.is_some() || o.with_fill.is_some() {
-                return Err(refused(format!("`{o}`{}: NULLS FIRST / LAST and WITH FILL are not supported (NULLs sort first)", at(&o.expr))));
-            }
-            let desc = match &o.options.sort {
-                None | Some(ast::OrderBySort::Asc) => false,
-                Some(ast::OrderBySort::Desc) => true,
-                Some(other) => return Err(refused(format!("unsupported sort order `{other:?}`{}", at(&o.expr)))),
-            };
-            let index = match ordinal_or_alias(&o.expr, &names, visible, &[])? {
-                Some(i) => i,
-                None => {
-                    let mut cx = Names { scope: &scope, aggregates: Some(&mut aggregates), now, clause: "ORDER BY" };
-                    let e = from_ast_in(&o.expr, &mut cx)?;
-                    match outputs.iter().position(|x| *x == e) {
-                        Some(i) => i,
-                        None => {
-                            outputs.push(e);
-                            trees.push(Some(&o.expr));
-                            outputs.len() - 1
-                        }
+        let desc = match &o.options.sort {
+            None | Some(ast::OrderBySort::Asc) => false,
+            Some(ast::OrderBySort::Desc) => true,
+            Some(other) => return Err(refused(format!("unsupported sort order `{other:?}`{}", at(&o.expr)))),
+        };
+        let index = match ordinal_or_alias(&o.expr, &out.names, visible, &[])? {
+            Some(i) => i,
+            None => {
+                let mut cx = Names { scope, aggregates: Some(&mut *aggregates), now, clause: "ORDER BY" };
+                let e = from_ast_in(&o.expr, &mut cx)?;
+                match out.exprs.iter().position(|x| *x == e) {
+                    Some(i) => i,
+                    None => {
+                        out.exprs.push(e);
+                        out.trees.push(Some(&o.expr));
+                        out.exprs.len() - 1
                     }
                 }
-            };
-            order.push((index, desc));
-        }
-    }
-    let aggregating = !aggregates.is_empty() || !group_by.is_empty();
-    if having.is_some() && !aggregating {
-        return Err(refused(format!("HAVING{} needs GROUP BY or an aggregate", having.as_ref().map_or(String::new(), |(_, h)| at(*h)))));
-    }
-    let shape = if aggregating {
-        for (i, o) in outputs.iter_mut().enumerate() {
-            *o = grouped(o, &group_by).map_err(|c| not_grouped(&c, trees[i]))?;
-        }
-        let having = match having.take() {
-            Some((h, tree)) => Some(grouped(&h, &group_by).map_err(|c| not_grouped(&c, Some(tree)))?),
-            None => None,
+            }
         };
-        Shape::Aggregate { group_by, aggregates, having, output: outputs }
-    } else {
-        Shape::Rows { output: outputs }
-    };
-    let (limit, offset) = limit_offset(query)?;
+        order.push((index, desc));
+    }
+    Ok(order)
+}
 
-    // WHERE and ON terms, placed.
+/// WHERE and ON terms, placed: per FROM item the terms on it alone (pushed to it), per join
+/// its equalities with earlier items, and the rest (evaluated on the joined rows).
+struct Placed {
+    place: Vec<Vec<Expr>>,
+    pairs: Vec<Vec<(String, String)>>,
+    residual: Vec<Expr>,
+}
+
+fn place_terms(s: &ast::Select, items: &[Item<'_>], ons: &[On<'_>], now: i64) -> Result<Placed> {
+    let mut placed = Placed { place: vec![Vec::new(); items.len()], pairs: vec![Vec::new(); items.len()], residual: Vec::new() };
+    for (j, (left, on)) in ons.iter().enumerate() {
+        on_terms(j + 1, *left, on, items, now, &mut placed)?;
+    }
     let mut terms = Vec::new();
     if let Some(w) = &s.selection {
+        let scope: Vec<Col> = items.iter().flat_map(|i| i.all.iter().cloned()).collect();
         conjuncts(convert(w, &scope, now, "WHERE")?, &mut terms);
-    }
-    let mut place: Vec<Vec<Expr>> = vec![Vec::new(); items.len()];
-    let mut pairs: Vec<Vec<(String, String)>> = vec![Vec::new(); items.len()];
-    let mut residual = Vec::new();
-    for (j, (left, on)) in ons.iter().enumerate() {
-        let j = j + 1;
-        let visible_scope: Vec<Col> = items[..=j].iter().flat_map(|i| i.all.iter().cloned()).collect();
-        let mut on_terms = Vec::new();
-        conjuncts(convert(on, &visible_scope, now, "ON")?, &mut on_terms);
-        let me = &items[j].alias;
-        for t in on_terms {
-            let owners = aliases(&t);
-            if let Expr::Compare(CmpOp::Eq, a, b) = &t {
-                if let (Expr::Column(x), Expr::Column(y)) = (a.as_ref(), b.as_ref()) {
-                    let (xa, ya) = (alias_of(x), alias_of(y));
-                    if ya == me.as_str() && xa != me.as_str() {
-                        pairs[j].push((x.clone(), y.clone()));
-                        continue;
-                    }
-                    if xa == me.as_str() && ya != me.as_str() {
-                        pairs[j].push((y.clone(), x.clone()));
-                        continue;
-                    }
-                }
-            }
-            if owners.iter().all(|a| a == me) {
-                place[j].push(t);
-            } else if *left {
-                return Err(refused(format!(
-                    "the LEFT JOIN of `{me}`{}: its ON may hold equalities with earlier tables and terms on `{me}` alone, not `{t}`",
-                    at(items[j].factor)
-                )));
-            } else {
-                residual.push(t);
-            }
-        }
-        if pairs[j].is_empty() {
-            return Err(refused(format!(
-                "the join of `{me}`{} has no equality with an earlier table in its ON: it cannot run as a lookup join",
-                at(items[j].factor)
-            )));
-        }
-        for (x, y) in &pairs[j] {
-            let ty = |k: &String| visible_scope.iter().find(|c| c.key() == *k).map(|c| c.ty);
-            if let (Some(a), Some(b)) = (ty(x), ty(y)) {
-                if kind_of(a) != kind_of(b) {
-                    return Err(refused(format!(
-                        "the join of `{me}`{}: `{y} = {x}` compares {b} with {a}",
-                        at(items[j].factor)
-                    )));
-                }
-            }
-        }
     }
     for t in terms {
         let owners = aliases(&t);
+        // A term on one table goes to it, unless that table is LEFT-joined (filtering its
+        // rows before the join would turn a dropped row into a NULL-extended one).
         let target = match owners.as_slice() {
             [] => Some(0),
             [one] => items.iter().position(|i| &i.alias == one).filter(|j| *j == 0 || !ons[*j - 1].0),
             _ => None,
         };
         match target {
-            Some(j) => place[j].push(t),
-            None => residual.push(t),
+            Some(j) => placed.place[j].push(t),
+            None => placed.residual.push(t),
         }
     }
+    Ok(placed)
+}
 
-    // The columns used, per source.
+/// Join `j`'s ON terms: equalities with earlier items (its lookup keys), terms on it alone,
+/// and (INNER joins only) the rest.
+fn on_terms(j: usize, left: bool, on: &ast::Expr, items: &[Item<'_>], now: i64, placed: &mut Placed) -> Result<()> {
+    let scope: Vec<Col> = items[..=j].iter().flat_map(|i| i.all.iter().cloned()).collect();
+    let mut terms = Vec::new();
+    conjuncts(convert(on, &scope, now, "ON")?, &mut terms);
+    let me = items[j].alias.as_str();
+    for t in terms {
+        if let Expr::Compare(CmpOp::Eq, a, b) = &t {
+            if let (Expr::Column(x), Expr::Column(y)) = (a.as_ref(), b.as_ref()) {
+                match (alias_of(x) == me, alias_of(y) == me) {
+                    (false, true) => {
+                        placed.pairs[j].push((x.clone(), y.clone()));
+                        continue;
+                    }
+                    (true, false) => {
+                        placed.pairs[j].push((y.clone(), x.clone()));
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
+        }
+        if aliases(&t).iter().all(|a| a == me) {
+            placed.place[j].push(t);
+        } else if left {
+            return Err(refused(format!(
+                "the LEFT JOIN of `{me}`{}: its ON may hold equalities with earlier tables and terms on `{me}` alone, not `{t}`",
+                at(items[j].factor)
+            )));
+        } else {
+            placed.residual.push(t);
+        }
+    }
+    if placed.pairs[j].is_empty() {
+        return Err(refused(format!(
+            "the join of `{me}`{} has no equality with an earlier table in its ON: it cannot run as a lookup join",
+            at(items[j].factor)
+        )));
+    }
+    for (x, y) in &placed.pairs[j] {
+        let ty = |k: &String| scope.iter().find(|c| c.key() == *k).map(|c| c.ty);
+        if let (Some(a), Some(b)) = (ty(x), ty(y)) {
+            if kind_of(a) != kind_of(b) {
+                return Err(refused(format!("the join of `{me}`{}: `{y} = {x}` compares {b} with {a}", at(items[j].factor))));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Every column the statement uses (`alias.column`).
+fn used_columns(placed: &Placed, shape: &Shape) -> Vec<String> {
     let mut used = Vec::new();
-    for e in place.iter().flatten().chain(&residual) {
+    for e in placed.place.iter().flatten().chain(&placed.residual) {
         columns(e, &mut used);
     }
-    for (x, y) in pairs.iter().flatten() {
+    for (x, y) in placed.pairs.iter().flatten() {
         used.push(x.clone());
         used.push(y.clone());
     }
-    match &shape {
+    match shape {
         Shape::Rows { output } => output.iter().for_each(|e| columns(e, &mut used)),
         Shape::Aggregate { group_by, aggregates, .. } => {
             group_by.iter().for_each(|e| columns(e, &mut used));
             aggregates.iter().filter_map(|(_, a)| a.as_ref()).for_each(|e| columns(e, &mut used));
         }
     }
+    used
+}
 
-    let mut sources = Vec::new();
+/// The driving source and the joins, each with its access, filter and needed columns.
+fn sources(items: Vec<Item<'_>>, ons: &[On<'_>], placed: &mut Placed, used: &[String]) -> Result<(Source, Vec<Join>)> {
+    let mut driving = None;
     let mut joins = Vec::new();
     for (j, it) in items.into_iter().enumerate() {
         let mut cols: Vec<Col> = it.all.iter().filter(|c| used.contains(&c.key())).cloned().collect();
@@ -618,33 +714,20 @@ fn select(session: &mut Session<'_>, query: &ast::Query, ctes: &[Cte], now: i64)
             };
             cols.push(it.all[first].clone());
         }
-        let filter_terms = std::mem::take(&mut place[j]);
-        let (kind, method) = access(it.kind, &it.hints, &it.alias, &filter_terms, &pairs[j], j > 0, it.factor)?;
+        let filter_terms = std::mem::take(&mut placed.place[j]);
+        let (kind, reach) = access(it.kind, &it.hints, &it.alias, &filter_terms, &placed.pairs[j], j > 0, it.factor)?;
         let source = Source { alias: it.alias, kind, filter: and_all(filter_terms), columns: cols, all: it.all };
-        if j == 0 {
-            sources.push(source);
-        } else {
-            let left = ons[j - 1].0;
-            let (method, keys) = method.unwrap_or((Method::Hash, Vec::new()));
-            joins.push(Join { left, source, method, pairs: std::mem::take(&mut pairs[j]), keys });
+        match driving {
+            None => driving = Some(source),
+            Some(_) => {
+                let (method, keys) = reach.unwrap_or((Method::Hash, Vec::new()));
+                let pairs = std::mem::take(&mut placed.pairs[j]);
+                joins.push(Join { left: ons[j - 1].0, source, method, pairs, keys });
+            }
         }
     }
-    let source = sources.remove(0);
-    let mut select = Select {
-        source,
-        joins,
-        residual: and_all(residual),
-        shape,
-        order,
-        limit,
-        offset,
-        names,
-        types: Vec::new(),
-        index_ordered: false,
-    };
-    order_by_index(&mut select, visible);
-    select.types = types(&select)?;
-    Ok(select)
+    let source = driving.ok_or_else(|| refused("a SELECT needs FROM a table"))?;
+    Ok((source, joins))
 }
 
 /// What kind of value a column holds, for comparing join columns: numbers of any type
