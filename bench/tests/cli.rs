@@ -697,3 +697,50 @@ fn commit_errors_exit_2_with_a_message() {
     assert!(taken.join("recovery").is_dir());
     std::fs::remove_dir_all(&taken).unwrap();
 }
+
+#[test]
+fn sql_measures_the_fraud_queries_beside_sqlite_while_a_writer_inserts() {
+    let alone = temp_dir("sql");
+    let exe = alone.join("blockwire-bench");
+    std::fs::copy(env!("CARGO_BIN_EXE_blockwire-bench"), &exe).unwrap();
+    let out = Command::new(&exe)
+        .args(["sql", "--transport", "tcp", "--rows", "5000", "--cards", "50", "--merchants", "100"])
+        .args(["--ops", "100", "--warmup", "10", "--insert-rate", "200"])
+        .output()
+        .unwrap();
+    std::fs::remove_dir_all(&alone).unwrap();
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}\n{stdout}");
+    assert!(stdout.contains("by ordered index by_card_time"), "{stdout}");
+    assert!(stdout.contains("lookup by primary key"), "{stdout}");
+    assert!(stdout.contains("tcp: the writer inserted"), "{stdout}");
+    for case in ["per card", "by category"] {
+        for who in ["blockwire", "SQLite"] {
+            // count, p50 p90 p99 p99.9 p99.99 max, then the ratio for blockwire's rows.
+            let row = numbers_after(&stdout, &format!("{case} ({who}, tcp)"));
+            assert!(row.len() >= 7, "{case} {who}: {row:?}\n{stdout}");
+            assert_eq!(row[0], 100.0, "{row:?}");
+            assert!(row[1] > 0.0 && row[1..7].windows(2).all(|w| w[0] <= w[1]), "{row:?}");
+            if who == "blockwire" {
+                assert_eq!(row.len(), 8, "{row:?}");
+                assert!(row[7] > 0.0, "{row:?}");
+            }
+        }
+    }
+    assert!(stdout.contains("target (tcp): per-card p99"), "{stdout}");
+}
+
+#[test]
+fn sql_errors_exit_2_with_a_message() {
+    for (args, message) in [
+        (&["sql", "--rows", "0"][..], "must be at least 1"),
+        (&["sql", "--transport", "local"], "tcp, shm or rdma"),
+        (&["sql", "--cards", "99999999999999"], "at most"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_blockwire-bench")).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+}

@@ -42,7 +42,7 @@ use std::sync::Arc;
 use node::block::{Block, Context, InitContext};
 use node::stats::CounterId;
 use signals::gsn::{NodeConnected, NodeFailRep};
-use signals::{gsn, BlockInstance, BlockRef, NodeId, SignalData, SignalView};
+use signals::{gsn, BlockInstance, BlockRef, NodeId, Priority, SignalData, SignalView};
 
 use crate::layout::{Layout, LiveMap, MembershipSettings};
 use crate::protocol::*;
@@ -85,6 +85,9 @@ pub struct Membership {
     /// The left neighbour watched, and when it was last heard.
     left: Option<NodeId>,
     last_heard: Option<u64>,
+    /// When this block's heartbeat timer last ran (to tell a silent neighbour from a tick of
+    /// our own that came late because this node's thread was busy or descheduled).
+    last_tick: Option<u64>,
     round: Option<Round>,
     next_round: u32,
     /// Data nodes whose link is up.
@@ -122,6 +125,7 @@ impl Membership {
             suspected: BTreeSet::new(),
             left: None,
             last_heard: None,
+            last_tick: None,
             round: None,
             next_round: 1,
             connected: BTreeSet::new(),
@@ -205,7 +209,20 @@ impl Membership {
         let (left, right) = self.neighbours(me);
         if let Some(right) = right {
             let hb = Heartbeat { node: u32::from(me.get()), you_serve: u32::from(self.live.is_serving(right)) };
-            let _ = ctx.send(&ctx.signal(MEMBER_HEARTBEAT, Layout::membership_of(right)).data(hb.as_words()));
+            // Priority A: a heartbeat is taken before the node's queued transaction signals, so
+            // a node busy with a backlog of work still hears its neighbour in time.
+            let signal = ctx.signal(MEMBER_HEARTBEAT, Layout::membership_of(right)).data(hb.as_words());
+            let _ = ctx.send(&signal.priority(Priority::A));
+        }
+        // A tick that comes far later than the interval means this node did not run (a busy
+        // thread, a descheduled process): what it did not hear meanwhile says nothing about the
+        // neighbour, which gets a fresh interval from now (its heartbeats may be waiting in
+        // this node's queue). A neighbour that is really silent is suspected by the next
+        // ticks, which come on time.
+        let late = self.last_tick.is_some_and(|t| now.saturating_sub(t) > 2 * self.interval_ns());
+        self.last_tick = Some(now);
+        if late {
+            self.last_heard = self.last_heard.map(|h| h.max(now.saturating_sub(self.interval_ns())));
         }
         if left != self.left {
             // A new neighbour to watch: it counts from now.
