@@ -3,14 +3,16 @@
 //! write per peer per round: this is where batching happens).
 //!
 //! Back-pressure is visible, never silent: a signal to a peer whose queued bytes are over the
-//! overload mark gets [`SendError::Overloaded`] and is counted; a signal to a peer without a live
+//! overload mark gets [`SendError::Overloaded`] and is counted (priority A signals, the few
+//! that keep a cluster together such as heartbeats, may use the pages above the mark, and are
+//! refused only when none is free); a signal to a peer without a live
 //! link gets [`SendError::NotConnected`]. Pages packed for one connection are never sent on a
 //! later one: when the link's generation changes they are dropped and counted.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use signals::{BatchWriter, NodeId, PackError, Signal, WriteOptions};
+use signals::{BatchWriter, NodeId, PackError, Priority, Signal, WriteOptions};
 
 use crate::counters::LinkCounters;
 use crate::pages::{Page, PagePool, PageQueue, SendLevel};
@@ -126,7 +128,7 @@ impl SendBuffers {
                 limit_bytes: link.pool.overload_bytes(),
             }
         };
-        if link.pool.level() == SendLevel::Overload {
+        if link.pool.level() == SendLevel::Overload && signal.priority == Priority::B {
             return Err(overloaded());
         }
         let options = WriteOptions::default();
