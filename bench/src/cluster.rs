@@ -496,7 +496,9 @@ impl DataNodes {
                     let mut n = noted.lock().unwrap_or_else(PoisonError::into_inner);
                     n.push((Instant::now(), line.clone()));
                 }
-                if line.contains("panicked") {
+                // A panic, and a suspicion of a peer (with its reason: a missed heartbeat or a
+                // link's hang-up), are worth seeing when a run fails.
+                if line.contains("panicked") || line.contains("suspected dead") {
                     eprintln!("[data node {id}] {line}");
                 }
                 let mut t = kept.lock().unwrap_or_else(PoisonError::into_inner);

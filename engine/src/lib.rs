@@ -70,6 +70,34 @@ pub const API_SESSION: BlockNumber = BlockNumber(900);
 pub struct Engine {
     layout: OnceLock<Arc<Layout>>,
     catalogs: Mutex<HashMap<NodeId, Arc<Catalog>>>,
+    heard: Mutex<HashMap<NodeId, Arc<Heard>>>,
+}
+
+/// When a data node's engine blocks last took a signal from each other node (nanoseconds of
+/// the node's clock; 0: never). The storage and coordinator blocks note every signal from
+/// another node here, and the membership block counts it as a sign of life like a heartbeat:
+/// a node whose heartbeat waits in a link behind a backlog of its own transaction traffic is
+/// not suspected while that traffic is being taken (NDB counts any signal received, too).
+#[derive(Debug)]
+pub struct Heard {
+    at: Vec<std::sync::atomic::AtomicU64>,
+}
+
+impl Heard {
+    fn new() -> Heard {
+        Heard { at: (0..=usize::from(u8::MAX)).map(|_| std::sync::atomic::AtomicU64::new(0)).collect() }
+    }
+
+    /// A signal from `from` was taken at `now_ns`.
+    #[inline]
+    pub fn note(&self, from: NodeId, now_ns: u64) {
+        self.at[usize::from(from.get())].store(now_ns, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// When a signal from `from` was last taken (0: never).
+    pub fn last(&self, from: NodeId) -> u64 {
+        self.at[usize::from(from.get())].load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl Engine {
@@ -88,6 +116,12 @@ impl Engine {
     pub fn configure(&self, config: &Config) -> Result<Arc<Layout>, ConfigError> {
         let layout = Arc::new(Layout::from_config(config)?);
         Ok(self.layout.get_or_init(|| layout).clone())
+    }
+
+    /// The table of signals taken from other nodes by data node `me`'s blocks.
+    pub fn heard(&self, me: NodeId) -> Arc<Heard> {
+        let mut heard = self.heard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        heard.entry(me).or_insert_with(|| Arc::new(Heard::new())).clone()
     }
 
     /// The layout, once configured.

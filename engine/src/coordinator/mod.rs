@@ -151,6 +151,8 @@ struct Counters {
 #[derive(Debug)]
 pub struct Coordinator {
     engine: Arc<Engine>,
+    /// Signals taken from other nodes, for the membership block (see [`crate::Heard`]).
+    heard: Option<Arc<crate::Heard>>,
     out: Resend,
     settings: CoordinatorSettings,
     layout: Option<Arc<Layout>>,
@@ -172,6 +174,7 @@ impl Coordinator {
     pub fn new(engine: Arc<Engine>, settings: CoordinatorSettings) -> Coordinator {
         Coordinator {
             engine,
+            heard: None,
             out: Resend::default(),
             settings,
             layout: None,
@@ -851,6 +854,11 @@ impl Block for Coordinator {
     }
 
     fn execute(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let from = signal.sender().node;
+        if from != ctx.node_id() {
+            let now = ctx.now_ns();
+            self.heard.get_or_insert_with(|| self.engine.heard(ctx.node_id())).note(from, now);
+        }
         // Answers of the commit protocol come from storage blocks (data nodes); timers from
         // this block.
         let internal = matches!(

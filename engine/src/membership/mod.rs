@@ -235,6 +235,13 @@ impl Membership {
             // that hangs before its first heartbeat is still noticed.
             self.last_heard = Some(now + FIRST_HEARTBEAT_GRACE_NS);
         }
+        // Any signal the engine's blocks took from the neighbour since counts as a heartbeat.
+        if let (Some(left), Some(heard)) = (self.left, self.last_heard) {
+            let traffic = self.engine.heard(me).last(left);
+            if traffic > heard {
+                self.last_heard = Some(traffic);
+            }
+        }
         let limit = self.interval_ns() * u64::from(self.settings.heartbeat_missed);
         if let (Some(left), Some(heard)) = (self.left, self.last_heard) {
             if now.saturating_sub(heard) > limit {

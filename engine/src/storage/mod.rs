@@ -106,6 +106,8 @@ type Refusal = (ErrorCode, String);
 #[derive(Debug)]
 pub struct Storage {
     engine: Arc<Engine>,
+    /// Signals taken from other nodes, for the membership block (see [`crate::Heard`]).
+    heard: Option<Arc<crate::Heard>>,
     out: Resend,
     settings: StorageSettings,
     layout: Option<Arc<Layout>>,
@@ -137,6 +139,7 @@ impl Storage {
     pub fn new(engine: Arc<Engine>, settings: StorageSettings) -> Storage {
         Storage {
             engine,
+            heard: None,
             out: Resend::default(),
             settings,
             layout: None,
@@ -778,6 +781,11 @@ impl Block for Storage {
     }
 
     fn execute(&mut self, signal: &SignalView<'_>, ctx: &mut Context<'_>) {
+        let from = signal.sender().node;
+        if from != ctx.node_id() {
+            let now = ctx.now_ns();
+            self.heard.get_or_insert_with(|| self.engine.heard(ctx.node_id())).note(from, now);
+        }
         // The commit protocol's signals come from coordinators and storage blocks: data nodes.
         let internal = matches!(
             signal.gsn(),
