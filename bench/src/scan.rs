@@ -199,6 +199,14 @@ impl DataNodeCores {
     }
 }
 
+/// 64 well-mixed bits of `id` (splitmix64's finaliser): the benches' rows are functions of it.
+pub(crate) fn mix(id: i64) -> u64 {
+    let mut z = (id as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// The table's rows, each a function of its `id`.
 #[derive(Clone, Copy, Debug)]
 struct Data {
@@ -229,18 +237,11 @@ impl Data {
         }
     }
 
-    /// 64 well-mixed bits of `id` (splitmix64's finaliser).
-    fn mix(id: i64) -> u64 {
-        let mut z = (id as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
 
     /// `(merchant, amount, declined)` of row `id`: merchants 0..10,000, amounts 1..=100,000,
     /// one row in 20 declined.
     fn facts(id: i64) -> (i32, i64, bool) {
-        let m = Data::mix(id);
+        let m = mix(id);
         ((m % 10_000) as i32, 1 + ((m >> 16) % 100_000) as i64, (m >> 48) % 20 == 0)
     }
 

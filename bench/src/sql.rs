@@ -38,6 +38,7 @@ use hdrhistogram::Histogram;
 
 use crate::cluster::{self, client_error, ClusterSpec, Placement, Program, API_NODE, R, WRITER_NODE};
 use crate::report::{self, verdict, LatencyRow};
+use crate::scan::mix;
 use crate::Transport;
 
 /// Partitions of each table.
@@ -148,13 +149,6 @@ pub fn run(args: &SqlArgs) -> R<()> {
     Ok(())
 }
 
-/// 64 well-mixed bits of `id` (splitmix64's finaliser).
-fn mix(id: i64) -> u64 {
-    let mut z = (id as u64).wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
 
 /// Row `id` of `tx`: card, id, merchant, amount, time, declined.
 fn tx_row(args: &SqlArgs, started: i64, id: i64) -> [(&'static str, Value); 6] {

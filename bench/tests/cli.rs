@@ -439,10 +439,7 @@ fn kv_errors_exit_2_with_a_message() {
         (&["kv", "--datanode", "/nonexistent/blockwire-datanode"], "/nonexistent"),
         (&["kv", "--cpus", "0"], "--cpus takes two or three CPU numbers"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_blockwire-bench")).args(args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        exits_2_naming(args, message);
     }
 }
 
@@ -584,10 +581,7 @@ fn scan_errors_exit_2_with_a_message() {
         (&["scan", "--batch-rows", "0"], "--batch-rows must be at least 1"),
         (&["scan", "--cpus", "0,1,2,3"], "--cpus"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_blockwire-bench")).args(args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        exits_2_naming(args, message);
     }
 }
 
@@ -688,10 +682,7 @@ fn commit_errors_exit_2_with_a_message() {
         (&["commit", "--throughput-seconds", "0"], "--throughput-seconds 0"),
         (&["commit", "--dir", taken.to_str().unwrap()], "recovery is there already"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_blockwire-bench")).args(args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        exits_2_naming(args, message);
     }
     // What was there is left alone.
     assert!(taken.join("recovery").is_dir());
@@ -738,9 +729,14 @@ fn sql_errors_exit_2_with_a_message() {
         (&["sql", "--transport", "local"], "tcp, shm or rdma"),
         (&["sql", "--cards", "99999999999999"], "at most"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_blockwire-bench")).args(args).output().unwrap();
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
-        assert!(stderr.contains(message), "{args:?}: {stderr}");
+        exits_2_naming(args, message);
     }
+}
+
+/// Runs `blockwire-bench args`, which must exit 2 with `message` in its stderr.
+fn exits_2_naming(args: &[&str], message: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_blockwire-bench")).args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+    assert!(stderr.contains(message), "{args:?}: {stderr}");
 }

@@ -34,7 +34,7 @@ use sqlparser::ast::{
 };
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::{Parser, ParserError};
-use sqlparser::tokenizer::{Span, Token, Tokenizer};
+use sqlparser::tokenizer::{Span, Token, TokenWithSpan, Tokenizer};
 
 use crate::error::Error;
 
@@ -83,25 +83,11 @@ pub fn parse_aggregate(text: &str) -> Result<(AggFn, Option<Expr>)> {
 
 /// The text parsed as exactly one expression (anything after it is refused).
 fn parse_ast(text: &str) -> Result<ast::Expr> {
-    if text.len() > MAX_TEXT_BYTES {
-        return Err(invalid(format!(
-            "the expression is {} bytes, over the limit of {MAX_TEXT_BYTES}",
-            text.len()
-        )));
-    }
     if text.trim().is_empty() {
         return Err(invalid("an empty expression"));
     }
     let dialect = MySqlDialect {};
-    let tokens = Tokenizer::new(&dialect, text)
-        .tokenize_with_location()
-        .map_err(|e| parse_error(e.into()))?;
-    let count = tokens.iter().filter(|t| !matches!(t.token, Token::Whitespace(_))).count();
-    if count > MAX_TOKENS {
-        return Err(invalid(format!(
-            "the expression has {count} tokens, over the limit of {MAX_TOKENS}"
-        )));
-    }
+    let tokens = bounded_tokens(text, MAX_TEXT_BYTES, MAX_TOKENS, "expression")?;
     let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
     let tree = parser.parse_expr().map_err(parse_error)?;
     let next = parser.peek_token();
@@ -113,6 +99,23 @@ fn parse_ast(text: &str) -> Result<ast::Expr> {
         )));
     }
     Ok(tree)
+}
+
+/// The tokens of `text` (MySQL dialect, with positions), refused when it is over `max_bytes`
+/// or has more than `max_tokens` tokens besides whitespace: the bound on the depth of any
+/// tree parsed from them. `what` names the text in messages ("expression", "statement").
+pub(crate) fn bounded_tokens(text: &str, max_bytes: usize, max_tokens: usize, what: &str) -> Result<Vec<TokenWithSpan>> {
+    if text.len() > max_bytes {
+        return Err(invalid(format!("the {what} is {} bytes, over the limit of {max_bytes}", text.len())));
+    }
+    let tokens = Tokenizer::new(&MySqlDialect {}, text)
+        .tokenize_with_location()
+        .map_err(|e| invalid(format!("cannot parse the {what}: {e}")))?;
+    let count = tokens.iter().filter(|t| !matches!(t.token, Token::Whitespace(_))).count();
+    if count > max_tokens {
+        return Err(invalid(format!("the {what} has {count} tokens, over the limit of {max_tokens}")));
+    }
+    Ok(tokens)
 }
 
 fn parse_error(e: ParserError) -> Error {

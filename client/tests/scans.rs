@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use client::{AggFn, Error, Exec, Expr, IndexDef, Range, RangeEnd, ScanRequest, Session, Value};
 use common::bank::Rng;
+use common::sqlite::{sqlite_rows, to_sql_value};
 use common::{Shape, TestCluster};
 use engine::program::{ArithOp, CmpOp};
 use engine::schema::{Column, ColumnType, TableDef};
@@ -72,17 +73,6 @@ fn load(s: &mut Session<'_>, db: &rusqlite::Connection, rows: usize, rng: &mut R
     t
 }
 
-fn to_sql_value(v: &Value) -> rusqlite::types::Value {
-    use rusqlite::types::Value as S;
-    match v {
-        Value::Null => S::Null,
-        Value::F64(f) => S::Real(*f),
-        Value::Text(t) => S::Text(t.clone()),
-        Value::Bool(b) => S::Integer(i64::from(*b)),
-        v => S::Integer(v.as_i64().expect("an integer")),
-    }
-}
-
 /// A value as the comparison sees it: integers as i64, floats rounded to 9 significant digits.
 fn norm(v: &Value) -> String {
     match v {
@@ -91,26 +81,6 @@ fn norm(v: &Value) -> String {
         Value::Text(t) => format!("{t:?}"),
         v => v.as_i64().map_or_else(|| v.to_string(), |i| i.to_string()),
     }
-}
-
-fn from_sqlite(v: rusqlite::types::ValueRef<'_>) -> Value {
-    use rusqlite::types::ValueRef as S;
-    match v {
-        S::Null => Value::Null,
-        S::Integer(i) => Value::I64(i),
-        S::Real(f) => Value::F64(f),
-        S::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
-        S::Blob(b) => Value::Bytes(b.to_vec()),
-    }
-}
-
-fn sqlite_rows(db: &rusqlite::Connection, sql: &str) -> Vec<Vec<Value>> {
-    let mut stmt = db.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let n = stmt.column_count();
-    stmt.query_map([], |r| Ok((0..n).map(|i| from_sqlite(r.get_ref(i).unwrap())).collect::<Vec<_>>()))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
 }
 
 fn as_multiset(rows: &[Vec<Value>]) -> Vec<String> {

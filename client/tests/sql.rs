@@ -13,6 +13,7 @@ mod common;
 
 use client::{Column, ColumnType, Exec, IndexDef, Session, TableDef, Value};
 use common::bank::Rng;
+use common::sqlite::{sqlite_rows, to_sql_value};
 use common::{Shape, TestCluster};
 
 fn env_count(name: &str, default: usize) -> usize {
@@ -35,17 +36,6 @@ fn table(name: &str, columns: Vec<Column>, key: &[&str], partition_key: Option<&
             .iter()
             .map(|(n, cols)| IndexDef { name: n.to_string(), columns: cols.iter().map(|c| c.to_string()).collect() })
             .collect(),
-    }
-}
-
-fn to_sql_value(v: &Value) -> rusqlite::types::Value {
-    use rusqlite::types::Value as S;
-    match v {
-        Value::Null => S::Null,
-        Value::F64(f) => S::Real(*f),
-        Value::Text(t) => S::Text(t.clone()),
-        Value::Bool(b) => S::Integer(i64::from(*b)),
-        v => S::Integer(v.as_i64().expect("an integer")),
     }
 }
 
@@ -77,26 +67,6 @@ fn norm(v: &Value) -> String {
         Value::Bool(b) => i64::from(*b).to_string(),
         v => v.as_i64().map_or_else(|| v.to_string(), |i| i.to_string()),
     }
-}
-
-fn from_sqlite(v: rusqlite::types::ValueRef<'_>) -> Value {
-    use rusqlite::types::ValueRef as S;
-    match v {
-        S::Null => Value::Null,
-        S::Integer(i) => Value::I64(i),
-        S::Real(f) => Value::F64(f),
-        S::Text(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
-        S::Blob(b) => Value::Bytes(b.to_vec()),
-    }
-}
-
-fn sqlite_rows(db: &rusqlite::Connection, sql: &str) -> Vec<Vec<Value>> {
-    let mut stmt = db.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
-    let n = stmt.column_count();
-    stmt.query_map([], |r| Ok((0..n).map(|i| from_sqlite(r.get_ref(i).unwrap())).collect::<Vec<_>>()))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
 }
 
 fn lines(rows: &[Vec<Value>]) -> Vec<String> {

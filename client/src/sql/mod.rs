@@ -30,7 +30,6 @@ use engine::schema::ColumnType;
 use sqlparser::ast::{self, Statement};
 use sqlparser::dialect::MySqlDialect;
 use sqlparser::parser::{Parser, ParserError};
-use sqlparser::tokenizer::{Token, Tokenizer};
 
 use crate::error::{Error, Result};
 use crate::session::Session;
@@ -100,22 +99,8 @@ impl Session<'_> {
 
 /// Exactly one statement, parsed (a trailing `;` allowed).
 fn parse(text: &str) -> Result<Statement> {
-    if text.len() > MAX_STATEMENT_BYTES {
-        return Err(refused(format!(
-            "the statement is {} bytes, over the limit of {MAX_STATEMENT_BYTES}",
-            text.len()
-        )));
-    }
     let dialect = MySqlDialect {};
-    let tokens = Tokenizer::new(&dialect, text)
-        .tokenize_with_location()
-        .map_err(|e| parse_error(e.into()))?;
-    let count = tokens.iter().filter(|t| !matches!(t.token, Token::Whitespace(_))).count();
-    if count > MAX_STATEMENT_TOKENS {
-        return Err(refused(format!(
-            "the statement has {count} tokens, over the limit of {MAX_STATEMENT_TOKENS}"
-        )));
-    }
+    let tokens = crate::expr::bounded_tokens(text, MAX_STATEMENT_BYTES, MAX_STATEMENT_TOKENS, "statement")?;
     let mut parser = Parser::new(&dialect).with_tokens_with_locations(tokens);
     let mut statements = parser.parse_statements().map_err(parse_error)?;
     match statements.len() {

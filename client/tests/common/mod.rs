@@ -14,6 +14,7 @@ use std::time::Duration;
 use client::{Cluster, ConnectOptions};
 
 pub mod bank;
+pub mod sqlite;
 
 /// A port nobody listens on now.
 pub fn free_port() -> u16 {
