@@ -26,6 +26,7 @@ pub mod session;
 pub mod sql;
 
 pub use engine::protocol::{Exec, LockMode};
+pub use engine::ErrorCode;
 pub use engine::row::Value;
 pub use engine::schema::{Column, ColumnType, IndexDef, Table, TableDef};
 pub use error::{Error, Result};

@@ -4,7 +4,9 @@
 
 use std::collections::HashSet;
 
-use client::{Column, ColumnType, Durability, Exec, LockMode, Outcome, ScanRequest, Session, TableDef, Value};
+use client::{
+    Column, ColumnType, Durability, Exec, LockMode, Outcome, ScanRequest, Session, TableDef, Value,
+};
 
 pub const ACCOUNTS: i64 = 16;
 pub const START_BALANCE: i64 = 1000;
@@ -32,9 +34,13 @@ impl Rng {
 
 /// `BLOCKWIRE_SEED`, or one from the clock; printed either way.
 pub fn seed() -> u64 {
-    let s = std::env::var("BLOCKWIRE_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(1, |d| d.as_nanos() as u64) | 1
-    });
+    let s =
+        std::env::var("BLOCKWIRE_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_nanos() as u64)
+                | 1
+        });
     eprintln!("seed {s} (BLOCKWIRE_SEED={s} replays the choices)");
     s
 }
@@ -58,25 +64,38 @@ pub fn setup_bank(s: &mut Session<'_>, durability: Durability) {
     s.create_table(&transfers_def()).unwrap();
     let mut tx = s.begin();
     for id in 0..ACCOUNTS {
-        tx.insert(&accounts, &[("id", Value::I64(id)), ("balance", Value::I64(START_BALANCE))]).unwrap();
+        tx.insert(&accounts, &[("id", Value::I64(id)), ("balance", Value::I64(START_BALANCE))])
+            .unwrap();
     }
     tx.set_durability(durability);
     assert_eq!(s.execute(&mut tx, Exec::Commit).unwrap(), Outcome::Committed);
 }
 
 /// One transfer with its record, committed with `durability`; `Ok(gci)` when acknowledged.
-pub fn transfer(s: &mut Session<'_>, id: i64, a: i64, b: i64, durability: Durability) -> client::Result<u64> {
+pub fn transfer(
+    s: &mut Session<'_>,
+    id: i64,
+    a: i64,
+    b: i64,
+    durability: Durability,
+) -> client::Result<u64> {
     let accounts = s.table("accounts")?;
     let transfers = s.table("transfers")?;
     let mut tx = s.begin_hinted(&accounts, &[Value::I64(a)])?;
     let ra = tx.read(&accounts, &[Value::I64(a)], LockMode::Exclusive)?;
     let rb = tx.read(&accounts, &[Value::I64(b)], LockMode::Exclusive)?;
     s.execute(&mut tx, Exec::NoCommit)?;
-    let balance = |op| tx.row(op).and_then(|r| r.get("balance")).and_then(Value::as_i64).unwrap_or(0);
+    let balance =
+        |op| tx.row(op).and_then(|r| r.get("balance")).and_then(Value::as_i64).unwrap_or(0);
     let (ba, bb) = (balance(ra), balance(rb));
     tx.update(&accounts, &[Value::I64(a)], &[("balance", Value::I64(ba - 1))])?;
     tx.update(&accounts, &[Value::I64(b)], &[("balance", Value::I64(bb + 1))])?;
-    let values = [("id", Value::I64(id)), ("src", Value::I64(a)), ("dst", Value::I64(b)), ("amount", Value::I64(1))];
+    let values = [
+        ("id", Value::I64(id)),
+        ("src", Value::I64(a)),
+        ("dst", Value::I64(b)),
+        ("amount", Value::I64(1)),
+    ];
     tx.insert(&transfers, &values)?;
     tx.set_durability(durability);
     s.execute(&mut tx, Exec::Commit)?;
@@ -102,17 +121,24 @@ pub fn check_bank(s: &mut Session<'_>) -> HashSet<i64> {
     let mut expected = vec![START_BALANCE; ACCOUNTS as usize];
     let mut present = HashSet::new();
     for row in rows_of(s, "transfers") {
-        let (Value::I64(id), Value::I64(a), Value::I64(b)) = (&row[0], &row[1], &row[2]) else { panic!("transfer row {row:?}") };
+        let (Value::I64(id), Value::I64(a), Value::I64(b)) = (&row[0], &row[1], &row[2]) else {
+            panic!("transfer row {row:?}")
+        };
         expected[*a as usize] -= 1;
         expected[*b as usize] += 1;
         present.insert(*id);
     }
     let mut found = vec![i64::MIN; ACCOUNTS as usize];
     for row in rows_of(s, "accounts") {
-        let (Value::I64(id), Value::I64(balance)) = (&row[0], &row[1]) else { panic!("account row {row:?}") };
+        let (Value::I64(id), Value::I64(balance)) = (&row[0], &row[1]) else {
+            panic!("account row {row:?}")
+        };
         found[*id as usize] = *balance;
     }
-    assert_eq!(found, expected, "balances disagree with the transfer records: a transaction is partly there");
+    assert_eq!(
+        found, expected,
+        "balances disagree with the transfer records: a transaction is partly there"
+    );
     assert_eq!(found.iter().sum::<i64>(), START_BALANCE * ACCOUNTS, "the bank's total changed");
     present
 }

@@ -3,10 +3,10 @@
 //! for the test's sessions.
 #![allow(dead_code)]
 
+use std::collections::HashSet;
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::collections::HashSet;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,7 +26,11 @@ pub fn datanode_binary() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().and_then(Path::parent).unwrap();
     let bin = dir.join("blockwire-datanode");
-    assert!(bin.exists(), "{} is missing: build it (cargo build -p blockwire-engine)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: build it (cargo build -p blockwire-engine)",
+        bin.display()
+    );
     bin
 }
 
@@ -81,19 +85,27 @@ pub fn cluster_file(shape: &Shape, dir: &Path) -> String {
     for id in data.iter().chain(&api) {
         let kind = if *id < 100 { "data" } else { "api" };
         let port = std::iter::repeat_with(free_port).find(|p| ports.insert(*p)).unwrap_or_default();
-        s += &format!("[[nodes]]\nid = {id}\nkind = \"{kind}\"\nhost = \"127.0.0.1\"\nport = {port}\n");
+        s += &format!(
+            "[[nodes]]\nid = {id}\nkind = \"{kind}\"\nhost = \"127.0.0.1\"\nport = {port}\n"
+        );
         if kind == "data" && shape.durable.is_some() {
             s += &format!("data_dir = \"{}\"\n", dir.join(format!("node-{id}")).display());
         }
     }
     for (i, a) in data.iter().enumerate() {
         for b in data[i + 1..].iter().chain(&api) {
-            s += &format!("[[links]]\nnodes = [{a}, {b}]\ntransport = \"{}\"\nspin_time_us = 0\n", shape.transport);
+            s += &format!(
+                "[[links]]\nnodes = [{a}, {b}]\ntransport = \"{}\"\nspin_time_us = 0\n",
+                shape.transport
+            );
         }
     }
     let threads: Vec<String> = (0..shape.threads).map(|t| t.to_string()).collect();
     s += &format!("[threads]\ncount = {}\nreceive = 0\nspin_time_us = 0\n", shape.threads);
-    s += &format!("[[blocks]]\nkind = \"dictionary\"\nreplicas = {}\ndefault_partitions = 8\n", shape.replicas);
+    s += &format!(
+        "[[blocks]]\nkind = \"dictionary\"\nreplicas = {}\ndefault_partitions = 8\n",
+        shape.replicas
+    );
     let storage_threads: Vec<String> =
         (0..shape.storage_instances).map(|i| threads[i as usize % threads.len()].clone()).collect();
     s += &format!(
@@ -169,7 +181,8 @@ impl TestCluster {
     /// Writes the cluster file for `shape` and starts every data node. A port another test
     /// took between choosing it and binding it means a new file with new ports (three tries).
     pub fn start(name: &str, shape: Shape) -> TestCluster {
-        let dir = std::env::temp_dir().join(format!("blockwire-client-{name}-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("blockwire-client-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("cluster.toml");
         let links_up = Arc::new(Mutex::new(HashSet::new()));
@@ -178,15 +191,34 @@ impl TestCluster {
                 let mount = dir.join(format!("node-{id}"));
                 std::fs::create_dir_all(&mount).unwrap();
                 let status = Command::new("mount")
-                    .args(["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs", mount.to_str().unwrap()])
+                    .args([
+                        "-t",
+                        "tmpfs",
+                        "-o",
+                        &format!("size={bytes}"),
+                        "tmpfs",
+                        mount.to_str().unwrap(),
+                    ])
                     .status()
                     .unwrap();
-                assert!(status.success(), "mounting a tmpfs at {} failed (the test needs root)", mount.display());
+                assert!(
+                    status.success(),
+                    "mounting a tmpfs at {} failed (the test needs root)",
+                    mount.display()
+                );
             }
         }
         let serving = Arc::new(Mutex::new(HashSet::new()));
         let admitted = Arc::new(Mutex::new(HashSet::new()));
-        let mut cluster = TestCluster { dir, path, shape: shape.clone(), nodes: Vec::new(), links_up, serving, admitted };
+        let mut cluster = TestCluster {
+            dir,
+            path,
+            shape: shape.clone(),
+            nodes: Vec::new(),
+            links_up,
+            serving,
+            admitted,
+        };
         for attempt in 1..=3 {
             std::fs::write(&cluster.path, cluster_file(&shape, &cluster.dir)).unwrap();
             let started = (1..=shape.data_nodes).try_for_each(|id| cluster.try_start_node(id));
@@ -224,7 +256,10 @@ impl TestCluster {
             if missing.is_empty() {
                 return;
             }
-            assert!(std::time::Instant::now() < deadline, "data-node links not up within 30 s: {missing:?}");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "data-node links not up within 30 s: {missing:?}"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -233,12 +268,16 @@ impl TestCluster {
     pub fn wait_serving(&self) {
         let deadline = std::time::Instant::now() + Duration::from_secs(120);
         loop {
-            let missing: Vec<u32> =
-                (1..=self.shape.data_nodes).filter(|n| !self.serving.lock().unwrap().contains(n)).collect();
+            let missing: Vec<u32> = (1..=self.shape.data_nodes)
+                .filter(|n| !self.serving.lock().unwrap().contains(n))
+                .collect();
             if missing.is_empty() {
                 return;
             }
-            assert!(std::time::Instant::now() < deadline, "data nodes {missing:?} did not restore within 120 s");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "data nodes {missing:?} did not restore within 120 s"
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -257,7 +296,9 @@ impl TestCluster {
 
     /// SIGKILLs data node `id` alone.
     pub fn kill_node(&mut self, id: u32) {
-        let Some(at) = self.nodes.iter().position(|(n, _)| *n == id) else { panic!("data node {id} is not running") };
+        let Some(at) = self.nodes.iter().position(|(n, _)| *n == id) else {
+            panic!("data node {id} is not running")
+        };
         let (_, mut child) = self.nodes.remove(at);
         let _ = child.kill();
         let _ = child.wait();
@@ -268,7 +309,11 @@ impl TestCluster {
 
     /// The process id of data node `id` (running).
     pub fn pid(&self, id: u32) -> u32 {
-        self.nodes.iter().find(|(n, _)| *n == id).map(|(_, child)| child.id()).unwrap_or_else(|| panic!("data node {id} is not running"))
+        self.nodes
+            .iter()
+            .find(|(n, _)| *n == id)
+            .map(|(_, child)| child.id())
+            .unwrap_or_else(|| panic!("data node {id} is not running"))
     }
 
     /// Waits up to `timeout` until data node `id` is in `set` (`serving` or `admitted`).
@@ -336,7 +381,8 @@ impl TestCluster {
                 if let Some(peer) = link_up_peer(&line) {
                     links_up.lock().unwrap().insert((id, peer));
                 }
-                if line.contains("the node serves") || line.contains("this data node has restarted") {
+                if line.contains("the node serves") || line.contains("this data node has restarted")
+                {
                     serving.lock().unwrap().insert(id);
                 }
                 if line.contains("admitted to the cluster") {
@@ -350,7 +396,9 @@ impl TestCluster {
                     log.push_str(&line);
                     log.push('\n');
                 }
-                if std::env::var_os("BLOCKWIRE_TEST_NODE_LOG").is_some() || line.contains("panicked") {
+                if std::env::var_os("BLOCKWIRE_TEST_NODE_LOG").is_some()
+                    || line.contains("panicked")
+                {
                     eprintln!("[node {id}] {line}");
                 }
             }
@@ -358,7 +406,9 @@ impl TestCluster {
                 let _ = tx.send(Err(log));
             }
         });
-        let result = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|e| Err(format!("no start within 30 s: {e}")));
+        let result = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|e| Err(format!("no start within 30 s: {e}")));
         match result {
             Ok(()) => {
                 self.nodes.push((id, child));
@@ -420,7 +470,10 @@ pub fn accounts_def(partitions: u32) -> client::TableDef {
 pub fn rdma_device_here() -> bool {
     let found = std::fs::read_dir("/sys/class/infiniband").map(|d| d.count() > 0).unwrap_or(false);
     if !found {
-        assert!(std::env::var("RXE_VM").map_or(true, |v| v != "1"), "in the rxe rig without an RDMA device");
+        assert!(
+            std::env::var("RXE_VM").map_or(true, |v| v != "1"),
+            "in the rxe rig without an RDMA device"
+        );
         eprintln!("skipped: no RDMA device here (the rxe rig runs this test)");
     }
     found

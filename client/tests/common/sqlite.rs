@@ -31,8 +31,10 @@ pub fn from_sqlite(v: rusqlite::types::ValueRef<'_>) -> Value {
 pub fn sqlite_rows(db: &rusqlite::Connection, sql: &str) -> Vec<Vec<Value>> {
     let mut stmt = db.prepare(sql).unwrap_or_else(|e| panic!("{sql}: {e}"));
     let n = stmt.column_count();
-    stmt.query_map([], |r| Ok((0..n).map(|i| from_sqlite(r.get_ref(i).unwrap())).collect::<Vec<_>>()))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect()
+    stmt.query_map([], |r| {
+        Ok((0..n).map(|i| from_sqlite(r.get_ref(i).unwrap())).collect::<Vec<_>>())
+    })
+    .unwrap()
+    .map(Result::unwrap)
+    .collect()
 }

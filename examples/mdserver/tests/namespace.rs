@@ -1,0 +1,215 @@
+//! Every namespace operation and its errors through the library, on a two-data-node cluster
+//! (processes, tcp), then the consistency checker.
+
+#[path = "../../../client/tests/common/mod.rs"]
+mod common;
+
+use common::{Shape, TestCluster};
+use mdserver::{Caller, FsConfig, Kind, Namespace, RenameFlags, SetAttr, SetTime, ROOT};
+
+fn errno<T: std::fmt::Debug>(r: mdserver::FsResult<T>) -> &'static str {
+    match r {
+        Ok(v) => panic!("expected an error, got {v:?}"),
+        Err(e) => e.name(),
+    }
+}
+
+fn names(ns: &mut Namespace<'_>, dir: u64) -> Vec<String> {
+    let mut out: Vec<String> =
+        ns.readdir(dir, 0, 10_000).unwrap().into_iter().map(|e| e.name).collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn every_operation_and_error_through_the_library() {
+    let cluster = TestCluster::start("md-ops", Shape::default());
+    let mut api = cluster.connect(0);
+    let config =
+        FsConfig { block_size: 512, max_file_size: 8192, ino_range: 8, ..FsConfig::default() };
+    let mut ns = Namespace::open(api.session().unwrap(), config).unwrap();
+    let root = Caller::root();
+    let alice = Caller::user(1000, 1000);
+    let bob = Caller::user(1001, 1001);
+
+    // mkdir, lookup, getattr, create, ENOENT, EEXIST, ENOTDIR, ENAMETOOLONG.
+    let home = ns.mkdir(ROOT, "home", 0o755, &root).unwrap();
+    assert_eq!((home.kind, home.nlink, home.parent), (Kind::Dir, 2, ROOT));
+    let adir = ns.mkdir(home.ino, "alice", 0o755, &root).unwrap();
+    ns.setattr(adir.ino, SetAttr { uid: Some(1000), gid: Some(1000), ..SetAttr::default() }, &root)
+        .unwrap();
+    assert_eq!(ns.getattr(home.ino).unwrap().nlink, 3);
+    assert_eq!(ns.lookup(ROOT, "home", &alice).unwrap().ino, home.ino);
+    assert_eq!(errno(ns.lookup(ROOT, "nope", &alice)), "ENOENT");
+    let f = ns.create(adir.ino, "notes", 0o644, &alice).unwrap();
+    assert_eq!((f.kind, f.uid, f.gid, f.nlink, f.size), (Kind::File, 1000, 1000, 1, 0));
+    assert_eq!(errno(ns.create(adir.ino, "notes", 0o644, &alice)), "EEXIST");
+    assert_eq!(errno(ns.mkdir(adir.ino, "notes", 0o755, &alice)), "EEXIST");
+    assert_eq!(errno(ns.create(f.ino, "x", 0o644, &alice)), "ENOTDIR");
+    assert_eq!(errno(ns.lookup(f.ino, "x", &alice)), "ENOTDIR");
+    assert_eq!(errno(ns.create(adir.ino, &"n".repeat(256), 0o644, &alice)), "ENAMETOOLONG");
+    assert_eq!(errno(ns.create(99_999_999, "x", 0o644, &alice)), "ENOENT");
+
+    // EACCES: bob may not create in alice's directory or read her 0600 file.
+    assert_eq!(errno(ns.create(adir.ino, "bobs", 0o644, &bob)), "EACCES");
+    let secret = ns.create(adir.ino, "secret", 0o600, &alice).unwrap();
+    assert_eq!(errno(ns.open_file(secret.ino, libc::O_RDONLY, &bob)), "EACCES");
+    ns.open_file(secret.ino, libc::O_RDWR, &alice).unwrap();
+    ns.setattr(adir.ino, SetAttr { mode: Some(0o700), ..SetAttr::default() }, &alice).unwrap();
+    assert_eq!(errno(ns.lookup(adir.ino, "notes", &bob)), "EACCES");
+    ns.lookup(adir.ino, "notes", &root).unwrap();
+    ns.setattr(adir.ino, SetAttr { mode: Some(0o755), ..SetAttr::default() }, &alice).unwrap();
+
+    // setattr: chmod by a stranger, chown by a user, chgrp to a group not one's own: EPERM.
+    assert_eq!(
+        errno(ns.setattr(f.ino, SetAttr { mode: Some(0o777), ..SetAttr::default() }, &bob)),
+        "EPERM"
+    );
+    assert_eq!(
+        errno(ns.setattr(f.ino, SetAttr { uid: Some(1001), ..SetAttr::default() }, &alice)),
+        "EPERM"
+    );
+    assert_eq!(
+        errno(ns.setattr(f.ino, SetAttr { gid: Some(5), ..SetAttr::default() }, &alice)),
+        "EPERM"
+    );
+    let a = ns.setattr(f.ino, SetAttr { mode: Some(0o640), ..SetAttr::default() }, &alice).unwrap();
+    assert_eq!(a.perm, 0o640);
+    let t = ns
+        .setattr(
+            f.ino,
+            SetAttr {
+                atime: Some(SetTime::At(7)),
+                mtime: Some(SetTime::At(9)),
+                ..SetAttr::default()
+            },
+            &alice,
+        )
+        .unwrap();
+    assert_eq!((t.atime, t.mtime), (7, 9));
+    assert_eq!(
+        errno(ns.setattr(
+            f.ino,
+            SetAttr { mtime: Some(SetTime::At(1)), ..SetAttr::default() },
+            &bob
+        )),
+        "EPERM"
+    );
+
+    // write, read (holes read as zeros), truncate, EFBIG, EISDIR.
+    assert_eq!(ns.write(f.ino, 0, b"hello world").unwrap(), 11);
+    assert_eq!(ns.read(f.ino, 0, 100).unwrap(), b"hello world");
+    assert_eq!(ns.read(f.ino, 6, 3).unwrap(), b"wor");
+    let big: Vec<u8> = (0..3000u32).map(|i| (i % 251) as u8).collect();
+    ns.write(f.ino, 700, &big).unwrap();
+    let mut expect = vec![0u8; 3700];
+    expect[..11].copy_from_slice(b"hello world");
+    expect[700..].copy_from_slice(&big);
+    assert_eq!(ns.read(f.ino, 0, 8192).unwrap(), expect);
+    assert_eq!(ns.getattr(f.ino).unwrap().size, 3700);
+    ns.setattr(f.ino, SetAttr { size: Some(5), ..SetAttr::default() }, &alice).unwrap();
+    assert_eq!(ns.read(f.ino, 0, 100).unwrap(), b"hello");
+    ns.setattr(f.ino, SetAttr { size: Some(1000), ..SetAttr::default() }, &alice).unwrap();
+    let grown = ns.read(f.ino, 0, 2000).unwrap();
+    assert_eq!(grown.len(), 1000);
+    assert_eq!(&grown[..5], b"hello");
+    assert!(grown[5..].iter().all(|b| *b == 0), "bytes past a truncate read as zeros");
+    assert_eq!(errno(ns.write(f.ino, 8000, &[1u8; 500])), "EFBIG");
+    assert_eq!(
+        errno(ns.setattr(f.ino, SetAttr { size: Some(9000), ..SetAttr::default() }, &alice)),
+        "EFBIG"
+    );
+    assert_eq!(errno(ns.write(adir.ino, 0, b"x")), "EISDIR");
+    assert_eq!(
+        errno(ns.setattr(f.ino, SetAttr { size: Some(0), ..SetAttr::default() }, &bob)),
+        "EACCES"
+    );
+
+    // symlink, readlink, mknod, link.
+    let l = ns.symlink(adir.ino, "link", "notes", &alice).unwrap();
+    assert_eq!((l.kind, ns.readlink(l.ino).unwrap().as_str()), (Kind::Symlink, "notes"));
+    assert_eq!(errno(ns.readlink(f.ino)), "EINVAL");
+    let fifo = ns.mknod(adir.ino, "pipe", libc::S_IFIFO | 0o644, 0, &alice).unwrap();
+    assert_eq!(fifo.kind, Kind::Fifo);
+    let hard = ns.link(f.ino, home.ino, "notes-link", &root).unwrap();
+    assert_eq!(hard.nlink, 2);
+    assert_eq!(errno(ns.link(adir.ino, home.ino, "dirlink", &root)), "EPERM");
+    assert_eq!(errno(ns.link(f.ino, home.ino, "notes-link", &root)), "EEXIST");
+
+    // readdir lists every entry once, with offsets that survive changes in between.
+    assert_eq!(names(&mut ns, adir.ino), [".", "..", "link", "notes", "pipe", "secret"]);
+    let first = ns.readdir(adir.ino, 0, 3).unwrap();
+    let first_names: Vec<&str> = first.iter().map(|e| e.name.as_str()).collect();
+    assert_eq!(first_names, [".", "..", "notes"], "entries come in creation order");
+    ns.create(adir.ino, "zz-new", 0o644, &alice).unwrap();
+    ns.unlink(adir.ino, "secret", &alice).unwrap();
+    ns.rename(adir.ino, "notes", adir.ino, "notes-renamed", RenameFlags::default(), &alice)
+        .unwrap();
+    let rest: Vec<String> =
+        ns.readdir(adir.ino, first[2].offset, 100).unwrap().into_iter().map(|e| e.name).collect();
+    assert_eq!(
+        rest,
+        ["link", "pipe", "zz-new", "notes-renamed"],
+        "a removed entry goes, new ones come after the cursor"
+    );
+    ns.rename(adir.ino, "notes-renamed", adir.ino, "notes", RenameFlags::default(), &alice)
+        .unwrap();
+    assert_eq!(errno(ns.readdir(f.ino, 0, 10)), "ENOTDIR");
+
+    // unlink and rmdir.
+    assert_eq!(errno(ns.unlink(home.ino, "alice", &root)), "EISDIR");
+    assert_eq!(errno(ns.rmdir(home.ino, "alice", &root)), "ENOTEMPTY");
+    assert_eq!(errno(ns.rmdir(adir.ino, "notes", &alice)), "ENOTDIR");
+    assert_eq!(errno(ns.unlink(adir.ino, "nothing", &alice)), "ENOENT");
+    assert_eq!(errno(ns.unlink(adir.ino, "notes", &bob)), "EACCES");
+    ns.unlink(home.ino, "notes-link", &root).unwrap();
+    assert_eq!(ns.getattr(f.ino).unwrap().nlink, 1);
+    let empty = ns.mkdir(home.ino, "empty", 0o755, &root).unwrap();
+    ns.rmdir(home.ino, "empty", &root).unwrap();
+    assert_eq!(errno(ns.getattr(empty.ino)), "ENOENT");
+
+    // rename: within and across directories, replacing, NOREPLACE, EXCHANGE, errors.
+    let plain = RenameFlags::default();
+    ns.rename(adir.ino, "notes", adir.ino, "notes2", plain, &alice).unwrap();
+    assert_eq!(ns.lookup(adir.ino, "notes2", &alice).unwrap().ino, f.ino);
+    assert_eq!(errno(ns.lookup(adir.ino, "notes", &alice)), "ENOENT");
+    let other = ns.create(home.ino, "other", 0o644, &root).unwrap();
+    ns.rename(home.ino, "other", adir.ino, "notes2", plain, &root).unwrap();
+    assert_eq!(ns.lookup(adir.ino, "notes2", &alice).unwrap().ino, other.ino);
+    assert_eq!(errno(ns.getattr(f.ino)), "ENOENT", "the replaced file's last link went");
+    let noreplace = RenameFlags { noreplace: true, exchange: false };
+    assert_eq!(errno(ns.rename(adir.ino, "pipe", adir.ino, "notes2", noreplace, &alice)), "EEXIST");
+    let exchange = RenameFlags { noreplace: false, exchange: true };
+    ns.rename(adir.ino, "pipe", adir.ino, "notes2", exchange, &alice).unwrap();
+    assert_eq!(ns.lookup(adir.ino, "pipe", &alice).unwrap().ino, other.ino);
+    assert_eq!(ns.lookup(adir.ino, "notes2", &alice).unwrap().ino, fifo.ino);
+    assert_eq!(errno(ns.rename(adir.ino, "pipe", adir.ino, "absent", exchange, &alice)), "ENOENT");
+    let d1 = ns.mkdir(ROOT, "d1", 0o755, &root).unwrap();
+    let d2 = ns.mkdir(d1.ino, "d2", 0o755, &root).unwrap();
+    assert_eq!(
+        errno(ns.rename(ROOT, "d1", d2.ino, "d1", plain, &root)),
+        "EINVAL",
+        "a directory under itself"
+    );
+    assert_eq!(errno(ns.rename(ROOT, "d1", d1.ino, "x", plain, &root)), "EINVAL");
+    assert_eq!(errno(ns.rename(adir.ino, "pipe", ROOT, "d1", plain, &root)), "EISDIR");
+    assert_eq!(errno(ns.rename(ROOT, "d1", adir.ino, "pipe", plain, &root)), "ENOTDIR");
+    ns.mkdir(d2.ino, "d3", 0o755, &root).unwrap();
+    assert_eq!(errno(ns.rename(ROOT, "home", d1.ino, "d2", plain, &root)), "ENOTEMPTY");
+    ns.rename(d1.ino, "d2", ROOT, "moved", plain, &root).unwrap();
+    assert_eq!(ns.getattr(d2.ino).unwrap().parent, ROOT);
+    assert_eq!(ns.getattr(d1.ino).unwrap().nlink, 2);
+    ns.rename(ROOT, "d1", adir.ino, "d1", RenameFlags::from_bits(0).unwrap(), &root).unwrap();
+    assert_eq!(
+        errno(RenameFlags::from_bits(libc::RENAME_EXCHANGE | libc::RENAME_NOREPLACE)),
+        "EINVAL"
+    );
+
+    // statfs counts the inodes.
+    let st = ns.statfs().unwrap();
+    assert!(st.files - st.free_files >= 8, "{st:?}");
+
+    let report = mdserver::check::check(&mut ns).unwrap();
+    assert!(report.is_clean(), "{:#?}", report.problems);
+    assert!(report.directories >= 5);
+}
