@@ -167,8 +167,14 @@ impl Namespace<'_> {
                 p.nlink += 1;
             }
             tx.update(&inodes, &[Value::I64(parent as i64)], &p.update_values())?;
-            commit_new_entry(ns, tx, parent, name)?;
-            Ok(attr)
+            match commit_new_entry(ns, tx, parent, name) {
+                Err(Fail::Fs(e)) if e.errno == libc::EEXIST && ns.uncertain => {
+                    let mut check = ns.session.begin();
+                    made_by(ns, &mut check, parent, name, ino)?;
+                    Ok(attr)
+                }
+                r => r.map(|()| attr),
+            }
         })
     }
 
@@ -207,8 +213,14 @@ impl Namespace<'_> {
             attrs.insert(newparent, np);
             attrs.insert(ino, c.clone());
             ns.write_inodes(tx, &before, &attrs)?;
-            commit_new_entry(ns, tx, newparent, newname)?;
-            Ok(c)
+            match commit_new_entry(ns, tx, newparent, newname) {
+                Err(Fail::Fs(e)) if e.errno == libc::EEXIST && ns.uncertain => {
+                    let mut check = ns.session.begin();
+                    made_by(ns, &mut check, newparent, newname, ino)?;
+                    Ok(c)
+                }
+                r => r.map(|()| c),
+            }
         })
     }
 
@@ -233,7 +245,11 @@ impl Namespace<'_> {
         let dentries = self.tables.dentries.clone();
         let key = dentry_key(parent, name);
         self.run(Some(parent), |ns, tx| {
-            let seen = read_entry(ns, tx, parent, name)?;
+            let seen = match read_entry(ns, tx, parent, name) {
+                // The uncertain first attempt removed it.
+                Err(Fail::Fs(e)) if e.errno == libc::ENOENT && ns.uncertain => return Ok(()),
+                r => r?,
+            };
             let extra = [(&dentries, key.clone(), LockMode::Exclusive)];
             let (before, rows) = ns.lock_inodes(tx, &[parent, seen.ino], &extra)?;
             validate(rows.first(), Some(seen.ino))?;
@@ -297,15 +313,24 @@ impl Namespace<'_> {
         let dentries = self.tables.dentries.clone();
         let meta = self.tables.meta.clone();
         let (src_key, dst_key) = (dentry_key(parent, name), dentry_key(newparent, newname));
+        let mut first_src: Option<u64> = None;
         self.run(Some(newparent), |ns, tx| {
             if parent == newparent && name == newname {
                 read_entry(ns, tx, parent, name)?;
                 return Ok(());
             }
             let (src, dst) = read_two(ns, tx, (parent, name), (newparent, newname))?;
+            if src.is_none()
+                && ns.uncertain
+                && dst.as_ref().is_some_and(|d| Some(d.ino) == first_src)
+            {
+                // The uncertain first attempt moved it.
+                return Ok(());
+            }
             let src = src.ok_or_else(|| {
                 FsError::new(libc::ENOENT, format!("no entry {name:?} in directory {parent}"))
             })?;
+            first_src.get_or_insert(src.ino);
             let moves_dir = parent != newparent
                 && (src.kind == Kind::Dir
                     || (flags.exchange && dst.as_ref().is_some_and(|d| d.kind == Kind::Dir)));
@@ -445,6 +470,23 @@ fn commit_new_entry(
             Err(FsError::new(libc::EEXIST, format!("{name:?} exists in directory {parent}")).into())
         }
         r => r,
+    }
+}
+
+/// Ok when entry `name` of `parent` names inode `ino` (an uncertain attempt made it), else
+/// EEXIST.
+fn made_by(
+    ns: &mut Namespace<'_>,
+    tx: &mut Transaction,
+    parent: u64,
+    name: &str,
+    ino: u64,
+) -> Step<()> {
+    match read_entry(ns, tx, parent, name) {
+        Ok(d) if d.ino == ino => Ok(()),
+        _ => {
+            Err(FsError::new(libc::EEXIST, format!("{name:?} exists in directory {parent}")).into())
+        }
     }
 }
 

@@ -113,7 +113,7 @@ impl Namespace<'_> {
                 .into());
             }
             if let Some(g) = set.gid.filter(|g| *g != a.gid) {
-                if !root && !(caller.uid == a.uid && caller.in_group(g)) {
+                if !(root || (caller.uid == a.uid && caller.in_group(g))) {
                     return Err(FsError::new(
                         libc::EPERM,
                         format!("uid {} may not give inode {ino} group {g}", caller.uid),

@@ -54,7 +54,7 @@ const MAX_ATTEMPTS: u32 = 40;
 /// How long an operation keeps retrying, at most.
 const RETRY_FOR: Duration = Duration::from_secs(30);
 /// How long a commit with an unknown outcome waits for the outcome report.
-const OUTCOME_WAIT: Duration = Duration::from_secs(5);
+const OUTCOME_WAIT: Duration = Duration::from_secs(2);
 
 /// A directory entry as `fs_dentry` holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -118,8 +118,14 @@ pub struct Namespace<'c> {
     ino_end: u64,
     /// Whether the attempt's transaction has sent anything (a rollback then releases locks).
     sent: bool,
+    /// An earlier attempt of this operation committed with an outcome nobody could report
+    /// (its coordinator died): a retry that finds the operation's effect takes it as done.
+    pub(crate) uncertain: bool,
     pub(crate) stats: NsStats,
 }
+
+/// Inodes locked (by number) and the rows of reads made with the last lock.
+pub(crate) type Locked = (BTreeMap<u64, Attr>, Vec<Option<Row>>);
 
 /// Nanoseconds since the epoch now.
 pub fn now_ns() -> i64 {
@@ -153,6 +159,7 @@ impl<'c> Namespace<'c> {
             next_ino: 0,
             ino_end: 0,
             sent: false,
+            uncertain: false,
             stats: NsStats::default(),
         };
         let now = now_ns();
@@ -227,6 +234,7 @@ impl<'c> Namespace<'c> {
     ) -> FsResult<T> {
         let started = Instant::now();
         let mut attempt = 0u32;
+        self.uncertain = false;
         loop {
             attempt += 1;
             let mut tx = match hint {
@@ -281,25 +289,33 @@ impl<'c> Namespace<'c> {
     }
 
     /// Executes and commits. A commit whose outcome a node failure left unknown is resolved:
-    /// committed is success, aborted is a retry, and no answer is EIO naming the transaction.
+    /// committed is success, aborted is a retry; with no report the operation is retried as
+    /// uncertain, and a retry that finds the first attempt's effect (the entry it made names
+    /// its inode, the entry it removed is gone) takes it as done.
     pub(crate) fn commit(&mut self, tx: &mut Transaction) -> Step<()> {
         self.sent = true;
         match self.session.execute(tx, Exec::Commit) {
             Ok(_) => Ok(()),
-            Err(Error::NodeFailure { outcome_unknown: true, message }) => match self.session.outcome(tx.id(), OUTCOME_WAIT) {
-                Some(TxOutcome::Committed { .. }) => {
-                    self.stats.resolved += 1;
-                    Ok(())
+            Err(Error::NodeFailure { outcome_unknown: true, message }) => {
+                match self.session.outcome(tx.id(), OUTCOME_WAIT) {
+                    Some(TxOutcome::Committed { .. }) => {
+                        self.stats.resolved += 1;
+                        Ok(())
+                    }
+                    Some(TxOutcome::Aborted) => {
+                        self.stats.resolved += 1;
+                        Err(Fail::Cluster(Error::NodeFailure { outcome_unknown: false, message }))
+                    }
+                    None => {
+                        self.uncertain = true;
+                        tracing::info!(
+                            tx = tx.id(),
+                            "a commit's outcome is unknown: retrying the operation as uncertain"
+                        );
+                        Err(Fail::Cluster(Error::NodeFailure { outcome_unknown: false, message }))
+                    }
                 }
-                Some(TxOutcome::Aborted) => {
-                    self.stats.resolved += 1;
-                    Err(Fail::Cluster(Error::NodeFailure { outcome_unknown: false, message }))
-                }
-                None => Err(Fail::Fs(FsError::new(
-                    libc::EIO,
-                    format!("transaction {}: a node failed during its commit and its outcome is unknown ({message})", tx.id()),
-                ))),
-            },
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -385,7 +401,7 @@ impl<'c> Namespace<'c> {
         tx: &mut Transaction,
         inos: &[u64],
         extra: &[(&std::sync::Arc<client::Table>, Vec<Value>, LockMode)],
-    ) -> Step<(BTreeMap<u64, Attr>, Vec<Option<Row>>)> {
+    ) -> Step<Locked> {
         let mut sorted: Vec<u64> = inos.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
