@@ -24,8 +24,9 @@ df -h "$here" | awk 'NR == 2 { print "test.sh: " $4 " free on " $6 " (a clean bu
 # Debian packages the build and the tests need (gcc and pkg-config for crates that build C;
 # libibverbs-dev for the verbs shim; the rxe provider for the RDMA suites; iproute2 for the
 # network-partition test, which makes network namespaces; procps for kill, with which the
-# failover tests stop and continue a data node).
-packages=(gcc libc6-dev pkg-config libibverbs-dev ibverbs-providers iproute2 procps)
+# failover tests stop and continue a data node; fuse3 for the metadata server's mount tests
+# (/dev/fuse, as root), and git, which they run on a mount).
+packages=(gcc libc6-dev pkg-config libibverbs-dev ibverbs-providers iproute2 procps fuse3 git)
 
 # shellcheck source=lib/packages.sh
 source "$here/scripts/lib/packages.sh"
