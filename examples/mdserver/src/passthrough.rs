@@ -155,14 +155,20 @@ impl Passthrough {
         }
     }
 
+    /// `from` now lives at `to`: its table entry moves, and a directory's descendants with it
+    /// (a file's rename touches one entry, as a real pass-through's would).
     fn renamed(&mut self, from: &Path, to: &Path) {
         self.forget_path(to);
-        let moved: Vec<(PathBuf, u64)> = self
-            .inos
-            .iter()
-            .filter(|(p, _)| p.starts_with(from))
-            .map(|(p, i)| (p.clone(), *i))
-            .collect();
+        let is_dir = fs::symlink_metadata(to).is_ok_and(|m| m.is_dir());
+        let moved: Vec<(PathBuf, u64)> = if is_dir {
+            self.inos
+                .iter()
+                .filter(|(p, _)| p.starts_with(from))
+                .map(|(p, i)| (p.clone(), *i))
+                .collect()
+        } else {
+            self.inos.get(from).map(|i| (from.to_path_buf(), *i)).into_iter().collect()
+        };
         for (old, ino) in moved {
             let new = to.join(old.strip_prefix(from).unwrap_or(Path::new("")));
             self.inos.remove(&old);

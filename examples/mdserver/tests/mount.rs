@@ -221,6 +221,10 @@ fn every_operation_and_the_everyday_tools_through_a_mount() {
     assert_eq!(listed.len(), 300);
     assert_eq!(listed[0], "file-000");
 
+    // mknod through the kernel: a fifo.
+    sh_ok(&d, "mkfifo a/fifo && test -p a/fifo");
+    fs::remove_file(d.join("a/fifo")).unwrap();
+
     // The everyday tools.
     sh_ok(&d, "mkdir -p t/u/v && touch t/u/v/w && ls -l t/u/v | grep -q ' w$' && mv t/u t/u2 && test -f t/u2/v/w");
     let src = cluster.dir.join("tree");

@@ -35,6 +35,9 @@ struct Join {
     /// Bytes per stored file block (512..=4096; fixed when the namespace is first made).
     #[arg(long, default_value_t = FsConfig::default().block_size)]
     block_size: u32,
+    /// How long a waiting call polls the links before it sleeps, in us.
+    #[arg(long, default_value_t = 50)]
+    spin_us: u64,
     /// The largest file in bytes (EFBIG beyond).
     #[arg(long, default_value_t = FsConfig::default().max_file_size)]
     max_file_size: u64,
@@ -75,6 +78,7 @@ fn connect(join: &Join) -> Result<client::Cluster, String> {
     let options = client::ConnectOptions {
         api_node: Some(join.node_id),
         connect_timeout: Duration::from_millis(join.connect_timeout_ms),
+        spin: Duration::from_micros(join.spin_us),
         ..client::ConnectOptions::default()
     };
     client::Cluster::connect(&join.config, options)

@@ -49,6 +49,10 @@ struct Cli {
     /// The data-node binary (default: blockwire-datanode beside this one).
     #[arg(long)]
     datanode: Option<PathBuf>,
+    /// Spin time of the data nodes' threads and links and of every client's waits, in us
+    /// (on two CPUs, spinning processes take each other's time).
+    #[arg(long, default_value_t = 20)]
+    spin_us: u64,
     /// Skip the library runs (mount comparisons only).
     #[arg(long)]
     no_library: bool,
@@ -79,10 +83,16 @@ struct OwnCluster {
     dir: PathBuf,
     path: PathBuf,
     nodes: Vec<Child>,
+    spin_us: u64,
 }
 
 impl OwnCluster {
-    fn start(transport: &str, clients: u32, datanode: &Path) -> Result<OwnCluster, String> {
+    fn start(
+        transport: &str,
+        clients: u32,
+        datanode: &Path,
+        spin_us: u64,
+    ) -> Result<OwnCluster, String> {
         let dir = std::env::temp_dir()
             .join(format!("blockwire-mdtest-{}-{transport}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -102,10 +112,10 @@ impl OwnCluster {
         }
         for (a, b) in [(1, 2)].into_iter().chain(api.iter().flat_map(|a| [(1, *a), (2, *a)])) {
             s += &format!(
-                "\n[[links]]\nnodes = [{a}, {b}]\ntransport = \"{transport}\"\nspin_time_us = 20\n"
+                "\n[[links]]\nnodes = [{a}, {b}]\ntransport = \"{transport}\"\nspin_time_us = {spin_us}\n"
             );
         }
-        s += "\n[threads]\ncount = 1\nreceive = 0\nspin_time_us = 50\n";
+        s += &format!("\n[threads]\ncount = 1\nreceive = 0\nspin_time_us = {spin_us}\n");
         s += "\n[[blocks]]\nkind = \"dictionary\"\nreplicas = 2\ndefault_partitions = 8\n";
         s += "\n[[blocks]]\nkind = \"storage\"\ninstances = 2\nmemory_bytes = \"1G\"\nmax_operations = 262144\n";
         s += "\n[[blocks]]\nkind = \"coordinator\"\nmax_transactions = 65536\n\n[[blocks]]\nkind = \"membership\"\n";
@@ -124,14 +134,14 @@ impl OwnCluster {
                 .map_err(|e| format!("starting {}: {e}", datanode.display()))?;
             nodes.push(child);
         }
-        Ok(OwnCluster { dir, path, nodes })
+        Ok(OwnCluster { dir, path, nodes, spin_us })
     }
 
     fn connect(&self, node: u32) -> Result<client::Cluster, String> {
         let options = client::ConnectOptions {
             api_node: Some(u64::from(node)),
             connect_timeout: Duration::from_secs(30),
-            spin: Duration::from_micros(20),
+            spin: Duration::from_micros(self.spin_us),
             ..client::ConnectOptions::default()
         };
         client::Cluster::connect(&self.path, options).map_err(|e| format!("API node {node}: {e}"))
@@ -306,7 +316,7 @@ fn run(cli: Cli) -> Result<(), String> {
         if !["tcp", "shm"].contains(&transport.as_str()) {
             return Err(format!("--transport {transport}: tcp or shm (rdma runs in the rig)"));
         }
-        let cluster = OwnCluster::start(transport, max_threads, &datanode)?;
+        let cluster = OwnCluster::start(transport, max_threads, &datanode, cli.spin_us)?;
         let mut setup = cluster.connect(SETUP_NODE)?;
         let mut ns =
             Namespace::open(setup.session().map_err(|e| e.to_string())?, FsConfig::default())
@@ -330,6 +340,8 @@ fn run(cli: Cli) -> Result<(), String> {
                 &MOUNT_NODE.to_string(),
                 "--cache-ms",
                 &cli.cache_ms.to_string(),
+                "--spin-us",
+                &cli.spin_us.to_string(),
             ]);
             let m = Mounted::fuse(mount, scratch.join(format!("blockwire-{transport}")))?;
             for &threads in &cli.threads {
