@@ -239,7 +239,7 @@ impl Attr {
             return Ok(());
         }
         err(
-            libc::EACCES,
+            libc::EPERM,
             format!(
                 "directory {} is sticky and uid {} owns neither it nor inode {}",
                 self.ino, caller.uid, child.ino

@@ -169,8 +169,7 @@ impl Namespace<'_> {
             tx.update(&inodes, &[Value::I64(parent as i64)], &p.update_values())?;
             match commit_new_entry(ns, tx, parent, name) {
                 Err(Fail::Fs(e)) if e.errno == libc::EEXIST && ns.uncertain => {
-                    let mut check = ns.session.begin();
-                    made_by(ns, &mut check, parent, name, ino)?;
+                    made_by(ns, parent, name, ino)?;
                     Ok(attr)
                 }
                 r => r.map(|()| attr),
@@ -215,8 +214,7 @@ impl Namespace<'_> {
             ns.write_inodes(tx, &before, &attrs)?;
             match commit_new_entry(ns, tx, newparent, newname) {
                 Err(Fail::Fs(e)) if e.errno == libc::EEXIST && ns.uncertain => {
-                    let mut check = ns.session.begin();
-                    made_by(ns, &mut check, newparent, newname, ino)?;
+                    made_by(ns, newparent, newname, ino)?;
                     Ok(c)
                 }
                 r => r.map(|()| c),
@@ -250,12 +248,13 @@ impl Namespace<'_> {
                 Err(Fail::Fs(e)) if e.errno == libc::ENOENT && ns.uncertain => return Ok(()),
                 r => r?,
             };
-            let extra = [(&dentries, key.clone(), LockMode::Exclusive)];
-            let (before, rows) = ns.lock_inodes(tx, &[parent, seen.ino], &extra)?;
+            let (before, rows) = ns.lock_inodes(tx, &[parent, seen.ino], &[(parent, name)])?;
             validate(rows.first(), Some(seen.ino))?;
             let mut attrs = before.clone();
             let mut p = locked(&before, parent)?;
-            let c = locked(&before, seen.ino).map_err(|_| Fail::Stale)?;
+            let c = named(&before, seen.ino)?;
+            p.check(caller, MAY_WRITE | MAY_EXEC, "remove entries from")?;
+            p.sticky_allows(&c, caller)?;
             if dir && c.kind != Kind::Dir {
                 return Err(FsError::new(
                     libc::ENOTDIR,
@@ -280,8 +279,6 @@ impl Namespace<'_> {
             if c.ino == ROOT {
                 return Err(FsError::new(libc::EBUSY, "the root directory").into());
             }
-            p.check(caller, MAY_WRITE | MAY_EXEC, "remove entries from")?;
-            p.sticky_allows(&c, caller)?;
             let now = now_ns();
             tx.delete(&dentries, &key)?;
             p.size = p.size.saturating_sub(1);
@@ -310,27 +307,30 @@ impl Namespace<'_> {
     ) -> FsResult<()> {
         check_name(name)?;
         check_name(newname)?;
-        let dentries = self.tables.dentries.clone();
         let meta = self.tables.meta.clone();
-        let (src_key, dst_key) = (dentry_key(parent, name), dentry_key(newparent, newname));
-        let mut first_src: Option<u64> = None;
+        let mut first: Option<(u64, Option<u64>)> = None;
         self.run(Some(newparent), |ns, tx| {
             if parent == newparent && name == newname {
                 read_entry(ns, tx, parent, name)?;
                 return Ok(());
             }
             let (src, dst) = read_two(ns, tx, (parent, name), (newparent, newname))?;
-            if src.is_none()
-                && ns.uncertain
-                && dst.as_ref().is_some_and(|d| Some(d.ino) == first_src)
-            {
-                // The uncertain first attempt moved it.
-                return Ok(());
+            if ns.uncertain {
+                if let Some((s0, d0)) = first {
+                    let (now_src, now_dst) =
+                        (src.as_ref().map(|d| d.ino), dst.as_ref().map(|d| d.ino));
+                    // The uncertain first attempt moved it, or swapped the two.
+                    let moved = !flags.exchange && now_src.is_none() && now_dst == Some(s0);
+                    let swapped = flags.exchange && now_src == d0 && now_dst == Some(s0);
+                    if moved || swapped {
+                        return Ok(());
+                    }
+                }
             }
             let src = src.ok_or_else(|| {
                 FsError::new(libc::ENOENT, format!("no entry {name:?} in directory {parent}"))
             })?;
-            first_src.get_or_insert(src.ino);
+            first.get_or_insert((src.ino, dst.as_ref().map(|d| d.ino)));
             let moves_dir = parent != newparent
                 && (src.kind == Kind::Dir
                     || (flags.exchange && dst.as_ref().is_some_and(|d| d.kind == Kind::Dir)));
@@ -347,16 +347,13 @@ impl Namespace<'_> {
             }
             let mut inos = vec![parent, newparent, src.ino];
             inos.extend(dst.as_ref().map(|d| d.ino));
-            let extra = [
-                (&dentries, src_key.clone(), LockMode::Exclusive),
-                (&dentries, dst_key.clone(), LockMode::Exclusive),
-            ];
-            let (before, rows) = ns.lock_inodes(tx, &inos, &extra)?;
+            let (before, rows) =
+                ns.lock_inodes(tx, &inos, &[(parent, name), (newparent, newname)])?;
             validate(rows.first(), Some(src.ino))?;
             validate(rows.get(1), dst.as_ref().map(|d| d.ino))?;
             let p = locked(&before, parent)?;
             let np = locked(&before, newparent)?;
-            let s = locked(&before, src.ino).map_err(|_| Fail::Stale)?;
+            let s = named(&before, src.ino)?;
             np.dir()?;
             p.check(caller, MAY_WRITE | MAY_EXEC, "remove entries from")?;
             np.check(caller, MAY_WRITE | MAY_EXEC, "create entries in")?;
@@ -365,7 +362,7 @@ impl Namespace<'_> {
                 s.check(caller, MAY_WRITE, "move (its \"..\" changes)")?;
             }
             let d = match &dst {
-                Some(d) => Some(locked(&before, d.ino).map_err(|_| Fail::Stale)?),
+                Some(d) => Some(named(&before, d.ino)?),
                 None => None,
             };
             if let Some(d) = &d {
@@ -474,20 +471,28 @@ fn commit_new_entry(
 }
 
 /// Ok when entry `name` of `parent` names inode `ino` (an uncertain attempt made it), else
-/// EEXIST.
-fn made_by(
-    ns: &mut Namespace<'_>,
-    tx: &mut Transaction,
-    parent: u64,
-    name: &str,
-    ino: u64,
-) -> Step<()> {
-    match read_entry(ns, tx, parent, name) {
-        Ok(d) if d.ino == ino => Ok(()),
+/// EEXIST. Reads in a transaction of its own, committed at once.
+fn made_by(ns: &mut Namespace<'_>, parent: u64, name: &str, ino: u64) -> Step<()> {
+    let mut tx = ns.session.begin();
+    let op = tx.read(&ns.tables.dentries, &dentry_key(parent, name), LockMode::CommittedRead)?;
+    ns.commit(&mut tx)?;
+    match tx.row(op).map(Dentry::from_row).transpose()? {
+        Some(d) if d.ino == ino => Ok(()),
         _ => {
             Err(FsError::new(libc::EEXIST, format!("{name:?} exists in directory {parent}")).into())
         }
     }
+}
+
+/// The inode an entry validated under its directory's lock names: it exists (it goes only
+/// with its last entry, under the same lock), so its absence is corruption, EIO.
+fn named(attrs: &BTreeMap<u64, Attr>, ino: u64) -> Step<Attr> {
+    attrs.get(&ino).cloned().ok_or_else(|| {
+        Fail::Fs(FsError::new(
+            libc::EIO,
+            format!("an entry names inode {ino}, which does not exist (check the namespace)"),
+        ))
+    })
 }
 
 /// The entry `name` of `parent` by a committed read, or ENOENT.

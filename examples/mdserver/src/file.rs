@@ -67,8 +67,10 @@ pub struct StatFs {
     pub name_max: u32,
 }
 
-/// Blocks one batch writes or reads at most.
+/// Blocks one batch writes at most.
 const BLOCK_BATCH: usize = 16;
+/// Blocks one batch reads at most.
+const BLOCK_READS: usize = 128;
 
 impl Namespace<'_> {
     /// Changes attributes, with POSIX's rules on who may change what.
@@ -92,7 +94,10 @@ impl Namespace<'_> {
             let now = now_ns();
             let mut changed = false;
             if let Some(mode) = set.mode {
-                if !owner {
+                // Anyone who may write the file may drop its set-id bits (the kernel asks so
+                // when a non-owner writes a set-id file).
+                let kill_setid = mode & 0o7777 == a.perm & !(libc::S_ISUID | libc::S_ISGID);
+                if !owner && !kill_setid {
                     return Err(FsError::new(
                         libc::EPERM,
                         format!("uid {} does not own inode {ino} (chmod)", caller.uid),
@@ -104,6 +109,13 @@ impl Namespace<'_> {
                     a.perm &= !libc::S_ISGID;
                 }
                 changed = true;
+            }
+            if (set.uid.is_some() || set.gid.is_some()) && !owner {
+                return Err(FsError::new(
+                    libc::EPERM,
+                    format!("uid {} does not own inode {ino} (chown)", caller.uid),
+                )
+                .into());
             }
             if set.uid.is_some_and(|u| u != a.uid) && !root {
                 return Err(FsError::new(
@@ -225,20 +237,17 @@ impl Namespace<'_> {
         let (inodes, blocks) = (self.tables.inodes.clone(), self.tables.blocks.clone());
         let want_end = offset.saturating_add(u64::from(size)).min(self.config.max_file_size);
         self.run(Some(ino), |ns, tx| {
+            // The inode and the blocks, committed reads, in batches of BLOCK_READS.
             let op = tx.read(&inodes, &[Value::I64(ino as i64)], LockMode::CommittedRead)?;
             let mut ops = Vec::new();
-            let first = offset / bs;
-            let mut blk = first;
-            while blk * bs < want_end && ops.len() < BLOCK_BATCH * 8 {
-                ops.push((
-                    blk,
-                    tx.read(
-                        &blocks,
-                        &[Value::I64(ino as i64), Value::I64(blk as i64)],
-                        LockMode::CommittedRead,
-                    )?,
-                ));
+            let mut blk = offset / bs;
+            while blk * bs < want_end {
+                let key = [Value::I64(ino as i64), Value::I64(blk as i64)];
+                ops.push((blk, tx.read(&blocks, &key, LockMode::CommittedRead)?));
                 blk += 1;
+                if ops.len() % BLOCK_READS == 0 && blk * bs < want_end {
+                    ns.exec(tx)?;
+                }
             }
             ns.commit(tx)?;
             let a = attr_of(tx, op, ino)?;

@@ -390,10 +390,18 @@ impl Filesystem for MdFs<'_> {
         name: &OsStr,
         mode: u32,
         umask: u32,
-        _flags: i32,
+        flags: i32,
         reply: ReplyCreate,
     ) {
-        let r = utf8(name).and_then(|n| self.ns.create(parent, n, mode & !umask, &caller(req)));
+        let who = caller(req);
+        let r = utf8(name).and_then(|n| match self.ns.create(parent, n, mode & !umask, &who) {
+            // Another mount made it since the kernel's lookup: without O_EXCL, open it.
+            Err(e) if e.errno == libc::EEXIST && flags & libc::O_EXCL == 0 => {
+                let a = self.ns.lookup(parent, n, &who)?;
+                self.ns.open_file(a.ino, flags, &who)
+            }
+            r => r,
+        });
         match r {
             Ok(a) => reply.created(&self.ttl, &file_attr(&a, self.ns.config().block_size), 0, 0, 0),
             Err(e) => reply.error(errno(e)),

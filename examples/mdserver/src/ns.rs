@@ -254,6 +254,12 @@ impl<'c> Namespace<'c> {
                 Err(Fail::Fs(e)) => return Err(e),
                 Err(Fail::Stale) => {
                     self.stats.stale += 1;
+                    if attempt >= MAX_ATTEMPTS || started.elapsed() >= RETRY_FOR {
+                        return Err(FsError::new(
+                            libc::EAGAIN,
+                            format!("an entry kept changing ({attempt} attempts)"),
+                        ));
+                    }
                     true
                 }
                 Err(Fail::Cluster(e)) if e.is_temporary() => {
@@ -394,34 +400,55 @@ impl<'c> Namespace<'c> {
         })
     }
 
-    /// Takes exclusive locks on `inos` in ascending order, one round trip each; `extra`
-    /// reads go with the last lock. Returns the inodes found (by number) and the extras' rows.
+    /// Takes exclusive locks on `inos` in ascending order, one round trip each, then reads the
+    /// entries `extra` (committed reads: each entry's directory, its owner, is among `inos`
+    /// and locked, so nobody else can change it). The entries go with the last lock when
+    /// none of them belongs to the inode that lock takes (a batch's operations run in
+    /// parallel, so an entry read beside its owner's lock could be read before the lock is
+    /// held); otherwise in a round of their own. Returns the inodes found (by number) and the
+    /// entries' rows.
     pub(crate) fn lock_inodes(
         &mut self,
         tx: &mut Transaction,
         inos: &[u64],
-        extra: &[(&std::sync::Arc<client::Table>, Vec<Value>, LockMode)],
+        extra: &[(u64, &str)],
     ) -> Step<Locked> {
         let mut sorted: Vec<u64> = inos.to_vec();
         sorted.sort_unstable();
         sorted.dedup();
         let inodes = self.tables.inodes.clone();
+        let dentries = self.tables.dentries.clone();
+        let last = sorted.last().copied();
+        let with_last = !extra.iter().any(|(owner, _)| Some(*owner) == last);
         let mut found = BTreeMap::new();
-        let mut extras = Vec::new();
+        let mut extra_ops: Vec<OpId> = Vec::new();
         for (i, ino) in sorted.iter().enumerate() {
             let op = tx.read(&inodes, &[Value::I64(*ino as i64)], LockMode::Exclusive)?;
-            let mut extra_ops: Vec<OpId> = Vec::new();
-            if i + 1 == sorted.len() {
-                for (table, key, lock) in extra {
-                    extra_ops.push(tx.read(table, key, *lock)?);
+            if i + 1 == sorted.len() && with_last {
+                for (owner, name) in extra {
+                    extra_ops.push(tx.read(
+                        &dentries,
+                        &dentry_key(*owner, name),
+                        LockMode::CommittedRead,
+                    )?);
                 }
             }
             self.exec(tx)?;
             if let Some(row) = tx.row(op) {
                 found.insert(*ino, Attr::from_row(row)?);
             }
-            extras.extend(extra_ops.into_iter().map(|o| tx.row(o).cloned()));
         }
+        if !with_last && !extra.is_empty() {
+            for (owner, name) in extra {
+                extra_ops.push(tx.read(
+                    &dentries,
+                    &dentry_key(*owner, name),
+                    LockMode::CommittedRead,
+                )?);
+            }
+            self.exec(tx)?;
+        }
+        let extras = extra_ops.into_iter().map(|o| tx.row(o).cloned()).collect();
         Ok((found, extras))
     }
 

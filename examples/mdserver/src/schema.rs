@@ -34,6 +34,9 @@ pub const ROOT: u64 = 1;
 pub const NAME_MAX: usize = 255;
 /// The longest symlink target, in bytes.
 pub const TARGET_MAX: usize = 4095;
+/// The most blocks a file has (its blocks go in one transaction when it is truncated or
+/// removed, within the coordinator's operation limit).
+pub const MAX_BLOCKS: u64 = 16_384;
 /// The first readdir cookie of an entry (`.` is 1, `..` is 2).
 pub const FIRST_COOKIE: u64 = 3;
 
@@ -73,6 +76,12 @@ impl FsConfig {
         }
         if self.max_file_size == 0 || self.max_file_size > (1 << 40) {
             return bad(format!("max_file_size {} is not within 1..=2^40", self.max_file_size));
+        }
+        if self.max_file_size.div_ceil(u64::from(self.block_size)) > MAX_BLOCKS {
+            return bad(format!(
+                "max_file_size {} is over {MAX_BLOCKS} blocks of {} bytes (a truncate deletes them in one transaction)",
+                self.max_file_size, self.block_size
+            ));
         }
         if self.ino_range == 0 || self.ino_range > 1 << 20 {
             return bad(format!("ino_range {} is not within 1..=2^20", self.ino_range));

@@ -26,7 +26,7 @@ fn every_operation_and_error_through_the_library() {
     let cluster = TestCluster::start("md-ops", Shape::default());
     let mut api = cluster.connect(0);
     let config =
-        FsConfig { block_size: 512, max_file_size: 8192, ino_range: 8, ..FsConfig::default() };
+        FsConfig { block_size: 512, max_file_size: 256 << 10, ino_range: 8, ..FsConfig::default() };
     let mut ns = Namespace::open(api.session().unwrap(), config).unwrap();
     let root = Caller::root();
     let alice = Caller::user(1000, 1000);
@@ -114,16 +114,39 @@ fn every_operation_and_error_through_the_library() {
     assert_eq!(grown.len(), 1000);
     assert_eq!(&grown[..5], b"hello");
     assert!(grown[5..].iter().all(|b| *b == 0), "bytes past a truncate read as zeros");
-    assert_eq!(errno(ns.write(f.ino, 8000, &[1u8; 500])), "EFBIG");
+    assert_eq!(errno(ns.write(f.ino, (256 << 10) - 10, &[1u8; 500])), "EFBIG");
     assert_eq!(
-        errno(ns.setattr(f.ino, SetAttr { size: Some(9000), ..SetAttr::default() }, &alice)),
+        errno(ns.setattr(f.ino, SetAttr { size: Some(300 << 10), ..SetAttr::default() }, &alice)),
         "EFBIG"
     );
     assert_eq!(errno(ns.write(adir.ino, 0, b"x")), "EISDIR");
+    // A file of 200 blocks read in one call: more blocks than one batch reads.
+    let wide = ns.create(adir.ino, "wide", 0o644, &alice).unwrap();
+    let pattern: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+    for (k, chunk) in pattern.chunks(30_000).enumerate() {
+        ns.write(wide.ino, (k * 30_000) as u64, chunk).unwrap();
+    }
+    assert_eq!(ns.read(wide.ino, 0, 131_072).unwrap(), pattern);
+    ns.unlink(adir.ino, "wide", &alice).unwrap();
     assert_eq!(
         errno(ns.setattr(f.ino, SetAttr { size: Some(0), ..SetAttr::default() }, &bob)),
         "EACCES"
     );
+
+    // A stranger may not chown even to the same owner; the sticky bit keeps bob from
+    // removing alice's file in a shared directory: EPERM.
+    assert_eq!(
+        errno(ns.setattr(f.ino, SetAttr { uid: Some(1000), ..SetAttr::default() }, &bob)),
+        "EPERM"
+    );
+    let shared = ns.mkdir(ROOT, "shared", 0o1777, &root).unwrap();
+    ns.create(shared.ino, "alices", 0o644, &alice).unwrap();
+    assert_eq!(errno(ns.unlink(shared.ino, "alices", &bob)), "EPERM");
+    assert_eq!(
+        errno(ns.rename(shared.ino, "alices", shared.ino, "bobs", RenameFlags::default(), &bob)),
+        "EPERM"
+    );
+    ns.unlink(shared.ino, "alices", &alice).unwrap();
 
     // symlink, readlink, mknod, link.
     let l = ns.symlink(adir.ino, "link", "notes", &alice).unwrap();
