@@ -2,7 +2,9 @@
 //! on /dev/fuse) over a two-data-node cluster; every operation and error through the
 //! kernel, the everyday tools (mkdir -p, ls -l, touch, mv, cp -r, rm -r, tar x, git init),
 //! two mounts of one cluster seeing one namespace and racing to create one name, SIGTERM
-//! unmounting, and a mount of an unreachable cluster failing at start with the reason.
+//! unmounting, a mount of an unreachable cluster failing at start with the reason, and a
+//! create / stat / rename / read / remove loop on a mount going on through a data node's
+//! SIGKILL (`BLOCKWIRE_MD_KILL_SECONDS`, default 4, after the kill).
 
 #[path = "../../../client/tests/common/mod.rs"]
 mod common;
@@ -348,4 +350,67 @@ fn a_mount_of_an_unreachable_cluster_fails_at_start_naming_why() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a directory"));
     let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_shell_loop_on_a_mount_goes_on_through_a_data_node_kill() {
+    let mut cluster =
+        TestCluster::start("md-mount-kill", Shape { api_nodes: 2, ..Shape::default() });
+    let m = Mount::start(&cluster, 0, &cluster.dir.join("mnt"), &[]);
+    let dir = m.dir.join("loop");
+    fs::create_dir(&dir).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killed: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
+    let worker = {
+        let (dir, stop, killed) = (dir.clone(), stop.clone(), killed.clone());
+        std::thread::spawn(move || {
+            let (mut rounds, mut after_kill, mut failed) = (0u64, 0u64, Vec::new());
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                i += 1;
+                let (f, g) = (dir.join(format!("f{i}")), dir.join(format!("g{i}")));
+                let round = (|| {
+                    fs::write(&f, b"through the kill")?;
+                    fs::metadata(&f)?;
+                    fs::rename(&f, &g)?;
+                    assert_eq!(fs::read(&g)?, b"through the kill");
+                    fs::remove_file(&g)
+                })();
+                match round {
+                    Ok(()) => {
+                        rounds += 1;
+                        if killed.lock().unwrap().is_some() {
+                            after_kill += 1;
+                        }
+                    }
+                    Err(e) => failed.push(format!("round {i}: {e}")),
+                }
+            }
+            (rounds, after_kill, failed)
+        })
+    };
+    std::thread::sleep(Duration::from_millis(700));
+    cluster.kill_node(2);
+    *killed.lock().unwrap() = Some(Instant::now());
+    std::thread::sleep(Duration::from_secs(
+        std::env::var("BLOCKWIRE_MD_KILL_SECONDS").ok().and_then(|v| v.parse().ok()).unwrap_or(4),
+    ));
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (rounds, after_kill, failed) = worker.join().unwrap();
+    eprintln!("{rounds} rounds through the mount, {after_kill} after the kill, failed {failed:?}");
+    assert!(after_kill > 0, "no round completed after the kill");
+    assert!(failed.is_empty(), "rounds failed through the mount: {failed:?}");
+    assert!(cluster.all_running(), "the survivor stopped");
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "every round removed what it made");
+    assert_eq!(m.stop(), Some(0));
+    let check = Command::new(BIN)
+        .args(["check", "--config", cluster.path.to_str().unwrap(), "--node-id", "101"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success() && said.contains("consistent"),
+        "{said}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
 }
