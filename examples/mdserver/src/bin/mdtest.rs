@@ -53,6 +53,11 @@ struct Cli {
     /// (on two CPUs, spinning processes take each other's time).
     #[arg(long, default_value_t = 20)]
     spin_us: u64,
+    /// Spin time of the clients' waits, in us (default: `--spin-us` for the mount and for
+    /// library runs with fewer threads than CPUs, else 0: spinning clients that outnumber
+    /// the CPUs take the data nodes' time).
+    #[arg(long)]
+    client_spin_us: Option<u64>,
     /// Skip the library runs (mount comparisons only).
     #[arg(long)]
     no_library: bool,
@@ -83,7 +88,6 @@ struct OwnCluster {
     dir: PathBuf,
     path: PathBuf,
     nodes: Vec<Child>,
-    spin_us: u64,
 }
 
 impl OwnCluster {
@@ -134,14 +138,14 @@ impl OwnCluster {
                 .map_err(|e| format!("starting {}: {e}", datanode.display()))?;
             nodes.push(child);
         }
-        Ok(OwnCluster { dir, path, nodes, spin_us })
+        Ok(OwnCluster { dir, path, nodes })
     }
 
-    fn connect(&self, node: u32) -> Result<client::Cluster, String> {
+    fn connect(&self, node: u32, spin_us: u64) -> Result<client::Cluster, String> {
         let options = client::ConnectOptions {
             api_node: Some(u64::from(node)),
             connect_timeout: Duration::from_secs(30),
-            spin: Duration::from_micros(self.spin_us),
+            spin: Duration::from_micros(spin_us),
             ..client::ConnectOptions::default()
         };
         client::Cluster::connect(&self.path, options).map_err(|e| format!("API node {node}: {e}"))
@@ -162,11 +166,12 @@ impl Drop for OwnCluster {
 struct Lib<'a> {
     cluster: &'a OwnCluster,
     base: u64,
+    spin_us: u64,
 }
 
 impl Spawner for Lib<'_> {
     fn run_thread(&self, work: Work<'_>) -> Result<Timed, String> {
-        let mut api = self.cluster.connect(FIRST_CLIENT + work.thread())?;
+        let mut api = self.cluster.connect(FIRST_CLIENT + work.thread(), self.spin_us)?;
         let session = api.session().map_err(|e| e.to_string())?;
         let ns = Namespace::open(session, FsConfig::default()).map_err(|e| e.to_string())?;
         work.go(&mut LibClient::new(ns, self.base))
@@ -310,6 +315,8 @@ fn run(cli: Cli) -> Result<(), String> {
         "blockwire-mdtest: tree depth {}, branch {}, {} items per thread per phase, {} bytes per file; two data nodes (2 replicas), one block thread each",
         shape.depth, shape.branch, shape.items, shape.bytes
     );
+    let client_spin = cli.client_spin_us.unwrap_or(cli.spin_us);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let mut medians = Medians::new();
     let scratch = std::env::temp_dir().join(format!("blockwire-mdtest-mnt-{}", std::process::id()));
     for transport in &cli.transport {
@@ -317,7 +324,7 @@ fn run(cli: Cli) -> Result<(), String> {
             return Err(format!("--transport {transport}: tcp or shm (rdma runs in the rig)"));
         }
         let cluster = OwnCluster::start(transport, max_threads, &datanode, cli.spin_us)?;
-        let mut setup = cluster.connect(SETUP_NODE)?;
+        let mut setup = cluster.connect(SETUP_NODE, cli.spin_us)?;
         let mut ns =
             Namespace::open(setup.session().map_err(|e| e.to_string())?, FsConfig::default())
                 .map_err(|e| e.to_string())?;
@@ -327,8 +334,12 @@ fn run(cli: Cli) -> Result<(), String> {
                     .mkdir(ROOT, &format!("lib-{threads}"), 0o755, &Caller::root())
                     .map_err(|e| e.to_string())?
                     .ino;
-                let results = mdtest::run(threads, shape, &Lib { cluster: &cluster, base })?;
+                let spin_us =
+                    cli.client_spin_us.unwrap_or(if threads < cpus { cli.spin_us } else { 0 });
+                let results =
+                    mdtest::run(threads, shape, &Lib { cluster: &cluster, base, spin_us })?;
                 let target = format!("library over {transport}");
+                println!("\n(library clients spin {spin_us} us)");
                 print_table(&target, threads, &results);
                 record(&mut medians, &target, threads, &results);
             }
@@ -341,7 +352,7 @@ fn run(cli: Cli) -> Result<(), String> {
                 "--cache-ms",
                 &cli.cache_ms.to_string(),
                 "--spin-us",
-                &cli.spin_us.to_string(),
+                &client_spin.to_string(),
             ]);
             let m = Mounted::fuse(mount, scratch.join(format!("blockwire-{transport}")))?;
             for &threads in &cli.threads {
