@@ -49,6 +49,14 @@ fn all_rows(ns: &mut Namespace<'_>, table: &Arc<Table>) -> FsResult<Vec<Row>> {
     Ok(out)
 }
 
+/// What the checker read: inodes by number, entries, and the entries of each directory.
+struct Read<'a> {
+    inodes: &'a BTreeMap<u64, Attr>,
+    entries: &'a [Dentry],
+    children: BTreeMap<u64, Vec<&'a Dentry>>,
+    links: HashMap<u64, u64>,
+}
+
 /// Reads the whole namespace and checks it.
 pub fn check(ns: &mut Namespace<'_>) -> FsResult<Report> {
     let tables = ns.tables.clone();
@@ -70,24 +78,41 @@ pub fn check(ns: &mut Namespace<'_>) -> FsResult<Report> {
         }
     }
     let blocks = all_rows(ns, &tables.blocks)?;
-    let mut report = Report {
+    let mut read = Read {
+        inodes: &inodes,
+        entries: &entries,
+        children: BTreeMap::new(),
+        links: HashMap::new(),
+    };
+    for d in &entries {
+        *read.links.entry(d.ino).or_default() += 1;
+        read.children.entry(d.parent).or_default().push(d);
+    }
+    check_entries(&read, &mut problems);
+    for a in inodes.values() {
+        check_inode(&read, a, &mut problems);
+    }
+    let directories = check_tree(&read, &mut problems);
+    check_blocks(&inodes, &blocks, u64::from(ns.config.block_size), &mut problems);
+    Ok(Report {
         inodes: inodes.len(),
         entries: entries.len(),
         blocks: blocks.len(),
-        ..Report::default()
-    };
+        directories,
+        problems,
+    })
+}
 
-    let mut links: HashMap<u64, u64> = HashMap::new();
-    let mut children: BTreeMap<u64, Vec<&Dentry>> = BTreeMap::new();
+/// Each entry: its inode exists and is of its kind, it is in a directory, its cookie is
+/// unique there and below the directory's next.
+fn check_entries(read: &Read<'_>, problems: &mut Vec<String>) {
     let mut cookies: BTreeSet<(u64, u64)> = BTreeSet::new();
-    for d in &entries {
-        *links.entry(d.ino).or_default() += 1;
-        children.entry(d.parent).or_default().push(d);
+    for d in read.entries {
         if !cookies.insert((d.parent, d.cookie)) {
             problems
                 .push(format!("entry {:?} of {} repeats cookie {}", d.name, d.parent, d.cookie));
         }
-        match inodes.get(&d.ino) {
+        match read.inodes.get(&d.ino) {
             None => problems.push(format!(
                 "entry {:?} of directory {} names inode {}, which does not exist",
                 d.name, d.parent, d.ino
@@ -98,7 +123,7 @@ pub fn check(ns: &mut Namespace<'_>) -> FsResult<Report> {
             )),
             Some(_) => {}
         }
-        match inodes.get(&d.parent) {
+        match read.inodes.get(&d.parent) {
             None => problems.push(format!(
                 "entry {:?} is in directory {}, which does not exist",
                 d.name, d.parent
@@ -112,78 +137,84 @@ pub fn check(ns: &mut Namespace<'_>) -> FsResult<Report> {
             Some(_) => {}
         }
     }
-    for a in inodes.values() {
-        let named = links.get(&a.ino).copied().unwrap_or(0);
-        let kids = children.get(&a.ino).map_or(&[][..], Vec::as_slice);
-        if a.ino == ROOT {
-            if named != 0 {
-                problems.push(format!("the root is named by {named} entries"));
-            }
-        } else if named == 0 {
-            problems
-                .push(format!("inode {} ({:?}) is an orphan: no entry names it", a.ino, a.kind));
+}
+
+/// One inode: named by its entries as its link count says (a directory by one, the root by
+/// none), a directory's size, nlink and parent agree with its entries, no orphan.
+fn check_inode(read: &Read<'_>, a: &Attr, problems: &mut Vec<String>) {
+    let named = read.links.get(&a.ino).copied().unwrap_or(0);
+    let kids = read.children.get(&a.ino).map_or(&[][..], Vec::as_slice);
+    if a.ino == ROOT {
+        if named != 0 {
+            problems.push(format!("the root is named by {named} entries"));
         }
-        if a.kind == Kind::Dir {
-            if a.ino != ROOT && named != 1 {
-                problems.push(format!("directory {} is named by {named} entries", a.ino));
-            }
-            let subdirs = kids.iter().filter(|d| d.kind == Kind::Dir).count() as u64;
-            if a.nlink != 2 + subdirs {
-                problems.push(format!(
-                    "directory {} has nlink {} but {subdirs} subdirectories",
-                    a.ino, a.nlink
-                ));
-            }
-            if a.size != kids.len() as u64 {
-                problems.push(format!(
-                    "directory {} has size {} but {} entries",
-                    a.ino,
-                    a.size,
-                    kids.len()
-                ));
-            }
-            if a.ino != ROOT {
-                let up: Vec<u64> =
-                    entries.iter().filter(|d| d.ino == a.ino).map(|d| d.parent).collect();
-                if up.first().is_some_and(|p| *p != a.parent) {
-                    problems.push(format!(
-                        "directory {} says its parent is {}, its entry is in {:?}",
-                        a.ino, a.parent, up
-                    ));
-                }
-            }
-        } else {
-            if a.nlink != named && a.ino != ROOT {
-                problems.push(format!("inode {} has nlink {} but {named} entries", a.ino, a.nlink));
-            }
-            if !kids.is_empty() {
-                problems.push(format!(
-                    "inode {} is not a directory but holds {} entries",
-                    a.ino,
-                    kids.len()
-                ));
-            }
+    } else if named == 0 {
+        problems.push(format!("inode {} ({:?}) is an orphan: no entry names it", a.ino, a.kind));
+    }
+    if a.kind != Kind::Dir {
+        if a.nlink != named && a.ino != ROOT {
+            problems.push(format!("inode {} has nlink {} but {named} entries", a.ino, a.nlink));
+        }
+        if !kids.is_empty() {
+            problems.push(format!(
+                "inode {} is not a directory but holds {} entries",
+                a.ino,
+                kids.len()
+            ));
+        }
+        return;
+    }
+    if a.ino != ROOT && named != 1 {
+        problems.push(format!("directory {} is named by {named} entries", a.ino));
+    }
+    let subdirs = kids.iter().filter(|d| d.kind == Kind::Dir).count() as u64;
+    if a.nlink != 2 + subdirs {
+        problems.push(format!(
+            "directory {} has nlink {} but {subdirs} subdirectories",
+            a.ino, a.nlink
+        ));
+    }
+    if a.size != kids.len() as u64 {
+        problems.push(format!(
+            "directory {} has size {} but {} entries",
+            a.ino,
+            a.size,
+            kids.len()
+        ));
+    }
+    if a.ino != ROOT {
+        let up: Vec<u64> =
+            read.entries.iter().filter(|d| d.ino == a.ino).map(|d| d.parent).collect();
+        if up.first().is_some_and(|p| *p != a.parent) {
+            problems.push(format!(
+                "directory {} says its parent is {}, its entry is in {:?}",
+                a.ino, a.parent, up
+            ));
         }
     }
-    // Down from the root: each directory once.
+}
+
+/// Down from the root: each directory is reached once, and every directory is reached.
+/// Returns how many were.
+fn check_tree(read: &Read<'_>, problems: &mut Vec<String>) -> usize {
     let mut seen = BTreeSet::from([ROOT]);
     let mut todo = vec![ROOT];
     while let Some(dir) = todo.pop() {
-        for d in children.get(&dir).map_or(&[][..], Vec::as_slice) {
-            if d.kind == Kind::Dir {
-                if seen.insert(d.ino) {
-                    todo.push(d.ino);
-                } else {
-                    problems.push(format!(
-                        "directory {} is reached twice (again as {:?} in {dir})",
-                        d.ino, d.name
-                    ));
-                }
+        for d in read.children.get(&dir).map_or(&[][..], Vec::as_slice) {
+            if d.kind != Kind::Dir {
+                continue;
+            }
+            if seen.insert(d.ino) {
+                todo.push(d.ino);
+            } else {
+                problems.push(format!(
+                    "directory {} is reached twice (again as {:?} in {dir})",
+                    d.ino, d.name
+                ));
             }
         }
     }
-    report.directories = seen.len();
-    let dirs = inodes.values().filter(|a| a.kind == Kind::Dir).count();
+    let dirs = read.inodes.values().filter(|a| a.kind == Kind::Dir).count();
     if seen.len() != dirs {
         problems.push(format!(
             "{} directories exist, {} are reachable from the root",
@@ -191,8 +222,12 @@ pub fn check(ns: &mut Namespace<'_>) -> FsResult<Report> {
             seen.len()
         ));
     }
-    let bs = u64::from(ns.config.block_size);
-    for row in &blocks {
+    seen.len()
+}
+
+/// Every block belongs to a file and lies within its size.
+fn check_blocks(inodes: &BTreeMap<u64, Attr>, blocks: &[Row], bs: u64, problems: &mut Vec<String>) {
+    for row in blocks {
         let (Some(ino), Some(blk)) =
             (row.get("ino").and_then(Value::as_i64), row.get("blk").and_then(Value::as_i64))
         else {
@@ -210,6 +245,4 @@ pub fn check(ns: &mut Namespace<'_>) -> FsResult<Report> {
             }
         }
     }
-    report.problems = problems;
-    Ok(report)
 }

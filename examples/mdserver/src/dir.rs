@@ -307,129 +307,130 @@ impl Namespace<'_> {
     ) -> FsResult<()> {
         check_name(name)?;
         check_name(newname)?;
-        let meta = self.tables.meta.clone();
+        let r = Rename { from: (parent, name), to: (newparent, newname), flags, caller };
         let mut first: Option<(u64, Option<u64>)> = None;
-        self.run(Some(newparent), |ns, tx| {
-            if parent == newparent && name == newname {
-                read_entry(ns, tx, parent, name)?;
-                return Ok(());
-            }
-            let (src, dst) = read_two(ns, tx, (parent, name), (newparent, newname))?;
-            if ns.uncertain {
-                if let Some((s0, d0)) = first {
-                    let (now_src, now_dst) =
-                        (src.as_ref().map(|d| d.ino), dst.as_ref().map(|d| d.ino));
-                    // The uncertain first attempt moved it, or swapped the two.
-                    let moved = !flags.exchange && now_src.is_none() && now_dst == Some(s0);
-                    let swapped = flags.exchange && now_src == d0 && now_dst == Some(s0);
-                    if moved || swapped {
-                        return Ok(());
-                    }
-                }
-            }
-            let src = src.ok_or_else(|| {
-                FsError::new(libc::ENOENT, format!("no entry {name:?} in directory {parent}"))
-            })?;
-            first.get_or_insert((src.ino, dst.as_ref().map(|d| d.ino)));
-            let moves_dir = parent != newparent
-                && (src.kind == Kind::Dir
-                    || (flags.exchange && dst.as_ref().is_some_and(|d| d.kind == Kind::Dir)));
-            if moves_dir {
-                // The per-namespace rename lock: directory parents change only under it.
-                tx.read(&meta, &[Value::Text("rename".into())], LockMode::Exclusive)?;
-                ns.exec(tx)?;
-                if src.kind == Kind::Dir {
-                    no_cycle(ns, tx, src.ino, newparent)?;
-                }
-                if let Some(d) = dst.as_ref().filter(|d| flags.exchange && d.kind == Kind::Dir) {
-                    no_cycle(ns, tx, d.ino, parent)?;
-                }
-            }
-            let mut inos = vec![parent, newparent, src.ino];
-            inos.extend(dst.as_ref().map(|d| d.ino));
-            let (before, rows) =
-                ns.lock_inodes(tx, &inos, &[(parent, name), (newparent, newname)])?;
-            validate(rows.first(), Some(src.ino))?;
-            validate(rows.get(1), dst.as_ref().map(|d| d.ino))?;
-            let p = locked(&before, parent)?;
-            let np = locked(&before, newparent)?;
-            let s = named(&before, src.ino)?;
-            np.dir()?;
-            p.check(caller, MAY_WRITE | MAY_EXEC, "remove entries from")?;
-            np.check(caller, MAY_WRITE | MAY_EXEC, "create entries in")?;
-            p.sticky_allows(&s, caller)?;
-            if s.kind == Kind::Dir && parent != newparent {
-                s.check(caller, MAY_WRITE, "move (its \"..\" changes)")?;
-            }
-            let d = match &dst {
-                Some(d) => Some(named(&before, d.ino)?),
-                None => None,
-            };
-            if let Some(d) = &d {
-                np.sticky_allows(d, caller)?;
-                if d.ino == s.ino {
-                    // Two names of one inode: POSIX says do nothing.
-                    return Ok(());
-                }
-            }
-            let now = now_ns();
-            let mut attrs = before.clone();
-            if flags.exchange {
-                let (Some(d), Some(de)) = (d, dst.as_ref()) else {
-                    return Err(FsError::new(
-                        libc::ENOENT,
-                        format!("no entry {newname:?} in directory {newparent} to exchange with"),
-                    )
-                    .into());
-                };
-                exchange(ns, tx, &mut attrs, (&src, &s), (de, &d), now)?;
-            } else {
-                if let Some(d) = &d {
-                    if flags.noreplace {
-                        return Err(FsError::new(
-                            libc::EEXIST,
-                            format!("{newname:?} exists in directory {newparent}"),
-                        )
-                        .into());
-                    }
-                    match (s.kind == Kind::Dir, d.kind == Kind::Dir) {
-                        (true, false) => {
-                            return Err(FsError::new(
-                                libc::ENOTDIR,
-                                format!("{newname:?} is not a directory"),
-                            )
-                            .into())
-                        }
-                        (false, true) => {
-                            return Err(FsError::new(
-                                libc::EISDIR,
-                                format!("{newname:?} is a directory"),
-                            )
-                            .into())
-                        }
-                        (true, true) if d.size > 0 => {
-                            return Err(FsError::new(
-                                libc::ENOTEMPTY,
-                                format!("directory {newname:?} has {} entries", d.size),
-                            )
-                            .into())
-                        }
-                        _ => {}
-                    }
-                }
-                move_entry(
-                    ns,
-                    tx,
-                    &mut attrs,
-                    (&src, &s),
-                    dst.as_ref().zip(d),
-                    (newparent, newname),
-                    now,
-                )?;
-            }
-            ns.write_inodes(tx, &before, &attrs)?;
-            ns.commit(tx)
-        })
+        self.run(Some(newparent), |ns, tx| rename_once(ns, tx, &r, &mut first))
+    }
+}
+
+/// A rename's arguments.
+struct Rename<'a> {
+    from: (u64, &'a str),
+    to: (u64, &'a str),
+    flags: RenameFlags,
+    caller: &'a Caller,
+}
+
+/// One attempt of a rename. `first` keeps the inodes the first attempt found (source, and
+/// target if any), by which a retry after an uncertain commit recognises its effect.
+fn rename_once(
+    ns: &mut Namespace<'_>,
+    tx: &mut Transaction,
+    r: &Rename<'_>,
+    first: &mut Option<(u64, Option<u64>)>,
+) -> Step<()> {
+    let ((parent, name), (newparent, newname), flags) = (r.from, r.to, r.flags);
+    if r.from == r.to {
+        read_entry(ns, tx, parent, name)?;
+        return Ok(());
+    }
+    let (src, dst) = read_two(ns, tx, r.from, r.to)?;
+    if let Some((s0, d0)) = first.filter(|_| ns.uncertain) {
+        let (now_src, now_dst) = (src.as_ref().map(|d| d.ino), dst.as_ref().map(|d| d.ino));
+        // The uncertain first attempt moved it, or swapped the two.
+        let moved = !flags.exchange && now_src.is_none() && now_dst == Some(s0);
+        let swapped = flags.exchange && now_src == d0 && now_dst == Some(s0);
+        if moved || swapped {
+            return Ok(());
+        }
+    }
+    let src = src.ok_or_else(|| {
+        FsError::new(libc::ENOENT, format!("no entry {name:?} in directory {parent}"))
+    })?;
+    first.get_or_insert((src.ino, dst.as_ref().map(|d| d.ino)));
+    let moves_dir = parent != newparent
+        && (src.kind == Kind::Dir
+            || (flags.exchange && dst.as_ref().is_some_and(|d| d.kind == Kind::Dir)));
+    if moves_dir {
+        // The per-namespace rename lock: directory parents change only under it.
+        let meta = ns.tables.meta.clone();
+        tx.read(&meta, &[Value::Text("rename".into())], LockMode::Exclusive)?;
+        ns.exec(tx)?;
+        if src.kind == Kind::Dir {
+            no_cycle(ns, tx, src.ino, newparent)?;
+        }
+        if let Some(d) = dst.as_ref().filter(|d| flags.exchange && d.kind == Kind::Dir) {
+            no_cycle(ns, tx, d.ino, parent)?;
+        }
+    }
+    let mut inos = vec![parent, newparent, src.ino];
+    inos.extend(dst.as_ref().map(|d| d.ino));
+    let (before, rows) = ns.lock_inodes(tx, &inos, &[r.from, r.to])?;
+    validate(rows.first(), Some(src.ino))?;
+    validate(rows.get(1), dst.as_ref().map(|d| d.ino))?;
+    let s = named(&before, src.ino)?;
+    let d = match &dst {
+        Some(d) => Some(named(&before, d.ino)?),
+        None => None,
+    };
+    rename_allowed(&before, r, &s, d.as_ref())?;
+    if d.as_ref().is_some_and(|d| d.ino == s.ino) {
+        // Two names of one inode: POSIX says do nothing.
+        return Ok(());
+    }
+    let now = now_ns();
+    let mut attrs = before.clone();
+    match (flags.exchange, d, dst.as_ref()) {
+        (true, Some(d), Some(de)) => exchange(ns, tx, &mut attrs, (&src, &s), (de, &d), now)?,
+        (true, _, _) => {
+            return Err(FsError::new(
+                libc::ENOENT,
+                format!("no entry {newname:?} in directory {newparent} to exchange with"),
+            )
+            .into())
+        }
+        (false, d, _) => {
+            move_entry(ns, tx, &mut attrs, (&src, &s), dst.as_ref().zip(d), r.to, now)?
+        }
+    }
+    ns.write_inodes(tx, &before, &attrs)?;
+    ns.commit(tx)
+}
+
+/// The checks of a rename with source inode `s` and target inode `d` (if any), the locks
+/// held: permissions on both directories, the sticky bit, and what may replace what.
+fn rename_allowed(
+    locked_inodes: &BTreeMap<u64, Attr>,
+    r: &Rename<'_>,
+    s: &Attr,
+    d: Option<&Attr>,
+) -> Step<()> {
+    let ((parent, _), (newparent, newname)) = (r.from, r.to);
+    let p = locked(locked_inodes, parent)?;
+    let np = locked(locked_inodes, newparent)?;
+    np.dir()?;
+    p.check(r.caller, MAY_WRITE | MAY_EXEC, "remove entries from")?;
+    np.check(r.caller, MAY_WRITE | MAY_EXEC, "create entries in")?;
+    p.sticky_allows(s, r.caller)?;
+    if s.kind == Kind::Dir && parent != newparent {
+        s.check(r.caller, MAY_WRITE, "move (its \"..\" changes)")?;
+    }
+    let Some(d) = d else { return Ok(()) };
+    np.sticky_allows(d, r.caller)?;
+    if d.ino == s.ino || r.flags.exchange {
+        return Ok(());
+    }
+    let refuse = |errno: i32, message: String| Err(FsError::new(errno, message).into());
+    if r.flags.noreplace {
+        return refuse(libc::EEXIST, format!("{newname:?} exists in directory {newparent}"));
+    }
+    match (s.kind == Kind::Dir, d.kind == Kind::Dir) {
+        (true, false) => refuse(libc::ENOTDIR, format!("{newname:?} is not a directory")),
+        (false, true) => refuse(libc::EISDIR, format!("{newname:?} is a directory")),
+        (true, true) if d.size > 0 => {
+            refuse(libc::ENOTEMPTY, format!("directory {newname:?} has {} entries", d.size))
+        }
+        _ => Ok(()),
     }
 }
 

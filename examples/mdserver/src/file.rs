@@ -75,97 +75,22 @@ const BLOCK_READS: usize = 128;
 impl Namespace<'_> {
     /// Changes attributes, with POSIX's rules on who may change what.
     pub fn setattr(&mut self, ino: u64, set: SetAttr, caller: &Caller) -> FsResult<Attr> {
-        if let Some(size) = set.size {
-            if size > self.config.max_file_size {
-                return err(
-                    libc::EFBIG,
-                    format!(
-                        "size {size} is over the largest file, {} bytes",
-                        self.config.max_file_size
-                    ),
-                );
-            }
+        if let Some(size) = set.size.filter(|s| *s > self.config.max_file_size) {
+            return err(
+                libc::EFBIG,
+                format!(
+                    "size {size} is over the largest file, {} bytes",
+                    self.config.max_file_size
+                ),
+            );
         }
         self.run(Some(ino), |ns, tx| {
             let (before, _) = ns.lock_inodes(tx, &[ino], &[])?;
             let mut a = locked(&before, ino)?;
-            let root = caller.uid == 0;
-            let owner = root || caller.uid == a.uid;
             let now = now_ns();
-            let mut changed = false;
-            if let Some(mode) = set.mode {
-                // Anyone who may write the file may drop its set-id bits (the kernel asks so
-                // when a non-owner writes a set-id file).
-                let kill_setid = mode & 0o7777 == a.perm & !(libc::S_ISUID | libc::S_ISGID);
-                if !owner && !kill_setid {
-                    return Err(FsError::new(
-                        libc::EPERM,
-                        format!("uid {} does not own inode {ino} (chmod)", caller.uid),
-                    )
-                    .into());
-                }
-                a.perm = mode & 0o7777;
-                if !root && !caller.in_group(set.gid.unwrap_or(a.gid)) {
-                    a.perm &= !libc::S_ISGID;
-                }
-                changed = true;
-            }
-            if (set.uid.is_some() || set.gid.is_some()) && !owner {
-                return Err(FsError::new(
-                    libc::EPERM,
-                    format!("uid {} does not own inode {ino} (chown)", caller.uid),
-                )
-                .into());
-            }
-            if set.uid.is_some_and(|u| u != a.uid) && !root {
-                return Err(FsError::new(
-                    libc::EPERM,
-                    format!("only root changes an owner (inode {ino})"),
-                )
-                .into());
-            }
-            if let Some(g) = set.gid.filter(|g| *g != a.gid) {
-                if !(root || (caller.uid == a.uid && caller.in_group(g))) {
-                    return Err(FsError::new(
-                        libc::EPERM,
-                        format!("uid {} may not give inode {ino} group {g}", caller.uid),
-                    )
-                    .into());
-                }
-            }
-            if set.uid.is_some() || set.gid.is_some() {
-                a.uid = set.uid.unwrap_or(a.uid);
-                a.gid = set.gid.unwrap_or(a.gid);
-                if !root && a.kind != Kind::Dir {
-                    a.perm &= !(libc::S_ISUID | libc::S_ISGID);
-                }
-                changed = true;
-            }
-            for (t, slot) in [(set.atime, 0), (set.mtime, 1)] {
-                let Some(t) = t else { continue };
-                let value = match t {
-                    SetTime::At(v) if owner => v,
-                    SetTime::At(_) => {
-                        return Err(FsError::new(
-                            libc::EPERM,
-                            format!("uid {} does not own inode {ino} (utimens)", caller.uid),
-                        )
-                        .into())
-                    }
-                    SetTime::Now => {
-                        if !owner {
-                            a.check(caller, MAY_WRITE, "touch")?;
-                        }
-                        now
-                    }
-                };
-                if slot == 0 {
-                    a.atime = value;
-                } else {
-                    a.mtime = value;
-                }
-                changed = true;
-            }
+            let mut changed = set_mode(&mut a, &set, caller)?;
+            changed |= set_owner(&mut a, &set, caller)?;
+            changed |= set_times(&mut a, &set, caller, now)?;
             if let Some(size) = set.size {
                 match a.kind {
                     Kind::Dir => {
@@ -273,11 +198,11 @@ impl Namespace<'_> {
     pub fn write(&mut self, ino: u64, offset: u64, data: &[u8]) -> FsResult<u32> {
         let end = offset.saturating_add(data.len() as u64);
         if end > self.config.max_file_size {
+            let max = self.config.max_file_size;
             return err(
                 libc::EFBIG,
                 format!(
-                    "a write to byte {end} of inode {ino} is over the largest file, {} bytes",
-                    self.config.max_file_size
+                    "a write to byte {end} of inode {ino} is over the largest file, {max} bytes"
                 ),
             );
         }
@@ -297,53 +222,26 @@ impl Namespace<'_> {
                 .into());
             }
             let (first, last) = (offset / bs, (end - 1) / bs);
-            // Blocks only partly covered keep their other bytes: read them (under the lock).
-            let mut partial = Vec::new();
-            for blk in [first, last] {
-                let covers = offset <= blk * bs && end >= (blk + 1) * bs;
-                if !covers && blk * bs < a.size && !partial.iter().any(|(b, _)| *b == blk) {
-                    partial.push((
-                        blk,
-                        tx.read(
-                            &blocks,
-                            &[Value::I64(ino as i64), Value::I64(blk as i64)],
-                            LockMode::CommittedRead,
-                        )?,
-                    ));
-                }
-            }
-            if !partial.is_empty() {
-                ns.exec(tx)?;
-            }
-            let old: BTreeMap<u64, Vec<u8>> = partial
-                .into_iter()
-                .filter_map(|(b, op)| match tx.row(op).and_then(|r| r.get("data")) {
-                    Some(Value::Bytes(d)) => Some((b, d.clone())),
-                    _ => None,
-                })
-                .collect();
+            let old = partial_blocks(ns, tx, &a, offset, end)?;
             let mut pending = 0;
             for blk in first..=last {
                 let start = blk * bs;
                 let mut buf = old.get(&blk).cloned().unwrap_or_default();
                 // Bytes past the old end of file in a kept block are zeros, as a hole reads.
                 buf.truncate(a.size.saturating_sub(start).min(bs) as usize);
-                let lo = offset.max(start);
-                let hi = end.min(start + bs);
+                let (lo, hi) = (offset.max(start), end.min(start + bs));
                 let need = (hi - start) as usize;
                 if buf.len() < need {
                     buf.resize(need, 0);
                 }
                 buf[(lo - start) as usize..need]
                     .copy_from_slice(&data[(lo - offset) as usize..(hi - offset) as usize]);
-                tx.write(
-                    &blocks,
-                    &[
-                        ("ino", Value::I64(ino as i64)),
-                        ("blk", Value::I64(blk as i64)),
-                        ("data", Value::Bytes(buf)),
-                    ],
-                )?;
+                let row = [
+                    ("ino", Value::I64(ino as i64)),
+                    ("blk", Value::I64(blk as i64)),
+                    ("data", Value::Bytes(buf)),
+                ];
+                tx.write(&blocks, &row)?;
                 pending += 1;
                 if pending == BLOCK_BATCH && blk != last {
                     ns.exec(tx)?;
@@ -443,6 +341,118 @@ impl Namespace<'_> {
             name_max: crate::schema::NAME_MAX as u32,
         })
     }
+}
+
+/// The stored bytes of the blocks a write of `offset..end` covers only in part (its first
+/// and last), where they lie within the file: the write keeps their other bytes. Read under
+/// the inode's lock, which the caller holds.
+fn partial_blocks(
+    ns: &mut Namespace<'_>,
+    tx: &mut Transaction,
+    a: &Attr,
+    offset: u64,
+    end: u64,
+) -> Step<BTreeMap<u64, Vec<u8>>> {
+    let bs = u64::from(ns.config.block_size);
+    let blocks = ns.tables.blocks.clone();
+    let mut partial = Vec::new();
+    for blk in [offset / bs, (end - 1) / bs] {
+        let covers = offset <= blk * bs && end >= (blk + 1) * bs;
+        if !covers && blk * bs < a.size && !partial.iter().any(|(b, _)| *b == blk) {
+            let key = [Value::I64(a.ino as i64), Value::I64(blk as i64)];
+            partial.push((blk, tx.read(&blocks, &key, LockMode::CommittedRead)?));
+        }
+    }
+    if !partial.is_empty() {
+        ns.exec(tx)?;
+    }
+    Ok(partial
+        .into_iter()
+        .filter_map(|(b, op)| match tx.row(op).and_then(|r| r.get("data")) {
+            Some(Value::Bytes(d)) => Some((b, d.clone())),
+            _ => None,
+        })
+        .collect())
+}
+
+/// chmod: the owner or root; anyone may drop the set-id bits (the kernel asks so when a
+/// non-owner writes a set-id file). A non-root caller outside the file's group loses set-gid.
+fn set_mode(a: &mut Attr, set: &SetAttr, caller: &Caller) -> FsResult<bool> {
+    let Some(mode) = set.mode else { return Ok(false) };
+    let (root, owner) = (caller.uid == 0, caller.uid == 0 || caller.uid == a.uid);
+    let kill_setid = mode & 0o7777 == a.perm & !(libc::S_ISUID | libc::S_ISGID);
+    if !owner && !kill_setid {
+        return err(
+            libc::EPERM,
+            format!("uid {} does not own inode {} (chmod)", caller.uid, a.ino),
+        );
+    }
+    a.perm = mode & 0o7777;
+    if !root && !caller.in_group(set.gid.unwrap_or(a.gid)) {
+        a.perm &= !libc::S_ISGID;
+    }
+    Ok(true)
+}
+
+/// chown: only root changes the owner; the owner may give a group it is in; a non-root
+/// chown of a file drops its set-id bits.
+fn set_owner(a: &mut Attr, set: &SetAttr, caller: &Caller) -> FsResult<bool> {
+    if set.uid.is_none() && set.gid.is_none() {
+        return Ok(false);
+    }
+    let (root, owner) = (caller.uid == 0, caller.uid == 0 || caller.uid == a.uid);
+    if !owner {
+        return err(
+            libc::EPERM,
+            format!("uid {} does not own inode {} (chown)", caller.uid, a.ino),
+        );
+    }
+    if set.uid.is_some_and(|u| u != a.uid) && !root {
+        return err(libc::EPERM, format!("only root changes an owner (inode {})", a.ino));
+    }
+    if let Some(g) = set.gid.filter(|g| *g != a.gid && !root && !caller.in_group(*g)) {
+        return err(
+            libc::EPERM,
+            format!("uid {} may not give inode {} group {g}", caller.uid, a.ino),
+        );
+    }
+    a.uid = set.uid.unwrap_or(a.uid);
+    a.gid = set.gid.unwrap_or(a.gid);
+    if !root && a.kind != Kind::Dir {
+        a.perm &= !(libc::S_ISUID | libc::S_ISGID);
+    }
+    Ok(true)
+}
+
+/// utimens: a given time needs the owner or root; "now" also anyone who may write.
+fn set_times(a: &mut Attr, set: &SetAttr, caller: &Caller, now: i64) -> FsResult<bool> {
+    let owner = caller.uid == 0 || caller.uid == a.uid;
+    let mut changed = false;
+    for (t, slot) in [(set.atime, 0), (set.mtime, 1)] {
+        let Some(t) = t else { continue };
+        let value = match t {
+            SetTime::At(v) if owner => v,
+            SetTime::At(_) => {
+                return err(
+                    libc::EPERM,
+                    format!("uid {} does not own inode {} (utimens)", caller.uid, a.ino),
+                )
+            }
+            SetTime::Now => {
+                if !owner {
+                    a.check(caller, MAY_WRITE, "touch")?;
+                }
+                now
+            }
+        };
+        if slot == 0 {
+            a.atime = value;
+        } else {
+            a.mtime = value;
+        }
+        changed = true;
+    }
+    Ok(changed)
 }
 
 /// Copies the part of block `data` (which starts at file offset `start`) that falls in `out`

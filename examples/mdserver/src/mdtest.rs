@@ -322,93 +322,104 @@ pub fn run(threads: u32, shape: Shape, spawner: &dyn Spawner) -> Result<Vec<Phas
     Ok(out)
 }
 
+/// Thread `t`'s tree, parents before children: its top `mdtest.T`, then `depth` levels of
+/// `branch` subdirectories each. Returns each directory's parent (by index) and name.
+fn tree(t: u32, shape: &Shape) -> Vec<(Option<usize>, String)> {
+    let mut dirs = vec![(None, format!("mdtest.{t}"))];
+    let mut level = vec![0usize];
+    for _ in 0..shape.depth {
+        let mut next = Vec::new();
+        for &p in &level {
+            for b in 0..shape.branch {
+                dirs.push((Some(p), format!("b{b}")));
+                next.push(dirs.len() - 1);
+            }
+        }
+        level = next;
+    }
+    dirs
+}
+
+/// Item `k`'s operation of phase `i` (1 to 9) in directory `dir`: what it is, its result
+/// and how long it took (the names are made before the clock starts).
+fn item_op<C: Client>(
+    c: &mut C,
+    i: usize,
+    dir: &C::Dir,
+    k: usize,
+    data: &[u8],
+) -> (String, io::Result<()>, Duration) {
+    let (a, b) = (format!("item.{k}"), format!("moved.{k}"));
+    let (what, name) = match i {
+        1 => ("mkdir", &a),
+        2 | 6 => ("stat", &a),
+        3 | 8 => ("rename", &a),
+        4 => ("rmdir", &b),
+        5 => ("create", &a),
+        7 => ("read", &a),
+        _ => ("unlink", &b),
+    };
+    let t0 = Instant::now();
+    let r = match i {
+        1 => c.mkdir(dir, &a).map(drop),
+        2 | 6 => c.stat(dir, &a),
+        3 | 8 => c.rename(dir, &a, &b),
+        4 => c.rmdir(dir, &b),
+        5 => c.create(dir, &a, data),
+        7 => c.read(dir, &a, data.len()),
+        _ => c.unlink(dir, &b),
+    };
+    (format!("{what} {name}"), r, t0.elapsed())
+}
+
 fn one_thread<C: Client>(
     c: &mut C,
     t: u32,
     shape: &Shape,
     barrier: &dyn Fn() -> Result<(), String>,
 ) -> Result<Timed, String> {
-    // The thread's tree, parents before children: its top `mdtest.T`, then `depth` levels of
-    // `branch` subdirectories each; each directory's handle once made.
-    let mut parents_of: Vec<Option<usize>> = vec![None];
-    let mut names = vec![format!("mdtest.{t}")];
-    let mut level = vec![0usize];
-    for _ in 0..shape.depth {
-        let mut next = Vec::new();
-        for &p in &level {
-            for b in 0..shape.branch {
-                parents_of.push(Some(p));
-                names.push(format!("b{b}"));
-                next.push(names.len() - 1);
-            }
-        }
-        level = next;
-    }
-    let mut dirs: Vec<(Option<C::Dir>, String)> = names.into_iter().map(|n| (None, n)).collect();
+    let tree = tree(t, shape);
+    // Each tree directory's handle, once made.
+    let mut made: Vec<Option<C::Dir>> = vec![None; tree.len()];
     let data = vec![0x5au8; shape.bytes as usize];
     let mut timed = Vec::new();
-    let n = shape.items as usize;
     for (i, phase) in PHASES.iter().enumerate() {
         barrier()?;
         let mut h = Histogram::<u64>::new(3).map_err(|e| e.to_string())?;
         let start = Instant::now();
-        let mut ops = 0u64;
-        let mut op = |h: &mut Histogram<u64>,
-                      f: &mut dyn FnMut() -> io::Result<()>,
-                      what: String|
+        let timed_op = |h: &mut Histogram<u64>,
+                        (what, r, took): (String, io::Result<()>, Duration)|
          -> Result<(), String> {
-            let t0 = Instant::now();
-            f().map_err(|e| format!("{phase}: {what}: {e}"))?;
-            h.record(t0.elapsed().as_nanos() as u64).map_err(|e| e.to_string())?;
-            ops += 1;
-            Ok(())
+            r.map_err(|e| format!("{phase}: {what}: {e}"))?;
+            h.record(took.as_nanos() as u64).map_err(|e| e.to_string())
         };
-        let where_ = |k: usize| k % dirs.len();
-        match i {
-            0 => {
-                for d in 0..dirs.len() {
-                    let parent = match parents_of[d] {
-                        None => c.root(),
-                        Some(p) => dirs[p].0.clone().ok_or("a parent was not made")?,
-                    };
-                    let name = dirs[d].1.clone();
-                    let mut made = None;
-                    op(
-                        &mut h,
-                        &mut || c.mkdir(&parent, &name).map(|x| made = Some(x)),
-                        format!("mkdir {name}"),
-                    )?;
-                    dirs[d].0 = made;
-                }
-            }
-            10 => {
-                for d in (0..dirs.len()).rev() {
-                    let parent = match parents_of[d] {
-                        None => c.root(),
-                        Some(p) => dirs[p].0.clone().ok_or("a parent was not made")?,
-                    };
-                    let name = dirs[d].1.clone();
-                    op(&mut h, &mut || c.rmdir(&parent, &name), format!("rmdir {name}"))?;
-                }
-            }
-            _ => {
-                for k in 0..n {
-                    let dir = dirs[where_(k)].0.clone().ok_or("a tree directory was not made")?;
-                    let (a, b) = (format!("item.{k}"), format!("moved.{k}"));
-                    match i {
-                        1 => op(&mut h, &mut || c.mkdir(&dir, &a).map(drop), format!("mkdir {a}"))?,
-                        2 => op(&mut h, &mut || c.stat(&dir, &a), format!("stat {a}"))?,
-                        3 => op(&mut h, &mut || c.rename(&dir, &a, &b), format!("rename {a}"))?,
-                        4 => op(&mut h, &mut || c.rmdir(&dir, &b), format!("rmdir {b}"))?,
-                        5 => op(&mut h, &mut || c.create(&dir, &a, &data), format!("create {a}"))?,
-                        6 => op(&mut h, &mut || c.stat(&dir, &a), format!("stat {a}"))?,
-                        7 => op(&mut h, &mut || c.read(&dir, &a, data.len()), format!("read {a}"))?,
-                        8 => op(&mut h, &mut || c.rename(&dir, &a, &b), format!("rename {a}"))?,
-                        _ => op(&mut h, &mut || c.unlink(&dir, &b), format!("unlink {b}"))?,
-                    }
-                }
+        let order: Vec<usize> = match i {
+            0 => (0..tree.len()).collect(),
+            10 => (0..tree.len()).rev().collect(),
+            _ => Vec::new(),
+        };
+        for d in order {
+            let parent = match tree[d].0 {
+                None => c.root(),
+                Some(p) => made[p].clone().ok_or("a parent was not made")?,
+            };
+            let name = &tree[d].1;
+            let what = format!("{} {name}", if i == 0 { "mkdir" } else { "rmdir" });
+            let t0 = Instant::now();
+            let r = if i == 0 {
+                c.mkdir(&parent, name).map(|x| made[d] = Some(x))
+            } else {
+                c.rmdir(&parent, name)
+            };
+            timed_op(&mut h, (what, r, t0.elapsed()))?;
+        }
+        if (1..=9).contains(&i) {
+            for k in 0..shape.items as usize {
+                let dir = made[k % tree.len()].clone().ok_or("a tree directory was not made")?;
+                timed_op(&mut h, item_op(c, i, &dir, k, &data))?;
             }
         }
+        let ops = h.len();
         timed.push((start, Instant::now(), h, ops));
     }
     Ok(timed)

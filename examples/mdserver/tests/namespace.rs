@@ -4,6 +4,7 @@
 #[path = "../../../client/tests/common/mod.rs"]
 mod common;
 
+use client::Value;
 use common::{Shape, TestCluster};
 use mdserver::{Caller, FsConfig, Kind, Namespace, RenameFlags, SetAttr, SetTime, ROOT};
 
@@ -235,4 +236,59 @@ fn every_operation_and_error_through_the_library() {
     let report = mdserver::check::check(&mut ns).unwrap();
     assert!(report.is_clean(), "{:#?}", report.problems);
     assert!(report.directories >= 5);
+
+    // The checker finds what is wrong: a directory's link count, an orphan inode, an entry
+    // naming no inode, a directory named twice (a cycle's way in).
+    let tables = ns.tables().clone();
+    let session = ns.session();
+    let mut tx = session.begin();
+    tx.update(&tables.inodes, &[Value::I64(d1.ino as i64)], &[("nlink", Value::I64(7))]).unwrap();
+    tx.insert(&tables.inodes, &ns_attr_values(99_000_001)).unwrap();
+    let dangling = [
+        ("parent", Value::I64(ROOT as i64)),
+        ("name", Value::Text("dangling".into())),
+        ("ino", Value::I64(99_000_002)),
+        ("cookie", Value::I64(2_000_000)),
+        ("mode", Value::I64(i64::from(libc::S_IFREG | 0o644))),
+    ];
+    tx.insert(&tables.dentries, &dangling).unwrap();
+    let twice = [
+        ("parent", Value::I64(d1.ino as i64)),
+        ("name", Value::Text("again".into())),
+        ("ino", Value::I64(home.ino as i64)),
+        ("cookie", Value::I64(900)),
+        ("mode", Value::I64(i64::from(libc::S_IFDIR | 0o755))),
+    ];
+    tx.insert(&tables.dentries, &twice).unwrap();
+    session.execute(&mut tx, client::Exec::Commit).unwrap();
+    let report = mdserver::check::check(&mut ns).unwrap();
+    let all = report.problems.join("\n");
+    for expected in [
+        format!("directory {} has nlink 7", d1.ino),
+        "inode 99000001 (File) is an orphan".to_string(),
+        "names inode 99000002, which does not exist".to_string(),
+        format!("directory {} is named by 2 entries", home.ino),
+        "at or past the next".to_string(),
+    ] {
+        assert!(all.contains(&expected), "the checker missed {expected:?}: {all}");
+    }
+}
+
+/// An inode row's values for a file `ino` (made by hand, outside the namespace's operations).
+fn ns_attr_values(ino: u64) -> Vec<(&'static str, Value)> {
+    vec![
+        ("ino", Value::I64(ino as i64)),
+        ("mode", Value::I64(i64::from(libc::S_IFREG | 0o644))),
+        ("uid", Value::I64(0)),
+        ("gid", Value::I64(0)),
+        ("size", Value::I64(0)),
+        ("nlink", Value::I64(1)),
+        ("atime", Value::I64(0)),
+        ("mtime", Value::I64(0)),
+        ("ctime", Value::I64(0)),
+        ("rdev", Value::I64(0)),
+        ("parent", Value::I64(0)),
+        ("next_cookie", Value::I64(3)),
+        ("target", Value::Null),
+    ]
 }

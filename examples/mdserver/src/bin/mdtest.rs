@@ -307,98 +307,116 @@ fn run(cli: Cli) -> Result<(), String> {
         Some(p) => p.clone(),
         None => sibling("blockwire-datanode")?,
     };
-    let max_threads = cli.threads.iter().copied().max().unwrap_or(1);
     if cli.threads.iter().any(|t| *t == 0 || *t > 64) {
         return Err("--threads: each count must be within 1..=64".into());
+    }
+    if let Some(t) = cli.transport.iter().find(|t| !["tcp", "shm"].contains(&t.as_str())) {
+        return Err(format!("--transport {t}: tcp or shm (rdma runs in the rig)"));
     }
     println!(
         "blockwire-mdtest: tree depth {}, branch {}, {} items per thread per phase, {} bytes per file; two data nodes (2 replicas), one block thread each",
         shape.depth, shape.branch, shape.items, shape.bytes
     );
-    let client_spin = cli.client_spin_us.unwrap_or(cli.spin_us);
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
     let mut medians = Medians::new();
     let scratch = std::env::temp_dir().join(format!("blockwire-mdtest-mnt-{}", std::process::id()));
     for transport in &cli.transport {
-        if !["tcp", "shm"].contains(&transport.as_str()) {
-            return Err(format!("--transport {transport}: tcp or shm (rdma runs in the rig)"));
-        }
-        let cluster = OwnCluster::start(transport, max_threads, &datanode, cli.spin_us)?;
-        let mut setup = cluster.connect(SETUP_NODE, cli.spin_us)?;
-        let mut ns =
-            Namespace::open(setup.session().map_err(|e| e.to_string())?, FsConfig::default())
-                .map_err(|e| e.to_string())?;
-        if !cli.no_library {
-            for &threads in &cli.threads {
-                let base = ns
-                    .mkdir(ROOT, &format!("lib-{threads}"), 0o755, &Caller::root())
-                    .map_err(|e| e.to_string())?
-                    .ino;
-                let spin_us =
-                    cli.client_spin_us.unwrap_or(if threads < cpus { cli.spin_us } else { 0 });
-                let results =
-                    mdtest::run(threads, shape, &Lib { cluster: &cluster, base, spin_us })?;
-                let target = format!("library over {transport}");
-                println!("\n(library clients spin {spin_us} us)");
-                print_table(&target, threads, &results);
-                record(&mut medians, &target, threads, &results);
-            }
-        }
-        if cli.mount {
-            let mut mount = Command::new(sibling("blockwire-mdserver")?);
-            mount.args(["mount", "--config"]).arg(&cluster.path).args([
-                "--node-id",
-                &MOUNT_NODE.to_string(),
-                "--cache-ms",
-                &cli.cache_ms.to_string(),
-                "--spin-us",
-                &client_spin.to_string(),
-            ]);
-            let m = Mounted::fuse(mount, scratch.join(format!("blockwire-{transport}")))?;
-            for &threads in &cli.threads {
-                let base = m.dir.join(format!("mount-{threads}"));
-                std::fs::create_dir(&base).map_err(|e| format!("{}: {e}", base.display()))?;
-                let results = mdtest::run(threads, shape, &Paths(base))?;
-                let target = format!("mount over {transport}");
-                print_table(&target, threads, &results);
-                record(&mut medians, &target, threads, &results);
-            }
-        }
-        drop(ns);
-        drop(setup);
+        on_cluster(&cli, shape, transport, &datanode, &scratch, &mut medians)?;
     }
     if cli.mount {
-        let tmp = Mounted::tmpfs(scratch.join("tmpfs"))?;
-        let src = Mounted::tmpfs(scratch.join("pass-src"))?;
-        let mut pass = Command::new(sibling("blockwire-mdserver")?);
-        pass.args(["passthrough", "--cache-ms", &cli.cache_ms.to_string()]).arg(&src.dir);
-        let p = Mounted::fuse(pass, scratch.join("pass"))?;
-        for &threads in &cli.threads {
-            for (target, dir) in [("tmpfs", &tmp.dir), ("passthrough FUSE over tmpfs", &p.dir)] {
-                let base = dir.join(format!("run-{threads}"));
-                std::fs::create_dir(&base).map_err(|e| format!("{}: {e}", base.display()))?;
-                let results = mdtest::run(threads, shape, &Paths(base))?;
-                print_table(target, threads, &results);
-                record(&mut medians, target, threads, &results);
-            }
-        }
-        drop(p);
-        drop(src);
-        drop(tmp);
+        on_local_file_systems(&cli, shape, &scratch, &mut medians)?;
     }
     let _ = std::fs::remove_dir_all(&scratch);
     for &threads in &cli.threads {
         ratios(&medians, "library over shm", "library over tcp", threads, "library, shm to tcp");
         for t in &cli.transport {
+            let what = format!("mount over {t} to passthrough FUSE");
             ratios(
                 &medians,
                 &format!("mount over {t}"),
                 "passthrough FUSE over tmpfs",
                 threads,
-                &format!("mount over {t} to passthrough FUSE"),
+                &what,
             );
         }
     }
+    Ok(())
+}
+
+/// The library runs and, with `--mount`, the mount's, on a cluster of its own over `transport`.
+fn on_cluster(
+    cli: &Cli,
+    shape: Shape,
+    transport: &str,
+    datanode: &Path,
+    scratch: &Path,
+    medians: &mut Medians,
+) -> Result<(), String> {
+    let max_threads = cli.threads.iter().copied().max().unwrap_or(1);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+    let cluster = OwnCluster::start(transport, max_threads, datanode, cli.spin_us)?;
+    let mut setup = cluster.connect(SETUP_NODE, cli.spin_us)?;
+    let session = setup.session().map_err(|e| e.to_string())?;
+    let mut ns = Namespace::open(session, FsConfig::default()).map_err(|e| e.to_string())?;
+    for &threads in cli.threads.iter().filter(|_| !cli.no_library) {
+        let base = ns
+            .mkdir(ROOT, &format!("lib-{threads}"), 0o755, &Caller::root())
+            .map_err(|e| e.to_string())?
+            .ino;
+        let spin_us = cli.client_spin_us.unwrap_or(if threads < cpus { cli.spin_us } else { 0 });
+        let results = mdtest::run(threads, shape, &Lib { cluster: &cluster, base, spin_us })?;
+        let target = format!("library over {transport}");
+        println!("\n(library clients spin {spin_us} us)");
+        print_table(&target, threads, &results);
+        record(medians, &target, threads, &results);
+    }
+    if !cli.mount {
+        return Ok(());
+    }
+    let client_spin = cli.client_spin_us.unwrap_or(cli.spin_us).to_string();
+    let mut mount = Command::new(sibling("blockwire-mdserver")?);
+    mount.args(["mount", "--config"]).arg(&cluster.path);
+    mount.args([
+        "--node-id",
+        &MOUNT_NODE.to_string(),
+        "--cache-ms",
+        &cli.cache_ms.to_string(),
+        "--spin-us",
+        &client_spin,
+    ]);
+    let m = Mounted::fuse(mount, scratch.join(format!("blockwire-{transport}")))?;
+    for &threads in &cli.threads {
+        let base = m.dir.join(format!("mount-{threads}"));
+        std::fs::create_dir(&base).map_err(|e| format!("{}: {e}", base.display()))?;
+        let results = mdtest::run(threads, shape, &Paths(base))?;
+        let target = format!("mount over {transport}");
+        print_table(&target, threads, &results);
+        record(medians, &target, threads, &results);
+    }
+    Ok(())
+}
+
+/// The same phases on tmpfs and on the pass-through FUSE mount over tmpfs.
+fn on_local_file_systems(
+    cli: &Cli,
+    shape: Shape,
+    scratch: &Path,
+    medians: &mut Medians,
+) -> Result<(), String> {
+    let tmp = Mounted::tmpfs(scratch.join("tmpfs"))?;
+    let src = Mounted::tmpfs(scratch.join("pass-src"))?;
+    let mut pass = Command::new(sibling("blockwire-mdserver")?);
+    pass.args(["passthrough", "--cache-ms", &cli.cache_ms.to_string()]).arg(&src.dir);
+    let p = Mounted::fuse(pass, scratch.join("pass"))?;
+    for &threads in &cli.threads {
+        for (target, dir) in [("tmpfs", &tmp.dir), ("passthrough FUSE over tmpfs", &p.dir)] {
+            let base = dir.join(format!("run-{threads}"));
+            std::fs::create_dir(&base).map_err(|e| format!("{}: {e}", base.display()))?;
+            let results = mdtest::run(threads, shape, &Paths(base))?;
+            print_table(target, threads, &results);
+            record(medians, target, threads, &results);
+        }
+    }
+    // Dropped in reverse: the pass-through unmounts before its source.
     Ok(())
 }
 
