@@ -1,11 +1,12 @@
 //! The FUSE mount: the kernel's file-system requests answered from a [`Namespace`].
 //!
 //! Every request runs in the session's one thread as one namespace operation with the
-//! caller's uid and gid (this file system checks permissions itself; the mount does not ask
-//! the kernel to). Kernel caching of entries and attributes is off unless a time-to-live is
-//! given, so several mounts of one cluster see one namespace. Names must be UTF-8 (EINVAL
-//! otherwise). A file handle carries nothing: each write is committed when it returns, so
-//! flush, fsync and release have nothing left to do.
+//! caller's uid and gid, and its supplementary groups when those decide (this file system
+//! checks permissions itself; the mount does not ask the kernel to). Kernel caching of
+//! entries and attributes is off unless a time-to-live is given, so several mounts of one
+//! cluster see one namespace. Names must be UTF-8 (EINVAL otherwise). A file handle carries
+//! nothing: each write is committed when it returns, so flush, fsync and release have nothing
+//! left to do.
 
 use std::ffi::OsStr;
 use std::path::Path;
@@ -39,6 +40,16 @@ impl<'c> MdFs<'c> {
 
 fn caller(req: &Request<'_>) -> Caller {
     Caller::user(req.uid(), req.gid())
+}
+
+/// The supplementary groups of process `pid` (from `/proc/PID/status`; none when it is gone).
+fn groups_of(pid: u32) -> Vec<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Groups:"))
+        .map(|g| g.split_whitespace().filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default()
 }
 
 fn time(ns: i64) -> SystemTime {
@@ -110,7 +121,28 @@ fn errno(e: FsError) -> i32 {
     e.errno
 }
 
-impl MdFs<'_> {
+impl<'c> MdFs<'c> {
+    /// Runs `op` as the request's caller. FUSE passes only the primary group: when that is
+    /// refused (EACCES, EPERM) the caller's supplementary groups are read from /proc and the
+    /// operation runs again with them (a refused operation changed nothing).
+    fn as_caller<T>(
+        &mut self,
+        req: &Request<'_>,
+        mut op: impl FnMut(&mut Namespace<'c>, &Caller) -> FsResult<T>,
+    ) -> FsResult<T> {
+        let mut who = caller(req);
+        match op(&mut self.ns, &who) {
+            Err(e) if (e.errno == libc::EACCES || e.errno == libc::EPERM) && who.uid != 0 => {
+                who.groups = groups_of(req.pid());
+                if who.groups.iter().all(|g| *g == who.gid) {
+                    return Err(e);
+                }
+                op(&mut self.ns, &who)
+            }
+            r => r,
+        }
+    }
+
     fn entry(&self, r: FsResult<Attr>, reply: ReplyEntry) {
         match r {
             Ok(a) => reply.entry(&self.ttl, &file_attr(&a, self.ns.config().block_size), 0),
@@ -128,7 +160,7 @@ impl MdFs<'_> {
 
 impl Filesystem for MdFs<'_> {
     fn lookup(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEntry) {
-        let r = utf8(name).and_then(|n| self.ns.lookup(parent, n, &caller(req)));
+        let r = utf8(name).and_then(|n| self.as_caller(req, |ns, who| ns.lookup(parent, n, who)));
         self.entry(r, reply);
     }
 
@@ -166,7 +198,7 @@ impl Filesystem for MdFs<'_> {
             mtime: set_time(mtime),
             through_handle: fh.is_some(),
         };
-        match self.ns.setattr(ino, set, &caller(req)) {
+        match self.as_caller(req, |ns, who| ns.setattr(ino, set, who)) {
             Ok(a) => reply.attr(&self.ttl, &file_attr(&a, self.ns.config().block_size)),
             Err(e) => reply.error(errno(e)),
         }
@@ -189,8 +221,9 @@ impl Filesystem for MdFs<'_> {
         rdev: u32,
         reply: ReplyEntry,
     ) {
-        let r = utf8(name)
-            .and_then(|n| self.ns.mknod(parent, n, mode & !umask, u64::from(rdev), &caller(req)));
+        let r = utf8(name).and_then(|n| {
+            self.as_caller(req, |ns, who| ns.mknod(parent, n, mode & !umask, u64::from(rdev), who))
+        });
         self.entry(r, reply);
     }
 
@@ -203,16 +236,19 @@ impl Filesystem for MdFs<'_> {
         umask: u32,
         reply: ReplyEntry,
     ) {
-        let r = utf8(name).and_then(|n| self.ns.mkdir(parent, n, mode & !umask, &caller(req)));
+        let r = utf8(name)
+            .and_then(|n| self.as_caller(req, |ns, who| ns.mkdir(parent, n, mode & !umask, who)));
         self.entry(r, reply);
     }
 
     fn unlink(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        Self::empty(utf8(name).and_then(|n| self.ns.unlink(parent, n, &caller(req))), reply);
+        let r = utf8(name).and_then(|n| self.as_caller(req, |ns, who| ns.unlink(parent, n, who)));
+        Self::empty(r, reply);
     }
 
     fn rmdir(&mut self, req: &Request<'_>, parent: u64, name: &OsStr, reply: ReplyEmpty) {
-        Self::empty(utf8(name).and_then(|n| self.ns.rmdir(parent, n, &caller(req))), reply);
+        let r = utf8(name).and_then(|n| self.as_caller(req, |ns, who| ns.rmdir(parent, n, who)));
+        Self::empty(r, reply);
     }
 
     fn symlink(
@@ -225,7 +261,7 @@ impl Filesystem for MdFs<'_> {
     ) {
         let r = utf8(link_name).and_then(|n| {
             let t = utf8(target.as_os_str())?;
-            self.ns.symlink(parent, n, t, &caller(req))
+            self.as_caller(req, |ns, who| ns.symlink(parent, n, t, who))
         });
         self.entry(r, reply);
     }
@@ -242,7 +278,8 @@ impl Filesystem for MdFs<'_> {
     ) {
         let r = (|| {
             let flags = RenameFlags::from_bits(flags)?;
-            self.ns.rename(parent, utf8(name)?, newparent, utf8(newname)?, flags, &caller(req))
+            let (name, newname) = (utf8(name)?, utf8(newname)?);
+            self.as_caller(req, |ns, who| ns.rename(parent, name, newparent, newname, flags, who))
         })();
         Self::empty(r, reply);
     }
@@ -255,12 +292,13 @@ impl Filesystem for MdFs<'_> {
         newname: &OsStr,
         reply: ReplyEntry,
     ) {
-        let r = utf8(newname).and_then(|n| self.ns.link(ino, newparent, n, &caller(req)));
+        let r = utf8(newname)
+            .and_then(|n| self.as_caller(req, |ns, who| ns.link(ino, newparent, n, who)));
         self.entry(r, reply);
     }
 
     fn open(&mut self, req: &Request<'_>, ino: u64, flags: i32, reply: ReplyOpen) {
-        match self.ns.open_file(ino, flags, &caller(req)) {
+        match self.as_caller(req, |ns, who| ns.open_file(ino, flags, who)) {
             Ok(_) => reply.opened(0, 0),
             Err(e) => reply.error(errno(e)),
         }
@@ -324,7 +362,7 @@ impl Filesystem for MdFs<'_> {
     }
 
     fn opendir(&mut self, req: &Request<'_>, ino: u64, _flags: i32, reply: ReplyOpen) {
-        let r = self.ns.access(ino, MAY_READ, &caller(req)).and_then(|a| a.dir());
+        let r = self.as_caller(req, |ns, who| ns.access(ino, MAY_READ, who)).and_then(|a| a.dir());
         match r {
             Ok(()) => reply.opened(0, 0),
             Err(e) => reply.error(errno(e)),
@@ -380,7 +418,8 @@ impl Filesystem for MdFs<'_> {
     }
 
     fn access(&mut self, req: &Request<'_>, ino: u64, mask: i32, reply: ReplyEmpty) {
-        Self::empty(self.ns.access(ino, mask as u32 & 7, &caller(req)).map(|_| ()), reply);
+        let r = self.as_caller(req, |ns, who| ns.access(ino, mask as u32 & 7, who));
+        Self::empty(r.map(|_| ()), reply);
     }
 
     fn create(
@@ -393,14 +432,15 @@ impl Filesystem for MdFs<'_> {
         flags: i32,
         reply: ReplyCreate,
     ) {
-        let who = caller(req);
-        let r = utf8(name).and_then(|n| match self.ns.create(parent, n, mode & !umask, &who) {
-            // Another mount made it since the kernel's lookup: without O_EXCL, open it.
-            Err(e) if e.errno == libc::EEXIST && flags & libc::O_EXCL == 0 => {
-                let a = self.ns.lookup(parent, n, &who)?;
-                self.ns.open_file(a.ino, flags, &who)
-            }
-            r => r,
+        let r = utf8(name).and_then(|n| {
+            self.as_caller(req, |ns, who| match ns.create(parent, n, mode & !umask, who) {
+                // Another mount made it since the kernel's lookup: without O_EXCL, open it.
+                Err(e) if e.errno == libc::EEXIST && flags & libc::O_EXCL == 0 => {
+                    let a = ns.lookup(parent, n, who)?;
+                    ns.open_file(a.ino, flags, who)
+                }
+                r => r,
+            })
         });
         match r {
             Ok(a) => reply.created(&self.ttl, &file_attr(&a, self.ns.config().block_size), 0, 0, 0),

@@ -209,6 +209,25 @@ fn every_operation_and_the_everyday_tools_through_a_mount() {
     );
     let allowed = Command::new("cat").arg(d.join("a/f")).uid(1000).gid(1000).output().unwrap();
     assert!(allowed.status.success(), "its owner reads it: {allowed:?}");
+    // A supplementary group counts (FUSE passes only the primary one; the mount reads the rest).
+    fs::create_dir(d.join("team")).unwrap();
+    std::os::unix::fs::chown(d.join("team"), Some(0), Some(2000)).unwrap();
+    fs::set_permissions(d.join("team"), fs::Permissions::from_mode(0o770)).unwrap();
+    let setpriv = |groups: &str, path: &Path| {
+        Command::new("setpriv")
+            .args(["--reuid", "1001", "--regid", "1001", "--groups", groups, "touch"])
+            .arg(path)
+            .stderr(Stdio::piped())
+            .output()
+            .unwrap()
+    };
+    let member = setpriv("2000", &d.join("team/by-member"));
+    assert!(member.status.success(), "a member of group 2000 by a supplementary group: {member:?}");
+    let stranger = setpriv("3000", &d.join("team/by-stranger"));
+    assert!(
+        String::from_utf8_lossy(&stranger.stderr).contains("Permission denied"),
+        "{stranger:?}"
+    );
 
     // A listing of many entries, in several readdir calls.
     fs::create_dir(d.join("many")).unwrap();
