@@ -422,16 +422,17 @@ impl<'c> Namespace<'c> {
         let with_last = !extra.iter().any(|(owner, _)| Some(*owner) == last);
         let mut found = BTreeMap::new();
         let mut extra_ops: Vec<OpId> = Vec::new();
+        let mut read_entries = |tx: &mut Transaction| -> Step<()> {
+            for (owner, name) in extra {
+                let key = dentry_key(*owner, name);
+                extra_ops.push(tx.read(&dentries, &key, LockMode::CommittedRead)?);
+            }
+            Ok(())
+        };
         for (i, ino) in sorted.iter().enumerate() {
             let op = tx.read(&inodes, &[Value::I64(*ino as i64)], LockMode::Exclusive)?;
             if i + 1 == sorted.len() && with_last {
-                for (owner, name) in extra {
-                    extra_ops.push(tx.read(
-                        &dentries,
-                        &dentry_key(*owner, name),
-                        LockMode::CommittedRead,
-                    )?);
-                }
+                read_entries(tx)?;
             }
             self.exec(tx)?;
             if let Some(row) = tx.row(op) {
@@ -439,13 +440,7 @@ impl<'c> Namespace<'c> {
             }
         }
         if !with_last && !extra.is_empty() {
-            for (owner, name) in extra {
-                extra_ops.push(tx.read(
-                    &dentries,
-                    &dentry_key(*owner, name),
-                    LockMode::CommittedRead,
-                )?);
-            }
+            read_entries(tx)?;
             self.exec(tx)?;
         }
         let extras = extra_ops.into_iter().map(|o| tx.row(o).cloned()).collect();

@@ -101,6 +101,12 @@ impl Passthrough {
         Ok(fs)
     }
 
+    /// A new file or directory handle number.
+    fn handle(&mut self) -> u64 {
+        self.next_fh += 1;
+        self.next_fh - 1
+    }
+
     fn path(&self, ino: u64) -> io::Result<PathBuf> {
         self.paths.get(&ino).cloned().ok_or_else(|| io::Error::from_raw_os_error(libc::ESTALE))
     }
@@ -377,8 +383,7 @@ impl Filesystem for Passthrough {
         });
         match r {
             Ok(f) => {
-                let fh = self.next_fh;
-                self.next_fh += 1;
+                let fh = self.handle();
                 self.files.insert(fh, f);
                 reply.opened(fh, 0);
             }
@@ -473,8 +478,7 @@ impl Filesystem for Passthrough {
         });
         match r {
             Ok(list) => {
-                let fh = self.next_fh;
-                self.next_fh += 1;
+                let fh = self.handle();
                 self.dirs.insert(fh, list);
                 reply.opened(fh, 0);
             }
@@ -560,8 +564,7 @@ impl Filesystem for Passthrough {
         });
         match r {
             Ok((f, a)) => {
-                let fh = self.next_fh;
-                self.next_fh += 1;
+                let fh = self.handle();
                 self.files.insert(fh, f);
                 reply.created(&self.ttl, &a, 0, fh, 0);
             }

@@ -113,6 +113,20 @@ fn renameat2(from: &Path, to: &Path, flags: u32) -> std::io::Result<()> {
     }
 }
 
+/// `blockwire-mdserver check` (as API node 101) finds the namespace consistent.
+fn assert_checked_consistent(cluster: &TestCluster) {
+    let check = Command::new(BIN)
+        .args(["check", "--config", cluster.path.to_str().unwrap(), "--node-id", "101"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.status.success() && said.contains("consistent"),
+        "{said}{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
 fn sh(dir: &Path, script: &str) -> std::process::Output {
     Command::new("sh").arg("-c").arg(script).current_dir(dir).output().unwrap()
 }
@@ -273,16 +287,7 @@ fn every_operation_and_the_everyday_tools_through_a_mount() {
     assert_eq!(m.stop(), Some(0), "SIGTERM unmounts and exits 0");
     assert!(!mounted(&d), "still mounted after SIGTERM");
 
-    let check = Command::new(BIN)
-        .args(["check", "--config", cluster.path.to_str().unwrap(), "--node-id", "101"])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&check.stdout);
-    assert!(
-        check.status.success() && said.contains("consistent"),
-        "{said}{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert_checked_consistent(&cluster);
 }
 
 #[test]
@@ -422,14 +427,5 @@ fn a_shell_loop_on_a_mount_goes_on_through_a_data_node_kill() {
     assert!(cluster.all_running(), "the survivor stopped");
     assert_eq!(fs::read_dir(&dir).unwrap().count(), 0, "every round removed what it made");
     assert_eq!(m.stop(), Some(0));
-    let check = Command::new(BIN)
-        .args(["check", "--config", cluster.path.to_str().unwrap(), "--node-id", "101"])
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&check.stdout);
-    assert!(
-        check.status.success() && said.contains("consistent"),
-        "{said}{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    assert_checked_consistent(&cluster);
 }
